@@ -1,0 +1,3 @@
+"""
+``python -m framedclient.bench``: load generator and baselines.
+"""

@@ -1,0 +1,4 @@
+"""
+Codecs for real-world protocols, built on the codec interface in
+:mod:`framedclient.codec`.
+"""

@@ -1,0 +1,3 @@
+"""
+What ``twist framedclient`` and ``twist framedserver`` run.
+"""

@@ -1,0 +1,291 @@
+"""
+The reference server for the fc1 protocol.
+
+It echoes every request body back as the reply, unless the body starts with
+a command that asks for something else.  Tests, demos and benchmarks use the
+commands to exercise every path a client must handle:
+
+====================  =========================================================
+body starts with      the server ...
+====================  =========================================================
+``!delay:S``          replies (echoing the whole body) after ``S`` seconds; a
+                      cancel frame for the request withdraws the reply
+``!error:MSG``        sends an error reply whose message is ``MSG``
+``!drop``             closes the connection at once, without replying
+``!hold``             never replies (the client's timeout must fire)
+``!goaway``           replies, then sends GOAWAY (drain and reconnect)
+``!size:N``           replies with ``N`` bytes (``b"x" * N``)
+``!mute``             ignores everything from now on, pings included, but keeps
+                      the connection open (a half-open peer)
+``!reverse:N``        holds the reply until ``N`` such requests are held on the
+                      connection, then answers them all in reverse order
+====================  =========================================================
+
+Run it with ``python -m framedclient.server --port 9000`` or
+``twist framedserver``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from framedclient.codec import (
+    CANCEL,
+    ERROR,
+    GOAWAY,
+    PING,
+    PONG,
+    REPLY,
+    REQUEST,
+    FC1Codec,
+)
+from framedclient.errors import ProtocolError
+
+__all__ = ["ReferenceServerFactory", "ReferenceServerProtocol", "listen", "main"]
+
+_log = Logger()
+
+
+class ReferenceServerProtocol(Protocol):
+    """
+    One client connection to the reference server.
+    """
+
+    factory: ReferenceServerFactory
+
+    def __init__(self, codec: FC1Codec, clock: IReactorTime) -> None:
+        self._codec = codec
+        self._framer = codec.new_framer()
+        self._clock = clock
+        self._delayed: dict[int, IDelayedCall] = {}
+        self._reversed: list[tuple[int, bytes]] = []
+        self._out: list[bytes] = []
+        self._muted = False
+        self._closed = False
+
+    def connectionMade(self) -> None:
+        self.factory.connections.add(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closed = True
+        self.factory.connections.discard(self)
+        for call in self._delayed.values():
+            if call.active():
+                call.cancel()
+        self._delayed.clear()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._muted or self._closed:
+            return
+        try:
+            frames = self._framer.feed(data)
+        except ProtocolError as e:
+            frames = e.frames
+            self._handle(frames)
+            _log.warn("Closing a client connection: {error}", error=str(e))
+            self._write()
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self._handle(frames)
+        self._write()
+
+    def _handle(self, frames: list[bytes]) -> None:
+        decode = self._codec.decode
+        encode = self._codec.encode
+        out = self._out
+        factory = self.factory
+        for frame in frames:
+            if self._muted or self._closed:
+                return
+            try:
+                kind, request_id, body = decode(frame)
+            except ProtocolError as e:
+                _log.warn("Closing a client connection: {error}", error=str(e))
+                self._closed = True
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
+            if kind == REQUEST:
+                factory.requests += 1
+                if body[:1] == b"!":
+                    self._command(request_id, body)
+                else:
+                    out.append(encode(REPLY, request_id, body))
+            elif kind == PING:
+                out.append(encode(PONG, request_id, body))
+            elif kind == CANCEL:
+                factory.cancels += 1
+                call = self._delayed.pop(request_id, None)
+                if call is not None and call.active():
+                    call.cancel()
+
+    def _command(self, request_id: int, body: bytes) -> None:
+        encode = self._codec.encode
+        word, _, rest = body[1:].partition(b" ")
+        name, _, arg = word.partition(b":")
+        try:
+            if name == b"delay":
+                delay = float(arg)
+                self._delayed[request_id] = self._clock.callLater(
+                    delay, self._send_delayed, request_id, body
+                )
+            elif name == b"error":
+                message = arg + (b" " + rest if rest else b"")
+                self._out.append(encode(ERROR, request_id, message))
+            elif name == b"drop":
+                self._write()
+                self._closed = True
+                self.transport.abortConnection()  # type: ignore[union-attr]
+            elif name == b"hold":
+                pass
+            elif name == b"goaway":
+                self._out.append(encode(REPLY, request_id, body))
+                self._out.append(encode(GOAWAY, 0, b""))
+            elif name == b"size":
+                self._out.append(encode(REPLY, request_id, b"x" * int(arg)))
+            elif name == b"mute":
+                self._muted = True
+            elif name == b"reverse":
+                self._reversed.append((request_id, body))
+                if len(self._reversed) >= int(arg):
+                    held, self._reversed = self._reversed, []
+                    for rid, held_body in reversed(held):
+                        self._out.append(encode(REPLY, rid, held_body))
+            else:
+                self._out.append(encode(REPLY, request_id, body))
+        except ValueError:
+            self._out.append(
+                encode(ERROR, request_id, b"bad command argument: " + word)
+            )
+
+    def _send_delayed(self, request_id: int, body: bytes) -> None:
+        self._delayed.pop(request_id, None)
+        if self._closed or self._muted:
+            return
+        self._out.append(self._codec.encode(REPLY, request_id, body))
+        self._write()
+
+    def _write(self) -> None:
+        if self._out and not self._closed:
+            out, self._out = self._out, []
+            self.transport.write(b"".join(out))  # type: ignore[union-attr]
+
+
+class ReferenceServerFactory(Factory):
+    """
+    Builds :class:`ReferenceServerProtocol` connections and counts what they
+    see, so tests can assert on the server side too.
+
+    :ivar connections: the open connections.
+    :ivar requests: request frames received, over all connections.
+    :ivar cancels: cancel frames received.
+    """
+
+    def __init__(
+        self, codec: FC1Codec | None = None, clock: IReactorTime | None = None
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor  # type: ignore[assignment]
+        assert clock is not None
+        self.codec = codec or FC1Codec()
+        self.clock = clock
+        self.connections: set[ReferenceServerProtocol] = set()
+        self.requests = 0
+        self.cancels = 0
+
+    def buildProtocol(self, addr: Any) -> ReferenceServerProtocol:  # type: ignore[override]
+        proto = ReferenceServerProtocol(self.codec, self.clock)
+        proto.factory = self
+        return proto
+
+    def drop_all(self) -> None:
+        """
+        Abort every open connection (a server crash, as clients see it).
+        """
+        for proto in list(self.connections):
+            proto.transport.abortConnection()  # type: ignore[union-attr]
+
+
+def listen(
+    reactor: Any, description: str, factory: ReferenceServerFactory | None = None
+) -> Deferred[IListeningPort]:
+    """
+    Listen on a server endpoint description (``"tcp:9000:interface=127.0.0.1"``).
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    endpoint = serverFromString(reactor, description)  # type: ignore[no-untyped-call]
+    result: Deferred[IListeningPort] = endpoint.listen(
+        factory or ReferenceServerFactory(clock=reactor)
+    )
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    ``python -m framedclient.server``: run the reference server until
+    interrupted.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m framedclient.server",
+        description="The fc1 reference server: echoes requests; see the "
+        "framedclient.server docs for the commands a body may carry.",
+    )
+    parser.add_argument(
+        "--port", type=int, default=9000, help="TCP port (default 9000)"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--endpoint",
+        help="a full Twisted server endpoint string instead of --port/--host "
+        "(e.g. ssl:9443:privateKey=key.pem:certKey=cert.pem)",
+    )
+    parser.add_argument(
+        "--max-frame",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="largest frame accepted, in bytes (default 16 MiB)",
+    )
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be 0..65535, got {args.port}")
+
+    from twisted.internet import reactor
+
+    description = args.endpoint or f"tcp:{args.port}:interface={args.host}"
+    factory = ReferenceServerFactory(FC1Codec(args.max_frame), reactor)  # type: ignore[arg-type]
+
+    def started(port: IListeningPort) -> None:
+        address = port.getHost()
+        host = getattr(address, "host", args.host)
+        print(
+            f"framedserver listening on {host}:{getattr(address, 'port', '?')}",
+            flush=True,
+        )
+
+    def failed(failure: Failure) -> None:
+        print(
+            f"framedserver: cannot listen: {failure.getErrorMessage()}", file=sys.stderr
+        )
+        reactor.stop()  # type: ignore[attr-defined]
+
+    d = listen(reactor, description, factory)
+    d.addCallbacks(started, failed)
+    reactor.run()  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

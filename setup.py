@@ -1,0 +1,50 @@
+from setuptools import setup
+
+setup(
+    name="framedclient",
+    version="0.1.0",
+    description=(
+        "Concurrent clients for framed TCP protocols on Twisted: framing, "
+        "request-ID matching, self-healing connection pools, limits, metrics."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=[
+        "framedclient",
+        "framedclient.protocols",
+        "framedclient.runner",
+        "framedclient.bench",
+        "twisted.plugins",
+    ],
+    package_data={"framedclient": ["py.typed"], "framedclient.runner": ["*.html"]},
+    install_requires=[
+        "twisted>=24.7.0",
+        "automat>=24.8.0",
+        "attrs>=23.1.0",
+    ],
+    extras_require={
+        "metrics": ["prometheus_client>=0.17"],
+        "tls": ["twisted[tls]>=24.7.0"],
+        "bench": ["matplotlib>=3.7", "psutil>=5.9", "tqdm>=4.60"],
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6.100",
+            "treq>=23.11",
+            "prometheus_client>=0.17",
+            "twisted[tls]>=24.7.0",
+            "selenium>=4.20",
+            "psutil>=5.9",
+            "mypy>=1.10",
+            "mypy-zope>=1.0",
+            "ruff>=0.5",
+            "build>=1.0",
+        ],
+    },
+    entry_points={
+        "console_scripts": [],
+    },
+    zip_safe=False,
+)

@@ -255,7 +255,7 @@ class TestFullJitterBackoff:
         self, kwargs: dict[str, float], message: str
     ) -> None:
         with pytest.raises(ValueError, match=message):
-            FullJitterBackoff(**kwargs)
+            FullJitterBackoff(**kwargs)  # type: ignore[arg-type]
 
     def test_repr_shows_parameters(self) -> None:
         assert repr(FullJitterBackoff(base=0.5, max_delay=30)) == (

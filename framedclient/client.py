@@ -1,0 +1,840 @@
+"""
+:class:`FramedClient`: the public face of framedclient.
+
+Create one per upstream service and share it across your application::
+
+    client = FramedClient.from_endpoint(reactor, "tcp:127.0.0.1:9000",
+                                        pool_size=4, max_in_flight=512,
+                                        max_pending=2048, request_timeout=5.0)
+    reply = await client.request(b"ping")
+    await client.close()
+
+A request takes one of two paths.  The fast path (a slot is free and a
+connection can take it) hands the body straight to the least-loaded
+connection and returns that connection's Deferred, with two callbacks
+added: nothing else is allocated.  Everything else (waiting for a slot,
+waiting for a connection, retrying) goes through a small :class:`_Call`
+object that tracks where the request is, so cancelling it always does the
+right thing, and that holds the request's overall deadline across attempts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    fail,
+    gatherResults,
+    succeed,
+)
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from framedclient.backoff import BackoffPolicy
+from framedclient.codec import Codec, FC1Codec
+from framedclient.connection import Connection, PrepareHook
+from framedclient.deadlines import DeadlineQueue
+from framedclient.errors import (
+    ClientClosed,
+    ConnectionLost,
+    Overloaded,
+    RequestTimeout,
+    Unavailable,
+)
+from framedclient.metrics import GaugeSample, Metrics
+from framedclient.pool import Limiter, Pool
+from framedclient.protocol import FramedClientFactory, FramedProtocol, ProtocolConfig
+from framedclient.retry import RetryBudget, retry_delay
+
+__all__ = ["FramedClient", "Lease"]
+
+_log = Logger()
+
+#: How many times one request may be re-sent because it was never written;
+#: a bound so that a pathological flapping pool cannot spin.
+MAX_ATTEMPTS = 8
+
+# _Call stages.
+_ACQUIRING = 0  # waiting for a limiter slot
+_WAITING = 1  # holds a slot, waiting for a ready connection
+_DELAYED = 2  # holds a slot, waiting out a retry delay
+_SENT = 3  # handed to a connection
+_DONE = 4
+
+
+class _Call:
+    """
+    A request on the slow path.  Also ``outer``'s canceller.
+    """
+
+    __slots__ = (
+        "attempt",
+        "body",
+        "client",
+        "current",
+        "deadline",
+        "has_slot",
+        "idempotent",
+        "outer",
+        "stage",
+        "timeout",
+        "timer",
+        "wait",
+    )
+
+    def __init__(
+        self,
+        client: FramedClient,
+        body: bytes,
+        deadline: float,
+        timeout: float,
+        idempotent: bool,
+        wait: bool,
+        attempt: int,
+    ) -> None:
+        self.client = client
+        self.body = body
+        self.deadline = deadline
+        self.timeout = timeout
+        self.idempotent = idempotent
+        self.wait = wait
+        self.attempt = attempt
+        self.has_slot = False
+        self.stage = _ACQUIRING
+        self.current: Deferred[Any] | None = None
+        self.timer: IDelayedCall | None = None
+        self.outer: Deferred[bytes] = Deferred(self)
+
+    def __call__(self, outer: Deferred[bytes]) -> None:
+        stage = self.stage
+        if stage == _ACQUIRING or stage == _SENT:
+            if self.current is not None:
+                # Fails with CancelledError, which we forward to outer.
+                self.current.cancel()
+        elif stage == _WAITING or stage == _DELAYED:
+            self.finish(CancelledError())
+
+    def finish(self, result: bytes | Failure | BaseException) -> None:
+        """
+        The request's final outcome, reached before (or instead of) being
+        handed to a connection.
+        """
+        if self.stage == _DONE:
+            return
+        self.stage = _DONE
+        if self.timer is not None:
+            if self.timer.active():
+                self.timer.cancel()
+            self.timer = None
+        if self.has_slot:
+            self.has_slot = False
+            self.client._release()
+        if isinstance(result, (Failure, BaseException)):
+            self.outer.errback(result)
+        else:
+            self.outer.callback(result)
+
+    def forward(self, result: bytes | Failure) -> None:
+        # The connection's Deferred (and any retries chained to it) ended;
+        # its callbacks already released the slot.
+        self.stage = _DONE
+        self.current = None
+        if isinstance(result, Failure):
+            self.outer.errback(result)
+        else:
+            self.outer.callback(result)
+
+
+def _call_is_live(call: _Call) -> bool:
+    return call.stage < _SENT
+
+
+class FramedClient:
+    """
+    A pool of self-healing connections to one or more upstreams, with a cap
+    on the work in flight.
+
+    :param endpoints: where to connect; ``pool_size`` connections are made
+        to each.
+    :param clock: the reactor (or a ``task.Clock`` in tests).
+    :param codec: the wire format (fc1 by default).
+    :param pool_size: connections per endpoint.
+    :param max_in_flight: requests outstanding at once, over the whole pool.
+    :param max_pending: requests that may wait for a slot; beyond it,
+        :class:`~framedclient.errors.Overloaded` at once.
+    :param request_timeout: default overall deadline of a request in
+        seconds, queueing and retries included; ``None`` for none.
+    :param acquire_timeout: seconds a request may wait for a slot before
+        failing with ``Overloaded``; ``None``: only the request deadline.
+    :param connect_timeout: seconds per connection attempt; default from
+        the backoff policy (gRPC: 20 s).
+    :param backoff: reconnect policy; gRPC's by default.
+    :param heartbeat_interval: ping a silent connection after this many
+        seconds (codecs with ping support); ``None`` disables.
+    :param heartbeat_timeout: seconds a ping may go unanswered.
+    :param read_timeout: close a connection that reads nothing for this
+        long while requests are outstanding; ``None`` disables.
+    :param write_timeout: close a connection whose send buffer does not
+        drain for this long.
+    :param max_pending_per_connection: requests (and abandoned IDs) one
+        connection may hold.
+    :param wait_for_ready: when no connection is ready, wait for one (up to
+        the request's deadline) instead of failing at once with
+        :class:`~framedclient.errors.Unavailable`.
+    :param prepare: run on each new connection before it is used.
+    :param retry_budget: limits retries of idempotent requests; 20 % of
+        requests plus 10 per second by default.
+    :param metrics: where to record; a fresh :class:`Metrics` by default.
+    :param start: start connecting at once.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[IStreamClientEndpoint],
+        clock: IReactorTime,
+        *,
+        codec: Codec | None = None,
+        pool_size: int = 4,
+        max_in_flight: int = 512,
+        max_pending: int = 2048,
+        request_timeout: float | None = 5.0,
+        acquire_timeout: float | None = None,
+        connect_timeout: float | None = None,
+        backoff: BackoffPolicy | None = None,
+        heartbeat_interval: float | None = None,
+        heartbeat_timeout: float = 10.0,
+        read_timeout: float | None = None,
+        write_timeout: float | None = 30.0,
+        max_pending_per_connection: int = 100_000,
+        max_write_buffer: int = 8 * 1024 * 1024,
+        wait_for_ready: bool = True,
+        prepare: PrepareHook | None = None,
+        retry_budget: RetryBudget | None = None,
+        metrics: Metrics | None = None,
+        start: bool = True,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("at least one endpoint is needed")
+        if not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")
+        if request_timeout is not None and not request_timeout > 0:
+            raise ValueError(
+                f"request_timeout must be a positive number of seconds or None, "
+                f"got {request_timeout!r}"
+            )
+        self._clock = clock
+        self.codec = codec = codec or FC1Codec()
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.request_timeout = request_timeout
+        self.wait_for_ready = wait_for_ready
+        config = ProtocolConfig(
+            codec=codec,
+            request_timeout=None,
+            max_pending=max_pending_per_connection,
+            max_write_buffer=max_write_buffer,
+            write_timeout=write_timeout,
+            read_timeout=read_timeout,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+        )
+        self.factory = FramedClientFactory(
+            config=config, clock=clock, metrics=self.metrics
+        )
+        self._limiter = Limiter(clock, max_in_flight, max_pending, acquire_timeout)
+        connections = []
+        for e, endpoint in enumerate(endpoints):
+            label = names[e] if names else f"upstream{e}"
+            for i in range(pool_size):
+                connections.append(
+                    Connection(
+                        endpoint,
+                        self.factory,
+                        clock,
+                        backoff=backoff,
+                        connect_timeout=connect_timeout,
+                        prepare=prepare,
+                        name=f"{label}/{i}",
+                    )
+                )
+        self.pool = Pool(connections)
+        for conn in connections:
+            conn.add_listener(self._connection_changed)
+        self._budget = retry_budget or RetryBudget(clock)
+        self._waiting: deque[_Call] = deque()
+        self._lease_waiters: deque[Deferred[FramedProtocol]] = deque()
+        self._deadlines: DeadlineQueue[_Call] = DeadlineQueue(
+            clock, _call_is_live, self._expire, self._slow_count
+        )
+        self._slow_live = 0
+        self._closing = False
+        self._closed: Deferred[Any] | None = None
+        if start:
+            self.start()
+
+    @classmethod
+    def from_endpoint(
+        cls,
+        reactor: Any,
+        endpoint: str | IStreamClientEndpoint | Sequence[str | IStreamClientEndpoint],
+        **options: Any,
+    ) -> FramedClient:
+        """
+        Build a client from Twisted endpoint strings (``"tcp:host:port"``,
+        ``"tls:host:port"``, ...) or endpoint objects; keyword arguments are
+        those of :class:`FramedClient`.
+        """
+        from twisted.internet.endpoints import clientFromString
+
+        if isinstance(endpoint, (str, bytes)) or not isinstance(endpoint, Sequence):
+            endpoint = [endpoint]
+        resolved: list[IStreamClientEndpoint] = []
+        names: list[str] = []
+        for e in endpoint:
+            if isinstance(e, str):
+                resolved.append(clientFromString(reactor, e))  # type: ignore[no-untyped-call]
+                names.append(e)
+            else:
+                resolved.append(e)
+                names.append(repr(e))
+        options.setdefault("names", names)
+        return cls(resolved, reactor, **options)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """
+        Start connecting (idempotent; done by the constructor by default).
+        """
+        for conn in self.pool:
+            conn.start()
+
+    def when_ready(self, fail_after: int | None = None) -> Deferred[None]:
+        """
+        Fires once at least one connection is ready.
+
+        :param fail_after: fail after this many consecutive failed attempts
+            on every connection (see :meth:`Connection.when_ready`).
+        """
+        if self.pool.ready_count:
+            return succeed(None)
+        result: Deferred[None] = Deferred()
+        waits = [conn.when_ready(fail_after) for conn in self.pool]
+        failures: list[Failure] = []
+
+        def won(_: object) -> None:
+            if not result.called:
+                result.callback(None)
+                for w in waits:
+                    if not w.called:
+                        w.cancel()
+
+        def lost(f: Failure) -> None:
+            failures.append(f)
+            if len(failures) == len(waits) and not result.called:
+                result.errback(failures[-1])
+
+        for w in waits:
+            w.addCallbacks(won, lost)
+        return result
+
+    def close(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        Stop accepting requests, let in-flight ones finish, stop
+        reconnecting.
+
+        Requests still waiting for a slot or a connection fail with
+        :class:`~framedclient.errors.ClientClosed` (they were never sent).
+
+        :param timeout: after this many seconds, drop the connections and
+            fail what is still in flight with ``ConnectionLost``.
+        :return: fires when every connection is gone.
+        """
+        if self._closed is not None:
+            return _chain(self._closed)
+        self._closing = True
+        closed_error = ClientClosed("the client is closing; the request was not sent")
+        self._limiter.fail_all(closed_error)
+        waiting, self._waiting = self._waiting, deque()
+        for call in waiting:
+            call.finish(closed_error)
+        leases, self._lease_waiters = self._lease_waiters, deque()
+        for d in leases:
+            d.errback(closed_error)
+        timer: IDelayedCall | None = None
+        if timeout is not None:
+            timer = self._clock.callLater(timeout, self._abort_all)
+        done = gatherResults([conn.close(drain=True) for conn in self.pool])
+
+        def finished(_: object) -> None:
+            if timer is not None and timer.active():
+                timer.cancel()
+            self._deadlines.stop()
+
+        done.addBoth(finished)
+        self._closed = done
+        return _chain(done)
+
+    def _abort_all(self) -> None:
+        for conn in self.pool:
+            conn.close(drain=False)
+
+    async def __aenter__(self) -> FramedClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- requests ------------------------------------------------------------
+
+    def request(
+        self,
+        body: bytes,
+        timeout: float | None = None,
+        *,
+        idempotent: bool = False,
+        wait_for_ready: bool | None = None,
+    ) -> Deferred[bytes]:
+        """
+        Send one request; fires exactly once with the reply body or a
+        :class:`~framedclient.errors.FramedClientError` (or
+        ``CancelledError`` after ``cancel()``).
+
+        :param timeout: overall deadline in seconds (queueing and retries
+            included); ``None`` uses ``request_timeout``; ``math.inf`` for
+            none.
+        :param idempotent: the request may be re-sent after a connection
+            loss even if it was already written (within the retry budget).
+            Requests that were never written are always re-sent, on
+            another connection.
+        :param wait_for_ready: override the client's ``wait_for_ready``.
+        """
+        if self._closing:
+            return fail(ClientClosed("the client is closed; create a new one"))
+        if timeout is None:
+            timeout = self.request_timeout
+            if timeout is None:
+                timeout = math.inf
+        elif not timeout > 0:
+            return fail(ValueError(f"timeout must be positive, got {timeout!r}"))
+        self._budget.deposit()
+        limiter = self._limiter
+        deadline = self._clock.seconds() + timeout
+        if limiter.in_flight < limiter.max_in_flight:
+            proto = self.pool.pick()
+            if proto is not None:
+                limiter.in_flight += 1
+                d = proto.request(body, timeout)
+                d.addCallbacks(
+                    self._done_ok,
+                    self._done_failed,
+                    errbackArgs=(body, deadline, idempotent, 1),
+                )
+                return d
+        call = _Call(
+            self,
+            body,
+            deadline,
+            timeout,
+            idempotent,
+            self.wait_for_ready if wait_for_ready is None else wait_for_ready,
+            1,
+        )
+        self._slow_live += 1
+        if deadline != math.inf:
+            self._deadlines.add(deadline, call, deadline - timeout)
+        acquired = limiter.acquire()
+        if not acquired.called:
+            call.current = acquired
+        # Fires at once when a slot is free (the fast path found no
+        # connection), else when a slot is handed over.
+        acquired.addCallbacks(
+            self._acquired,
+            self._acquire_failed,
+            callbackArgs=(call,),
+            errbackArgs=(call,),
+        )
+        return call.outer
+
+    def _slow_count(self) -> int:
+        return self._slow_live
+
+    def _acquired(self, _: None, call: _Call) -> None:
+        call.current = None
+        call.has_slot = True
+        if call.stage != _ACQUIRING:
+            # Cancelled or expired meanwhile: give the slot back.
+            call.has_slot = False
+            self._release()
+            return
+        self._dispatch(call)
+
+    def _acquire_failed(self, failure: Failure, call: _Call) -> None:
+        call.current = None
+        if call.stage == _ACQUIRING:
+            self._slow_live -= 1
+            error = failure.value
+            if isinstance(error, Overloaded):
+                self.metrics.record_failure("overloaded", None)
+            elif isinstance(error, CancelledError):
+                self.metrics.record_failure("cancelled", None)
+            call.finish(failure)
+
+    def _dispatch(self, call: _Call) -> None:
+        """
+        Hand a slot-holding call to a connection, or park it until one can
+        take it.
+        """
+        proto = self.pool.pick()
+        if proto is None:
+            if self._closing:
+                self._slow_live -= 1
+                call.finish(ClientClosed("the client is closing"))
+                return
+            if not call.wait and not self.pool.ready_count:
+                self._slow_live -= 1
+                self.metrics.record_failure("unavailable", None)
+                call.finish(self._unavailable())
+                return
+            call.stage = _WAITING
+            self._waiting.append(call)
+            return
+        remaining = call.deadline - self._clock.seconds()
+        if remaining <= 0:
+            self._slow_live -= 1
+            call.finish(
+                RequestTimeout(0.0, "deadline passed before the request could be sent")
+            )
+            return
+        self._slow_live -= 1
+        call.stage = _SENT
+        call.has_slot = False  # now owned by the callbacks below
+        d = proto.request(call.body, remaining)
+        d.addCallbacks(
+            self._done_ok,
+            self._done_failed,
+            errbackArgs=(call.body, call.deadline, call.idempotent, call.attempt),
+        )
+        call.current = d
+        d.addBoth(call.forward)
+
+    def _unavailable(self) -> Unavailable:
+        errors = {c.last_error for c in self.pool if c.last_error}
+        detail = "; ".join(sorted(errors)) or "still connecting"
+        return Unavailable(
+            f"no connection is ready ({detail}); the request was not sent. "
+            f"Retry later, or pass wait_for_ready=True to wait for a connection"
+        )
+
+    def _expire(self, call: _Call) -> None:
+        stage = call.stage
+        self._slow_live -= 1
+        if stage == _ACQUIRING:
+            acquiring, call.current = call.current, None
+            # Mark done first, so _acquire_failed ignores the cancellation.
+            call.stage = _DONE
+            if acquiring is not None and not acquiring.called:
+                acquiring.cancel()
+            self.metrics.record_failure("timeout", None)
+            call.outer.errback(
+                RequestTimeout(
+                    call.timeout,
+                    f"no in-flight slot freed up within {call.timeout:g} s "
+                    f"(max_in_flight={self._limiter.max_in_flight}); the "
+                    f"request was not sent",
+                )
+            )
+        elif stage == _WAITING:
+            try:
+                self._waiting.remove(call)
+            except ValueError:
+                pass
+            self.metrics.record_failure("unavailable", None)
+            call.finish(
+                Unavailable(
+                    f"no connection became ready within the request's "
+                    f"{call.timeout:g} s deadline ({self._unavailable()})"
+                )
+            )
+        elif stage == _DELAYED:
+            self.metrics.record_failure("timeout", None)
+            call.finish(
+                RequestTimeout(
+                    call.timeout, "the deadline passed while waiting to retry"
+                )
+            )
+
+    def _done_ok(self, result: bytes) -> bytes:
+        self._limiter.release()
+        if self._waiting or self._lease_waiters:
+            self._kick()
+        return result
+
+    def _done_failed(
+        self,
+        failure: Failure,
+        body: bytes,
+        deadline: float,
+        idempotent: bool,
+        attempt: int,
+    ) -> Failure | Deferred[bytes]:
+        error = failure.value
+        if (
+            isinstance(error, ConnectionLost)
+            and not self._closing
+            and attempt < MAX_ATTEMPTS
+        ):
+            now = self._clock.seconds()
+            if now < deadline:
+                if not error.written:
+                    self.metrics.record_retry()
+                    return self._retry(body, deadline, idempotent, attempt + 1, 0.0)
+                if idempotent and self._budget.try_withdraw():
+                    delay = retry_delay(attempt)
+                    if now + delay < deadline:
+                        self.metrics.record_retry()
+                        return self._retry(
+                            body, deadline, idempotent, attempt + 1, delay
+                        )
+        self._limiter.release()
+        if self._waiting or self._lease_waiters:
+            self._kick()
+        return failure
+
+    def _retry(
+        self, body: bytes, deadline: float, idempotent: bool, attempt: int, delay: float
+    ) -> Deferred[bytes]:
+        call = _Call(
+            self,
+            body,
+            deadline,
+            deadline - self._clock.seconds(),
+            idempotent,
+            True,
+            attempt,
+        )
+        call.has_slot = True
+        self._slow_live += 1
+        if deadline != math.inf:
+            self._deadlines.add(deadline, call, self._clock.seconds())
+        if delay > 0:
+            call.stage = _DELAYED
+            call.timer = self._clock.callLater(delay, self._after_delay, call)
+        else:
+            call.stage = _ACQUIRING
+            self._dispatch(call)
+        return call.outer
+
+    def _after_delay(self, call: _Call) -> None:
+        call.timer = None
+        if call.stage == _DELAYED:
+            call.stage = _ACQUIRING
+            self._dispatch(call)
+
+    def _release(self) -> None:
+        self._limiter.release()
+        if self._waiting or self._lease_waiters:
+            self._kick()
+
+    def _kick(self) -> None:
+        """
+        Capacity appeared (a connection became ready, a request finished):
+        send parked requests, in order, while connections take them.
+        """
+        waiting = self._waiting
+        while waiting:
+            call = waiting[0]
+            if call.stage != _WAITING:
+                waiting.popleft()
+                continue
+            proto = self.pool.pick()
+            if proto is None:
+                break
+            waiting.popleft()
+            call.stage = _ACQUIRING
+            self._dispatch(call)
+        leases = self._lease_waiters
+        while leases:
+            if leases[0].called:
+                leases.popleft()
+                continue
+            proto = self.pool.pick_idle()
+            if proto is None:
+                break
+            self.pool.leased.add(proto)
+            leases.popleft().callback(proto)
+
+    def _connection_changed(self, conn: Connection, old: str, new: str) -> None:
+        if new == "ready":
+            self._kick()
+        elif old == "ready" and not self.wait_for_ready and not self.pool.ready_count:
+            # Nothing ready any more: callers who asked not to wait learn now.
+            waiting, self._waiting = self._waiting, deque()
+            for call in waiting:
+                if call.stage == _WAITING and not call.wait:
+                    self._slow_live -= 1
+                    call.finish(self._unavailable())
+                elif call.stage == _WAITING:
+                    self._waiting.append(call)
+
+    # -- exclusive use ---------------------------------------------------------
+
+    def lease(self, timeout: float | None = None) -> Lease:
+        """
+        Borrow a whole connection: ``async with client.lease() as conn:``.
+
+        While leased, no other request is written to that connection, so a
+        multi-frame conversation (a transaction, a stream) is not
+        interleaved with anything.  The lease waits for a ready connection
+        with nothing in flight, up to ``timeout`` (default:
+        ``request_timeout``).
+        """
+        return Lease(self, self.request_timeout if timeout is None else timeout)
+
+    def _lease_connection(self, timeout: float | None) -> Deferred[FramedProtocol]:
+        if self._closing:
+            return fail(ClientClosed("the client is closed"))
+        proto = self.pool.pick_idle()
+        if proto is not None and not self._lease_waiters:
+            self.pool.leased.add(proto)
+            return succeed(proto)
+        d: Deferred[FramedProtocol] = Deferred()
+        self._lease_waiters.append(d)
+        if timeout is not None:
+            d.addTimeout(timeout, self._clock)
+        return d
+
+    def _return_lease(self, proto: FramedProtocol) -> None:
+        self.pool.leased.discard(proto)
+        self._kick()
+
+    # -- introspection ---------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return self._limiter.in_flight
+
+    @property
+    def queued(self) -> int:
+        """
+        Requests waiting for a slot or for a connection.
+        """
+        return self._limiter.queued + sum(
+            1 for c in self._waiting if c.stage == _WAITING
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """
+        A JSON-able snapshot: in-flight, queued, shed, connections by
+        state, and the metrics (outcomes, latency percentiles, ...).
+        """
+        return {
+            "in_flight": self.in_flight,
+            "queued": self.queued,
+            "max_in_flight": self._limiter.max_in_flight,
+            "max_pending": self._limiter.max_pending,
+            "shed": self._limiter.shed,
+            "retry_budget": round(self._budget.balance, 3),
+            "connections": self.pool.counts_by_state(),
+            "closing": self._closing,
+            "metrics": self.metrics.snapshot(),
+        }
+
+    def debug_state(self) -> dict[str, Any]:
+        """
+        Everything :meth:`stats` says, plus each connection in detail
+        (state, pending and their age, backoff, last error) and the number
+        of timers the reactor holds: where a leak shows up.
+        """
+        state = self.stats()
+        state["upstreams"] = self.pool.debug_state()
+        get_calls: Callable[[], list[Any]] | None = getattr(
+            self._clock, "getDelayedCalls", None
+        )
+        state["delayed_calls"] = len(get_calls()) if get_calls is not None else None
+        return state
+
+    def gauges(self) -> list[GaugeSample]:
+        """
+        Current gauge values for Prometheus exposition.
+        """
+        samples = [
+            GaugeSample(
+                "framedclient_in_flight", "Requests in flight.", self.in_flight
+            ),
+            GaugeSample(
+                "framedclient_queued",
+                "Requests waiting for a slot or a connection.",
+                self.queued,
+            ),
+        ]
+        counts = self.pool.counts_by_state()
+        from framedclient.connection import STATES
+
+        for state in STATES:
+            samples.append(
+                GaugeSample(
+                    "framedclient_connections",
+                    "Connections by state.",
+                    counts.get(state, 0),
+                    {"state": state},
+                )
+            )
+        return samples
+
+
+class Lease:
+    """
+    A connection borrowed for exclusive use; see :meth:`FramedClient.lease`.
+    """
+
+    def __init__(self, client: FramedClient, timeout: float | None) -> None:
+        self._client = client
+        self._timeout = timeout
+        self.protocol: FramedProtocol | None = None
+
+    async def __aenter__(self) -> Lease:
+        self.protocol = await self._client._lease_connection(self._timeout)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.protocol is not None:
+            proto, self.protocol = self.protocol, None
+            self._client._return_lease(proto)
+
+    def request(self, body: bytes, timeout: float | None = None) -> Deferred[bytes]:
+        """
+        A request on the leased connection (same contract as
+        :meth:`FramedProtocol.request`; no retries: the conversation is
+        bound to this connection).
+        """
+        if self.protocol is None:
+            return fail(ClientClosed("the lease is not held (use async with)"))
+        if timeout is None:
+            timeout = self._client.request_timeout
+        return self.protocol.request(body, timeout)
+
+
+def _chain(d: Deferred[Any]) -> Deferred[None]:
+    """
+    A new Deferred that fires (with None) when ``d`` does, so several
+    callers can wait on one close.
+    """
+    out: Deferred[None] = Deferred()
+
+    def done(result: object) -> object:
+        out.callback(None)
+        return result
+
+    d.addBoth(done)
+    return out

@@ -1,7 +1,14 @@
 """
 framedclient: concurrent clients for framed TCP protocols, on Twisted.
+
+The everyday names live here; the layers behind them (framing, codec,
+protocol, connection, pool) are importable from their own modules.
 """
 
+from framedclient.backoff import ExponentialBackoff, FullJitterBackoff
+from framedclient.client import FramedClient, Lease
+from framedclient.codec import FC1Codec, HeaderCodec, Kind, Matching, PipelinedCodec
+from framedclient.connection import Connection
 from framedclient.errors import (
     ClientClosed,
     ConnectionLost,
@@ -14,16 +21,38 @@ from framedclient.errors import (
     RequestTimeout,
     Unavailable,
 )
+from framedclient.framing import Delimited, LengthPrefixed, Netstring
+from framedclient.metrics import Metrics
+from framedclient.protocol import FramedClientFactory, FramedProtocol, ProtocolConfig
+from framedclient.service import FramedClientService
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ClientClosed",
+    "Connection",
     "ConnectionLost",
     "CorruptFrame",
+    "Delimited",
+    "ExponentialBackoff",
+    "FC1Codec",
     "FrameTooLarge",
+    "FramedClient",
     "FramedClientError",
+    "FramedClientFactory",
+    "FramedClientService",
+    "FramedProtocol",
+    "FullJitterBackoff",
+    "HeaderCodec",
+    "Kind",
+    "Lease",
+    "LengthPrefixed",
+    "Matching",
+    "Metrics",
+    "Netstring",
     "Overloaded",
+    "PipelinedCodec",
+    "ProtocolConfig",
     "ProtocolError",
     "RemoteError",
     "RequestTimeout",

@@ -677,8 +677,9 @@ class FramedClient:
     def _connection_changed(self, conn: Connection, old: str, new: str) -> None:
         if new == "ready":
             self._kick()
-        elif old == "ready" and not self.wait_for_ready and not self.pool.ready_count:
-            # Nothing ready any more: callers who asked not to wait learn now.
+        elif old == "ready" and not self.pool.ready_count and self._waiting:
+            # Nothing ready any more: callers who asked not to wait (a call
+            # may have parked while the last connection was dying) learn now.
             waiting, self._waiting = self._waiting, deque()
             for call in waiting:
                 if call.stage == _WAITING and not call.wait:

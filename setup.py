@@ -11,11 +11,17 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
+    # An explicit root makes editable installs (pip install -e .) put this
+    # directory on sys.path with a .pth file instead of an import hook, so
+    # Twisted's plugin discovery, which scans sys.path for twisted/plugins/
+    # directories, finds twisted/plugins/framedclient_plugin.py.
+    package_dir={"": "."},
     packages=[
         "framedclient",
         "framedclient.protocols",
         "framedclient.runner",
         "framedclient.bench",
+        "framedclient.testing",
         "twisted.plugins",
     ],
     package_data={"framedclient": ["py.typed"], "framedclient.runner": ["*.html"]},

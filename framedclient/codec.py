@@ -29,7 +29,7 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from framedclient.errors import CorruptFrame
+from framedclient.errors import CorruptFrame, FrameTooLarge
 from framedclient.framing import Framer, LengthPrefixed
 
 __all__ = [
@@ -173,6 +173,10 @@ class FC1Codec:
         return LengthPrefixed(length_size=4, max_frame=self.max_frame)
 
     def encode(self, kind: int, request_id: int, body: bytes) -> bytes:
+        if len(body) + 13 > self.max_frame:
+            # Sending it would make the peer close the connection, failing
+            # every other request on it: refuse this one alone, up front.
+            raise FrameTooLarge(len(body) + 13, self.max_frame)
         return _FC1_HEADER.pack(len(body) + 9, request_id, kind) + body
 
     def decode(self, frame: bytes) -> tuple[int, int, bytes]:

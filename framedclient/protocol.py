@@ -115,6 +115,12 @@ class ProtocolConfig:
         sent (codecs with ping support only); ``None`` disables heartbeats.
     :param heartbeat_timeout: seconds a ping may wait for any byte from the
         peer before the peer is declared dead.
+    :param abandoned_ttl: seconds the ID of a written request that was
+        cancelled or timed out stays reserved for its late reply (codecs
+        matching by ID).  Servers that answer cancel frames release it
+        sooner; this bound keeps a server that never answers from filling
+        the table.  ``None`` keeps IDs until the reply or the connection
+        ends.
     """
 
     codec: Codec = field(default_factory=FC1Codec)
@@ -125,6 +131,7 @@ class ProtocolConfig:
     read_timeout: float | None = None
     heartbeat_interval: float | None = None
     heartbeat_timeout: float = 10.0
+    abandoned_ttl: float | None = 60.0
 
     def __post_init__(self) -> None:
         _check_positive("request_timeout", self.request_timeout, allow_none=True)
@@ -132,6 +139,7 @@ class ProtocolConfig:
         _check_positive("read_timeout", self.read_timeout, allow_none=True)
         _check_positive("heartbeat_interval", self.heartbeat_interval, allow_none=True)
         _check_positive("heartbeat_timeout", self.heartbeat_timeout)
+        _check_positive("abandoned_ttl", self.abandoned_ttl, allow_none=True)
         if not isinstance(self.max_pending, int) or self.max_pending < 1:
             raise ValueError(
                 f"max_pending must be a positive integer, got {self.max_pending!r}"
@@ -201,6 +209,10 @@ def _pending_is_live(p: _Pending) -> bool:
     return p.state <= _SENT
 
 
+def _is_tombstone(p: _Pending) -> bool:
+    return p.state == _ABANDONED
+
+
 @implementer(IPushProducer)
 class FramedProtocol(Protocol):
     """
@@ -254,9 +266,13 @@ class FramedProtocol(Protocol):
         self._deadlines: DeadlineQueue[_Pending] = DeadlineQueue(
             clock, _pending_is_live, self._expire, self._live_count
         )
+        self._tombstone_deadlines: DeadlineQueue[_Pending] = DeadlineQueue(
+            clock, _is_tombstone, self._forget_tombstone, lambda: self._tombstones
+        )
 
         self._state = _OPEN
         self._connected = False
+        self._producing = False
         self._paused = False
         self._flush_call: IDelayedCall | None = None
         self._in_receive = False
@@ -465,6 +481,10 @@ class FramedProtocol(Protocol):
         elif state == _SENT:
             p.state = _ABANDONED
             self._tombstones += 1
+            ttl = self.config.abandoned_ttl
+            if ttl is not None and self._by_id:
+                now = self._clock.seconds()
+                self._tombstone_deadlines.add(now + ttl, p, now)
             if outcome == "cancelled" and self.codec.supports_cancel and self._by_id:
                 self._control.append(self._encode(CANCEL, p.request_id, b""))
                 if self._flush_call is None and not self._in_receive:
@@ -478,6 +498,13 @@ class FramedProtocol(Protocol):
             self.metrics.record_failure(outcome, latency)
         if self._state == _DRAINING and not self._live:
             self._finish_draining()
+
+    def _forget_tombstone(self, p: _Pending) -> None:
+        # No late reply within abandoned_ttl: release the ID.  A reply that
+        # still comes is counted as unknown.
+        p.state = _DONE
+        self._tombstones -= 1
+        self._pending.pop(p.request_id, None)
 
     def _expire(self, p: _Pending) -> None:
         self._abandon(p, "timeout")
@@ -690,6 +717,7 @@ class FramedProtocol(Protocol):
         self._last_read = now
         self.metrics.record_connection_event("connected")
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._producing = True
         self._arm_liveness(now)
         if self._unflushed:
             self._flush()
@@ -727,9 +755,18 @@ class FramedProtocol(Protocol):
             if abort is not None:
                 abort()
             else:
+                self._release_transport(transport)
                 transport.loseConnection()
         else:
             self._fail_everything(reason)
+
+    def _release_transport(self, transport: Any) -> None:
+        # A transport closes only once its registered producer is gone: with
+        # a paused streaming producer, loseConnection() would resume us and
+        # wait forever instead of closing.
+        if self._producing:
+            self._producing = False
+            transport.unregisterProducer()
 
     def when_closed(self) -> Deferred[str]:
         """
@@ -748,7 +785,12 @@ class FramedProtocol(Protocol):
             self.close_reason = "closed by the client"
         transport = self.transport
         if transport is not None and self._connected:
+            # Hand over everything still queued: the transport writes it out
+            # before closing (bounded by max_write_buffer; write_timeout and
+            # the caller's close timeout cover a peer that never reads).
+            self._paused = False
             self._flush()
+            self._release_transport(transport)
             transport.loseConnection()
         else:
             self._fail_everything(self.close_reason)
@@ -765,6 +807,7 @@ class FramedProtocol(Protocol):
         self._state = _CLOSED
         self._connected = False
         self._deadlines.stop()
+        self._tombstone_deadlines.stop()
         for timer in (self._flush_call, self._write_timer, self._liveness_timer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -888,6 +931,6 @@ class FramedClientFactory(ClientFactory):
         self.metrics = metrics if metrics is not None else Metrics()
 
     def buildProtocol(self, addr: object) -> FramedProtocol:
-        proto = FramedProtocol(self.config, self.clock, self.metrics)
+        proto: FramedProtocol = self.protocol(self.config, self.clock, self.metrics)  # type: ignore[call-arg]
         proto.factory = self
         return proto

@@ -67,6 +67,7 @@ class ReferenceServerProtocol(Protocol):
         self._framer = codec.new_framer()
         self._clock = clock
         self._delayed: dict[int, IDelayedCall] = {}
+        self._held: set[int] = set()
         self._reversed: list[tuple[int, bytes]] = []
         self._out: list[bytes] = []
         self._muted = False
@@ -123,9 +124,7 @@ class ReferenceServerProtocol(Protocol):
                 out.append(encode(PONG, request_id, body))
             elif kind == CANCEL:
                 factory.cancels += 1
-                call = self._delayed.pop(request_id, None)
-                if call is not None and call.active():
-                    call.cancel()
+                self._cancel(request_id)
 
     def _command(self, request_id: int, body: bytes) -> None:
         encode = self._codec.encode
@@ -145,7 +144,7 @@ class ReferenceServerProtocol(Protocol):
                 self._closed = True
                 self.transport.abortConnection()  # type: ignore[union-attr]
             elif name == b"hold":
-                pass
+                self._held.add(request_id)
             elif name == b"goaway":
                 self._out.append(encode(REPLY, request_id, body))
                 self._out.append(encode(GOAWAY, 0, b""))
@@ -165,6 +164,23 @@ class ReferenceServerProtocol(Protocol):
             self._out.append(
                 encode(ERROR, request_id, b"bad command argument: " + word)
             )
+
+    def _cancel(self, request_id: int) -> None:
+        # fc1: a cancelled request that has not been answered yet is answered
+        # with an error reply, so the client can release its ID at once.
+        withdrawn = False
+        call = self._delayed.pop(request_id, None)
+        if call is not None and call.active():
+            call.cancel()
+            withdrawn = True
+        if request_id in self._held:
+            self._held.discard(request_id)
+            withdrawn = True
+        held_before = len(self._reversed)
+        self._reversed = [(r, b) for r, b in self._reversed if r != request_id]
+        withdrawn = withdrawn or len(self._reversed) != held_before
+        if withdrawn:
+            self._out.append(self._codec.encode(ERROR, request_id, b"cancelled"))
 
     def _send_delayed(self, request_id: int, body: bytes) -> None:
         self._delayed.pop(request_id, None)

@@ -510,3 +510,76 @@ def test_metrics_record_outcomes_and_latency():
     assert snap["requests"]["timeout"] == 1
     assert snap["latency"]["count"] >= 1
     assert 0.2 <= snap["latency"]["p50"] <= 0.3
+
+
+def test_close_of_a_paused_connection_unregisters_the_producer_first():
+    # A transport whose paused producer is still registered never closes
+    # (it resumes the producer instead); closing must let go of it.
+    proto, peer, clock = connect()
+    assert peer.transport.producer is proto
+    proto.pauseProducing()
+    held = proto.request(b"queued while paused")
+    proto.close(drain=False)
+    assert peer.transport.producer is None
+    assert peer.transport.disconnecting
+    assert [body for _, _, body in peer.received()] == [b"queued while paused"]
+    proto.connectionLost(Failure(Exception("closed")))
+    assert outcomes([held])[0].check(ConnectionLost)
+
+
+def test_abandoned_ids_are_released_after_abandoned_ttl():
+    proto, peer, clock = connect(ProtocolConfig(abandoned_ttl=30))
+    d = proto.request(b"never answered")
+    clock.advance(0)
+    ((_, rid, _),) = peer.received()
+    d.addErrback(lambda f: f.trap(CancelledError))
+    d.cancel()
+    assert proto.table_size == 1
+    clock.advance(29.9)
+    assert proto.table_size == 1
+    clock.advance(0.1)
+    assert proto.table_size == 0
+    peer.send(REPLY, rid, b"much too late")
+    assert proto.unknown_replies == 1
+    assert clock.getDelayedCalls() == []
+
+
+def test_body_too_large_for_the_codec_fails_alone_and_sends_nothing():
+    proto, peer, clock = connect(ProtocolConfig(codec=FC1Codec(max_frame=100)))
+    too_big = proto.request(b"x" * 88)
+    fits = proto.request(b"x" * 87)
+    (result,) = outcomes([too_big])
+    assert result.check(FrameTooLarge)
+    clock.advance(0)
+    assert [len(body) for _, _, body in peer.received()] == [87]
+    assert not fits.called and proto.pending == 1
+
+
+def test_factory_builds_its_protocol_attribute():
+    class Custom(FramedProtocol):
+        pass
+
+    class CustomFactory(FramedClientFactory):
+        protocol = Custom
+
+    assert type(CustomFactory(clock=Clock()).buildProtocol(None)) is Custom
+
+
+def test_reference_server_answers_cancel_so_the_id_is_released_at_once():
+    clock = Clock()
+    server_factory = ReferenceServerFactory(clock=clock)
+    server = server_factory.buildProtocol(None)
+    client = FramedProtocol(ProtocolConfig(), clock)
+    pump = iosim_connect(server, makeFakeServer(server), client, makeFakeClient(client))
+    held = client.request(b"!hold")
+    delayed = client.request(b"!delay:10 x")
+    clock.advance(0)
+    pump.flush()
+    for d in (held, delayed):
+        d.addErrback(lambda f: f.trap(CancelledError))
+        d.cancel()
+    clock.advance(0)
+    pump.flush()
+    assert server_factory.cancels == 2
+    assert client.table_size == 0
+    assert client.late_replies == 2

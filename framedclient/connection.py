@@ -444,6 +444,10 @@ class Connection:
             except Exception:
                 _log.failure("state listener {listener!r} failed", listener=listener)
         if new == "closed":
+            # Closed carries no state data, and Automat only replaces its
+            # data when a state with data is entered: drop the last protocol
+            # it still holds, so a closed connection keeps nothing alive.
+            self._machine.__automat_data__ = None  # type: ignore[attr-defined]
             self._maybe_closed()
 
     def _attempt(self, c: _Inputs, s: _Core) -> Deferred[FramedProtocol]:

@@ -272,13 +272,6 @@ def test_server_close_is_clean_and_the_client_reconnects():
     assert len(server.connections) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a closed Connection keeps its last FramedProtocol "
-    "(with its framer buffer and deadline queue) as Automat state data, "
-    "because Closing/Closed carry no data and Automat only replaces "
-    "__automat_data__ when a state with data is entered",
-)
 def test_closed_client_holds_no_protocol():
     client, server = memory_client(pool_size=2)
     ds = [client.request(b"%d" % i) for i in range(10)]

@@ -1,0 +1,195 @@
+"""
+What a client process measures about itself, and how a run's numbers are
+summarised.
+
+Every client kind (framedclient, the raw protocol, the baselines) reports
+through these helpers, so a ratio between two kinds compares the clients and
+never two ways of measuring.  Nothing here imports Twisted or asyncio: the
+asyncio baseline must not pay for a reactor it does not use.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "LATENCY_PERCENTILES",
+    "ProcessSample",
+    "auto_request_count",
+    "closed_loop_result",
+    "current_rss",
+    "latency_summary",
+    "peak_rss",
+    "percentile",
+    "quantile_curve",
+]
+
+#: The latency percentiles every run reports (``p50`` ... ``p999``).
+LATENCY_PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p99", 99.0),
+    ("p999", 99.9),
+)
+
+#: How many points of each run's latency distribution travel back to the
+#: runner for plotting: enough for a smooth CDF, small enough for JSON.
+_CURVE_POINTS = 400
+
+#: Aim for runs of this many seconds when the caller gives no request count.
+TARGET_RUN_SECONDS = 2.0
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """
+    The ``q``-th percentile of already sorted samples (nearest rank).
+
+    Nearest rank rather than interpolation: a reported p999 is then a latency
+    some request really had.
+
+    :raises ValueError: for an empty sequence, where no percentile exists.
+    """
+    if not ordered:
+        raise ValueError("no samples: cannot take a percentile of nothing")
+    rank = math.ceil(q / 100.0 * len(ordered))
+    return ordered[min(max(rank, 1), len(ordered)) - 1]
+
+
+def latency_summary(ordered: Sequence[float]) -> dict[str, float]:
+    """
+    ``{"p50": s, "p90": s, ..., "mean": s, "max": s}`` in seconds, from
+    sorted latencies.
+    """
+    summary = {name: percentile(ordered, q) for name, q in LATENCY_PERCENTILES}
+    summary["mean"] = sum(ordered) / len(ordered)
+    summary["max"] = ordered[-1]
+    return summary
+
+
+def quantile_curve(
+    ordered: Sequence[float], points: int = _CURVE_POINTS
+) -> list[float]:
+    """
+    ``points`` latencies at evenly spaced quantiles (0 to 1 inclusive) of the
+    sorted samples: the distribution, small enough to ship as JSON and plot.
+    """
+    if not ordered:
+        return []
+    last = len(ordered) - 1
+    return [ordered[round(i * last / (points - 1))] for i in range(points)]
+
+
+def current_rss() -> int:
+    """
+    Resident set size of this process now, in bytes.
+
+    Read from ``/proc/self/statm`` on Linux (no dependency); elsewhere the
+    peak is the best we can do without psutil.
+    """
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_rss()
+
+
+def peak_rss() -> int:
+    """
+    The highest resident set size this process has had, in bytes.
+    """
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return int(maxrss if sys.platform == "darwin" else maxrss * 1024)
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    """
+    Wall clock and CPU time of this process at one instant; the difference
+    of two samples is what a measured phase cost.
+    """
+
+    wall: float
+    cpu: float
+    user: float
+    system: float
+
+    @classmethod
+    def now(cls) -> ProcessSample:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(
+            time.perf_counter(), time.process_time(), usage.ru_utime, usage.ru_stime
+        )
+
+
+def auto_request_count(warmup_requests: int, warmup_seconds: float) -> int:
+    """
+    How many requests make a measured run last about
+    :data:`TARGET_RUN_SECONDS`, judging from the warm-up's rate.
+
+    Bounded both ways: at least 1,000 so percentiles mean something, at most
+    2,000,000 so a misjudged warm-up cannot make a run endless.
+    """
+    rate = warmup_requests / max(warmup_seconds, 1e-6)
+    return int(min(max(rate * TARGET_RUN_SECONDS, 1_000), 2_000_000))
+
+
+def closed_loop_result(
+    *,
+    kind: str,
+    concurrency: int,
+    payload: int,
+    connections: int,
+    requests: int,
+    ok: int,
+    failed: int,
+    first_error: str | None,
+    latencies: list[float],
+    start: ProcessSample,
+    end: ProcessSample,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """
+    The JSON-able record of one measured closed-loop run.
+
+    Rates and per-request CPU are computed from the measured phase only
+    (warm-up excluded); peak RSS is the process's, warm-up included, because
+    that is what an operator sees.
+
+    :param latencies: per-request seconds; sorted in place.
+    """
+    latencies.sort()
+    wall = end.wall - start.wall
+    cpu = end.cpu - start.cpu
+    done = ok + failed
+    result: dict[str, Any] = {
+        "kind": kind,
+        "concurrency": concurrency,
+        "payload": payload,
+        "connections": connections,
+        "requests": requests,
+        "ok": ok,
+        "failed": failed,
+        "first_error": first_error,
+        "wall_seconds": wall,
+        "throughput": ok / wall if wall > 0 else 0.0,
+        "cpu_seconds": cpu,
+        "cpu_user_seconds": end.user - start.user,
+        "cpu_system_seconds": end.system - start.system,
+        "cpu_per_request": cpu / done if done else 0.0,
+        "cpu_utilisation": cpu / wall if wall > 0 else 0.0,
+        "peak_rss": peak_rss(),
+        "latency": latency_summary(latencies) if latencies else {},
+        "latency_curve": quantile_curve(latencies),
+    }
+    if extra:
+        result.update(extra)
+    return result

@@ -53,7 +53,12 @@ from framedclient.errors import (
 )
 from framedclient.metrics import GaugeSample, Metrics
 from framedclient.pool import Limiter, Pool
-from framedclient.protocol import FramedClientFactory, FramedProtocol, ProtocolConfig
+from framedclient.protocol import (
+    FramedClientFactory,
+    FramedProtocol,
+    ProtocolConfig,
+    _Pending,
+)
 from framedclient.retry import RetryBudget, retry_delay
 
 __all__ = ["FramedClient", "Lease"]
@@ -251,6 +256,8 @@ class FramedClient:
         self.factory = FramedClientFactory(
             config=config, clock=clock, metrics=self.metrics
         )
+        self.factory.on_settled = self._settled
+        self.factory.on_orphan = self._orphan
         self._limiter = Limiter(clock, max_in_flight, max_pending, acquire_timeout)
         connections = []
         for e, endpoint in enumerate(endpoints):
@@ -274,7 +281,7 @@ class FramedClient:
         self._waiting: deque[_Call] = deque()
         self._lease_waiters: deque[Deferred[FramedProtocol]] = deque()
         self._deadlines: DeadlineQueue[_Call] = DeadlineQueue(
-            clock, _call_is_live, self._expire, self._slow_count
+            clock, _call_is_live, self._expire, self._slow_count, _call_deadline
         )
         self._slow_live = 0
         self._closing = False
@@ -429,18 +436,14 @@ class FramedClient:
             return fail(ValueError(f"timeout must be positive, got {timeout!r}"))
         self._budget.deposit()
         limiter = self._limiter
-        deadline = self._clock.seconds() + timeout
         if limiter.in_flight < limiter.max_in_flight:
             proto = self.pool.pick()
             if proto is not None:
+                # The fast path: the connection's own Deferred, nothing added
+                # to it.  The slot comes back through proto.on_settled.
                 limiter.in_flight += 1
-                d = proto.request(body, timeout)
-                d.addCallbacks(
-                    self._done_ok,
-                    self._done_failed,
-                    errbackArgs=(body, deadline, idempotent, 1),
-                )
-                return d
+                return proto.request(body, timeout, idempotent)
+        deadline = self._clock.seconds() + timeout
         call = _Call(
             self,
             body,
@@ -518,13 +521,8 @@ class FramedClient:
             return
         self._slow_live -= 1
         call.stage = _SENT
-        call.has_slot = False  # now owned by the callbacks below
-        d = proto.request(call.body, remaining)
-        d.addCallbacks(
-            self._done_ok,
-            self._done_failed,
-            errbackArgs=(call.body, call.deadline, call.idempotent, call.attempt),
-        )
+        call.has_slot = False  # the connection's on_settled releases it now
+        d = proto.request(call.body, remaining, call.idempotent, call.attempt)
         call.current = d
         d.addBoth(call.forward)
 
@@ -574,66 +572,59 @@ class FramedClient:
                 )
             )
 
-    def _done_ok(self, result: bytes) -> bytes:
+    def _settled(self) -> None:
+        # Every request a connection accepted ends here exactly once (the
+        # protocol's on_settled hook), unless it was handed to _orphan.
         self._limiter.release()
         if self._waiting or self._lease_waiters:
             self._kick()
-        return result
 
-    def _done_failed(
-        self,
-        failure: Failure,
-        body: bytes,
-        deadline: float,
-        idempotent: bool,
-        attempt: int,
-    ) -> Failure | Deferred[bytes]:
-        error = failure.value
-        if (
-            isinstance(error, ConnectionLost)
-            and not self._closing
-            and attempt < MAX_ATTEMPTS
-        ):
-            now = self._clock.seconds()
-            if now < deadline:
-                if not error.written:
-                    self.metrics.record_retry()
-                    return self._retry(body, deadline, idempotent, attempt + 1, 0.0)
-                if idempotent and self._budget.try_withdraw():
-                    delay = retry_delay(attempt)
-                    if now + delay < deadline:
-                        self.metrics.record_retry()
-                        return self._retry(
-                            body, deadline, idempotent, attempt + 1, delay
-                        )
-        self._limiter.release()
-        if self._waiting or self._lease_waiters:
-            self._kick()
-        return failure
-
-    def _retry(
-        self, body: bytes, deadline: float, idempotent: bool, attempt: int, delay: float
-    ) -> Deferred[bytes]:
+    def _orphan(self, p: _Pending, lost: ConnectionLost) -> bool:
+        """
+        A connection died (or went away) holding ``p``, which is safe to
+        send again: never written, or idempotent.  Take it over if its
+        deadline, the attempt bound and (for written ones) the retry budget
+        allow; it keeps its in-flight slot.
+        """
+        if self._closing or p.attempt >= MAX_ATTEMPTS or p.body is None:
+            return False
+        now = self._clock.seconds()
+        deadline = p.deadline
+        if now >= deadline:
+            return False
+        delay = 0.0
+        if lost.written:
+            if not self._budget.try_withdraw():
+                return False
+            delay = retry_delay(p.attempt)
+            if now + delay >= deadline:
+                return False
+        self.metrics.record_retry()
         call = _Call(
             self,
-            body,
+            p.body,
             deadline,
-            deadline - self._clock.seconds(),
-            idempotent,
+            p.timeout if p.timeout else math.inf,
+            p.idempotent,
             True,
-            attempt,
+            p.attempt + 1,
         )
         call.has_slot = True
+        p.body = None
+        # The caller holds p.deferred: relay the retry's outcome to it, and
+        # send a cancel of p.deferred to the retry.
+        p.redirect = call.outer
+        call.outer.addBoth(_relay, p.deferred)
         self._slow_live += 1
         if deadline != math.inf:
-            self._deadlines.add(deadline, call, self._clock.seconds())
+            self._deadlines.add(deadline, call, now)
         if delay > 0:
             call.stage = _DELAYED
             call.timer = self._clock.callLater(delay, self._after_delay, call)
         else:
             call.stage = _ACQUIRING
             self._dispatch(call)
-        return call.outer
+        return True
 
     def _after_delay(self, call: _Call) -> None:
         call.timer = None
@@ -642,9 +633,7 @@ class FramedClient:
             self._dispatch(call)
 
     def _release(self) -> None:
-        self._limiter.release()
-        if self._waiting or self._lease_waiters:
-            self._kick()
+        self._settled()
 
     def _kick(self) -> None:
         """
@@ -819,11 +808,31 @@ class Lease:
         :meth:`FramedProtocol.request`; no retries: the conversation is
         bound to this connection).
         """
-        if self.protocol is None:
+        proto = self.protocol
+        if proto is None:
             return fail(ClientClosed("the lease is not held (use async with)"))
         if timeout is None:
             timeout = self._client.request_timeout
-        return self.protocol.request(body, timeout)
+        # Lease requests count against max_in_flight like any other; the
+        # connection's on_settled hook gives the slot back.
+        limiter = self._client._limiter
+        if limiter.try_acquire():
+            return proto.request(body, timeout)
+        d: Deferred[bytes] = limiter.acquire().addCallback(
+            lambda _: proto.request(body, timeout)
+        )
+        return d
+
+
+def _relay(result: bytes | Failure, target: Deferred[bytes]) -> None:
+    if isinstance(result, Failure):
+        target.errback(result)
+    else:
+        target.callback(result)
+
+
+def _call_deadline(call: _Call) -> float:
+    return call.deadline
 
 
 def _chain(d: Deferred[Any]) -> Deferred[None]:

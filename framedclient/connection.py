@@ -434,15 +434,17 @@ class Connection:
     # -- machine callbacks -----------------------------------------------------
 
     def _state_changed(self, old: str, new: str) -> None:
-        if new == "ready":
-            self._fire_ready(self._core.protocol)
-        elif new == "closed":
-            self._fire_ready(None)
+        # Listeners first (the pool learns of the ready connection), then
+        # when_ready() waiters, who may send at once and must find it.
         for listener in list(self._listeners):
             try:
                 listener(self, old, new)
             except Exception:
                 _log.failure("state listener {listener!r} failed", listener=listener)
+        if new == "ready":
+            self._fire_ready(self._core.protocol)
+        elif new == "closed":
+            self._fire_ready(None)
         if new == "closed":
             # Closed carries no state data, and Automat only replaces its
             # data when a state with data is entered: drop the last protocol

@@ -4,16 +4,22 @@ One timer for many deadlines.
 A ``DelayedCall`` per request costs an allocation, a heap push into the
 reactor and a cancel when the reply arrives, on every request.  Most
 requests finish long before their deadline, so framedclient keeps its own
-heap of ``(deadline, seq, item)`` entries and arms a single reactor timer for
-the earliest *live* one.  Finished items are not removed eagerly (that would
-be O(n)); they are skipped when they reach the top, and the heap is rebuilt
-when dead entries outnumber live ones, so memory stays proportional to what
-is really outstanding.
+queue of deadlines and arms a single reactor timer for the earliest *live*
+one.
+
+Requests on a connection nearly always share one timeout, so their deadlines
+arrive in order: those go to a FIFO (one ``deque.append`` of the item itself,
+no tuple).  A deadline earlier than the last one appended goes to a heap.
+Finished items are not removed eagerly (that would be O(n)); they are
+skipped when they reach the front, and the queue is compacted when dead
+entries outnumber live ones, so memory stays proportional to what is really
+outstanding.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable
 from itertools import count
 from typing import Generic, TypeVar
@@ -36,11 +42,15 @@ class DeadlineQueue(Generic[T]):
         in deadline order.  It must make ``is_live(item)`` false.
     :param live_count: how many items are live right now (the owner usually
         knows this already); used to decide when to compact.
+    :param deadline_of: an item's deadline, as given to :meth:`add`.
     """
 
     __slots__ = (
         "_armed_at",
         "_clock",
+        "_deadline_of",
+        "_fifo",
+        "_fifo_last",
         "_heap",
         "_is_live",
         "_live_count",
@@ -55,11 +65,15 @@ class DeadlineQueue(Generic[T]):
         is_live: Callable[[T], bool],
         on_expire: Callable[[T], object],
         live_count: Callable[[], int],
+        deadline_of: Callable[[T], float],
     ) -> None:
         self._clock = clock
         self._is_live = is_live
         self._on_expire = on_expire
         self._live_count = live_count
+        self._deadline_of = deadline_of
+        self._fifo: deque[T] = deque()
+        self._fifo_last = -float("inf")
         self._heap: list[tuple[float, int, T]] = []
         self._seq = count()
         self._timer: IDelayedCall | None = None
@@ -69,16 +83,23 @@ class DeadlineQueue(Generic[T]):
         """
         Entries held, live or not (what the memory bound is about).
         """
-        return len(self._heap)
+        return len(self._fifo) + len(self._heap)
 
     def add(self, deadline: float, item: T, now: float) -> None:
         """
-        Expire ``item`` at ``deadline`` (absolute, in the clock's seconds).
+        Expire ``item`` at ``deadline`` (absolute, in the clock's seconds),
+        which must equal ``deadline_of(item)``.
         """
-        heap = self._heap
-        heapq.heappush(heap, (deadline, next(self._seq), item))
-        if len(heap) > 64 and len(heap) > 2 * self._live_count() + 64:
-            self._compact()
+        if deadline >= self._fifo_last:
+            fifo = self._fifo
+            fifo.append(item)
+            self._fifo_last = deadline
+            if len(fifo) > 64 and len(fifo) > 2 * self._live_count() + 64:
+                self._compact()
+        else:
+            heapq.heappush(self._heap, (deadline, next(self._seq), item))
+            if len(self._heap) > 64 and len(self._heap) > 2 * self._live_count() + 64:
+                self._compact()
         timer = self._timer
         if timer is None:
             self._armed_at = deadline
@@ -91,6 +112,8 @@ class DeadlineQueue(Generic[T]):
         """
         Forget every deadline and cancel the timer (the owner is going away).
         """
+        self._fifo = deque()
+        self._fifo_last = -float("inf")
         self._heap = []
         if self._timer is not None:
             if self._timer.active():
@@ -99,31 +122,50 @@ class DeadlineQueue(Generic[T]):
 
     def _compact(self) -> None:
         is_live = self._is_live
+        self._fifo = deque(item for item in self._fifo if is_live(item))
         self._heap = [entry for entry in self._heap if is_live(entry[2])]
         heapq.heapify(self._heap)
+
+    def _next(self, now: float) -> float | None:
+        """
+        Expire what is due, drop dead entries at the fronts, and return the
+        earliest remaining deadline (or ``None``).
+        """
+        is_live = self._is_live
+        deadline_of = self._deadline_of
+        while True:
+            fifo, heap = self._fifo, self._heap
+            while fifo and not is_live(fifo[0]):
+                fifo.popleft()
+            if not fifo:
+                self._fifo_last = -float("inf")
+            while heap and not is_live(heap[0][2]):
+                heapq.heappop(heap)
+            first_fifo = deadline_of(fifo[0]) if fifo else None
+            first_heap = heap[0][0] if heap else None
+            if first_fifo is None and first_heap is None:
+                return None
+            if first_heap is None or (
+                first_fifo is not None and first_fifo <= first_heap
+            ):
+                assert first_fifo is not None
+                if first_fifo > now:
+                    return first_fifo
+                item = fifo.popleft()
+            else:
+                if first_heap > now:
+                    return first_heap
+                item = heapq.heappop(heap)[2]
+            self._on_expire(item)
 
     def _fire(self) -> None:
         self._timer = None
         now = self._clock.seconds()
-        heap = self._heap
-        is_live = self._is_live
-        while heap:
-            deadline, _, item = heap[0]
-            if not is_live(item):
-                heapq.heappop(heap)
-            elif deadline <= now:
-                heapq.heappop(heap)
-                self._on_expire(item)
-                # on_expire may have stopped us (closing the connection).
-                if self._heap is not heap:
-                    return
-            else:
-                break
-        if not heap:
+        first = self._next(now)
+        if first is None:
             return
         # on_expire callbacks may have added items (and armed a timer) while
         # we were still draining; make sure the timer is for the earliest.
-        first = heap[0][0]
         if self._timer is None:
             self._armed_at = first
             self._timer = self._clock.callLater(max(0.0, first - now), self._fire)

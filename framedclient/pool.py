@@ -33,12 +33,13 @@ class _Waiter:
     One caller queued for a slot.  Also the Deferred's canceller.
     """
 
-    __slots__ = ("deferred", "limiter", "live", "queued_at")
+    __slots__ = ("deadline", "deferred", "limiter", "live", "queued_at")
 
     def __init__(self, limiter: Limiter, queued_at: float) -> None:
         self.limiter = limiter
         self.live = True
         self.queued_at = queued_at
+        self.deadline = queued_at
         self.deferred: Deferred[None]
 
     def __call__(self, deferred: Deferred[None]) -> None:
@@ -49,6 +50,10 @@ class _Waiter:
 
 def _waiter_is_live(w: _Waiter) -> bool:
     return w.live
+
+
+def _waiter_deadline(w: _Waiter) -> float:
+    return w.deadline
 
 
 class Limiter:
@@ -93,7 +98,7 @@ class Limiter:
         self.shed = 0
         self._queue: deque[_Waiter] = deque()
         self._deadlines: DeadlineQueue[_Waiter] = DeadlineQueue(
-            clock, _waiter_is_live, self._expire, lambda: self.queued
+            clock, _waiter_is_live, self._expire, lambda: self.queued, _waiter_deadline
         )
 
     def try_acquire(self) -> bool:
@@ -132,7 +137,8 @@ class Limiter:
         self._queue.append(waiter)
         self.queued += 1
         if self.acquire_timeout is not None:
-            self._deadlines.add(now + self.acquire_timeout, waiter, now)
+            waiter.deadline = now + self.acquire_timeout
+            self._deadlines.add(waiter.deadline, waiter, now)
         return d
 
     def _overloaded(self) -> Overloaded:

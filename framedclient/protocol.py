@@ -176,12 +176,23 @@ class _Pending:
     """
     One request on one connection.  Also its Deferred's canceller, so no
     closure is allocated per request.
+
+    ``body`` is kept only while the request may still be sent elsewhere
+    (not yet written, or idempotent), so an owner (the client) can re-send
+    it when this connection dies; ``redirect`` is set once it has been
+    handed over, so cancelling the caller's Deferred cancels the re-sent
+    request instead.
     """
 
     __slots__ = (
+        "attempt",
+        "body",
         "data",
+        "deadline",
         "deferred",
+        "idempotent",
         "proto",
+        "redirect",
         "request_id",
         "started",
         "state",
@@ -197,16 +208,28 @@ class _Pending:
         self.started = started
         self.state = _QUEUED
         self.timeout = 0.0
+        self.deadline = math.inf
+        self.body: bytes | None = None
+        self.idempotent = False
+        self.attempt = 1
+        self.redirect: Deferred[bytes] | None = None
         self.deferred: Deferred[bytes]
 
     def __call__(self, deferred: Deferred[bytes]) -> None:
         # Deferred.cancel() calls us, then fails the Deferred with
-        # CancelledError itself (we do not fire it).
-        self.proto._abandon(self, "cancelled")
+        # CancelledError itself if we did not.
+        if self.redirect is not None:
+            self.redirect.cancel()
+        else:
+            self.proto._abandon(self, "cancelled")
 
 
 def _pending_is_live(p: _Pending) -> bool:
     return p.state <= _SENT
+
+
+def _pending_deadline(p: _Pending) -> float:
+    return p.deadline
 
 
 def _is_tombstone(p: _Pending) -> bool:
@@ -264,11 +287,17 @@ class FramedProtocol(Protocol):
         self._live = 0  # requests whose Deferred has not fired
         self._tombstones = 0
         self._deadlines: DeadlineQueue[_Pending] = DeadlineQueue(
-            clock, _pending_is_live, self._expire, self._live_count
+            clock, _pending_is_live, self._expire, self._live_count, _pending_deadline
         )
         self._tombstone_deadlines: DeadlineQueue[_Pending] = DeadlineQueue(
-            clock, _is_tombstone, self._forget_tombstone, lambda: self._tombstones
+            clock,
+            _is_tombstone,
+            self._forget_tombstone,
+            lambda: self._tombstones,
+            _pending_deadline,
         )
+        self._request_timeout = config.request_timeout
+        self._max_write_buffer = config.max_write_buffer
 
         self._state = _OPEN
         self._connected = False
@@ -295,6 +324,17 @@ class FramedProtocol(Protocol):
         #: Called once when the server sends GOAWAY (the pool opens a
         #: replacement connection).
         self.on_goaway: Callable[[FramedProtocol], object] | None = None
+        #: Called exactly once for every ``request()`` call, when its outcome
+        #: on this connection is decided (just before its Deferred fires), or
+        #: when it is handed over to ``on_orphan``'s owner.  The client's
+        #: limiter releases the request's slot here, which costs far less
+        #: than a callback on every Deferred.
+        self.on_settled: Callable[[], object] | None = None
+        #: Offered each request this connection can no longer serve and that
+        #: is safe to send elsewhere (never written, or idempotent), with the
+        #: ``ConnectionLost`` it would fail with.  Returning true takes it
+        #: over: the owner fires its Deferred later (see ``_Pending``).
+        self.on_orphan: Callable[[_Pending, ConnectionLost], bool] | None = None
 
     # -- introspection -------------------------------------------------------
 
@@ -383,12 +423,22 @@ class FramedProtocol(Protocol):
 
     # -- requests ------------------------------------------------------------
 
-    def request(self, body: bytes, timeout: float | None = None) -> Deferred[bytes]:
+    def request(
+        self,
+        body: bytes,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        attempt: int = 1,
+    ) -> Deferred[bytes]:
         """
         Send ``body`` as one request.
 
         :param timeout: seconds to wait for the reply; ``None`` uses the
             config's ``request_timeout``; ``math.inf`` means no timeout.
+        :param idempotent: the request may be re-sent after this connection
+            dies even if it was written (used by ``on_orphan`` owners).
+        :param attempt: how many times it has been tried so far, this one
+            included (kept across re-sends to bound them).
         :return: a Deferred that fires exactly once: with the reply body, or
             with :class:`~framedclient.errors.RemoteError`,
             :class:`~framedclient.errors.RequestTimeout`,
@@ -399,9 +449,9 @@ class FramedProtocol(Protocol):
             ``cancel()``.
         """
         if self._state != _OPEN or not self._connected:
-            return fail(self._refusal())
+            return self._refuse(self._refusal())
         if self._live + self._tombstones >= self._max_pending:
-            return fail(
+            return self._refuse(
                 Overloaded(
                     f"connection has {self._live} requests pending and "
                     f"{self._tombstones} abandoned ones awaiting late replies "
@@ -409,15 +459,17 @@ class FramedProtocol(Protocol):
                 )
             )
         if timeout is None:
-            timeout = self.config.request_timeout
+            timeout = self._request_timeout
         elif not timeout > 0:
-            return fail(ValueError(f"timeout must be positive, got {timeout!r}"))
-        if self._paused and self._unflushed_bytes >= self.config.max_write_buffer:
-            return fail(
+            return self._refuse(
+                ValueError(f"timeout must be positive, got {timeout!r}")
+            )
+        if self._paused and self._unflushed_bytes >= self._max_write_buffer:
+            return self._refuse(
                 Overloaded(
                     f"the server is not reading: {self._unflushed_bytes} bytes "
                     f"already wait to be written (max_write_buffer="
-                    f"{self.config.max_write_buffer}); nothing was sent"
+                    f"{self._max_write_buffer}); nothing was sent"
                 )
             )
         # Allocate an ID that no pending request (or tombstone) holds.
@@ -434,11 +486,16 @@ class FramedProtocol(Protocol):
         except Exception as e:
             # Raised by the codec for bodies it cannot carry (too large for
             # the frame, wrong type): the caller's mistake, nothing sent.
-            return fail(e)
+            return self._refuse(e)
         now = self._clock.seconds()
         p = _Pending(self, request_id, data, now)
         d: Deferred[bytes] = Deferred(p)
         p.deferred = d
+        p.body = body
+        if idempotent:
+            p.idempotent = True
+        if attempt != 1:
+            p.attempt = attempt
         if self._by_id:
             pending[request_id] = p
         self._unflushed.append(p)
@@ -450,10 +507,16 @@ class FramedProtocol(Protocol):
         self._live += 1
         if timeout is not None and timeout != math.inf:
             p.timeout = timeout
-            self._deadlines.add(now + timeout, p, now)
+            p.deadline = deadline = now + timeout
+            self._deadlines.add(deadline, p, now)
         if self._flush_call is None and not self._in_receive:
             self._flush_call = self._clock.callLater(0, self._flush)
         return d
+
+    def _refuse(self, error: Exception) -> Deferred[bytes]:
+        if self.on_settled is not None:
+            self.on_settled()
+        return fail(error)
 
     def _refusal(self) -> Exception:
         if self._state == _OPEN:
@@ -480,11 +543,13 @@ class FramedProtocol(Protocol):
                 del self._pending[p.request_id]
         elif state == _SENT:
             p.state = _ABANDONED
+            p.body = None
             self._tombstones += 1
             ttl = self.config.abandoned_ttl
             if ttl is not None and self._by_id:
                 now = self._clock.seconds()
-                self._tombstone_deadlines.add(now + ttl, p, now)
+                p.deadline = now + ttl
+                self._tombstone_deadlines.add(p.deadline, p, now)
             if outcome == "cancelled" and self.codec.supports_cancel and self._by_id:
                 self._control.append(self._encode(CANCEL, p.request_id, b""))
                 if self._flush_call is None and not self._in_receive:
@@ -492,6 +557,8 @@ class FramedProtocol(Protocol):
         else:
             return
         self._live -= 1
+        if self.on_settled is not None:
+            self.on_settled()
         if outcome is not None:
             self.failed_count += 1
             latency = self._clock.seconds() - p.started if state == _SENT else None
@@ -533,12 +600,16 @@ class FramedProtocol(Protocol):
         if unflushed:
             self._unflushed = []
             self._unflushed_bytes = 0
+            # Once written, only an idempotent request may be re-sent, so
+            # only its body stays referenced.
             if self._by_id:
                 for p in unflushed:
                     if p.state == _QUEUED:
                         chunks.append(p.data)  # type: ignore[arg-type]
                         p.data = None
                         p.state = _SENT
+                        if not p.idempotent:
+                            p.body = None
             else:
                 inflight = self._inflight
                 for p in unflushed:
@@ -546,6 +617,8 @@ class FramedProtocol(Protocol):
                         chunks.append(p.data)  # type: ignore[arg-type]
                         p.data = None
                         p.state = _SENT
+                        if not p.idempotent:
+                            p.body = None
                         inflight.append(p)
         if not chunks:
             return
@@ -628,6 +701,8 @@ class FramedProtocol(Protocol):
                 if state == _SENT:
                     p.state = _DONE
                     self._live -= 1
+                    if self.on_settled is not None:
+                        self.on_settled()
                     if kind == REPLY:
                         self.ok_count += 1
                         metrics.record_ok(now - p.started)
@@ -688,6 +763,27 @@ class FramedProtocol(Protocol):
         self._close_error = error
         self.abort(f"protocol error from the server: {error}")
 
+    def _orphan_or_fail(self, p: _Pending, lost: ConnectionLost) -> bool:
+        """
+        A request this connection can no longer serve (already taken out of
+        every table): offer it to the owner if it is safe to re-send, else
+        fail it.  Returns whether the owner took it.
+        """
+        orphan = self.on_orphan
+        if (
+            orphan is not None
+            and p.body is not None
+            and (not lost.written or p.idempotent)
+            and orphan(p, lost)
+        ):
+            return True
+        self.failed_count += 1
+        if self.on_settled is not None:
+            self.on_settled()
+        p.body = None
+        p.deferred.errback(lost)
+        return False
+
     def _goaway(self) -> None:
         if self._state != _OPEN:
             return
@@ -699,10 +795,15 @@ class FramedProtocol(Protocol):
         )
         # Withdraw what is not written yet: the server asked for nothing new,
         # and those requests are safe to send on another connection.
-        for p in self._unflushed:
-            if p.state == _QUEUED:
-                self._abandon(p, None)
-                p.deferred.errback(ConnectionLost(False, "server sent GOAWAY"))
+        withdrawn = [p for p in self._unflushed if p.state == _QUEUED]
+        for p in withdrawn:
+            p.state = _DONE
+            self._unflushed_bytes -= len(p.data or b"")
+            p.data = None
+            if self._by_id:
+                del self._pending[p.request_id]
+            self._live -= 1
+            self._orphan_or_fail(p, ConnectionLost(False, "server sent GOAWAY"))
         if self.on_goaway is not None:
             self.on_goaway(self)
         if self._state == _DRAINING and not self._live:
@@ -833,12 +934,13 @@ class FramedProtocol(Protocol):
                 p.state = _DONE
                 p.data = None
                 self._live -= 1
-                self.failed_count += 1
                 written = state == _SENT
+                lost = ConnectionLost(written, reason, error)
+                if self._orphan_or_fail(p, lost):
+                    continue
                 metrics.record_failure(
                     "connection_lost", now - p.started if written else None
                 )
-                p.deferred.errback(ConnectionLost(written, reason, error))
             else:
                 p.state = _DONE
         waiters, self._closed_waiters = self._closed_waiters, []
@@ -929,8 +1031,15 @@ class FramedClientFactory(ClientFactory):
         self.config = config
         self.clock = clock
         self.metrics = metrics if metrics is not None else Metrics()
+        #: Hooks given to every protocol built (see FramedProtocol).
+        self.on_settled: Callable[[], object] | None = None
+        self.on_orphan: Callable[[_Pending, ConnectionLost], bool] | None = None
 
     def buildProtocol(self, addr: object) -> FramedProtocol:
-        proto: FramedProtocol = self.protocol(self.config, self.clock, self.metrics)  # type: ignore[call-arg]
+        proto: FramedProtocol = self.protocol(  # type: ignore[call-arg]
+            self.config, self.clock, self.metrics
+        )
         proto.factory = self
+        proto.on_settled = self.on_settled
+        proto.on_orphan = self.on_orphan
         return proto

@@ -356,3 +356,45 @@ def test_async_context_manager_closes_the_client_on_exit():
     drop(endpoint.protocols[0])
     assert outcomes([d]) == ["exited"]
     assert client.pool.connections[0].state == "closed"
+
+
+def test_unwritten_request_moved_off_a_dead_connection_can_still_be_cancelled():
+    client, endpoint, clock = make(ScriptedEndpoint(), request_timeout=10)
+    first = endpoint.accept()
+    clock.advance(5)
+    d = client.request(b"not yet written")
+    seen = fired_once([d])
+    drop(first)  # before the turn ends: the request was never written
+    assert seen == [] and client.in_flight == 1
+    d.cancel()
+    assert len(seen) == 1 and seen[0][1].check(CancelledError)
+    assert client.in_flight == 0 and client.queued == 0
+    clock.advance(0)
+    second = endpoint.accept()
+    clock.advance(0)
+    assert answer_all(second) == 0, "the cancelled request is not sent"
+
+
+def test_moved_request_keeps_its_original_deadline():
+    client, endpoint, clock = make(ScriptedEndpoint(), request_timeout=10)
+    first = endpoint.accept()
+    clock.advance(5)
+    d = client.request(b"x", idempotent=True)
+    seen = fired_once([d])
+    clock.advance(4)  # written; 4 s of the 10 s spent
+    drop(first)
+    clock.advance(5.9)
+    assert seen == []
+    clock.advance(0.1)  # 10 s after it was sent: no connection came back
+    ((_, result),) = seen
+    assert result.check(Unavailable)
+    assert client.in_flight == 0
+
+
+def test_when_ready_fires_once_the_pool_can_use_the_connection():
+    client, endpoint, clock = make(ScriptedEndpoint())
+    ready = client.when_ready()
+    picked = []
+    ready.addCallback(lambda _: picked.append(client.pool.pick()))
+    proto = endpoint.accept()
+    assert picked == [proto]

@@ -434,10 +434,19 @@ class FramedClient:
                 timeout = math.inf
         elif not timeout > 0:
             return fail(ValueError(f"timeout must be positive, got {timeout!r}"))
-        self._budget.deposit()
+        self._budget.requests += 1
         limiter = self._limiter
         if limiter.in_flight < limiter.max_in_flight:
-            proto = self.pool.pick()
+            pool = self.pool
+            ready = pool._ready
+            if len(ready) == 1 and not pool.leased:
+                # One ready connection (the common pool_size=1 case, and
+                # what a larger pool looks like while others reconnect).
+                proto: FramedProtocol | None = ready[0]
+                if not proto.accepting:  # type: ignore[union-attr]
+                    proto = None
+            else:
+                proto = pool.pick()
             if proto is not None:
                 # The fast path: the connection's own Deferred, nothing added
                 # to it.  The slot comes back through proto.on_settled.

@@ -40,7 +40,16 @@ class RetryBudget:
     :param cap: the most tokens that can be saved up.
     """
 
-    __slots__ = ("_clock", "_last", "_tokens", "cap", "min_per_second", "ratio")
+    __slots__ = (
+        "_clock",
+        "_counted",
+        "_last",
+        "_tokens",
+        "cap",
+        "min_per_second",
+        "ratio",
+        "requests",
+    )
 
     def __init__(
         self,
@@ -61,13 +70,17 @@ class RetryBudget:
         self.cap = cap
         self._tokens = min(cap, min_per_second)
         self._last = clock.seconds()
+        #: Requests sent so far (not retries).  Callers on a hot path bump
+        #: this attribute directly; deposits are credited lazily when a
+        #: retry is asked for, so counting a request costs one addition.
+        self.requests = 0
+        self._counted = 0
 
     def deposit(self) -> None:
         """
-        Count one request (not a retry).  Cheap: on the hot path.
+        Count one request (not a retry).
         """
-        tokens = self._tokens + self.ratio
-        self._tokens = tokens if tokens < self.cap else self.cap
+        self.requests += 1
 
     def try_withdraw(self) -> bool:
         """
@@ -76,8 +89,12 @@ class RetryBudget:
         now = self._clock.seconds()
         elapsed = now - self._last
         self._last = now
+        fresh = self.requests - self._counted
+        self._counted = self.requests
+        tokens = self._tokens + fresh * self.ratio
         if elapsed > 0:
-            self._tokens = min(self.cap, self._tokens + elapsed * self.min_per_second)
+            tokens += elapsed * self.min_per_second
+        self._tokens = min(self.cap, tokens)
         if self._tokens >= 1:
             self._tokens -= 1
             return True
@@ -85,7 +102,8 @@ class RetryBudget:
 
     @property
     def balance(self) -> float:
-        return self._tokens
+        fresh = self.requests - self._counted
+        return min(self.cap, self._tokens + fresh * self.ratio)
 
 
 def retry_delay(

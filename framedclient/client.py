@@ -584,7 +584,11 @@ class FramedClient:
     def _settled(self) -> None:
         # Every request a connection accepted ends here exactly once (the
         # protocol's on_settled hook), unless it was handed to _orphan.
-        self._limiter.release()
+        limiter = self._limiter
+        if limiter.queued:
+            limiter.release()
+        else:
+            limiter.in_flight -= 1
         if self._waiting or self._lease_waiters:
             self._kick()
 

@@ -47,6 +47,7 @@ class DeadlineQueue(Generic[T]):
 
     __slots__ = (
         "_armed_at",
+        "_check_at",
         "_clock",
         "_deadline_of",
         "_fifo",
@@ -78,6 +79,9 @@ class DeadlineQueue(Generic[T]):
         self._seq = count()
         self._timer: IDelayedCall | None = None
         self._armed_at = 0.0
+        # Size at which to consider compacting; doubles as the queue grows,
+        # so the check costs one comparison per add.
+        self._check_at = 128
 
     def __len__(self) -> int:
         """
@@ -94,12 +98,12 @@ class DeadlineQueue(Generic[T]):
             fifo = self._fifo
             fifo.append(item)
             self._fifo_last = deadline
-            if len(fifo) > 64 and len(fifo) > 2 * self._live_count() + 64:
-                self._compact()
+            if len(fifo) >= self._check_at:
+                self._maybe_compact()
         else:
             heapq.heappush(self._heap, (deadline, next(self._seq), item))
-            if len(self._heap) > 64 and len(self._heap) > 2 * self._live_count() + 64:
-                self._compact()
+            if len(self._heap) >= self._check_at:
+                self._maybe_compact()
         timer = self._timer
         if timer is None:
             self._armed_at = deadline
@@ -120,11 +124,15 @@ class DeadlineQueue(Generic[T]):
                 self._timer.cancel()
             self._timer = None
 
-    def _compact(self) -> None:
-        is_live = self._is_live
-        self._fifo = deque(item for item in self._fifo if is_live(item))
-        self._heap = [entry for entry in self._heap if is_live(entry[2])]
-        heapq.heapify(self._heap)
+    def _maybe_compact(self) -> None:
+        # Compact when dead entries outnumber live ones: O(n) work after at
+        # least n/2 additions, so amortised O(1) per add.
+        if len(self) > 2 * self._live_count() + 64:
+            is_live = self._is_live
+            self._fifo = deque(item for item in self._fifo if is_live(item))
+            self._heap = [entry for entry in self._heap if is_live(entry[2])]
+            heapq.heapify(self._heap)
+        self._check_at = max(128, 2 * max(len(self._fifo), len(self._heap)))
 
     def _next(self, now: float) -> float | None:
         """
@@ -133,6 +141,10 @@ class DeadlineQueue(Generic[T]):
         """
         is_live = self._is_live
         deadline_of = self._deadline_of
+        # The timer was armed for (deadline - then), and then + (deadline -
+        # then) can land a rounding error short of deadline: allow for it,
+        # or the item would wait for the next tick.
+        now += 1e-9
         while True:
             fifo, heap = self._fifo, self._heap
             while fifo and not is_live(fifo[0]):

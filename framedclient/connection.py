@@ -141,6 +141,7 @@ def _build() -> Callable[[_Core], _Inputs]:
         return s.owner._attempt(c, s)
 
     def remember(c: _Inputs, s: _Core, proto: FramedProtocol) -> FramedProtocol:
+        s.owner.connects += 1
         s.protocol = proto
         s.ready_at = s.clock.seconds()
         s.attempts_before_ready = s.failed_attempts
@@ -462,9 +463,13 @@ class Connection:
             made.append(proto)
             proto.when_closed().addCallback(self._protocol_closed, proto)
             proto.on_goaway = self._protocol_goaway
-            if s.prepare is None:
-                return succeed(proto)
-            return maybeDeferred(s.prepare, proto).addCallback(lambda _: proto)
+            # A TLS connection counts once its handshake succeeded: a bad
+            # certificate is a failed attempt (backoff), not a lost one.
+            secure = proto.when_secure()
+            hook = s.prepare
+            if hook is not None:
+                secure.addCallback(lambda _: maybeDeferred(hook, proto))
+            return secure.addCallback(lambda _: proto)
 
         def settle(result: FramedProtocol | Failure) -> None:
             if not isinstance(result, Failure) and result.is_closed:

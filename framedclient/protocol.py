@@ -46,7 +46,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IPushProducer,
+    IReactorTime,
+    ISSLTransport,
+)
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -90,6 +96,7 @@ _DRAINING = 1  # no new requests; close once the outstanding ones are done
 _CLOSED = 2
 
 _UNKNOWN_LOG_INTERVAL = 10.0
+_MAX_CONTROL_FRAMES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +243,7 @@ def _is_tombstone(p: _Pending) -> bool:
     return p.state == _ABANDONED
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHandshakeListener)
 class FramedProtocol(Protocol):
     """
     A client connection carrying many concurrent requests.
@@ -311,6 +318,11 @@ class FramedProtocol(Protocol):
         self._ping_sent_at: float | None = None
         self._close_error: BaseException | None = None
         self._closed_waiters: list[Deferred[str]] = []
+        # TLS: bytes handed to a TLS transport before the handshake finished
+        # have not reached the server if the handshake then fails.
+        self._tls = False
+        self._handshake_done = False
+        self._handshake_waiters: list[Deferred[None]] = []
         self._last_unknown_log = -math.inf
 
         self.close_reason: str | None = None
@@ -726,7 +738,11 @@ class FramedProtocol(Protocol):
                     # A callback closed the connection; it failed the rest.
                     return
             elif kind == PING:
-                self._control.append(self._encode(PONG, request_id, body))
+                # A peer that floods pings while not reading our pongs must
+                # not grow our memory: beyond a few queued control frames,
+                # pongs are dropped (any later byte is a sign of life anyway).
+                if len(self._control) < _MAX_CONTROL_FRAMES:
+                    self._control.append(self._encode(PONG, request_id, body))
             elif kind == PONG:
                 pass  # any bytes already counted as a sign of life
             elif kind == GOAWAY:
@@ -819,9 +835,36 @@ class FramedProtocol(Protocol):
         self.metrics.record_connection_event("connected")
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self._producing = True
+        self._tls = ISSLTransport.providedBy(self.transport)
         self._arm_liveness(now)
         if self._unflushed:
             self._flush()
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake succeeded (``IHandshakeListener``).
+        """
+        self._handshake_done = True
+        waiters, self._handshake_waiters = self._handshake_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def when_secure(self) -> Deferred[None]:
+        """
+        Fires once the connection can carry requests safely: at once for
+        plain TCP, after the TLS handshake for TLS.  Fails with
+        ``ConnectionLost`` (whose reason names the TLS error: untrusted
+        certificate, wrong hostname, ...) if the connection ends first.
+        The pool does not use a connection before this fires.
+        """
+        d: Deferred[None] = Deferred()
+        if self._state == _CLOSED:
+            d.errback(ConnectionLost(False, self.close_reason or "connection closed"))
+        elif not self._tls or self._handshake_done:
+            d.callback(None)
+        else:
+            self._handshake_waiters.append(d)
+        return d
 
     def close(self, drain: bool = True) -> Deferred[str]:
         """
@@ -832,12 +875,14 @@ class FramedProtocol(Protocol):
         :return: fires with the close reason once the connection is gone.
         """
         waiter = self.when_closed()
-        if self._state == _OPEN:
+        if not drain:
+            # Not waiting for anything, the send buffer included: a peer
+            # that stopped reading must not hold the close up.
+            self.abort("closed by the client without draining")
+        elif self._state == _OPEN:
             self._state = _DRAINING
-            if not drain or not self._live or not self._connected:
+            if not self._live or not self._connected:
                 self._finish_draining()
-        elif self._state == _DRAINING and not drain:
-            self._finish_draining()
         return waiter
 
     def abort(self, reason: str) -> None:
@@ -928,13 +973,15 @@ class FramedProtocol(Protocol):
         error = self._close_error
         now = self._clock.seconds()
         metrics = self.metrics
+        # Before a TLS handshake completes nothing reaches the server.
+        reached_server = not self._tls or self._handshake_done
         for p in victims:
             state = p.state
             if state == _SENT or state == _QUEUED:
                 p.state = _DONE
                 p.data = None
                 self._live -= 1
-                written = state == _SENT
+                written = state == _SENT and reached_server
                 lost = ConnectionLost(written, reason, error)
                 if self._orphan_or_fail(p, lost):
                     continue
@@ -943,6 +990,9 @@ class FramedProtocol(Protocol):
                 )
             else:
                 p.state = _DONE
+        shakers, self._handshake_waiters = self._handshake_waiters, []
+        for h in shakers:
+            h.errback(ConnectionLost(False, reason, error))
         waiters, self._closed_waiters = self._closed_waiters, []
         for d in waiters:
             d.callback(reason)

@@ -286,3 +286,13 @@ def test_closed_client_holds_no_protocol():
     live = [o for o in gc.get_objects() if isinstance(o, FramedProtocol)]
     assert live == [], f"{len(live)} FramedProtocol objects retained by the client"
     assert client is not None
+
+
+def test_debug_state_counts_the_connections_made():
+    client, server = memory_client(pool_size=1)
+    server.flush()
+    server.clock.advance(2)
+    server.drop_all()
+    server.flush()
+    assert server.attempts == 2
+    assert client.pool.connections[0].debug_state()["connects"] == 2

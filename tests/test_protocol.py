@@ -517,14 +517,31 @@ def test_close_of_a_paused_connection_unregisters_the_producer_first():
     # (it resumes the producer instead); closing must let go of it.
     proto, peer, clock = connect()
     assert peer.transport.producer is proto
+    d = proto.request(b"in flight")
+    clock.advance(0)
+    ((_, rid, _),) = peer.received()
     proto.pauseProducing()
-    held = proto.request(b"queued while paused")
-    proto.close(drain=False)
+    proto.close()
+    assert not peer.transport.disconnecting, "draining: the reply is awaited"
+    peer.send(REPLY, rid, b"done")
+    assert outcomes([d]) == [b"done"]
     assert peer.transport.producer is None
     assert peer.transport.disconnecting
-    assert [body for _, _, body in peer.received()] == [b"queued while paused"]
-    proto.connectionLost(Failure(Exception("closed")))
-    assert outcomes([held])[0].check(ConnectionLost)
+
+
+def test_close_without_drain_aborts_even_if_the_peer_does_not_read():
+    proto, peer, clock = connect()
+    d = proto.request(b"in flight")
+    clock.advance(0)
+    proto.pauseProducing()
+    aborted = []
+    peer.transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+    proto.close(drain=False)
+    assert aborted == [True]
+    proto.connectionLost(Failure(Exception("aborted")))
+    (result,) = outcomes([d])
+    assert result.check(ConnectionLost)
+    assert "without draining" in result.value.reason
 
 
 def test_abandoned_ids_are_released_after_abandoned_ttl():

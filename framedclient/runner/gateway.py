@@ -1,0 +1,737 @@
+"""
+The HTTP gateway: the pool, as HTTP.
+
+=====================  ======================================================
+``POST /v1/request``   the body goes upstream as one request; the reply body
+                       comes back as ``application/octet-stream``
+``GET /v1/stats``      a small JSON summary (what the status page polls)
+``GET /metrics``       Prometheus text format
+``GET /healthz``       200 when at least one upstream connection is ready,
+                       else 503; JSON detail either way
+``GET /debug/state``   JSON of :meth:`FramedClient.debug_state`
+``GET /``              the live status page (``status.html``)
+=====================  ======================================================
+
+Every error is a status a client can act on plus a short JSON body
+``{"error": KIND, "message": TEXT}``; :data:`ERROR_STATUSES` is the table.
+
+Why the request body is bounded here: ``twisted.web`` buffers a whole
+request body before rendering, so without a bound one ``POST`` could make
+the gateway store gigabytes.  :class:`GatewayRequest` stops storing once
+the body exceeds what the codec can carry (it still reads and discards the
+rest, so the connection stays usable) and the resource answers 400.
+
+Why a disconnecting HTTP client cancels its upstream request: nobody would
+read the reply, and the in-flight slot (and the server's work, since fc1
+sends a cancel frame) would be wasted until the timeout.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable
+from importlib import resources
+from typing import IO, Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from framedclient.client import FramedClient
+from framedclient.codec import Codec
+from framedclient.errors import (
+    ClientClosed,
+    ConnectionLost,
+    FramedClientError,
+    FrameTooLarge,
+    Overloaded,
+    ProtocolError,
+    RemoteError,
+    RequestTimeout,
+    Unavailable,
+)
+from framedclient.metrics import PROMETHEUS_CONTENT_TYPE, GaugeSample, prometheus_text
+from framedclient.runner.codecspec import codec_overhead
+
+__all__ = [
+    "ERROR_STATUSES",
+    "MAX_TIMEOUT",
+    "Gateway",
+    "GatewayRequest",
+    "GatewayService",
+    "GatewaySite",
+]
+
+_log = Logger()
+
+#: The largest per-request timeout a caller may ask for, in seconds: an
+#: in-flight slot held by ``!hold`` for a day is a leak, not a request.
+MAX_TIMEOUT = 3600.0
+
+#: Error kind -> (HTTP status, what the caller should do).  The kinds are
+#: the ``"error"`` field of the JSON body.
+ERROR_STATUSES: dict[str, tuple[int, str]] = {
+    "overloaded": (503, "shed without being sent; retry after Retry-After seconds"),
+    "unavailable": (503, "no upstream connection is ready; not sent; retry later"),
+    "closed": (503, "the gateway is shutting down; not sent; retry elsewhere"),
+    "timeout": (504, "no reply in time; the request may have been processed"),
+    "remote_error": (502, "the upstream server answered with an error"),
+    "connection_lost": (502, "the upstream connection broke; may have been processed"),
+    "protocol_error": (502, "the upstream broke the protocol"),
+    "bad_timeout": (400, "timeout must be a positive number of seconds"),
+    "too_large": (400, "the body is larger than the codec can carry"),
+    "bad_body": (400, "the codec cannot carry this body"),
+    "method_not_allowed": (405, "wrong HTTP method"),
+    "not_found": (404, "no such endpoint"),
+    "internal": (500, "a bug in the gateway; see its log"),
+}
+
+
+class HTTPRequest(Protocol):
+    """
+    What the resources use of a ``twisted.web`` request, typed (Twisted's
+    own methods are not annotated).
+    """
+
+    method: bytes
+    uri: bytes
+    path: bytes
+    content: IO[bytes] | None
+
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+
+    def setResponseCode(self, code: int) -> None: ...
+
+    def getHeader(self, key: bytes) -> bytes | None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def notifyFinish(self) -> Deferred[None]: ...
+
+
+def _finite(value: Any) -> Any:
+    """
+    ``value`` with every non-finite float replaced by ``None``: JSON has no
+    infinity, and browsers reject ``Infinity`` in ``JSON.parse``.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_body(request: HTTPRequest, status: int, payload: Any) -> bytes:
+    body = json.dumps(_finite(payload), separators=(",", ":")).encode("utf-8")
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
+
+
+def error_body(
+    request: HTTPRequest, kind: str, message: str, retry_after: int | None = None
+) -> bytes:
+    """
+    Set the status for ``kind`` (see :data:`ERROR_STATUSES`) and return the
+    JSON error body.
+    """
+    status = ERROR_STATUSES[kind][0]
+    if retry_after is not None:
+        request.setHeader(b"retry-after", b"%d" % retry_after)
+    return _json_body(request, status, {"error": kind, "message": message})
+
+
+def classify(failure: Failure) -> tuple[str, str]:
+    """
+    The error kind and message for a failed upstream request.
+    """
+    error = failure.value
+    if isinstance(error, Overloaded):
+        return "overloaded", str(error)
+    if isinstance(error, Unavailable):
+        return "unavailable", str(error)
+    if isinstance(error, ClientClosed):
+        return "closed", str(error)
+    if isinstance(error, RequestTimeout):
+        return "timeout", str(error)
+    if isinstance(error, RemoteError):
+        return "remote_error", error.message
+    if isinstance(error, ConnectionLost):
+        return "connection_lost", str(error)
+    if isinstance(error, FrameTooLarge):
+        # The codec refused to frame the body before sending it.
+        return "too_large", str(error)
+    if isinstance(error, ProtocolError):
+        return "protocol_error", str(error)
+    if isinstance(error, ValueError):
+        # The codec cannot carry this body (a delimiter inside a line, ...).
+        return "bad_body", str(error)
+    return "internal", f"{type(error).__name__}: {error}"
+
+
+class GatewayRequest(Request):
+    """
+    A request whose body is stored only up to the site's ``max_body``.
+
+    Bytes beyond it are read and dropped, and :attr:`body_too_large` is set,
+    so the resource can answer 400 while the connection stays in sync.
+    """
+
+    body_too_large = False
+
+    def _max_body(self) -> int:
+        site = getattr(self.channel, "site", None)
+        limit: int | None = getattr(site, "max_body", None)
+        return limit if limit is not None else 1 << 62
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self._max_body():
+            self.body_too_large = True
+            self.content = io.BytesIO()
+            return
+        super().gotLength(length)  # type: ignore[no-untyped-call]
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.body_too_large:
+            return
+        assert self.content is not None
+        if self.content.tell() + len(data) > self._max_body():
+            # Chunked body that grew too large: drop what we kept too.
+            self.body_too_large = True
+            self.content.close()
+            self.content = io.BytesIO()
+            return
+        super().handleContentChunk(data)  # type: ignore[no-untyped-call]
+
+
+class GatewaySite(Site):
+    """
+    A :class:`~twisted.web.server.Site` that bounds request bodies and keeps
+    no access log (a gateway at thousands of requests per second would
+    spend more on the log than on the requests; ``/metrics`` counts them).
+    """
+
+    noisy = False
+
+    def __init__(self, resource: IResource, max_body: int) -> None:
+        super().__init__(resource, requestFactory=GatewayRequest)  # type: ignore[no-untyped-call]
+        self.max_body = max_body
+
+    def log(self, request: object) -> None:
+        pass
+
+
+class Gateway:
+    """
+    The state the HTTP resources share: where the client is, what the
+    gateway has answered, and the resource tree.
+
+    :param get_client: returns the running client, or ``None`` while the
+        service is stopped (the endpoints then answer 503).
+    :param clock: for uptime and the stats timestamp.
+    :param codec: the upstream codec, to bound request bodies.
+    :param describe: JSON-able facts for ``/v1/stats`` (upstreams, codec).
+    :param extra_stats: more of ``/v1/stats``, computed per call (the
+        proxy's counters).
+    """
+
+    def __init__(
+        self,
+        get_client: Callable[[], FramedClient | None],
+        clock: IReactorTime,
+        codec: Codec,
+        describe: dict[str, Any] | None = None,
+        extra_stats: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.get_client = get_client
+        self.clock = clock
+        self.started_at = clock.seconds()
+        self.describe = describe or {}
+        self.extra_stats = extra_stats
+        self.max_body = max(0, codec.max_frame - codec_overhead(codec))
+        #: HTTP requests waiting for their upstream reply.
+        self.in_flight = 0
+        #: responses to /v1/request by status code.
+        self.responses: dict[int, int] = {}
+        #: waiters for in_flight to reach zero (graceful stop).
+        self._idle_waiters: list[Deferred[None]] = []
+
+    def resource(self) -> IResource:
+        """
+        The resource tree rooted at ``/``.
+        """
+        root = _Root()
+        root.putChild(b"", StatusPage())
+        v1 = _Root()
+        v1.putChild(b"request", RequestResource(self))
+        v1.putChild(b"stats", StatsResource(self))
+        root.putChild(b"v1", v1)
+        root.putChild(b"metrics", MetricsResource(self))
+        root.putChild(b"healthz", HealthResource(self))
+        debug = _Root()
+        debug.putChild(b"state", DebugStateResource(self))
+        root.putChild(b"debug", debug)
+        return root
+
+    def site(self) -> GatewaySite:
+        return GatewaySite(self.resource(), self.max_body)
+
+    def count(self, status: int) -> None:
+        self.responses[status] = self.responses.get(status, 0) + 1
+
+    def when_idle(self) -> Deferred[None]:
+        """
+        Fires once no HTTP request waits for an upstream reply.
+        """
+        if not self.in_flight:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    def _request_done(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                if not d.called:  # a waiter may have timed out
+                    d.callback(None)
+
+    def stats(self, client: FramedClient) -> dict[str, Any]:
+        """
+        What ``/v1/stats`` serves: the client's stats without per-connection
+        detail, plus time, uptime and the gateway's own counters.
+        """
+        stats = client.stats()
+        metrics = stats.pop("metrics")
+        now = self.clock.seconds()
+        stats.update(
+            {
+                "time": now,
+                "uptime": now - self.started_at,
+                "ready": client.pool.ready_count,
+                "requests": metrics["requests"],
+                "latency": metrics["latency"],
+                "failure_latency": metrics["failure_latency"],
+                "dropped_replies": metrics["dropped_replies"],
+                "retries": metrics["retries"],
+                "gateway": {
+                    "in_flight": self.in_flight,
+                    "responses": {str(k): v for k, v in sorted(self.responses.items())},
+                    "max_body": self.max_body,
+                },
+                **self.describe,
+            }
+        )
+        if self.extra_stats is not None:
+            stats.update(self.extra_stats())
+        return stats
+
+    def gauges(self) -> list[GaugeSample]:
+        return [
+            GaugeSample(
+                "framedclient_gateway_http_in_flight",
+                "HTTP requests waiting for their upstream reply.",
+                self.in_flight,
+            )
+        ]
+
+
+class _Root(Resource):
+    """
+    A directory whose unknown children are a JSON 404, not Twisted's HTML.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def getChild(self, path: bytes, request: HTTPRequest) -> IResource:
+        return _NotFound()
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def render(self, request: HTTPRequest) -> bytes:
+        return error_body(
+            request, "not_found", f"no endpoint at {request.path.decode('latin-1')}"
+        )
+
+
+class _JSONResource(Resource):
+    """
+    A read-only JSON endpoint: GET (and HEAD) only, 503 while stopped.
+    """
+
+    isLeaf = True
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
+
+    def render(self, request: HTTPRequest) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return error_body(
+                request, "method_not_allowed", f"{self.path()} accepts GET only"
+            )
+        client = self.gateway.get_client()
+        if client is None:
+            return error_body(request, "closed", "the gateway is stopped")
+        return self.render_client(request, client)
+
+    def path(self) -> str:
+        raise NotImplementedError
+
+    def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
+        raise NotImplementedError
+
+
+class StatsResource(_JSONResource):
+    """``GET /v1/stats``"""
+
+    def path(self) -> str:
+        return "/v1/stats"
+
+    def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
+        return _json_body(request, 200, self.gateway.stats(client))
+
+
+class DebugStateResource(_JSONResource):
+    """``GET /debug/state``: exactly :meth:`FramedClient.debug_state`."""
+
+    def path(self) -> str:
+        return "/debug/state"
+
+    def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
+        return _json_body(request, 200, client.debug_state())
+
+
+class HealthResource(_JSONResource):
+    """``GET /healthz``: 200 with a ready connection, else 503."""
+
+    def path(self) -> str:
+        return "/healthz"
+
+    def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
+        ready = client.pool.ready_count
+        detail = {
+            "status": "ok" if ready else "unavailable",
+            "ready": ready,
+            "connections": len(client.pool),
+            "states": client.pool.counts_by_state(),
+            "upstreams": [
+                {"name": c.name, "state": c.state, "last_error": c.last_error}
+                for c in client.pool
+            ],
+        }
+        return _json_body(request, 200 if ready else 503, detail)
+
+
+class MetricsResource(_JSONResource):
+    """``GET /metrics``: Prometheus text format."""
+
+    def path(self) -> str:
+        return "/metrics"
+
+    def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
+        body = prometheus_text(
+            client.metrics, [*client.gauges(), *self.gateway.gauges()]
+        )
+        request.setHeader(b"content-type", PROMETHEUS_CONTENT_TYPE.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return body
+
+
+class StatusPage(Resource):
+    """
+    ``GET /``: the self-contained live status page.
+
+    The Content-Security-Policy forbids every external fetch, so the page
+    provably works offline and cannot leak anything to a third party.
+    """
+
+    isLeaf = True
+    _html: bytes | None = None
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    @classmethod
+    def html(cls) -> bytes:
+        if cls._html is None:
+            cls._html = (
+                resources.files("framedclient.runner")
+                .joinpath("status.html")
+                .read_bytes()
+            )
+        return cls._html
+
+    def render(self, request: HTTPRequest) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return error_body(request, "method_not_allowed", "/ accepts GET only")
+        body = self.html()
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(
+            b"content-security-policy",
+            b"default-src 'none'; script-src 'unsafe-inline'; "
+            b"style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+        )
+        return body
+
+
+class RequestResource(Resource):
+    """
+    ``POST /v1/request``: one upstream request per HTTP request.
+
+    The timeout is the query parameter ``timeout`` or else the header
+    ``X-Timeout``, in seconds; the client's ``--request-timeout`` otherwise.
+    """
+
+    isLeaf = True
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
+
+    def render(self, request: HTTPRequest) -> bytes | int:
+        gateway = self.gateway
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST")
+            gateway.count(405)
+            return error_body(
+                request, "method_not_allowed", "/v1/request accepts POST only"
+            )
+        if getattr(request, "body_too_large", False):
+            gateway.count(400)
+            return error_body(
+                request,
+                "too_large",
+                f"request body exceeds {gateway.max_body} bytes, the most the "
+                f"codec can carry in one frame",
+            )
+        try:
+            timeout = _requested_timeout(request)
+        except ValueError as error:
+            gateway.count(400)
+            return error_body(request, "bad_timeout", str(error))
+        client = gateway.get_client()
+        if client is None:
+            gateway.count(503)
+            return error_body(request, "closed", "the gateway is stopped")
+        assert request.content is not None
+        body = request.content.read()
+        gateway.in_flight += 1
+        upstream = client.request(body, timeout)
+        gone: list[bool] = []
+
+        def disconnected(_: Failure) -> None:
+            # The HTTP client went away: nobody will read the reply.
+            gone.append(True)
+            if not upstream.called:
+                upstream.cancel()
+
+        def replied(reply: bytes) -> None:
+            if gone:
+                return
+            gateway.count(200)
+            request.setHeader(b"content-type", b"application/octet-stream")
+            request.setHeader(b"content-length", b"%d" % len(reply))
+            request.write(reply)
+            request.finish()
+
+        def failed(failure: Failure) -> None:
+            if gone:
+                if not isinstance(failure.value, (CancelledError, FramedClientError)):
+                    _log.failure("Unexpected error for a gone HTTP client", failure)
+                return
+            kind, message = classify(failure)
+            if kind == "internal":
+                _log.failure("Unexpected error for an HTTP request", failure)
+            retry_after = 1 if kind == "overloaded" else None
+            gateway.count(ERROR_STATUSES[kind][0])
+            request.write(error_body(request, kind, message, retry_after))
+            request.finish()
+
+        request.notifyFinish().addErrback(disconnected)
+        upstream.addCallbacks(replied, failed)
+        upstream.addBoth(lambda _: gateway._request_done())
+        upstream.addErrback(_log_bug)
+        return NOT_DONE_YET
+
+
+def _log_bug(failure: Failure) -> None:
+    _log.failure("Bug while answering an HTTP request", failure)
+
+
+def _requested_timeout(request: HTTPRequest) -> float | None:
+    """
+    The timeout a request asks for (query ``timeout`` first, then header
+    ``X-Timeout``), or ``None`` for the default.
+
+    Only the query string is read, never form fields of the body:
+    twisted.web also parses ``application/x-www-form-urlencoded`` bodies
+    into ``request.args``, and a body is opaque data here.
+
+    :raises ValueError: for a value that is not a positive number of seconds
+        up to :data:`MAX_TIMEOUT`.
+    """
+    query = parse_qs(
+        urlsplit(request.uri).query.decode("latin-1"), keep_blank_values=True
+    )
+    raw: str | None = None
+    source = "timeout"
+    if "timeout" in query:
+        raw = query["timeout"][-1]
+    else:
+        header = request.getHeader(b"x-timeout")
+        if header is not None:
+            raw = header.decode("latin-1")
+            source = "X-Timeout"
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (0 < value <= MAX_TIMEOUT):
+        raise ValueError(
+            f"{source} {raw!r} is not a number of seconds in (0, {MAX_TIMEOUT:g}]"
+        )
+    return value
+
+
+class _TrackingFactory(WrappingFactory):
+    """
+    Wraps the site to know its open connections, so a graceful stop can
+    close them after their responses are written, and wait until they are.
+    """
+
+    noisy = False
+    protocols: dict[ProtocolWrapper, int]
+
+    def __init__(self, site: Site) -> None:
+        super().__init__(site)  # type: ignore[no-untyped-call]
+        self._gone_waiters: list[Deferred[None]] = []
+
+    def unregisterProtocol(self, p: ProtocolWrapper) -> None:
+        super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
+        if not self.protocols:
+            waiters, self._gone_waiters = self._gone_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def when_empty(self) -> Deferred[None]:
+        if not self.protocols:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._gone_waiters.append(d)
+        return d
+
+
+class GatewayService(Service):
+    """
+    Listens for HTTP on a server endpoint while running.
+
+    Stopping is two steps, so the runner can drain the client in between:
+    :meth:`stop_accepting` closes the listening port (no new connections),
+    :meth:`close_connections` waits for requests in progress, then closes
+    each connection once its response is written.
+
+    :ivar listening: fires with the port once listening (or fails).
+    """
+
+    def __init__(self, reactor: Any, description: str, gateway: Gateway) -> None:
+        self._reactor = reactor
+        self.description = description
+        self.gateway = gateway
+        self.factory = _TrackingFactory(gateway.site())
+        self.port: IListeningPort | None = None
+        self.listening: Deferred[IListeningPort] = Deferred()
+
+    def startService(self) -> None:
+        from twisted.internet.endpoints import serverFromString
+
+        super().startService()  # type: ignore[no-untyped-call]
+        endpoint = serverFromString(self._reactor, self.description)  # type: ignore[no-untyped-call]
+        d: Deferred[IListeningPort] = endpoint.listen(self.factory)
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self.port = port
+            return port
+
+        d.addCallback(listening).chainDeferred(self.listening)
+
+    def stop_accepting(self) -> Deferred[None]:
+        port, self.port = self.port, None
+        if port is None:
+            return succeed(None)
+        result: Deferred[None] = Deferred()
+        d = port.stopListening()
+        if d is None:
+            return succeed(None)
+        d.addBoth(lambda _: None).chainDeferred(result)
+        return result
+
+    def close_connections(self, timeout: float) -> Deferred[None]:
+        """
+        Wait (up to ``timeout`` seconds) for requests in progress, then
+        close every HTTP connection after its pending bytes are written,
+        aborting what is still open ``timeout`` seconds later.
+        """
+        clock = self._reactor
+        factory = self.factory
+
+        def close_all(_: object) -> Deferred[None]:
+            for wrapper in list(factory.protocols):
+                if wrapper.transport is not None:
+                    # loseConnection flushes the write buffer first.
+                    wrapper.transport.loseConnection()
+            gone = factory.when_empty()
+            timer = clock.callLater(timeout, _abort_all, factory)
+
+            def cancel_timer(result: None) -> None:
+                if timer.active():
+                    timer.cancel()
+
+            return gone.addCallback(cancel_timer)
+
+        idle = self.gateway.when_idle()
+        # Past the timeout, close anyway: the requests still waiting will
+        # see their connection go, which cancels their upstream requests.
+        idle.addTimeout(timeout, clock)
+        idle.addErrback(lambda failure: None)
+        idle.addCallback(close_all)
+        return idle
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        d = DeferredList([self.stop_accepting()], consumeErrors=True)
+        d.addCallback(lambda _: self.close_connections(5.0))
+        return d.addCallback(lambda _: None)
+
+
+def _abort_all(factory: _TrackingFactory) -> None:
+    for wrapper in list(factory.protocols):
+        abort = getattr(wrapper.transport, "abortConnection", None)
+        if abort is not None:
+            abort()

@@ -1,0 +1,485 @@
+"""
+``twist framedclient``: the service graph and its lifecycle.
+
+:func:`makeService` builds a :class:`RunnerService`, a ``MultiService``
+whose children start in this order:
+
+1. the embedded demo backend (only without ``--upstream``);
+2. the client (:class:`~framedclient.service.FramedClientService`);
+3. the HTTP gateway (:class:`~framedclient.runner.gateway.GatewayService`);
+4. the multiplexing proxy (only with ``--listen``).
+
+Stopping is *not* the reverse-order-all-at-once of ``MultiService``:
+stopping the backend while requests are in flight would fail them, and
+closing HTTP connections before their replies arrive would lose them.  So
+:meth:`RunnerService.stopService` goes step by step: stop accepting (HTTP
+and proxy ports), drain (client and proxy, up to ``--drain-timeout``), close
+HTTP connections once their responses are written, stop the backend.
+
+SIGTERM under ``twist``: Twisted's handler stops the reactor, and ``twist``
+then re-kills itself with the same signal so that the exit status says
+"killed by SIGTERM".  A service that drained cleanly should exit 0 (that is
+what supervisors and ``systemctl stop`` expect of a graceful stop), so when
+started before the reactor runs (which is what ``twist`` does) the runner
+installs its own SIGTERM handler that stops the reactor without recording
+the signal.  An application that embeds the service on a running reactor
+keeps its own signal handling.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from framedclient.client import FramedClient
+from framedclient.codec import Codec
+from framedclient.connection import Connection
+from framedclient.runner.backend import EmbeddedBackendService
+from framedclient.runner.gateway import Gateway, GatewayService
+from framedclient.runner.options import Options
+from framedclient.service import FramedClientService
+
+__all__ = ["Options", "ProxyService", "RateLimitedLog", "RunnerService", "makeService"]
+
+_log = Logger(namespace="framedclient.runner")
+
+#: Seconds the HTTP connections get to flush their last responses after the
+#: drain, before they are aborted.
+HTTP_CLOSE_TIMEOUT = 5.0
+
+
+class RateLimitedLog:
+    """
+    Logs at most ``burst`` events per ``period`` seconds, then one summary
+    of how many were left out.
+
+    A flapping upstream changes state several times per second per
+    connection; logging each change would bury everything else (and cost
+    I/O exactly when the system is in trouble).  The first changes of a
+    storm are the informative ones, and the summary keeps the count honest.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        log: Logger,
+        burst: int = 20,
+        period: float = 10.0,
+    ) -> None:
+        self._clock = clock
+        self._log = log
+        self.burst = burst
+        self.period = period
+        self._window_start = -period
+        self._count = 0
+        self.suppressed = 0
+        self._summary: IDelayedCall | None = None
+
+    def emit(self, level: str, format: str, **fields: Any) -> None:
+        """
+        Log ``format`` with ``fields`` at ``level`` ("info", "warn", ...)
+        unless this window's budget is spent.
+        """
+        now = self._clock.seconds()
+        if now - self._window_start >= self.period:
+            self._flush()
+            self._window_start = now
+            self._count = 0
+        if self._count < self.burst:
+            self._count += 1
+            getattr(self._log, level)(format, **fields)
+            return
+        self.suppressed += 1
+        if self._summary is None:
+            delay = max(0.0, self._window_start + self.period - now)
+            self._summary = self._clock.callLater(delay, self._flush)
+
+    def _flush(self) -> None:
+        if self._summary is not None:
+            if self._summary.active():
+                self._summary.cancel()
+            self._summary = None
+        if self.suppressed:
+            self._log.warn(
+                "{suppressed} more connection state changes in {period:g} s "
+                "were not logged (rate limit: {burst} per {period:g} s)",
+                suppressed=self.suppressed,
+                period=self.period,
+                burst=self.burst,
+            )
+            self.suppressed = 0
+
+    def stop(self) -> None:
+        """
+        Log the pending summary now and cancel its timer.
+        """
+        self._flush()
+
+
+class ProxyService(Service):
+    """
+    The ``--listen`` multiplexing proxy: a
+    :class:`~framedclient.runner.proxy.ProxyFactory` over the running client,
+    listening on a server endpoint.
+
+    Built on start because the factory needs the client, which exists only
+    once the client service has started.
+    """
+
+    name = "proxy"
+
+    def __init__(
+        self,
+        reactor: Any,
+        description: str,
+        get_client: Callable[[], FramedClient | None],
+        codec: Codec,
+    ) -> None:
+        self._reactor = reactor
+        self.description = description
+        self._get_client = get_client
+        self.codec = codec
+        self.factory: Any = None
+        self.port: IListeningPort | None = None
+        self.listening: Deferred[IListeningPort] = Deferred()
+
+    def startService(self) -> None:
+        from twisted.internet.endpoints import serverFromString
+
+        from framedclient.runner.proxy import ProxyFactory
+
+        super().startService()  # type: ignore[no-untyped-call]
+        client = self._get_client()
+        assert client is not None, "start the client service first"
+        self.factory = ProxyFactory(client, self.codec)
+        endpoint = serverFromString(self._reactor, self.description)  # type: ignore[no-untyped-call]
+        d: Deferred[IListeningPort] = endpoint.listen(self.factory)
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self.port = port
+            return port
+
+        d.addCallback(listening).chainDeferred(self.listening)
+
+    def stop_accepting(self) -> Deferred[None]:
+        port, self.port = self.port, None
+        if port is None:
+            return succeed(None)
+        d = port.stopListening()
+        return d if d is not None else succeed(None)
+
+    def drain(self, timeout: float | None) -> Deferred[None]:
+        """
+        GOAWAY to every downstream; fires when all are gone.
+        """
+        if self.factory is None:
+            return succeed(None)
+        result: Deferred[None] = self.factory.close(timeout)
+        return result
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        d = self.stop_accepting()
+        d.addCallback(lambda _: self.drain(None))
+        return d
+
+
+class RunnerService(MultiService):
+    """
+    Everything ``twist framedclient`` runs; see the module docstring for the
+    start and stop order.
+
+    :ivar ready: fires with the HTTP base URL once every listener is up and
+        the startup line is logged; fails if a listener could not start.
+    """
+
+    def __init__(self, reactor: Any, options: Options) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._reactor = reactor
+        self.options = options
+        self.codec: Codec = options["codec"]
+        self.drain_timeout: float = options["drain-timeout"]
+        self.state_log = RateLimitedLog(reactor, _log)
+        self.ready: Deferred[str] = Deferred()
+        self.http_url: str | None = None
+        self.proxy_address: str | None = None
+        self.standalone = False
+        self._sigterm_received = False
+
+        self.backend: EmbeddedBackendService | None = None
+        if not options["upstream"]:
+            self.backend = EmbeddedBackendService(reactor)
+            self.backend.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+        self.client_service = FramedClientService(self._make_client, self.drain_timeout)
+        self.client_service.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+        describe = {
+            "codec": options["codec-spec"],
+            "pool_size": options["pool-size"],
+        }
+        self.gateway = Gateway(
+            lambda: self.client_service.client,
+            reactor,
+            self.codec,
+            describe,
+            extra_stats=self._extra_stats,
+        )
+        self.http = GatewayService(reactor, options["http"], self.gateway)
+        self.http.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+        self.proxy: ProxyService | None = None
+        if options["listen"] is not None:
+            self.proxy = ProxyService(
+                reactor,
+                options["listen"],
+                lambda: self.client_service.client,
+                self.codec,
+            )
+            self.proxy.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+    # -- building ------------------------------------------------------------
+
+    def upstream_endpoints(self) -> list[str]:
+        """
+        The client endpoint strings the pool connects to.
+        """
+        if self.backend is not None:
+            return [self.backend.endpoint]
+        upstreams: list[str] = self.options["upstream"]
+        return list(upstreams)
+
+    def upstreams_description(self) -> list[str]:
+        """
+        What the pool connects to, for people: the embedded backend says so.
+        """
+        if self.backend is not None:
+            if self.backend.port is None:
+                return ["embedded reference server (stopped)"]
+            return [f"{self.backend.endpoint} (embedded reference server)"]
+        return self.upstream_endpoints()
+
+    @property
+    def client(self) -> FramedClient | None:
+        """
+        The running client, or ``None`` while stopped.
+        """
+        return self.client_service.client
+
+    def _make_client(self) -> FramedClient:
+        options = self.options
+        client = FramedClient.from_endpoint(
+            self._reactor,
+            self.upstream_endpoints(),
+            codec=self.codec,
+            pool_size=options["pool-size"],
+            max_in_flight=options["max-in-flight"],
+            max_pending=options["max-pending"],
+            request_timeout=options["request-timeout"],
+            acquire_timeout=options["acquire-timeout"],
+            connect_timeout=options["connect-timeout"],
+            backoff=options["backoff"],
+            heartbeat_interval=options["heartbeat"],
+            heartbeat_timeout=options["heartbeat-timeout"],
+            read_timeout=options["read-timeout"],
+            wait_for_ready=not options["fail-fast"],
+            start=False,
+        )
+        # Twisted factories log "Starting factory" on every connection
+        # attempt; a flapping upstream would flood the log past the rate
+        # limit below.
+        client.factory.noisy = False
+        for connection in client.pool:
+            connection.add_listener(self._state_changed)
+        return client
+
+    def _state_changed(self, connection: Connection, old: str, new: str) -> None:
+        error = connection.last_error
+        if old == "ready" and new not in ("closing", "closed"):
+            self.state_log.emit(
+                "warn",
+                "Upstream connection {name} {old} -> {new}: {error}",
+                name=connection.name,
+                old=old,
+                new=new,
+                error=error or "closed",
+            )
+        else:
+            self.state_log.emit(
+                "info",
+                "Upstream connection {name} {old} -> {new}",
+                name=connection.name,
+                old=old,
+                new=new,
+                error=error,
+            )
+
+    def _extra_stats(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"upstreams": self.upstreams_description()}
+        if self.proxy is not None and self.proxy.factory is not None:
+            extra["proxy"] = self.proxy.factory.stats()
+        return extra
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def startService(self) -> None:
+        # twist starts the services before it runs the reactor; an embedding
+        # application usually starts them on a running reactor.
+        self.standalone = not self._reactor.running
+        super().startService()  # type: ignore[no-untyped-call]
+        waits: list[Deferred[Any]] = [self.http.listening]
+        if self.proxy is not None:
+            waits.append(self.proxy.listening)
+        d = gatherResults(waits, consumeErrors=True)
+        d.addCallbacks(self._listening, self._listen_failed)
+        if self.standalone:
+            self._reactor.callWhenRunning(self._install_sigterm)
+
+    def _listening(self, ports: list[IListeningPort]) -> None:
+        self.http_url = _url(ports[0], self.options["http"])
+        if self.proxy is not None:
+            self.proxy_address = _address(ports[1], self.proxy.description)
+        options = self.options
+        upstreams = ",".join(self.upstreams_description())
+        _log.info(
+            "framedclient ready: http={http_url} proxy={proxy} upstream={upstreams} "
+            "codec={codec} pool_size={pool_size} max_in_flight={max_in_flight} "
+            "max_pending={max_pending} request_timeout={request_timeout}s",
+            http_url=self.http_url,
+            proxy=self.proxy_address or "off",
+            upstreams=upstreams,
+            codec=options["codec-spec"],
+            pool_size=options["pool-size"],
+            max_in_flight=options["max-in-flight"],
+            max_pending=options["max-pending"],
+            request_timeout=options["request-timeout"],
+        )
+        self.ready.callback(self.http_url)
+
+    def _listen_failed(self, failure: Failure) -> None:
+        error = failure.value
+        sub = getattr(error, "subFailure", None)
+        reason = sub.getErrorMessage() if sub is not None else failure.getErrorMessage()
+        _log.critical(
+            "framedclient cannot start: cannot listen ({reason}); stopping",
+            reason=reason,
+        )
+        if self.standalone:
+            # Nobody awaits `ready` under twist: stop, and exit non-zero so a
+            # supervisor sees the failure (twist itself would exit 0).
+            self.ready.addErrback(lambda _: None)
+            self._reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+            self._reactor.callWhenRunning(self._reactor.stop)
+        self.ready.errback(sub if sub is not None else failure)
+
+    def _install_sigterm(self) -> None:
+        reactor = self._reactor
+
+        def on_sigterm(signum: int, frame: object) -> None:
+            reactor.callFromThread(self._sigterm)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _sigterm(self) -> None:
+        if self._sigterm_received:
+            _log.info(
+                "SIGTERM again: already stopping (drain ends within --drain-timeout)"
+            )
+            return
+        self._sigterm_received = True
+        _log.info("SIGTERM: stopping gracefully")
+        self._reactor.stop()
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)  # type: ignore[no-untyped-call]
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        client = self.client
+        _log.info(
+            "framedclient stopping: draining {in_flight} in-flight and {queued} "
+            "queued requests (up to {timeout:g} s)",
+            in_flight=client.in_flight if client is not None else 0,
+            queued=client.queued if client is not None else 0,
+            timeout=self.drain_timeout,
+        )
+        # 1. No new connections.
+        accepting = [self.http.stop_accepting()]
+        if self.proxy is not None:
+            accepting.append(self.proxy.stop_accepting())
+        await DeferredList(accepting, consumeErrors=True)
+        # 2. Drain: in-flight requests finish, new ones get 503 / error frames.
+        draining = [self.client_service.stopService()]
+        if self.proxy is not None:
+            draining.append(self.proxy.drain(self.drain_timeout))
+            self.proxy.running = 0
+        await DeferredList(draining, consumeErrors=True)
+        # 3. HTTP responses are written by now; close those connections.
+        await self.http.close_connections(HTTP_CLOSE_TIMEOUT)
+        self.http.running = 0
+        # 4. Nobody uses the backend any more.
+        if self.backend is not None:
+            await DeferredList(
+                [maybeDeferred(self.backend.stopService)], consumeErrors=True
+            )
+        self.state_log.stop()
+        _log.info("framedclient stopped")
+
+
+def _url(port: IListeningPort, description: str) -> str:
+    address = port.getHost()
+    host = getattr(address, "host", None)
+    number = getattr(address, "port", None)
+    if host is None or number is None:
+        return f"{description} ({address})"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    shown = f"[{host}]" if ":" in host else host
+    scheme = "https" if description.lower().startswith(("ssl:", "tls:")) else "http"
+    return f"{scheme}://{shown}:{number}/"
+
+
+def _address(port: IListeningPort, description: str) -> str:
+    address = port.getHost()
+    host = getattr(address, "host", None)
+    number = getattr(address, "port", None)
+    if host is None or number is None:
+        return f"{description} ({address})"
+    return f"{host}:{number}"
+
+
+def _exit_failed() -> None:
+    """
+    Exit with status 1 after the reactor shut down (startup failed).
+
+    ``os._exit`` because ``twist`` offers no way to choose the status and a
+    ``SystemExit`` raised in a shutdown trigger is only logged.
+    """
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def makeService(options: Options) -> RunnerService:
+    """
+    The ``twist framedclient`` entry point (see :class:`RunnerService`).
+    """
+    from twisted.internet import reactor
+
+    return RunnerService(reactor, options)

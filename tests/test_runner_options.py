@@ -1,0 +1,250 @@
+"""
+``twist framedclient`` options and ``--codec`` specs: every invalid value is
+one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from framedclient.backoff import ConstantBackoff
+from framedclient.codec import ERROR, REPLY, REQUEST, HeaderCodec, Matching
+from framedclient.errors import FrameTooLarge
+from framedclient.runner.codecspec import codec_overhead, parse_codec
+from framedclient.runner.options import DEFAULT_HTTP, Options
+
+TWIST = str(Path(sys.executable).with_name("twist"))
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def twist(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    # From / so that the working directory adds nothing to sys.path: the
+    # plugin must be found through the installed package.
+    return subprocess.run(
+        [TWIST, *argv],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+# -- defaults and valid values ------------------------------------------------------
+
+
+def test_defaults():
+    options = parse()
+    assert options["upstream"] == []
+    assert options["codec-spec"] == "fc1"
+    assert options["codec"].matching is Matching.BY_ID
+    assert options["pool-size"] == 4
+    assert options["max-in-flight"] == 512
+    assert options["max-pending"] == 2048
+    assert options["request-timeout"] == 5.0
+    assert options["acquire-timeout"] is None
+    assert options["connect-timeout"] is None
+    assert options["heartbeat"] is None
+    assert options["heartbeat-timeout"] == 10.0
+    assert options["read-timeout"] is None
+    assert options["http"] == DEFAULT_HTTP == "tcp:8080:interface=127.0.0.1"
+    assert options["listen"] is None
+    assert options["drain-timeout"] == 10.0
+    assert not options["fail-fast"]
+
+
+def test_values_are_converted():
+    options = parse(
+        "--upstream",
+        "tcp:10.0.0.1:9000",
+        "--upstream",
+        "tls:example.com:9443",
+        "--pool-size",
+        "2",
+        "--max-pending",
+        "0",
+        "--request-timeout",
+        "0.25",
+        "--heartbeat",
+        "1.5",
+        "--backoff",
+        "constant:2",
+        "--listen",
+        "unix:/tmp/fc.sock",
+    )
+    assert options["upstream"] == ["tcp:10.0.0.1:9000", "tls:example.com:9443"]
+    assert options["pool-size"] == 2
+    assert options["max-pending"] == 0
+    assert options["request-timeout"] == 0.25
+    assert options["heartbeat"] == 1.5
+    assert options["backoff"] == ConstantBackoff(2.0)
+    assert options["listen"] == "unix:/tmp/fc.sock"
+
+
+# -- invalid values: one line, exit 2 ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "mentions"),
+    [
+        (["--pool-size", "0"], "--pool-size"),
+        (["--pool-size", "many"], "--pool-size"),
+        (["--max-in-flight", "-3"], "--max-in-flight"),
+        (["--max-pending", "x"], "--max-pending"),
+        (["--request-timeout", "0"], "--request-timeout"),
+        (["--request-timeout", "nan"], "--request-timeout"),
+        (["--connect-timeout", "soon"], "--connect-timeout"),
+        (["--drain-timeout", "inf"], "--drain-timeout"),
+        (["--backoff", "linear"], "invalid backoff"),
+        (["--codec", "protobuf"], "unknown codec"),
+        (["--codec", "length:size=5"], "size must be one of"),
+        (["--upstream", "carrier-pigeon:1"], "--upstream"),
+        (["--upstream", "tcp:host"], "--upstream"),
+        (["--http", "tcp:eighty"], "--http"),
+        (["--listen", "bogus:1"], "--listen"),
+        (["--codec", "lines", "--heartbeat", "1"], "no ping frames"),
+        (["--codec", "netstring", "--listen", "tcp:0"], "no request IDs"),
+        (["--no-such-option"], "no-such-option"),
+    ],
+)
+def test_invalid_value_is_one_line_and_exit_2(argv, mentions, capsys):
+    with pytest.raises(SystemExit) as raised:
+        parse(*argv)
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("twist framedclient: error: ")
+    assert mentions in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["framedclient", "--pool-size", "zero"],
+        ["framedclient", "--codec", "length:size=2,kind-size=3"],
+        ["framedclient", "--upstream", "nope:x"],
+        ["framedserver", "--port", "99999"],
+    ],
+)
+def test_twist_exits_2_with_one_line_for_invalid_values(argv):
+    result = twist(*argv)
+    assert result.returncode == 2, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"twist {argv[0]}: error: --")
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_help_documents_every_option_with_its_default():
+    result = twist("framedclient", "--help")
+    assert result.returncode == 0
+    text = result.stdout
+    for option in Options.optParameters:
+        assert f"--{option[0]}=" in text
+        if option[2] is not None:
+            assert f"[default: {option[2]}]" in " ".join(text.split()), option[0]
+    for flag in ("--upstream=", "--fail-fast"):
+        assert flag in text
+    for unit in ("seconds", "Seconds"):
+        assert unit in text
+    assert "length:size=" in text
+
+
+# -- --codec ---------------------------------------------------------------------
+
+
+def test_length_codec_layout_from_the_spec():
+    codec = parse_codec(
+        "length:size=2,order=little,header=8,id-offset=0,id-size=4,kind-offset=4"
+    )
+    assert isinstance(codec, HeaderCodec)
+    wire = codec.encode(REQUEST, 7, b"hi")
+    # u16 LE length of what follows (8-byte header + body), then the header
+    # (u32 LE id, u8 kind, 3 zero bytes), then the body.
+    assert wire == b"\x0a\x00" + b"\x07\x00\x00\x00" + b"\x00\x00\x00\x00" + b"hi"
+    framer = codec.new_framer()
+    reply = b"\x0b\x00" + b"\x07\x00\x00\x00" + b"\x01\x00\x00\x00" + b"abc"
+    [frame] = framer.feed(reply)
+    assert codec.decode(frame) == (REPLY, 7, b"abc")
+    assert codec.max_frame == 0xFFFF + 2
+    assert codec_overhead(codec) == 10
+
+
+def test_length_codec_with_custom_kinds_and_adjustment():
+    codec = parse_codec(
+        "length:size=4,adjust=-4,header=3,id-size=2,kind-offset=2,"
+        "kinds=request:10;reply:11;error:12"
+    )
+    wire = codec.encode(REQUEST, 0x0102, b"x")
+    # The length counts itself (adjust=-4): 4 + 3 + 1 = 8.
+    assert wire == b"\x00\x00\x00\x08" + b"\x01\x02" + b"\x0a" + b"x"
+    [frame] = codec.new_framer().feed(b"\x00\x00\x00\x09\x01\x02\x0cno")
+    assert codec.decode(frame) == (ERROR, 0x0102, b"no")
+    assert not codec.supports_ping
+
+
+def test_length_codec_without_kind_field_treats_every_frame_as_a_reply():
+    codec = parse_codec("length:size=1,id-size=1")
+    [frame] = codec.new_framer().feed(b"\x02\x05z")
+    assert codec.decode(frame) == (REPLY, 5, b"z")
+
+
+def test_named_codecs():
+    assert parse_codec("FC1").max_frame == 16 * 1024 * 1024
+    assert parse_codec("fc1:max-frame=1024").max_frame == 1024
+    lines = parse_codec("lines:delimiter=lf,max-frame=10")
+    assert lines.matching is Matching.IN_ORDER
+    assert lines.encode(REQUEST, 1, b"abc") == b"abc\n"
+    with pytest.raises(FrameTooLarge):
+        lines.encode(REQUEST, 1, b"x" * 11)
+    assert parse_codec("netstring").encode(REQUEST, 1, b"abc") == b"3:abc,"
+
+
+@pytest.mark.parametrize(
+    ("spec", "complaint"),
+    [
+        ("", "unknown codec ''"),
+        ("fc1:max-frame=8", "at least 13"),
+        ("fc1:max_frame=100", "unknown key"),
+        ("fc1:max-frame", "not key=value"),
+        ("lines:delimiter=tab", "delimiter must be one of"),
+        ("length:size=2,size=4", "given twice"),
+        ("length:order=middle", "order must be big or little"),
+        ("length:id-size=3", "id-size must be one of"),
+        ("length:header=2,id-size=4", "header=2"),
+        ("length:kind-offset=0", "overlap"),
+        ("length:kinds=request:0", "need kind-offset"),
+        ("length:kind-offset=4,kinds=reply:1", "must include request"),
+        ("length:kind-offset=4,kinds=request:0;reply:x", "must be an integer"),
+        ("length:kind-offset=4,kinds=request:0;answer:1", "NAME:VALUE"),
+        ("length:kind-offset=4,kinds=request:0;reply:0", "given twice"),
+        ("length:size=1,header=300", "max-frame"),
+    ],
+)
+def test_invalid_codec_specs_say_what_is_wrong(spec, complaint):
+    with pytest.raises(ValueError) as raised:
+        parse_codec(spec)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert complaint in message
+    assert "accepted forms" in message
+
+
+def test_codec_spec_numbers_are_integers():
+    with pytest.raises(ValueError, match="must be an integer"):
+        parse_codec("fc1:max-frame=1e6")
+    assert math.isfinite(parse_codec("fc1:max-frame=0x1000").max_frame)

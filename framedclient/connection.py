@@ -62,6 +62,8 @@ _log = Logger()
 STATES = ("idle", "connecting", "ready", "backing_off", "closing", "closed")
 
 PrepareHook = Callable[[FramedProtocol], Any]
+
+_FAILURE_LOG_INTERVAL = 30.0
 StateListener = Callable[["Connection", str, str], object]
 
 
@@ -219,9 +221,8 @@ def _build() -> Callable[[_Core], _Inputs]:
     Ready.upon(_Inputs.connect_failed).loop().returns(None)
     Ready.upon(_Inputs.retry).loop().returns(None)
 
-    @pep614(Ready.upon(_Inputs.lost, nodata=True).to(BackingOff))
-    def lost_ready(c: _Inputs, s: _Core, reason: Failure) -> None:
-        s.last_error = _describe(reason)
+    # The owner recorded why (last_error) and the delay before this input.
+    Ready.upon(_Inputs.lost, nodata=True).to(BackingOff).returns(None)
 
     @pep614(Ready.upon(_Inputs.goaway).to(Connecting))
     def replace(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
@@ -331,6 +332,7 @@ class Connection:
         self.draining: set[FramedProtocol] = set()
         self.connects = 0
         self.connect_failures = 0
+        self._last_failure_log = -float("inf")
         self._machine = _Machine(self._core)
 
     def __repr__(self) -> str:
@@ -479,7 +481,9 @@ class Connection:
             if isinstance(result, Failure):
                 for proto in made:
                     proto.abort(f"connection attempt failed: {_describe(result)}")
-                # The BackingOff state reads next_delay when it is entered.
+                # The BackingOff state reads next_delay when it is entered,
+                # and its listeners want to see why.
+                s.last_error = _describe(result)
                 s.failed_attempts += 1
                 s.next_delay = s.backoff.delay(s.failed_attempts)
                 c.connect_failed(result)
@@ -495,17 +499,24 @@ class Connection:
         return d
 
     def _attempt_failed(self, s: _Core, failure: Failure) -> None:
-        s.last_error = _describe(failure)
         self.connect_failures += 1
         s.factory.metrics.record_connection_event("connect_failed")
-        _log.info(
-            "Connection {name} attempt {attempt} failed: {error}; retrying in "
-            "{delay:.3f} s",
-            name=self.name,
-            attempt=s.failed_attempts,
-            error=s.last_error,
-            delay=s.next_delay,
-        )
+        # A server that stays down must not flood the log: the first failure
+        # of a run, then at most one line per interval per connection.
+        now = s.clock.seconds()
+        if (
+            s.failed_attempts == 1
+            or now - self._last_failure_log >= _FAILURE_LOG_INTERVAL
+        ):
+            self._last_failure_log = now
+            _log.info(
+                "Connection {name} attempt {attempt} failed: {error}; retrying in "
+                "{delay:.3f} s",
+                name=self.name,
+                attempt=s.failed_attempts,
+                error=s.last_error,
+                delay=s.next_delay,
+            )
         keep: list[tuple[Deferred[FramedProtocol], int | None]] = []
         give_up: list[Deferred[FramedProtocol]] = []
         for d, remaining in self._ready_waiters:
@@ -517,7 +528,7 @@ class Connection:
                 keep.append((d, remaining - 1))
         self._ready_waiters = keep
         for d in give_up:
-            d.errback(ConnectFailed(s.failed_attempts, s.last_error))
+            d.errback(ConnectFailed(s.failed_attempts, s.last_error or "unknown error"))
 
     def _protocol_closed(self, reason: str, proto: FramedProtocol) -> None:
         if proto in self.draining:
@@ -534,6 +545,7 @@ class Connection:
                 core.failed_attempts = core.attempts_before_ready + 1
                 core.next_delay = core.backoff.delay(core.failed_attempts)
             core.protocol = None
+            core.last_error = reason
             if core.state == "ready":
                 self.factory.metrics.record_connection_event("reconnect")
             self._machine.lost(Failure(ConnectionLost(True, reason)))  # type: ignore[no-untyped-call]

@@ -636,6 +636,7 @@ class FramedProtocol(Protocol):
             return
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.bytes_sent += len(data)
+        self.metrics.add_bytes(0, len(data))
         self.transport.write(data)
 
     # -- IPushProducer: the transport tells us when its buffer is full -------
@@ -673,6 +674,7 @@ class FramedProtocol(Protocol):
         if self._state == _CLOSED:
             return
         self.bytes_received += len(data)
+        self.metrics.add_bytes(len(data), 0)
         now = self._clock.seconds()
         self._last_read = now
         self._ping_sent_at = None
@@ -1064,6 +1066,9 @@ class FramedClientFactory(ClientFactory):
     """
 
     protocol = FramedProtocol  # type: ignore[assignment]
+    #: One connection attempt per backoff step would log "Starting factory"
+    #: each time; the connection layer logs what matters.
+    noisy = False
 
     def __init__(
         self,

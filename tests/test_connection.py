@@ -387,3 +387,13 @@ def test_constant_backoff_policy_is_honoured():
     assert len(endpoint.attempts) == 1
     clock.advance(0.01)
     assert len(endpoint.attempts) == 2
+
+
+def test_listeners_see_why_when_backing_off():
+    conn, endpoint, clock = make()
+    seen = []
+    conn.add_listener(lambda c, old, new: seen.append((new, c.last_error)))
+    conn.start()
+    endpoint.refuse()
+    assert seen[-1][0] == "backing_off"
+    assert "refused" in seen[-1][1]

@@ -600,3 +600,14 @@ def test_reference_server_answers_cancel_so_the_id_is_released_at_once():
     assert server_factory.cancels == 2
     assert client.table_size == 0
     assert client.late_replies == 2
+
+
+def test_bytes_in_and_out_are_counted_in_the_metrics():
+    proto, peer, clock = connect()
+    d = proto.request(b"12345")
+    clock.advance(0)
+    ((_, rid, _),) = peer.received()
+    peer.send(REPLY, rid, b"abc")
+    outcomes([d])
+    snap = proto.metrics.snapshot()  # type: ignore[attr-defined]
+    assert snap["bytes"] == {"received": 13 + 3, "sent": 13 + 5}

@@ -155,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
         "fail them all on connection loss",
     )
     parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        metavar="N",
+        help="raise the young-generation GC threshold to N in the framedclient "
+        "and proto client processes (framedclient.gctune; CPython's default is "
+        "700); the baselines keep the default",
+    )
+    parser.add_argument(
         "--scale-inflight",
         type=_positive_ints,
         default=list(DEFAULT_SCALE_INFLIGHT),
@@ -243,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scale_inflight=args.scale_inflight,
         pin=not args.no_pin,
         run_timeout=args.run_timeout,
+        gc_threshold=args.gc_threshold,
     )
     signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -719,8 +719,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="closed mode, Twisted kinds: cProfile the measured phase into FILE "
         "(read it with python -m pstats); the numbers then include the profiler",
     )
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        metavar="N",
+        help="raise the young-generation GC threshold to N first "
+        "(framedclient.gctune.raise_gc_thresholds)",
+    )
     args = parser.parse_args(argv)
     requests: int | None = args.requests or None
+    if args.gc_threshold is not None:
+        from framedclient.gctune import raise_gc_thresholds
+
+        raise_gc_thresholds(args.gc_threshold)
 
     result: dict[str, Any]
     if args.mode == "closed":

@@ -75,6 +75,9 @@ class BenchConfig:
     pin: bool = True
     #: Seconds one client process may take before it is killed.
     run_timeout: float = 300.0
+    #: Young-generation GC threshold applied in framedclient/proto client
+    #: processes (see framedclient.gctune); None keeps CPython's default.
+    gc_threshold: int | None = None
 
     @property
     def kinds(self) -> list[str]:
@@ -144,7 +147,11 @@ def _cpus(config: BenchConfig) -> tuple[int | None, int | None]:
     return allowed[0], allowed[1]
 
 
-def _run_client(args: list[str], cpu: int | None, timeout: float) -> dict[str, Any]:
+def _run_client(
+    args: list[str], cpu: int | None, timeout: float, gc_threshold: int | None = None
+) -> dict[str, Any]:
+    if gc_threshold is not None and args[2] in ("framedclient", "proto"):
+        args = [*args, "--gc-threshold", str(gc_threshold)]
     command = [sys.executable, "-m", "framedclient.bench.loadgen", *args]
     try:
         done = subprocess.run(
@@ -289,7 +296,9 @@ def run_benchmark(
                     str(config.connections),
                 ]
                 cpu_before = server.cpu_seconds()
-                result = _run_client(args, client_cpu, config.run_timeout)
+                result = _run_client(
+                    args, client_cpu, config.run_timeout, config.gc_threshold
+                )
                 cpu_after = server.cpu_seconds()
                 served = result["requests"] + result.get("warmup_requests", 0)
                 if cpu_before is not None and cpu_after is not None and served:
@@ -316,7 +325,9 @@ def run_benchmark(
                         "--requests",
                         str(config.requests or 0),
                     ]
-                    result = _run_client(args, client_cpu, config.run_timeout)
+                    result = _run_client(
+                        args, client_cpu, config.run_timeout, config.gc_threshold
+                    )
                     result.pop("latency_curve", None)
                     scale.append(result)
                     bar.step(label, _outcome(result))

@@ -128,6 +128,7 @@ class _Call:
                 self.current.cancel()
         elif stage == _WAITING or stage == _DELAYED:
             self.finish(CancelledError())
+            self.client._forget_call()
 
     def finish(self, result: bytes | Failure | BaseException) -> None:
         """
@@ -480,6 +481,15 @@ class FramedClient:
 
     def _slow_count(self) -> int:
         return self._slow_live
+
+    def _forget_call(self) -> None:
+        # A parked call was cancelled: it stays in _waiting until _kick
+        # passes it, so rebuild the deque when dead entries dominate (a
+        # stream of cancellations while no connection is ready).
+        self._slow_live -= 1
+        waiting = self._waiting
+        if len(waiting) > 64 and len(waiting) > 2 * self._slow_live + 64:
+            self._waiting = deque(c for c in waiting if c.stage == _WAITING)
 
     def _acquired(self, _: None, call: _Call) -> None:
         call.current = None

@@ -398,3 +398,17 @@ def test_when_ready_fires_once_the_pool_can_use_the_connection():
     ready.addCallback(lambda _: picked.append(client.pool.pick()))
     proto = endpoint.accept()
     assert picked == [proto]
+
+
+def test_cancelling_many_parked_requests_keeps_the_queue_bounded():
+    client, endpoint, clock = make(ScriptedEndpoint(), max_in_flight=4)
+    client.request(b"stays", timeout=100)
+    for _ in range(5_000):
+        d = client.request(b"cancelled", timeout=100)
+        d.addErrback(lambda f: f.trap(CancelledError))
+        d.cancel()
+    assert client.in_flight == 1 and client.queued == 1
+    assert len(client._waiting) < 200
+    proto = endpoint.accept()
+    clock.advance(0)
+    assert answer_all(proto) == 1

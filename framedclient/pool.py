@@ -208,6 +208,7 @@ class Pool:
         self.connections = connections
         self.leased: set[FramedProtocol] = set()
         self._ready: list[FramedProtocol] = []
+        self._rotation = 0
         for conn in connections:
             conn.add_listener(self._state_changed)
 
@@ -238,7 +239,13 @@ class Pool:
         best: FramedProtocol | None = None
         best_load = 0
         leased = self.leased
-        for proto in ready:
+        # Start the scan one further each time, so ties (sequential callers,
+        # an idle pool) rotate over the connections instead of always
+        # landing on the first.
+        n = len(ready)
+        start = self._rotation = (self._rotation + 1) % n if n else 0
+        for i in range(n):
+            proto = ready[(start + i) % n]
             if proto.accepting and proto not in leased:
                 load = proto.table_size
                 if best is None or load < best_load:

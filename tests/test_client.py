@@ -283,21 +283,20 @@ def test_close_drains_in_flight_then_timeout_aborts_the_rest():
 def test_exclusive_codec_uses_one_request_per_connection():
     codec = PipelinedCodec(lambda: Delimited(b"\n", max_frame=64), exclusive=True)
     client, endpoint, clock = make(codec=codec, pool_size=2)
-    p1, p2 = endpoint.protocols
+    protos = endpoint.protocols
     ds = [client.request(b"q%d" % i) for i in range(4)]
-    clock.advance(0)
-    assert p1.transport.value() == b"q0\n" and p2.transport.value() == b"q1\n"
-    p1.transport.clear()
-    p1.dataReceived(b"r0\n")
-    clock.advance(0)
-    assert p1.transport.value() == b"q2\n"
-    p2.transport.clear()
-    p2.dataReceived(b"r1\n")
-    p1.transport.clear()
-    p1.dataReceived(b"r2\n")
-    clock.advance(0)
-    assert p2.transport.value() == b"q3\n"
-    p2.dataReceived(b"r3\n")
+    answered = 0
+    while answered < 4:
+        clock.advance(0)
+        # Never more than one request outstanding on a connection.
+        sent = [p.transport.value() for p in protos]
+        assert all(v.count(b"\n") <= 1 for v in sent)
+        assert any(sent)
+        for p, v in zip(protos, sent, strict=True):
+            if v:
+                p.transport.clear()
+                p.dataReceived(b"r" + v[1:])
+                answered += 1
     assert outcomes(ds) == [b"r0", b"r1", b"r2", b"r3"]
 
 
@@ -412,3 +411,15 @@ def test_cancelling_many_parked_requests_keeps_the_queue_bounded():
     proto = endpoint.accept()
     clock.advance(0)
     assert answer_all(proto) == 1
+
+
+def test_sequential_requests_rotate_over_idle_connections():
+    client, endpoint, clock = make(pool_size=3)
+    protos = endpoint.protocols
+    for i in range(9):
+        d = client.request(b"%d" % i)
+        clock.advance(0)
+        for p in protos:
+            answer_all(p)
+        assert outcomes([d]) == [b"%d" % i]
+    assert [p.ok_count for p in protos] == [3, 3, 3]

@@ -36,9 +36,8 @@ from importlib import resources
 from typing import IO, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -60,6 +59,7 @@ from framedclient.errors import (
 )
 from framedclient.metrics import PROMETHEUS_CONTENT_TYPE, GaugeSample, prometheus_text
 from framedclient.runner.codecspec import codec_overhead
+from framedclient.runner.listening import ListeningService
 
 __all__ = [
     "ERROR_STATUSES",
@@ -648,7 +648,7 @@ class _TrackingFactory(WrappingFactory):
         return d
 
 
-class GatewayService(Service):
+class GatewayService(ListeningService):
     """
     Listens for HTTP on a server endpoint while running.
 
@@ -661,36 +661,13 @@ class GatewayService(Service):
     """
 
     def __init__(self, reactor: Any, description: str, gateway: Gateway) -> None:
-        self._reactor = reactor
-        self.description = description
+        super().__init__(reactor, description)
         self.gateway = gateway
         self.factory = _TrackingFactory(gateway.site())
-        self.port: IListeningPort | None = None
-        self.listening: Deferred[IListeningPort] = Deferred()
 
     def startService(self) -> None:
-        from twisted.internet.endpoints import serverFromString
-
         super().startService()  # type: ignore[no-untyped-call]
-        endpoint = serverFromString(self._reactor, self.description)  # type: ignore[no-untyped-call]
-        d: Deferred[IListeningPort] = endpoint.listen(self.factory)
-
-        def listening(port: IListeningPort) -> IListeningPort:
-            self.port = port
-            return port
-
-        d.addCallback(listening).chainDeferred(self.listening)
-
-    def stop_accepting(self) -> Deferred[None]:
-        port, self.port = self.port, None
-        if port is None:
-            return succeed(None)
-        result: Deferred[None] = Deferred()
-        d = port.stopListening()
-        if d is None:
-            return succeed(None)
-        d.addBoth(lambda _: None).chainDeferred(result)
-        return result
+        self._listen(self.factory)
 
     def close_connections(self, timeout: float) -> Deferred[None]:
         """

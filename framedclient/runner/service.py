@@ -49,6 +49,7 @@ from framedclient.codec import Codec
 from framedclient.connection import Connection
 from framedclient.runner.backend import EmbeddedBackendService
 from framedclient.runner.gateway import Gateway, GatewayService
+from framedclient.runner.listening import ListeningService
 from framedclient.runner.options import Options
 from framedclient.service import FramedClientService
 
@@ -129,7 +130,7 @@ class RateLimitedLog:
         self._flush()
 
 
-class ProxyService(Service):
+class ProxyService(ListeningService):
     """
     The ``--listen`` multiplexing proxy: a
     :class:`~framedclient.runner.proxy.ProxyFactory` over the running client,
@@ -148,38 +149,19 @@ class ProxyService(Service):
         get_client: Callable[[], FramedClient | None],
         codec: Codec,
     ) -> None:
-        self._reactor = reactor
-        self.description = description
+        super().__init__(reactor, description)
         self._get_client = get_client
         self.codec = codec
         self.factory: Any = None
-        self.port: IListeningPort | None = None
-        self.listening: Deferred[IListeningPort] = Deferred()
 
     def startService(self) -> None:
-        from twisted.internet.endpoints import serverFromString
-
         from framedclient.runner.proxy import ProxyFactory
 
         super().startService()  # type: ignore[no-untyped-call]
         client = self._get_client()
         assert client is not None, "start the client service first"
         self.factory = ProxyFactory(client, self.codec)
-        endpoint = serverFromString(self._reactor, self.description)  # type: ignore[no-untyped-call]
-        d: Deferred[IListeningPort] = endpoint.listen(self.factory)
-
-        def listening(port: IListeningPort) -> IListeningPort:
-            self.port = port
-            return port
-
-        d.addCallback(listening).chainDeferred(self.listening)
-
-    def stop_accepting(self) -> Deferred[None]:
-        port, self.port = self.port, None
-        if port is None:
-            return succeed(None)
-        d = port.stopListening()
-        return d if d is not None else succeed(None)
+        self._listen(self.factory)
 
     def drain(self, timeout: float | None) -> Deferred[None]:
         """

@@ -212,6 +212,9 @@ def test_named_codecs():
     with pytest.raises(FrameTooLarge):
         lines.encode(REQUEST, 1, b"x" * 11)
     assert parse_codec("netstring").encode(REQUEST, 1, b"abc") == b"3:abc,"
+    redis = parse_codec("redis:max-frame=4096")
+    assert redis.matching is Matching.IN_ORDER and redis.max_frame == 4096
+    assert codec_overhead(redis) == 0
 
 
 @pytest.mark.parametrize(

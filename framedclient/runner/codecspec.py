@@ -12,6 +12,7 @@ writing Python::
     lines                                CRLF-terminated lines, in order
     lines:delimiter=lf,max-frame=4096
     netstring                            netstrings, in order
+    redis                                Redis RESP2, in order (RESP command bodies)
     length:size=2,order=little,header=8,id-offset=0,id-size=4,kind-offset=4
 
 ``length:`` builds a :class:`~framedclient.codec.HeaderCodec` over a
@@ -71,6 +72,7 @@ ACCEPTED_CODEC_FORMS = (
     "accepted forms: 'fc1[:max-frame=BYTES]', "
     "'lines[:delimiter=crlf|lf|nul,max-frame=BYTES]', "
     "'netstring[:max-frame=BYTES]', "
+    "'redis[:max-frame=BYTES]', "
     "'length:size=1|2|3|4|8,order=big|little,adjust=N,header=BYTES,"
     "id-offset=N,id-size=1|2|4|8,kind-offset=N,kind-size=N,"
     "kinds=NAME:VALUE;...,max-frame=BYTES' (every key optional)"
@@ -124,6 +126,11 @@ def parse_codec(spec: str) -> Codec:
             keys = _parse_keys(params, {"max-frame"})
             max_frame = _int(keys, "max-frame", DEFAULT_MAX_FRAME, minimum=1)
             return PipelinedCodec(lambda: Netstring(max_frame=max_frame))
+        if name == "redis":
+            from framedclient.protocols.redis import RedisCodec
+
+            keys = _parse_keys(params, {"max-frame"})
+            return RedisCodec(_int(keys, "max-frame", DEFAULT_MAX_FRAME, minimum=3))
         if name == "length":
             return _length_codec(_parse_keys(params, _LENGTH_KEYS))
         raise ValueError(f"unknown codec {name!r}")

@@ -138,6 +138,7 @@ class _Call:
         if self.stage == _DONE:
             return
         self.stage = _DONE
+        self.client._delayed.discard(self)
         if self.timer is not None:
             if self.timer.active():
                 self.timer.cancel()
@@ -280,6 +281,7 @@ class FramedClient:
             conn.add_listener(self._connection_changed)
         self._budget = retry_budget or RetryBudget(clock)
         self._waiting: deque[_Call] = deque()
+        self._delayed: set[_Call] = set()  # retries waiting out their delay
         self._lease_waiters: deque[Deferred[FramedProtocol]] = deque()
         self._deadlines: DeadlineQueue[_Call] = DeadlineQueue(
             clock, _call_is_live, self._expire, self._slow_count, _call_deadline
@@ -376,6 +378,11 @@ class FramedClient:
         waiting, self._waiting = self._waiting, deque()
         for call in waiting:
             call.finish(closed_error)
+        delayed, self._delayed = self._delayed, set()
+        for call in delayed:
+            if call.stage == _DELAYED:
+                self._slow_live -= 1
+                call.finish(closed_error)
         leases, self._lease_waiters = self._lease_waiters, deque()
         for d in leases:
             d.errback(closed_error)
@@ -644,6 +651,7 @@ class FramedClient:
         if delay > 0:
             call.stage = _DELAYED
             call.timer = self._clock.callLater(delay, self._after_delay, call)
+            self._delayed.add(call)
         else:
             call.stage = _ACQUIRING
             self._dispatch(call)
@@ -651,6 +659,7 @@ class FramedClient:
 
     def _after_delay(self, call: _Call) -> None:
         call.timer = None
+        self._delayed.discard(call)
         if call.stage == _DELAYED:
             call.stage = _ACQUIRING
             self._dispatch(call)

@@ -423,3 +423,20 @@ def test_sequential_requests_rotate_over_idle_connections():
             answer_all(p)
         assert outcomes([d]) == [b"%d" % i]
     assert [p.ok_count for p in protos] == [3, 3, 3]
+
+
+def test_close_fails_a_retry_waiting_out_its_delay_and_leaves_no_timer():
+    client, endpoint, clock = make(request_timeout=10)
+    clock.advance(5)
+    d = client.request(b"read", idempotent=True)
+    seen = fired_once([d])
+    clock.advance(0)
+    drop(endpoint.protocols[0])  # written, idempotent: retried after a delay
+    assert seen == [] and client._delayed
+    closed = client.close()
+    assert len(seen) == 1 and seen[0][1].check(ClientClosed)
+    for p in endpoint.protocols[1:]:
+        drop(p)
+    assert closed.called
+    assert clock.getDelayedCalls() == []
+    assert client.in_flight == 0

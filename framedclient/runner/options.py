@@ -54,6 +54,8 @@ and --listen (tcp:PORT:interface=ADDR, ssl:..., unix:..., systemd:...).
   fc1[:max-frame=BYTES]                  the reference protocol (default)
   lines[:delimiter=crlf|lf|nul,max-frame=BYTES]     text lines, in order
   netstring[:max-frame=BYTES]            netstrings, in order
+  redis[:max-frame=BYTES]                Redis RESP2, in order (bodies are
+                                         RESP commands)
   length:size=1|2|3|4|8,order=big|little,adjust=N,header=BYTES,
          id-offset=N,id-size=1|2|4|8,kind-offset=N,kind-size=1|2|4|8,
          kinds=NAME:VALUE;NAME:VALUE...,max-frame=BYTES
@@ -206,7 +208,7 @@ class Options(usage.Options):
             None,
             "fc1",
             "Wire format of the upstream (and of --listen clients): fc1, "
-            "lines, netstring, or a length:... layout (see below).",
+            "lines, netstring, redis, or a length:... layout (see below).",
         ],
         ["pool-size", None, "4", "Connections per upstream endpoint."],
         [

@@ -242,7 +242,14 @@ class FramedClient:
             )
         self._clock = clock
         self.codec = codec = codec or FC1Codec()
-        self.metrics = metrics if metrics is not None else Metrics()
+        # Client-level events (retries, requests shed or timed out before a
+        # connection took them, connection attempts) go here; each
+        # connection records its own requests in a Metrics of its own, so
+        # the status page can show per-connection latency at no cost per
+        # request; `metrics` adds them up when read.
+        self._events = metrics if metrics is not None else Metrics()
+        self._retired = Metrics()
+        self._protocols: set[FramedProtocol] = set()
         self.request_timeout = request_timeout
         self.wait_for_ready = wait_for_ready
         config = ProtocolConfig(
@@ -256,8 +263,10 @@ class FramedClient:
             heartbeat_timeout=heartbeat_timeout,
         )
         self.factory = FramedClientFactory(
-            config=config, clock=clock, metrics=self.metrics
+            config=config, clock=clock, metrics=self._events
         )
+        self.factory.per_connection_metrics = True
+        self.factory.on_built = self._track
         self.factory.on_settled = self._settled
         self.factory.on_orphan = self._orphan
         self._limiter = Limiter(clock, max_in_flight, max_pending, acquire_timeout)
@@ -514,9 +523,9 @@ class FramedClient:
             self._slow_live -= 1
             error = failure.value
             if isinstance(error, Overloaded):
-                self.metrics.record_failure("overloaded", None)
+                self._events.record_failure("overloaded", None)
             elif isinstance(error, CancelledError):
-                self.metrics.record_failure("cancelled", None)
+                self._events.record_failure("cancelled", None)
             call.finish(failure)
 
     def _dispatch(self, call: _Call) -> None:
@@ -532,7 +541,7 @@ class FramedClient:
                 return
             if not call.wait and not self.pool.ready_count:
                 self._slow_live -= 1
-                self.metrics.record_failure("unavailable", None)
+                self._events.record_failure("unavailable", None)
                 call.finish(self._unavailable())
                 return
             call.stage = _WAITING
@@ -569,7 +578,7 @@ class FramedClient:
             call.stage = _DONE
             if acquiring is not None and not acquiring.called:
                 acquiring.cancel()
-            self.metrics.record_failure("timeout", None)
+            self._events.record_failure("timeout", None)
             call.outer.errback(
                 RequestTimeout(
                     call.timeout,
@@ -583,7 +592,7 @@ class FramedClient:
                 self._waiting.remove(call)
             except ValueError:
                 pass
-            self.metrics.record_failure("unavailable", None)
+            self._events.record_failure("unavailable", None)
             call.finish(
                 Unavailable(
                     f"no connection became ready within the request's "
@@ -591,12 +600,38 @@ class FramedClient:
                 )
             )
         elif stage == _DELAYED:
-            self.metrics.record_failure("timeout", None)
+            self._events.record_failure("timeout", None)
             call.finish(
                 RequestTimeout(
                     call.timeout, "the deadline passed while waiting to retry"
                 )
             )
+
+    def _track(self, proto: FramedProtocol) -> None:
+        self._protocols.add(proto)
+        proto.when_closed().addCallback(self._retire_metrics, proto)
+
+    def _retire_metrics(self, reason: str, proto: FramedProtocol) -> None:
+        # Moved, not copied, when the connection ends: the totals only grow
+        # (Prometheus counters must never go back).
+        if proto in self._protocols:
+            self._protocols.discard(proto)
+            if isinstance(proto.metrics, Metrics):
+                self._retired.merge(proto.metrics)
+
+    @property
+    def metrics(self) -> Metrics:
+        """
+        Everything recorded so far, all connections (past and present) and
+        client-level events added up: a fresh :class:`Metrics` on each read.
+        """
+        total = Metrics()
+        total.merge(self._events)
+        total.merge(self._retired)
+        for proto in self._protocols:
+            if isinstance(proto.metrics, Metrics):
+                total.merge(proto.metrics)
+        return total
 
     def _settled(self) -> None:
         # Every request a connection accepted ends here exactly once (the
@@ -629,7 +664,7 @@ class FramedClient:
             delay = retry_delay(p.attempt)
             if now + delay >= deadline:
                 return False
-        self.metrics.record_retry()
+        self._events.record_retry()
         call = _Call(
             self,
             p.body,

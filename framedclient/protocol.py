@@ -327,6 +327,9 @@ class FramedProtocol(Protocol):
 
         self.close_reason: str | None = None
         self.connected_at: float | None = None
+        #: Whether ``metrics`` is this connection's alone (so its latency
+        #: can be reported per connection).
+        self.own_metrics = False
         self.late_replies = 0
         self.unknown_replies = 0
         self.ok_count = 0
@@ -431,6 +434,11 @@ class FramedProtocol(Protocol):
             "bytes_received": self.bytes_received,
             "bytes_sent": self.bytes_sent,
             "close_reason": self.close_reason,
+            "latency": (
+                self.metrics.latency.snapshot()
+                if self.own_metrics and isinstance(self.metrics, Metrics)
+                else None
+            ),
         }
 
     # -- requests ------------------------------------------------------------
@@ -1089,12 +1097,21 @@ class FramedClientFactory(ClientFactory):
         #: Hooks given to every protocol built (see FramedProtocol).
         self.on_settled: Callable[[], object] | None = None
         self.on_orphan: Callable[[_Pending, ConnectionLost], bool] | None = None
+        #: Give each protocol a Metrics of its own (its requests, latency,
+        #: bytes) instead of sharing ``metrics``; the owner adds them up.
+        self.per_connection_metrics = False
+        #: Called with each protocol built.
+        self.on_built: Callable[[FramedProtocol], object] | None = None
 
     def buildProtocol(self, addr: object) -> FramedProtocol:
+        own = self.per_connection_metrics
         proto: FramedProtocol = self.protocol(  # type: ignore[call-arg]
-            self.config, self.clock, self.metrics
+            self.config, self.clock, Metrics() if own else self.metrics
         )
         proto.factory = self
         proto.on_settled = self.on_settled
         proto.on_orphan = self.on_orphan
+        proto.own_metrics = own
+        if self.on_built is not None:
+            self.on_built(proto)
         return proto

@@ -440,3 +440,24 @@ def test_close_fails_a_retry_waiting_out_its_delay_and_leaves_no_timer():
     assert closed.called
     assert clock.getDelayedCalls() == []
     assert client.in_flight == 0
+
+
+def test_each_connection_reports_its_own_latency_and_the_client_adds_them_up():
+    client, endpoint, clock = make(pool_size=2)
+    p1, p2 = endpoint.protocols
+    ds = [client.request(b"%d" % i) for i in range(4)]
+    clock.advance(0)
+    clock.advance(0.1)
+    answer_all(p1)
+    clock.advance(0.2)
+    answer_all(p2)
+    assert len(outcomes(ds)) == 4
+    upstreams = {u["name"]: u["protocol"] for u in client.debug_state()["upstreams"]}
+    p50s = sorted(u["latency"]["p50"] for u in upstreams.values())
+    assert p50s == [pytest.approx(0.1, rel=0.15), pytest.approx(0.3, rel=0.15)]
+    assert client.stats()["metrics"]["requests"]["ok"] == 4
+    # A connection's numbers stay in the totals after it is gone.
+    drop(p1)
+    totals = client.metrics
+    assert totals.outcomes["ok"] == 4
+    assert totals.latency.count == 4

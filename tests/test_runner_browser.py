@@ -217,6 +217,30 @@ async def test_status_page_shows_what_debug_state_reports_while_load_runs():
                 "'#latency-chart rect.bar')).map(r => Number(r.dataset.count));",
             )
             assert sum(bars) == final["stats"]["latency"]["count"] == ok_total
+
+            # One connection's histogram: its own successful requests.
+            busiest = max(
+                final["state"]["upstreams"], key=lambda u: u["protocol"]["ok"]
+            )
+
+            def one_connection() -> list[Any]:
+                driver.execute_script(
+                    "const s = document.getElementById('hist-source');"
+                    "s.value = arguments[0];"
+                    "s.dispatchEvent(new Event('change'));",
+                    busiest["name"],
+                )
+                return [
+                    driver.execute_script(
+                        "return document.getElementById('latency-chart').dataset.total;"
+                    ),
+                    driver.find_element("id", "hist-note").text,
+                ]
+
+            total, note = await deferToThread(one_connection)
+            assert total == str(busiest["protocol"]["latency"]["count"])
+            assert total == str(busiest["protocol"]["ok"])
+            assert busiest["name"] in note
         finally:
             if driver is not None:
                 await deferToThread(driver.quit)

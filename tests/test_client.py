@@ -461,3 +461,30 @@ def test_each_connection_reports_its_own_latency_and_the_client_adds_them_up():
     totals = client.metrics
     assert totals.outcomes["ok"] == 4
     assert totals.latency.count == 4
+
+
+def test_lease_requests_count_against_max_in_flight():
+    client, endpoint, clock = make(pool_size=2, max_in_flight=1)
+    p1, p2 = endpoint.protocols
+    results = []
+
+    async def conversation():
+        async with client.lease() as conn:
+            # The other connection's request holds the only slot.
+            pending = conn.request(b"in the lease")
+            results.append(pending.called)
+            results.append(await pending)
+
+    hog = client.request(b"hog")
+    leased = ensureDeferred(conversation())
+    clock.advance(0)
+    assert results == [False], "the lease request waits for a slot"
+    assert client.in_flight == 1
+    for p in (p1, p2):
+        answer_all(p)  # the hog's reply frees the slot
+    clock.advance(0)
+    for p in (p1, p2):
+        answer_all(p)
+    assert outcomes([hog, leased]) == [b"hog", None]
+    assert results == [False, b"in the lease"]
+    assert client.in_flight == 0

@@ -551,7 +551,10 @@ class FramedClient:
         if remaining <= 0:
             self._slow_live -= 1
             call.finish(
-                RequestTimeout(0.0, "deadline passed before the request could be sent")
+                RequestTimeout(
+                    call.timeout,
+                    "the deadline passed before the request could be sent",
+                )
             )
             return
         self._slow_live -= 1

@@ -91,6 +91,7 @@ class _Call:
         "has_slot",
         "idempotent",
         "outer",
+        "queued_bytes",
         "stage",
         "timeout",
         "timer",
@@ -115,6 +116,7 @@ class _Call:
         self.wait = wait
         self.attempt = attempt
         self.has_slot = False
+        self.queued_bytes = 0
         self.stage = _ACQUIRING
         self.current: Deferred[Any] | None = None
         self.timer: IDelayedCall | None = None
@@ -138,6 +140,7 @@ class _Call:
         if self.stage == _DONE:
             return
         self.stage = _DONE
+        self.unqueue()
         self.client._delayed.discard(self)
         if self.timer is not None:
             if self.timer.active():
@@ -150,6 +153,14 @@ class _Call:
             self.outer.errback(result)
         else:
             self.outer.callback(result)
+
+    def unqueue(self) -> None:
+        """
+        The body no longer waits in the client (sent, or given up).
+        """
+        if self.queued_bytes:
+            self.client._queued_bytes -= self.queued_bytes
+            self.queued_bytes = 0
 
     def forward(self, result: bytes | Failure) -> None:
         # The connection's Deferred (and any retries chained to it) ended;
@@ -195,6 +206,10 @@ class FramedClient:
         drain for this long.
     :param max_pending_per_connection: requests (and abandoned IDs) one
         connection may hold.
+    :param max_queued_bytes: bytes of request bodies that may wait in the
+        client (for a slot, a connection or a retry); beyond it new requests
+        fail with :class:`~framedclient.errors.Overloaded` at once, so large
+        bodies cannot turn ``max_pending`` into gigabytes.
     :param wait_for_ready: when no connection is ready, wait for one (up to
         the request's deadline) instead of failing at once with
         :class:`~framedclient.errors.Unavailable`.
@@ -224,6 +239,7 @@ class FramedClient:
         write_timeout: float | None = 30.0,
         max_pending_per_connection: int = 100_000,
         max_write_buffer: int = 8 * 1024 * 1024,
+        max_queued_bytes: int = 64 * 1024 * 1024,
         wait_for_ready: bool = True,
         prepare: PrepareHook | None = None,
         retry_budget: RetryBudget | None = None,
@@ -296,6 +312,12 @@ class FramedClient:
             clock, _call_is_live, self._expire, self._slow_count, _call_deadline
         )
         self._slow_live = 0
+        if not isinstance(max_queued_bytes, int) or max_queued_bytes < 1:
+            raise ValueError(
+                f"max_queued_bytes must be a positive integer, got {max_queued_bytes!r}"
+            )
+        self.max_queued_bytes = max_queued_bytes
+        self._queued_bytes = 0
         self._closing = False
         self._closed: Deferred[Any] | None = None
         if start:
@@ -469,6 +491,16 @@ class FramedClient:
                 # to it.  The slot comes back through proto.on_settled.
                 limiter.in_flight += 1
                 return proto.request(body, timeout, idempotent)
+        size = len(body)
+        if self._queued_bytes + size > self.max_queued_bytes:
+            self._events.record_failure("overloaded", None)
+            return fail(
+                Overloaded(
+                    f"{self._queued_bytes} bytes of requests already wait in the "
+                    f"client (max_queued_bytes={self.max_queued_bytes}); this "
+                    f"{size}-byte request was shed without being sent"
+                )
+            )
         deadline = self._clock.seconds() + timeout
         call = _Call(
             self,
@@ -479,6 +511,8 @@ class FramedClient:
             self.wait_for_ready if wait_for_ready is None else wait_for_ready,
             1,
         )
+        call.queued_bytes = size
+        self._queued_bytes += size
         self._slow_live += 1
         if deadline != math.inf:
             self._deadlines.add(deadline, call, deadline - timeout)
@@ -559,6 +593,7 @@ class FramedClient:
             return
         self._slow_live -= 1
         call.stage = _SENT
+        call.unqueue()
         call.has_slot = False  # the connection's on_settled releases it now
         d = proto.request(call.body, remaining, call.idempotent, call.attempt)
         call.current = d
@@ -579,6 +614,7 @@ class FramedClient:
             acquiring, call.current = call.current, None
             # Mark done first, so _acquire_failed ignores the cancellation.
             call.stage = _DONE
+            call.unqueue()
             if acquiring is not None and not acquiring.called:
                 acquiring.cancel()
             self._events.record_failure("timeout", None)
@@ -678,6 +714,10 @@ class FramedClient:
             p.attempt + 1,
         )
         call.has_slot = True
+        # A retry's body waits in the client too (never refused: it already
+        # holds a slot).
+        call.queued_bytes = len(p.body)
+        self._queued_bytes += call.queued_bytes
         p.body = None
         # The caller holds p.deferred: relay the retry's outcome to it, and
         # send a cancel of p.deferred to the retry.
@@ -804,6 +844,7 @@ class FramedClient:
             "max_in_flight": self._limiter.max_in_flight,
             "max_pending": self._limiter.max_pending,
             "shed": self._limiter.shed,
+            "queued_bytes": self._queued_bytes,
             "retry_budget": round(self._budget.balance, 3),
             "connections": self.pool.counts_by_state(),
             "closing": self._closing,

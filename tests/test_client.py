@@ -488,3 +488,23 @@ def test_lease_requests_count_against_max_in_flight():
     assert outcomes([hog, leased]) == [b"hog", None]
     assert results == [False, b"in the lease"]
     assert client.in_flight == 0
+
+
+def test_bodies_waiting_in_the_client_are_bounded_in_bytes():
+    client, endpoint, clock = make(
+        ScriptedEndpoint(), max_in_flight=100, max_pending=100, max_queued_bytes=1000
+    )
+    waiting = [client.request(b"x" * 300) for _ in range(3)]
+    (shed,) = outcomes([client.request(b"y" * 200)])
+    assert shed.check(Overloaded) and "max_queued_bytes" in str(shed.value)
+    assert client.stats()["queued_bytes"] == 900
+    small = client.request(b"z" * 100)  # still fits
+    waiting[0].addErrback(lambda f: f.trap(CancelledError))
+    waiting[0].cancel()
+    assert client.stats()["queued_bytes"] == 700
+    proto = endpoint.accept()
+    clock.advance(0)
+    assert answer_all(proto) == 3
+    assert len(outcomes([*waiting[1:], small])) == 3
+    assert client.stats()["queued_bytes"] == 0
+    assert client.in_flight == 0

@@ -515,7 +515,7 @@ class FramedClient:
         self._queued_bytes += size
         self._slow_live += 1
         if deadline != math.inf:
-            self._deadlines.add(deadline, call, deadline - timeout)
+            self._deadlines.add(deadline, call)
         acquired = limiter.acquire()
         if not acquired.called:
             call.current = acquired
@@ -725,7 +725,7 @@ class FramedClient:
         call.outer.addBoth(_relay, p.deferred)
         self._slow_live += 1
         if deadline != math.inf:
-            self._deadlines.add(deadline, call, now)
+            self._deadlines.add(deadline, call)
         if delay > 0:
             call.stage = _DELAYED
             call.timer = self._clock.callLater(delay, self._after_delay, call)

@@ -19,6 +19,7 @@ outstanding.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Callable
 from itertools import count
@@ -26,29 +27,33 @@ from typing import Generic, TypeVar
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-__all__ = ["DeadlineQueue"]
+__all__ = ["DeadlineQueue", "DeadlineTimer", "Deadlines"]
 
 T = TypeVar("T")
 
 
-class DeadlineQueue(Generic[T]):
+class Deadlines(Generic[T]):
     """
-    Calls ``on_expire(item)`` once the clock reaches an item's deadline,
-    unless ``is_live(item)`` has become false by then.
+    The sans-IO core: calls ``on_expire(item)`` for each live item whose
+    deadline has passed when :meth:`expire` is called, and asks for a wake-up
+    through ``arm(deadline)`` whenever the earliest deadline it needs to be
+    woken for gets earlier.  It never reads a clock or schedules anything
+    itself, so the request engine can use it without Twisted.
 
-    :param clock: the source of time and timers.
     :param is_live: whether an item still wants its deadline; must be cheap.
     :param on_expire: called with each live item whose deadline has passed,
         in deadline order.  It must make ``is_live(item)`` false.
     :param live_count: how many items are live right now (the owner usually
         knows this already); used to decide when to compact.
     :param deadline_of: an item's deadline, as given to :meth:`add`.
+    :param arm: "call :meth:`expire` at this absolute time"; each call
+        replaces the previous one.
     """
 
     __slots__ = (
+        "_arm",
         "_armed_at",
         "_check_at",
-        "_clock",
         "_deadline_of",
         "_fifo",
         "_fifo_last",
@@ -57,28 +62,27 @@ class DeadlineQueue(Generic[T]):
         "_live_count",
         "_on_expire",
         "_seq",
-        "_timer",
     )
 
     def __init__(
         self,
-        clock: IReactorTime,
         is_live: Callable[[T], bool],
         on_expire: Callable[[T], object],
         live_count: Callable[[], int],
         deadline_of: Callable[[T], float],
+        arm: Callable[[float], object],
     ) -> None:
-        self._clock = clock
         self._is_live = is_live
         self._on_expire = on_expire
         self._live_count = live_count
         self._deadline_of = deadline_of
+        self._arm = arm
         self._fifo: deque[T] = deque()
-        self._fifo_last = -float("inf")
+        self._fifo_last = -math.inf
         self._heap: list[tuple[float, int, T]] = []
         self._seq = count()
-        self._timer: IDelayedCall | None = None
-        self._armed_at = 0.0
+        #: the wake-up asked for last (inf: none)
+        self._armed_at = math.inf
         # Size at which to consider compacting; doubles as the queue grows,
         # so the check costs one comparison per add.
         self._check_at = 128
@@ -89,10 +93,10 @@ class DeadlineQueue(Generic[T]):
         """
         return len(self._fifo) + len(self._heap)
 
-    def add(self, deadline: float, item: T, now: float) -> None:
+    def add(self, deadline: float, item: T) -> None:
         """
-        Expire ``item`` at ``deadline`` (absolute, in the clock's seconds),
-        which must equal ``deadline_of(item)``.
+        Expire ``item`` at ``deadline`` (absolute), which must equal
+        ``deadline_of(item)``.
         """
         if deadline >= self._fifo_last:
             fifo = self._fifo
@@ -104,25 +108,31 @@ class DeadlineQueue(Generic[T]):
             heapq.heappush(self._heap, (deadline, next(self._seq), item))
             if len(self._heap) >= self._check_at:
                 self._maybe_compact()
-        timer = self._timer
-        if timer is None:
+        if deadline < self._armed_at:
             self._armed_at = deadline
-            self._timer = self._clock.callLater(max(0.0, deadline - now), self._fire)
-        elif deadline < self._armed_at:
-            self._armed_at = deadline
-            timer.reset(max(0.0, deadline - now))
+            self._arm(deadline)
 
-    def stop(self) -> None:
+    def clear(self) -> None:
         """
-        Forget every deadline and cancel the timer (the owner is going away).
+        Forget every deadline (the owner is going away).
         """
         self._fifo = deque()
-        self._fifo_last = -float("inf")
+        self._fifo_last = -math.inf
         self._heap = []
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None
+        self._armed_at = math.inf
+
+    def expire(self, now: float) -> None:
+        """
+        The wake-up came (or the owner wants to check now): expire what is
+        due and ask for the next wake-up, if any.
+        """
+        self._armed_at = math.inf
+        first = self._next(now)
+        # on_expire callbacks may have added items (and asked for a wake-up)
+        # meanwhile; make sure the wake-up is for the earliest.
+        if first is not None and first < self._armed_at:
+            self._armed_at = first
+            self._arm(first)
 
     def _maybe_compact(self) -> None:
         # Compact when dead entries outnumber live ones: O(n) work after at
@@ -141,16 +151,16 @@ class DeadlineQueue(Generic[T]):
         """
         is_live = self._is_live
         deadline_of = self._deadline_of
-        # The timer was armed for (deadline - then), and then + (deadline -
-        # then) can land a rounding error short of deadline: allow for it,
-        # or the item would wait for the next tick.
+        # A timer armed for (deadline - then) can land a rounding error
+        # short of deadline: allow for it, or the item would wait for the
+        # next tick.
         now += 1e-9
         while True:
             fifo, heap = self._fifo, self._heap
             while fifo and not is_live(fifo[0]):
                 fifo.popleft()
             if not fifo:
-                self._fifo_last = -float("inf")
+                self._fifo_last = -math.inf
             while heap and not is_live(heap[0][2]):
                 heapq.heappop(heap)
             first_fifo = deadline_of(fifo[0]) if fifo else None
@@ -170,17 +180,64 @@ class DeadlineQueue(Generic[T]):
                 item = heapq.heappop(heap)[2]
             self._on_expire(item)
 
+
+class DeadlineTimer:
+    """
+    One reactor timer that calls ``wake(now)`` at the time last asked for
+    with :meth:`arm`: the Twisted side of :class:`Deadlines`.
+    """
+
+    __slots__ = ("_clock", "_timer", "_wake")
+
+    def __init__(self, clock: IReactorTime, wake: Callable[[float], object]) -> None:
+        self._clock = clock
+        self._wake = wake
+        self._timer: IDelayedCall | None = None
+
+    def arm(self, deadline: float) -> None:
+        delay = max(0.0, deadline - self._clock.seconds())
+        timer = self._timer
+        if timer is None:
+            self._timer = self._clock.callLater(delay, self._fire)
+        else:
+            timer.reset(delay)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
     def _fire(self) -> None:
         self._timer = None
-        now = self._clock.seconds()
-        first = self._next(now)
-        if first is None:
-            return
-        # on_expire callbacks may have added items (and armed a timer) while
-        # we were still draining; make sure the timer is for the earliest.
-        if self._timer is None:
-            self._armed_at = first
-            self._timer = self._clock.callLater(max(0.0, first - now), self._fire)
-        elif first < self._armed_at:
-            self._armed_at = first
-            self._timer.reset(max(0.0, first - now))
+        self._wake(self._clock.seconds())
+
+
+class DeadlineQueue(Deadlines[T]):
+    """
+    :class:`Deadlines` with its own reactor timer: calls ``on_expire(item)``
+    once the clock reaches an item's deadline, unless ``is_live(item)`` has
+    become false by then.
+
+    :param clock: the source of time and timers.
+    """
+
+    __slots__ = ("_timer",)
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        is_live: Callable[[T], bool],
+        on_expire: Callable[[T], object],
+        live_count: Callable[[], int],
+        deadline_of: Callable[[T], float],
+    ) -> None:
+        self._timer = DeadlineTimer(clock, self.expire)
+        super().__init__(is_live, on_expire, live_count, deadline_of, self._timer.arm)
+
+    def stop(self) -> None:
+        """
+        Forget every deadline and cancel the timer (the owner is going away).
+        """
+        self.clear()
+        self._timer.cancel()

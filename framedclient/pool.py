@@ -138,7 +138,7 @@ class Limiter:
         self.queued += 1
         if self.acquire_timeout is not None:
             waiter.deadline = now + self.acquire_timeout
-            self._deadlines.add(waiter.deadline, waiter, now)
+            self._deadlines.add(waiter.deadline, waiter)
         return d
 
     def _overloaded(self) -> Overloaded:

@@ -528,7 +528,7 @@ class FramedProtocol(Protocol):
         if timeout is not None and timeout != math.inf:
             p.timeout = timeout
             p.deadline = deadline = now + timeout
-            self._deadlines.add(deadline, p, now)
+            self._deadlines.add(deadline, p)
         if self._flush_call is None and not self._in_receive:
             self._flush_call = self._clock.callLater(0, self._flush)
         return d
@@ -569,7 +569,7 @@ class FramedProtocol(Protocol):
             if ttl is not None and self._by_id:
                 now = self._clock.seconds()
                 p.deadline = now + ttl
-                self._tombstone_deadlines.add(p.deadline, p, now)
+                self._tombstone_deadlines.add(p.deadline, p)
             if outcome == "cancelled" and self.codec.supports_cancel and self._by_id:
                 self._control.append(self._encode(CANCEL, p.request_id, b""))
                 if self._flush_call is None and not self._in_receive:

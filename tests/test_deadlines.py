@@ -42,7 +42,7 @@ def make(clock: Clock, fired: list[str]) -> DeadlineQueue[Item]:
 def add(q: DeadlineQueue[Item], clock: Clock, name: str, delay: float) -> Item:
     item = Item(name, clock.seconds() + delay)
     ITEMS[id(q)].append(item)
-    q.add(item.deadline, item, clock.seconds())
+    q.add(item.deadline, item)
     return item
 
 

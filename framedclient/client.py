@@ -44,6 +44,7 @@ from framedclient.backoff import BackoffPolicy
 from framedclient.codec import Codec, FC1Codec
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
+from framedclient.engine import Request
 from framedclient.errors import (
     ClientClosed,
     ConnectionLost,
@@ -57,7 +58,6 @@ from framedclient.protocol import (
     FramedClientFactory,
     FramedProtocol,
     ProtocolConfig,
-    _Pending,
 )
 from framedclient.retry import RetryBudget, retry_delay
 
@@ -148,7 +148,7 @@ class _Call:
             self.timer = None
         if self.has_slot:
             self.has_slot = False
-            self.client._release()
+            self.client.request_settled()
         if isinstance(result, (Failure, BaseException)):
             self.outer.errback(result)
         else:
@@ -279,12 +279,13 @@ class FramedClient:
             heartbeat_timeout=heartbeat_timeout,
         )
         self.factory = FramedClientFactory(
-            config=config, clock=clock, metrics=self._events
+            config=config,
+            clock=clock,
+            metrics=self._events,
+            owner=self,
+            per_connection_metrics=True,
+            on_built=self._track,
         )
-        self.factory.per_connection_metrics = True
-        self.factory.on_built = self._track
-        self.factory.on_settled = self._settled
-        self.factory.on_orphan = self._orphan
         self._limiter = Limiter(clock, max_in_flight, max_pending, acquire_timeout)
         connections = []
         for e, endpoint in enumerate(endpoints):
@@ -475,24 +476,17 @@ class FramedClient:
             return fail(ValueError(f"timeout must be positive, got {timeout!r}"))
         self._budget.requests += 1
         limiter = self._limiter
-        if limiter.in_flight < limiter.max_in_flight:
-            pool = self.pool
-            ready = pool._ready
-            if len(ready) == 1 and not pool.leased:
-                # One ready connection (the common pool_size=1 case, and
-                # what a larger pool looks like while others reconnect).
-                proto: FramedProtocol | None = ready[0]
-                if not proto.accepting:  # type: ignore[union-attr]
-                    proto = None
-            else:
-                proto = pool.pick()
+        has_slot = limiter.try_acquire()
+        if has_slot:
+            proto = self.pool.pick()
             if proto is not None:
                 # The fast path: the connection's own Deferred, nothing added
-                # to it.  The slot comes back through proto.on_settled.
-                limiter.in_flight += 1
+                # to it.  The slot comes back through request_settled().
                 return proto.request(body, timeout, idempotent)
         size = len(body)
         if self._queued_bytes + size > self.max_queued_bytes:
+            if has_slot:
+                limiter.release()
             self._events.record_failure("overloaded", None)
             return fail(
                 Overloaded(
@@ -516,6 +510,11 @@ class FramedClient:
         self._slow_live += 1
         if deadline != math.inf:
             self._deadlines.add(deadline, call)
+        if has_slot:
+            # A slot but no connection that can take it now.
+            call.has_slot = True
+            self._dispatch(call)
+            return call.outer
         acquired = limiter.acquire()
         if not acquired.called:
             call.current = acquired
@@ -547,7 +546,7 @@ class FramedClient:
         if call.stage != _ACQUIRING:
             # Cancelled or expired meanwhile: give the slot back.
             call.has_slot = False
-            self._release()
+            self.request_settled()
             return
         self._dispatch(call)
 
@@ -594,7 +593,7 @@ class FramedClient:
         self._slow_live -= 1
         call.stage = _SENT
         call.unqueue()
-        call.has_slot = False  # the connection's on_settled releases it now
+        call.has_slot = False  # the connection's request_settled() releases it
         d = proto.request(call.body, remaining, call.idempotent, call.attempt)
         call.current = d
         d.addBoth(call.forward)
@@ -672,18 +671,20 @@ class FramedClient:
                 total.merge(proto.metrics)
         return total
 
-    def _settled(self) -> None:
-        # Every request a connection accepted ends here exactly once (the
-        # protocol's on_settled hook), unless it was handed to _orphan.
-        limiter = self._limiter
-        if limiter.queued:
-            limiter.release()
-        else:
-            limiter.in_flight -= 1
+    # -- RequestOwner: what the connections tell us ------------------------------
+
+    def request_settled(self) -> None:
+        """
+        A request's slot is free (see
+        :meth:`~framedclient.protocol.RequestOwner.request_settled`).  Every
+        request a connection accepted ends here exactly once, unless it was
+        handed over to :meth:`request_orphaned`.
+        """
+        self._limiter.release()
         if self._waiting or self._lease_waiters:
             self._kick()
 
-    def _orphan(self, p: _Pending, lost: ConnectionLost) -> bool:
+    def request_orphaned(self, p: Request, lost: ConnectionLost) -> bool:
         """
         A connection died (or went away) holding ``p``, which is safe to
         send again: never written, or idempotent.  Take it over if its
@@ -741,9 +742,6 @@ class FramedClient:
         if call.stage == _DELAYED:
             call.stage = _ACQUIRING
             self._dispatch(call)
-
-    def _release(self) -> None:
-        self._settled()
 
     def _kick(self) -> None:
         """
@@ -925,7 +923,7 @@ class Lease:
         if timeout is None:
             timeout = self._client.request_timeout
         # Lease requests count against max_in_flight like any other; the
-        # connection's on_settled hook gives the slot back.
+        # connection's request_settled() gives the slot back.
         limiter = self._client._limiter
         if limiter.try_acquire():
             return proto.request(body, timeout)

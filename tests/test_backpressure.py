@@ -50,7 +50,7 @@ def transport_buffered(proto: FramedProtocol) -> int:
 
 
 def held_by_client(proto: FramedProtocol) -> int:
-    return proto._unflushed_bytes + transport_buffered(proto)
+    return proto.engine.unwritten_bytes + transport_buffered(proto)
 
 
 async def turn() -> None:

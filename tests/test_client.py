@@ -271,7 +271,7 @@ def test_close_drains_in_flight_then_timeout_aborts_the_rest():
     # answer only "a"
     from framedclient.codec import REPLY
 
-    rid_a = next(iter(proto._pending))
+    rid_a = min(r.request_id for r in proto.engine.requests())
     proto.dataReceived(CODEC.encode(REPLY, rid_a, b"a"))
     assert outcomes([a]) == [b"a"]
     clock.advance(5)

@@ -152,7 +152,7 @@ OUTCOMES = (
 
 # Per-request objects of the library: after close none may be alive.
 _PER_REQUEST_TYPES = (
-    "framedclient.protocol._Pending",
+    "framedclient.engine.Request",
     "framedclient.client._Call",
     "framedclient.pool._Waiter",
 )

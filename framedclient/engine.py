@@ -1,0 +1,555 @@
+"""
+The request engine: the request table of one connection, without I/O.
+
+One :class:`RequestEngine` per connection decides everything that happens to
+a request between ``request()`` and its outcome: which ID it gets, when it
+counts as written, which reply is its own, when it has timed out, and what
+a lost connection means for it.  It reads no socket, arms no reactor timer
+and imports nothing from Twisted (h11's shape: events in, actions out), so it
+can be fuzzed against a model and driven by any event loop.
+
+Events come in as method calls: :meth:`~RequestEngine.open` (a new
+request), :meth:`~RequestEngine.take_unwritten` (its bytes go to the
+transport), :meth:`~RequestEngine.reply` (a reply frame arrived),
+:meth:`~RequestEngine.cancel`, :meth:`~RequestEngine.wake` (a deadline may
+have passed), :meth:`~RequestEngine.withdraw_unwritten` (GOAWAY) and
+:meth:`~RequestEngine.lose_all` (the connection ended).  Actions go out
+through the :class:`EngineActions` the adapter passes at construction:
+deliver an outcome, send a cancel frame, wake me at this time, I am idle.
+
+Every way a request can end goes through :meth:`RequestEngine._settle`,
+which changes its state, frees its slot and hands the outcome to
+``deliver`` exactly once.  A written request that is abandoned (timed out
+or cancelled) keeps its ID reserved as a *tombstone* until its late reply
+arrives, the connection ends or ``abandoned_ttl`` passes, as Finagle does:
+otherwise a new request could reuse the ID and receive the old reply.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from framedclient.codec import REQUEST, Matching
+from framedclient.deadlines import Deadlines
+from framedclient.errors import ConnectionLost, Overloaded, RequestTimeout
+
+__all__ = [
+    "CANCELLED",
+    "ERROR_REPLY",
+    "LOST",
+    "REPLY",
+    "TIMEOUT",
+    "EngineActions",
+    "Request",
+    "RequestEngine",
+]
+
+# Request states.  Plain ints: compared on every reply.
+QUEUED = 0  # accepted, bytes not yet handed to the transport
+SENT = 1  # bytes written, waiting for the reply
+ABANDONED = 2  # written, then cancelled or timed out: ID reserved (tombstone)
+DONE = 3  # settled and in no table
+
+# How a request ended: the ``exit`` given to EngineActions.deliver.
+REPLY = 0  # value: the reply body
+ERROR_REPLY = 1  # value: the error reply's body
+TIMEOUT = 2  # value: RequestTimeout
+CANCELLED = 3  # value: None (the canceller's Deferred fails by itself)
+LOST = 4  # value: ConnectionLost (its ``written`` says if a retry is safe)
+
+# What reply() found.
+MATCHED = 0
+LATE = 1  # the reply of an abandoned request: dropped
+UNKNOWN = 2  # an ID never sent, already answered, or not written yet
+
+
+class EngineActions(Protocol):
+    """
+    What the engine asks of the adapter that drives it.
+    """
+
+    def deliver(self, request: Request, exit: int, value: Any, now: float) -> None:
+        """
+        ``request`` ended (``exit`` is one of the module's exit codes).
+        Called exactly once per request, after the engine's own books are
+        done, so the callee may send new requests at once.
+        """
+
+    def send_cancel(self, request_id: int) -> None:
+        """
+        Tell the peer a written request was abandoned (codecs with cancel
+        frames only).
+        """
+
+    def arm(self, deadline: float) -> None:
+        """
+        Call :meth:`RequestEngine.wake` at ``deadline`` (absolute, in the
+        engine's clock); replaces the previous wake-up.
+        """
+
+    def idle(self) -> None:
+        """
+        The last live request ended (a draining connection can close).
+        """
+
+
+class Request:
+    """
+    One request on one connection.  Also its Deferred's canceller, so no
+    closure is allocated per request: the record points at its engine,
+    not at the protocol.
+
+    ``body`` is kept only while the request may still be sent elsewhere
+    (not yet written, or idempotent), so an owner can re-send it when the
+    connection dies; ``redirect`` is set once it has been handed over, so
+    cancelling the caller's Deferred cancels the re-sent request instead.
+    """
+
+    __slots__ = (
+        "attempt",
+        "body",
+        "data",
+        "deadline",
+        "deferred",
+        "engine",
+        "idempotent",
+        "redirect",
+        "request_id",
+        "started",
+        "state",
+        "timeout",
+    )
+
+    def __init__(
+        self, engine: RequestEngine, request_id: int, data: bytes, started: float
+    ) -> None:
+        self.engine = engine
+        self.request_id = request_id
+        self.data: bytes | None = data
+        self.started = started
+        self.state = QUEUED
+        self.timeout = 0.0
+        self.deadline = math.inf
+        self.body: bytes | None = None
+        self.idempotent = False
+        self.attempt = 1
+        self.redirect: Any = None
+        #: the caller's Deferred (opaque here: set by the adapter)
+        self.deferred: Any = None
+
+    def __repr__(self) -> str:
+        state = ("queued", "sent", "abandoned", "done")[self.state]
+        return f"<Request id={self.request_id} {state} attempt={self.attempt}>"
+
+    def __call__(self, deferred: object) -> None:
+        # Deferred.cancel() calls us, then fails the Deferred with
+        # CancelledError itself.
+        if self.redirect is not None:
+            self.redirect.cancel()
+        else:
+            self.engine.cancel(self)
+
+    @property
+    def written(self) -> bool:
+        """
+        Whether its bytes reached the transport.
+        """
+        return self.state == SENT or self.state == ABANDONED
+
+
+def _is_live(r: Request) -> bool:
+    return r.state <= SENT
+
+
+def _is_tombstone(r: Request) -> bool:
+    return r.state == ABANDONED
+
+
+def _deadline_of(r: Request) -> float:
+    return r.deadline
+
+
+class RequestEngine:
+    """
+    The request table of one connection.
+
+    :param matching: how replies find their request (by ID, in order, or
+        one request at a time).
+    :param max_id: the largest ID the codec can carry; IDs run from 1 to it
+        and wrap, skipping any still held.
+    :param max_pending: requests (tombstones included) the table may hold.
+    :param abandoned_ttl: seconds a tombstone's ID stays reserved (by-ID
+        matching only; in order, a tombstone must wait for its reply to keep
+        the order).  ``None``: until the reply or the end.
+    :param supports_cancel: whether to ask for cancel frames.
+    :param encode: the codec's ``encode(kind, request_id, body)``.
+    :param seconds: the clock.
+    :param actions: where outcomes, cancel frames and wake-ups go.
+
+    :ivar live: requests not settled yet.
+    :ivar tombstones: abandoned requests whose ID is still reserved.
+    :ivar unwritten_bytes: bytes of requests not yet taken by
+        :meth:`take_unwritten`.
+    :ivar late_replies: replies dropped because their request was abandoned.
+    :ivar unknown_replies: replies to IDs not held (never sent, answered
+        already, or released).
+    """
+
+    __slots__ = (
+        "_abandoned_ttl",
+        "_by_id",
+        "_deadlines",
+        "_deliver",
+        "_encode",
+        "_inflight",
+        "_last_id",
+        "_max_id",
+        "_pending",
+        "_seconds",
+        "_send_cancel",
+        "_tombstone_deadlines",
+        "_unwritten",
+        "_wake_at",
+        "actions",
+        "late_replies",
+        "live",
+        "matching",
+        "max_pending",
+        "supports_cancel",
+        "tombstones",
+        "unknown_replies",
+        "unwritten_bytes",
+    )
+
+    def __init__(
+        self,
+        *,
+        matching: Matching,
+        max_id: int,
+        max_pending: int,
+        abandoned_ttl: float | None,
+        supports_cancel: bool,
+        encode: Callable[[int, int, bytes], bytes],
+        seconds: Callable[[], float],
+        actions: EngineActions,
+    ) -> None:
+        self.matching = matching
+        self._by_id = matching is Matching.BY_ID
+        self.max_pending = 1 if matching is Matching.EXCLUSIVE else max_pending
+        if self.max_pending >= max_id:
+            raise ValueError(
+                f"max_pending ({self.max_pending}) must be below the codec's ID "
+                f"space ({max_id}), or IDs could not stay unique"
+            )
+        self._max_id = max_id
+        self._abandoned_ttl = abandoned_ttl if self._by_id else None
+        self.supports_cancel = supports_cancel and self._by_id
+        self._encode = encode
+        self._seconds = seconds
+        self.actions = actions
+        self._deliver = actions.deliver
+        self._send_cancel = actions.send_cancel
+        # BY_ID: every request not yet DONE, by ID (tombstones included).
+        self._pending: dict[int, Request] = {}
+        # IN_ORDER / EXCLUSIVE: written requests in send order (tombstones
+        # included); queued ones are only in _unwritten.
+        self._inflight: deque[Request] = deque()
+        # Requests whose bytes wait for take_unwritten(), in order; entries
+        # settled meanwhile are skipped there.
+        self._unwritten: list[Request] = []
+        self.unwritten_bytes = 0
+        self._last_id = 0
+        self.live = 0
+        self.tombstones = 0
+        self.late_replies = 0
+        self.unknown_replies = 0
+        self._wake_at = math.inf
+        self._deadlines: Deadlines[Request] = Deadlines(
+            _is_live, self._expire, self._live_count, _deadline_of, self._arm
+        )
+        self._tombstone_deadlines: Deadlines[Request] = Deadlines(
+            _is_tombstone,
+            self._forget_tombstone,
+            self._tombstone_count,
+            _deadline_of,
+            self._arm,
+        )
+
+    def _live_count(self) -> int:
+        return self.live
+
+    def _tombstone_count(self) -> int:
+        return self.tombstones
+
+    # -- introspection -------------------------------------------------------
+
+    @property
+    def full(self) -> bool:
+        """
+        Whether the table holds ``max_pending`` entries (live + tombstones).
+        """
+        return self.live + self.tombstones >= self.max_pending
+
+    @property
+    def entries(self) -> int:
+        """
+        References the table really holds (a queued request held by ID and
+        in the write queue counts twice): what a leak shows up in.  It is 0
+        once everything has settled and been written.
+        """
+        return len(self._pending) + len(self._inflight) + len(self._unwritten)
+
+    @property
+    def deadline_entries(self) -> int:
+        return len(self._deadlines) + len(self._tombstone_deadlines)
+
+    def requests(self) -> list[Request]:
+        """
+        Every record held, live or tombstone.  O(n): for snapshots.
+        """
+        if self._by_id:
+            return list(self._pending.values())
+        return [*self._inflight, *(r for r in self._unwritten if r.state == QUEUED)]
+
+    def oldest_started(self) -> float | None:
+        """
+        When the oldest live request started, or ``None``.  O(n).
+        """
+        starts = [r.started for r in self.requests() if r.state <= SENT]
+        return min(starts) if starts else None
+
+    @property
+    def unwritten_count(self) -> int:
+        return sum(1 for r in self._unwritten if r.state == QUEUED)
+
+    # -- events --------------------------------------------------------------
+
+    def open(
+        self,
+        body: bytes,
+        timeout: float | None,
+        idempotent: bool = False,
+        attempt: int = 1,
+    ) -> Request:
+        """
+        A new request: allocate an ID no held request has, encode it, hold
+        it until it is written.  The caller checks :attr:`full` first.
+
+        :param timeout: seconds until :data:`TIMEOUT`; ``None`` or ``inf``
+            for none.
+        :raises: whatever the codec raises for a body it cannot carry;
+            nothing is held then.
+        """
+        request_id = self._last_id
+        pending = self._pending
+        max_id = self._max_id
+        while True:
+            request_id = request_id + 1 if request_id < max_id else 1
+            if request_id not in pending:
+                break
+        data = self._encode(REQUEST, request_id, body)
+        self._last_id = request_id
+        now = self._seconds()
+        r = Request(self, request_id, data, now)
+        r.body = body
+        if idempotent:
+            r.idempotent = True
+        if attempt != 1:
+            r.attempt = attempt
+        if self._by_id:
+            pending[request_id] = r
+        self._unwritten.append(r)
+        self.unwritten_bytes += len(data)
+        self.live += 1
+        if timeout is not None and timeout != math.inf:
+            r.timeout = timeout
+            r.deadline = deadline = now + timeout
+            self._deadlines.add(deadline, r)
+        return r
+
+    def take_unwritten(self, chunks: list[bytes]) -> None:
+        """
+        Append the bytes of every request waiting to be written to
+        ``chunks``; those requests count as written from now on.  Once
+        written, only an idempotent request may be re-sent, so only its body
+        stays referenced.
+        """
+        unwritten = self._unwritten
+        if not unwritten:
+            return
+        self._unwritten = []
+        self.unwritten_bytes = 0
+        append = chunks.append
+        if self._by_id:
+            for r in unwritten:
+                if r.state == QUEUED:
+                    append(r.data)  # type: ignore[arg-type]
+                    r.data = None
+                    r.state = SENT
+                    if not r.idempotent:
+                        r.body = None
+        else:
+            inflight = self._inflight
+            for r in unwritten:
+                if r.state == QUEUED:
+                    append(r.data)  # type: ignore[arg-type]
+                    r.data = None
+                    r.state = SENT
+                    if not r.idempotent:
+                        r.body = None
+                    inflight.append(r)
+
+    def reply(self, request_id: int, ok: bool, body: Any, now: float) -> int:
+        """
+        A reply (``ok``) or error reply arrived for ``request_id`` (ignored
+        when matching in order).
+
+        :return: :data:`MATCHED`, :data:`LATE` (its request was abandoned;
+            dropped) or :data:`UNKNOWN` (dropped).
+        """
+        if self._by_id:
+            r = self._pending.pop(request_id, None)
+        elif self._inflight:
+            r = self._inflight.popleft()
+        else:
+            r = None
+        if r is None:
+            self.unknown_replies += 1
+            return UNKNOWN
+        state = r.state
+        if state == SENT:
+            self._settle(r, REPLY if ok else ERROR_REPLY, body, now)
+            return MATCHED
+        if state == ABANDONED:
+            r.state = DONE
+            self.tombstones -= 1
+            self.late_replies += 1
+            return LATE
+        # A reply to a request not written yet: the peer answered an ID it
+        # has not been sent.  Keep the request, drop the reply.
+        if self._by_id:
+            self._pending[request_id] = r
+        self.unknown_replies += 1
+        return UNKNOWN
+
+    def cancel(self, r: Request) -> None:
+        """
+        The caller gave up on ``r`` (its Deferred is being cancelled).
+        """
+        if r.state <= SENT:
+            self._settle(r, CANCELLED, None, self._seconds())
+
+    def wake(self, now: float) -> None:
+        """
+        The wake-up asked for through ``arm`` came: time out what is due,
+        release tombstones past their TTL.
+        """
+        self._wake_at = math.inf
+        self._deadlines.expire(now)
+        self._tombstone_deadlines.expire(now)
+
+    def withdraw_unwritten(self, reason: str) -> None:
+        """
+        Settle every request not written yet with ``ConnectionLost(written
+        =False)`` (the peer sent GOAWAY: such requests are safe elsewhere).
+        """
+        unwritten, self._unwritten = self._unwritten, []
+        now = self._seconds()
+        for r in unwritten:
+            if r.state == QUEUED:
+                self._settle(r, LOST, ConnectionLost(False, reason), now)
+
+    def lose_all(
+        self, reason: str, reached_peer: bool, error: BaseException | None = None
+    ) -> None:
+        """
+        The connection ended: every live request settles with
+        ``ConnectionLost`` (``written`` only if its bytes could have reached
+        the peer), every tombstone is dropped, and nothing is held after.
+
+        :param reached_peer: whether written bytes could have reached the
+            peer (false before a TLS handshake completed).
+        """
+        if self._by_id:
+            victims = list(self._pending.values())
+        else:
+            victims = [*self._inflight, *self._unwritten]
+        # Detach every table first: outcomes delivered below may call back
+        # into the engine, and must find it empty.
+        self._pending = {}
+        self._inflight = deque()
+        self._unwritten = []
+        self.tombstones = 0
+        self._deadlines.clear()
+        self._tombstone_deadlines.clear()
+        self._wake_at = math.inf
+        now = self._seconds()
+        for r in victims:
+            state = r.state
+            if state <= SENT:
+                written = state == SENT and reached_peer
+                self._settle(r, LOST, ConnectionLost(written, reason, error), now)
+            else:
+                r.state = DONE
+        self.unwritten_bytes = 0
+
+    def overloaded(self) -> Overloaded:
+        """
+        The error for a request refused because the table is full.
+        """
+        return Overloaded(
+            f"connection has {self.live} requests pending and {self.tombstones} "
+            f"abandoned ones awaiting late replies (max_pending="
+            f"{self.max_pending}); nothing was sent"
+        )
+
+    # -- the one exit ----------------------------------------------------------
+
+    def _settle(self, r: Request, exit: int, value: Any, now: float) -> None:
+        """
+        Every way out of the table for a live request: reply, error reply,
+        timeout, cancel, connection lost (the adapter may then hand it to a
+        retry).  A written request that is abandoned becomes a tombstone.
+        Tables the caller already took ``r`` out of (a matched reply, a lost
+        connection) are not touched again.
+        """
+        if r.state == QUEUED:
+            r.state = DONE
+            self.unwritten_bytes -= len(r.data)  # type: ignore[arg-type]
+            r.data = None
+            if self._by_id:
+                self._pending.pop(r.request_id, None)
+        elif exit == TIMEOUT or exit == CANCELLED:
+            r.state = ABANDONED
+            r.body = None
+            self.tombstones += 1
+            ttl = self._abandoned_ttl
+            if ttl is not None:
+                r.deadline = now + ttl
+                self._tombstone_deadlines.add(r.deadline, r)
+            if exit == CANCELLED and self.supports_cancel:
+                self._send_cancel(r.request_id)
+        else:
+            r.state = DONE
+        self.live -= 1
+        self._deliver(r, exit, value, now)
+        if not self.live:
+            self.actions.idle()
+
+    def _expire(self, r: Request) -> None:
+        self._settle(r, TIMEOUT, RequestTimeout(r.timeout), self._seconds())
+
+    def _forget_tombstone(self, r: Request) -> None:
+        # No late reply within abandoned_ttl: release the ID.  A reply that
+        # still comes is counted as unknown.
+        r.state = DONE
+        self.tombstones -= 1
+        self._pending.pop(r.request_id, None)
+
+    def _arm(self, deadline: float) -> None:
+        if deadline < self._wake_at:
+            self._wake_at = deadline
+            self.actions.arm(deadline)

@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from framedclient.backoff import BackoffPolicy
+from framedclient.balance import Balancer
 from framedclient.codec import Codec, FC1Codec
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
@@ -217,6 +218,8 @@ class FramedClient:
     :param retry_budget: limits retries of idempotent requests; 20 % of
         requests plus 10 per second by default.
     :param metrics: where to record; a fresh :class:`Metrics` by default.
+    :param balancer: which ready connection takes each request (see
+        :mod:`framedclient.balance`); least-loaded by default.
     :param start: start connecting at once.
     """
 
@@ -244,6 +247,7 @@ class FramedClient:
         prepare: PrepareHook | None = None,
         retry_budget: RetryBudget | None = None,
         metrics: Metrics | None = None,
+        balancer: Balancer | None = None,
         start: bool = True,
         names: Sequence[str] | None = None,
     ) -> None:
@@ -302,7 +306,7 @@ class FramedClient:
                         name=f"{label}/{i}",
                     )
                 )
-        self.pool = Pool(connections)
+        self.pool = Pool(connections, balancer)
         for conn in connections:
             conn.add_listener(self._connection_changed)
         self._budget = retry_budget or RetryBudget(clock)

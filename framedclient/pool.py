@@ -1,6 +1,7 @@
 """
-The pool: N self-healing connections, the least-loaded one chosen per
-request, and a limiter that caps the work in flight.
+The pool: N self-healing connections, one chosen per request by a pick
+policy (:mod:`framedclient.balance`), and a limiter that caps the work in
+flight.
 
 The limiter is the Deferred-based cousin of Twisted's
 ``DeferredSemaphore``, with what a client under load needs on top: a
@@ -20,6 +21,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from framedclient.balance import Balancer, LeastLoaded
 from framedclient.connection import Connection
 from framedclient.deadlines import DeadlineQueue
 from framedclient.errors import Overloaded
@@ -200,15 +202,21 @@ class Pool:
     """
     The connections of one client and the choice between them.
 
+    :param balancer: the pick policy; least-loaded with rotating ties by
+        default (see :mod:`framedclient.balance`).
+
     A connection that is leased (see :meth:`lease`) or not accepting (full,
     draining, not ready) is skipped.
     """
 
-    def __init__(self, connections: list[Connection]) -> None:
+    def __init__(
+        self, connections: list[Connection], balancer: Balancer | None = None
+    ) -> None:
         self.connections = connections
+        self.balancer: Balancer = balancer if balancer is not None else LeastLoaded()
+        self._pick = self.balancer.pick
         self.leased: set[FramedProtocol] = set()
         self._ready: list[FramedProtocol] = []
-        self._rotation = 0
         for conn in connections:
             conn.add_listener(self._state_changed)
 
@@ -227,30 +235,18 @@ class Pool:
 
     def pick(self) -> FramedProtocol | None:
         """
-        The ready connection with the fewest requests in its table, or
-        ``None`` when no connection can take a request now.
+        The connection the balancer picks for the next request, or ``None``
+        when no connection can take a request now.
         """
         ready = self._ready
         if len(ready) == 1:
+            # One ready connection (pool_size=1, or a larger pool while the
+            # others reconnect): no choice to make, whatever the policy.
             proto = ready[0]
             if proto.accepting and proto not in self.leased:
                 return proto
             return None
-        best: FramedProtocol | None = None
-        best_load = 0
-        leased = self.leased
-        # Start the scan one further each time, so ties (sequential callers,
-        # an idle pool) rotate over the connections instead of always
-        # landing on the first.
-        n = len(ready)
-        start = self._rotation = (self._rotation + 1) % n if n else 0
-        for i in range(n):
-            proto = ready[(start + i) % n]
-            if proto.accepting and proto not in leased:
-                load = proto.table_size
-                if best is None or load < best_load:
-                    best, best_load = proto, load
-        return best
+        return self._pick(ready, self.leased)
 
     def pick_idle(self) -> FramedProtocol | None:
         """

@@ -45,7 +45,7 @@ from framedclient.balance import Balancer
 from framedclient.codec import Codec, FC1Codec
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
-from framedclient.engine import Request
+from framedclient.engine import Request, check_request
 from framedclient.errors import (
     ClientClosed,
     ConnectionLost,
@@ -469,15 +469,17 @@ class FramedClient:
             Requests that were never written are always re-sent, on
             another connection.
         :param wait_for_ready: override the client's ``wait_for_ready``.
+        :raises TypeError: ``body`` is not bytes, ``timeout`` not a number.
+        :raises ValueError: ``timeout`` is not positive.
         """
+        if body.__class__ is not bytes or timeout is not None:
+            check_request(body, timeout)
         if self._closing:
             return fail(ClientClosed("the client is closed; create a new one"))
         if timeout is None:
             timeout = self.request_timeout
             if timeout is None:
                 timeout = math.inf
-        elif not timeout > 0:
-            return fail(ValueError(f"timeout must be positive, got {timeout!r}"))
         self._budget.requests += 1
         limiter = self._limiter
         has_slot = limiter.try_acquire()
@@ -486,7 +488,7 @@ class FramedClient:
             if proto is not None:
                 # The fast path: the connection's own Deferred, nothing added
                 # to it.  The slot comes back through request_settled().
-                return proto.request(body, timeout, idempotent)
+                return proto.submit(body, timeout, idempotent)
         size = len(body)
         if self._queued_bytes + size > self.max_queued_bytes:
             if has_slot:
@@ -598,7 +600,7 @@ class FramedClient:
         call.stage = _SENT
         call.unqueue()
         call.has_slot = False  # the connection's request_settled() releases it
-        d = proto.request(call.body, remaining, call.idempotent, call.attempt)
+        d = proto.submit(call.body, remaining, call.idempotent, call.attempt)
         call.current = d
         d.addBoth(call.forward)
 

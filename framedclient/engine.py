@@ -45,6 +45,7 @@ __all__ = [
     "EngineActions",
     "Request",
     "RequestEngine",
+    "check_request",
 ]
 
 # Request states.  Plain ints: compared on every reply.
@@ -158,6 +159,29 @@ class Request:
         Whether its bytes reached the transport.
         """
         return self.state == SENT or self.state == ABANDONED
+
+
+def check_request(body: object, timeout: object) -> None:
+    """
+    The one rule for a request's arguments, at every layer: a wrong type or
+    value raises ``TypeError``/``ValueError`` naming the argument at the
+    call, whatever path the request would take; what only the codec or the
+    connection can judge later (a body too large for the frame) fails the
+    request's Deferred with a :class:`~framedclient.errors.FramedClientError`.
+    """
+    if not isinstance(body, (bytes, bytearray)):
+        hint = " (encode text first: body.encode())" if isinstance(body, str) else ""
+        raise TypeError(f"body must be bytes, got {type(body).__name__}{hint}")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(
+                f"timeout must be a number of seconds or None, got {timeout!r}"
+            )
+        if not timeout > 0:
+            raise ValueError(
+                f"timeout must be a positive number of seconds (math.inf for "
+                f"none), got {timeout!r}"
+            )
 
 
 def _is_live(r: Request) -> bool:

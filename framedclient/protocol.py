@@ -69,6 +69,7 @@ from framedclient.engine import (
     UNKNOWN,
     Request,
     RequestEngine,
+    check_request,
 )
 from framedclient.engine import (
     REPLY as REPLIED,
@@ -408,6 +409,29 @@ class FramedProtocol(Protocol):
             :class:`~framedclient.errors.Overloaded` (this connection is
             full; nothing was sent), or ``CancelledError`` after
             ``cancel()``.
+        :raises TypeError: ``body`` is not bytes, ``timeout`` not a number.
+        :raises ValueError: ``timeout`` is not positive.
+        """
+        if body.__class__ is not bytes or timeout is not None:
+            try:
+                check_request(body, timeout)
+            except Exception:
+                # Raised at the call, but the owner counted the call.
+                if self._owner is not None:
+                    self._owner.request_settled()
+                raise
+        return self.submit(body, timeout, idempotent, attempt)
+
+    def submit(
+        self,
+        body: bytes,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        attempt: int = 1,
+    ) -> Deferred[bytes]:
+        """
+        :meth:`request` for callers that checked the arguments already (the
+        client does, once per request, whatever connection it lands on).
         """
         if self._state != _OPEN or not self._connected:
             return self._refuse(self._refusal())
@@ -416,10 +440,6 @@ class FramedProtocol(Protocol):
             return self._refuse(engine.overloaded())
         if timeout is None:
             timeout = self._request_timeout
-        elif not timeout > 0:
-            return self._refuse(
-                ValueError(f"timeout must be positive, got {timeout!r}")
-            )
         if self._paused and engine.unwritten_bytes >= self._max_write_buffer:
             return self._refuse(
                 Overloaded(

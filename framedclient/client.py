@@ -45,7 +45,7 @@ from framedclient.balance import Balancer
 from framedclient.codec import Codec, FC1Codec
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
-from framedclient.engine import Request, check_request
+from framedclient.engine import check_request
 from framedclient.errors import (
     ClientClosed,
     ConnectionLost,
@@ -58,6 +58,7 @@ from framedclient.pool import Limiter, Pool
 from framedclient.protocol import (
     FramedClientFactory,
     FramedProtocol,
+    PendingRequest,
     ProtocolConfig,
 )
 from framedclient.retry import RetryBudget, retry_delay
@@ -690,7 +691,7 @@ class FramedClient:
         if self._waiting or self._lease_waiters:
             self._kick()
 
-    def request_orphaned(self, p: Request, lost: ConnectionLost) -> bool:
+    def request_orphaned(self, p: PendingRequest, lost: ConnectionLost) -> bool:
         """
         A connection died (or went away) holding ``p``, which is safe to
         send again: never written, or idempotent.  Take it over if its
@@ -726,10 +727,10 @@ class FramedClient:
         call.queued_bytes = len(p.body)
         self._queued_bytes += call.queued_bytes
         p.body = None
-        # The caller holds p.deferred: relay the retry's outcome to it, and
-        # send a cancel of p.deferred to the retry.
+        # The caller holds p (it is the caller's Deferred): relay the
+        # retry's outcome to it, and send a cancel of p to the retry.
         p.redirect = call.outer
-        call.outer.addBoth(_relay, p.deferred)
+        call.outer.addBoth(_relay, p)
         self._slow_live += 1
         if deadline != math.inf:
             self._deadlines.add(deadline, call)

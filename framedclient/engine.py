@@ -99,9 +99,10 @@ class EngineActions(Protocol):
 
 class Request:
     """
-    One request on one connection.  Also its Deferred's canceller, so no
-    closure is allocated per request: the record points at its engine,
-    not at the protocol.
+    One request on one connection.  The record points at its engine, not at
+    whoever drives it; an adapter may use a subclass that is also what the
+    caller holds (the Twisted adapter's is the caller's Deferred), so a
+    request costs one object.
 
     ``body`` is kept only while the request may still be sent elsewhere
     (not yet written, or idempotent), so an owner can re-send it when the
@@ -114,7 +115,6 @@ class Request:
         "body",
         "data",
         "deadline",
-        "deferred",
         "engine",
         "idempotent",
         "redirect",
@@ -138,20 +138,10 @@ class Request:
         self.idempotent = False
         self.attempt = 1
         self.redirect: Any = None
-        #: the caller's Deferred (opaque here: set by the adapter)
-        self.deferred: Any = None
 
     def __repr__(self) -> str:
         state = ("queued", "sent", "abandoned", "done")[self.state]
         return f"<Request id={self.request_id} {state} attempt={self.attempt}>"
-
-    def __call__(self, deferred: object) -> None:
-        # Deferred.cancel() calls us, then fails the Deferred with
-        # CancelledError itself.
-        if self.redirect is not None:
-            self.redirect.cancel()
-        else:
-            self.engine.cancel(self)
 
     @property
     def written(self) -> bool:
@@ -212,6 +202,8 @@ class RequestEngine:
     :param encode: the codec's ``encode(kind, request_id, body)``.
     :param seconds: the clock.
     :param actions: where outcomes, cancel frames and wake-ups go.
+    :param record: the class of the records :meth:`open` makes (a subclass
+        of :class:`Request` with the same constructor).
 
     :ivar live: requests not settled yet.
     :ivar tombstones: abandoned requests whose ID is still reserved.
@@ -232,6 +224,7 @@ class RequestEngine:
         "_last_id",
         "_max_id",
         "_pending",
+        "_record",
         "_seconds",
         "_send_cancel",
         "_tombstone_deadlines",
@@ -259,8 +252,10 @@ class RequestEngine:
         encode: Callable[[int, int, bytes], bytes],
         seconds: Callable[[], float],
         actions: EngineActions,
+        record: type[Request] = Request,
     ) -> None:
         self.matching = matching
+        self._record = record
         self._by_id = matching is Matching.BY_ID
         self.max_pending = 1 if matching is Matching.EXCLUSIVE else max_pending
         if self.max_pending >= max_id:
@@ -377,7 +372,7 @@ class RequestEngine:
         data = self._encode(REQUEST, request_id, body)
         self._last_id = request_id
         now = self._seconds()
-        r = Request(self, request_id, data, now)
+        r = self._record(self, request_id, data, now)
         r.body = body
         if idempotent:
             r.idempotent = True

@@ -429,7 +429,7 @@ def _max_pending_per_connection() -> Any:
         100_000,
         Setting(
             "Requests (abandoned IDs included) one connection may hold; more "
-            "fail with Overloaded.  Must be below the codec's ID space.",
+            "fail with Overloaded. Must be below the codec's ID space.",
             Count(1),
         ),
     )

@@ -45,12 +45,18 @@ from framedclient.backoff import BackoffPolicy, parse_backoff
 from framedclient.codec import Codec, FC1Codec
 
 __all__ = [
+    "METADATA_KEY",
     "ClientConfig",
     "ClientSettings",
+    "Collaborator",
+    "Count",
     "InvalidSetting",
     "InvalidSettingType",
+    "Kind",
     "ProtocolConfig",
+    "Seconds",
     "Setting",
+    "Switch",
     "resolve_client_config",
     "setting_of",
 ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from twisted.internet.defer import (
     CancelledError,
@@ -40,9 +40,8 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from framedclient.backoff import BackoffPolicy
 from framedclient.balance import Balancer
-from framedclient.codec import Codec, FC1Codec
+from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
 from framedclient.engine import check_request
@@ -59,7 +58,6 @@ from framedclient.protocol import (
     FramedClientFactory,
     FramedProtocol,
     PendingRequest,
-    ProtocolConfig,
 )
 from framedclient.retry import RetryBudget, retry_delay
 
@@ -187,34 +185,11 @@ class FramedClient:
     :param endpoints: where to connect; ``pool_size`` connections are made
         to each.
     :param clock: the reactor (or a ``task.Clock`` in tests).
-    :param codec: the wire format (fc1 by default).
-    :param pool_size: connections per endpoint.
-    :param max_in_flight: requests outstanding at once, over the whole pool.
-    :param max_pending: requests that may wait for a slot; beyond it,
-        :class:`~framedclient.errors.Overloaded` at once.
-    :param request_timeout: default overall deadline of a request in
-        seconds, queueing and retries included; ``None`` for none.
-    :param acquire_timeout: seconds a request may wait for a slot before
-        failing with ``Overloaded``; ``None``: only the request deadline.
-    :param connect_timeout: seconds per connection attempt; default from
-        the backoff policy (gRPC: 20 s).
-    :param backoff: reconnect policy; gRPC's by default.
-    :param heartbeat_interval: ping a silent connection after this many
-        seconds (codecs with ping support); ``None`` disables.
-    :param heartbeat_timeout: seconds a ping may go unanswered.
-    :param read_timeout: close a connection that reads nothing for this
-        long while requests are outstanding; ``None`` disables.
-    :param write_timeout: close a connection whose send buffer does not
-        drain for this long.
-    :param max_pending_per_connection: requests (and abandoned IDs) one
-        connection may hold.
-    :param max_queued_bytes: bytes of request bodies that may wait in the
-        client (for a slot, a connection or a retry); beyond it new requests
-        fail with :class:`~framedclient.errors.Overloaded` at once, so large
-        bodies cannot turn ``max_pending`` into gigabytes.
-    :param wait_for_ready: when no connection is ready, wait for one (up to
-        the request's deadline) instead of failing at once with
-        :class:`~framedclient.errors.Unavailable`.
+    :param config: every setting at once; or give settings as keywords
+        (``pool_size=2, request_timeout=1.0``), one per
+        :class:`~framedclient.config.ClientConfig` field, which documents
+        them all (limits, timeouts, codec, backoff, ``abandoned_ttl``, ...).
+        Not both.  The settings in force are in :attr:`config`.
     :param prepare: run on each new connection before it is used.
     :param retry_budget: limits retries of idempotent requests; 20 % of
         requests plus 10 per second by default.
@@ -222,6 +197,14 @@ class FramedClient:
     :param balancer: which ready connection takes each request (see
         :mod:`framedclient.balance`); least-loaded by default.
     :param start: start connecting at once.
+    :param names: one label per endpoint, for logs and the status page.
+    :raises TypeError: for a keyword that is not a setting, or ``config``
+        with setting keywords.
+    :raises ~framedclient.config.InvalidSetting: for a value a setting
+        cannot take (also a ``ValueError``; a ``TypeError`` too for a value
+        of the wrong type), naming the setting.
+
+    :ivar config: the :class:`~framedclient.config.ClientConfig` in force.
     """
 
     def __init__(
@@ -229,40 +212,20 @@ class FramedClient:
         endpoints: Sequence[IStreamClientEndpoint],
         clock: IReactorTime,
         *,
-        codec: Codec | None = None,
-        pool_size: int = 4,
-        max_in_flight: int = 512,
-        max_pending: int = 2048,
-        request_timeout: float | None = 5.0,
-        acquire_timeout: float | None = None,
-        connect_timeout: float | None = None,
-        backoff: BackoffPolicy | None = None,
-        heartbeat_interval: float | None = None,
-        heartbeat_timeout: float = 10.0,
-        read_timeout: float | None = None,
-        write_timeout: float | None = 30.0,
-        max_pending_per_connection: int = 100_000,
-        max_write_buffer: int = 8 * 1024 * 1024,
-        max_queued_bytes: int = 64 * 1024 * 1024,
-        wait_for_ready: bool = True,
+        config: ClientConfig | None = None,
         prepare: PrepareHook | None = None,
         retry_budget: RetryBudget | None = None,
         metrics: Metrics | None = None,
         balancer: Balancer | None = None,
         start: bool = True,
         names: Sequence[str] | None = None,
+        **settings: Unpack[ClientSettings],
     ) -> None:
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
-        if not isinstance(pool_size, int) or pool_size < 1:
-            raise ValueError(f"pool_size must be a positive integer, got {pool_size!r}")
-        if request_timeout is not None and not request_timeout > 0:
-            raise ValueError(
-                f"request_timeout must be a positive number of seconds or None, "
-                f"got {request_timeout!r}"
-            )
+        self.config = config = resolve_client_config(config, settings)
         self._clock = clock
-        self.codec = codec = codec or FC1Codec()
+        self.codec = config.codec
         # Client-level events (retries, requests shed or timed out before a
         # connection took them, connection attempts) go here; each
         # connection records its own requests in a Metrics of its own, so
@@ -271,38 +234,30 @@ class FramedClient:
         self._events = metrics if metrics is not None else Metrics()
         self._retired = Metrics()
         self._protocols: set[FramedProtocol] = set()
-        self.request_timeout = request_timeout
-        self.wait_for_ready = wait_for_ready
-        config = ProtocolConfig(
-            codec=codec,
-            request_timeout=None,
-            max_pending=max_pending_per_connection,
-            max_write_buffer=max_write_buffer,
-            write_timeout=write_timeout,
-            read_timeout=read_timeout,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
-        )
+        self.request_timeout = config.request_timeout
+        self.wait_for_ready = config.wait_for_ready
         self.factory = FramedClientFactory(
-            config=config,
+            config=config.protocol_config(),
             clock=clock,
             metrics=self._events,
             owner=self,
             per_connection_metrics=True,
             on_built=self._track,
         )
-        self._limiter = Limiter(clock, max_in_flight, max_pending, acquire_timeout)
+        self._limiter = Limiter(
+            clock, config.max_in_flight, config.max_pending, config.acquire_timeout
+        )
         connections = []
         for e, endpoint in enumerate(endpoints):
             label = names[e] if names else f"upstream{e}"
-            for i in range(pool_size):
+            for i in range(config.pool_size):
                 connections.append(
                     Connection(
                         endpoint,
                         self.factory,
                         clock,
-                        backoff=backoff,
-                        connect_timeout=connect_timeout,
+                        backoff=config.backoff,
+                        connect_timeout=config.connect_timeout,
                         prepare=prepare,
                         name=f"{label}/{i}",
                     )
@@ -318,11 +273,7 @@ class FramedClient:
             clock, _call_is_live, self._expire, self._slow_count, _call_deadline
         )
         self._slow_live = 0
-        if not isinstance(max_queued_bytes, int) or max_queued_bytes < 1:
-            raise ValueError(
-                f"max_queued_bytes must be a positive integer, got {max_queued_bytes!r}"
-            )
-        self.max_queued_bytes = max_queued_bytes
+        self.max_queued_bytes = config.max_queued_bytes
         self._queued_bytes = 0
         self._closing = False
         self._closed: Deferred[Any] | None = None
@@ -334,28 +285,45 @@ class FramedClient:
         cls,
         reactor: Any,
         endpoint: str | IStreamClientEndpoint | Sequence[str | IStreamClientEndpoint],
-        **options: Any,
+        *,
+        config: ClientConfig | None = None,
+        prepare: PrepareHook | None = None,
+        retry_budget: RetryBudget | None = None,
+        metrics: Metrics | None = None,
+        start: bool = True,
+        names: Sequence[str] | None = None,
+        **settings: Unpack[ClientSettings],
     ) -> FramedClient:
         """
         Build a client from Twisted endpoint strings (``"tcp:host:port"``,
         ``"tls:host:port"``, ...) or endpoint objects; keyword arguments are
-        those of :class:`FramedClient`.
+        those of :class:`FramedClient` (``names`` defaults to the endpoint
+        strings).
         """
         from twisted.internet.endpoints import clientFromString
 
         if isinstance(endpoint, (str, bytes)) or not isinstance(endpoint, Sequence):
             endpoint = [endpoint]
         resolved: list[IStreamClientEndpoint] = []
-        names: list[str] = []
+        described: list[str] = []
         for e in endpoint:
             if isinstance(e, str):
                 resolved.append(clientFromString(reactor, e))  # type: ignore[no-untyped-call]
-                names.append(e)
+                described.append(e)
             else:
                 resolved.append(e)
-                names.append(repr(e))
-        options.setdefault("names", names)
-        return cls(resolved, reactor, **options)
+                described.append(repr(e))
+        return cls(
+            resolved,
+            reactor,
+            config=config,
+            prepare=prepare,
+            retry_budget=retry_budget,
+            metrics=metrics,
+            start=start,
+            names=described if names is None else names,
+            **settings,
+        )
 
     # -- lifecycle -----------------------------------------------------------
 

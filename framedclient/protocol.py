@@ -31,7 +31,6 @@ module holds what needs Twisted:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -58,6 +57,7 @@ from framedclient.codec import (
     Codec,
     FC1Codec,
 )
+from framedclient.config import ProtocolConfig
 from framedclient.deadlines import DeadlineTimer
 from framedclient.engine import (
     ABANDONED,
@@ -94,86 +94,6 @@ _CLOSED = 2
 
 _UNKNOWN_LOG_INTERVAL = 10.0
 _MAX_CONTROL_FRAMES = 64
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolConfig:
-    """
-    Per-connection settings.  Every bound has a default, because nothing
-    may be unbounded.
-
-    :param codec: the wire format.
-    :param request_timeout: default per-request timeout in seconds when
-        ``request()`` is given none; ``None`` means no timeout.
-    :param max_pending: requests (tombstones included) one connection may
-        hold; more fail with :class:`~framedclient.errors.Overloaded`.
-    :param max_write_buffer: bytes of encoded requests held while the
-        transport is paused before new requests fail with ``Overloaded``.
-    :param write_timeout: seconds the transport may stay paused (its buffer
-        not draining) before the connection is declared stuck and closed;
-        ``None`` disables.
-    :param read_timeout: seconds without a byte from the peer, while
-        requests are outstanding, before the peer is declared dead;
-        ``None`` disables.
-    :param heartbeat_interval: seconds of silence after which a ping is
-        sent (codecs with ping support only); ``None`` disables heartbeats.
-    :param heartbeat_timeout: seconds a ping may wait for any byte from the
-        peer before the peer is declared dead.
-    :param abandoned_ttl: seconds the ID of a written request that was
-        cancelled or timed out stays reserved for its late reply (codecs
-        matching by ID).  Servers that answer cancel frames release it
-        sooner; this bound keeps a server that never answers from filling
-        the table.  ``None`` keeps IDs until the reply or the connection
-        ends.
-    """
-
-    codec: Codec = field(default_factory=FC1Codec)
-    request_timeout: float | None = None
-    max_pending: int = 100_000
-    max_write_buffer: int = 8 * 1024 * 1024
-    write_timeout: float | None = 30.0
-    read_timeout: float | None = None
-    heartbeat_interval: float | None = None
-    heartbeat_timeout: float = 10.0
-    abandoned_ttl: float | None = 60.0
-
-    def __post_init__(self) -> None:
-        _check_positive("request_timeout", self.request_timeout, allow_none=True)
-        _check_positive("write_timeout", self.write_timeout, allow_none=True)
-        _check_positive("read_timeout", self.read_timeout, allow_none=True)
-        _check_positive("heartbeat_interval", self.heartbeat_interval, allow_none=True)
-        _check_positive("heartbeat_timeout", self.heartbeat_timeout)
-        _check_positive("abandoned_ttl", self.abandoned_ttl, allow_none=True)
-        if not isinstance(self.max_pending, int) or self.max_pending < 1:
-            raise ValueError(
-                f"max_pending must be a positive integer, got {self.max_pending!r}"
-            )
-        if self.max_pending >= self.codec.max_id:
-            raise ValueError(
-                f"max_pending ({self.max_pending}) must be below the codec's "
-                f"ID space ({self.codec.max_id}), or IDs could not stay unique"
-            )
-        if not isinstance(self.max_write_buffer, int) or self.max_write_buffer < 1:
-            raise ValueError(
-                f"max_write_buffer must be a positive number of bytes, "
-                f"got {self.max_write_buffer!r}"
-            )
-        if self.heartbeat_interval is not None and not self.codec.supports_ping:
-            raise ValueError(
-                f"heartbeat_interval is set but {self.codec!r} has no ping frames"
-            )
-
-
-def _check_positive(name: str, value: float | None, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if (
-        value is None
-        or isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not value > 0
-    ):
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
 class PendingRequest(Deferred[bytes], Request):

@@ -11,15 +11,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
+from twisted.internet.testing import MemoryReactorClock
 
-from framedclient.backoff import ConstantBackoff
+from framedclient.backoff import ConstantBackoff, parse_backoff
 from framedclient.codec import ERROR, REPLY, REQUEST, HeaderCodec, Matching
+from framedclient.config import ClientConfig, Count, Seconds
 from framedclient.errors import FrameTooLarge
 from framedclient.runner.codecspec import codec_overhead, parse_codec
-from framedclient.runner.options import DEFAULT_HTTP, Options
+from framedclient.runner.options import (
+    DEFAULT_HTTP,
+    Options,
+    config_options,
+    options_table,
+)
+from framedclient.runner.service import RunnerService
 
 TWIST = str(Path(sys.executable).with_name("twist"))
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse(*argv: str) -> Options:
@@ -29,15 +39,18 @@ def parse(*argv: str) -> Options:
 
 
 def twist(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    # From / so that the working directory adds nothing to sys.path: the
-    # plugin must be found through the installed package.
+    # From / so that the working directory adds nothing to sys.path; the
+    # plugin is found on sys.path (twisted/plugins), with this checkout first
+    # so that the code under test is the code beside this file even when
+    # another checkout is the installed (editable) one.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return subprocess.run(
         [TWIST, *argv],
         cwd="/",
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": path},
     )
 
 
@@ -92,6 +105,110 @@ def test_values_are_converted():
     assert options["listen"] == "unix:/tmp/fc.sock"
 
 
+# -- every ClientConfig setting is an option ------------------------------------
+
+
+CONFIG_OPTIONS = config_options()
+
+
+def test_every_client_setting_is_an_option():
+    assert [o.field for o in CONFIG_OPTIONS] == [
+        f.name for f in attrs.fields(ClientConfig)
+    ]
+    declared = {p[0] for p in Options.optParameters} | {f[0] for f in Options.optFlags}
+    assert {o.option for o in CONFIG_OPTIONS} <= declared
+
+
+def a_different_value(option):
+    """
+    ``(argv, expected value)`` for a value other than the default.
+    """
+    if option.flag is not None:
+        return [f"--{option.option}"], option.flag
+    kind = option.setting.kind
+    if isinstance(kind, Count):
+        value = int(option.default) + 1
+        return [f"--{option.option}", str(value)], value
+    if isinstance(kind, Seconds):
+        return [f"--{option.option}", "7.5"], 7.5
+    if option.field == "codec":
+        return ["--codec", "fc1:max-frame=1024"], parse_codec("fc1:max-frame=1024")
+    if option.field == "backoff":
+        return ["--backoff", "constant:2"], ConstantBackoff(2.0)
+    raise AssertionError(option)
+
+
+@pytest.mark.parametrize(
+    "option", CONFIG_OPTIONS, ids=[o.option for o in CONFIG_OPTIONS]
+)
+def test_each_option_sets_its_setting(option):
+    argv, expected = a_different_value(option)
+    value = getattr(parse(*argv)["config"], option.field)
+    if option.field == "codec":
+        # Codecs do not compare equal; their reprs show every parameter.
+        value, expected = repr(value), repr(expected)
+    assert value == expected
+
+
+def test_default_options_are_the_default_config():
+    config = parse()["config"]
+    defaults = ClientConfig()
+    for field in attrs.fields(ClientConfig):
+        if field.name not in ("codec", "backoff"):
+            assert getattr(config, field.name) == getattr(defaults, field.name)
+    assert config.codec.max_frame == defaults.codec.max_frame
+    assert config.backoff == parse_backoff("grpc")
+
+
+OPTIONAL_DURATIONS = [
+    o
+    for o in CONFIG_OPTIONS
+    if isinstance(o.setting.kind, Seconds) and o.setting.kind.optional
+]
+
+
+@pytest.mark.parametrize("option", OPTIONAL_DURATIONS, ids=lambda o: o.option)
+def test_off_turns_an_optional_duration_off(option):
+    assert getattr(parse(f"--{option.option}", "off")["config"], option.field) is None
+
+
+def test_help_lists_every_setting_with_its_help_text():
+    text = "".join(Options().getUsage(width=80).split())
+    for option in CONFIG_OPTIONS:
+        assert f"--{option.option}" in text
+        assert "".join(option.help.split()) in text, option.option
+
+
+def test_docs_show_the_generated_options_table():
+    docs = (ROOT / "docs" / "gateway.md").read_text()
+    assert options_table() in docs, (
+        "docs/gateway.md's options table is out of date; replace it with the "
+        "output of: python -c 'from framedclient.runner.options import "
+        "options_table; print(options_table())'"
+    )
+
+
+def test_the_runner_builds_its_client_from_the_parsed_config():
+    options = parse(
+        "--upstream",
+        "tcp:127.0.0.1:1",
+        "--write-timeout",
+        "3",
+        "--abandoned-ttl",
+        "off",
+        "--max-queued-bytes",
+        "1000",
+    )
+    service = RunnerService(MemoryReactorClock(), options)
+    service.client_service.startService()
+    client = service.client
+    assert client is not None
+    assert client.config is options["config"]
+    assert client.max_queued_bytes == 1000
+    assert client.factory.config.write_timeout == 3.0
+    assert client.factory.config.abandoned_ttl is None
+
+
 # -- invalid values: one line, exit 2 ----------------------------------------------
 
 
@@ -115,6 +232,15 @@ def test_values_are_converted():
         (["--listen", "bogus:1"], "--listen"),
         (["--codec", "lines", "--heartbeat", "1"], "no ping frames"),
         (["--codec", "netstring", "--listen", "tcp:0"], "no request IDs"),
+        (["--write-timeout", "0"], "--write-timeout '0': must be a positive"),
+        (["--abandoned-ttl", "soon"], "--abandoned-ttl 'soon': must be"),
+        (["--max-write-buffer", "-1"], "--max-write-buffer '-1': must be an integer"),
+        (["--max-queued-bytes", "1.5"], "--max-queued-bytes '1.5'"),
+        (["--heartbeat-timeout", "off"], "--heartbeat-timeout 'off'"),
+        (
+            ["--codec", "length:size=1,id-size=1"],
+            "--max-pending-per-connection '100000': must be below the codec's ID",
+        ),
         (["--no-such-option"], "no-such-option"),
     ],
 )

@@ -17,24 +17,38 @@ importing ``twisted.internet.reactor`` here would break ``--reactor``.
 
 from __future__ import annotations
 
-import math
 import sys
 import textwrap
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
+import attrs
 from twisted.python import usage
 
-from framedclient.backoff import BackoffPolicy, parse_backoff
 from framedclient.codec import Codec, Matching
+from framedclient.config import (
+    ClientConfig,
+    Collaborator,
+    InvalidSetting,
+    Seconds,
+    Setting,
+    Switch,
+    setting_of,
+)
 from framedclient.runner.codecspec import parse_codec
 
-__all__ = ["DEFAULT_HTTP", "Options", "UsageExit", "usage_exit"]
+__all__ = [
+    "DEFAULT_HTTP",
+    "ConfigOption",
+    "Options",
+    "UsageExit",
+    "config_options",
+    "options_table",
+    "usage_exit",
+]
 
 DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
-
-_T = TypeVar("_T")
 
 _LONGDESC = """\
 Keep a pool of connections to an upstream framed-protocol server and expose
@@ -147,153 +161,165 @@ def _reason(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-def _positive_int(option: str, raw: str, minimum: int = 1) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise usage.UsageError(f"--{option} {raw!r}: expected an integer >= {minimum}")
-    return value
+# -- options generated from ClientConfig --------------------------------------------
+
+#: Parsers of settings whose text form belongs to the runner: the codec spec
+#: language lives in :mod:`framedclient.runner.codecspec`, above the config
+#: layer.
+_PARSERS: dict[str, Callable[[str], object]] = {"codec": parse_codec}
 
 
-def _seconds(option: str, raw: str, optional: bool = False) -> float | None:
-    if optional and raw.strip().lower() in ("off", "none", ""):
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        accepted = "a positive number of seconds"
-        if optional:
-            accepted += " or 'off'"
-        raise usage.UsageError(f"--{option} {raw!r}: expected {accepted}")
-    return value
+@attrs.frozen
+class ConfigOption:
+    """
+    The command-line form of one :class:`~framedclient.config.ClientConfig`
+    field, derived from its :class:`~framedclient.config.Setting`.
+
+    :ivar field: the field name (``pool_size``).
+    :ivar option: the option name without ``--`` (``pool-size``).
+    :ivar flag: for a bool setting: the value the flag sets (the option is a
+        flag with no argument); ``None`` for options that take a value.
+    :ivar default: the default as written on the command line (``None`` for
+        flags).
+    """
+
+    field: str
+    option: str
+    setting: Setting
+    flag: bool | None
+    default: str | None
+
+    @property
+    def help(self) -> str:
+        return self.setting.command_line_help()
+
+    def parse(self, raw: str) -> object:
+        """
+        The value ``raw`` stands for (the range is checked by
+        :class:`ClientConfig`).
+
+        :raises usage.UsageError: if ``raw`` is not of the setting's kind.
+        """
+        kind = self.setting.kind
+        parse = _PARSERS.get(self.field, kind.parse)
+        try:
+            return parse(raw)
+        except ValueError as error:
+            if isinstance(kind, Collaborator):
+                # Spec parsers say precisely what is wrong.
+                raise usage.UsageError(f"--{self.option}: {error}") from None
+            raise usage.UsageError(
+                f"--{self.option} {raw!r}: {kind.expects(cli=True)}"
+            ) from None
 
 
-def _parsed(option: str, raw: str, parse: Callable[[str], _T]) -> _T:
-    try:
-        return parse(raw)
-    except ValueError as error:
-        raise usage.UsageError(f"--{option}: {error}") from None
+def config_options() -> list[ConfigOption]:
+    """
+    One :class:`ConfigOption` per :class:`ClientConfig` field, in field
+    order: every setting is reachable from ``twist framedclient``.
+    """
+    options = []
+    for field in attrs.fields(ClientConfig):
+        setting = setting_of(field)
+        option = setting.option or field.name.replace("_", "-")
+        if isinstance(setting.kind, Switch):
+            options.append(
+                ConfigOption(field.name, option, setting, not field.default, None)
+            )
+            continue
+        if setting.default_text is not None:
+            default = setting.default_text
+        else:
+            default = setting.kind.show(field.default, cli=True)
+        options.append(ConfigOption(field.name, option, setting, None, default))
+    return options
+
+
+_CONFIG_OPTIONS = config_options()
+
+#: The runner's own options (not client settings): name, metavar, default,
+#: help.
+_RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
+    (
+        "http",
+        "ENDPOINT",
+        DEFAULT_HTTP,
+        "Server endpoint of the HTTP gateway and status page.",
+    ),
+    (
+        "listen",
+        "ENDPOINT",
+        None,
+        "Server endpoint of the local multiplexing proxy (same codec as the "
+        "upstream); off unless given.",
+    ),
+    (
+        "drain-timeout",
+        "S",
+        "10",
+        "On SIGTERM, seconds in-flight requests get to finish before the "
+        "connections are dropped.",
+    ),
+]
+
+_UPSTREAM_HELP = (
+    "Client endpoint of the upstream server (tcp:HOST:PORT, tls:HOST:PORT, "
+    "unix:PATH, ...); repeat for several (each gets --pool-size connections). "
+    "Default: an embedded fc1 reference server."
+)
+
+
+def options_table() -> str:
+    """
+    The Markdown table of every ``twist framedclient`` option, as
+    ``docs/gateway.md`` shows it (a test checks that it does).
+    """
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = [
+        "| option | default | meaning |",
+        "| --- | --- | --- |",
+        f"| `--upstream ENDPOINT` | embedded server | {cell(_UPSTREAM_HELP)} |",
+    ]
+    for o in _CONFIG_OPTIONS:
+        if o.flag is not None:
+            rows.append(f"| `--{o.option}` | off | {cell(o.help)} |")
+        else:
+            metavar = o.setting.kind.metavar
+            rows.append(
+                f"| `--{o.option} {metavar}` | `{o.default}` | {cell(o.help)} |"
+            )
+    for name, metavar, default, help in _RUNNER_PARAMETERS:
+        shown = "off" if default is None else f"`{default}`"
+        rows.append(f"| `--{name} {metavar}` | {shown} | {cell(help)} |")
+    return "\n".join(rows) + "\n"
 
 
 class Options(usage.Options):
     """
-    ``twist framedclient`` options.
+    ``twist framedclient`` options: one per
+    :class:`~framedclient.config.ClientConfig` setting (generated), plus the
+    runner's own (``--upstream``, ``--http``, ``--listen``,
+    ``--drain-timeout``).
 
-    After parsing, the typed values are in the dictionary under the keys of
-    :attr:`optParameters` with these types: ``upstream``: ``list[str]``
+    After parsing, ``self["config"]`` is the
+    :class:`~framedclient.config.ClientConfig` to build the client from, and
+    each option's key holds its typed value: ``upstream``: ``list[str]``
     (empty: embedded backend); ``codec``: a :class:`Codec` (the spec stays in
-    ``codec-spec``); ``backoff``: a :class:`BackoffPolicy`; counts: ``int``;
-    durations: ``float`` or ``None``.
+    ``codec-spec``); ``backoff``: a :class:`BackoffPolicy` or ``None``
+    (gRPC's); counts: ``int``; durations: ``float`` or ``None``.
     """
 
     synopsis = "[options]"
     longdesc = _LONGDESC
 
-    optFlags = [
-        [
-            "fail-fast",
-            None,
-            "Answer 503 at once when no upstream connection is ready, instead "
-            "of waiting for one (up to the request's timeout).",
-        ],
-    ]
+    optFlags = [[o.option, None, o.help] for o in _CONFIG_OPTIONS if o.flag is not None]
 
     optParameters = [
-        [
-            "codec",
-            None,
-            "fc1",
-            "Wire format of the upstream (and of --listen clients): fc1, "
-            "lines, netstring, redis, or a length:... layout (see below).",
-        ],
-        ["pool-size", None, "4", "Connections per upstream endpoint."],
-        [
-            "max-in-flight",
-            None,
-            "512",
-            "Requests outstanding at once over the whole pool.",
-        ],
-        [
-            "max-pending",
-            None,
-            "2048",
-            "Requests that may wait for an in-flight slot; beyond it requests "
-            "are shed at once (HTTP 503 with Retry-After).",
-        ],
-        [
-            "request-timeout",
-            None,
-            "5",
-            "Default deadline of one request, in seconds, queueing included "
-            "(HTTP 504 when it passes); a request may ask for another with "
-            "?timeout= or X-Timeout.",
-        ],
-        [
-            "acquire-timeout",
-            None,
-            "off",
-            "Seconds a request may wait for an in-flight slot before it is "
-            "shed (HTTP 503); 'off': only the request timeout applies.",
-        ],
-        [
-            "connect-timeout",
-            None,
-            "off",
-            "Seconds one connection attempt may take; 'off': the backoff "
-            "policy decides (20 s for grpc).",
-        ],
-        [
-            "backoff",
-            None,
-            "grpc",
-            "Reconnect policy (exponential with jitter by default); see below.",
-        ],
-        [
-            "heartbeat",
-            None,
-            "off",
-            "Ping an idle upstream connection after this many seconds (codecs "
-            "with pings, like fc1); 'off' disables.",
-        ],
-        [
-            "heartbeat-timeout",
-            None,
-            "10",
-            "Seconds a ping may go unanswered before the connection is "
-            "dropped and reconnected.",
-        ],
-        [
-            "read-timeout",
-            None,
-            "off",
-            "Drop a connection that reads nothing for this many seconds while "
-            "requests are outstanding; 'off' disables.",
-        ],
-        [
-            "http",
-            None,
-            DEFAULT_HTTP,
-            "Server endpoint of the HTTP gateway and status page.",
-        ],
-        [
-            "listen",
-            None,
-            None,
-            "Server endpoint of the local multiplexing proxy (same codec as the "
-            "upstream); off unless given.",
-        ],
-        [
-            "drain-timeout",
-            None,
-            "10",
-            "On SIGTERM, seconds in-flight requests get to finish before the "
-            "connections are dropped.",
-        ],
-    ]
+        [o.option, None, o.default, o.help] for o in _CONFIG_OPTIONS if o.flag is None
+    ] + [[name, None, default, help] for name, _, default, help in _RUNNER_PARAMETERS]
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -306,15 +332,10 @@ class Options(usage.Options):
             usage_exit("framedclient", error)
 
     def opt_upstream(self, endpoint: str) -> None:
-        """
-        Client endpoint of the upstream server (tcp:HOST:PORT, tls:HOST:PORT,
-        unix:PATH, ...); repeat for several (each gets --pool-size
-        connections). Default: an embedded fc1 reference server.
-        """
         self["upstream"].append(check_client_endpoint("upstream", endpoint))
 
-    # usage.Options shows a method's docstring verbatim in --help.
-    opt_upstream.__doc__ = " ".join((opt_upstream.__doc__ or "").split())
+    # usage.Options shows a method's docstring in --help.
+    opt_upstream.__doc__ = _UPSTREAM_HELP
 
     def getUsage(self, width: int | None = None) -> str:
         """
@@ -343,34 +364,27 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self["codec-spec"] = self["codec"]
-        codec: Codec = _parsed("codec", self["codec"], parse_codec)
-        self["codec"] = codec
-        backoff: BackoffPolicy = _parsed("backoff", self["backoff"], parse_backoff)
-        self["backoff"] = backoff
-        self["pool-size"] = _positive_int("pool-size", self["pool-size"])
-        self["max-in-flight"] = _positive_int("max-in-flight", self["max-in-flight"])
-        self["max-pending"] = _positive_int("max-pending", self["max-pending"], 0)
-        self["request-timeout"] = _seconds("request-timeout", self["request-timeout"])
-        for option in (
-            "acquire-timeout",
-            "connect-timeout",
-            "heartbeat",
-            "read-timeout",
-        ):
-            self[option] = _seconds(option, self[option], optional=True)
-        self["heartbeat-timeout"] = _seconds(
-            "heartbeat-timeout", self["heartbeat-timeout"]
-        )
-        self["drain-timeout"] = _seconds("drain-timeout", self["drain-timeout"])
-        if self["heartbeat"] is not None and not codec.supports_ping:
+        values: dict[str, object] = {}
+        raws: dict[str, str] = {}
+        for o in _CONFIG_OPTIONS:
+            if o.flag is not None:
+                values[o.field] = o.flag if self[o.option] else not o.flag
+                continue
+            raw = self[o.option]
+            raws[o.field] = raw
+            self[o.option] = values[o.field] = o.parse(raw)
+        try:
+            self["config"] = ClientConfig(**values)  # type: ignore[arg-type]
+        except InvalidSetting as error:
+            option = next(o for o in _CONFIG_OPTIONS if o.field == error.setting)
             raise usage.UsageError(
-                f"--heartbeat: codec {self['codec-spec']!r} has no ping frames; "
-                f"use --heartbeat off or a codec with pings (fc1, or length: "
-                f"with ping and pong kinds)"
-            )
+                f"--{option.option} {raws.get(error.setting)!r}: {error.reason}"
+            ) from None
+        self["drain-timeout"] = _drain_timeout(self["drain-timeout"])
         check_server_endpoint("http", self["http"])
         if self["listen"] is not None:
             check_server_endpoint("listen", self["listen"])
+            codec: Codec = self["codec"]
             if codec.matching is not Matching.BY_ID:
                 # The proxy tells its clients' replies apart by request ID.
                 raise usage.UsageError(
@@ -378,3 +392,16 @@ class Options(usage.Options):
                     f"so the proxy could not route replies; use fc1 or a length: "
                     f"codec with an id field"
                 )
+
+
+def _drain_timeout(raw: str) -> float:
+    kind = Seconds()
+    try:
+        value = kind.parse(raw)
+        kind.check("drain-timeout", value)
+    except ValueError:
+        raise usage.UsageError(
+            f"--drain-timeout {raw!r}: {kind.expects(cli=True)}"
+        ) from None
+    assert isinstance(value, float)
+    return value

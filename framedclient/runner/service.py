@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 
 from framedclient.client import FramedClient
 from framedclient.codec import Codec
+from framedclient.config import ClientConfig
 from framedclient.connection import Connection
 from framedclient.runner.backend import EmbeddedBackendService
 from framedclient.runner.gateway import Gateway, GatewayService
@@ -192,7 +193,9 @@ class RunnerService(MultiService):
         super().__init__()  # type: ignore[no-untyped-call]
         self._reactor = reactor
         self.options = options
-        self.codec: Codec = options["codec"]
+        #: Every client setting, from the options generated from it.
+        self.config: ClientConfig = options["config"]
+        self.codec: Codec = self.config.codec
         self.drain_timeout: float = options["drain-timeout"]
         self.state_log = RateLimitedLog(reactor, _log)
         self.ready: Deferred[str] = Deferred()
@@ -211,7 +214,7 @@ class RunnerService(MultiService):
 
         describe = {
             "codec": options["codec-spec"],
-            "pool_size": options["pool-size"],
+            "pool_size": self.config.pool_size,
         }
         self.gateway = Gateway(
             lambda: self.client_service.client,
@@ -262,22 +265,10 @@ class RunnerService(MultiService):
         return self.client_service.client
 
     def _make_client(self) -> FramedClient:
-        options = self.options
         client = FramedClient.from_endpoint(
             self._reactor,
             self.upstream_endpoints(),
-            codec=self.codec,
-            pool_size=options["pool-size"],
-            max_in_flight=options["max-in-flight"],
-            max_pending=options["max-pending"],
-            request_timeout=options["request-timeout"],
-            acquire_timeout=options["acquire-timeout"],
-            connect_timeout=options["connect-timeout"],
-            backoff=options["backoff"],
-            heartbeat_interval=options["heartbeat"],
-            heartbeat_timeout=options["heartbeat-timeout"],
-            read_timeout=options["read-timeout"],
-            wait_for_ready=not options["fail-fast"],
+            config=self.config,
             start=False,
         )
         # Twisted factories log "Starting factory" on every connection
@@ -334,20 +325,22 @@ class RunnerService(MultiService):
         self.http_url = _url(ports[0], self.options["http"])
         if self.proxy is not None:
             self.proxy_address = _address(ports[1], self.proxy.description)
-        options = self.options
+        config = self.config
         upstreams = ",".join(self.upstreams_description())
         _log.info(
             "framedclient ready: http={http_url} proxy={proxy} upstream={upstreams} "
             "codec={codec} pool_size={pool_size} max_in_flight={max_in_flight} "
-            "max_pending={max_pending} request_timeout={request_timeout}s",
+            "max_pending={max_pending} request_timeout={request_timeout}",
             http_url=self.http_url,
             proxy=self.proxy_address or "off",
             upstreams=upstreams,
-            codec=options["codec-spec"],
-            pool_size=options["pool-size"],
-            max_in_flight=options["max-in-flight"],
-            max_pending=options["max-pending"],
-            request_timeout=options["request-timeout"],
+            codec=self.options["codec-spec"],
+            pool_size=config.pool_size,
+            max_in_flight=config.max_in_flight,
+            max_pending=config.max_pending,
+            request_timeout="off"
+            if config.request_timeout is None
+            else f"{config.request_timeout:g}s",
         )
         self.ready.callback(self.http_url)
 

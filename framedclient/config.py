@@ -1,0 +1,691 @@
+"""
+Every setting of framedclient, defined once.
+
+Two frozen attrs classes hold them: :class:`ProtocolConfig` (one
+connection) and :class:`ClientConfig` (a
+:class:`~framedclient.client.FramedClient`: its pool, limiter and deadlines,
+plus the per-connection settings it gives each of its connections).  Each
+field carries a :class:`Setting` in its attrs metadata (its help text, its
+kind, its command-line form), and everything else is derived from that one
+definition:
+
+- validation, in the constructors, with errors that name the setting
+  (:class:`InvalidSetting`, also a :exc:`ValueError`; a value of the wrong
+  type raises :class:`InvalidSettingType`, also a :exc:`TypeError`);
+- the keywords of :class:`~framedclient.client.FramedClient` (one per
+  :class:`ClientConfig` field, see :func:`resolve_client_config`);
+- the options of ``twist framedclient`` (generated in
+  :mod:`framedclient.runner.options`), so every setting is reachable from
+  the command line and ``--help`` cannot drift;
+- the options table in ``docs/gateway.md`` (a test compares it with what the
+  options render) and the ``:param:`` lists of the two classes here.
+
+Collaborators that are objects with behaviour rather than values (the
+``prepare`` hook, the retry budget, the metrics recorder, endpoint names)
+stay plain keyword arguments of :class:`~framedclient.client.FramedClient`.
+The codec and the backoff policy are settings: both are immutable values
+with a text form on the command line (``--codec``, ``--backoff``).
+
+Why validation is strict about types: ``timeout="5"`` used to fail later,
+inside a comparison, far from the typo; and ``pool_size=True`` used to be
+accepted as 1.  A bool is never a number here, a string is never a number,
+and ``None`` is accepted only where it has a meaning ("off").
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, TypedDict
+
+import attrs
+
+from framedclient.backoff import BackoffPolicy, parse_backoff
+from framedclient.codec import Codec, FC1Codec
+
+__all__ = [
+    "METADATA_KEY",
+    "ClientConfig",
+    "ClientSettings",
+    "Collaborator",
+    "Count",
+    "InvalidSetting",
+    "InvalidSettingType",
+    "Kind",
+    "ProtocolConfig",
+    "Seconds",
+    "Setting",
+    "Switch",
+    "resolve_client_config",
+    "setting_of",
+]
+
+#: The attrs metadata key under which each field keeps its :class:`Setting`.
+METADATA_KEY = "framedclient.setting"
+
+
+class InvalidSetting(ValueError):
+    """
+    A setting has a value it cannot take (out of range, or in conflict with
+    another setting).
+
+    :ivar setting: the field name (``"pool_size"``).
+    :ivar value: the value refused.
+    :ivar reason: what is wrong, without the name (``"must be an integer >=
+        1"``), so the command line can say it with the option's name.
+    """
+
+    def __init__(
+        self, setting: str, value: object, reason: str, show_value: bool = True
+    ) -> None:
+        self.setting = setting
+        self.value = value
+        self.reason = reason
+        message = f"{setting} {reason}"
+        if show_value:
+            message += f", got {value!r}"
+        super().__init__(message)
+
+
+class InvalidSettingType(InvalidSetting, TypeError):
+    """
+    A setting was given a value of the wrong type (a bool or a string where
+    a number belongs, ``None`` where it has no meaning).  Also a
+    :exc:`TypeError`.
+    """
+
+
+# -- kinds of settings ---------------------------------------------------------------
+
+
+class Kind:
+    """
+    One sort of value: how it is checked, read from the command line and
+    shown.
+    """
+
+    #: the placeholder in ``--help`` and the docs (``--pool-size N``)
+    metavar = "VALUE"
+
+    def check(self, name: str, value: object) -> None:
+        """
+        :raises InvalidSetting: if ``value`` is not acceptable.
+        """
+        raise NotImplementedError
+
+    def expects(self, cli: bool) -> str:
+        """
+        What is accepted, as the end of "NAME must be ...".
+        """
+        raise NotImplementedError
+
+    def show(self, value: object, cli: bool) -> str:
+        """
+        ``value`` as written in docs (``cli=False``) or on the command line.
+        """
+        return repr(value)
+
+    def parse(self, text: str) -> object:
+        """
+        The value a command-line argument stands for.
+
+        :raises ValueError: if ``text`` is not of this kind (the range is
+            checked by :meth:`check` afterwards).
+        """
+        raise ValueError(text)
+
+
+@attrs.frozen
+class Count(Kind):
+    """
+    An integer >= ``minimum`` (bools refused).
+    """
+
+    minimum: int = 1
+    metavar: str = "N"  # type: ignore[misc]
+
+    def expects(self, cli: bool) -> str:
+        return f"must be an integer >= {self.minimum}"
+
+    def check(self, name: str, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidSettingType(name, value, self.expects(False))
+        if value < self.minimum:
+            raise InvalidSetting(name, value, self.expects(False))
+
+    def show(self, value: object, cli: bool) -> str:
+        return str(value)
+
+    def parse(self, text: str) -> object:
+        return int(text.strip())
+
+
+@attrs.frozen
+class Seconds(Kind):
+    """
+    A positive, finite number of seconds; with ``optional``, also ``None``
+    (``off`` on the command line) for "no limit" / "disabled".
+    """
+
+    optional: bool = False
+    metavar: str = "S"  # type: ignore[misc]
+
+    def expects(self, cli: bool) -> str:
+        text = "must be a positive, finite number of seconds"
+        if self.optional:
+            text += " or 'off'" if cli else " or None"
+        return text
+
+    def check(self, name: str, value: object) -> None:
+        if value is None and self.optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidSettingType(name, value, self.expects(False))
+        # Written as a positive so that NaN fails it.
+        if not (value > 0 and math.isfinite(value)):
+            raise InvalidSetting(name, value, self.expects(False))
+
+    def show(self, value: object, cli: bool) -> str:
+        if value is None:
+            return "off" if cli else "None"
+        assert isinstance(value, (int, float))
+        return f"{value:g}"
+
+    def parse(self, text: str) -> object:
+        if self.optional and text.strip().lower() in ("off", "none", ""):
+            return None
+        return float(text)
+
+
+@attrs.frozen
+class Switch(Kind):
+    """
+    ``True`` or ``False``; on the command line, a flag.
+    """
+
+    metavar: str = ""  # type: ignore[misc]
+
+    def expects(self, cli: bool) -> str:
+        return "must be True or False"
+
+    def check(self, name: str, value: object) -> None:
+        if not isinstance(value, bool):
+            raise InvalidSettingType(name, value, self.expects(False))
+
+    def show(self, value: object, cli: bool) -> str:
+        return str(value)
+
+
+@attrs.frozen
+class Collaborator(Kind):
+    """
+    An object providing an interface (a codec, a backoff policy), checked by
+    the attributes it must have; ``parse`` reads its command-line spec.
+    """
+
+    what: str
+    needs: tuple[str, ...]
+    optional: bool = False
+    parser: Callable[[str], object] | None = None
+    metavar: str = "SPEC"  # type: ignore[misc]
+
+    def expects(self, cli: bool) -> str:
+        text = f"must be {self.what}"
+        if self.optional and not cli:
+            text += " or None"
+        return text
+
+    def check(self, name: str, value: object) -> None:
+        if value is None and self.optional:
+            return
+        if value is None or any(not hasattr(value, a) for a in self.needs):
+            raise InvalidSettingType(name, value, self.expects(False))
+
+    def parse(self, text: str) -> object:
+        if self.parser is None:
+            # The codec's spec parser lives in the runner (an upper layer),
+            # which supplies it.
+            raise ValueError(f"no parser for {self.what}")
+        return self.parser(text)
+
+
+@attrs.frozen
+class Setting:
+    """
+    What one configuration field means, for people and for the command
+    line; kept in the field's metadata under :data:`METADATA_KEY`.
+
+    :ivar help: what the setting does, one or two sentences.
+    :ivar kind: how values are checked, parsed and shown.
+    :ivar off: for settings that accept ``None``: what ``None`` (``off`` on
+        the command line) means.
+    :ivar option: the command-line option, without ``--``; by default the
+        field name with dashes.
+    :ivar cli_help: the help text on the command line when the option reads
+        differently from the setting (a flag that inverts it, a spec with
+        forms listed in ``--help``).
+    :ivar default_text: the default as shown when the default value has no
+        text form of its own (a codec object is ``fc1``).
+    """
+
+    help: str
+    kind: Kind
+    off: str | None = None
+    option: str | None = None
+    cli_help: str | None = None
+    default_text: str | None = None
+
+    def doc(self) -> str:
+        """
+        The help text for the library's documentation.
+        """
+        if self.off is None:
+            return self.help
+        return f"{self.help} ``None``: {self.off}."
+
+    def command_line_help(self) -> str:
+        """
+        The help text for ``--help`` and the gateway docs.
+        """
+        if self.cli_help is not None:
+            return self.cli_help
+        if self.off is None:
+            return self.help
+        return f"{self.help} 'off': {self.off}."
+
+
+def setting_of(field: attrs.Attribute[Any]) -> Setting:
+    """
+    The :class:`Setting` of one field of :class:`ProtocolConfig` or
+    :class:`ClientConfig`.
+    """
+    setting = field.metadata[METADATA_KEY]
+    assert isinstance(setting, Setting)
+    return setting
+
+
+def _check(instance: object, field: attrs.Attribute[Any], value: object) -> None:
+    setting_of(field).kind.check(field.name, value)
+
+
+def _field(default: object, setting: Setting) -> Any:
+    return attrs.field(
+        default=default, validator=_check, metadata={METADATA_KEY: setting}
+    )
+
+
+# -- the settings, each written once ---------------------------------------------------
+
+_CODEC = Collaborator(
+    "a codec (matching, max_id, supports_ping, new_framer, encode, decode)",
+    ("matching", "max_id", "supports_ping", "new_framer", "encode", "decode"),
+)
+_BACKOFF = Collaborator(
+    "a backoff policy (delay, connect_timeout)",
+    ("delay", "connect_timeout"),
+    optional=True,
+    parser=parse_backoff,
+)
+
+
+def _codec() -> Any:
+    return _field(
+        attrs.Factory(FC1Codec),
+        Setting(
+            "The wire format.",
+            _CODEC,
+            cli_help="Wire format of the upstream (and of --listen clients): fc1, "
+            "lines, netstring, redis, or a length:... layout (see below).",
+            default_text="fc1",
+        ),
+    )
+
+
+def _request_timeout(default: float | None, scope: str) -> Any:
+    return _field(
+        default,
+        Setting(
+            f"Default deadline of one request{scope}, in seconds: from the call "
+            "to its outcome, whatever it waits for on the way (RequestTimeout, "
+            "or HTTP 504 from the gateway, when it passes); a request may ask "
+            "for another.",
+            Seconds(optional=True),
+            off="no deadline",
+        ),
+    )
+
+
+def _max_write_buffer() -> Any:
+    return _field(
+        8 * 1024 * 1024,
+        Setting(
+            "Bytes of encoded requests one connection may hold while its "
+            "transport is not draining; beyond it new requests on that "
+            "connection fail with Overloaded.",
+            Count(1, "BYTES"),
+        ),
+    )
+
+
+def _write_timeout() -> Any:
+    return _field(
+        30.0,
+        Setting(
+            "Seconds a connection's send buffer may stay full (the peer not "
+            "reading) before the connection is declared stuck and closed.",
+            Seconds(optional=True),
+            off="never",
+        ),
+    )
+
+
+def _read_timeout() -> Any:
+    return _field(
+        None,
+        Setting(
+            "Seconds a connection may read nothing while requests are "
+            "outstanding before the peer is declared dead and the connection "
+            "closed.",
+            Seconds(optional=True),
+            off="never",
+        ),
+    )
+
+
+def _heartbeat_interval() -> Any:
+    return _field(
+        None,
+        Setting(
+            "Ping a connection that has been silent for this many seconds "
+            "(codecs with ping frames, like fc1).",
+            Seconds(optional=True),
+            off="no heartbeats",
+            option="heartbeat",
+        ),
+    )
+
+
+def _heartbeat_timeout() -> Any:
+    return _field(
+        10.0,
+        Setting(
+            "Seconds a ping may go unanswered before the connection is "
+            "declared dead and closed.",
+            Seconds(),
+        ),
+    )
+
+
+def _abandoned_ttl() -> Any:
+    return _field(
+        60.0,
+        Setting(
+            "Seconds the ID of a written request that was cancelled or timed "
+            "out stays reserved for its late reply (codecs matching by ID); "
+            "servers that answer cancel frames release it sooner.",
+            Seconds(optional=True),
+            off="until the reply comes or the connection ends",
+        ),
+    )
+
+
+def _max_pending_per_connection() -> Any:
+    return _field(
+        100_000,
+        Setting(
+            "Requests (abandoned IDs included) one connection may hold; more "
+            "fail with Overloaded. Must be below the codec's ID space.",
+            Count(1),
+        ),
+    )
+
+
+def _check_codec_fit(
+    codec: Codec,
+    max_pending_name: str,
+    max_pending: int,
+    heartbeat_interval: float | None,
+) -> None:
+    """
+    The checks that involve the codec and another setting.
+    """
+    if max_pending >= codec.max_id:
+        raise InvalidSetting(
+            max_pending_name,
+            max_pending,
+            f"must be below the codec's ID space ({codec.max_id}), or IDs "
+            f"could not stay unique",
+        )
+    if heartbeat_interval is not None and not codec.supports_ping:
+        raise InvalidSetting(
+            "heartbeat_interval",
+            heartbeat_interval,
+            "is set but the codec has no ping frames; turn heartbeats off or "
+            "use a codec with pings (fc1, or a header codec with ping and pong "
+            "kinds)",
+            show_value=False,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ProtocolConfig:
+    """
+    The settings of one connection (:class:`~framedclient.protocol.
+    FramedProtocol`).  Every bound has a default, because nothing may be
+    unbounded.
+
+    ``request_timeout`` means what it means on :class:`ClientConfig`: the
+    overall deadline of one request, from the call to its outcome.  A
+    request sent straight on a connection simply has no queueing or retries
+    to wait through.  A :class:`~framedclient.client.FramedClient` keeps its
+    connections' ``request_timeout`` unset and holds each deadline itself.
+    """
+
+    codec: Codec = _codec()  # noqa: RUF009 (an attrs field, not a shared default)
+    request_timeout: float | None = _request_timeout(None, " sent on this connection")
+    max_pending: int = _max_pending_per_connection()
+    max_write_buffer: int = _max_write_buffer()
+    write_timeout: float | None = _write_timeout()
+    read_timeout: float | None = _read_timeout()
+    heartbeat_interval: float | None = _heartbeat_interval()
+    heartbeat_timeout: float = _heartbeat_timeout()
+    abandoned_ttl: float | None = _abandoned_ttl()
+
+    def __attrs_post_init__(self) -> None:
+        _check_codec_fit(
+            self.codec, "max_pending", self.max_pending, self.heartbeat_interval
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ClientConfig:
+    """
+    The settings of a :class:`~framedclient.client.FramedClient`, each a
+    keyword of its constructor and an option of ``twist framedclient``
+    (``pool_size`` is ``--pool-size``).  Change a few with
+    :func:`attrs.evolve`.
+    """
+
+    codec: Codec = _codec()  # noqa: RUF009 (an attrs field, not a shared default)
+    pool_size: int = _field(4, Setting("Connections per upstream endpoint.", Count(1)))
+    max_in_flight: int = _field(
+        512,
+        Setting("Requests outstanding at once over the whole pool.", Count(1)),
+    )
+    max_pending: int = _field(
+        2048,
+        Setting(
+            "Requests that may wait for an in-flight slot; beyond it requests "
+            "are shed at once with Overloaded (HTTP 503 with Retry-After from "
+            "the gateway).",
+            Count(0),
+        ),
+    )
+    request_timeout: float | None = _request_timeout(5.0, "")
+    acquire_timeout: float | None = _field(
+        None,
+        Setting(
+            "Seconds a request may wait for an in-flight slot before it is "
+            "shed with Overloaded.",
+            Seconds(optional=True),
+            off="only the request's deadline applies",
+        ),
+    )
+    connect_timeout: float | None = _field(
+        None,
+        Setting(
+            "Seconds one connection attempt (connect, TLS handshake, prepare "
+            "hook) may take.",
+            Seconds(optional=True),
+            off="the backoff policy decides (at least 20 s for grpc)",
+        ),
+    )
+    backoff: BackoffPolicy | None = _field(  # noqa: RUF009 (an attrs field)
+        None,
+        Setting(
+            "Reconnect policy.",
+            _BACKOFF,
+            off="gRPC's (exponential with jitter)",
+            cli_help="Reconnect policy (gRPC's, exponential with jitter, by "
+            "default); see below.",
+            default_text="grpc",
+        ),
+    )
+    heartbeat_interval: float | None = _heartbeat_interval()
+    heartbeat_timeout: float = _heartbeat_timeout()
+    read_timeout: float | None = _read_timeout()
+    write_timeout: float | None = _write_timeout()
+    max_pending_per_connection: int = _max_pending_per_connection()
+    max_write_buffer: int = _max_write_buffer()
+    max_queued_bytes: int = _field(
+        64 * 1024 * 1024,
+        Setting(
+            "Bytes of request bodies that may wait in the client (for a slot, "
+            "a connection or a retry); beyond it new requests are shed at once "
+            "with Overloaded, so large bodies cannot turn max_pending into "
+            "gigabytes.",
+            Count(1, "BYTES"),
+        ),
+    )
+    abandoned_ttl: float | None = _abandoned_ttl()
+    wait_for_ready: bool = _field(
+        True,
+        Setting(
+            "When no connection is ready, wait for one (up to the request's "
+            "deadline) instead of failing at once with Unavailable.",
+            Switch(),
+            option="fail-fast",
+            cli_help="Answer at once (Unavailable; HTTP 503) when no upstream "
+            "connection is ready, instead of waiting for one (up to the "
+            "request's timeout).",
+            default_text="off",
+        ),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        _check_codec_fit(
+            self.codec,
+            "max_pending_per_connection",
+            self.max_pending_per_connection,
+            self.heartbeat_interval,
+        )
+
+    def protocol_config(self) -> ProtocolConfig:
+        """
+        The settings each of the client's connections gets.
+
+        ``request_timeout`` stays unset there: the client holds each
+        request's deadline itself, across queueing and retries.
+        """
+        return ProtocolConfig(
+            codec=self.codec,
+            request_timeout=None,
+            max_pending=self.max_pending_per_connection,
+            max_write_buffer=self.max_write_buffer,
+            write_timeout=self.write_timeout,
+            read_timeout=self.read_timeout,
+            heartbeat_interval=self.heartbeat_interval,
+            heartbeat_timeout=self.heartbeat_timeout,
+            abandoned_ttl=self.abandoned_ttl,
+        )
+
+
+class ClientSettings(TypedDict, total=False):
+    """
+    The keywords of :class:`~framedclient.client.FramedClient` that set
+    :class:`ClientConfig` fields, for type checkers.  Names and types only;
+    a test keeps them equal to the fields.
+    """
+
+    codec: Codec
+    pool_size: int
+    max_in_flight: int
+    max_pending: int
+    request_timeout: float | None
+    acquire_timeout: float | None
+    connect_timeout: float | None
+    backoff: BackoffPolicy | None
+    heartbeat_interval: float | None
+    heartbeat_timeout: float
+    read_timeout: float | None
+    write_timeout: float | None
+    max_pending_per_connection: int
+    max_write_buffer: int
+    max_queued_bytes: int
+    abandoned_ttl: float | None
+    wait_for_ready: bool
+
+
+def resolve_client_config(
+    config: ClientConfig | None, settings: Mapping[str, object]
+) -> ClientConfig:
+    """
+    The :class:`ClientConfig` of a ``FramedClient(..., config=...,
+    **settings)`` call.
+
+    :raises TypeError: for a keyword that is no setting (naming it, and the
+        closest setting), or for ``config`` given together with settings.
+    :raises InvalidSetting: for a value a setting cannot take.
+    """
+    names = attrs.fields_dict(ClientConfig)
+    for key in settings:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(
+                f"FramedClient got an unexpected keyword argument {key!r}{hint} "
+                f"(settings are the fields of ClientConfig)"
+            )
+    if config is None:
+        return ClientConfig(**settings)  # type: ignore[arg-type]
+    if settings:
+        raise TypeError(
+            f"FramedClient got config= and setting keywords "
+            f"({', '.join(sorted(settings))}); pass one or the other, e.g. "
+            f"config=attrs.evolve(config, {next(iter(settings))}=...)"
+        )
+    if not isinstance(config, ClientConfig):
+        raise TypeError(f"config must be a ClientConfig, got {config!r}")
+    return config
+
+
+def _document(cls: type) -> None:
+    """
+    Append a ``:param:`` line per field to ``cls``'s docstring, from the
+    fields' settings.
+    """
+    lines = [(cls.__doc__ or "").rstrip(), ""]
+    for field in attrs.fields(cls):
+        setting = setting_of(field)
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            shown = setting.default_text or "a new one"
+        else:
+            shown = setting.kind.show(default, cli=False)
+        lines.append(f"    :param {field.name}: {setting.doc()} Default: {shown}.")
+    cls.__doc__ = "\n".join(lines) + "\n"
+
+
+_document(ProtocolConfig)
+_document(ClientConfig)

@@ -77,6 +77,7 @@ from framedclient.errors import (
     ProtocolError,
     RemoteError,
     RequestTimeout,
+    codec_refusal,
 )
 from framedclient.metrics import Metrics, MetricsRecorder
 
@@ -506,7 +507,7 @@ class FramedProtocol(Protocol):
         except Exception as e:
             # Raised by the codec for bodies it cannot carry (too large for
             # the frame, wrong type): the caller's mistake, nothing sent.
-            return self._refuse(e)
+            return self._refuse(codec_refusal(e))
         now = self._clock.seconds()
         p = _Pending(self, request_id, data, now)
         d: Deferred[bytes] = Deferred(p)

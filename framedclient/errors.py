@@ -256,10 +256,11 @@ class ClientClosed(FramedClientError):
 
 class InvalidRequest(FramedClientError, ValueError):
     """
-    The codec cannot carry this request body (a delimiter inside a
-    line-delimited body, a body of the wrong type, ...).  The caller's
-    mistake: nothing was sent, the connection is fine, and sending the same
-    body again fails the same way.
+    The request itself is invalid: the codec cannot carry its body (a
+    delimiter inside a line-delimited body, a body of the wrong type, ...)
+    or an argument is out of range (a timeout that is not positive).  The
+    caller's mistake: nothing was sent, the connection is fine, and sending
+    the same request again fails the same way.
 
     It is also a :class:`ValueError`, as codec refusals were before it
     existed, so ``except ValueError`` keeps working.

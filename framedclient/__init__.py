@@ -11,14 +11,17 @@ from framedclient.codec import FC1Codec, HeaderCodec, Kind, Matching, PipelinedC
 from framedclient.connection import Connection
 from framedclient.errors import (
     ClientClosed,
+    ConnectFailed,
     ConnectionLost,
     CorruptFrame,
     FramedClientError,
     FrameTooLarge,
+    InvalidRequest,
     Overloaded,
     ProtocolError,
     RemoteError,
     RequestTimeout,
+    RequestTooLarge,
     Unavailable,
 )
 from framedclient.framing import Delimited, LengthPrefixed, Netstring
@@ -30,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClientClosed",
+    "ConnectFailed",
     "Connection",
     "ConnectionLost",
     "CorruptFrame",
@@ -44,6 +48,7 @@ __all__ = [
     "FramedProtocol",
     "FullJitterBackoff",
     "HeaderCodec",
+    "InvalidRequest",
     "Kind",
     "Lease",
     "LengthPrefixed",
@@ -56,5 +61,6 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RequestTimeout",
+    "RequestTooLarge",
     "Unavailable",
 ]

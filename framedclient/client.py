@@ -193,7 +193,9 @@ class FramedClient:
     :param prepare: run on each new connection before it is used.
     :param retry_budget: limits retries of idempotent requests; 20 % of
         requests plus 10 per second by default.
-    :param metrics: where to record; a fresh :class:`Metrics` by default.
+    :param metrics: where to record, and what :attr:`metrics` returns: it
+        shows every connection's figures live; a fresh :class:`Metrics` by
+        default.
     :param balancer: which ready connection takes each request (see
         :mod:`framedclient.balance`); least-loaded by default.
     :param start: start connecting at once.
@@ -230,10 +232,9 @@ class FramedClient:
         # connection took them, connection attempts) go here; each
         # connection records its own requests in a Metrics of its own, so
         # the status page can show per-connection latency at no cost per
-        # request; `metrics` adds them up when read.
+        # request, attached to this one so that reading it (the user's own
+        # object, or a Prometheus scrape) adds them up live.
         self._events = metrics if metrics is not None else Metrics()
-        self._retired = Metrics()
-        self._protocols: set[FramedProtocol] = set()
         self.request_timeout = config.request_timeout
         self.wait_for_ready = config.wait_for_ready
         self.factory = FramedClientFactory(
@@ -621,30 +622,29 @@ class FramedClient:
             )
 
     def _track(self, proto: FramedProtocol) -> None:
-        self._protocols.add(proto)
-        proto.when_closed().addCallback(self._retire_metrics, proto)
+        own = proto.metrics
+        if isinstance(own, Metrics) and own is not self._events:
+            self._events.attach(own)
+            proto.when_closed().addCallback(self._retire_metrics, own)
 
-    def _retire_metrics(self, reason: str, proto: FramedProtocol) -> None:
-        # Moved, not copied, when the connection ends: the totals only grow
-        # (Prometheus counters must never go back).
-        if proto in self._protocols:
-            self._protocols.discard(proto)
-            if isinstance(proto.metrics, Metrics):
-                self._retired.merge(proto.metrics)
+    def _retire_metrics(self, reason: str, own: Metrics) -> None:
+        # Folded in, not dropped, when the connection ends: the totals only
+        # grow (Prometheus counters must never go back).
+        self._events.detach(own)
 
     @property
     def metrics(self) -> Metrics:
         """
         Everything recorded so far, all connections (past and present) and
-        client-level events added up: a fresh :class:`Metrics` on each read.
+        client-level events added up, live.
+
+        Always the same object: the ``metrics=`` one given to the
+        constructor, or one made then.  Reading it adds up the connections'
+        current figures, so keep it (hand it to a
+        :class:`~framedclient.metrics.PrometheusCollector`, poll it) rather
+        than copying it.
         """
-        total = Metrics()
-        total.merge(self._events)
-        total.merge(self._retired)
-        for proto in self._protocols:
-            if isinstance(proto.metrics, Metrics):
-                total.merge(proto.metrics)
-        return total
+        return self._events
 
     # -- RequestOwner: what the connections tell us ------------------------------
 

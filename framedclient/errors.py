@@ -7,30 +7,76 @@ produces.  Each message says what happened and what the caller can do about
 it, because these strings end up in logs read by someone who did not write
 the code.
 
+One failure vocabulary
+----------------------
+
+Each error class names its *outcome* (:attr:`FramedClientError.outcome`),
+the word under which metrics count it, the gateway picks an HTTP status for
+it and the proxy names it to its downstreams.  :func:`outcome_of` is the one
+place that maps any exception to an outcome, and :data:`OUTCOMES` (every
+outcome, derived from the classes) is the one list every counter uses.
+
+What the caller did wrong (:class:`InvalidRequest`, :class:`RequestTooLarge`:
+a body the codec cannot carry) is kept apart from what the peer did wrong
+(:class:`ProtocolError`, :class:`FrameTooLarge`, :class:`CorruptFrame`):
+the first fails one request and nothing is sent, the second closes the
+connection.
+
 This module imports nothing from Twisted: the sans-IO framers and codecs
-raise these errors too.
+raise these errors too, and :mod:`framedclient.metrics` reads
+:data:`OUTCOMES` from here.
 """
 
 from __future__ import annotations
 
+import sys
+from typing import ClassVar
+
 __all__ = [
+    "CANCELLED",
+    "INTERNAL",
+    "OK",
+    "OUTCOMES",
     "ClientClosed",
+    "ConnectFailed",
     "ConnectionLost",
     "CorruptFrame",
     "FrameTooLarge",
     "FramedClientError",
+    "InvalidRequest",
     "Overloaded",
     "ProtocolError",
     "RemoteError",
     "RequestTimeout",
+    "RequestTooLarge",
     "Unavailable",
+    "codec_refusal",
+    "outcome_of",
 ]
+
+OK = "ok"
+"""The outcome of a request that got its reply; the only success."""
+
+CANCELLED = "cancelled"
+"""The outcome of a request whose Deferred was cancelled (Twisted's or
+asyncio's ``CancelledError``)."""
+
+INTERNAL = "internal"
+"""The outcome of any exception that is neither a :class:`FramedClientError`
+nor a cancellation: a bug, in framedclient or in a hook it called."""
 
 
 class FramedClientError(Exception):
     """
     Base of every error framedclient produces.
+
+    :cvar outcome: the name under which this error is counted (see
+        :func:`outcome_of`); every subclass names its own, and it is always
+        one of :data:`OUTCOMES`.  A subclass you define inherits its
+        parent's outcome: metrics accept no other names.
     """
+
+    outcome: ClassVar[str] = INTERNAL
 
 
 class ProtocolError(FramedClientError):
@@ -44,6 +90,8 @@ class ProtocolError(FramedClientError):
         before the error was found; a caller that wants to keep them can.
     """
 
+    outcome: ClassVar[str] = "protocol_error"
+
     def __init__(self, message: str, frames: list[bytes] | None = None) -> None:
         super().__init__(message)
         self.frames: list[bytes] = frames if frames is not None else []
@@ -51,7 +99,10 @@ class ProtocolError(FramedClientError):
 
 class FrameTooLarge(ProtocolError):
     """
-    A frame is longer than the configured maximum.
+    A frame received from the peer is longer than the configured maximum.
+
+    (A body too large to *send* is :class:`RequestTooLarge`, the caller's
+    error, not the peer's.)
 
     Raised as soon as the length is known (from the header, or from the bytes
     seen without a delimiter), before the frame's bytes are buffered.
@@ -89,6 +140,8 @@ class RequestTimeout(FramedClientError):
     :ivar timeout: the timeout that expired, in seconds.
     """
 
+    outcome: ClassVar[str] = "timeout"
+
     def __init__(self, timeout: float, message: str | None = None) -> None:
         super().__init__(
             message
@@ -111,6 +164,8 @@ class ConnectionLost(FramedClientError):
         it was framedclient that closed it.
     """
 
+    outcome: ClassVar[str] = "connection_lost"
+
     def __init__(
         self,
         written: bool,
@@ -132,6 +187,25 @@ class ConnectionLost(FramedClientError):
         self.error = error
 
 
+class ConnectFailed(ConnectionLost):
+    """
+    ``when_ready(fail_after=N)`` gave up after N consecutive failed attempts.
+
+    Nothing was sent, so its outcome is ``"unavailable"`` (no connection
+    could be made), not ``"connection_lost"``.
+
+    :ivar attempts: how many attempts failed in a row.
+    :ivar cause: the last attempt's error message.
+    """
+
+    outcome: ClassVar[str] = "unavailable"
+
+    def __init__(self, attempts: int, cause: str) -> None:
+        super().__init__(False, f"{attempts} connection attempts failed; last: {cause}")
+        self.attempts = attempts
+        self.cause = cause
+
+
 class Overloaded(FramedClientError):
     """
     The client is at capacity and shed this request without sending it.
@@ -139,6 +213,8 @@ class Overloaded(FramedClientError):
     The request was never sent.  Back off and retry later, or raise the
     limits (``max_in_flight``, ``max_pending``) if the server can take more.
     """
+
+    outcome: ClassVar[str] = "overloaded"
 
 
 class Unavailable(FramedClientError):
@@ -148,6 +224,8 @@ class Unavailable(FramedClientError):
 
     The request was never sent; it is safe to retry once the server is back.
     """
+
+    outcome: ClassVar[str] = "unavailable"
 
 
 class RemoteError(FramedClientError):
@@ -160,6 +238,8 @@ class RemoteError(FramedClientError):
     :ivar message: the server's error text.
     """
 
+    outcome: ClassVar[str] = "remote_error"
+
     def __init__(self, message: str) -> None:
         super().__init__(f"server replied with an error: {message}")
         self.message = message
@@ -170,3 +250,128 @@ class ClientClosed(FramedClientError):
     The client (or connection) is closed or closing and accepts no new
     requests.  Create a new client, or stop sending before ``close()``.
     """
+
+    outcome: ClassVar[str] = "closed"
+
+
+class InvalidRequest(FramedClientError, ValueError):
+    """
+    The request itself is invalid: the codec cannot carry its body (a
+    delimiter inside a line-delimited body, a body of the wrong type, ...)
+    or an argument is out of range (a timeout that is not positive).  The
+    caller's mistake: nothing was sent, the connection is fine, and sending
+    the same request again fails the same way.
+
+    It is also a :class:`ValueError`, as codec refusals were before it
+    existed, so ``except ValueError`` keeps working.
+    """
+
+    outcome: ClassVar[str] = "invalid_request"
+
+
+class RequestTooLarge(InvalidRequest):
+    """
+    A request body is too large for the codec to frame.  Nothing was sent
+    and the connection is fine; split the body, or raise the codec's
+    ``max_frame`` if the server accepts larger frames.
+
+    Not a :class:`ProtocolError`: the peer did nothing wrong (a frame too
+    large *received* is :class:`FrameTooLarge`).
+
+    :ivar length: the frame length the body would need, in bytes.
+    :ivar limit: the codec's maximum frame length, in bytes.
+    """
+
+    outcome: ClassVar[str] = "request_too_large"
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(
+            f"request body needs a frame of {length} bytes, over the codec's "
+            f"limit of {limit} bytes; nothing was sent; send a smaller body, "
+            f"or raise max_frame if the server accepts frames this large"
+        )
+        self.length = length
+        self.limit = limit
+
+
+def codec_refusal(error: Exception) -> InvalidRequest:
+    """
+    The error a request fails with when the codec refused to encode its
+    body: the caller's mistake, never the peer's.
+
+    Codecs and framers raise :class:`FrameTooLarge` (the same check guards
+    both directions) or a plain :class:`ValueError`/:class:`TypeError`
+    from ``encode``; the layer that calls ``encode`` for a request turns
+    that into :class:`RequestTooLarge` or :class:`InvalidRequest` here, so
+    a body too large to send is never counted as the peer breaking the
+    protocol.
+
+    :param error: what ``encode`` raised.
+    :returns: ``error`` itself if it already is an :class:`InvalidRequest`,
+        else a new one whose ``__cause__`` is ``error``.
+    """
+    if isinstance(error, InvalidRequest):
+        return error
+    refusal: InvalidRequest
+    if isinstance(error, FrameTooLarge):
+        refusal = RequestTooLarge(error.length, error.limit)
+    else:
+        refusal = InvalidRequest(
+            f"the codec cannot carry this request body ({error}); nothing was "
+            f"sent; change the body or use a codec that can carry it"
+        )
+    refusal.__cause__ = error
+    return refusal
+
+
+# The classes whose outcomes make up OUTCOMES, in the order the outcomes are
+# listed (and exposed): results from the server first, then what the client
+# decided, then what the caller got wrong.
+_OUTCOME_CLASSES: tuple[type[FramedClientError], ...] = (
+    RemoteError,
+    RequestTimeout,
+    ConnectionLost,
+    Overloaded,
+    Unavailable,
+    ProtocolError,
+    ClientClosed,
+    InvalidRequest,
+    RequestTooLarge,
+)
+
+OUTCOMES: tuple[str, ...] = (
+    OK,
+    *dict.fromkeys(cls.outcome for cls in _OUTCOME_CLASSES),
+    CANCELLED,
+    INTERNAL,
+)
+"""Every way a request can end: ``"ok"`` first (the only success), then the
+outcome of each error class, then ``"cancelled"`` and the catch-all
+``"internal"``.  Metrics, the gateway, the proxy and the soak test all count
+in these words."""
+
+
+def outcome_of(error: BaseException | None) -> str:
+    """
+    The outcome under which ``error`` is counted: a
+    :class:`FramedClientError`'s own :attr:`~FramedClientError.outcome`,
+    ``"cancelled"`` for a cancellation, and ``"internal"`` for anything else
+    (an exception framedclient does not produce on purpose: a bug).
+
+    This is the one place that maps errors to outcomes; metrics, the
+    gateway and the proxy all ask it.
+
+    :param error: the exception (for a Twisted ``Failure``, pass
+        ``failure.value``; ``None`` counts as ``"internal"``).
+    :returns: one of :data:`OUTCOMES` other than ``"ok"``.
+    """
+    if isinstance(error, FramedClientError):
+        return error.outcome
+    # Looked up in sys.modules rather than imported: this module stays free
+    # of Twisted, and an error cannot be an instance of a class whose module
+    # was never imported.
+    for module in ("twisted.internet.defer", "asyncio"):
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(error, loaded.CancelledError):
+            return CANCELLED
+    return INTERNAL

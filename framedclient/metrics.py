@@ -51,6 +51,8 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from framedclient.errors import OUTCOMES
+
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
@@ -67,19 +69,6 @@ __all__ = [
     "PrometheusCollector",
     "prometheus_text",
 ]
-
-OUTCOMES: tuple[str, ...] = (
-    "ok",
-    "remote_error",
-    "timeout",
-    "cancelled",
-    "connection_lost",
-    "overloaded",
-    "unavailable",
-    "protocol_error",
-    "closed",
-)
-"""Every way a request can end; ``"ok"`` is the only success."""
 
 CONNECTION_EVENTS: tuple[str, ...] = (
     "connect_attempt",
@@ -349,7 +338,8 @@ class LatencyHistogram:
 class Metrics:
     """
     The always-on :class:`MetricsRecorder`: plain counters and two latency
-    histograms.
+    histograms, plus the live figures of any child :class:`Metrics`
+    attached to it.
 
     ``latency`` holds successful requests only; ``failure_latency`` holds
     failed requests that were sent.  They are kept apart because failures
@@ -358,7 +348,20 @@ class Metrics:
     server, while fast errors would make the server look quicker than it
     is.
 
-    All attributes are meant to be read, not written, by other code.
+    Children: a client gives each connection a :class:`Metrics` of its own
+    (so the status page can show each connection's latency) and
+    :meth:`attach`\\ es it to the client's one.  Recording into a child
+    costs what recording anywhere costs: nothing is added up per request.
+    Reading the parent adds its children's current figures to its own, so
+    one long-lived object (the one you pass as ``FramedClient(metrics=...)``
+    or register with Prometheus through :class:`PrometheusCollector`) always
+    shows live totals.  :meth:`detach` folds a finished child's figures
+    into the parent, so totals never go back (Prometheus counters must
+    not).
+
+    The attributes below are read-only views: without children they are the
+    live objects, with children fresh sums built on each read.  Record only
+    through the :class:`MetricsRecorder` methods.
 
     :ivar latency: :class:`LatencyHistogram` of successful requests.
     :ivar failure_latency: :class:`LatencyHistogram` of sent requests that
@@ -375,49 +378,58 @@ class Metrics:
     """
 
     __slots__ = (
-        "bytes_received",
-        "bytes_sent",
-        "connection_events",
-        "dropped_late",
-        "dropped_unknown",
-        "failure_latency",
-        "latency",
-        "outcomes",
-        "retries",
+        "_bytes_received",
+        "_bytes_sent",
+        "_children",
+        "_connection_events",
+        "_dropped_late",
+        "_dropped_unknown",
+        "_failure_latency",
+        "_latency",
+        "_outcomes",
+        "_retries",
     )
 
     def __init__(self) -> None:
-        self.latency = LatencyHistogram()
-        self.failure_latency = LatencyHistogram()
-        self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
-        self.dropped_late = 0
-        self.dropped_unknown = 0
-        self.connection_events: dict[str, int] = dict.fromkeys(CONNECTION_EVENTS, 0)
-        self.retries = 0
-        self.bytes_received = 0
-        self.bytes_sent = 0
+        self._latency = LatencyHistogram()
+        self._failure_latency = LatencyHistogram()
+        self._outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        self._dropped_late = 0
+        self._dropped_unknown = 0
+        self._connection_events: dict[str, int] = dict.fromkeys(CONNECTION_EVENTS, 0)
+        self._retries = 0
+        self._bytes_received = 0
+        self._bytes_sent = 0
+        # An insertion-ordered set: attach and detach are O(1).
+        self._children: dict[Metrics, None] = {}
 
     def __repr__(self) -> str:
+        outcomes = self.outcomes
         return (
-            f"<Metrics ok={self.outcomes['ok']} "
-            f"failed={sum(self.outcomes.values()) - self.outcomes['ok']} "
+            f"<Metrics ok={outcomes['ok']} "
+            f"failed={sum(outcomes.values()) - outcomes['ok']} "
             f"p50={self.latency.percentile(50):.6g}>"
         )
 
+    # -- recording: plain arithmetic on this object's own numbers ---------
+
     def record_ok(self, latency: float) -> None:
         """See :meth:`MetricsRecorder.record_ok`."""
-        self.outcomes["ok"] += 1
-        self.latency.record(latency)
+        self._outcomes["ok"] += 1
+        self._latency.record(latency)
 
     def record_failure(self, outcome: str, latency: float | None) -> None:
         """
         See :meth:`MetricsRecorder.record_failure`.
 
+        :param outcome: an error's
+            :attr:`~framedclient.errors.FramedClientError.outcome` (or
+            :func:`~framedclient.errors.outcome_of` for any exception).
         :raises ValueError: if ``outcome`` is ``"ok"`` or not in
             :data:`OUTCOMES`: a typo would otherwise vanish into a counter
             nobody reads.
         """
-        outcomes = self.outcomes
+        outcomes = self._outcomes
         if outcome == "ok" or outcome not in outcomes:
             raise ValueError(
                 f"unknown failure outcome {outcome!r}; expected one of "
@@ -425,14 +437,14 @@ class Metrics:
             )
         outcomes[outcome] += 1
         if latency is not None:
-            self.failure_latency.record(latency)
+            self._failure_latency.record(latency)
 
     def record_dropped_reply(self, late: bool) -> None:
         """See :meth:`MetricsRecorder.record_dropped_reply`."""
         if late:
-            self.dropped_late += 1
+            self._dropped_late += 1
         else:
-            self.dropped_unknown += 1
+            self._dropped_unknown += 1
 
     def record_connection_event(self, event: str) -> None:
         """
@@ -440,7 +452,7 @@ class Metrics:
 
         :raises ValueError: if ``event`` is not in :data:`CONNECTION_EVENTS`.
         """
-        events = self.connection_events
+        events = self._connection_events
         if event not in events:
             raise ValueError(
                 f"unknown connection event {event!r}; expected one of "
@@ -450,34 +462,154 @@ class Metrics:
 
     def record_retry(self) -> None:
         """See :meth:`MetricsRecorder.record_retry`."""
-        self.retries += 1
+        self._retries += 1
 
     def add_bytes(self, received: int, sent: int) -> None:
         """See :meth:`MetricsRecorder.add_bytes`."""
-        self.bytes_received += received
-        self.bytes_sent += sent
+        self._bytes_received += received
+        self._bytes_sent += sent
+
+    # -- children -----------------------------------------------------------
+
+    @property
+    def children(self) -> tuple[Metrics, ...]:
+        """The attached children, in the order they were attached."""
+        return tuple(self._children)
+
+    def attach(self, child: Metrics) -> None:
+        """
+        Include ``child``'s live figures in every read of this object, until
+        :meth:`detach`.  Attaching a child twice is a no-op.
+
+        :raises ValueError: if ``child`` is this object or already includes
+            it (the sums would never end).
+        """
+        if child is self or self in _descendants(child):
+            raise ValueError(
+                f"attaching {child!r} would make a cycle: it already includes "
+                f"the metrics it is attached to"
+            )
+        self._children[child] = None
+
+    def detach(self, child: Metrics) -> None:
+        """
+        Stop reading ``child`` live and add its figures (its own children's
+        included) to this object's own, once: the totals stay where they
+        were, and never go back.  Detaching a child that is not attached is
+        a no-op, so a connection's end may be reported twice.
+        """
+        if child in self._children:
+            del self._children[child]
+            self._add(child)
 
     def merge(self, other: Metrics) -> None:
         """
-        Add ``other``'s counts to these, e.g. to aggregate per-connection
-        metrics.  ``other`` is unchanged.
+        Add ``other``'s current figures (its children's included) to these,
+        once.  ``other`` is unchanged.  To follow ``other`` live instead,
+        :meth:`attach` it.
         """
-        self.latency.merge(other.latency)
-        self.failure_latency.merge(other.failure_latency)
+        self._add(other)
+
+    def _add(self, other: Metrics) -> None:
+        self._latency.merge(other.latency)
+        self._failure_latency.merge(other.failure_latency)
+        outcomes = self._outcomes
         for outcome, count in other.outcomes.items():
-            self.outcomes[outcome] += count
-        self.dropped_late += other.dropped_late
-        self.dropped_unknown += other.dropped_unknown
+            outcomes[outcome] += count
+        self._dropped_late += other.dropped_late
+        self._dropped_unknown += other.dropped_unknown
+        events = self._connection_events
         for event, count in other.connection_events.items():
-            self.connection_events[event] += count
-        self.retries += other.retries
-        self.bytes_received += other.bytes_received
-        self.bytes_sent += other.bytes_sent
+            events[event] += count
+        self._retries += other.retries
+        self._bytes_received += other.bytes_received
+        self._bytes_sent += other.bytes_sent
+
+    def totals(self) -> Metrics:
+        """
+        A detached copy of the current figures, children included: one
+        consistent reading for a scrape or a snapshot, which later
+        recording does not change.
+        """
+        total = Metrics()
+        total._add(self)
+        return total
+
+    # -- reading: own figures plus the children's, at read time ------------
+
+    @property
+    def latency(self) -> LatencyHistogram:
+        """:class:`LatencyHistogram` of successful requests."""
+        if not self._children:
+            return self._latency
+        total = LatencyHistogram()
+        total.merge(self._latency)
+        for child in self._children:
+            total.merge(child.latency)
+        return total
+
+    @property
+    def failure_latency(self) -> LatencyHistogram:
+        """:class:`LatencyHistogram` of sent requests that failed."""
+        if not self._children:
+            return self._failure_latency
+        total = LatencyHistogram()
+        total.merge(self._failure_latency)
+        for child in self._children:
+            total.merge(child.failure_latency)
+        return total
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """Requests by outcome; every key of :data:`OUTCOMES` is present."""
+        if not self._children:
+            return self._outcomes
+        total = dict(self._outcomes)
+        for child in self._children:
+            for outcome, count in child.outcomes.items():
+                total[outcome] += count
+        return total
+
+    @property
+    def connection_events(self) -> dict[str, int]:
+        """Counts by :data:`CONNECTION_EVENTS` key."""
+        if not self._children:
+            return self._connection_events
+        total = dict(self._connection_events)
+        for child in self._children:
+            for event, count in child.connection_events.items():
+                total[event] += count
+        return total
+
+    @property
+    def dropped_late(self) -> int:
+        """Replies to requests that had already timed out or been cancelled."""
+        return self._dropped_late + sum(c.dropped_late for c in self._children)
+
+    @property
+    def dropped_unknown(self) -> int:
+        """Replies with an unknown or already-answered ID."""
+        return self._dropped_unknown + sum(c.dropped_unknown for c in self._children)
+
+    @property
+    def retries(self) -> int:
+        """Requests sent again."""
+        return self._retries + sum(c.retries for c in self._children)
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes read from the network."""
+        return self._bytes_received + sum(c.bytes_received for c in self._children)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes written to the network."""
+        return self._bytes_sent + sum(c.bytes_sent for c in self._children)
 
     def snapshot(self) -> dict[str, Any]:
         """
-        A JSON-serialisable copy of every number, for ``/debug/state``,
-        ``stats()`` and logs::
+        A JSON-serialisable copy of every number, children included, for
+        ``/debug/state``, ``stats()`` and logs::
 
             {"requests": {outcome: count, ...},   # every outcome, zeros too
              "latency": {...},                    # LatencyHistogram.snapshot
@@ -487,18 +619,26 @@ class Metrics:
              "retries": n,
              "bytes": {"received": n, "sent": n}}
         """
+        m = self.totals() if self._children else self
         return {
-            "requests": dict(self.outcomes),
-            "latency": self.latency.snapshot(),
-            "failure_latency": self.failure_latency.snapshot(),
+            "requests": dict(m.outcomes),
+            "latency": m.latency.snapshot(),
+            "failure_latency": m.failure_latency.snapshot(),
             "dropped_replies": {
-                "late": self.dropped_late,
-                "unknown": self.dropped_unknown,
+                "late": m.dropped_late,
+                "unknown": m.dropped_unknown,
             },
-            "connections": dict(self.connection_events),
-            "retries": self.retries,
-            "bytes": {"received": self.bytes_received, "sent": self.bytes_sent},
+            "connections": dict(m.connection_events),
+            "retries": m.retries,
+            "bytes": {"received": m.bytes_received, "sent": m.bytes_sent},
         }
+
+
+def _descendants(metrics: Metrics) -> Iterator[Metrics]:
+    """Every Metrics ``metrics`` reads live, at any depth."""
+    for child in metrics._children:
+        yield child
+        yield from _descendants(child)
 
 
 if TYPE_CHECKING:
@@ -592,7 +732,9 @@ class PrometheusCollector:
     metrics, for instance); :func:`prometheus_text` uses one on a private
     registry.  Only :meth:`collect` needs ``prometheus_client``.
 
-    :param metrics: the numbers to expose.
+    :param metrics: the numbers to expose, read afresh at every scrape
+        (children included), so pass the long-lived object, such as
+        ``client.metrics``, not a copy.
     :param gauges: called at every scrape for the current gauge values, so
         they are read when Prometheus asks, not when they change.
     :param labels: constant labels added to every sample (for example
@@ -647,7 +789,9 @@ class PrometheusCollector:
         :raises ValueError: if a gauge sample is invalid or clashes with
             another.
         """
-        metrics = self._metrics
+        # One reading of every number (children added up once), so the
+        # families of one scrape agree with each other.
+        metrics = self._metrics.totals()
         names = self._label_names
         values = self._label_values
 

@@ -79,6 +79,7 @@ from framedclient.errors import (
     Overloaded,
     ProtocolError,
     RemoteError,
+    codec_refusal,
 )
 from framedclient.liveness import Liveness
 from framedclient.metrics import Metrics, MetricsRecorder
@@ -410,7 +411,7 @@ class FramedProtocol(Protocol):
         except Exception as e:
             # Raised by the codec for bodies it cannot carry (too large for
             # the frame, wrong type): the caller's mistake, nothing sent.
-            return self._refuse(e)
+            return self._refuse(codec_refusal(e))
         if self._flush_call is None and not self._in_receive:
             self._flush_call = self._clock.callLater(0, self._flush)
         return r  # type: ignore[return-value]

@@ -31,6 +31,7 @@ from framedclient.metrics import (
     PrometheusCollector,
     prometheus_text,
 )
+from framedclient.testing import memory_client
 
 # No bucket is wider than this fraction of its lower bound.
 BUCKET_ERROR = 0.125
@@ -318,6 +319,180 @@ class TestMetrics:
     def test_has_no_instance_dict(self) -> None:
         assert not hasattr(Metrics(), "__dict__")
         assert not hasattr(LatencyHistogram(), "__dict__")
+
+
+class TestChildren:
+    def test_parent_reads_an_attached_childs_figures_live(self) -> None:
+        parent, child = Metrics(), Metrics()
+        parent.attach(child)
+        child.record_ok(0.01)
+        child.record_failure("timeout", 1.0)
+        child.add_bytes(received=10, sent=5)
+        assert parent.outcomes["ok"] == 1 and parent.outcomes["timeout"] == 1
+        assert (parent.latency.count, parent.failure_latency.count) == (1, 1)
+        assert (parent.bytes_received, parent.bytes_sent) == (10, 5)
+        child.record_ok(0.02)
+        assert parent.outcomes["ok"] == 2
+
+    def test_parent_adds_its_own_figures_and_every_childs(self) -> None:
+        parent = Metrics()
+        parent.record_retry()
+        for child in (busy_metrics(), busy_metrics()):
+            parent.attach(child)
+        assert parent.outcomes["ok"] == 2000
+        assert parent.latency.count == 2000
+        assert (parent.dropped_late, parent.dropped_unknown) == (4, 2)
+        assert parent.connection_events["connected"] == 2
+        assert parent.retries == 7
+
+    def test_recording_into_a_child_leaves_the_parents_own_numbers_alone(
+        self,
+    ) -> None:
+        # Nothing is added up per request: the sum is made when read.
+        parent, child = Metrics(), Metrics()
+        parent.attach(child)
+        child.record_ok(0.01)
+        parent.detach(child)
+        assert parent.outcomes["ok"] == 1
+        child.record_ok(0.01)
+        assert parent.outcomes["ok"] == 1
+
+    def test_detached_childs_figures_stay_in_the_totals(self) -> None:
+        parent, child = Metrics(), busy_metrics()
+        parent.attach(child)
+        before = parent.snapshot()
+        parent.detach(child)
+        assert parent.snapshot() == before
+        assert parent.children == ()
+
+    def test_detaching_twice_counts_once(self) -> None:
+        parent, child = Metrics(), busy_metrics()
+        parent.attach(child)
+        parent.detach(child)
+        parent.detach(child)
+        assert parent.outcomes["ok"] == 1000
+
+    def test_attaching_twice_counts_once(self) -> None:
+        parent, child = Metrics(), busy_metrics()
+        parent.attach(child)
+        parent.attach(child)
+        assert parent.outcomes["ok"] == 1000
+
+    def test_grandchildren_are_read_through_their_parent(self) -> None:
+        top, middle, bottom = Metrics(), Metrics(), Metrics()
+        top.attach(middle)
+        middle.attach(bottom)
+        bottom.record_ok(0.01)
+        assert top.outcomes["ok"] == 1
+        top.detach(middle)
+        assert top.outcomes["ok"] == 1
+
+    @pytest.mark.parametrize("depth", [0, 1, 2])
+    def test_a_cycle_is_rejected(self, depth: int) -> None:
+        chain = [Metrics() for _ in range(depth + 1)]
+        for parent, child in itertools.pairwise(chain):
+            parent.attach(child)
+        with pytest.raises(ValueError, match="cycle"):
+            chain[-1].attach(chain[0])
+
+    def test_totals_is_a_copy_that_later_recording_does_not_change(self) -> None:
+        parent, child = Metrics(), Metrics()
+        parent.attach(child)
+        child.record_ok(0.01)
+        totals = parent.totals()
+        child.record_ok(0.01)
+        assert totals.outcomes["ok"] == 1 and totals.children == ()
+
+    def test_snapshot_includes_children(self) -> None:
+        parent, child = Metrics(), busy_metrics()
+        parent.attach(child)
+        assert parent.snapshot() == child.snapshot()
+
+    def test_collector_reads_a_childs_figures_at_each_scrape(self) -> None:
+        parent, child = Metrics(), Metrics()
+        registry = CollectorRegistry()
+        registry.register(PrometheusCollector(parent))
+        parent.attach(child)
+        child.record_ok(0.01)
+        first = parse(generate_latest(registry))
+        child.record_ok(0.01)
+        parent.detach(child)
+        second = parse(generate_latest(registry))
+        ok = key("framedclient_requests_total", outcome="ok")
+        assert (first[ok], second[ok]) == (1, 2)
+
+
+def _result(d: Any) -> Any:
+    box: list[Any] = []
+    d.addBoth(box.append)
+    assert box, f"{d!r} has not fired"
+    return box[0]
+
+
+def _send(client: Any, server: Any, n: int) -> None:
+    ds = [client.request(b"r%d" % i) for i in range(n)]
+    server.flush()
+    assert [_result(d) for d in ds] == [b"r%d" % i for i in range(n)]
+
+
+class TestClientMetrics:
+    """
+    The figures a user embeds (their own ``metrics=`` object, a collector
+    in their own registry) are live, through the in-memory client.
+    """
+
+    def test_the_metrics_object_passed_in_counts_every_request(self) -> None:
+        mine = Metrics()
+        client, server = memory_client(metrics=mine, pool_size=2)
+        _send(client, server, 5)
+        assert mine.outcomes["ok"] == 5
+        assert mine.latency.count == 5
+        assert client.metrics is mine
+
+    def test_client_metrics_is_one_object_on_every_read(self) -> None:
+        client, server = memory_client()
+        assert client.metrics is client.metrics
+
+    def test_collector_in_a_users_registry_sees_live_figures(self) -> None:
+        client, server = memory_client(pool_size=2)
+        registry = CollectorRegistry()
+        registry.register(
+            PrometheusCollector(client.metrics, labels={"upstream": "memory"})
+        )
+        ok = key("framedclient_requests_total", outcome="ok", upstream="memory")
+        count = key(
+            "framedclient_request_latency_seconds_count",
+            result="ok",
+            upstream="memory",
+        )
+        _send(client, server, 7)
+        first = parse(generate_latest(registry))
+        assert (first[ok], first[count]) == (7, 7)
+        _send(client, server, 3)
+        second = parse(generate_latest(registry))
+        assert (second[ok], second[count]) == (10, 10)
+
+    def test_totals_never_go_back_when_connections_end(self) -> None:
+        client, server = memory_client(pool_size=2, request_timeout=30.0)
+        _send(client, server, 6)
+        sent = client.metrics.bytes_sent
+        server.clock.advance(5)  # healthy connections reconnect at once
+        assert server.drop_all() == 2
+        server.flush()
+        assert client.metrics.outcomes["ok"] == 6
+        assert client.metrics.bytes_sent == sent
+        _send(client, server, 2)
+        assert client.metrics.outcomes["ok"] == 8
+
+    def test_each_connection_keeps_its_own_latency_for_the_status_page(
+        self,
+    ) -> None:
+        client, server = memory_client(pool_size=2)
+        _send(client, server, 10)
+        per_connection = [
+            u["protocol"]["latency"]["count"] for u in client.debug_state()["upstreams"]
+        ]
+        assert sum(per_connection) == 10
 
 
 def busy_metrics() -> Metrics:

@@ -31,8 +31,10 @@ from framedclient.errors import (
     ConnectionLost,
     FrameTooLarge,
     Overloaded,
+    ProtocolError,
     RemoteError,
     RequestTimeout,
+    RequestTooLarge,
 )
 from framedclient.framing import Delimited, LengthPrefixed
 from framedclient.protocol import FramedClientFactory, FramedProtocol, ProtocolConfig
@@ -566,7 +568,8 @@ def test_body_too_large_for_the_codec_fails_alone_and_sends_nothing():
     too_big = proto.request(b"x" * 88)
     fits = proto.request(b"x" * 87)
     (result,) = outcomes([too_big])
-    assert result.check(FrameTooLarge)
+    # The caller's mistake, not the peer's: not a ProtocolError.
+    assert result.check(RequestTooLarge) and not result.check(ProtocolError)
     clock.advance(0)
     assert [len(body) for _, _, body in peer.received()] == [87]
     assert not fits.called and proto.pending == 1

@@ -15,10 +15,10 @@ outcome can be judged on its own:
 - it must fire **exactly once** (never: *lost*; twice: *fired twice*);
 - a success must carry **its own** body (else: *wrong reply*), and error
   replies (``!error:``) must carry their own message;
-- a failure must be one of the documented errors (``RequestTimeout``,
-  ``ConnectionLost``, ``Overloaded``, ``Unavailable``, ``RemoteError`` for
-  error requests, ``CancelledError`` for requests the soak cancelled,
-  ``ClientClosed``); anything else is *unexpected*.
+- a failure must be one of the errors the faults can cause (outcomes
+  ``timeout``, ``connection_lost``, ``overloaded``, ``unavailable``,
+  ``closed``, ``remote_error`` for error requests, ``cancelled`` for
+  requests the soak cancelled); anything else is *unexpected*.
 
 After every request has fired, the client is closed and the soak checks
 that it let go of everything: no pending requests or slots, no timer left
@@ -52,7 +52,6 @@ from typing import Any
 
 from twisted.internet.defer import (
     AlreadyCalledError,
-    CancelledError,
     Deferred,
     ensureDeferred,
     maybeDeferred,
@@ -63,15 +62,18 @@ from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer, provider
 
+from framedclient import errors
 from framedclient.backoff import ExponentialBackoff
 from framedclient.client import FramedClient
 from framedclient.errors import (
+    INTERNAL,
     ClientClosed,
     ConnectionLost,
     Overloaded,
     RemoteError,
     RequestTimeout,
     Unavailable,
+    outcome_of,
 )
 from framedclient.protocol import FramedProtocol
 from framedclient.server import ReferenceServerFactory, listen
@@ -124,19 +126,35 @@ MIX: tuple[tuple[str, float], ...] = (
     (GOAWAY, 0.002),
 )
 
-# Outcomes (the report's rows).
-OK = "ok"
-REMOTE_ERROR = "remote_error"
-LOST_WRITTEN = "connection_lost (written)"
-LOST_UNWRITTEN = "connection_lost (never written)"
-TIMEOUT = "request_timeout"
-OVERLOADED = "overloaded"
-UNAVAILABLE = "unavailable"
-CANCELLED = "cancelled"
-CLOSED = "client_closed"
+# Outcomes (the report's rows): the library's own (framedclient.errors.
+# OUTCOMES, so the soak counts in the words the metrics use), with
+# connection_lost split by whether the request had been written, the
+# catch-all "internal" read as "unexpected error", and the soak's own verdict
+# on a reply that is not the one sent.
+OK = errors.OK
+REMOTE_ERROR = RemoteError.outcome
+LOST_WRITTEN = f"{ConnectionLost.outcome} (written)"
+LOST_UNWRITTEN = f"{ConnectionLost.outcome} (never written)"
+TIMEOUT = RequestTimeout.outcome
+OVERLOADED = Overloaded.outcome
+UNAVAILABLE = Unavailable.outcome
+CANCELLED = errors.CANCELLED
+CLOSED = ClientClosed.outcome
 WRONG = "wrong reply"
 UNEXPECTED = "unexpected error"
+_ROWS_OF = {
+    ConnectionLost.outcome: (LOST_WRITTEN, LOST_UNWRITTEN),
+    INTERNAL: (UNEXPECTED,),
+}
 OUTCOMES = (
+    *(row for outcome in errors.OUTCOMES for row in _ROWS_OF.get(outcome, (outcome,))),
+    WRONG,
+)
+# The failures the injected faults may cause (besides remote errors, losses
+# and the soak's own cancels, judged apart); any other is unexpected.
+_FAULT_OUTCOMES = frozenset({TIMEOUT, OVERLOADED, UNAVAILABLE, CLOSED})
+# Rows printed even when zero: what the faults exercise.
+_ALWAYS_SHOWN = (
     OK,
     REMOTE_ERROR,
     LOST_WRITTEN,
@@ -145,9 +163,6 @@ OUTCOMES = (
     OVERLOADED,
     UNAVAILABLE,
     CANCELLED,
-    CLOSED,
-    WRONG,
-    UNEXPECTED,
 )
 
 # Per-request objects of the library: after close none may be alive.
@@ -343,7 +358,7 @@ class SoakReport:
         ]
         for name in OUTCOMES:
             count = self.outcomes.get(name, 0)
-            if not count and name in (WRONG, UNEXPECTED, CLOSED):
+            if not count and name not in _ALWAYS_SHOWN:
                 continue
             note = ""
             if name == LOST_WRITTEN and self.lost_after_protocol_error:
@@ -670,32 +685,31 @@ class _Driver:
                 return WRONG
             return OK if result == body else WRONG
         error = result.value
-        if isinstance(error, RemoteError):
+        outcome = outcome_of(error)
+        if outcome == REMOTE_ERROR:
+            assert isinstance(error, RemoteError)
             if kind == ERROR and error.message == f"e{index}":
                 return REMOTE_ERROR
             return WRONG
-        if isinstance(error, ConnectionLost):
+        if outcome == ConnectionLost.outcome:
+            assert isinstance(error, ConnectionLost)
             self.loss_reasons[_normalise_reason(error.reason)] += 1
             if error.written:
                 if error.error is not None:
                     self.lost_after_protocol_error += 1
                 return LOST_WRITTEN
             return LOST_UNWRITTEN
-        if isinstance(error, RequestTimeout):
-            return TIMEOUT
-        if isinstance(error, Overloaded):
-            return OVERLOADED
-        if isinstance(error, Unavailable):
-            return UNAVAILABLE
-        if isinstance(error, ClientClosed):
-            return CLOSED
-        if isinstance(error, CancelledError) and index in self.cancelled_by_us:
+        if outcome in _FAULT_OUTCOMES:
+            return outcome
+        if outcome == CANCELLED and index in self.cancelled_by_us:
             return CANCELLED
         name = type(error).__name__
         self.unexpected[name] += 1
         if len(self.unexpected_examples) < 5:
             self.unexpected_examples.append(result.getTraceback())
-        return UNEXPECTED
+        # A documented error out of place (a protocol error reaching a
+        # request, a cancel the soak did not make) keeps its own row.
+        return UNEXPECTED if outcome in (CANCELLED, INTERNAL) else outcome
 
     def detach(self) -> None:
         """

@@ -36,7 +36,7 @@ from importlib import resources
 from typing import IO, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -46,17 +46,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from framedclient.client import FramedClient
 from framedclient.codec import Codec
-from framedclient.errors import (
-    ClientClosed,
-    ConnectionLost,
-    FramedClientError,
-    FrameTooLarge,
-    Overloaded,
-    ProtocolError,
-    RemoteError,
-    RequestTimeout,
-    Unavailable,
-)
+from framedclient.errors import INTERNAL, RemoteError, outcome_of
 from framedclient.metrics import PROMETHEUS_CONTENT_TYPE, GaugeSample, prometheus_text
 from framedclient.runner.codecspec import codec_overhead
 from framedclient.runner.listening import ListeningService
@@ -64,6 +54,7 @@ from framedclient.runner.listening import ListeningService
 __all__ = [
     "ERROR_STATUSES",
     "MAX_TIMEOUT",
+    "OUTCOME_KINDS",
     "Gateway",
     "GatewayRequest",
     "GatewayService",
@@ -91,7 +82,26 @@ ERROR_STATUSES: dict[str, tuple[int, str]] = {
     "bad_body": (400, "the codec cannot carry this body"),
     "method_not_allowed": (405, "wrong HTTP method"),
     "not_found": (404, "no such endpoint"),
+    "cancelled": (503, "cancelled upstream; the request may have been processed"),
     "internal": (500, "a bug in the gateway; see its log"),
+}
+
+#: Request outcome (:data:`~framedclient.errors.OUTCOMES`, what the client's
+#: metrics count) -> error kind in :data:`ERROR_STATUSES`, which gives the
+#: HTTP status.  Every outcome but ``"ok"`` is here; most keep their name,
+#: the caller's own mistakes keep the gateway's older, shorter kinds.
+OUTCOME_KINDS: dict[str, str] = {
+    "remote_error": "remote_error",
+    "timeout": "timeout",
+    "connection_lost": "connection_lost",
+    "overloaded": "overloaded",
+    "unavailable": "unavailable",
+    "protocol_error": "protocol_error",
+    "closed": "closed",
+    "invalid_request": "bad_body",
+    "request_too_large": "too_large",
+    "cancelled": "cancelled",
+    INTERNAL: "internal",
 }
 
 
@@ -157,30 +167,18 @@ def error_body(
 
 def classify(failure: Failure) -> tuple[str, str]:
     """
-    The error kind and message for a failed upstream request.
+    The error kind (a key of :data:`ERROR_STATUSES`, hence the HTTP status)
+    and message for a failed upstream request, from the error's outcome
+    (:func:`~framedclient.errors.outcome_of`) through :data:`OUTCOME_KINDS`.
     """
     error = failure.value
-    if isinstance(error, Overloaded):
-        return "overloaded", str(error)
-    if isinstance(error, Unavailable):
-        return "unavailable", str(error)
-    if isinstance(error, ClientClosed):
-        return "closed", str(error)
-    if isinstance(error, RequestTimeout):
-        return "timeout", str(error)
+    outcome = outcome_of(error)
+    kind = OUTCOME_KINDS[outcome]
     if isinstance(error, RemoteError):
-        return "remote_error", error.message
-    if isinstance(error, ConnectionLost):
-        return "connection_lost", str(error)
-    if isinstance(error, FrameTooLarge):
-        # The codec refused to frame the body before sending it.
-        return "too_large", str(error)
-    if isinstance(error, ProtocolError):
-        return "protocol_error", str(error)
-    if isinstance(error, ValueError):
-        # The codec cannot carry this body (a delimiter inside a line, ...).
-        return "bad_body", str(error)
-    return "internal", f"{type(error).__name__}: {error}"
+        return kind, error.message
+    if outcome == INTERNAL:
+        return kind, f"{type(error).__name__}: {error}"
+    return kind, str(error)
 
 
 class GatewayRequest(Request):
@@ -561,7 +559,7 @@ class RequestResource(Resource):
 
         def failed(failure: Failure) -> None:
             if gone:
-                if not isinstance(failure.value, (CancelledError, FramedClientError)):
+                if outcome_of(failure.value) == INTERNAL:
                     _log.failure("Unexpected error for a gone HTTP client", failure)
                 return
             kind, message = classify(failure)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -66,14 +66,11 @@ from framedclient.codec import (
     Matching,
 )
 from framedclient.errors import (
-    ClientClosed,
-    ConnectionLost,
+    INTERNAL,
     FrameTooLarge,
-    Overloaded,
     ProtocolError,
     RemoteError,
-    RequestTimeout,
-    Unavailable,
+    outcome_of,
 )
 
 __all__ = ["DownstreamProtocol", "ProxyFactory"]
@@ -92,18 +89,24 @@ _DRAINING = 1  # GOAWAY sent: finish in-flight requests, refuse new ones
 _CLOSING = 2  # being closed; ignore everything the downstream sends
 _CLOSED = 3  # connectionLost ran
 
-#: How upstream failures are named in the error frames sent downstream, in
-#: the order they are checked (subclasses before their bases).
-_ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
-    (Overloaded, "overloaded"),
-    (RequestTimeout, "timeout"),
-    (Unavailable, "unavailable"),
-    (ClientClosed, "closed"),
-    (ConnectionLost, "connection_lost"),
-    (CancelledError, "cancelled"),
-    (ProtocolError, "bad_request"),
-    (ValueError, "bad_request"),
-)
+#: Request outcome (:data:`~framedclient.errors.OUTCOMES`, read from the
+#: error with :func:`~framedclient.errors.outcome_of`) -> the kind that
+#: names it in the error frame sent downstream (``"<kind>: <message>"``)
+#: and in ``errors_by_kind``.  A server's error reply (``remote_error``) is
+#: passed through verbatim and counted as ``remote``.
+_OUTCOME_KINDS: dict[str, str] = {
+    "remote_error": "remote",
+    "timeout": "timeout",
+    "connection_lost": "connection_lost",
+    "overloaded": "overloaded",
+    "unavailable": "unavailable",
+    "protocol_error": "protocol_error",
+    "closed": "closed",
+    "invalid_request": "bad_request",
+    "request_too_large": "bad_request",
+    "cancelled": "cancelled",
+    INTERNAL: "internal",
+}
 
 #: Reasons a downstream was closed, as counted in :meth:`ProxyFactory.stats`.
 _ABUSE_REASONS = ("protocol_error", "frame_too_large", "reply_buffer_full")
@@ -449,13 +452,13 @@ class DownstreamProtocol(Protocol):
         factory.in_flight -= 1
         self._settled()
         error = failure.value
+        kind = _OUTCOME_KINDS[outcome_of(error)]
         if isinstance(error, RemoteError):
             # The server's own words, verbatim: the downstream would have
             # seen exactly this had it been connected directly.
-            factory._count_error("remote")
+            factory._count_error(kind)
             message = error.message
         else:
-            kind = _error_kind(error)
             if kind == "internal":
                 _log.failure(
                     "Unexpected failure forwarding a request for {peer}",
@@ -545,13 +548,6 @@ class DownstreamProtocol(Protocol):
         """
 
 
-def _error_kind(error: BaseException | None) -> str:
-    for cls, kind in _ERROR_KINDS:
-        if isinstance(error, cls):
-            return kind
-    return "internal"
-
-
 class ProxyFactory(ServerFactory):
     """
     Accepts local downstream connections and forwards their requests
@@ -569,8 +565,9 @@ class ProxyFactory(ServerFactory):
     error frames: a server's error reply passes through verbatim; anything
     else is ``"<kind>: <message>"`` where kind is one of ``overloaded``,
     ``timeout``, ``unavailable``, ``closed``, ``connection_lost``,
-    ``cancelled``, ``bad_request``, ``duplicate`` or ``internal``, so a
-    downstream can tell "retry later" from "the server said no".
+    ``cancelled``, ``protocol_error``, ``bad_request``, ``duplicate`` or
+    ``internal``, so a downstream can tell "retry later" from "the server
+    said no".
 
     :param client: carries every request upstream; the proxy never touches
         its connections, and does not close it.

@@ -19,30 +19,37 @@ table is in :func:`_build`), so no :class:`automat.NoTransition` can escape:
 
 - ``start``, ``connected``, ``connect_failed``, ``lost``, ``retry`` and
   ``goaway`` come from the connection's own attempts, timers and protocols.
+  The core records why an attempt failed or a connection ended (and the
+  next delay) just before ``connect_failed``/``lost``.
 - ``when_ready(waiter)`` is answered by the state: ``ready`` fires the
-  waiter with the protocol, ``closing``/``closed`` fail it with
-  :class:`~framedclient.errors.ClientClosed`, any other state parks it
-  until ``ready`` (fired), ``closed`` (failed) or, with ``fail_after``,
-  enough ``connect_failed`` (failed with :class:`ConnectFailed`).
-  Cancelling the waiter's Deferred removes it at once.
-- ``close(done)`` / ``abort(done)``: drain or drop the current connection
-  and stop; ``done`` fires in ``closed`` once the connections retired by
-  GOAWAY (``drained(proto)`` reports each) are gone too.
-- ``state_name()`` and ``ready_protocol()`` are queries: each state answers
-  them; nothing outside the machine keeps a copy of the state.
+  waiter with the protocol; ``closing``/``closed`` fail it with
+  :class:`~framedclient.errors.ClientClosed`; ``idle``, ``connecting`` and
+  ``backing_off`` park it until ``ready`` (fired), ``closing`` (failed) or,
+  with ``fail_after``, enough ``connect_failed`` (failed with
+  :class:`ConnectFailed`).  Cancelling the waiter's Deferred removes it.
+- ``close`` / ``abort``: drain or drop the current connection (``abort``
+  also drops those retired by GOAWAY) and stop.  ``close()``'s Deferred
+  fires in ``closed`` once no retired connection is left (``drained(proto)``
+  reports each one that ends).
+- ``state_name()`` and ``ready_protocol()`` are queries each state answers;
+  nothing outside the machine keeps a copy of the state.
 
 Transitions change only the :class:`_Core` and schedule timers.  Everything
 that can call back into user code or into the machine (listeners, waiters'
 Deferreds, starting an attempt, closing a protocol) is queued as an *effect*
 and performed by :meth:`_Core.feed` once the machine has settled, in order.
 So listeners and callbacks always find a machine at rest that they may
-query and drive, and they learn of each change in the order it happened.
+query and drive, and they hear of each change in the order it happened
+(the connection may have moved on by then: ask ``state`` for the present).
 Listeners hear of a change before the waiters it releases fire, so the pool
 already knows a ready connection when a ``when_ready`` caller sends on it.
 
 Each state but the initial one has a data factory, run on entry, that
-announces the change to the listeners; the machine's data is replaced on
-each entry, so ``closing`` and ``closed`` hold no protocol.
+announces the change to the listeners.  Automat replaces a machine's data
+on entry to each such state, and ``closing`` and ``closed`` have none, so
+a closed connection holds no protocol, attempt or timer (the core's
+``protocol`` field, which ``closing`` still needs, is cleared when that
+connection ends).
 
 A connection counts as *healthy* once it has been ready for
 ``healthy_after`` seconds; losing a healthy connection reconnects at once

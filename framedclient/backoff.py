@@ -25,6 +25,14 @@ Attempt numbering, shared by every policy:
 
 A successful connection resets the count to zero; that is the caller's job.
 
+A plain ``Callable[[int], float]`` (the ``retryPolicy`` of Twisted's
+``ClientService``, e.g. ``twisted.application.internet.backoffPolicy()``) is
+accepted wherever a policy is: :func:`as_backoff_policy` wraps it in a
+:class:`CallableBackoff`.  ``ClientService`` calls it with the number of
+consecutive failed attempts so far (``>= 1``), exactly what
+:meth:`BackoffPolicy.delay` receives, so the function is called with the
+same number and the delays match what ``ClientService`` would wait.
+
 Command lines pick a policy with :func:`parse_backoff`.
 """
 
@@ -38,10 +46,13 @@ from typing import Any, Protocol
 import attrs
 
 __all__ = [
+    "BackoffLike",
     "BackoffPolicy",
+    "CallableBackoff",
     "ConstantBackoff",
     "ExponentialBackoff",
     "FullJitterBackoff",
+    "as_backoff_policy",
     "parse_backoff",
 ]
 
@@ -357,6 +368,88 @@ class ConstantBackoff:
         """
         _check_attempt(attempt)
         return self._connect_timeout
+
+
+@attrs.frozen
+class CallableBackoff:
+    """
+    A ``ClientService``-style retry policy, ``Callable[[int], float]``, as a
+    :class:`BackoffPolicy`.
+
+    Such a function only knows delays, so every attempt gets the same
+    connect timeout: gRPC's minimum, 20 s, unless the connection is given
+    its own ``connect_timeout``.
+
+    :param policy: called with the number of consecutive failed attempts so
+        far (``>= 1``, as ``ClientService`` does); returns seconds.  A
+        negative or NaN result is taken as ``0`` (retry at once) rather
+        than crashing the reconnect loop.
+    :param min_connect_timeout: seconds each attempt may take (``> 0``).
+    """
+
+    policy: Callable[[int], float]
+    min_connect_timeout: float = 20.0
+
+    def __attrs_post_init__(self) -> None:
+        if not callable(self.policy):
+            raise TypeError(
+                f"CallableBackoff: policy must be a callable taking the number "
+                f"of failed attempts, got {self.policy!r}"
+            )
+        _check(
+            type(self).__name__,
+            "min_connect_timeout",
+            self.min_connect_timeout,
+            self.min_connect_timeout > 0 and math.isfinite(self.min_connect_timeout),
+            "a finite number > 0",
+        )
+
+    def delay(self, attempt: int) -> float:
+        """
+        See :meth:`BackoffPolicy.delay`.
+
+        :raises ValueError: if ``attempt < 1``.
+        """
+        _check_failures(attempt)
+        delay = float(self.policy(attempt))
+        return delay if delay > 0 else 0.0
+
+    def connect_timeout(self, attempt: int) -> float:
+        """
+        See :meth:`BackoffPolicy.connect_timeout`.
+
+        :raises ValueError: if ``attempt < 0``.
+        """
+        _check_attempt(attempt)
+        return self.min_connect_timeout
+
+
+#: What a connection accepts as ``backoff=``.
+BackoffLike = BackoffPolicy | Callable[[int], float]
+
+
+def as_backoff_policy(backoff: BackoffLike | None) -> BackoffPolicy:
+    """
+    The :class:`BackoffPolicy` for ``backoff``.
+
+    :param backoff: a policy (anything with ``delay`` and
+        ``connect_timeout`` methods); a plain ``Callable[[int], float]``,
+        wrapped in :class:`CallableBackoff`; or ``None`` for gRPC's policy.
+    :raises TypeError: naming ``backoff`` if it is neither.
+    """
+    if backoff is None:
+        return ExponentialBackoff()
+    if callable(getattr(backoff, "delay", None)) and callable(
+        getattr(backoff, "connect_timeout", None)
+    ):
+        return backoff  # type: ignore[return-value]
+    if callable(backoff):
+        return CallableBackoff(backoff)
+    raise TypeError(
+        f"backoff must be a BackoffPolicy (delay() and connect_timeout() "
+        f"methods) or a callable taking the number of failed attempts and "
+        f"returning seconds, such as Twisted's backoffPolicy(); got {backoff!r}"
+    )
 
 
 _ACCEPTED_FORMS = (

@@ -341,19 +341,26 @@ class FramedClient:
 
         :param fail_after: fail after this many consecutive failed attempts
             on every connection (see :meth:`Connection.when_ready`).
+
+        Like :func:`twisted.internet.defer.race`, cancelling the result
+        cancels the wait on every connection, so nothing is left behind.
         """
         if self.pool.ready_count:
             return succeed(None)
-        result: Deferred[None] = Deferred()
+
+        def cancel_all(_: object) -> None:
+            for w in waits:
+                if not w.called:
+                    w.cancel()
+
+        result: Deferred[None] = Deferred(cancel_all)
         waits = [conn.when_ready(fail_after) for conn in self.pool]
         failures: list[Failure] = []
 
         def won(_: object) -> None:
             if not result.called:
                 result.callback(None)
-                for w in waits:
-                    if not w.called:
-                        w.cancel()
+                cancel_all(None)
 
         def lost(f: Failure) -> None:
             failures.append(f)

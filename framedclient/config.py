@@ -41,7 +41,7 @@ from typing import Any, TypedDict
 
 import attrs
 
-from framedclient.backoff import BackoffPolicy, parse_backoff
+from framedclient.backoff import BackoffLike, parse_backoff
 from framedclient.codec import Codec, FC1Codec
 
 __all__ = [
@@ -228,6 +228,8 @@ class Collaborator(Kind):
     needs: tuple[str, ...]
     optional: bool = False
     parser: Callable[[str], object] | None = None
+    #: a plain callable is accepted too (a backoff function)
+    or_callable: bool = False
     metavar: str = "SPEC"  # type: ignore[misc]
 
     def expects(self, cli: bool) -> str:
@@ -238,6 +240,8 @@ class Collaborator(Kind):
 
     def check(self, name: str, value: object) -> None:
         if value is None and self.optional:
+            return
+        if self.or_callable and callable(value):
             return
         if value is None or any(not hasattr(value, a) for a in self.needs):
             raise InvalidSettingType(name, value, self.expects(False))
@@ -322,10 +326,12 @@ _CODEC = Collaborator(
     ("matching", "max_id", "supports_ping", "new_framer", "encode", "decode"),
 )
 _BACKOFF = Collaborator(
-    "a backoff policy (delay, connect_timeout)",
+    "a backoff policy (delay, connect_timeout) or a function of the number "
+    "of failed attempts returning seconds (Twisted's backoffPolicy())",
     ("delay", "connect_timeout"),
     optional=True,
     parser=parse_backoff,
+    or_callable=True,
 )
 
 
@@ -541,7 +547,7 @@ class ClientConfig:
             off="the backoff policy decides (at least 20 s for grpc)",
         ),
     )
-    backoff: BackoffPolicy | None = _field(  # noqa: RUF009 (an attrs field)
+    backoff: BackoffLike | None = _field(  # noqa: RUF009 (an attrs field)
         None,
         Setting(
             "Reconnect policy.",
@@ -625,7 +631,7 @@ class ClientSettings(TypedDict, total=False):
     request_timeout: float | None
     acquire_timeout: float | None
     connect_timeout: float | None
-    backoff: BackoffPolicy | None
+    backoff: BackoffLike | None
     heartbeat_interval: float | None
     heartbeat_timeout: float
     read_timeout: float | None

@@ -11,14 +11,45 @@ States and what moves between them::
                   backing_off ◀────lost────────┘ └──▶ connecting
                      (delay 0 after the loss of a healthy connection)
 
-    close: idle/backing_off ──▶ closed;  connecting/ready ──▶ closing ──▶ closed
+    close/abort: idle, backing_off ──▶ closed
+                 connecting, ready ──▶ closing ──(connect_failed, lost)──▶ closed
 
-Every input is defined in every state (the table is in :func:`_build`), so
-no :class:`automat.NoTransition` can escape, and every input returns
-``None`` so Automat can postpone inputs that arrive reentrantly (a listener
-calling ``close()`` while a transition runs).  The public
-:class:`Connection` wraps the machine: it owns the Deferreds handed to users
-and turns protocol events into machine inputs.
+The machine owns its state.  Every input is defined in every state (the
+table is in :func:`_build`), so no :class:`automat.NoTransition` can escape:
+
+- ``start``, ``connected``, ``connect_failed``, ``lost``, ``retry`` and
+  ``goaway`` come from the connection's own attempts, timers and protocols.
+  The core records why an attempt failed or a connection ended (and the
+  next delay) just before ``connect_failed``/``lost``.
+- ``when_ready(waiter)`` is answered by the state: ``ready`` fires the
+  waiter with the protocol; ``closing``/``closed`` fail it with
+  :class:`~framedclient.errors.ClientClosed`; ``idle``, ``connecting`` and
+  ``backing_off`` park it until ``ready`` (fired), ``closing`` (failed) or,
+  with ``fail_after``, enough ``connect_failed`` (failed with
+  :class:`ConnectFailed`).  Cancelling the waiter's Deferred removes it.
+- ``close`` / ``abort``: drain or drop the current connection (``abort``
+  also drops those retired by GOAWAY) and stop.  ``close()``'s Deferred
+  fires in ``closed`` once no retired connection is left (``drained(proto)``
+  reports each one that ends).
+- ``state_name()`` and ``ready_protocol()`` are queries each state answers;
+  nothing outside the machine keeps a copy of the state.
+
+Transitions change only the :class:`_Core` and schedule timers.  Everything
+that can call back into user code or into the machine (listeners, waiters'
+Deferreds, starting an attempt, closing a protocol) is queued as an *effect*
+and performed by :meth:`_Core.feed` once the machine has settled, in order.
+So listeners and callbacks always find a machine at rest that they may
+query and drive, and they hear of each change in the order it happened
+(the connection may have moved on by then: ask ``state`` for the present).
+Listeners hear of a change before the waiters it releases fire, so the pool
+already knows a ready connection when a ``when_ready`` caller sends on it.
+
+Each state but the initial one has a data factory, run on entry, that
+announces the change to the listeners.  Automat replaces a machine's data
+on entry to each such state, and ``closing`` and ``closed`` have none, so
+a closed connection holds no protocol, attempt or timer (the core's
+``protocol`` field, which ``closing`` still needs, is cleared when that
+connection ends).
 
 A connection counts as *healthy* once it has been ready for
 ``healthy_after`` seconds; losing a healthy connection reconnects at once
@@ -29,8 +60,11 @@ retried with backoff, not in a tight loop.
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from automat import TypeMachineBuilder, pep614
@@ -38,9 +72,7 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     TimeoutError,
-    fail,
     maybeDeferred,
-    succeed,
 )
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -50,11 +82,11 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from framedclient.backoff import BackoffPolicy, ExponentialBackoff
-from framedclient.errors import ClientClosed, ConnectionLost
+from framedclient.backoff import BackoffLike, BackoffPolicy, as_backoff_policy
+from framedclient.errors import ClientClosed, ConnectFailed, ConnectionLost
 from framedclient.protocol import FramedClientFactory, FramedProtocol
 
-__all__ = ["STATES", "ConnectFailed", "Connection"]
+__all__ = ["STATES", "ConnectFailed", "Connection"]  # ConnectFailed: from errors
 
 _log = Logger()
 
@@ -67,18 +99,30 @@ _FAILURE_LOG_INTERVAL = 30.0
 StateListener = Callable[["Connection", str, str], object]
 
 
-class ConnectFailed(ConnectionLost):
+@dataclass(eq=False)
+class _Waiter:
     """
-    ``when_ready(fail_after=N)`` gave up after N consecutive failed attempts.
-
-    :ivar attempts: how many attempts failed in a row.
-    :ivar cause: the last attempt's error message.
+    One ``when_ready()`` call: its Deferred and how many more failed
+    attempts it tolerates (``None``: no limit).
     """
 
-    def __init__(self, attempts: int, cause: str) -> None:
-        super().__init__(False, f"{attempts} connection attempts failed; last: {cause}")
-        self.attempts = attempts
-        self.cause = cause
+    deferred: Deferred[FramedProtocol]
+    remaining: int | None
+
+
+@dataclass(eq=False)
+class _Attempt:
+    """
+    The data of ``connecting``: the attempt's Deferred once it has begun.
+    """
+
+    deferred: Deferred[None] | None = None
+
+    def cancel(self) -> None:
+        # Never before begin(): both are effects, and begin() is queued on
+        # entry to connecting, before any input that could cancel.
+        assert self.deferred is not None
+        self.deferred.cancel()
 
 
 class _Inputs(Protocol):
@@ -88,28 +132,40 @@ class _Inputs(Protocol):
     def connected(self, proto: FramedProtocol) -> None:
         "An attempt produced a prepared, usable protocol."
 
-    def connect_failed(self, reason: Failure) -> None:
+    def connect_failed(self) -> None:
         "An attempt failed (refused, timed out, prepare hook failed, ...)."
 
-    def lost(self, reason: Failure) -> None:
+    def lost(self) -> None:
         "The current protocol's connection ended."
 
     def retry(self) -> None:
         "The backoff timer fired."
 
+    def goaway(self) -> None:
+        "The server asked us to stop using the current connection."
+
+    def drained(self, proto: FramedProtocol) -> None:
+        "A protocol retired by GOAWAY has closed."
+
+    def when_ready(self, waiter: _Waiter) -> None:
+        "Someone wants the ready protocol."
+
     def close(self) -> None:
         "Stop for good: drain the current connection, never reconnect."
 
     def abort(self) -> None:
-        "Like close, but drop the current connection without draining."
+        "Like close, but drop every connection without draining."
 
-    def goaway(self) -> None:
-        "The server asked us to stop using the current connection."
+    def state_name(self) -> str:
+        "Which of STATES this is."
+
+    def ready_protocol(self) -> FramedProtocol | None:
+        "The protocol while ready, else None."
 
 
 @dataclass
 class _Core:
-    owner: Connection
+    name: str
     endpoint: IStreamClientEndpoint
     factory: FramedClientFactory
     clock: IReactorTime
@@ -121,354 +177,84 @@ class _Core:
     attempts_before_ready: int = 0
     ready_at: float = 0.0
     next_delay: float = 0.0
+    #: The protocol of the live connection (ready, or closing from ready);
+    #: cleared when it is lost, so protocol callbacks can tell it from
+    #: stray and retired ones without asking the machine mid-transition.
     protocol: FramedProtocol | None = None
     last_error: str | None = None
-    state: str = "idle"
-    stopping: list[Deferred[None]] = field(default_factory=list)
+    connects: int = 0
+    connect_failures: int = 0
+    last_failure_log: float = -math.inf
+    waiters: list[_Waiter] = field(default_factory=list)
+    closed_waiters: list[Deferred[None]] = field(default_factory=list)
+    #: Protocols retired by GOAWAY, still finishing their requests.
+    draining: set[FramedProtocol] = field(default_factory=set)
+    listeners: list[StateListener] = field(default_factory=list)
+    #: The owner handed to listeners (never called by the machine).
+    owner: Any = None
+    #: The last state the listeners were told about: the ``old`` of the
+    #: next announcement.  Not the state (ask the machine for that).
+    announced: str = "idle"
+    effects: deque[Callable[[], object]] = field(default_factory=deque)
+    busy: bool = False
 
-    def enter(self, state: str) -> None:
-        old, self.state = self.state, state
-        if old != state:
-            self.owner._state_changed(old, state)
+    # -- running the machine --------------------------------------------------
 
-
-def _build() -> Callable[[_Core], _Inputs]:
-    machine = TypeMachineBuilder(_Inputs, _Core)
-
-    # -- state data factories (run on entry) --------------------------------
-
-    def attempt(c: _Inputs, s: _Core) -> Deferred[FramedProtocol]:
-        s.enter("connecting")
-        s.factory.metrics.record_connection_event("connect_attempt")
-        return s.owner._attempt(c, s)
-
-    def remember(c: _Inputs, s: _Core, proto: FramedProtocol) -> FramedProtocol:
-        s.owner.connects += 1
-        s.protocol = proto
-        s.ready_at = s.clock.seconds()
-        s.attempts_before_ready = s.failed_attempts
-        s.failed_attempts = 0
-        s.last_error = None
-        s.enter("ready")
-        return proto
-
-    def wait(c: _Inputs, s: _Core, reason: Failure) -> IDelayedCall:
-        s.enter("backing_off")
-        return s.clock.callLater(s.next_delay, c.retry)
-
-    Idle = machine.state("Idle")
-    Connecting = machine.state("Connecting", attempt)
-    Ready = machine.state("Ready", remember)
-    BackingOff = machine.state("BackingOff", wait)
-    Closing = machine.state("Closing")
-    Closed = machine.state("Closed")
-
-    # -- idle ----------------------------------------------------------------
-    Idle.upon(_Inputs.start).to(Connecting).returns(None)
-    Idle.upon(_Inputs.connect_failed).loop().returns(None)
-    Idle.upon(_Inputs.lost).loop().returns(None)
-    Idle.upon(_Inputs.retry).loop().returns(None)
-    Idle.upon(_Inputs.goaway).loop().returns(None)
-
-    @pep614(Idle.upon(_Inputs.close).to(Closed))
-    @pep614(Idle.upon(_Inputs.abort).to(Closed))
-    def close_idle(c: _Inputs, s: _Core) -> None:
-        s.enter("closed")
-
-    @pep614(BackingOff.upon(_Inputs.close).to(Closed))
-    @pep614(BackingOff.upon(_Inputs.abort).to(Closed))
-    def close_backing_off(c: _Inputs, s: _Core, timer: IDelayedCall) -> None:
-        if timer.active():
-            timer.cancel()
-        s.enter("closed")
-
-    @pep614(Idle.upon(_Inputs.connected).loop())
-    @pep614(BackingOff.upon(_Inputs.connected, nodata=True).loop())
-    @pep614(Closing.upon(_Inputs.connected).loop())
-    @pep614(Closed.upon(_Inputs.connected).loop())
-    def stray_protocol(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
-        # Only Connecting expects a protocol; one arriving anywhere else (an
-        # attempt that finished while we were closing) is closed unused.
-        proto.abort("connection no longer wanted")
-
-    @pep614(Ready.upon(_Inputs.connected).loop())
-    def stray_protocol_ready(
-        c: _Inputs, s: _Core, current: FramedProtocol, proto: FramedProtocol
-    ) -> None:
-        if proto is not current:
-            proto.abort("connection no longer wanted")
-
-    # -- connecting ----------------------------------------------------------
-    Connecting.upon(_Inputs.start).loop().returns(None)
-    Connecting.upon(_Inputs.connected, nodata=True).to(Ready).returns(None)
-    Connecting.upon(_Inputs.lost).loop().returns(None)
-    Connecting.upon(_Inputs.retry).loop().returns(None)
-    Connecting.upon(_Inputs.goaway).loop().returns(None)
-
-    @pep614(Connecting.upon(_Inputs.connect_failed, nodata=True).to(BackingOff))
-    def failed(c: _Inputs, s: _Core, reason: Failure) -> None:
-        # Runs after BackingOff's factory; next_delay was set by the owner.
-        s.owner._attempt_failed(s, reason)
-
-    @pep614(Connecting.upon(_Inputs.close).to(Closing))
-    @pep614(Connecting.upon(_Inputs.abort).to(Closing))
-    def cancel_attempt(c: _Inputs, s: _Core, attempt: Deferred[FramedProtocol]) -> None:
-        s.enter("closing")
-        attempt.cancel()
-
-    # -- ready ---------------------------------------------------------------
-    Ready.upon(_Inputs.start).loop().returns(None)
-    Ready.upon(_Inputs.connect_failed).loop().returns(None)
-    Ready.upon(_Inputs.retry).loop().returns(None)
-
-    # The owner recorded why (last_error) and the delay before this input.
-    Ready.upon(_Inputs.lost, nodata=True).to(BackingOff).returns(None)
-
-    @pep614(Ready.upon(_Inputs.goaway).to(Connecting))
-    def replace(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
-        s.owner._retire(proto)
-
-    @pep614(Ready.upon(_Inputs.close).to(Closing))
-    def close_ready(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
-        s.enter("closing")
-        proto.close(drain=True)
-
-    @pep614(Ready.upon(_Inputs.abort).to(Closing))
-    def abort_ready(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
-        s.enter("closing")
-        proto.close(drain=False)
-
-    # -- backing off ---------------------------------------------------------
-    BackingOff.upon(_Inputs.start).loop().returns(None)
-    BackingOff.upon(_Inputs.connect_failed).loop().returns(None)
-    BackingOff.upon(_Inputs.lost).loop().returns(None)
-    BackingOff.upon(_Inputs.retry, nodata=True).to(Connecting).returns(None)
-    BackingOff.upon(_Inputs.goaway).loop().returns(None)
-
-    # -- closing -------------------------------------------------------------
-    Closing.upon(_Inputs.start).loop().returns(None)
-    Closing.upon(_Inputs.retry).loop().returns(None)
-    Closing.upon(_Inputs.close).loop().returns(None)
-    Closing.upon(_Inputs.goaway).loop().returns(None)
-
-    @pep614(Closing.upon(_Inputs.abort).loop())
-    def abort_closing(c: _Inputs, s: _Core) -> None:
-        if s.protocol is not None:
-            s.protocol.close(drain=False)
-
-    @pep614(Closing.upon(_Inputs.connect_failed).to(Closed))
-    @pep614(Closing.upon(_Inputs.lost).to(Closed))
-    def finished_closing(c: _Inputs, s: _Core, reason: Failure) -> None:
-        s.protocol = None
-        s.enter("closed")
-
-    # -- closed --------------------------------------------------------------
-    for name in (
-        "start",
-        "connect_failed",
-        "lost",
-        "retry",
-        "close",
-        "abort",
-        "goaway",
-    ):
-        Closed.upon(getattr(_Inputs, name)).loop().returns(None)
-
-    return machine.build()
-
-
-_Machine = _build()
-
-
-class Connection:
-    """
-    One long-lived connection to ``endpoint`` that reconnects by itself.
-
-    :param endpoint: where to connect (any ``IStreamClientEndpoint``).
-    :param factory: builds the protocol; its config (codec, timeouts,
-        heartbeats) and metrics apply to every connection made.
-    :param clock: time source for backoff and connect timeouts.
-    :param backoff: reconnect pacing; gRPC's policy by default.
-    :param connect_timeout: seconds one attempt (TCP connect, TLS handshake,
-        ``prepare``) may take; default: the backoff policy's
-        ``connect_timeout`` (gRPC: at least 20 s).
-    :param prepare: run on each new connection before it counts as ready
-        (handshake, authentication, ``SELECT db``); may return a Deferred;
-        if it fails, the attempt fails.
-    :param healthy_after: seconds a connection must stay up before its loss
-        resets the backoff.
-    :param name: shown in logs and :meth:`debug_state`.
-    """
-
-    def __init__(
-        self,
-        endpoint: IStreamClientEndpoint,
-        factory: FramedClientFactory,
-        clock: IReactorTime,
-        *,
-        backoff: BackoffPolicy | None = None,
-        connect_timeout: float | None = None,
-        prepare: PrepareHook | None = None,
-        healthy_after: float = 1.0,
-        name: str = "conn",
-    ) -> None:
-        self.name = name
-        self.endpoint = endpoint
-        self.factory = factory
-        self._core = _Core(
-            owner=self,
-            endpoint=endpoint,
-            factory=factory,
-            clock=clock,
-            backoff=backoff or ExponentialBackoff(),
-            connect_timeout=connect_timeout,
-            prepare=prepare,
-            healthy_after=healthy_after,
-        )
-        self._ready_waiters: list[tuple[Deferred[FramedProtocol], int | None]] = []
-        self._closed_waiters: list[Deferred[None]] = []
-        self._listeners: list[StateListener] = []
-        #: Protocols retired by GOAWAY, still finishing their requests.
-        self.draining: set[FramedProtocol] = set()
-        self.connects = 0
-        self.connect_failures = 0
-        self._last_failure_log = -float("inf")
-        self._machine = _Machine(self._core)
-
-    def __repr__(self) -> str:
-        return f"<Connection {self.name} {self.state}>"
-
-    # -- public --------------------------------------------------------------
-
-    @property
-    def state(self) -> str:
+    def feed(self, step: Callable[[], object]) -> None:
         """
-        One of :data:`STATES`.
-        """
-        return self._core.state
+        Give the machine one input, then perform the effects it queued.
 
-    @property
-    def protocol(self) -> FramedProtocol | None:
+        Called while the machine or the effects are already running (a
+        callback fired by an effect), the input runs now and its effects
+        join the queue the outer call is performing.
         """
-        The protocol while ready, else ``None``.
-        """
-        return self._core.protocol if self._core.state == "ready" else None
+        if self.busy:
+            step()
+            return
+        self.busy = True
+        try:
+            step()
+            while self.effects:
+                effect = self.effects.popleft()
+                try:
+                    effect()
+                except Exception:
+                    _log.failure("connection {name}: effect failed", name=self.name)
+        finally:
+            self.busy = False
 
-    @property
-    def last_error(self) -> str | None:
-        """
-        Why the last attempt failed or the last connection ended.
-        """
-        return self._core.last_error
+    def later(self, effect: Callable[..., object], *args: Any) -> None:
+        self.effects.append(partial(effect, *args) if args else effect)
 
-    @property
-    def failed_attempts(self) -> int:
-        return self._core.failed_attempts
+    # -- effects ----------------------------------------------------------------
 
-    def start(self) -> None:
-        """
-        Start connecting.  Idempotent.
-        """
-        self._machine.start()
+    def enter(self, new: str) -> None:
+        "Queue the announcement of entering ``new`` (from a data factory)."
+        self.later(self._announce, new)
 
-    def add_listener(self, listener: StateListener) -> None:
-        """
-        Call ``listener(connection, old_state, new_state)`` on each change.
-        """
-        self._listeners.append(listener)
-
-    def when_ready(self, fail_after: int | None = None) -> Deferred[FramedProtocol]:
-        """
-        The ready protocol, now or when there is one.
-
-        :param fail_after: fail with :class:`ConnectFailed` after this many
-            consecutive failed attempts from now (``None``: wait until
-            closed).  Fails with :class:`~framedclient.errors.ClientClosed`
-            if the connection is closed first.
-        """
-        proto = self.protocol
-        if proto is not None:
-            return succeed(proto)
-        if self.state in ("closing", "closed"):
-            return fail(ClientClosed(f"connection {self.name} is closed"))
-        d: Deferred[FramedProtocol] = Deferred(self._forget_ready_waiter)
-        self._ready_waiters.append((d, fail_after))
-        return d
-
-    def close(self, drain: bool = True) -> Deferred[None]:
-        """
-        Stop reconnecting and close.
-
-        :param drain: let the current connection's requests finish first.
-        :return: fires once every connection this object made is gone
-            (including ones retired by GOAWAY that were still draining).
-        """
-        d: Deferred[None] = Deferred()
-        self._closed_waiters.append(d)
-        if drain:
-            self._machine.close()
-        else:
-            self._machine.abort()
-            for proto in list(self.draining):
-                proto.close(drain=False)
-        self._maybe_closed()
-        return d
-
-    def debug_state(self) -> dict[str, Any]:
-        """
-        A JSON-able picture: state, pending requests, backoff, last error.
-        """
-        core = self._core
-        proto = core.protocol
-        return {
-            "name": self.name,
-            "state": core.state,
-            "failed_attempts": core.failed_attempts,
-            "next_backoff_delay": core.next_delay
-            if core.state == "backing_off"
-            else None,
-            "last_error": core.last_error,
-            "connects": self.connects,
-            "connect_failures": self.connect_failures,
-            "protocol": proto.debug_state() if proto is not None else None,
-            "draining": [p.debug_state() for p in self.draining],
-        }
-
-    # -- machine callbacks -----------------------------------------------------
-
-    def _state_changed(self, old: str, new: str) -> None:
-        # Listeners first (the pool learns of the ready connection), then
-        # when_ready() waiters, who may send at once and must find it.
-        for listener in list(self._listeners):
+    def _announce(self, new: str) -> None:
+        old, self.announced = self.announced, new
+        for listener in list(self.listeners):
             try:
-                listener(self, old, new)
+                listener(self.owner, old, new)
             except Exception:
                 _log.failure("state listener {listener!r} failed", listener=listener)
-        if new == "ready":
-            self._fire_ready(self._core.protocol)
-        elif new == "closed":
-            self._fire_ready(None)
-        if new == "closed":
-            # Closed carries no state data, and Automat only replaces its
-            # data when a state with data is entered: drop the last protocol
-            # it still holds, so a closed connection keeps nothing alive.
-            self._machine.__automat_data__ = None  # type: ignore[attr-defined]
-            self._maybe_closed()
 
-    def _attempt(self, c: _Inputs, s: _Core) -> Deferred[FramedProtocol]:
-        timeout = s.connect_timeout
+    def begin(self, inputs: _Inputs, attempt: _Attempt) -> None:
+        "Start the connection attempt of ``attempt`` (an effect)."
+        timeout = self.connect_timeout
         if timeout is None:
-            timeout = s.backoff.connect_timeout(s.failed_attempts)
+            timeout = self.backoff.connect_timeout(self.failed_attempts)
         made: list[FramedProtocol] = []
 
         def prepare(proto: FramedProtocol) -> Deferred[FramedProtocol]:
             made.append(proto)
-            proto.when_closed().addCallback(self._protocol_closed, proto)
-            proto.on_goaway = self._protocol_goaway
+            proto.when_closed().addCallback(self.protocol_closed, inputs, proto)
+            proto.when_goaway().addCallback(self.protocol_goaway, inputs, proto)
             # A TLS connection counts once its handshake succeeded: a bad
             # certificate is a failed attempt (backoff), not a lost one.
             secure = proto.when_secure()
-            hook = s.prepare
+            hook = self.prepare
             if hook is not None:
                 secure.addCallback(lambda _: maybeDeferred(hook, proto))
             return secure.addCallback(lambda _: proto)
@@ -481,102 +267,543 @@ class Connection:
             if isinstance(result, Failure):
                 for proto in made:
                     proto.abort(f"connection attempt failed: {_describe(result)}")
-                # The BackingOff state reads next_delay when it is entered,
-                # and its listeners want to see why.
-                s.last_error = _describe(result)
-                s.failed_attempts += 1
-                s.next_delay = s.backoff.delay(s.failed_attempts)
-                c.connect_failed(result)
+                self.attempt_failed(result)
+                self.feed(inputs.connect_failed)
             else:
-                c.connected(result)
+                self.feed(partial(inputs.connected, result))
 
         d: Deferred[FramedProtocol] = self.endpoint.connect(  # type: ignore[assignment]
             self.factory
         )
         d.addCallback(prepare)
-        d.addTimeout(timeout, s.clock)
-        d.addBoth(settle)
-        return d
+        d.addTimeout(timeout, self.clock)
+        attempt.deferred = d.addBoth(settle)
 
-    def _attempt_failed(self, s: _Core, failure: Failure) -> None:
+    def protocol_closed(
+        self, reason: str, inputs: _Inputs, proto: FramedProtocol
+    ) -> None:
+        if proto in self.draining:
+            self.feed(partial(inputs.drained, proto))
+        elif proto is self.protocol:
+            self.connection_lost(reason)
+            self.feed(inputs.lost)
+
+    def protocol_goaway(
+        self, _: object, inputs: _Inputs, proto: FramedProtocol
+    ) -> None:
+        if proto is self.protocol:
+            self.feed(inputs.goaway)
+
+    def fire_waiters(self, proto: FramedProtocol) -> None:
+        waiters, self.waiters = self.waiters, []
+        for w in waiters:
+            self.later(w.deferred.callback, proto)
+
+    def fail_waiters(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for w in waiters:
+            self.refuse(w)
+
+    def refuse(self, waiter: _Waiter) -> None:
+        self.later(
+            waiter.deferred.errback,
+            ClientClosed(f"connection {self.name} is closed"),
+        )
+
+    def forget(self, waiter: _Waiter) -> None:
+        "A waiter's Deferred was cancelled: let it go."
+        if waiter in self.waiters:
+            self.waiters.remove(waiter)
+
+    def abort_draining(self) -> None:
+        for proto in list(self.draining):
+            self.later(proto.close, False)
+
+    def check_closed(self) -> None:
+        "In ``closed``: fire ``close()``'s Deferreds once nothing drains."
+        if not self.draining:
+            waiters, self.closed_waiters = self.closed_waiters, []
+            for d in waiters:
+                self.later(d.callback, None)
+
+    # -- bookkeeping --------------------------------------------------------------
+
+    def attempt_failed(self, failure: Failure) -> None:
+        """
+        Record a failed attempt before ``connect_failed`` reaches the
+        machine: ``backing_off`` reads ``next_delay`` on entry, and its
+        listeners want to see why.
+        """
+        self.last_error = _describe(failure)
+        self.failed_attempts += 1
+        self.next_delay = self.backoff.delay(self.failed_attempts)
+
+    def connection_lost(self, reason: str) -> None:
+        "Record the loss of the live protocol before ``lost`` reaches the machine."
+        healthy = self.clock.seconds() - self.ready_at >= self.healthy_after
+        if healthy:
+            self.failed_attempts = 0
+            self.next_delay = 0.0
+        else:
+            self.failed_attempts = self.attempts_before_ready + 1
+            self.next_delay = self.backoff.delay(self.failed_attempts)
+        self.protocol = None
+        self.last_error = reason
+
+    def count_failure(self) -> None:
+        "An attempt failed while connecting: count, log, give up waiters."
         self.connect_failures += 1
-        s.factory.metrics.record_connection_event("connect_failed")
+        self.factory.metrics.record_connection_event("connect_failed")
         # A server that stays down must not flood the log: the first failure
         # of a run, then at most one line per interval per connection.
-        now = s.clock.seconds()
+        now = self.clock.seconds()
         if (
-            s.failed_attempts == 1
-            or now - self._last_failure_log >= _FAILURE_LOG_INTERVAL
+            self.failed_attempts == 1
+            or now - self.last_failure_log >= _FAILURE_LOG_INTERVAL
         ):
-            self._last_failure_log = now
+            self.last_failure_log = now
             _log.info(
                 "Connection {name} attempt {attempt} failed: {error}; retrying in "
                 "{delay:.3f} s",
                 name=self.name,
-                attempt=s.failed_attempts,
-                error=s.last_error,
-                delay=s.next_delay,
+                attempt=self.failed_attempts,
+                error=self.last_error,
+                delay=self.next_delay,
             )
-        keep: list[tuple[Deferred[FramedProtocol], int | None]] = []
-        give_up: list[Deferred[FramedProtocol]] = []
-        for d, remaining in self._ready_waiters:
-            if remaining is None:
-                keep.append((d, None))
-            elif remaining <= 1:
-                give_up.append(d)
+        keep: list[_Waiter] = []
+        for w in self.waiters:
+            if w.remaining is None or w.remaining > 1:
+                if w.remaining is not None:
+                    w.remaining -= 1
+                keep.append(w)
             else:
-                keep.append((d, remaining - 1))
-        self._ready_waiters = keep
-        for d in give_up:
-            d.errback(ConnectFailed(s.failed_attempts, s.last_error or "unknown error"))
+                self.later(
+                    w.deferred.errback,
+                    ConnectFailed(
+                        self.failed_attempts, self.last_error or "unknown error"
+                    ),
+                )
+        self.waiters = keep
 
-    def _protocol_closed(self, reason: str, proto: FramedProtocol) -> None:
-        if proto in self.draining:
-            self.draining.discard(proto)
-            self._maybe_closed()
-            return
-        if proto is self._core.protocol:
-            core = self._core
-            healthy = core.clock.seconds() - core.ready_at >= core.healthy_after
-            if healthy:
-                core.failed_attempts = 0
-                core.next_delay = 0.0
-            else:
-                core.failed_attempts = core.attempts_before_ready + 1
-                core.next_delay = core.backoff.delay(core.failed_attempts)
-            core.protocol = None
-            core.last_error = reason
-            if core.state == "ready":
-                self.factory.metrics.record_connection_event("reconnect")
-            self._machine.lost(Failure(ConnectionLost(True, reason)))  # type: ignore[no-untyped-call]
-
-    def _protocol_goaway(self, proto: FramedProtocol) -> None:
-        if proto is self._core.protocol:
-            self._machine.goaway()
-
-    def _retire(self, proto: FramedProtocol) -> None:
-        core = self._core
-        core.protocol = None
+    def retire(self, proto: FramedProtocol) -> None:
+        "GOAWAY: the protocol finishes its requests on its own, unused."
+        self.protocol = None
         if not proto.is_closed:
             self.draining.add(proto)
-        core.failed_attempts = 0
+        self.failed_attempts = 0
 
-    def _fire_ready(self, proto: FramedProtocol | None) -> None:
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for d, _ in waiters:
-            if proto is None:
-                d.errback(ClientClosed(f"connection {self.name} was closed"))
-            else:
-                d.callback(proto)
 
-    def _forget_ready_waiter(self, d: Deferred[FramedProtocol]) -> None:
-        self._ready_waiters = [(w, n) for w, n in self._ready_waiters if w is not d]
+def _build() -> Callable[[_Core], _Inputs]:
+    machine = TypeMachineBuilder(_Inputs, _Core)
 
-    def _maybe_closed(self) -> None:
-        if self._core.state == "closed" and not self.draining:
-            waiters, self._closed_waiters = self._closed_waiters, []
-            for d in waiters:
-                d.callback(None)
+    # -- state data factories (run on entry; each announces its state) ------
+
+    def attempt(c: _Inputs, s: _Core) -> _Attempt:
+        s.enter("connecting")
+        s.factory.metrics.record_connection_event("connect_attempt")
+        data = _Attempt()
+        s.later(s.begin, c, data)
+        return data
+
+    def remember(c: _Inputs, s: _Core, proto: FramedProtocol) -> FramedProtocol:
+        s.enter("ready")
+        s.connects += 1
+        s.protocol = proto
+        s.ready_at = s.clock.seconds()
+        s.attempts_before_ready = s.failed_attempts
+        s.failed_attempts = 0
+        s.last_error = None
+        # After the announcement: the pool knows the protocol before a
+        # waiter sends on it.
+        s.fire_waiters(proto)
+        return proto
+
+    def wait(c: _Inputs, s: _Core) -> IDelayedCall:
+        s.enter("backing_off")
+        return s.clock.callLater(s.next_delay, s.feed, c.retry)
+
+    def closing(c: _Inputs, s: _Core) -> None:
+        s.enter("closing")
+        s.fail_waiters()
+
+    def closed(c: _Inputs, s: _Core) -> None:
+        # Replaces the data of the state left: a closed connection holds no
+        # protocol, attempt or timer.
+        s.enter("closed")
+        s.protocol = None
+        s.fail_waiters()
+        s.check_closed()
+
+    Idle = machine.state("Idle")
+    Connecting = machine.state("Connecting", attempt)
+    Ready = machine.state("Ready", remember)
+    BackingOff = machine.state("BackingOff", wait)
+    Closing = machine.state("Closing", closing)
+    Closed = machine.state("Closed", closed)
+
+    # -- queries ---------------------------------------------------------------
+    Idle.upon(_Inputs.state_name).loop().returns("idle")
+    Connecting.upon(_Inputs.state_name).loop().returns("connecting")
+    Ready.upon(_Inputs.state_name).loop().returns("ready")
+    BackingOff.upon(_Inputs.state_name).loop().returns("backing_off")
+    Closing.upon(_Inputs.state_name).loop().returns("closing")
+    Closed.upon(_Inputs.state_name).loop().returns("closed")
+
+    for state in (Idle, Connecting, BackingOff, Closing, Closed):
+        state.upon(_Inputs.ready_protocol).loop().returns(None)
+
+    @pep614(Ready.upon(_Inputs.ready_protocol).loop())
+    def usable(c: _Inputs, s: _Core, proto: FramedProtocol) -> FramedProtocol | None:
+        return proto
+
+    # -- when_ready --------------------------------------------------------------
+
+    @pep614(Idle.upon(_Inputs.when_ready).loop())
+    @pep614(Connecting.upon(_Inputs.when_ready, nodata=True).loop())
+    @pep614(BackingOff.upon(_Inputs.when_ready, nodata=True).loop())
+    def park(c: _Inputs, s: _Core, waiter: _Waiter) -> None:
+        s.waiters.append(waiter)
+
+    @pep614(Ready.upon(_Inputs.when_ready).loop())
+    def now_ready(c: _Inputs, s: _Core, proto: FramedProtocol, waiter: _Waiter) -> None:
+        s.later(waiter.deferred.callback, proto)
+
+    @pep614(Closing.upon(_Inputs.when_ready, nodata=True).loop())
+    @pep614(Closed.upon(_Inputs.when_ready, nodata=True).loop())
+    def refuse(c: _Inputs, s: _Core, waiter: _Waiter) -> None:
+        s.refuse(waiter)
+
+    # -- drained: a GOAWAY-retired protocol closed -------------------------------
+
+    @pep614(Idle.upon(_Inputs.drained).loop())
+    @pep614(Connecting.upon(_Inputs.drained, nodata=True).loop())
+    @pep614(Ready.upon(_Inputs.drained, nodata=True).loop())
+    @pep614(BackingOff.upon(_Inputs.drained, nodata=True).loop())
+    @pep614(Closing.upon(_Inputs.drained, nodata=True).loop())
+    def forget_drained(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
+        s.draining.discard(proto)
+
+    @pep614(Closed.upon(_Inputs.drained, nodata=True).loop())
+    def drained_closed(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
+        s.draining.discard(proto)
+        s.check_closed()
+
+    # -- idle ----------------------------------------------------------------
+    Idle.upon(_Inputs.start).to(Connecting).returns(None)
+    Idle.upon(_Inputs.connect_failed).loop().returns(None)
+    Idle.upon(_Inputs.lost).loop().returns(None)
+    Idle.upon(_Inputs.retry).loop().returns(None)
+    Idle.upon(_Inputs.goaway).loop().returns(None)
+
+    # close()'s Deferred is in closed_waiters before the input arrives;
+    # entering Closed fires it unless retired connections still drain.
+    Idle.upon(_Inputs.close).to(Closed).returns(None)
+
+    @pep614(Idle.upon(_Inputs.abort).to(Closed))
+    def abort_idle(c: _Inputs, s: _Core) -> None:
+        # A connection retired by GOAWAY may drain while we reconnect.
+        s.abort_draining()
+
+    @pep614(Closed.upon(_Inputs.close, nodata=True).loop())
+    def close_closed(c: _Inputs, s: _Core) -> None:
+        s.check_closed()
+
+    @pep614(Closed.upon(_Inputs.abort, nodata=True).loop())
+    def abort_closed(c: _Inputs, s: _Core) -> None:
+        s.abort_draining()
+
+    @pep614(BackingOff.upon(_Inputs.close).to(Closed))
+    def close_backing_off(c: _Inputs, s: _Core, timer: IDelayedCall) -> None:
+        if timer.active():
+            timer.cancel()
+
+    @pep614(BackingOff.upon(_Inputs.abort).to(Closed))
+    def abort_backing_off(c: _Inputs, s: _Core, timer: IDelayedCall) -> None:
+        close_backing_off(c, s, timer)
+        s.abort_draining()
+
+    @pep614(Idle.upon(_Inputs.connected).loop())
+    @pep614(BackingOff.upon(_Inputs.connected, nodata=True).loop())
+    @pep614(Closing.upon(_Inputs.connected, nodata=True).loop())
+    @pep614(Closed.upon(_Inputs.connected, nodata=True).loop())
+    def stray_protocol(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
+        # Only Connecting expects a protocol; one arriving anywhere else (an
+        # attempt that finished while we were closing) is closed unused.
+        s.later(proto.abort, "connection no longer wanted")
+
+    @pep614(Ready.upon(_Inputs.connected).loop())
+    def stray_protocol_ready(
+        c: _Inputs, s: _Core, current: FramedProtocol, proto: FramedProtocol
+    ) -> None:
+        if proto is not current:
+            s.later(proto.abort, "connection no longer wanted")
+
+    # -- connecting ----------------------------------------------------------
+    Connecting.upon(_Inputs.start).loop().returns(None)
+    Connecting.upon(_Inputs.connected, nodata=True).to(Ready).returns(None)
+    Connecting.upon(_Inputs.lost).loop().returns(None)
+    Connecting.upon(_Inputs.retry).loop().returns(None)
+    Connecting.upon(_Inputs.goaway).loop().returns(None)
+
+    @pep614(Connecting.upon(_Inputs.connect_failed, nodata=True).to(BackingOff))
+    def failed(c: _Inputs, s: _Core) -> None:
+        s.count_failure()
+
+    @pep614(Connecting.upon(_Inputs.close).to(Closing))
+    def cancel_attempt(c: _Inputs, s: _Core, attempt: _Attempt) -> None:
+        s.later(attempt.cancel)
+
+    @pep614(Connecting.upon(_Inputs.abort).to(Closing))
+    def abort_attempt(c: _Inputs, s: _Core, attempt: _Attempt) -> None:
+        s.later(attempt.cancel)
+        s.abort_draining()
+
+    # -- ready ---------------------------------------------------------------
+    Ready.upon(_Inputs.start).loop().returns(None)
+    Ready.upon(_Inputs.connect_failed).loop().returns(None)
+    Ready.upon(_Inputs.retry).loop().returns(None)
+
+    @pep614(Ready.upon(_Inputs.lost).to(BackingOff))
+    def reconnect(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
+        # The core recorded why (last_error) and the delay before this input.
+        s.factory.metrics.record_connection_event("reconnect")
+
+    @pep614(Ready.upon(_Inputs.goaway).to(Connecting))
+    def replace(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
+        s.retire(proto)
+
+    @pep614(Ready.upon(_Inputs.close).to(Closing))
+    def close_ready(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
+        s.later(proto.close, True)
+
+    @pep614(Ready.upon(_Inputs.abort).to(Closing))
+    def abort_ready(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
+        s.later(proto.close, False)
+        s.abort_draining()
+
+    # -- backing off ---------------------------------------------------------
+    BackingOff.upon(_Inputs.start).loop().returns(None)
+    BackingOff.upon(_Inputs.connect_failed).loop().returns(None)
+    BackingOff.upon(_Inputs.lost).loop().returns(None)
+    BackingOff.upon(_Inputs.retry, nodata=True).to(Connecting).returns(None)
+    BackingOff.upon(_Inputs.goaway).loop().returns(None)
+
+    # -- closing -------------------------------------------------------------
+    Closing.upon(_Inputs.start).loop().returns(None)
+    Closing.upon(_Inputs.retry).loop().returns(None)
+    Closing.upon(_Inputs.goaway).loop().returns(None)
+
+    Closing.upon(_Inputs.close).loop().returns(None)
+
+    @pep614(Closing.upon(_Inputs.abort, nodata=True).loop())
+    def abort_closing(c: _Inputs, s: _Core) -> None:
+        if s.protocol is not None:
+            s.later(s.protocol.close, False)
+        s.abort_draining()
+
+    Closing.upon(_Inputs.connect_failed, nodata=True).to(Closed).returns(None)
+    Closing.upon(_Inputs.lost, nodata=True).to(Closed).returns(None)
+
+    # -- closed --------------------------------------------------------------
+    for name in ("start", "connect_failed", "lost", "retry", "goaway"):
+        Closed.upon(getattr(_Inputs, name), nodata=True).loop().returns(None)
+
+    return machine.build()
+
+
+_Machine = _build()
+
+
+def _check_seconds(name: str, value: object) -> float:
+    """
+    ``value`` as a number of seconds, or an error naming ``name``.
+
+    A zero or negative connect timeout would make every attempt fail at once
+    (or trip an assertion in Twisted's ``addTimeout``) while still opening a
+    socket per attempt, so it is refused here, where the mistake is made.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(
+            f"{name} must be a finite number of seconds > 0, got {value!r}"
+        )
+    return float(value)
+
+
+class Connection:
+    """
+    One long-lived connection to ``endpoint`` that reconnects by itself.
+
+    :param endpoint: where to connect (any ``IStreamClientEndpoint``).
+    :param factory: builds the protocol; its config (codec, timeouts,
+        heartbeats) and metrics apply to every connection made.
+    :param clock: time source for backoff and connect timeouts.
+    :param backoff: reconnect pacing: a
+        :class:`~framedclient.backoff.BackoffPolicy`, or a plain
+        ``Callable[[int], float]`` such as Twisted's ``backoffPolicy()``
+        (called with the number of consecutive failed attempts, as
+        ``ClientService`` does); gRPC's policy by default.
+    :param connect_timeout: seconds one attempt (TCP connect, TLS handshake,
+        ``prepare``) may take, ``> 0``; default: the backoff policy's
+        ``connect_timeout`` (gRPC, and plain callables: 20 s).
+    :param prepare: run on each new connection before it counts as ready
+        (handshake, authentication, ``SELECT db``); may return a Deferred;
+        if it fails, the attempt fails.
+    :param healthy_after: seconds (``> 0``) a connection must stay up before
+        its loss resets the backoff.
+    :param name: shown in logs and :meth:`debug_state`.
+    :raises TypeError: if ``connect_timeout`` or ``healthy_after`` is not a
+        number, or ``backoff`` is neither a policy nor a callable.
+    :raises ValueError: if ``connect_timeout`` or ``healthy_after`` is not
+        a finite number above zero.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        factory: FramedClientFactory,
+        clock: IReactorTime,
+        *,
+        backoff: BackoffLike | None = None,
+        connect_timeout: float | None = None,
+        prepare: PrepareHook | None = None,
+        healthy_after: float = 1.0,
+        name: str = "conn",
+    ) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.factory = factory
+        self._core = _Core(
+            name=name,
+            endpoint=endpoint,
+            factory=factory,
+            clock=clock,
+            backoff=as_backoff_policy(backoff),
+            connect_timeout=None
+            if connect_timeout is None
+            else _check_seconds("connect_timeout", connect_timeout),
+            prepare=prepare,
+            healthy_after=_check_seconds("healthy_after", healthy_after),
+            owner=self,
+        )
+        self._machine = _Machine(self._core)
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.name} {self.state}>"
+
+    # -- public --------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """
+        One of :data:`STATES`, as the machine says.
+        """
+        return self._machine.state_name()
+
+    @property
+    def protocol(self) -> FramedProtocol | None:
+        """
+        The protocol while ready, else ``None``.
+        """
+        return self._machine.ready_protocol()
+
+    @property
+    def last_error(self) -> str | None:
+        """
+        Why the last attempt failed or the last connection ended.
+        """
+        return self._core.last_error
+
+    @property
+    def failed_attempts(self) -> int:
+        return self._core.failed_attempts
+
+    @property
+    def draining(self) -> set[FramedProtocol]:
+        """
+        Protocols retired by GOAWAY, still finishing their requests.
+        """
+        return self._core.draining
+
+    @property
+    def connects(self) -> int:
+        """
+        How many connections became ready.
+        """
+        return self._core.connects
+
+    @property
+    def connect_failures(self) -> int:
+        """
+        How many attempts failed while connecting.
+        """
+        return self._core.connect_failures
+
+    def start(self) -> None:
+        """
+        Start connecting.  Idempotent.
+        """
+        self._core.feed(self._machine.start)
+
+    def add_listener(self, listener: StateListener) -> None:
+        """
+        Call ``listener(connection, old_state, new_state)`` on each change,
+        in order, once the machine is at rest (it may call any method of
+        the connection, including :meth:`close`).
+        """
+        self._core.listeners.append(listener)
+
+    def when_ready(self, fail_after: int | None = None) -> Deferred[FramedProtocol]:
+        """
+        The ready protocol, now or when there is one.
+
+        :param fail_after: fail with :class:`ConnectFailed` after this many
+            consecutive failed attempts from now (``None``: wait until
+            closed).  Fails with :class:`~framedclient.errors.ClientClosed`
+            if the connection is closed first.  Cancelling the Deferred
+            stops the wait (nothing is left behind).
+        """
+        core = self._core
+        waiter = _Waiter(Deferred(lambda _: core.forget(waiter)), fail_after)
+        core.feed(partial(self._machine.when_ready, waiter))
+        return waiter.deferred
+
+    def close(self, drain: bool = True) -> Deferred[None]:
+        """
+        Stop reconnecting and close.
+
+        :param drain: let the current connection's requests finish first.
+        :return: fires once every connection this object made is gone
+            (including ones retired by GOAWAY that were still draining).
+        """
+        done: Deferred[None] = Deferred()
+        # The machine decides when it fires (see check_closed).
+        self._core.closed_waiters.append(done)
+        self._core.feed(self._machine.close if drain else self._machine.abort)
+        return done
+
+    def debug_state(self) -> dict[str, Any]:
+        """
+        A JSON-able picture: state, pending requests, backoff, last error,
+        and ``ready_waiters``, the number of :meth:`when_ready` calls
+        waiting.
+        """
+        core = self._core
+        state = self.state
+        proto = core.protocol
+        return {
+            "name": self.name,
+            "state": state,
+            "failed_attempts": core.failed_attempts,
+            "next_backoff_delay": core.next_delay if state == "backing_off" else None,
+            "last_error": core.last_error,
+            "connects": core.connects,
+            "connect_failures": core.connect_failures,
+            "ready_waiters": len(core.waiters),
+            "protocol": proto.debug_state() if proto is not None else None,
+            "draining": [p.debug_state() for p in core.draining],
+        }
 
 
 def _describe(failure: Failure) -> str:

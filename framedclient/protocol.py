@@ -240,9 +240,6 @@ class FramedProtocol(Protocol):
         self.failed_count = 0
         self.bytes_received = 0
         self.bytes_sent = 0
-        #: Called once when the server sends GOAWAY (the connection layer
-        #: opens a replacement).
-        self.on_goaway: Any = None
 
     # -- introspection -------------------------------------------------------
 
@@ -650,8 +647,6 @@ class FramedProtocol(Protocol):
         # Withdraw what is not written yet: the server asked for nothing new,
         # and those requests are safe to send on another connection.
         self.engine.withdraw_unwritten("server sent GOAWAY")
-        if self.on_goaway is not None:
-            self.on_goaway(self)
         waiters, self._goaway_waiters = self._goaway_waiters, []
         for d in waiters:
             d.callback(None)

@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 
 from framedclient.backoff import (
     BackoffPolicy,
+    CallableBackoff,
     ConstantBackoff,
     ExponentialBackoff,
     FullJitterBackoff,
+    as_backoff_policy,
     parse_backoff,
 )
 
@@ -358,3 +360,17 @@ class TestParseBackoff:
         assert reason in message
         for form in ("'grpc'", "'full-jitter:", "'constant:S'"):
             assert form in message
+
+
+def test_a_plain_callable_is_called_with_the_number_of_failed_attempts():
+    seen = []
+    policy = as_backoff_policy(lambda attempt: seen.append(attempt) or 2.0 * attempt)
+    assert isinstance(policy, CallableBackoff)
+    assert [policy.delay(n) for n in (1, 2, 3)] == [2.0, 4.0, 6.0]
+    assert seen == [1, 2, 3]
+    assert policy.connect_timeout(0) == 20.0
+
+
+def test_a_policy_object_is_used_as_it_is():
+    policy = ConstantBackoff(2.0)
+    assert as_backoff_policy(policy) is policy

@@ -152,7 +152,14 @@ def test_a_codec_must_look_like_a_codec():
 
 def test_a_backoff_policy_must_look_like_one():
     with pytest.raises(TypeError, match=r"^backoff must be a backoff policy"):
-        ClientConfig(backoff=lambda attempt: 1.0)
+        ClientConfig(backoff=42)  # type: ignore[arg-type]
+
+
+def test_a_plain_backoff_function_is_a_backoff_setting():
+    from twisted.application.internet import backoffPolicy
+
+    policy = backoffPolicy()
+    assert ClientConfig(backoff=policy).backoff is policy
 
 
 def test_heartbeats_need_a_codec_with_ping_frames():

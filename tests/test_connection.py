@@ -6,10 +6,12 @@ scripted endpoint.
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from framedclient.backoff import ConstantBackoff, ExponentialBackoff
@@ -268,53 +270,29 @@ INPUTS = [
     "connect_failed",
     "lost",
     "retry",
+    "goaway",
+    "drained",
+    "when_ready",
     "close",
     "abort",
-    "goaway",
+    "state_name",
+    "ready_protocol",
 ]
+# The state each input leads to, in INPUTS order.
 EXPECTED = {
-    "idle": ["connecting", "idle", "idle", "idle", "idle", "closed", "closed", "idle"],
-    "connecting": [
-        "connecting",
-        "ready",
-        "backing_off",
-        "connecting",
-        "connecting",
-        "closed",
-        "closed",
-        "connecting",
-    ],
-    "ready": [
-        "ready",
-        "ready",
-        "ready",
-        "backing_off",
-        "ready",
-        "closing",
-        "closing",
-        "connecting",
-    ],
-    "backing_off": [
-        "backing_off",
-        "backing_off",
-        "backing_off",
-        "backing_off",
-        "connecting",
-        "closed",
-        "closed",
-        "backing_off",
-    ],
-    "closing": [
-        "closing",
-        "closing",
-        "closed",
-        "closed",
-        "closing",
-        "closing",
-        "closing",
-        "closing",
-    ],
-    "closed": ["closed"] * 8,
+    state: row.split()
+    for state, row in {
+        "idle": "connecting idle idle idle idle idle idle idle closed closed idle idle",
+        "connecting": "connecting ready backing_off connecting connecting connecting "
+        "connecting connecting closed closed connecting connecting",
+        "ready": "ready ready ready backing_off ready connecting "
+        "ready ready closing closing ready ready",
+        "backing_off": "backing_off backing_off backing_off backing_off connecting "
+        "backing_off backing_off backing_off closed closed backing_off backing_off",
+        "closing": "closing closing closed closed closing closing "
+        "closing closing closing closing closing closing",
+        "closed": " ".join(["closed"] * 12),
+    }.items()
 }
 
 
@@ -338,44 +316,59 @@ def into(state: str) -> tuple[Connection, ScriptedEndpoint, Clock]:
 
 def feed(conn: Connection, endpoint: ScriptedEndpoint, name: str) -> None:
     machine = conn._machine
+    run = conn._core.feed
     if name == "connected":
         stray = FramedClientFactory().buildProtocol(None)
-        from twisted.internet.testing import StringTransport
-
         stray.makeConnection(StringTransport())
         if conn.state == "connecting":
             endpoint.attempts[-1][1].callback(stray)
         else:
-            machine.connected(stray)
+            run(partial(machine.connected, stray))
     elif name == "connect_failed":
         if conn.state == "connecting":
             endpoint.refuse()
         else:
-            machine.connect_failed(Failure(RuntimeError("stale")))
+            run(machine.connect_failed)
     elif name == "lost":
         if conn.state in ("ready", "closing") and conn._core.protocol is not None:
             drop(conn._core.protocol)
         else:
-            machine.lost(Failure(RuntimeError("stale")))
+            run(machine.lost)
     elif name == "goaway":
         if conn.state == "ready":
             conn.protocol.dataReceived(CODEC.encode(GOAWAY, 0, b""))
         else:
-            machine.goaway()
+            run(machine.goaway)
+    elif name == "drained":
+        stray = FramedClientFactory().buildProtocol(None)
+        run(partial(machine.drained, stray))
+    elif name == "when_ready":
+        conn.when_ready().addErrback(lambda f: None)
     elif name == "close":
         conn.close()
     elif name == "abort":
         conn.close(drain=False)
+    elif name == "state_name":
+        assert machine.state_name() == conn.state
+    elif name == "ready_protocol":
+        assert machine.ready_protocol() is conn.protocol
     else:
-        getattr(machine, name)()
+        run(getattr(machine, name))
 
 
 @pytest.mark.parametrize("state", list(EXPECTED))
 @pytest.mark.parametrize("index", range(len(INPUTS)), ids=INPUTS)
 def test_every_input_in_every_state_is_defined(state, index):
     conn, endpoint, clock = into(state)
+    heard = []
+    conn.add_listener(lambda c, old, new: heard.append((old, new)))
     feed(conn, endpoint, INPUTS[index])
-    assert conn.state == EXPECTED[state][index]
+    after = EXPECTED[state][index]
+    assert conn.state == after
+    if after != state:
+        assert heard[0][0] == state and heard[-1][1] == after, "listeners heard"
+    else:
+        assert heard == []
 
 
 def test_constant_backoff_policy_is_honoured():

@@ -385,7 +385,7 @@ def test_read_timeout_closes_when_outstanding_requests_get_no_bytes():
 def test_goaway_finishes_in_flight_refuses_new_and_closes():
     proto, peer, clock = connect()
     told = []
-    proto.on_goaway = told.append
+    proto.when_goaway().addCallback(lambda _: told.append(proto))
     d1 = proto.request(b"in flight")
     clock.advance(0)
     ((_, rid, _),) = peer.received()

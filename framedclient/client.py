@@ -51,6 +51,7 @@ from framedclient.errors import (
     Overloaded,
     RequestTimeout,
     Unavailable,
+    outcome_of,
 )
 from framedclient.metrics import GaugeSample, Metrics
 from framedclient.pool import Limiter, Pool
@@ -150,6 +151,10 @@ class _Call:
             self.has_slot = False
             self.client.request_settled()
         if isinstance(result, (Failure, BaseException)):
+            # Ended before reaching a connection: its one outcome is
+            # recorded here (a connection records those it took).
+            error = result.value if isinstance(result, Failure) else result
+            self.client._events.record_failure(outcome_of(error), None)
             self.outer.errback(result)
         else:
             self.outer.callback(result)
@@ -452,6 +457,7 @@ class FramedClient:
         if body.__class__ is not bytes or timeout is not None:
             check_request(body, timeout)
         if self._closing:
+            self._events.record_failure(ClientClosed.outcome, None)
             return fail(ClientClosed("the client is closed; create a new one"))
         if timeout is None:
             timeout = self.request_timeout
@@ -470,7 +476,7 @@ class FramedClient:
         if self._queued_bytes + size > self.max_queued_bytes:
             if has_slot:
                 limiter.release()
-            self._events.record_failure("overloaded", None)
+            self._events.record_failure(Overloaded.outcome, None)
             return fail(
                 Overloaded(
                     f"{self._queued_bytes} bytes of requests already wait in the "
@@ -537,11 +543,6 @@ class FramedClient:
         call.current = None
         if call.stage == _ACQUIRING:
             self._slow_live -= 1
-            error = failure.value
-            if isinstance(error, Overloaded):
-                self._events.record_failure("overloaded", None)
-            elif isinstance(error, CancelledError):
-                self._events.record_failure("cancelled", None)
             call.finish(failure)
 
     def _dispatch(self, call: _Call) -> None:
@@ -557,7 +558,6 @@ class FramedClient:
                 return
             if not call.wait and not self.pool.ready_count:
                 self._slow_live -= 1
-                self._events.record_failure("unavailable", None)
                 call.finish(self._unavailable())
                 return
             call.stage = _WAITING
@@ -599,21 +599,19 @@ class FramedClient:
             call.unqueue()
             if acquiring is not None and not acquiring.called:
                 acquiring.cancel()
-            self._events.record_failure("timeout", None)
-            call.outer.errback(
-                RequestTimeout(
-                    call.timeout,
-                    f"no in-flight slot freed up within {call.timeout:g} s "
-                    f"(max_in_flight={self._limiter.max_in_flight}); the "
-                    f"request was not sent",
-                )
+            error = RequestTimeout(
+                call.timeout,
+                f"no in-flight slot freed up within {call.timeout:g} s "
+                f"(max_in_flight={self._limiter.max_in_flight}); the "
+                f"request was not sent",
             )
+            self._events.record_failure(error.outcome, None)
+            call.outer.errback(error)
         elif stage == _WAITING:
             try:
                 self._waiting.remove(call)
             except ValueError:
                 pass
-            self._events.record_failure("unavailable", None)
             call.finish(
                 Unavailable(
                     f"no connection became ready within the request's "
@@ -621,7 +619,6 @@ class FramedClient:
                 )
             )
         elif stage == _DELAYED:
-            self._events.record_failure("timeout", None)
             call.finish(
                 RequestTimeout(
                     call.timeout, "the deadline passed while waiting to retry"

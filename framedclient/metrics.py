@@ -76,6 +76,7 @@ CONNECTION_EVENTS: tuple[str, ...] = (
     "connect_failed",
     "lost",
     "reconnect",
+    "protocol_error",
 )
 """The connection events :meth:`MetricsRecorder.record_connection_event`
 accepts."""

@@ -65,7 +65,6 @@ from framedclient.engine import (
     ERROR_REPLY,
     LATE,
     LOST,
-    TIMEOUT,
     UNKNOWN,
     Request,
     RequestEngine,
@@ -75,7 +74,11 @@ from framedclient.engine import (
     REPLY as REPLIED,
 )
 from framedclient.errors import (
+    CANCELLED as OUTCOME_CANCELLED,
+)
+from framedclient.errors import (
     ConnectionLost,
+    FramedClientError,
     Overloaded,
     ProtocolError,
     RemoteError,
@@ -413,12 +416,15 @@ class FramedProtocol(Protocol):
             self._flush_call = self._clock.callLater(0, self._flush)
         return r  # type: ignore[return-value]
 
-    def _refuse(self, error: Exception) -> Deferred[bytes]:
+    def _refuse(self, error: FramedClientError) -> Deferred[bytes]:
+        # Refused before it was held: nothing was sent.
         if self._owner is not None:
             self._owner.request_settled()
+        self.failed_count += 1
+        self.metrics.record_failure(error.outcome, None)
         return fail(error)
 
-    def _refusal(self) -> Exception:
+    def _refusal(self) -> ConnectionLost:
         if self._state == _OPEN:
             return ConnectionLost(False, "not connected yet")
         if self._state == _DRAINING:
@@ -463,18 +469,17 @@ class FramedProtocol(Protocol):
             or (exit == LOST and value.written)
         )
         latency = now - r.started if written else None
-        if exit == ERROR_REPLY:
-            self.metrics.record_failure("remote_error", latency)
-            r.errback(RemoteError(value.decode("utf-8", "replace")))
-        elif exit == TIMEOUT:
-            self.metrics.record_failure("timeout", latency)
-            r.errback(value)
-        elif exit == CANCELLED:
+        if exit == CANCELLED:
             # Deferred.cancel() fails the Deferred with CancelledError.
-            self.metrics.record_failure("cancelled", latency)
-        else:
-            self.metrics.record_failure("connection_lost", latency)
-            r.errback(value)
+            self.metrics.record_failure(OUTCOME_CANCELLED, latency)
+            return
+        error = (
+            RemoteError(value.decode("utf-8", "replace"))
+            if exit == ERROR_REPLY
+            else value
+        )
+        self.metrics.record_failure(error.outcome, latency)
+        r.errback(error)
 
     def send_cancel(self, request_id: int) -> None:
         self._control.append(self._encode(CANCEL, request_id, b""))
@@ -631,7 +636,9 @@ class FramedProtocol(Protocol):
             "Closing connection: the server broke the protocol: {error}",
             error=str(error),
         )
-        self.metrics.record_failure("protocol_error", None)
+        # A connection event: the requests it fails count as connection_lost
+        # (each request has exactly one outcome).
+        self.metrics.record_connection_event("protocol_error")
         self._close_error = error
         self.abort(f"protocol error from the server: {error}")
 

@@ -423,6 +423,12 @@ class FramedProtocol(Protocol):
             "state": ("open", "draining", "closed")[self._state],
             "pending": self._live,
             "tombstones": self._tombstones,
+            # What the request containers really hold, not what the counters
+            # say: a leaked entry shows here even when pending and
+            # table_size look right.
+            "table_entries": (
+                len(self._pending) + len(self._inflight) + len(self._unflushed)
+            ),
             "queued_unwritten": sum(1 for p in self._unflushed if p.state == _QUEUED),
             "oldest_pending_age": age,
             "paused": self._paused,

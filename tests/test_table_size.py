@@ -29,7 +29,14 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from framedclient.codec import ERROR, REPLY, REQUEST, FC1Codec, PipelinedCodec
+from framedclient.codec import (
+    ERROR,
+    REPLY,
+    REQUEST,
+    FC1Codec,
+    Matching,
+    PipelinedCodec,
+)
 from framedclient.errors import ConnectionLost, RemoteError, RequestTimeout
 from framedclient.framing import Delimited
 from framedclient.protocol import FramedClientFactory, FramedProtocol
@@ -55,7 +62,7 @@ class Link:
 
     def __init__(self, codec: Any, **config: Any) -> None:
         self.codec = codec
-        self.by_id = codec.matching.value == "by_id"
+        self.by_id = codec.matching is Matching.BY_ID
         self.clock = Clock()
         factory = FramedClientFactory(codec, clock=self.clock, **config)
         self.proto: FramedProtocol = factory.buildProtocol(None)

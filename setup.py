@@ -37,6 +37,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",
+            "pytest-timeout>=2.3",
             "hypothesis>=6.100",
             "treq>=23.11",
             "prometheus_client>=0.17",

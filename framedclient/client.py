@@ -471,7 +471,7 @@ class FramedClient:
             if proto is not None:
                 # The fast path: the connection's own Deferred, nothing added
                 # to it.  The slot comes back through request_settled().
-                return proto.submit(body, timeout, idempotent)
+                return proto.request(body, timeout, idempotent)
         size = len(body)
         if self._queued_bytes + size > self.max_queued_bytes:
             if has_slot:
@@ -577,7 +577,7 @@ class FramedClient:
         call.stage = _SENT
         call.unqueue()
         call.has_slot = False  # the connection's request_settled() releases it
-        d = proto.submit(call.body, remaining, call.idempotent, call.attempt)
+        d = proto.request(call.body, remaining, call.idempotent, call.attempt)
         call.current = d
         d.addBoth(call.forward)
 

@@ -125,18 +125,28 @@ class Request:
     )
 
     def __init__(
-        self, engine: RequestEngine, request_id: int, data: bytes, started: float
+        self,
+        engine: RequestEngine,
+        request_id: int,
+        data: bytes,
+        body: bytes,
+        started: float,
+        timeout: float,
+        deadline: float,
+        idempotent: bool,
+        attempt: int,
     ) -> None:
         self.engine = engine
         self.request_id = request_id
         self.data: bytes | None = data
+        self.body: bytes | None = body
         self.started = started
+        #: seconds it may take (0.0: no timeout) and when that is up
+        self.timeout = timeout
+        self.deadline = deadline
+        self.idempotent = idempotent
+        self.attempt = attempt
         self.state = QUEUED
-        self.timeout = 0.0
-        self.deadline = math.inf
-        self.body: bytes | None = None
-        self.idempotent = False
-        self.attempt = 1
         self.redirect: Any = None
 
     def __repr__(self) -> str:
@@ -205,6 +215,13 @@ class RequestEngine:
     :param record: the class of the records :meth:`open` makes (a subclass
         of :class:`Request` with the same constructor).
 
+    Deadlines cost nothing per request in the usual case: requests that
+    share the connection's usual timeout (the first one seen) expire in the
+    order they were opened, which is the order the tables already keep
+    them in, so one wake-up at the oldest one's deadline is all they need;
+    a scan from the front of the table finds what is due.  Requests with
+    another timeout go to a :class:`~framedclient.deadlines.Deadlines`.
+
     :ivar live: requests not settled yet.
     :ivar tombstones: abandoned requests whose ID is still reserved.
     :ivar unwritten_bytes: bytes of requests not yet taken by
@@ -229,6 +246,8 @@ class RequestEngine:
         "_send_cancel",
         "_tombstone_deadlines",
         "_unwritten",
+        "_usual_armed",
+        "_usual_timeout",
         "_wake_at",
         "actions",
         "late_replies",
@@ -286,6 +305,10 @@ class RequestEngine:
         self.late_replies = 0
         self.unknown_replies = 0
         self._wake_at = math.inf
+        # The timeout most requests share, and whether a wake-up is due for
+        # the oldest live request with it.
+        self._usual_timeout = 0.0
+        self._usual_armed = False
         self._deadlines: Deadlines[Request] = Deadlines(
             _is_live, self._expire, self._live_count, _deadline_of, self._arm
         )
@@ -372,21 +395,30 @@ class RequestEngine:
         data = self._encode(REQUEST, request_id, body)
         self._last_id = request_id
         now = self._seconds()
-        r = self._record(self, request_id, data, now)
-        r.body = body
-        if idempotent:
-            r.idempotent = True
-        if attempt != 1:
-            r.attempt = attempt
+        if timeout is None or timeout == math.inf:
+            timeout = 0.0
+            deadline = math.inf
+        else:
+            deadline = now + timeout
+        r = self._record(
+            self, request_id, data, body, now, timeout, deadline, idempotent, attempt
+        )
+        if timeout:
+            if timeout == self._usual_timeout:
+                if not self._usual_armed:
+                    self._usual_armed = True
+                    self._arm(deadline)
+            elif not self._usual_timeout:
+                self._usual_timeout = timeout
+                self._usual_armed = True
+                self._arm(deadline)
+            else:
+                self._deadlines.add(deadline, r)
         if self._by_id:
             pending[request_id] = r
         self._unwritten.append(r)
         self.unwritten_bytes += len(data)
         self.live += 1
-        if timeout is not None and timeout != math.inf:
-            r.timeout = timeout
-            r.deadline = deadline = now + timeout
-            self._deadlines.add(deadline, r)
         return r
 
     def take_unwritten(self, chunks: list[bytes]) -> None:
@@ -448,9 +480,12 @@ class RequestEngine:
             self.late_replies += 1
             return LATE
         # A reply to a request not written yet: the peer answered an ID it
-        # has not been sent.  Keep the request, drop the reply.
+        # has not been sent.  Keep the request, drop the reply.  Put back, it
+        # is out of opening order: its deadline must be tracked on its own.
         if self._by_id:
             self._pending[request_id] = r
+            if r.timeout:
+                self._deadlines.add(r.deadline, r)
         self.unknown_replies += 1
         return UNKNOWN
 
@@ -467,8 +502,35 @@ class RequestEngine:
         release tombstones past their TTL.
         """
         self._wake_at = math.inf
+        if self._usual_armed:
+            self._expire_usual(now)
         self._deadlines.expire(now)
         self._tombstone_deadlines.expire(now)
+
+    def _expire_usual(self, now: float) -> None:
+        # Requests with the usual timeout are held in opening order, which
+        # is their deadline order: time out the due ones at the front, and
+        # wake up again for the first one that is not due.
+        usual = self._usual_timeout
+        if self._by_id:
+            held: Any = self._pending.values()
+        else:
+            held = (*self._inflight, *self._unwritten)
+        due: list[Request] = []
+        next_deadline = math.inf
+        due_by = now + 1e-9  # a timer can land a rounding error short
+        for r in held:
+            if r.state <= SENT and r.timeout == usual:
+                if r.deadline > due_by:
+                    next_deadline = r.deadline
+                    break
+                due.append(r)
+        self._usual_armed = next_deadline != math.inf
+        if self._usual_armed:
+            self._arm(next_deadline)
+        for r in due:
+            if r.state <= SENT:
+                self._settle(r, TIMEOUT, RequestTimeout(r.timeout), now)
 
     def withdraw_unwritten(self, reason: str) -> None:
         """
@@ -504,6 +566,7 @@ class RequestEngine:
         self.tombstones = 0
         self._deadlines.clear()
         self._tombstone_deadlines.clear()
+        self._usual_armed = False
         self._wake_at = math.inf
         now = self._seconds()
         for r in victims:

@@ -417,7 +417,17 @@ class Metrics:
     def record_ok(self, latency: float) -> None:
         """See :meth:`MetricsRecorder.record_ok`."""
         self._outcomes["ok"] += 1
-        self._latency.record(latency)
+        # LatencyHistogram.record, written out: this runs once per reply.
+        h = self._latency
+        if not latency >= 0.0:
+            latency = 0.0
+        h._counts[bisect_left(LATENCY_BUCKET_BOUNDS, latency)] += 1
+        h._count += 1
+        h._sum += latency
+        if latency > h._max:
+            h._max = latency
+        if latency < h._min:
+            h._min = latency
 
     def record_failure(self, outcome: str, latency: float | None) -> None:
         """

@@ -112,9 +112,29 @@ class PendingRequest(Deferred[bytes], Request):
     __slots__ = ()
 
     def __init__(
-        self, engine: RequestEngine, request_id: int, data: bytes, started: float
+        self,
+        engine: RequestEngine,
+        request_id: int,
+        data: bytes,
+        body: bytes,
+        started: float,
+        timeout: float,
+        deadline: float,
+        idempotent: bool,
+        attempt: int,
     ) -> None:
-        Request.__init__(self, engine, request_id, data, started)
+        # Request.__init__, written out: one call less per request.
+        self.engine = engine
+        self.request_id = request_id
+        self.data = data
+        self.body = body
+        self.started = started
+        self.timeout = timeout
+        self.deadline = deadline
+        self.idempotent = idempotent
+        self.attempt = attempt
+        self.state = 0  # QUEUED
+        self.redirect = None
         Deferred.__init__(self)
 
     def cancel(self) -> None:
@@ -291,7 +311,12 @@ class FramedProtocol(Protocol):
         Whether ``request()`` would be accepted now (open, not draining, not
         full).  The pool uses this to skip a connection.
         """
-        return self._state == _OPEN and self._connected and not self.engine.full
+        engine = self.engine
+        return (
+            self._state == _OPEN
+            and self._connected
+            and engine.live + engine.tombstones < engine.max_pending
+        )
 
     @property
     def is_closed(self) -> bool:
@@ -366,7 +391,12 @@ class FramedProtocol(Protocol):
         :raises TypeError: ``body`` is not bytes, ``timeout`` not a number.
         :raises ValueError: ``timeout`` is not positive.
         """
-        if body.__class__ is not bytes or timeout is not None:
+        if body.__class__ is not bytes or (
+            timeout is not None
+            and (timeout.__class__ is not float or not timeout > 0.0)
+        ):
+            # The common case (bytes, a positive float) passed the line
+            # above; everything else is checked properly here.
             try:
                 check_request(body, timeout)
             except Exception:
@@ -374,19 +404,6 @@ class FramedProtocol(Protocol):
                 if self._owner is not None:
                     self._owner.request_settled()
                 raise
-        return self.submit(body, timeout, idempotent, attempt)
-
-    def submit(
-        self,
-        body: bytes,
-        timeout: float | None = None,
-        idempotent: bool = False,
-        attempt: int = 1,
-    ) -> Deferred[bytes]:
-        """
-        :meth:`request` for callers that checked the arguments already (the
-        client does, once per request, whatever connection it lands on).
-        """
         if self._state != _OPEN or not self._connected:
             return self._refuse(self._refusal())
         engine = self.engine

@@ -269,6 +269,10 @@ class FramedClient:
                     )
                 )
         self.pool = Pool(connections, balancer)
+        # Bound once: the fast path calls them for every request.
+        self._pick = self.pool.pick
+        self._try_acquire = self._limiter.try_acquire
+        self._release = self._limiter.release
         for conn in connections:
             conn.add_listener(self._connection_changed)
         self._budget = retry_budget or RetryBudget(clock)
@@ -464,10 +468,9 @@ class FramedClient:
             if timeout is None:
                 timeout = math.inf
         self._budget.requests += 1
-        limiter = self._limiter
-        has_slot = limiter.try_acquire()
+        has_slot = self._try_acquire()
         if has_slot:
-            proto = self.pool.pick()
+            proto = self._pick()
             if proto is not None:
                 # The fast path: the connection's own Deferred, nothing added
                 # to it.  The slot comes back through request_settled().
@@ -475,7 +478,7 @@ class FramedClient:
         size = len(body)
         if self._queued_bytes + size > self.max_queued_bytes:
             if has_slot:
-                limiter.release()
+                self._limiter.release()
             self._events.record_failure(Overloaded.outcome, None)
             return fail(
                 Overloaded(
@@ -504,7 +507,7 @@ class FramedClient:
             call.has_slot = True
             self._dispatch(call)
             return call.outer
-        acquired = limiter.acquire()
+        acquired = self._limiter.acquire()
         if not acquired.called:
             call.current = acquired
         # Fires at once when a slot is free (the fast path found no
@@ -659,7 +662,7 @@ class FramedClient:
         request a connection accepted ends here exactly once, unless it was
         handed over to :meth:`request_orphaned`.
         """
-        self._limiter.release()
+        self._release()
         if self._waiting or self._lease_waiters:
             self._kick()
 

@@ -373,6 +373,7 @@ class RequestEngine:
         self,
         body: bytes,
         timeout: float | None,
+        now: float,
         idempotent: bool = False,
         attempt: int = 1,
     ) -> Request:
@@ -382,6 +383,9 @@ class RequestEngine:
 
         :param timeout: seconds until :data:`TIMEOUT`; ``None`` or ``inf``
             for none.
+        :param now: the time of this event (the adapter often knows it
+            already: requests sent from reply callbacks share the time the
+            replies were read).
         :raises: whatever the codec raises for a body it cannot carry;
             nothing is held then.
         """
@@ -394,7 +398,6 @@ class RequestEngine:
                 break
         data = self._encode(REQUEST, request_id, body)
         self._last_id = request_id
-        now = self._seconds()
         if timeout is None or timeout == math.inf:
             timeout = 0.0
             deadline = math.inf

@@ -246,6 +246,7 @@ class FramedProtocol(Protocol):
         self._paused = False
         self._flush_call: IDelayedCall | None = None
         self._in_receive = False
+        self._receive_now = 0.0
         self._write_timer: IDelayedCall | None = None
         self._close_error: BaseException | None = None
         self._closed_waiters: list[Deferred[str]] = []
@@ -419,12 +420,15 @@ class FramedProtocol(Protocol):
                     f"{self._max_write_buffer}); nothing was sent"
                 )
             )
+        # Requests sent from reply callbacks share the time the replies
+        # were read: no clock call per request in a busy connection.
+        now = self._receive_now if self._in_receive else self._clock.seconds()
         if not engine.live:
             # The read deadline counts from when work starts, not from the
             # last bytes read before an idle period.
-            self._liveness.last_read = self._clock.seconds()
+            self._liveness.last_read = now
         try:
-            r = self._open(body, timeout, idempotent, attempt)
+            r = self._open(body, timeout, now, idempotent, attempt)
         except Exception as e:
             # Raised by the codec for bodies it cannot carry (too large for
             # the frame, wrong type): the caller's mistake, nothing sent.
@@ -580,6 +584,7 @@ class FramedProtocol(Protocol):
         liveness = self._liveness
         liveness.last_read = now
         liveness.ping_sent_at = None
+        self._receive_now = now
         self._in_receive = True
         try:
             try:

@@ -23,9 +23,12 @@ import math
 from collections import deque
 from collections.abc import Callable
 from itertools import count
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+if TYPE_CHECKING:
+    # Types only: the sans-IO core (and the engine above it) must import
+    # nothing from Twisted; DeadlineTimer only calls a clock's methods.
+    from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 __all__ = ["DeadlineQueue", "DeadlineTimer", "Deadlines"]
 

@@ -167,6 +167,7 @@ _ALWAYS_SHOWN = (
 
 # Per-request objects of the library: after close none may be alive.
 _PER_REQUEST_TYPES = (
+    "framedclient.protocol.PendingRequest",
     "framedclient.engine.Request",
     "framedclient.client._Call",
     "framedclient.pool._Waiter",

@@ -1,0 +1,48 @@
+"""
+The sans-IO layers import nothing from Twisted (or any event loop), so they
+can be fuzzed alone and driven from asyncio or threads.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import framedclient
+
+PACKAGE = Path(framedclient.__file__).parent
+SANS_IO = ["errors", "framing", "codec", "deadlines", "engine"]
+EVENT_LOOPS = ("twisted", "asyncio", "zope")
+
+
+def runtime_imports(module: str) -> set[str]:
+    """
+    Top-level modules imported when ``module`` runs (imports guarded by
+    ``if TYPE_CHECKING:`` are for type checkers only).
+    """
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                visit(getattr(node, field, []) or [])
+
+    visit(tree.body)
+    return found
+
+
+@pytest.mark.parametrize("module", SANS_IO)
+def test_sans_io_modules_import_no_event_loop(module):
+    imported = runtime_imports(module)
+    assert not {m for m in imported if m.split(".")[0] in EVENT_LOOPS}
+    inside = {m.split(".")[1] for m in imported if m.startswith("framedclient.")}
+    assert inside <= set(SANS_IO), f"{module} imports {inside - set(SANS_IO)}"

@@ -122,6 +122,17 @@ class _Call:
         self.current: Deferred[Any] | None = None
         self.timer: IDelayedCall | None = None
         self.outer: Deferred[bytes] = Deferred(self)
+        client._slow_live += 1
+
+    def leave(self, stage: int) -> None:
+        """
+        Move on to ``stage``; the client counts the calls still on the slow
+        path (waiting for a slot, a connection or a retry delay) here and
+        only here.
+        """
+        if self.stage < _SENT:
+            self.client._slow_live -= 1
+        self.stage = stage
 
     def __call__(self, outer: Deferred[bytes]) -> None:
         stage = self.stage
@@ -140,7 +151,7 @@ class _Call:
         """
         if self.stage == _DONE:
             return
-        self.stage = _DONE
+        self.leave(_DONE)
         self.unqueue()
         self.client._delayed.discard(self)
         if self.timer is not None:
@@ -403,7 +414,6 @@ class FramedClient:
         delayed, self._delayed = self._delayed, set()
         for call in delayed:
             if call.stage == _DELAYED:
-                self._slow_live -= 1
                 call.finish(closed_error)
         leases, self._lease_waiters = self._lease_waiters, deque()
         for d in leases:
@@ -499,7 +509,6 @@ class FramedClient:
         )
         call.queued_bytes = size
         self._queued_bytes += size
-        self._slow_live += 1
         if deadline != math.inf:
             self._deadlines.add(deadline, call)
         if has_slot:
@@ -527,7 +536,6 @@ class FramedClient:
         # A parked call was cancelled: it stays in _waiting until _kick
         # passes it, so rebuild the deque when dead entries dominate (a
         # stream of cancellations while no connection is ready).
-        self._slow_live -= 1
         waiting = self._waiting
         if len(waiting) > 64 and len(waiting) > 2 * self._slow_live + 64:
             self._waiting = deque(c for c in waiting if c.stage == _WAITING)
@@ -545,7 +553,6 @@ class FramedClient:
     def _acquire_failed(self, failure: Failure, call: _Call) -> None:
         call.current = None
         if call.stage == _ACQUIRING:
-            self._slow_live -= 1
             call.finish(failure)
 
     def _dispatch(self, call: _Call) -> None:
@@ -556,11 +563,9 @@ class FramedClient:
         proto = self.pool.pick()
         if proto is None:
             if self._closing:
-                self._slow_live -= 1
                 call.finish(ClientClosed("the client is closing"))
                 return
             if not call.wait and not self.pool.ready_count:
-                self._slow_live -= 1
                 call.finish(self._unavailable())
                 return
             call.stage = _WAITING
@@ -568,7 +573,6 @@ class FramedClient:
             return
         remaining = call.deadline - self._clock.seconds()
         if remaining <= 0:
-            self._slow_live -= 1
             call.finish(
                 RequestTimeout(
                     call.timeout,
@@ -576,8 +580,7 @@ class FramedClient:
                 )
             )
             return
-        self._slow_live -= 1
-        call.stage = _SENT
+        call.leave(_SENT)
         call.unqueue()
         call.has_slot = False  # the connection's request_settled() releases it
         d = proto.request(call.body, remaining, call.idempotent, call.attempt)
@@ -594,11 +597,10 @@ class FramedClient:
 
     def _expire(self, call: _Call) -> None:
         stage = call.stage
-        self._slow_live -= 1
         if stage == _ACQUIRING:
             acquiring, call.current = call.current, None
             # Mark done first, so _acquire_failed ignores the cancellation.
-            call.stage = _DONE
+            call.leave(_DONE)
             call.unqueue()
             if acquiring is not None and not acquiring.called:
                 acquiring.cancel()
@@ -706,7 +708,6 @@ class FramedClient:
         # retry's outcome to it, and send a cancel of p to the retry.
         p.redirect = call.outer
         call.outer.addBoth(_relay, p)
-        self._slow_live += 1
         if deadline != math.inf:
             self._deadlines.add(deadline, call)
         if delay > 0:
@@ -762,7 +763,6 @@ class FramedClient:
             waiting, self._waiting = self._waiting, deque()
             for call in waiting:
                 if call.stage == _WAITING and not call.wait:
-                    self._slow_live -= 1
                     call.finish(self._unavailable())
                 elif call.stage == _WAITING:
                     self._waiting.append(call)
@@ -838,6 +838,9 @@ class FramedClient:
         of timers the reactor holds: where a leak shows up.
         """
         state = self.stats()
+        # Calls waiting for a slot, a connection or a retry delay: 0 once
+        # nothing is queued (a leak shows up here).
+        state["slow_path_calls"] = self._slow_live
         state["upstreams"] = self.pool.debug_state()
         get_calls: Callable[[], list[Any]] | None = getattr(
             self._clock, "getDelayedCalls", None

@@ -119,3 +119,24 @@ def test_a_protocol_error_is_a_connection_event_not_an_extra_outcome():
     assert metrics.connection_events["protocol_error"] == 1
     assert sum(v for k, v in metrics.outcomes.items()) == 1
     assert metrics.outcomes["connection_lost"] == 1
+
+
+def test_no_call_is_left_on_the_slow_path_after_close_or_cancel():
+    client, endpoint, clock = make(ScriptedEndpoint(), max_in_flight=1, request_timeout=10)
+    parked = [client.request(b"%d" % i) for i in range(4)]
+    parked[1].cancel()
+    assert client.debug_state()["slow_path_calls"] == 3
+    client.close()
+    outcomes(parked)
+    assert client.debug_state()["slow_path_calls"] == 0
+
+
+def test_no_call_is_left_on_the_slow_path_after_retries_and_timeouts():
+    client, endpoint, clock = make(ScriptedEndpoint(auto="up"), request_timeout=1.0)
+    (proto,) = endpoint.protocols
+    ds = [client.request(b"%d" % i, idempotent=True) for i in range(3)]
+    clock.advance(0)
+    drop(proto)  # written, idempotent: retried on the next connection
+    clock.advance(2)
+    outcomes(ds)
+    assert client.debug_state()["slow_path_calls"] == 0

@@ -239,8 +239,22 @@ class FramedClient:
         names: Sequence[str] | None = None,
         **settings: Unpack[ClientSettings],
     ) -> None:
+        if isinstance(endpoints, (str, bytes)):
+            raise TypeError(
+                f"endpoints must be a sequence of endpoint objects, got "
+                f"{endpoints!r}; use FramedClient.from_endpoint(reactor, "
+                f"{endpoints!r}) for endpoint strings"
+            )
+        endpoints = list(endpoints)
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
+        for i, endpoint in enumerate(endpoints):
+            if not callable(getattr(endpoint, "connect", None)):
+                raise TypeError(
+                    f"endpoints[{i}] must be a Twisted client endpoint (an "
+                    f"IStreamClientEndpoint, with connect(factory)), got "
+                    f"{endpoint!r}"
+                )
         self.config = config = resolve_client_config(config, settings)
         self._clock = clock
         self.codec = config.codec
@@ -311,6 +325,7 @@ class FramedClient:
         prepare: PrepareHook | None = None,
         retry_budget: RetryBudget | None = None,
         metrics: Metrics | None = None,
+        balancer: Balancer | None = None,
         start: bool = True,
         names: Sequence[str] | None = None,
         **settings: Unpack[ClientSettings],
@@ -331,6 +346,10 @@ class FramedClient:
             if isinstance(e, str):
                 resolved.append(clientFromString(reactor, e))  # type: ignore[no-untyped-call]
                 described.append(e)
+            elif isinstance(e, (bytes, bytearray)):
+                raise TypeError(
+                    f"an endpoint string must be str, got bytes {e!r}: decode it"
+                )
             else:
                 resolved.append(e)
                 described.append(repr(e))
@@ -341,6 +360,7 @@ class FramedClient:
             prepare=prepare,
             retry_budget=retry_budget,
             metrics=metrics,
+            balancer=balancer,
             start=start,
             names=described if names is None else names,
             **settings,

@@ -93,3 +93,25 @@ def test_protocol_request_with_a_bad_timeout_raises(timeout, error):
     with pytest.raises(error, match="timeout"):
         pair.client.request(b"x", timeout=timeout)
     assert pair.client.pending == 0
+
+
+@pytest.mark.parametrize("endpoint", [None, 123, b"tcp:127.0.0.1:1", object()], ids=repr)
+def test_a_client_of_something_that_is_not_an_endpoint_raises_type_error(endpoint):
+    with pytest.raises(TypeError, match=r"endpoints\[0\] must be a Twisted client"):
+        FramedClient([endpoint], Clock())  # type: ignore[list-item]
+
+
+def test_endpoint_strings_given_to_the_constructor_point_at_from_endpoint():
+    with pytest.raises(TypeError, match="from_endpoint"):
+        FramedClient("tcp:127.0.0.1:1", Clock())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("endpoint", [None, 123, object()], ids=repr)
+def test_from_endpoint_refuses_what_is_not_an_endpoint(endpoint):
+    with pytest.raises(TypeError, match="endpoint"):
+        FramedClient.from_endpoint(Clock(), endpoint, start=False)
+
+
+def test_from_endpoint_asks_for_str_not_bytes():
+    with pytest.raises(TypeError, match="decode"):
+        FramedClient.from_endpoint(Clock(), b"tcp:127.0.0.1:1", start=False)

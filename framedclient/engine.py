@@ -124,30 +124,22 @@ class Request:
         "timeout",
     )
 
-    def __init__(
-        self,
-        engine: RequestEngine,
-        request_id: int,
-        data: bytes,
-        body: bytes,
-        started: float,
-        timeout: float,
-        deadline: float,
-        idempotent: bool,
-        attempt: int,
-    ) -> None:
-        self.engine = engine
-        self.request_id = request_id
-        self.data: bytes | None = data
-        self.body: bytes | None = body
-        self.started = started
-        #: seconds it may take (0.0: no timeout) and when that is up
-        self.timeout = timeout
-        self.deadline = deadline
-        self.idempotent = idempotent
-        self.attempt = attempt
-        self.state = QUEUED
-        self.redirect: Any = None
+    # Made by RequestEngine.open only, which sets every field; a subclass's
+    # __init__ (if any) takes no argument.
+    engine: RequestEngine
+    request_id: int
+    #: the encoded frame until it is written
+    data: bytes | None
+    #: kept while the request may still be sent elsewhere
+    body: bytes | None
+    started: float
+    #: seconds it may take (0.0: no timeout) and when that is up
+    timeout: float
+    deadline: float
+    idempotent: bool
+    attempt: int
+    state: int
+    redirect: Any
 
     def __repr__(self) -> str:
         state = ("queued", "sent", "abandoned", "done")[self.state]
@@ -212,8 +204,8 @@ class RequestEngine:
     :param encode: the codec's ``encode(kind, request_id, body)``.
     :param seconds: the clock.
     :param actions: where outcomes, cancel frames and wake-ups go.
-    :param record: the class of the records :meth:`open` makes (a subclass
-        of :class:`Request` with the same constructor).
+    :param record: the class of the records :meth:`open` makes: a subclass
+        of :class:`Request` whose constructor takes no argument.
 
     Deadlines cost nothing per request in the usual case: requests that
     share the connection's usual timeout (the first one seen) expire in the
@@ -403,9 +395,18 @@ class RequestEngine:
             deadline = math.inf
         else:
             deadline = now + timeout
-        r = self._record(
-            self, request_id, data, body, now, timeout, deadline, idempotent, attempt
-        )
+        r = self._record()
+        r.engine = self
+        r.request_id = request_id
+        r.data = data
+        r.body = body
+        r.started = now
+        r.timeout = timeout
+        r.deadline = deadline
+        r.idempotent = idempotent
+        r.attempt = attempt
+        r.state = QUEUED
+        r.redirect = None
         if timeout:
             if timeout == self._usual_timeout:
                 if not self._usual_armed:
@@ -437,24 +438,17 @@ class RequestEngine:
         self._unwritten = []
         self.unwritten_bytes = 0
         append = chunks.append
-        if self._by_id:
-            for r in unwritten:
-                if r.state == QUEUED:
-                    append(r.data)  # type: ignore[arg-type]
-                    r.data = None
-                    r.state = SENT
-                    if not r.idempotent:
-                        r.body = None
-        else:
-            inflight = self._inflight
-            for r in unwritten:
-                if r.state == QUEUED:
-                    append(r.data)  # type: ignore[arg-type]
-                    r.data = None
-                    r.state = SENT
-                    if not r.idempotent:
-                        r.body = None
-                    inflight.append(r)
+        # In order, written requests wait in send order for their replies.
+        in_order = None if self._by_id else self._inflight.append
+        for r in unwritten:
+            if r.state == QUEUED:
+                append(r.data)  # type: ignore[arg-type]
+                r.data = None
+                r.state = SENT
+                if not r.idempotent:
+                    r.body = None
+                if in_order is not None:
+                    in_order(r)
 
     def reply(self, request_id: int, ok: bool, body: Any, now: float) -> int:
         """

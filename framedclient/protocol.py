@@ -111,32 +111,6 @@ class PendingRequest(Deferred[bytes], Request):
 
     __slots__ = ()
 
-    def __init__(
-        self,
-        engine: RequestEngine,
-        request_id: int,
-        data: bytes,
-        body: bytes,
-        started: float,
-        timeout: float,
-        deadline: float,
-        idempotent: bool,
-        attempt: int,
-    ) -> None:
-        # Request.__init__, written out: one call less per request.
-        self.engine = engine
-        self.request_id = request_id
-        self.data = data
-        self.body = body
-        self.started = started
-        self.timeout = timeout
-        self.deadline = deadline
-        self.idempotent = idempotent
-        self.attempt = attempt
-        self.state = 0  # QUEUED
-        self.redirect = None
-        Deferred.__init__(self)
-
     def cancel(self) -> None:
         if not self.called:
             redirect = self.redirect

@@ -46,7 +46,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from framedclient.client import FramedClient
 from framedclient.codec import Codec
-from framedclient.errors import INTERNAL, RemoteError, outcome_of
+from framedclient.errors import INTERNAL, OK, OUTCOMES, RemoteError, outcome_of
 from framedclient.metrics import PROMETHEUS_CONTENT_TYPE, GaugeSample, prometheus_text
 from framedclient.runner.codecspec import codec_overhead
 from framedclient.runner.listening import ListeningService
@@ -91,17 +91,9 @@ ERROR_STATUSES: dict[str, tuple[int, str]] = {
 #: HTTP status.  Every outcome but ``"ok"`` is here; most keep their name,
 #: the caller's own mistakes keep the gateway's older, shorter kinds.
 OUTCOME_KINDS: dict[str, str] = {
-    "remote_error": "remote_error",
-    "timeout": "timeout",
-    "connection_lost": "connection_lost",
-    "overloaded": "overloaded",
-    "unavailable": "unavailable",
-    "protocol_error": "protocol_error",
-    "closed": "closed",
+    **{outcome: outcome for outcome in OUTCOMES if outcome != OK},
     "invalid_request": "bad_body",
     "request_too_large": "too_large",
-    "cancelled": "cancelled",
-    INTERNAL: "internal",
 }
 
 

@@ -66,7 +66,8 @@ from framedclient.codec import (
     Matching,
 )
 from framedclient.errors import (
-    INTERNAL,
+    OK,
+    OUTCOMES,
     FrameTooLarge,
     ProtocolError,
     RemoteError,
@@ -95,17 +96,10 @@ _CLOSED = 3  # connectionLost ran
 #: and in ``errors_by_kind``.  A server's error reply (``remote_error``) is
 #: passed through verbatim and counted as ``remote``.
 _OUTCOME_KINDS: dict[str, str] = {
+    **{outcome: outcome for outcome in OUTCOMES if outcome != OK},
     "remote_error": "remote",
-    "timeout": "timeout",
-    "connection_lost": "connection_lost",
-    "overloaded": "overloaded",
-    "unavailable": "unavailable",
-    "protocol_error": "protocol_error",
-    "closed": "closed",
     "invalid_request": "bad_request",
     "request_too_large": "bad_request",
-    "cancelled": "cancelled",
-    INTERNAL: "internal",
 }
 
 #: Reasons a downstream was closed, as counted in :meth:`ProxyFactory.stats`.

@@ -189,6 +189,21 @@ class _Call:
             self.outer.callback(result)
 
 
+class ClientKeywords(ClientSettings, total=False):
+    """
+    Every keyword of :class:`FramedClient` (its settings and its
+    collaborators), for :meth:`FramedClient.from_endpoint`'s type checkers.
+    """
+
+    config: ClientConfig | None
+    prepare: PrepareHook | None
+    retry_budget: RetryBudget | None
+    metrics: Metrics | None
+    balancer: Balancer | None
+    start: bool
+    names: Sequence[str] | None
+
+
 def _call_is_live(call: _Call) -> bool:
     return call.stage < _SENT
 
@@ -320,15 +335,7 @@ class FramedClient:
         cls,
         reactor: Any,
         endpoint: str | IStreamClientEndpoint | Sequence[str | IStreamClientEndpoint],
-        *,
-        config: ClientConfig | None = None,
-        prepare: PrepareHook | None = None,
-        retry_budget: RetryBudget | None = None,
-        metrics: Metrics | None = None,
-        balancer: Balancer | None = None,
-        start: bool = True,
-        names: Sequence[str] | None = None,
-        **settings: Unpack[ClientSettings],
+        **options: Unpack[ClientKeywords],
     ) -> FramedClient:
         """
         Build a client from Twisted endpoint strings (``"tcp:host:port"``,
@@ -353,18 +360,9 @@ class FramedClient:
             else:
                 resolved.append(e)
                 described.append(repr(e))
-        return cls(
-            resolved,
-            reactor,
-            config=config,
-            prepare=prepare,
-            retry_budget=retry_budget,
-            metrics=metrics,
-            balancer=balancer,
-            start=start,
-            names=described if names is None else names,
-            **settings,
-        )
+        if options.get("names") is None:
+            options["names"] = described
+        return cls(resolved, reactor, **options)
 
     # -- lifecycle -----------------------------------------------------------
 

@@ -137,6 +137,20 @@ class Deadlines(Generic[T]):
             self._armed_at = first
             self._arm(first)
 
+    def take_due(self, now: float) -> list[T]:
+        """
+        Like :meth:`expire`, but hand the live items that are due back, in
+        deadline order, instead of expiring them: for an owner that merges
+        them with deadlines it keeps elsewhere.
+        """
+        self._armed_at = math.inf
+        due: list[T] = []
+        first = self._next(now, due)
+        if first is not None:
+            self._armed_at = first
+            self._arm(first)
+        return due
+
     def _maybe_compact(self) -> None:
         # Compact when dead entries outnumber live ones: O(n) work after at
         # least n/2 additions, so amortised O(1) per add.
@@ -147,10 +161,11 @@ class Deadlines(Generic[T]):
             heapq.heapify(self._heap)
         self._check_at = max(128, 2 * max(len(self._fifo), len(self._heap)))
 
-    def _next(self, now: float) -> float | None:
+    def _next(self, now: float, due: list[T] | None = None) -> float | None:
         """
-        Expire what is due, drop dead entries at the fronts, and return the
-        earliest remaining deadline (or ``None``).
+        Expire what is due (or collect it in ``due``), drop dead entries at
+        the fronts, and return the earliest remaining deadline (or
+        ``None``).
         """
         is_live = self._is_live
         deadline_of = self._deadline_of
@@ -181,7 +196,10 @@ class Deadlines(Generic[T]):
                 if first_heap > now:
                     return first_heap
                 item = heapq.heappop(heap)[2]
-            self._on_expire(item)
+            if due is None:
+                self._on_expire(item)
+            else:
+                due.append(item)
 
 
 class DeadlineTimer:

@@ -27,6 +27,7 @@ otherwise a new request could reuse the ID and receive the old reply.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Callable
@@ -231,11 +232,13 @@ class RequestEngine:
         "_encode",
         "_inflight",
         "_last_id",
+        "_losing",
         "_max_id",
         "_pending",
         "_record",
         "_seconds",
         "_send_cancel",
+        "_settled",
         "_tombstone_deadlines",
         "_unwritten",
         "_usual_armed",
@@ -297,6 +300,8 @@ class RequestEngine:
         self.late_replies = 0
         self.unknown_replies = 0
         self._wake_at = math.inf
+        self._losing = False
+        self._settled = 0
         # The timeout most requests share, and whether a wake-up is due for
         # the oldest live request with it.
         self._usual_timeout = 0.0
@@ -499,15 +504,21 @@ class RequestEngine:
         release tombstones past their TTL.
         """
         self._wake_at = math.inf
-        if self._usual_armed:
-            self._expire_usual(now)
-        self._deadlines.expire(now)
+        due = self._usual_due(now) if self._usual_armed else []
+        others = self._deadlines.take_due(now)
+        if others:
+            # Both lists are in deadline order: time out in deadline order.
+            due = list(heapq.merge(due, others, key=_deadline_of))
+        for r in due:
+            # An earlier timeout's callbacks may have settled it meanwhile.
+            if r.state <= SENT:
+                self._settle(r, TIMEOUT, RequestTimeout(r.timeout), now)
         self._tombstone_deadlines.expire(now)
 
-    def _expire_usual(self, now: float) -> None:
+    def _usual_due(self, now: float) -> list[Request]:
         # Requests with the usual timeout are held in opening order, which
-        # is their deadline order: time out the due ones at the front, and
-        # wake up again for the first one that is not due.
+        # is their deadline order: the due ones are at the front; wake up
+        # again for the first one that is not due.
         usual = self._usual_timeout
         if self._by_id:
             held: Any = self._pending.values()
@@ -525,9 +536,7 @@ class RequestEngine:
         self._usual_armed = next_deadline != math.inf
         if self._usual_armed:
             self._arm(next_deadline)
-        for r in due:
-            if r.state <= SENT:
-                self._settle(r, TIMEOUT, RequestTimeout(r.timeout), now)
+        return due
 
     def withdraw_unwritten(self, reason: str) -> None:
         """
@@ -567,13 +576,20 @@ class RequestEngine:
         self._wake_at = math.inf
         now = self._seconds()
         for r in victims:
-            state = r.state
-            if state <= SENT:
-                written = state == SENT and reached_peer
-                self._settle(r, LOST, ConnectionLost(written, reason, error), now)
-            else:
-                r.state = DONE
-        self.unwritten_bytes = 0
+            if r.state > SENT:
+                r.state = DONE  # a tombstone: its ID dies with the connection
+        # A victim cancelled from another victim's callback settles as
+        # cancelled, without becoming a tombstone of a table that is gone.
+        self._losing = True
+        try:
+            for r in victims:
+                state = r.state
+                if state <= SENT:
+                    written = state == SENT and reached_peer
+                    lost = ConnectionLost(written, reason, error)
+                    self._settle(r, LOST, lost, now)
+        finally:
+            self._losing = False
 
     def overloaded(self) -> Overloaded:
         """
@@ -601,7 +617,7 @@ class RequestEngine:
             r.data = None
             if self._by_id:
                 self._pending.pop(r.request_id, None)
-        elif exit == TIMEOUT or exit == CANCELLED:
+        elif (exit == TIMEOUT or exit == CANCELLED) and not self._losing:
             r.state = ABANDONED
             r.body = None
             self.tombstones += 1
@@ -614,8 +630,12 @@ class RequestEngine:
         else:
             r.state = DONE
         self.live -= 1
+        self._settled += 1
+        settled = self._settled
         self._deliver(r, exit, value, now)
-        if not self.live:
+        # Idle once: a settle nested in this outcome's callbacks that emptied
+        # the table said so already.
+        if not self.live and self._settled == settled:
             self.actions.idle()
 
     def _expire(self, r: Request) -> None:

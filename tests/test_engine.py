@@ -125,7 +125,7 @@ class Harness:
         Open a request and write it at once.
         """
         assert not self.engine.full
-        r = self.engine.open(body, timeout)
+        r = self.engine.open(body, timeout, self.clock.now)
         self.engine.take_unwritten(self.written)
         return r
 
@@ -234,9 +234,9 @@ def test_cancelling_a_written_request_asks_for_a_cancel_frame() -> None:
 
 def test_cancelling_an_unwritten_request_frees_its_id_and_bytes() -> None:
     h = Harness(supports_cancel=True)
-    r = h.engine.open(b"body", None)
+    r = h.engine.open(b"body", None, h.clock.now)
     assert h.engine.unwritten_bytes == len(encode(REQUEST, r.request_id, b"body"))
-    r(None)  # the Deferred's canceller
+    h.engine.cancel(r)  # what the Deferred's cancel() does
     assert h.actions.outcomes(r) == [(CANCELLED, None)]
     assert h.actions.cancel_frames == []
     assert h.engine.tombstones == 0
@@ -298,7 +298,7 @@ def test_the_table_is_empty_after_the_connection_is_lost(matching: Matching) -> 
     written = h.send(timeout=10.0)
     abandoned = h.send(timeout=10.0)
     h.engine.cancel(abandoned)
-    queued = h.engine.open(b"later", 5.0)
+    queued = h.engine.open(b"later", 5.0, h.clock.now)
     error = RuntimeError("boom")
     h.engine.lose_all("gone", True, error)
     ((exit, value),) = h.actions.outcomes(written)
@@ -326,7 +326,7 @@ def test_a_written_request_is_not_written_if_the_bytes_cannot_have_reached_the_p
 def test_goaway_withdraws_only_unwritten_requests() -> None:
     h = Harness()
     written = h.send()
-    queued = h.engine.open(b"q", None)
+    queued = h.engine.open(b"q", None, h.clock.now)
     h.engine.withdraw_unwritten("server sent GOAWAY")
     ((exit, value),) = h.actions.outcomes(queued)
     assert exit == LOST and not value.written
@@ -364,7 +364,7 @@ def test_in_order_an_error_reply_settles_the_oldest_request() -> None:
 
 def test_in_order_a_reply_with_nothing_written_is_unknown() -> None:
     h = Harness(matching=Matching.IN_ORDER)
-    queued = h.engine.open(b"q", None)
+    queued = h.engine.open(b"q", None, h.clock.now)
     assert h.reply(0) == UNKNOWN
     assert h.engine.unknown_replies == 1
     assert h.actions.outcomes(queued) == []
@@ -373,13 +373,6 @@ def test_in_order_a_reply_with_nothing_written_is_unknown() -> None:
 # -- callbacks that call back into the engine ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: lose_all() zeroes tombstones before delivering, so a "
-    "cancel() of a still-SENT victim from a deliver callback makes it a "
-    "tombstone after the end (tombstones stays 1, a TTL wake-up and a cancel "
-    "frame are asked for on a dead connection)",
-)
 def test_cancelling_from_a_lost_callback_leaves_no_tombstone_behind() -> None:
     # A caller's errback on one request cancels another request on the same
     # connection while lose_all() delivers (reachable through FramedProtocol:
@@ -398,11 +391,17 @@ def test_cancelling_from_a_lost_callback_leaves_no_tombstone_behind() -> None:
     assert h.actions.cancel_frames == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: lose_all() sets unwritten_bytes = 0 after delivering, "
-    "wiping the bytes of a request opened from a deliver callback",
-)
+def test_a_nested_settle_that_empties_the_table_says_idle_once() -> None:
+    h = Harness()
+    first, second = h.send(), h.send()
+    h.actions.on_deliver = lambda r, exit, value, now: (
+        h.engine.cancel(second) if r is first else None
+    )
+    h.reply(first.request_id)
+    assert h.engine.live == 0
+    assert h.actions.idles == 1
+
+
 def test_opening_from_a_lost_callback_keeps_unwritten_bytes_true() -> None:
     # The engine's contract: deliver() comes after the books are done, "so
     # the callee may send new requests at once".
@@ -410,7 +409,9 @@ def test_opening_from_a_lost_callback_keeps_unwritten_bytes_true() -> None:
     first = h.send()
     opened: list[Request] = []
     h.actions.on_deliver = lambda r, exit, value, now: (
-        opened.append(h.engine.open(b"retry", None)) if r is first else None
+        opened.append(h.engine.open(b"retry", None, h.clock.now)) if (
+            r is first
+        ) else None
     )
     h.engine.lose_all("gone", True)
     (retry,) = opened
@@ -423,7 +424,9 @@ def test_a_request_sent_from_a_reply_callback_keeps_the_connection_busy() -> Non
     first = h.send()
     opened: list[Request] = []
     h.actions.on_deliver = lambda r, exit, value, now: (
-        opened.append(h.engine.open(b"next", None)) if r is first else None
+        opened.append(h.engine.open(b"next", None, h.clock.now)) if (
+            r is first
+        ) else None
     )
     h.reply(first.request_id)
     (nxt,) = opened

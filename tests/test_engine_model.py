@@ -207,7 +207,7 @@ class EngineMachine(RuleBasedStateMachine):
             else:
                 others = [o for o in self.models if o.state in LIVE]
                 if others:
-                    self._cancel(others[arg % len(others)], via_canceller=False)
+                    self._cancel(others[arg % len(others)])
 
     def _check_outcome(self, m: Model, exit: int, value: Any) -> None:
         op = self.ops[-1]
@@ -281,7 +281,7 @@ class EngineMachine(RuleBasedStateMachine):
             # the allocator would spin.
             self.the_table_holds_what_the_model_holds()
         held_ids = {m.request_id for m in self._held()}
-        r = self.engine.open(body, timeout, idempotent)
+        r = self.engine.open(body, timeout, self.clock.now, idempotent)
         assert 1 <= r.request_id <= self.max_id
         if self.by_id:
             assert r.request_id not in held_ids, (
@@ -293,11 +293,12 @@ class EngineMachine(RuleBasedStateMachine):
         self.model_of[r] = m
         self.since_take.append(m)
 
-    def _cancel(self, m: Model, via_canceller: bool) -> None:
+    def _cancel(self, m: Model) -> None:
         was = m.state
-        call = (
-            (lambda: m.r(None)) if via_canceller else (lambda: self.engine.cancel(m.r))
-        )
+
+        def call() -> None:
+            self.engine.cancel(m.r)
+
         self._run(("cancel", m), call)
         if was in LIVE:
             assert m.exits == [CANCELLED]
@@ -417,13 +418,13 @@ class EngineMachine(RuleBasedStateMachine):
             self.take_unwritten()
             self._reply(self.models[-1].request_id, ok, b"rt")
 
-    @rule(data=st.data(), via_canceller=st.booleans())
-    def cancel(self, data: st.DataObject, via_canceller: bool) -> None:
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
         if not self.models:
             return
         # Any request of this connection, settled ones included: cancelling
         # those must change nothing.
-        self._cancel(data.draw(st.sampled_from(self.models)), via_canceller)
+        self._cancel(data.draw(st.sampled_from(self.models)))
 
     @rule(dt=STEPS)
     def advance(self, dt: float) -> None:

@@ -614,3 +614,17 @@ def test_bytes_in_and_out_are_counted_in_the_metrics():
     outcomes([d])
     snap = proto.metrics.snapshot()  # type: ignore[attr-defined]
     assert snap["bytes"] == {"received": 13 + 3, "sent": 13 + 5}
+
+
+def test_cancelling_a_request_from_another_ones_connection_lost_errback_leaves_nothing():
+    proto, peer, clock = connect(ProtocolConfig(abandoned_ttl=60.0))
+    d1 = proto.request(b"one")
+    d2 = proto.request(b"two")
+    clock.advance(0)
+    (f1,) = outcomes([d1])  # attaches first: sees the failure itself
+    d1.addErrback(lambda f: d2.cancel())
+    proto.connectionLost(Failure(Exception("gone")))
+    (f2,) = outcomes([d2])
+    assert proto.table_size == 0
+    assert proto.debug_state()["table_entries"] == 0
+    assert clock.getDelayedCalls() == [], "nothing scheduled on a dead connection"

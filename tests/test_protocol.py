@@ -621,10 +621,16 @@ def test_cancelling_a_request_from_another_ones_connection_lost_errback_leaves_n
     d1 = proto.request(b"one")
     d2 = proto.request(b"two")
     clock.advance(0)
-    (f1,) = outcomes([d1])  # attaches first: sees the failure itself
-    d1.addErrback(lambda f: d2.cancel())
+    first: list[Failure] = []
+
+    def cancel_the_other(failure: Failure) -> None:
+        first.append(failure)
+        d2.cancel()
+
+    d1.addErrback(cancel_the_other)
     proto.connectionLost(Failure(Exception("gone")))
     (f2,) = outcomes([d2])
+    assert first[0].check(ConnectionLost) and f2.check(CancelledError)
     assert proto.table_size == 0
     assert proto.debug_state()["table_entries"] == 0
     assert clock.getDelayedCalls() == [], "nothing scheduled on a dead connection"

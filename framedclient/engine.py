@@ -241,6 +241,7 @@ class RequestEngine:
         "_settled",
         "_tombstone_deadlines",
         "_unwritten",
+        "_usual",
         "_usual_armed",
         "_usual_timeout",
         "_wake_at",
@@ -306,6 +307,9 @@ class RequestEngine:
         # the oldest live request with it.
         self._usual_timeout = 0.0
         self._usual_armed = False
+        # The live requests with that timeout, in opening order, which is
+        # their deadline order (a dict: ordered, O(1) removal).
+        self._usual: dict[Request, None] = {}
         self._deadlines: Deadlines[Request] = Deadlines(
             _is_live, self._expire, self._live_count, _deadline_of, self._arm
         )
@@ -414,11 +418,13 @@ class RequestEngine:
         r.redirect = None
         if timeout:
             if timeout == self._usual_timeout:
+                self._usual[r] = None
                 if not self._usual_armed:
                     self._usual_armed = True
                     self._arm(deadline)
             elif not self._usual_timeout:
                 self._usual_timeout = timeout
+                self._usual[r] = None
                 self._usual_armed = True
                 self._arm(deadline)
             else:
@@ -482,12 +488,9 @@ class RequestEngine:
             self.late_replies += 1
             return LATE
         # A reply to a request not written yet: the peer answered an ID it
-        # has not been sent.  Keep the request, drop the reply.  Put back, it
-        # is out of opening order: its deadline must be tracked on its own.
+        # has not been sent.  Keep the request, drop the reply.
         if self._by_id:
             self._pending[request_id] = r
-            if r.timeout:
-                self._deadlines.add(r.deadline, r)
         self.unknown_replies += 1
         return UNKNOWN
 
@@ -516,23 +519,17 @@ class RequestEngine:
         self._tombstone_deadlines.expire(now)
 
     def _usual_due(self, now: float) -> list[Request]:
-        # Requests with the usual timeout are held in opening order, which
-        # is their deadline order: the due ones are at the front; wake up
-        # again for the first one that is not due.
-        usual = self._usual_timeout
-        if self._by_id:
-            held: Any = self._pending.values()
-        else:
-            held = (*self._inflight, *self._unwritten)
+        # The live requests with the usual timeout, in deadline order: the
+        # due ones are at the front (the scan reads only those and one
+        # more); wake up again for the first one that is not due.
         due: list[Request] = []
         next_deadline = math.inf
         due_by = now + 1e-9  # a timer can land a rounding error short
-        for r in held:
-            if r.state <= SENT and r.timeout == usual:
-                if r.deadline > due_by:
-                    next_deadline = r.deadline
-                    break
-                due.append(r)
+        for r in self._usual:
+            if r.deadline > due_by:
+                next_deadline = r.deadline
+                break
+            due.append(r)
         self._usual_armed = next_deadline != math.inf
         if self._usual_armed:
             self._arm(next_deadline)
@@ -572,6 +569,7 @@ class RequestEngine:
         self.tombstones = 0
         self._deadlines.clear()
         self._tombstone_deadlines.clear()
+        self._usual = {}
         self._usual_armed = False
         self._wake_at = math.inf
         now = self._seconds()
@@ -629,6 +627,8 @@ class RequestEngine:
                 self._send_cancel(r.request_id)
         else:
             r.state = DONE
+        if r.timeout == self._usual_timeout:
+            self._usual.pop(r, None)
         self.live -= 1
         self._settled += 1
         settled = self._settled

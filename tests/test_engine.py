@@ -436,3 +436,64 @@ def test_a_request_sent_from_a_reply_callback_keeps_the_connection_busy() -> Non
     assert chunks == [encode(REQUEST, nxt.request_id, b"next")]
     # idle() is not called: a request was sent before the last one ended.
     assert h.actions.idles == 0
+
+
+class CountingRequest(Request):
+    """
+    A record that counts how often its fields are read while ``counting``
+    is on: how much of the table a wake-up looks at.
+    """
+
+    __slots__ = ("_state",)
+    counting = False
+    reads = 0
+
+    @property  # type: ignore[override]
+    def state(self) -> int:
+        if CountingRequest.counting:
+            CountingRequest.reads += 1
+        return self._state
+
+    @state.setter
+    def state(self, value: int) -> None:
+        self._state = value
+
+
+@pytest.mark.parametrize("matching", [Matching.BY_ID, Matching.IN_ORDER])
+def test_timeouts_one_after_another_cost_each_wake_up_only_what_is_due(matching):
+    # A server that never answers: every request times out and its ID stays
+    # reserved.  Each wake-up must look only at the requests that are due
+    # (and the next one), not at the whole table of tombstones, or a black
+    # hole would cost O(n^2).
+    clock, actions = FakeClock(), RecordingActions()
+    engine = RequestEngine(
+        matching=matching,
+        max_id=100_000,
+        max_pending=50_000,
+        abandoned_ttl=None,
+        supports_cancel=False,
+        encode=encode,
+        seconds=clock,
+        actions=actions,
+        record=CountingRequest,
+    )
+
+    def wake_when_due() -> None:
+        while actions.armed <= clock.now:
+            actions.armed = math.inf
+            CountingRequest.counting = True
+            try:
+                engine.wake(clock.now)
+            finally:
+                CountingRequest.counting = False
+
+    n = 3_000
+    for _ in range(n):
+        engine.open(b"x", 1.0, clock.now)
+        engine.take_unwritten([])
+        clock.now += 0.001
+        wake_when_due()
+    clock.now += 2.0
+    wake_when_due()
+    assert engine.tombstones == n and engine.live == 0
+    assert CountingRequest.reads < 10 * n

@@ -10,12 +10,15 @@ Create one per upstream service and share it across your application::
     await client.close()
 
 A request takes one of two paths.  The fast path (a slot is free and a
-connection can take it) hands the body straight to the least-loaded
-connection and returns that connection's Deferred, with two callbacks
-added: nothing else is allocated.  Everything else (waiting for a slot,
-waiting for a connection, retrying) goes through a small :class:`_Call`
-object that tracks where the request is, so cancelling it always does the
-right thing, and that holds the request's overall deadline across attempts.
+connection can take it) hands the body straight to the connection the
+pool's balancer picks and returns that connection's Deferred untouched:
+nothing else is allocated, and the slot comes back when the connection
+calls :meth:`FramedClient.request_settled` (the client is the connections'
+:class:`~framedclient.protocol.RequestOwner`).  Everything else (waiting for
+a slot, waiting for a connection, retrying) goes through a small
+:class:`_Call` object that tracks where the request is, so cancelling it
+always does the right thing, and that holds the request's overall deadline
+across attempts.
 """
 
 from __future__ import annotations

@@ -243,6 +243,7 @@ class RequestEngine:
         "_unwritten",
         "_usual",
         "_usual_armed",
+        "_usual_last",
         "_usual_timeout",
         "_wake_at",
         "actions",
@@ -310,6 +311,7 @@ class RequestEngine:
         # The live requests with that timeout, in opening order, which is
         # their deadline order (a dict: ordered, O(1) removal).
         self._usual: dict[Request, None] = {}
+        self._usual_last = -math.inf
         self._deadlines: Deadlines[Request] = Deadlines(
             _is_live, self._expire, self._live_count, _deadline_of, self._arm
         )
@@ -417,17 +419,21 @@ class RequestEngine:
         r.state = QUEUED
         r.redirect = None
         if timeout:
-            if timeout == self._usual_timeout:
+            if timeout == self._usual_timeout and deadline >= self._usual_last:
                 self._usual[r] = None
+                self._usual_last = deadline
                 if not self._usual_armed:
                     self._usual_armed = True
                     self._arm(deadline)
             elif not self._usual_timeout:
                 self._usual_timeout = timeout
                 self._usual[r] = None
+                self._usual_last = deadline
                 self._usual_armed = True
                 self._arm(deadline)
             else:
+                # Another timeout, or a clock that stepped back: out of the
+                # usual order, so tracked on its own.
                 self._deadlines.add(deadline, r)
         if self._by_id:
             pending[request_id] = r

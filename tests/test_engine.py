@@ -497,3 +497,14 @@ def test_timeouts_one_after_another_cost_each_wake_up_only_what_is_due(matching)
     wake_when_due()
     assert engine.tombstones == n and engine.live == 0
     assert CountingRequest.reads < 10 * n
+
+
+def test_a_clock_that_steps_back_does_not_delay_a_timeout() -> None:
+    h = Harness()
+    h.clock.now = 100.0
+    first = h.send(timeout=5.0)  # due at 105
+    h.clock.now = 50.0  # wall-clock time stepped back
+    second = h.send(timeout=5.0)  # due at 55, behind an earlier-opened one
+    h.advance(5.0)
+    assert h.actions.outcomes(second)[0][0] == TIMEOUT
+    assert h.actions.outcomes(first) == []

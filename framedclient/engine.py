@@ -208,12 +208,12 @@ class RequestEngine:
     :param record: the class of the records :meth:`open` makes: a subclass
         of :class:`Request` whose constructor takes no argument.
 
-    Deadlines cost nothing per request in the usual case: requests that
-    share the connection's usual timeout (the first one seen) expire in the
-    order they were opened, which is the order the tables already keep
-    them in, so one wake-up at the oldest one's deadline is all they need;
-    a scan from the front of the table finds what is due.  Requests with
-    another timeout go to a :class:`~framedclient.deadlines.Deadlines`.
+    Requests that share the connection's usual timeout (the first one
+    seen) expire in the order they were opened: the live ones are kept in an
+    ordered dict of their own, so one wake-up at the oldest one's deadline
+    is all they need and it reads only what is due.  Requests with another
+    timeout (or a deadline out of that order) go to a
+    :class:`~framedclient.deadlines.Deadlines`.
 
     :ivar live: requests not settled yet.
     :ivar tombstones: abandoned requests whose ID is still reserved.

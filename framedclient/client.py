@@ -311,10 +311,9 @@ class FramedClient:
                         name=f"{label}/{i}",
                     )
                 )
-        self.pool = Pool(connections, balancer)
+        self.pool = Pool(connections, balancer, self._limiter)
         # Bound once: the fast path calls them for every request.
-        self._pick = self.pool.pick
-        self._try_acquire = self._limiter.try_acquire
+        self._take = self.pool.take
         self._release = self._limiter.release
         for conn in connections:
             conn.add_listener(self._connection_changed)
@@ -499,13 +498,14 @@ class FramedClient:
             if timeout is None:
                 timeout = math.inf
         self._budget.requests += 1
-        has_slot = self._try_acquire()
-        if has_slot:
-            proto = self._pick()
-            if proto is not None:
-                # The fast path: the connection's own Deferred, nothing added
-                # to it.  The slot comes back through request_settled().
-                return proto.request(body, timeout, idempotent)
+        proto = self._take()
+        if proto is not None:
+            # The fast path: a slot and a connection, and the connection's
+            # own Deferred, nothing added to it.  The slot comes back
+            # through request_settled().
+            return proto.request(body, timeout, idempotent)
+        # No slot, or a slot but no connection that can take it now.
+        has_slot = self._limiter.try_acquire()
         size = len(body)
         if self._queued_bytes + size > self.max_queued_bytes:
             if has_slot:

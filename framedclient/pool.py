@@ -210,9 +210,15 @@ class Pool:
     """
 
     def __init__(
-        self, connections: list[Connection], balancer: Balancer | None = None
+        self,
+        connections: list[Connection],
+        balancer: Balancer | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self.connections = connections
+        #: the slots :meth:`take` hands out with a connection (``None``: no
+        #: cap)
+        self.limiter = limiter
         self.balancer: Balancer = balancer if balancer is not None else LeastLoaded()
         self._pick = self.balancer.pick
         self.leased: set[FramedProtocol] = set()
@@ -247,6 +253,22 @@ class Pool:
                 return proto
             return None
         return self._pick(ready, self.leased)
+
+    def take(self) -> FramedProtocol | None:
+        """
+        A free slot of the limiter and the connection to use it on, in one
+        step: the client's fast path.  ``None`` takes nothing (no slot is
+        free, or no connection can take a request now); the caller then
+        finds out which with :meth:`Limiter.try_acquire`.  The slot goes
+        back through :meth:`Limiter.release`.
+        """
+        limiter = self.limiter
+        if limiter is not None and limiter.in_flight >= limiter.max_in_flight:
+            return None
+        proto = self.pick()
+        if proto is not None and limiter is not None:
+            limiter.in_flight += 1
+        return proto
 
     def pick_idle(self) -> FramedProtocol | None:
         """

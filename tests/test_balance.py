@@ -76,3 +76,27 @@ def test_the_client_sends_where_the_pools_balancer_says():
     assert policy.calls == 6
     loads = sorted(p.pending for p in endpoint.protocols)
     assert loads == [0, 0, 6]
+
+
+def test_take_hands_out_a_slot_and_a_connection_together_or_nothing():
+    from framedclient.pool import Limiter, Pool
+
+    class FakeConnection:
+        def __init__(self, proto):
+            self.protocol = proto
+            self.listeners = []
+
+        def add_listener(self, listener):
+            self.listeners.append(listener)
+
+    a = FakeProto("a", 0)
+    conn = FakeConnection(a)
+    limiter = Limiter(Clock(), max_in_flight=1, max_pending=0)
+    pool = Pool([conn], limiter=limiter)  # type: ignore[list-item]
+    for listener in conn.listeners:
+        listener(conn, "connecting", "ready")
+    assert pool.take() is a and limiter.in_flight == 1
+    assert pool.take() is None and limiter.in_flight == 1  # no slot left
+    limiter.release()
+    a.accepting = False
+    assert pool.take() is None and limiter.in_flight == 0  # no connection

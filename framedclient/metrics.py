@@ -416,8 +416,8 @@ class Metrics:
 
     def record_ok(self, latency: float) -> None:
         """See :meth:`MetricsRecorder.record_ok`."""
-        self._outcomes["ok"] += 1
         # LatencyHistogram.record, written out: this runs once per reply.
+        # The "ok" count is the histogram's count (see outcomes).
         h = self._latency
         if not latency >= 0.0:
             latency = 0.0
@@ -526,7 +526,8 @@ class Metrics:
         self._failure_latency.merge(other.failure_latency)
         outcomes = self._outcomes
         for outcome, count in other.outcomes.items():
-            outcomes[outcome] += count
+            if outcome != "ok":  # counted by the latency merged above
+                outcomes[outcome] += count
         self._dropped_late += other.dropped_late
         self._dropped_unknown += other.dropped_unknown
         events = self._connection_events
@@ -573,9 +574,13 @@ class Metrics:
     @property
     def outcomes(self) -> dict[str, int]:
         """Requests by outcome; every key of :data:`OUTCOMES` is present."""
+        own = self._outcomes
+        # Each success is one latency observation: counting it twice on the
+        # hot path would cost a dictionary update per reply.
+        own["ok"] = self._latency._count
         if not self._children:
-            return self._outcomes
-        total = dict(self._outcomes)
+            return own
+        total = dict(own)
         for child in self._children:
             for outcome, count in child.outcomes.items():
                 total[outcome] += count

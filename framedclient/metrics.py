@@ -549,27 +549,35 @@ class Metrics:
 
     # -- reading: own figures plus the children's, at read time ------------
 
+    def _histogram(self, own: LatencyHistogram, name: str) -> LatencyHistogram:
+        # This object's histogram ``own``, plus the children's ``name``.
+        if not self._children:
+            return own
+        total = LatencyHistogram()
+        total.merge(own)
+        for child in self._children:
+            total.merge(getattr(child, name))
+        return total
+
+    def _counts(self, own: dict[str, int], name: str) -> dict[str, int]:
+        # This object's counts ``own``, plus the children's ``name``.
+        if not self._children:
+            return own
+        total = dict(own)
+        for child in self._children:
+            for key, count in getattr(child, name).items():
+                total[key] += count
+        return total
+
     @property
     def latency(self) -> LatencyHistogram:
         """:class:`LatencyHistogram` of successful requests."""
-        if not self._children:
-            return self._latency
-        total = LatencyHistogram()
-        total.merge(self._latency)
-        for child in self._children:
-            total.merge(child.latency)
-        return total
+        return self._histogram(self._latency, "latency")
 
     @property
     def failure_latency(self) -> LatencyHistogram:
         """:class:`LatencyHistogram` of sent requests that failed."""
-        if not self._children:
-            return self._failure_latency
-        total = LatencyHistogram()
-        total.merge(self._failure_latency)
-        for child in self._children:
-            total.merge(child.failure_latency)
-        return total
+        return self._histogram(self._failure_latency, "failure_latency")
 
     @property
     def outcomes(self) -> dict[str, int]:
@@ -578,24 +586,12 @@ class Metrics:
         # Each success is one latency observation: counting it twice on the
         # hot path would cost a dictionary update per reply.
         own["ok"] = self._latency._count
-        if not self._children:
-            return own
-        total = dict(own)
-        for child in self._children:
-            for outcome, count in child.outcomes.items():
-                total[outcome] += count
-        return total
+        return self._counts(own, "outcomes")
 
     @property
     def connection_events(self) -> dict[str, int]:
         """Counts by :data:`CONNECTION_EVENTS` key."""
-        if not self._children:
-            return self._connection_events
-        total = dict(self._connection_events)
-        for child in self._children:
-            for event, count in child.connection_events.items():
-                total[event] += count
-        return total
+        return self._counts(self._connection_events, "connection_events")
 
     @property
     def dropped_late(self) -> int:

@@ -31,6 +31,7 @@ module holds what needs Twisted:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 from typing import Protocol as TypingProtocol
 
@@ -849,7 +850,7 @@ class FramedClientFactory(ClientFactory):
         config: ProtocolConfig | None = None,
         owner: RequestOwner | None = None,
         per_connection_metrics: bool = False,
-        on_built: Any = None,
+        on_built: Callable[[FramedProtocol], object] | None = None,
         **options: Any,
     ) -> None:
         if config is None:

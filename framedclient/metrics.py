@@ -62,6 +62,7 @@ __all__ = [
     "OUTCOMES",
     "PROMETHEUS_BUCKETS",
     "PROMETHEUS_CONTENT_TYPE",
+    "CounterSample",
     "GaugeSample",
     "LatencyHistogram",
     "Metrics",
@@ -684,6 +685,28 @@ class GaugeSample(NamedTuple):
     labels: Mapping[str, str] | None = None
 
 
+class CounterSample(NamedTuple):
+    """
+    One counter value supplied by the layer that owns it (the HTTP
+    gateway's responses by status code, for instance); pass it where a
+    :class:`GaugeSample` goes and it is exposed with ``# TYPE ... counter``.
+
+    The rules of :class:`GaugeSample` apply, and the name must end with
+    ``_total`` (Prometheus's naming rule for counters, which ``promtool
+    check metrics`` enforces).  The value must never go down.
+
+    :ivar name: the metric name, ending with ``_total``.
+    :ivar help: one line saying what is counted.
+    :ivar value: the current count.
+    :ivar labels: label names to values; ``None`` for none.
+    """
+
+    name: str
+    help: str
+    value: float
+    labels: Mapping[str, str] | None = None
+
+
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
@@ -692,8 +715,8 @@ _LATENCY = "framedclient_request_latency_seconds"
 _DROPPED = "framedclient_dropped_replies_total"
 _CONNECTION_EVENTS = "framedclient_connection_events_total"
 _RETRIES = "framedclient_retries_total"
-_BYTES_RECEIVED = "framedclient_bytes_received_total"
-_BYTES_SENT = "framedclient_bytes_sent_total"
+_BYTES_RECEIVED = "framedclient_received_bytes_total"
+_BYTES_SENT = "framedclient_sent_bytes_total"
 _BUILTIN_NAMES = frozenset(
     {
         _REQUESTS,
@@ -707,7 +730,7 @@ _BUILTIN_NAMES = frozenset(
 )
 # Label names used by the built-in families, which constant labels must not
 # shadow.
-_BUILTIN_LABELS = frozenset({"outcome", "result", "kind", "event", "le"})
+_BUILTIN_LABELS = frozenset({"outcome", "kind", "event", "le"})
 
 
 class _Family(NamedTuple):
@@ -747,8 +770,9 @@ class PrometheusCollector:
     :param metrics: the numbers to expose, read afresh at every scrape
         (children included), so pass the long-lived object, such as
         ``client.metrics``, not a copy.
-    :param gauges: called at every scrape for the current gauge values, so
-        they are read when Prometheus asks, not when they change.
+    :param gauges: called at every scrape for the current gauge values (and
+        counter values, as :class:`CounterSample`), so they are read when
+        Prometheus asks, not when they change.
     :param labels: constant labels added to every sample (for example
         ``{"target": "db1"}`` when one process runs several clients).
     :param buckets: the latency bucket bounds to expose, a strictly
@@ -760,7 +784,7 @@ class PrometheusCollector:
     def __init__(
         self,
         metrics: Metrics,
-        gauges: Callable[[], Iterable[GaugeSample]] | None = None,
+        gauges: Callable[[], Iterable[GaugeSample | CounterSample]] | None = None,
         *,
         labels: Mapping[str, str] | None = None,
         buckets: Sequence[float] = PROMETHEUS_BUCKETS,
@@ -827,9 +851,9 @@ class PrometheusCollector:
             _Family(
                 _LATENCY,
                 "histogram",
-                "Seconds from sending a request to its end; result=ok for "
-                "replies, result=error for sent requests that failed.",
-                ("result", *names),
+                "Seconds from sending a request to its end; outcome=ok for "
+                "replies, outcome=error for sent requests that failed.",
+                ("outcome", *names),
                 [
                     (("ok", *values), self._histogram(metrics.latency)),
                     (("error", *values), self._histogram(metrics.failure_latency)),
@@ -887,7 +911,9 @@ class PrometheusCollector:
         buckets.append(("+Inf", float(histogram.count)))
         return buckets, histogram.sum
 
-    def _gauge_families(self, gauges: Iterable[GaugeSample]) -> list[_Family]:
+    def _gauge_families(
+        self, gauges: Iterable[GaugeSample | CounterSample]
+    ) -> list[_Family]:
         by_name: dict[str, _Family] = {}
         seen: set[tuple[str, tuple[str, ...]]] = set()
         for sample in gauges:
@@ -899,6 +925,11 @@ class PrometheusCollector:
                 )
             if name in _BUILTIN_NAMES:
                 raise ValueError(f"gauge {name!r} clashes with a built-in metric")
+            kind = "counter" if isinstance(sample, CounterSample) else "gauge"
+            if kind == "counter" and not name.endswith("_total"):
+                raise ValueError(
+                    f"counter {name!r} must end with _total (Prometheus naming)"
+                )
             own = dict(sample_labels or {})
             for label in own:
                 _check_label_name(label)
@@ -910,12 +941,16 @@ class PrometheusCollector:
             label_values = (*own.values(), *self._label_values)
             family = by_name.get(name)
             if family is None:
-                family = _Family(name, "gauge", help, label_names, [])
+                family = _Family(name, kind, help, label_names, [])
                 by_name[name] = family
-            elif family.label_names != label_names or family.help != help:
+            elif (
+                family.label_names != label_names
+                or family.help != help
+                or family.kind != kind
+            ):
                 raise ValueError(
                     f"gauge {name!r}: every sample of one gauge must have the "
-                    f"same help and label names"
+                    f"same help and label names, and one type"
                 )
             key = (name, label_values)
             if key in seen:
@@ -1015,7 +1050,7 @@ def _render_text(families: Iterable[_Family]) -> bytes:
 
 def prometheus_text(
     metrics: Metrics,
-    gauges: Iterable[GaugeSample] = (),
+    gauges: Iterable[GaugeSample | CounterSample] = (),
     *,
     labels: Mapping[str, str] | None = None,
     buckets: Sequence[float] = PROMETHEUS_BUCKETS,
@@ -1029,13 +1064,15 @@ def prometheus_text(
 
     - ``framedclient_requests_total{outcome}`` (counter, every outcome of
       :data:`OUTCOMES`);
-    - ``framedclient_request_latency_seconds{result="ok"|"error"}``
-      (histogram with the ``buckets`` bounds and ``+Inf``);
+    - ``framedclient_request_latency_seconds{outcome="ok"|"error"}``
+      (histogram with the ``buckets`` bounds and ``+Inf``; the label is
+      ``outcome``, like on ``framedclient_requests_total``);
     - ``framedclient_dropped_replies_total{kind="late"|"unknown"}``;
     - ``framedclient_connection_events_total{event}``;
-    - ``framedclient_retries_total``, ``framedclient_bytes_received_total``,
-      ``framedclient_bytes_sent_total``;
-    - every :class:`GaugeSample` in ``gauges``.
+    - ``framedclient_retries_total``, ``framedclient_received_bytes_total``,
+      ``framedclient_sent_bytes_total`` (Prometheus naming: the unit before
+      ``_total``);
+    - every :class:`GaugeSample` (and :class:`CounterSample`) in ``gauges``.
 
     :param labels: constant labels added to every sample.
     :param buckets: see :class:`PrometheusCollector`.

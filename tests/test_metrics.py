@@ -25,6 +25,7 @@ from framedclient.metrics import (
     OUTCOMES,
     PROMETHEUS_BUCKETS,
     PROMETHEUS_CONTENT_TYPE,
+    CounterSample,
     GaugeSample,
     LatencyHistogram,
     Metrics,
@@ -462,7 +463,7 @@ class TestClientMetrics:
         ok = key("framedclient_requests_total", outcome="ok", upstream="memory")
         count = key(
             "framedclient_request_latency_seconds_count",
-            result="ok",
+            outcome="ok",
             upstream="memory",
         )
         _send(client, server, 7)
@@ -561,8 +562,8 @@ class TestPrometheusText:
             "framedclient_dropped_replies": "counter",
             "framedclient_connection_events": "counter",
             "framedclient_retries": "counter",
-            "framedclient_bytes_received": "counter",
-            "framedclient_bytes_sent": "counter",
+            "framedclient_received_bytes": "counter",
+            "framedclient_sent_bytes": "counter",
         }
 
     def test_help_and_type_lines_precede_each_family(self, render: Render) -> None:
@@ -579,12 +580,12 @@ class TestPrometheusText:
         samples = parse(render(metrics))
         name = "framedclient_request_latency_seconds"
         les = [repr(bound) for bound in PROMETHEUS_BUCKETS] + ["+Inf"]
-        counts = [samples[key(f"{name}_bucket", le=le, result=result)] for le in les]
+        counts = [samples[key(f"{name}_bucket", le=le, outcome=result)] for le in les]
         assert counts == sorted(counts)
         histogram = metrics.latency if result == "ok" else metrics.failure_latency
         assert counts[-1] == histogram.count
-        assert samples[key(f"{name}_count", result=result)] == histogram.count
-        assert samples[key(f"{name}_sum", result=result)] == pytest.approx(
+        assert samples[key(f"{name}_count", outcome=result)] == histogram.count
+        assert samples[key(f"{name}_sum", outcome=result)] == pytest.approx(
             histogram.sum
         )
         bucket_keys = [k for k in samples if k[0] == f"{name}_bucket"]
@@ -594,12 +595,12 @@ class TestPrometheusText:
         samples = parse(render(busy_metrics()))
         name = "framedclient_request_latency_seconds_bucket"
         # 1..1000 ms: exactly n observations are <= n ms.
-        assert samples[key(name, le="0.0025", result="ok")] == 2
-        assert samples[key(name, le="0.1", result="ok")] == 100
-        assert samples[key(name, le="0.5", result="ok")] == 500
-        assert samples[key(name, le="0.0001", result="ok")] == 0
-        assert samples[key(name, le="2.5", result="error")] == 0
-        assert samples[key(name, le="5.0", result="error")] == 1
+        assert samples[key(name, le="0.0025", outcome="ok")] == 2
+        assert samples[key(name, le="0.1", outcome="ok")] == 100
+        assert samples[key(name, le="0.5", outcome="ok")] == 500
+        assert samples[key(name, le="0.0001", outcome="ok")] == 0
+        assert samples[key(name, le="2.5", outcome="error")] == 0
+        assert samples[key(name, le="5.0", outcome="error")] == 1
 
     def test_other_counters(self, render: Render) -> None:
         samples = parse(render(busy_metrics()))
@@ -609,8 +610,35 @@ class TestPrometheusText:
         assert samples[key(events, event="connect_attempt")] == 1
         assert samples[key(events, event="lost")] == 0
         assert samples[key("framedclient_retries_total")] == 3
-        assert samples[key("framedclient_bytes_received_total")] == 4096
-        assert samples[key("framedclient_bytes_sent_total")] == 1024
+        assert samples[key("framedclient_received_bytes_total")] == 4096
+        assert samples[key("framedclient_sent_bytes_total")] == 1024
+
+    def test_counter_samples_are_exposed_as_counters(self, render: Render) -> None:
+        counters = [
+            CounterSample("framedclient_things_total", "Things.", 5, {"code": "200"}),
+            CounterSample("framedclient_things_total", "Things.", 2, {"code": "503"}),
+        ]
+        text = render(Metrics(), counters)
+        samples = parse(text)
+        assert samples[key("framedclient_things_total", code="200")] == 5
+        assert samples[key("framedclient_things_total", code="503")] == 2
+        # prometheus_client's parser names a counter family without _total.
+        assert families(text)["framedclient_things"] == "counter"
+
+    def test_byte_counters_put_the_unit_before_total(self, render: Render) -> None:
+        names = {name for name, _ in parse(render(busy_metrics()))}
+        assert "framedclient_received_bytes_total" in names
+        assert "framedclient_sent_bytes_total" in names
+        assert not any(name.startswith("framedclient_bytes_") for name in names)
+
+    def test_outcome_is_the_one_label_name_for_outcomes(self, render: Render) -> None:
+        label_names = {
+            label
+            for name, labels in parse(render(busy_metrics()))
+            if name.startswith(("framedclient_requests", "framedclient_request_"))
+            for label, _ in labels
+        }
+        assert label_names == {"outcome", "le"}
 
     def test_gauges_with_and_without_labels(self, render: Render) -> None:
         gauges = [
@@ -678,7 +706,7 @@ class TestPrometheusText:
         buckets = {
             dict(labels)["le"]: value
             for (sample_name, labels), value in samples.items()
-            if sample_name == name and ("result", result) in labels
+            if sample_name == name and ("outcome", result) in labels
         }
         assert buckets == expected
 
@@ -698,6 +726,19 @@ class TestPrometheusText:
             (
                 {"gauges": [GaugeSample("framedclient_retries_total", "Clash.", 1)]},
                 "clashes with a built-in metric",
+            ),
+            (
+                {"gauges": [CounterSample("framedclient_things", "No suffix.", 1)]},
+                "must end with _total",
+            ),
+            (
+                {
+                    "gauges": [
+                        GaugeSample("framedclient_c_total", "C.", 1, {"s": "a"}),
+                        CounterSample("framedclient_c_total", "C.", 1, {"s": "b"}),
+                    ]
+                },
+                "one type",
             ),
             (
                 {

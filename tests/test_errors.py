@@ -206,7 +206,7 @@ def test_gateway_maps_every_failure_outcome_to_a_status() -> None:
         (Overloaded("x"), 503, "overloaded"),
         (ConnectFailed(2, "refused"), 503, "unavailable"),
         (RequestTimeout(1.0), 504, "timeout"),
-        (RemoteError("no such key"), 502, "remote_error"),
+        (RemoteError("no such key"), 500, "remote_error"),
         (ConnectionLost(True), 502, "connection_lost"),
         (FrameTooLarge(10, 5), 502, "protocol_error"),
         (RequestTooLarge(10, 5), 400, "too_large"),

@@ -6,14 +6,30 @@ The HTTP gateway: the pool, as HTTP.
                        comes back as ``application/octet-stream``
 ``GET /v1/stats``      a small JSON summary (what the status page polls)
 ``GET /metrics``       Prometheus text format
-``GET /healthz``       200 when at least one upstream connection is ready,
-                       else 503; JSON detail either way
+``GET /livez``         liveness: 200 while the process (its reactor) runs,
+                       whatever the upstreams do
+``GET /readyz``        readiness: 200 when at least one upstream connection
+                       is ready, else 503; JSON detail either way
+``GET /healthz``       the same as ``/readyz`` (kept for older probes)
 ``GET /debug/state``   JSON of :meth:`FramedClient.debug_state`
 ``GET /``              the live status page (``status.html``)
 =====================  ======================================================
 
 Every error is a status a client can act on plus a short JSON body
 ``{"error": KIND, "message": TEXT}``; :data:`ERROR_STATUSES` is the table.
+The message is written for the HTTP caller; where the library's own
+exception text says more (which upstream refused, say) it comes along as
+``"detail"``.  Every 503 carries ``Retry-After:`` :data:`RETRY_AFTER`.
+
+Why the upstream's own error reply is 500 and not 502: 502 Bad Gateway
+means the upstream's answer was invalid or missing (RFC 9110, 15.6.3), which
+is what a lost connection or a protocol error is.  An error *reply* is a
+valid answer: the upstream processed the request and reported failure,
+which, seen from the HTTP caller, is the origin failing to fulfil it (500,
+as a reverse proxy passes an application's 500 through).  The ``error``
+field (``remote_error``) tells it apart from the gateway's own bugs
+(``internal``), and the two-way split keeps 502 meaning "the upstream is
+broken" on dashboards.
 
 Why the request body is bounded here: ``twisted.web`` buffers a whole
 request body before rendering, so without a bound one ``POST`` could make
@@ -44,17 +60,25 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from framedclient import __version__
 from framedclient.client import FramedClient
 from framedclient.codec import Codec
 from framedclient.errors import INTERNAL, OK, OUTCOMES, RemoteError, outcome_of
-from framedclient.metrics import PROMETHEUS_CONTENT_TYPE, GaugeSample, prometheus_text
+from framedclient.metrics import (
+    PROMETHEUS_CONTENT_TYPE,
+    CounterSample,
+    GaugeSample,
+    prometheus_text,
+)
 from framedclient.runner.codecspec import codec_overhead
 from framedclient.runner.listening import ListeningService
 
 __all__ = [
     "ERROR_STATUSES",
+    "HTTP_MESSAGES",
     "MAX_TIMEOUT",
     "OUTCOME_KINDS",
+    "RETRY_AFTER",
     "Gateway",
     "GatewayRequest",
     "GatewayService",
@@ -67,6 +91,12 @@ _log = Logger()
 #: in-flight slot held by ``!hold`` for a day is a leak, not a request.
 MAX_TIMEOUT = 3600.0
 
+#: The ``Retry-After`` of every 503, in seconds.  A constant, not a figure
+#: from the connections' backoff: a 503 has several causes (shed, no ready
+#: connection, stopping), each over in about a second or handled by going
+#: elsewhere, and a caller retrying a second later costs one cheap 503.
+RETRY_AFTER = 1
+
 #: Error kind -> (HTTP status, what the caller should do).  The kinds are
 #: the ``"error"`` field of the JSON body.
 ERROR_STATUSES: dict[str, tuple[int, str]] = {
@@ -74,7 +104,10 @@ ERROR_STATUSES: dict[str, tuple[int, str]] = {
     "unavailable": (503, "no upstream connection is ready; not sent; retry later"),
     "closed": (503, "the gateway is shutting down; not sent; retry elsewhere"),
     "timeout": (504, "no reply in time; the request may have been processed"),
-    "remote_error": (502, "the upstream server answered with an error"),
+    "remote_error": (
+        500,
+        "the upstream processed it and answered with an error",
+    ),
     "connection_lost": (502, "the upstream connection broke; may have been processed"),
     "protocol_error": (502, "the upstream broke the protocol"),
     "bad_timeout": (400, "timeout must be a positive number of seconds"),
@@ -84,6 +117,30 @@ ERROR_STATUSES: dict[str, tuple[int, str]] = {
     "not_found": (404, "no such endpoint"),
     "cancelled": (503, "cancelled upstream; the request may have been processed"),
     "internal": (500, "a bug in the gateway; see its log"),
+}
+
+#: Error kind -> the message an HTTP caller gets instead of the library's
+#: (whose text advises on the library's own parameters); the library's
+#: text stays in the body's ``"detail"``.
+HTTP_MESSAGES: dict[str, str] = {
+    "overloaded": (
+        "the gateway is at its in-flight limit and shed this request without "
+        "sending it upstream; retry after Retry-After seconds"
+    ),
+    "unavailable": (
+        "no upstream server is reachable right now, so the request was not "
+        "sent; retry after Retry-After seconds"
+    ),
+    "closed": (
+        "the gateway is shutting down and did not send the request; retry, "
+        "preferably against another instance"
+    ),
+    "protocol_error": (
+        "the upstream sent something this gateway cannot read (a protocol "
+        "error) and its connection was closed; the request may have been "
+        "processed"
+    ),
+    "cancelled": ("the upstream request was cancelled; it may have been processed"),
 }
 
 #: Request outcome (:data:`~framedclient.errors.OUTCOMES`, what the client's
@@ -138,6 +195,9 @@ def _finite(value: Any) -> Any:
 def _json_body(request: HTTPRequest, status: int, payload: Any) -> bytes:
     body = json.dumps(_finite(payload), separators=(",", ":")).encode("utf-8")
     request.setResponseCode(status)
+    if status == 503:
+        # Every 503 says when to come back, whichever resource sends it.
+        request.setHeader(b"retry-after", b"%d" % RETRY_AFTER)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
     request.setHeader(b"content-length", b"%d" % len(body))
@@ -145,16 +205,29 @@ def _json_body(request: HTTPRequest, status: int, payload: Any) -> bytes:
 
 
 def error_body(
-    request: HTTPRequest, kind: str, message: str, retry_after: int | None = None
+    request: HTTPRequest, kind: str, message: str, detail: str | None = None
 ) -> bytes:
     """
     Set the status for ``kind`` (see :data:`ERROR_STATUSES`) and return the
-    JSON error body.
+    JSON error body, with ``"detail"`` when given.
     """
     status = ERROR_STATUSES[kind][0]
-    if retry_after is not None:
-        request.setHeader(b"retry-after", b"%d" % retry_after)
-    return _json_body(request, status, {"error": kind, "message": message})
+    payload = {"error": kind, "message": message}
+    if detail is not None:
+        payload["detail"] = detail
+    return _json_body(request, status, payload)
+
+
+def for_http(kind: str, message: str) -> tuple[str, str | None]:
+    """
+    The message and detail an HTTP caller gets for ``kind`` and the
+    library's ``message``: :data:`HTTP_MESSAGES` with the library's text as
+    detail where there is one, else the library's text alone.
+    """
+    http_message = HTTP_MESSAGES.get(kind)
+    if http_message is None:
+        return message, None
+    return http_message, message
 
 
 def classify(failure: Failure) -> tuple[str, str]:
@@ -271,7 +344,9 @@ class Gateway:
         v1.putChild(b"stats", StatsResource(self))
         root.putChild(b"v1", v1)
         root.putChild(b"metrics", MetricsResource(self))
-        root.putChild(b"healthz", HealthResource(self))
+        root.putChild(b"livez", LiveResource(self))
+        root.putChild(b"readyz", HealthResource(self, "/readyz"))
+        root.putChild(b"healthz", HealthResource(self, "/healthz"))
         debug = _Root()
         debug.putChild(b"state", DebugStateResource(self))
         root.putChild(b"debug", debug)
@@ -331,14 +406,36 @@ class Gateway:
             stats.update(self.extra_stats())
         return stats
 
-    def gauges(self) -> list[GaugeSample]:
-        return [
+    def gauges(self) -> list[GaugeSample | CounterSample]:
+        """
+        The gateway's own samples for ``/metrics``: HTTP requests in flight,
+        ``framedclient_build_info`` and
+        ``framedclient_http_responses_total{code}`` (``POST /v1/request``
+        responses by status code, the counts ``/v1/stats`` shows).
+        """
+        samples: list[GaugeSample | CounterSample] = [
             GaugeSample(
                 "framedclient_gateway_http_in_flight",
                 "HTTP requests waiting for their upstream reply.",
                 self.in_flight,
-            )
+            ),
+            GaugeSample(
+                "framedclient_build_info",
+                "Always 1; the version label is the running framedclient.",
+                1,
+                {"version": __version__},
+            ),
         ]
+        samples.extend(
+            CounterSample(
+                "framedclient_http_responses_total",
+                "Responses to POST /v1/request, by HTTP status code.",
+                count,
+                {"code": str(code)},
+            )
+            for code, count in sorted(self.responses.items())
+        )
+        return samples
 
 
 class _Root(Resource):
@@ -384,7 +481,9 @@ class _JSONResource(Resource):
             )
         client = self.gateway.get_client()
         if client is None:
-            return error_body(request, "closed", "the gateway is stopped")
+            return error_body(
+                request, "closed", HTTP_MESSAGES["closed"], "the gateway is stopped"
+            )
         return self.render_client(request, client)
 
     def path(self) -> str:
@@ -414,11 +513,42 @@ class DebugStateResource(_JSONResource):
         return _json_body(request, 200, client.debug_state())
 
 
+class LiveResource(Resource):
+    """
+    ``GET /livez``: 200 whenever the reactor runs to answer it.
+
+    No upstream check, and 200 while stopping too: a liveness probe that
+    failed with the upstream would have an orchestrator restart a healthy
+    gateway for a database outage, and one that failed while draining would
+    kill the drain.
+    """
+
+    isLeaf = True
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
+
+    def render(self, request: HTTPRequest) -> bytes:
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return error_body(request, "method_not_allowed", "/livez accepts GET only")
+        uptime = self.gateway.clock.seconds() - self.gateway.started_at
+        return _json_body(request, 200, {"status": "ok", "uptime": uptime})
+
+
 class HealthResource(_JSONResource):
-    """``GET /healthz``: 200 with a ready connection, else 503."""
+    """
+    ``GET /readyz`` (and its older name ``/healthz``): 200 with a ready
+    connection, else 503.
+    """
+
+    def __init__(self, gateway: Gateway, path: str = "/readyz") -> None:
+        super().__init__(gateway)
+        self._path = path
 
     def path(self) -> str:
-        return "/healthz"
+        return self._path
 
     def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
         ready = client.pool.ready_count
@@ -527,7 +657,9 @@ class RequestResource(Resource):
         client = gateway.get_client()
         if client is None:
             gateway.count(503)
-            return error_body(request, "closed", "the gateway is stopped")
+            return error_body(
+                request, "closed", HTTP_MESSAGES["closed"], "the gateway is stopped"
+            )
         assert request.content is not None
         body = request.content.read()
         gateway.in_flight += 1
@@ -557,9 +689,8 @@ class RequestResource(Resource):
             kind, message = classify(failure)
             if kind == "internal":
                 _log.failure("Unexpected error for an HTTP request", failure)
-            retry_after = 1 if kind == "overloaded" else None
             gateway.count(ERROR_STATUSES[kind][0])
-            request.write(error_body(request, kind, message, retry_after))
+            request.write(error_body(request, kind, *for_http(kind, message)))
             request.finish()
 
         request.notifyFinish().addErrback(disconnected)

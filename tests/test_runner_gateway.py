@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,10 +29,11 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.test.requesthelper import DummyRequest
 
+from framedclient import __version__
 from framedclient.client import FramedClient
 from framedclient.codec import REPLY, Codec
 from framedclient.runner.codecspec import parse_codec
-from framedclient.runner.gateway import Gateway
+from framedclient.runner.gateway import RETRY_AFTER, Gateway
 from framedclient.runner.options import Options
 from framedclient.runner.service import RunnerService, makeService
 from framedclient.server import ReferenceServerFactory, listen
@@ -230,6 +234,36 @@ async def test_unavailable_is_503_and_healthz_says_why():
 
 
 @pytest_twisted.ensureDeferred
+async def test_dead_upstream_error_is_worded_for_http_callers():
+    port = free_port()
+    async with running(
+        "--upstream", f"tcp:127.0.0.1:{port}", "--fail-fast", wait_ready=False
+    ) as runner:
+        _, _, body = await runner.post(b"hello")
+        payload = json.loads(body)
+        assert payload["error"] == "unavailable"
+        assert "retry" in payload["message"]
+        # Library advice stays out of the message, and in the detail.
+        assert "wait_for_ready" not in payload["message"]
+        assert "wait_for_ready" in payload["detail"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_livez_is_200_while_readyz_and_healthz_are_503_without_upstream():
+    port = free_port()
+    async with running(
+        "--upstream", f"tcp:127.0.0.1:{port}", "--fail-fast", wait_ready=False
+    ) as runner:
+        code, live = await runner.get_json("/livez")
+        assert (code, live["status"]) == (200, "ok")
+        for path in ("/readyz", "/healthz"):
+            code, headers, body = await runner.get(path)
+            assert code == 503, path
+            assert headers.getRawHeaders("retry-after") == [str(RETRY_AFTER)]
+            assert json.loads(body)["status"] == "unavailable"
+
+
+@pytest_twisted.ensureDeferred
 async def test_waiting_for_a_connection_past_the_timeout_is_503_unavailable():
     port = free_port()
     async with running(
@@ -304,7 +338,21 @@ def test_stopped_gateway_answers_503_closed():
     request.uri = b"/v1/request"
     body = child.render(request)
     assert request.responseCode == 503
+    assert request.responseHeaders.getRawHeaders(b"retry-after") == [b"1"]
     assert error_of(body)[0] == "closed"
+
+
+def test_stopped_gateway_is_still_live_but_not_ready():
+    gateway = Gateway(lambda: None, reactor, parse_codec("fc1"))
+    resource = gateway.resource()
+    codes = {}
+    for path in (b"livez", b"readyz"):
+        request = DummyRequest([path])
+        request.method = b"GET"
+        resource.getChildWithDefault(path, request).render(request)
+        codes[path] = request.responseCode
+    # A draining gateway must not be restarted by its liveness probe.
+    assert codes == {b"livez": 200, b"readyz": 503}
 
 
 @pytest_twisted.ensureDeferred
@@ -400,6 +448,44 @@ async def test_metrics_are_valid_prometheus_text():
         assert ok == [1.0]
         assert "framedclient_gateway_http_in_flight" in families
         assert "framedclient_request_latency_seconds" in families
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_export_http_responses_by_code_and_build_info():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with running() as runner:
+        await runner.post(b"one")
+        await runner.post(b"two")
+        await runner.post(b"!error:x")
+        _, _, body = await runner.get("/metrics")
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(body.decode())
+            for s in f.samples
+        }
+        responses = "framedclient_http_responses_total"
+        assert samples[(responses, (("code", "200"),))] == 2
+        assert samples[(responses, (("code", "500"),))] == 1
+        assert samples[("framedclient_build_info", (("version", __version__),))] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_pass_promtool_check_metrics():
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool is missing under CI (Debian package prometheus)")
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    async with running() as runner:
+        await runner.post(b"one")
+        await runner.post(b"!error:x")
+        await runner.post(b"!drop")
+        _, _, body = await runner.get("/metrics")
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
 
 
 @pytest_twisted.ensureDeferred

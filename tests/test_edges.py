@@ -1,0 +1,92 @@
+"""
+Edges a user meets before anything works: a port that is taken, the TLS
+extra that is not installed, the benchmark's wording.  Each says what
+happened and what to do, in one line, and the process ends.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """
+    Run ``python argv...`` with this checkout first on ``sys.path`` (so the
+    code under test is the code beside this file and ``twisted/plugins``
+    here provides the ``twist`` commands); a process that hangs fails the
+    test with ``TimeoutExpired`` (and is killed).
+    """
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, *argv],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": path},
+    )
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """
+    A loopback port some other process (this one) listens on.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        yield taken.getsockname()[1]
+
+
+def assert_one_line_about_the_port(text: str, port: int) -> None:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    assert f"port {port} is already in use" in lines[0]
+    assert "choose another port" in lines[0]
+
+
+# -- a port that is taken ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reference_server_on_a_taken_port_says_so_in_one_line_and_exits_1(
+    taken_port: int,
+) -> None:
+    result = run("-m", "framedclient.server", "--port", str(taken_port))
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""
+    assert_one_line_about_the_port(result.stderr, taken_port)
+
+
+@pytest.mark.slow
+def test_twist_framedserver_on_a_taken_port_says_so_in_one_line_and_exits_1(
+    taken_port: int,
+) -> None:
+    result = run("-m", "twisted", "framedserver", "--port", str(taken_port))
+    assert result.returncode == 1, result.stderr
+    assert_one_line_about_the_port(result.stderr, taken_port)
+    assert "framedserver cannot start" in result.stderr
+
+
+@pytest.mark.slow
+def test_twist_framedclient_on_a_taken_port_says_what_to_do(taken_port: int) -> None:
+    result = run(
+        "-m",
+        "twisted",
+        "framedclient",
+        "--http",
+        f"tcp:{taken_port}:interface=127.0.0.1",
+    )
+    assert result.returncode == 1, result.stderr
+    assert_one_line_about_the_port(result.stderr, taken_port)
+    assert "framedclient cannot start" in result.stderr

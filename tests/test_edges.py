@@ -90,3 +90,49 @@ def test_twist_framedclient_on_a_taken_port_says_what_to_do(taken_port: int) -> 
     assert result.returncode == 1, result.stderr
     assert_one_line_about_the_port(result.stderr, taken_port)
     assert "framedclient cannot start" in result.stderr
+
+
+# -- tls: without the TLS extra ----------------------------------------------------
+
+
+@pytest.fixture
+def without_tls_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Twisted's endpoints module as it is without pyOpenSSL: its TLS names were
+    never imported, so parsing ``tls:`` raises ``NameError``.
+    """
+    import twisted.internet.endpoints as endpoints
+
+    monkeypatch.delattr(endpoints, "optionsForClientTLS")
+
+
+@pytest.mark.usefixtures("without_tls_extra")
+def test_from_endpoint_tls_without_the_extra_says_how_to_install_it() -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    from framedclient.client import FramedClient
+
+    with pytest.raises(ImportError) as raised:
+        FramedClient.from_endpoint(
+            MemoryReactorClock(), "tls:localhost:9443", start=False
+        )
+    message = str(raised.value)
+    assert "pip install 'framedclient[tls]'" in message
+    assert "tls:localhost:9443" in message
+    assert "optionsForClientTLS" not in message
+
+
+@pytest.mark.usefixtures("without_tls_extra")
+def test_twist_framedclient_upstream_tls_without_the_extra_says_how_to_install_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from framedclient.runner.options import Options
+
+    with pytest.raises(SystemExit) as raised:
+        Options().parseOptions(["--upstream", "tls:localhost:9443"])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--upstream 'tls:localhost:9443'" in err
+    assert "pip install 'framedclient[tls]'" in err
+    assert "optionsForClientTLS" not in err

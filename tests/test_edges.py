@@ -136,3 +136,75 @@ def test_twist_framedclient_upstream_tls_without_the_extra_says_how_to_install_i
     assert "--upstream 'tls:localhost:9443'" in err
     assert "pip install 'framedclient[tls]'" in err
     assert "optionsForClientTLS" not in err
+
+
+# -- the benchmark's wording -------------------------------------------------------
+
+
+def bench_report() -> dict[str, object]:
+    """
+    A two-client benchmark report (framedclient against raw at C=64), with
+    just the fields the report formatters read.
+    """
+
+    def figure(value: float) -> dict[str, float]:
+        return {"median": value, "min": value, "max": value}
+
+    def result(kind: str, throughput: float) -> dict[str, object]:
+        return {
+            "kind": kind,
+            "concurrency": 64,
+            "throughput": figure(throughput),
+            "latency": {"p50": 0.0005, "p90": 0.0006, "p99": 0.0007, "p999": 0.001},
+            "cpu_per_request": figure(6e-6),
+            "peak_rss": figure(50e6),
+            "failed": 0,
+        }
+
+    return {
+        "machine": {
+            "cpu_model": "test CPU",
+            "usable_cpus": 2,
+            "os": "Linux",
+            "python": "CPython 3.11",
+            "twisted": "26.10",
+            "reactor": "epoll",
+        },
+        "config": {
+            "clients": ["framedclient"],
+            "compare": ["raw"],
+            "concurrency": [64],
+            "connections": 1,
+            "payload": 64,
+            "runs": 1,
+        },
+        "results": [result("framedclient", 80_000.0), result("raw", 100_000.0)],
+        "elapsed_seconds": 10.0,
+    }
+
+
+def test_bench_text_report_calls_them_performance_targets_without_issue_numbers() -> (
+    None
+):
+    from framedclient.bench.report import text_report
+
+    text = text_report(bench_report())
+    assert "performance targets for framedclient:" in text
+    assert "MISS  C=64 throughput ≥ 0.9x raw" in text
+    assert "issue" not in text.lower()
+
+
+def test_bench_markdown_calls_them_performance_targets_without_issue_numbers() -> (
+    None
+):
+    from framedclient.bench.report import markdown_section
+
+    text = markdown_section(bench_report(), "python -m framedclient.bench")
+    assert "### Performance targets for `framedclient`" in text
+    assert "issue" not in text.lower()
+
+
+def test_benchmarks_page_headings_match_what_the_report_generates() -> None:
+    page = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    assert "### Performance targets for `framedclient`" in page
+    assert "### Targets for" not in page

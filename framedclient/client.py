@@ -345,7 +345,7 @@ class FramedClient:
         those of :class:`FramedClient` (``names`` defaults to the endpoint
         strings).
         """
-        from twisted.internet.endpoints import clientFromString
+        from framedclient._endpoints import client_from_string
 
         if isinstance(endpoint, (str, bytes)) or not isinstance(endpoint, Sequence):
             endpoint = [endpoint]
@@ -353,7 +353,8 @@ class FramedClient:
         described: list[str] = []
         for e in endpoint:
             if isinstance(e, str):
-                resolved.append(clientFromString(reactor, e))  # type: ignore[no-untyped-call]
+                # ImportError naming the extra, for tls: without pyOpenSSL.
+                resolved.append(client_from_string(reactor, e))
                 described.append(e)
             elif isinstance(e, (bytes, bytearray)):
                 raise TypeError(

@@ -291,16 +291,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
 
+    failures: list[Failure] = []
+
     def failed(failure: Failure) -> None:
+        # One line, no traceback: the usual cause is the port being taken.
+        from framedclient.runner.listening import describe_listen_failure
+
         print(
-            f"framedserver: cannot listen: {failure.getErrorMessage()}", file=sys.stderr
+            f"framedserver: cannot start: {describe_listen_failure(failure)}",
+            file=sys.stderr,
+            flush=True,
         )
-        reactor.stop()  # type: ignore[attr-defined]
+        failures.append(failure)
+        if reactor.running:  # type: ignore[attr-defined]
+            reactor.stop()  # type: ignore[attr-defined]
 
     d = listen(reactor, description, factory)
     d.addCallbacks(started, failed)
+    if failures:
+        # A TCP port that is taken fails at once, before the reactor runs:
+        # there is nothing to run (and stopping a reactor that does not run
+        # yet would raise, then leave it running forever).
+        return 1
     reactor.run()  # type: ignore[attr-defined]
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """
 Turning a benchmark report (the dict :func:`~framedclient.bench.runner.run_benchmark`
 returns) into what people read: a terminal table, ratio lines against the
-baselines, the issue's targets with PASS/MISS, and the same as Markdown for
-``docs/benchmarks.md``.
+baselines, the project's performance targets with PASS/MISS, and the same as
+Markdown for ``docs/benchmarks.md``.
 
 A figure alone says little on a machine nobody else has; its ratio to a
 baseline measured in the same run, on the same machine, minutes apart, is
@@ -189,8 +189,8 @@ def ratio_lines(report: dict[str, Any]) -> list[str]:
 @dataclass(frozen=True)
 class TargetCheck:
     """
-    One target (issues 5 and 9), measured: what it asks, what we got, and
-    whether that meets it.
+    One of the project's performance targets, measured: what it asks, what
+    we got, and whether that meets it.
     """
 
     target: str
@@ -212,7 +212,8 @@ def target_checks(
     report: dict[str, Any], kind: str = "framedclient"
 ) -> list[TargetCheck]:
     """
-    The issue's targets for ``kind``, for those figures this report has.
+    The project's performance targets for ``kind``, for those figures this
+    report has.
     """
     table = _by_kind_and_concurrency(report)
     checks: list[TargetCheck] = []
@@ -377,7 +378,7 @@ def text_report(report: dict[str, Any]) -> str:
     for kind in _clients(report):
         checks = target_checks(report, kind)
         if checks:
-            parts.append(f"targets for {kind} (issues 5 and 9):")
+            parts.append(f"performance targets for {kind}:")
             parts += [
                 f"  {'PASS' if c.met else 'MISS'}  {c.target}: {c.measured}"
                 for c in checks
@@ -425,7 +426,7 @@ def markdown_section(report: dict[str, Any], command: str) -> str:
         checks = target_checks(report, kind)
         if checks:
             parts += [
-                f"### Targets for `{kind}`",
+                f"### Performance targets for `{kind}`",
                 "",
                 _markdown_table(
                     ["target", "measured", "met"],

@@ -12,11 +12,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService
+from twisted.application.service import IService, Service
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from framedclient.codec import DEFAULT_MAX_FRAME, FC1Codec
+from framedclient.runner.listening import fail_startup
 from framedclient.runner.options import check_server_endpoint, usage_exit
 from framedclient.server import ReferenceServerFactory
 
@@ -84,13 +87,21 @@ class Options(usage.Options):
 
 class _ServerService(StreamServerEndpointService):
     """
-    Logs where it listens once it does: the line scripts wait for.
+    Logs where it listens once it does: the line scripts wait for.  When it
+    cannot listen it says so in one line and the process exits 1, as
+    ``twist framedclient`` does (not the traceback Twisted would print).
     """
 
+    def __init__(self, reactor: Any, endpoint: Any, factory: Any) -> None:
+        super().__init__(endpoint, factory)  # type: ignore[no-untyped-call]
+        self._reactor = reactor
+
     def privilegedStartService(self) -> None:
-        super().privilegedStartService()  # type: ignore[no-untyped-call]
-        if self._waitingForPort is not None:
-            self._waitingForPort.addCallback(self._listening)
+        # Not the base class's: it either raises (a traceback under twist)
+        # or logs the failure with a traceback and keeps running.
+        Service.privilegedStartService(self)  # type: ignore[no-untyped-call]
+        self._waitingForPort = self.endpoint.listen(self.factory)
+        self._waitingForPort.addCallbacks(self._listening, self._failed)
 
     def _listening(self, port: Any) -> Any:
         address = port.getHost()
@@ -100,6 +111,10 @@ class _ServerService(StreamServerEndpointService):
             port=getattr(address, "port", ""),
         )
         return port
+
+    def _failed(self, failure: Failure) -> None:
+        if not failure.check(CancelledError):  # type: ignore[no-untyped-call]
+            fail_startup(self._reactor, "framedserver", failure)
 
 
 def makeService(options: Options) -> IService:
@@ -112,7 +127,4 @@ def makeService(options: Options) -> IService:
     factory = ReferenceServerFactory(FC1Codec(options["max-frame"]), reactor)
     factory.noisy = False
     endpoint = serverFromString(reactor, options["listen"])  # type: ignore[no-untyped-call]
-    service = _ServerService(endpoint, factory)  # type: ignore[no-untyped-call]
-    # Fail the process, not just a log line, when the port is taken.
-    service._raiseSynchronously = True
-    return service
+    return _ServerService(reactor, endpoint, factory)

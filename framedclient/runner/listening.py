@@ -1,18 +1,25 @@
 """
 A service that listens on a server endpoint string while it runs, and can
 stop accepting connections separately from stopping, so the runner can
-drain in between.
+drain in between; and how a ``twist`` command reports that it cannot
+listen: one line, then exit status 1.
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-__all__ = ["ListeningService"]
+__all__ = ["ListeningService", "describe_listen_failure", "fail_startup"]
+
+_log = Logger(namespace="framedclient.runner")
 
 
 class ListeningService(Service):
@@ -56,3 +63,60 @@ class ListeningService(Service):
         result: Deferred[None] = Deferred()
         d.addBoth(lambda _: None).chainDeferred(result)
         return result
+
+
+def describe_listen_failure(failure: Failure) -> str:
+    """
+    Why listening failed, in one line that says what to do when the port is
+    taken (the common case: another instance is still running).
+
+    Unwraps the ``FirstError`` of a ``gatherResults`` over several
+    listeners.
+    """
+    error = failure.value
+    sub = getattr(error, "subFailure", None)
+    if sub is not None:
+        error = sub.value
+    if isinstance(error, CannotListenError):
+        where = f"{error.interface or '*'}:{error.port}"
+        if getattr(error.socketError, "errno", None) == errno.EADDRINUSE:
+            return (
+                f"port {error.port} is already in use ({where}): stop the "
+                f"process listening there or choose another port"
+            )
+        reason = getattr(error.socketError, "strerror", None) or error.socketError
+        return f"cannot listen on {where}: {reason}"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def fail_startup(reactor: Any, program: str, failure: Failure) -> None:
+    """
+    Log why ``program`` cannot listen as one critical line (``twist``
+    prints critical events on stderr), stop the reactor, and exit with
+    status 1 once it has stopped, so a supervisor sees the failure
+    (``twist`` itself would exit 0).  Works whether or not the reactor runs
+    yet.
+    """
+    # The program name is part of the format (not a field) so that the log
+    # format itself names who failed.
+    _log.critical(
+        program + " cannot start: {reason}; stopping",
+        reason=describe_listen_failure(failure),
+    )
+    reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
+    reactor.callWhenRunning(reactor.stop)
+
+
+def exit_failed() -> None:
+    """
+    Exit with status 1 after the reactor shut down (startup failed).
+
+    ``os._exit`` because ``twist`` offers no way to choose the status and a
+    ``SystemExit`` raised in a shutdown trigger is only logged.
+    """
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)

@@ -124,14 +124,16 @@ def check_client_endpoint(option: str, value: str) -> str:
     """
     :raises usage.UsageError: if ``value`` is not a client endpoint string.
     """
-    from twisted.internet.endpoints import clientFromString
+    from framedclient._endpoints import client_from_string
 
     try:
         with warnings.catch_warnings():
             # HostnameEndpoint (tls:) warns that the placeholder is not a
             # full reactor; the real one will be.
             warnings.simplefilter("ignore", DeprecationWarning)
-            clientFromString(_PlaceholderReactor(), value)  # type: ignore[no-untyped-call]
+            client_from_string(_PlaceholderReactor(), value)
+    except ImportError as error:  # the TLS extra is missing
+        raise usage.UsageError(f"--{option} {error}") from None
     except Exception as error:
         raise usage.UsageError(
             f"--{option} {value!r}: not a client endpoint ({_reason(error)}); "

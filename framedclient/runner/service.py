@@ -50,7 +50,11 @@ from framedclient.config import ClientConfig
 from framedclient.connection import Connection
 from framedclient.runner.backend import EmbeddedBackendService
 from framedclient.runner.gateway import Gateway, GatewayService
-from framedclient.runner.listening import ListeningService
+from framedclient.runner.listening import (
+    ListeningService,
+    describe_listen_failure,
+    fail_startup,
+)
 from framedclient.runner.options import Options
 from framedclient.service import FramedClientService
 
@@ -345,19 +349,16 @@ class RunnerService(MultiService):
         self.ready.callback(self.http_url)
 
     def _listen_failed(self, failure: Failure) -> None:
-        error = failure.value
-        sub = getattr(error, "subFailure", None)
-        reason = sub.getErrorMessage() if sub is not None else failure.getErrorMessage()
-        _log.critical(
-            "framedclient cannot start: cannot listen ({reason}); stopping",
-            reason=reason,
-        )
+        sub = getattr(failure.value, "subFailure", None)
         if self.standalone:
-            # Nobody awaits `ready` under twist: stop, and exit non-zero so a
-            # supervisor sees the failure (twist itself would exit 0).
+            # Nobody awaits `ready` under twist.
             self.ready.addErrback(lambda _: None)
-            self._reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
-            self._reactor.callWhenRunning(self._reactor.stop)
+            fail_startup(self._reactor, "framedclient", failure)
+        else:
+            _log.critical(
+                "framedclient cannot start: {reason}",
+                reason=describe_listen_failure(failure),
+            )
         self.ready.errback(sub if sub is not None else failure)
 
     def _install_sigterm(self) -> None:
@@ -434,21 +435,6 @@ def _address(port: IListeningPort, description: str) -> str:
     if host is None or number is None:
         return f"{description} ({address})"
     return f"{host}:{number}"
-
-
-def _exit_failed() -> None:
-    """
-    Exit with status 1 after the reactor shut down (startup failed).
-
-    ``os._exit`` because ``twist`` offers no way to choose the status and a
-    ``SystemExit`` raised in a shutdown trigger is only logged.
-    """
-    import os
-    import sys
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)
 
 
 def makeService(options: Options) -> RunnerService:

@@ -344,6 +344,11 @@ class FramedClient:
         ``"tls:host:port"``, ...) or endpoint objects; keyword arguments are
         those of :class:`FramedClient` (``names`` defaults to the endpoint
         strings).
+
+        :raises ImportError: a ``tls:`` string without the TLS extra
+            installed (the message says what to install).
+        :raises TypeError: something that is neither an endpoint string nor
+            an endpoint.
         """
         from framedclient._endpoints import client_from_string
 

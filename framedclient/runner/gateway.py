@@ -72,6 +72,7 @@ from framedclient.metrics import (
 )
 from framedclient.runner.codecspec import codec_overhead
 from framedclient.runner.listening import ListeningService
+from framedclient.runner.replies import ReplyBudget, ReplyWriter
 
 __all__ = [
     "ERROR_STATUSES",
@@ -116,6 +117,10 @@ ERROR_STATUSES: dict[str, tuple[int, str]] = {
     "method_not_allowed": (405, "wrong HTTP method"),
     "not_found": (404, "no such endpoint"),
     "cancelled": (503, "cancelled upstream; the request may have been processed"),
+    "reply_overloaded": (
+        503,
+        "processed, but the gateway holds too many unread replies; retry later",
+    ),
     "internal": (500, "a bug in the gateway; see its log"),
 }
 
@@ -141,6 +146,12 @@ HTTP_MESSAGES: dict[str, str] = {
         "processed"
     ),
     "cancelled": ("the upstream request was cancelled; it may have been processed"),
+    "reply_overloaded": (
+        "the upstream processed the request, but the gateway already holds "
+        "its budget of reply bytes for clients that have not read them, so "
+        "this reply was dropped; retry after Retry-After seconds if the "
+        "request is safe to repeat"
+    ),
 }
 
 #: Request outcome (:data:`~framedclient.errors.OUTCOMES`, what the client's
@@ -310,6 +321,8 @@ class Gateway:
     :param describe: JSON-able facts for ``/v1/stats`` (upstreams, codec).
     :param extra_stats: more of ``/v1/stats``, computed per call (the
         proxy's counters).
+    :param replies: the budget replies are written under (see
+        :mod:`framedclient.runner.replies`); its defaults if not given.
     """
 
     def __init__(
@@ -319,8 +332,11 @@ class Gateway:
         codec: Codec,
         describe: dict[str, Any] | None = None,
         extra_stats: Callable[[], dict[str, Any]] | None = None,
+        replies: ReplyBudget | None = None,
     ) -> None:
         self.get_client = get_client
+        #: the reply bytes held for HTTP clients, bounded.
+        self.replies = replies if replies is not None else ReplyBudget(clock)
         self.clock = clock
         self.started_at = clock.seconds()
         self.describe = describe or {}
@@ -398,6 +414,11 @@ class Gateway:
                     "in_flight": self.in_flight,
                     "responses": {str(k): v for k, v in sorted(self.responses.items())},
                     "max_body": self.max_body,
+                    "held_reply_bytes": self.replies.held,
+                    "max_reply_bytes": self.replies.max_bytes,
+                    "peak_reply_bytes": self.replies.peak,
+                    "replies_refused": self.replies.refused,
+                    "stalled_clients_aborted": self.replies.stalled,
                 },
                 **self.describe,
             }
@@ -418,6 +439,23 @@ class Gateway:
                 "framedclient_gateway_http_in_flight",
                 "HTTP requests waiting for their upstream reply.",
                 self.in_flight,
+            ),
+            GaugeSample(
+                "framedclient_gateway_held_reply_bytes",
+                "Bytes of replies being written to HTTP clients (bounded by "
+                "the reply budget).",
+                self.replies.held,
+            ),
+            CounterSample(
+                "framedclient_gateway_replies_refused_total",
+                "Replies dropped with 503 because the reply budget was full.",
+                self.replies.refused,
+            ),
+            CounterSample(
+                "framedclient_gateway_stalled_clients_aborted_total",
+                "HTTP connections aborted for not reading their reply within "
+                "the write deadline.",
+                self.replies.stalled,
             ),
             GaugeSample(
                 "framedclient_build_info",
@@ -675,11 +713,26 @@ class RequestResource(Resource):
         def replied(reply: bytes) -> None:
             if gone:
                 return
+            if not gateway.replies.reserve(len(reply)):
+                # Refused, not queued: the reply is already in memory, and
+                # waiting would hold it outside the budget.
+                gateway.count(503)
+                request.write(
+                    error_body(
+                        request,
+                        "reply_overloaded",
+                        HTTP_MESSAGES["reply_overloaded"],
+                        f"{gateway.replies.held} reply bytes held, "
+                        f"budget {gateway.replies.max_bytes}; this reply "
+                        f"has {len(reply)}",
+                    )
+                )
+                request.finish()
+                return
             gateway.count(200)
             request.setHeader(b"content-type", b"application/octet-stream")
             request.setHeader(b"content-length", b"%d" % len(reply))
-            request.write(reply)
-            request.finish()
+            ReplyWriter(request, reply, gateway.replies).start()
 
         def failed(failure: Failure) -> None:
             if gone:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -109,6 +110,12 @@ async def test_non_reading_clients_never_hold_more_than_the_reply_budget():
             _, stats = await runner.get_json("/v1/stats")
             assert stats["gateway"]["held_reply_bytes"] == admitted * REPLY
             assert stats["gateway"]["replies_refused"] == CLIENTS - admitted
+            _, _, metrics = await runner.get("/metrics")
+            held = {
+                f.name: f.samples[0].value
+                for f in text_string_to_metric_families(metrics.decode())
+            }["framedclient_gateway_held_reply_bytes"]
+            assert held == admitted * REPLY
         finally:
             for sock in socks:
                 sock.close()

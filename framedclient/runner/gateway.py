@@ -40,6 +40,12 @@ rest, so the connection stays usable) and the resource answers 400.
 Why a disconnecting HTTP client cancels its upstream request: nobody would
 read the reply, and the in-flight slot (and the server's work, since fc1
 sends a cancel frame) would be wasted until the timeout.
+
+Why replies go out through :class:`~framedclient.runner.replies.ReplyWriter`
+and not one ``request.write``: the reply outlives its in-flight slot, so
+only a budget of its own (:attr:`Gateway.replies`) bounds the memory that
+clients who do not read can make the gateway hold; see
+:mod:`framedclient.runner.replies`.
 """
 
 from __future__ import annotations

@@ -46,6 +46,18 @@ and not one ``request.write``: the reply outlives its in-flight slot, so
 only a budget of its own (:attr:`Gateway.replies`) bounds the memory that
 clients who do not read can make the gateway hold; see
 :mod:`framedclient.runner.replies`.
+
+Why the connection limits (:class:`HTTPLimits`): ``twisted.web`` resets its
+idle timeout on every byte, so a client trickling a header byte at a time
+("slowloris") holds its connection, and its file descriptor, for as long as
+it likes; enough of them exhaust ``RLIMIT_NOFILE`` and the gateway stops
+accepting even its health probes.  :class:`GatewayChannel` gives the headers
+and the body each an absolute deadline that incoming bytes do not extend,
+answers malformed framing with a 400 at once instead of waiting for the idle
+timeout, and the factory caps the open connections below the descriptor
+limit; at the cap a new connection evicts the oldest one that has not sent
+a complete request yet (idle or still trickling headers), so a probe that
+sends its request promptly gets through while the trickling ones go.
 """
 
 from __future__ import annotations
@@ -53,16 +65,19 @@ from __future__ import annotations
 import io
 import json
 import math
+import resource
 from collections.abc import Callable
 from importlib import resources
-from typing import IO, Any, Protocol
+from typing import IO, Any, Literal, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+import attrs
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -83,13 +98,18 @@ from framedclient.runner.replies import ReplyBudget, ReplyWriter
 __all__ = [
     "ERROR_STATUSES",
     "HTTP_MESSAGES",
+    "LINGER",
+    "MAX_DECLARED_LENGTH",
     "MAX_TIMEOUT",
     "OUTCOME_KINDS",
     "RETRY_AFTER",
     "Gateway",
+    "GatewayChannel",
     "GatewayRequest",
     "GatewayService",
     "GatewaySite",
+    "HTTPLimits",
+    "default_max_connections",
 ]
 
 _log = Logger()
@@ -263,6 +283,227 @@ def classify(failure: Failure) -> tuple[str, str]:
     return kind, str(error)
 
 
+#: After answering a request it will not read (400, 408), how long the
+#: gateway keeps discarding what the client still sends before it drops
+#: the connection, in seconds.  Closing at once, with the client's bytes
+#: unread, would make the kernel send a reset that can destroy the answer
+#: before the client reads it (RFC 9112, 9.6 "lingering close").
+LINGER = 2.0
+
+#: The largest ``Content-Length`` or chunk size the gateway parses: larger
+#: ones (``2**80``) are not a body anybody sends but an attempt to hold the
+#: connection, and get a 400 at once.  Bodies above the codec's limit but
+#: below this still get the JSON ``too_large`` answer.
+MAX_DECLARED_LENGTH = (1 << 63) - 1
+
+#: Descriptors kept free below ``RLIMIT_NOFILE`` besides two per upstream
+#: connection (the embedded backend's end of it too): the listening
+#: sockets, log files, the ``--listen`` proxy's clients, and connections
+#: being evicted while new ones are accepted.
+FD_MARGIN = 64
+
+
+def default_max_connections(
+    upstream_connections: int, soft_limit: int | None = None
+) -> int:
+    """
+    The default cap on open HTTP connections: the soft ``RLIMIT_NOFILE``
+    (or ``soft_limit``) minus two descriptors per upstream connection and
+    :data:`FD_MARGIN`, and at least 16.
+
+    A gateway that accepted until ``accept()`` failed with ``EMFILE`` could
+    no longer open upstream connections or answer its health probes.
+    """
+    if soft_limit is None:
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft_limit == resource.RLIM_INFINITY or soft_limit > 1 << 20:
+        soft_limit = 1 << 20
+    return max(16, soft_limit - 2 * upstream_connections - FD_MARGIN)
+
+
+@attrs.frozen
+class HTTPLimits:
+    """
+    What one HTTP client may hold of the gateway.
+
+    :ivar max_connections: open HTTP connections at most; ``None``: no cap.
+    :ivar header_timeout: seconds from a connection's opening (or from the
+        first byte of a later request on it) to the end of the request's
+        headers; ``None``: only the idle timeout applies.
+    :ivar body_timeout: seconds from the end of the headers to the end of
+        the body; ``None``: no deadline.
+    """
+
+    max_connections: int | None = None
+    header_timeout: float | None = 10.0
+    body_timeout: float | None = 60.0
+
+
+#: Where a connection is in its current request.
+_Phase = Literal["idle", "headers", "body", "handling", "rejected"]
+
+
+class GatewayChannel(HTTPChannel):
+    """
+    An ``HTTPChannel`` with deadlines that trickling cannot extend and a
+    fast 400 for malformed framing.
+
+    ``twisted.web`` itself waits for the idle timeout on a request line that
+    ends in a bare LF (it looks for CRLF) or on a chunk of ``2**80`` bytes,
+    and closes without an answer on a line longer than its limit.
+    """
+
+    #: The site sets this; a bare channel (in tests) has no deadlines.
+    limits: HTTPLimits = HTTPLimits(header_timeout=None, body_timeout=None)
+    phase: _Phase = "headers"
+    _deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self.limits = getattr(getattr(self, "site", None), "limits", self.limits)
+        super().connectionMade()  # type: ignore[no-untyped-call]
+        self._arm("headers", self.limits.header_timeout)
+
+    def _arm(self, phase: _Phase, seconds: float | None) -> None:
+        self._disarm()
+        self.phase = phase
+        if seconds is not None:
+            self._deadline = self._later(seconds, self._expired, phase)
+
+    def _later(
+        self, seconds: float, f: Callable[..., None], *args: Any
+    ) -> IDelayedCall:
+        # The site's reactor's callLater (HTTPFactory.buildProtocol sets it).
+        later: Any = self.callLater
+        call: IDelayedCall = later(seconds, f, *args)
+        return call
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, phase: _Phase) -> None:
+        self._deadline = None
+        _log.info(
+            "HTTP client {peer} did not send the request {what} in time; closing",
+            peer=str(self._transport.getPeer()),
+            what=phase,
+        )
+        self.reject(b"408 Request Timeout")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.phase == "idle":
+            # A new request on a kept-alive connection: its headers are due.
+            self._arm("headers", self.limits.header_timeout)
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
+        if self.phase == "headers" and self.line_mode and b"\n" in self._buffer:
+            # What is left in line mode holds no CRLF: a bare LF ends a line.
+            self.reject(b"400 Bad Request")
+
+    def allHeadersReceived(self) -> None:
+        super().allHeadersReceived()  # type: ignore[no-untyped-call]
+        if self.phase == "headers":
+            self._arm("body", self.limits.body_timeout)
+
+    def allContentReceived(self) -> None:
+        self._disarm()
+        self.phase = "handling"
+        super().allContentReceived()  # type: ignore[no-untyped-call]
+
+    def requestDone(self, request: Request) -> None:
+        if self.persistent and self.phase == "handling":
+            # Before super(): it replays pipelined bytes into dataReceived.
+            self.phase = "idle"
+        super().requestDone(request)  # type: ignore[no-untyped-call]
+
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        if header == b"Content-Length" and data.isdigit():
+            # int() refuses over 4300 digits with a ValueError twisted.web
+            # does not catch; and an absurd length only holds the connection.
+            if len(data) > 19 or int(data) > MAX_DECLARED_LENGTH:
+                self._respondToBadRequestAndDisconnect()
+                self.length = None
+                return False
+        return bool(super()._maybeChooseTransferDecoder(header, data))  # type: ignore[no-untyped-call]
+
+    def rawDataReceived(self, data: bytes) -> None:
+        super().rawDataReceived(data)
+        decoder = self._transferDecoder
+        length = getattr(decoder, "length", None)
+        if (
+            self.phase == "body"
+            and getattr(decoder, "state", None) == "BODY"
+            and isinstance(length, int)
+            and length > MAX_DECLARED_LENGTH
+        ):
+            self._respondToBadRequestAndDisconnect()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # A request line or header over MAX_LENGTH (16 KiB): twisted.web
+        # would close without a word.
+        self.reject(b"400 Bad Request")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.reject(b"400 Bad Request")
+
+    @property
+    def evictable(self) -> bool:
+        """
+        Whether closing this connection loses no request: it is idle or
+        still receiving its request's headers.
+        """
+        return self.phase in ("idle", "headers")
+
+    def reject(self, status: bytes) -> None:
+        """
+        Answer ``status`` with an empty body, stop reading requests, and
+        close once the client has read the answer (or after :data:`LINGER`
+        seconds).
+        """
+        if self.phase == "rejected" or self.transport is None:
+            return
+        self._disarm()
+        self.phase = "rejected"
+        self.persistent = False
+        self.transport.write(
+            b"HTTP/1.1 "
+            + status
+            + b"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        # Stop LineReceiver's loop over what is buffered, and read nothing
+        # more: the framing is lost.
+        self._buffer = b""
+        self.paused = True
+        self.dataReceived = self._discard  # type: ignore[method-assign]
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None:
+            self._transport.loseConnection()
+        else:
+            half_close()
+        self._deadline = self._later(LINGER, self._abort)
+
+    def _discard(self, data: bytes) -> None:
+        pass
+
+    def _abort(self) -> None:
+        self._deadline = None
+        abort = getattr(self.transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            self._transport.loseConnection()
+
+    @property
+    def _transport(self) -> Any:
+        return self.transport
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._disarm()
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+
 class GatewayRequest(Request):
     """
     A request whose body is stored only up to the site's ``max_body``.
@@ -300,16 +541,21 @@ class GatewayRequest(Request):
 
 class GatewaySite(Site):
     """
-    A :class:`~twisted.web.server.Site` that bounds request bodies and keeps
-    no access log (a gateway at thousands of requests per second would
-    spend more on the log than on the requests; ``/metrics`` counts them).
+    A :class:`~twisted.web.server.Site` that bounds request bodies, serves
+    over :class:`GatewayChannel` (deadlines from ``limits``) and keeps no
+    access log (a gateway at thousands of requests per second would spend
+    more on the log than on the requests; ``/metrics`` counts them).
     """
 
     noisy = False
+    protocol = GatewayChannel  # type: ignore[assignment]
 
-    def __init__(self, resource: IResource, max_body: int) -> None:
+    def __init__(
+        self, resource: IResource, max_body: int, limits: HTTPLimits | None = None
+    ) -> None:
         super().__init__(resource, requestFactory=GatewayRequest)  # type: ignore[no-untyped-call]
         self.max_body = max_body
+        self.limits = limits if limits is not None else HTTPLimits()
 
     def log(self, request: object) -> None:
         pass
@@ -374,8 +620,8 @@ class Gateway:
         root.putChild(b"debug", debug)
         return root
 
-    def site(self) -> GatewaySite:
-        return GatewaySite(self.resource(), self.max_body)
+    def site(self, limits: HTTPLimits | None = None) -> GatewaySite:
+        return GatewaySite(self.resource(), self.max_body, limits)
 
     def count(self, status: int) -> None:
         self.responses[status] = self.responses.get(status, 0) + 1
@@ -809,11 +1055,56 @@ class _TrackingFactory(WrappingFactory):
     noisy = False
     protocols: dict[ProtocolWrapper, int]
 
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, max_connections: int | None = None) -> None:
         super().__init__(site)  # type: ignore[no-untyped-call]
+        self.max_connections = max_connections
         self._gone_waiters: list[Deferred[None]] = []
+        #: connections closed to make room, until their connectionLost.
+        self._evicting: set[ProtocolWrapper] = set()
+        #: connections evicted / refused at the cap, for the log and tests.
+        self.evicted = 0
+        self.refused = 0
+
+    def buildProtocol(self, addr: IAddress | None) -> ProtocolWrapper | None:  # type: ignore[override]
+        cap = self.max_connections
+        if cap is not None and len(self.protocols) - len(self._evicting) >= cap:
+            if not self._evict_one():
+                # Every connection is busy with a request: refuse this one
+                # (the port closes it at once) rather than exhaust the
+                # descriptors the upstream connections need.
+                self.refused += 1
+                return None
+        wrapper: ProtocolWrapper | None = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        return wrapper
+
+    def _evict_one(self) -> bool:
+        """
+        Close the oldest connection that has sent no complete request yet
+        (idle, or trickling its headers); ``False`` if there is none.
+        """
+        for wrapper in self.protocols:  # in the order they connected
+            if wrapper in self._evicting:
+                continue
+            channel = wrapper.wrappedProtocol
+            if getattr(channel, "evictable", False) and wrapper.transport is not None:
+                self._evicting.add(wrapper)
+                self.evicted += 1
+                if self.evicted == 1 or not self.evicted % 1000:
+                    _log.warn(
+                        "HTTP connection limit ({cap}) reached: closing the "
+                        "oldest connections that have not sent a request "
+                        "({evicted} so far); raise --http-max-connections "
+                        "(and LimitNOFILE) if these are real clients",
+                        cap=self.max_connections,
+                        evicted=self.evicted,
+                    )
+                transport: Any = wrapper.transport
+                transport.abortConnection()
+                return True
+        return False
 
     def unregisterProtocol(self, p: ProtocolWrapper) -> None:
+        self._evicting.discard(p)
         super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
         if not self.protocols:
             waiters, self._gone_waiters = self._gone_waiters, []
@@ -840,10 +1131,19 @@ class GatewayService(ListeningService):
     :ivar listening: fires with the port once listening (or fails).
     """
 
-    def __init__(self, reactor: Any, description: str, gateway: Gateway) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        description: str,
+        gateway: Gateway,
+        limits: HTTPLimits | None = None,
+    ) -> None:
         super().__init__(reactor, description)
         self.gateway = gateway
-        self.factory = _TrackingFactory(gateway.site())
+        self.limits = limits if limits is not None else HTTPLimits()
+        self.factory = _TrackingFactory(
+            gateway.site(self.limits), self.limits.max_connections
+        )
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]

@@ -17,7 +17,35 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["ListeningService", "describe_listen_failure", "fail_startup"]
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "ListeningService",
+    "describe_listen_failure",
+    "fail_startup",
+    "with_backlog",
+]
+
+#: The listen backlog of tcp:, tcp6:, ssl: and unix: endpoints that do not
+#: set ``backlog=`` themselves.  Twisted's default, 50, overflows under a
+#: burst of new connections, and each connection dropped from a full queue
+#: waits for the client's SYN retry (one second, then more).  Linux caps it
+#: at ``net.core.somaxconn`` (4096 since 5.4).
+DEFAULT_BACKLOG = 1024
+
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
+
+
+def with_backlog(description: str, backlog: int = DEFAULT_BACKLOG) -> str:
+    """
+    ``description`` with ``:backlog=N`` appended when it is an endpoint type
+    that takes one and does not set it; other descriptions (``systemd:``,
+    whose socket is already listening) unchanged.
+    """
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind not in _BACKLOG_TYPES or "backlog=" in description.lower():
+        return description
+    return f"{description}:backlog={backlog}"
+
 
 _log = Logger(namespace="framedclient.runner")
 
@@ -40,7 +68,7 @@ class ListeningService(Service):
     def _listen(self, factory: IProtocolFactory) -> None:
         from twisted.internet.endpoints import serverFromString
 
-        endpoint = serverFromString(self._reactor, self.description)  # type: ignore[no-untyped-call]
+        endpoint = serverFromString(self._reactor, with_backlog(self.description))  # type: ignore[no-untyped-call]
         d: Deferred[IListeningPort] = endpoint.listen(factory)
 
         def listening(port: IListeningPort) -> IListeningPort:

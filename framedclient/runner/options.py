@@ -256,6 +256,29 @@ _RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
         "upstream); off unless given.",
     ),
     (
+        "http-max-connections",
+        "N",
+        "auto",
+        "Open HTTP connections at most; at the limit a new connection closes "
+        "the oldest one that has not sent a complete request. 'auto': the "
+        "soft RLIMIT_NOFILE minus two per upstream connection minus 64.",
+    ),
+    (
+        "http-header-timeout",
+        "S",
+        "10",
+        "Seconds an HTTP client gets to send a request's line and headers, "
+        "from connecting (or from the first byte of a later request); bytes "
+        "arriving do not extend it. 'off' disables it.",
+    ),
+    (
+        "http-body-timeout",
+        "S",
+        "60",
+        "Seconds an HTTP client gets to send a request body after its "
+        "headers; bytes arriving do not extend it. 'off' disables it.",
+    ),
+    (
         "drain-timeout",
         "S",
         "10",
@@ -383,6 +406,9 @@ class Options(usage.Options):
                 f"--{option.option} {raws.get(error.setting)!r}: {error.reason}"
             ) from None
         self["drain-timeout"] = _drain_timeout(self["drain-timeout"])
+        for name in ("http-header-timeout", "http-body-timeout"):
+            self[name] = _optional_seconds(name, self[name])
+        self["http-max-connections"] = _max_connections(self["http-max-connections"])
         check_server_endpoint("http", self["http"])
         if self["listen"] is not None:
             check_server_endpoint("listen", self["listen"])
@@ -406,4 +432,35 @@ def _drain_timeout(raw: str) -> float:
             f"--drain-timeout {raw!r}: {kind.expects(cli=True)}"
         ) from None
     assert isinstance(value, float)
+    return value
+
+
+def _optional_seconds(option: str, raw: str) -> float | None:
+    kind = Seconds(optional=True)
+    try:
+        value = kind.parse(raw)
+        kind.check(option, value)
+    except ValueError:
+        raise usage.UsageError(
+            f"--{option} {raw!r}: {kind.expects(cli=True)}"
+        ) from None
+    assert value is None or isinstance(value, float)
+    return value
+
+
+def _max_connections(raw: str) -> int | None:
+    """
+    ``None`` for ``auto`` (derived from ``RLIMIT_NOFILE`` by the service,
+    which knows the upstream connections), else the positive count.
+    """
+    if raw.strip().lower() == "auto":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise usage.UsageError(
+            f"--http-max-connections {raw!r}: must be a positive whole number or 'auto'"
+        )
     return value

@@ -49,7 +49,12 @@ from framedclient.codec import Codec
 from framedclient.config import ClientConfig
 from framedclient.connection import Connection
 from framedclient.runner.backend import EmbeddedBackendService
-from framedclient.runner.gateway import Gateway, GatewayService
+from framedclient.runner.gateway import (
+    Gateway,
+    GatewayService,
+    HTTPLimits,
+    default_max_connections,
+)
 from framedclient.runner.listening import (
     ListeningService,
     describe_listen_failure,
@@ -227,7 +232,9 @@ class RunnerService(MultiService):
             describe,
             extra_stats=self._extra_stats,
         )
-        self.http = GatewayService(reactor, options["http"], self.gateway)
+        self.http = GatewayService(
+            reactor, options["http"], self.gateway, self._http_limits()
+        )
         self.http.setServiceParent(self)  # type: ignore[no-untyped-call]
 
         self.proxy: ProxyService | None = None
@@ -241,6 +248,24 @@ class RunnerService(MultiService):
             self.proxy.setServiceParent(self)  # type: ignore[no-untyped-call]
 
     # -- building ------------------------------------------------------------
+
+    def _http_limits(self) -> HTTPLimits:
+        """
+        The gateway's connection limits from the options; ``auto`` keeps
+        descriptors free for every upstream connection (both ends of it
+        with the embedded backend, which :func:`default_max_connections`
+        assumes anyway).
+        """
+        options = self.options
+        cap: int | None = options.get("http-max-connections")
+        if cap is None:
+            upstreams = max(1, len(options["upstream"]))
+            cap = default_max_connections(upstreams * self.config.pool_size)
+        return HTTPLimits(
+            max_connections=cap,
+            header_timeout=options.get("http-header-timeout", 10.0),
+            body_timeout=options.get("http-body-timeout", 60.0),
+        )
 
     def upstream_endpoints(self) -> list[str]:
         """

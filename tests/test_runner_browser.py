@@ -28,7 +28,7 @@ from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from tests.test_runner_gateway import running
+from tests.test_runner_gateway import free_port, running
 
 pytestmark = pytest.mark.slow
 
@@ -247,3 +247,226 @@ async def test_status_page_shows_what_debug_state_reports_while_load_runs():
             shutil.rmtree(profile, ignore_errors=True)
             # Let the page's last polls finish before the service stops.
             await deferLater(reactor, 0.05, lambda: None)
+
+
+# -- layout, health and history -------------------------------------------------
+
+#: Every box the page must keep inside the viewport's width.
+_BOXES_OUTSIDE_VIEWPORT = """
+const width = window.innerWidth;
+const out = [];
+for (const el of document.querySelectorAll('header, .card, section, #banner')) {
+  const r = el.getBoundingClientRect();
+  if (getComputedStyle(el).display === 'none') continue;
+  if (r.width <= 0 || r.height <= 0 || r.left < 0 || r.right > width + 0.5) {
+    out.push((el.id || el.className || el.tagName) + ' ' + r.left + '..' + r.right);
+  }
+}
+return {scrollWidth: document.documentElement.scrollWidth, innerWidth: width,
+        outside: out, cards: document.querySelectorAll('.card').length};
+"""
+
+
+def _layout_at(driver: Any, width: int) -> dict[str, Any]:
+    """
+    Resize the window to ``width`` x 900 and report what sticks out.
+    """
+    driver.set_window_size(width, 900)
+    _poll(
+        lambda: driver.execute_script("return window.innerWidth;") <= width,
+        5,
+        f"the window did not shrink to {width} px",
+    )
+    layout: dict[str, Any] = driver.execute_script(_BOXES_OUTSIDE_VIEWPORT)
+    return layout
+
+
+def _assert_fits(layout: dict[str, Any]) -> None:
+    assert layout["scrollWidth"] <= layout["innerWidth"], layout
+    assert layout["outside"] == [], layout
+    assert layout["cards"] == 10
+
+
+async def _with_page(runner: Any, steps: Callable[[Any], Any]) -> Any:
+    """
+    Open the status page of ``runner`` in a fresh headless Chromium and run
+    ``steps(driver)`` in a thread; always quit the browser.
+    """
+    webdriver = _require_browser()
+    profile = tempfile.mkdtemp(prefix="framedclient-chromium-")
+    driver = None
+    try:
+        driver = await deferToThread(_start_browser, webdriver, profile)
+        await deferToThread(driver.get, runner.url + "/")
+        return await deferToThread(steps, driver)
+    finally:
+        if driver is not None:
+            await deferToThread(driver.quit)
+        shutil.rmtree(profile, ignore_errors=True)
+        await deferLater(reactor, 0.05, lambda: None)
+
+
+def _updated(driver: Any) -> bool:
+    updates: str = driver.execute_script("return document.body.dataset.updates;")
+    return int(updates or 0) >= 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_page_fits_1400_and_400_px_without_page_scroll():
+    from framedclient import __version__
+
+    async with running("--pool-size", "3") as runner:
+
+        def steps(driver: Any) -> dict[str, Any]:
+            _poll(lambda: _updated(driver), 10, "the page did not update")
+            _poll(
+                lambda: driver.execute_script(
+                    "return document.querySelectorAll('#config dd').length;"
+                ),
+                10,
+                "the configuration was not shown",
+            )
+            return {
+                "wide": _layout_at(driver, 1400),
+                "narrow": _layout_at(driver, 400),
+                "dot": driver.find_element("id", "status").get_attribute("data-state"),
+                "banner": driver.find_element("id", "banner").is_displayed(),
+                "version": _value(driver, "sum-version"),
+                "pool_size": driver.execute_script(
+                    "return document.querySelector("
+                    "'#config [data-setting=\"pool_size\"] dd').dataset.value;"
+                ),
+            }
+
+        seen = await _with_page(runner, steps)
+    _assert_fits(seen["wide"])
+    _assert_fits(seen["narrow"])
+    assert seen["dot"] == "ready"
+    assert seen["banner"] is False
+    assert seen["version"] == __version__
+    assert seen["pool_size"] == "3"
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_page_shows_a_banner_and_a_red_dot_with_the_upstream_down():
+    port = free_port()  # nothing listens there
+    async with running(
+        "--upstream",
+        f"tcp:127.0.0.1:{port}",
+        "--backoff",
+        "constant:0.2",
+        wait_ready=False,
+    ) as runner:
+
+        def steps(driver: Any) -> dict[str, Any]:
+            def banner() -> str | None:
+                el = driver.find_element("id", "banner")
+                if not el.is_displayed() or "refused" not in el.text.lower():
+                    return None
+                text: str = el.text
+                return text
+
+            text = _poll(banner, 10, "no upstream-down banner")
+            # The long "last error" wraps inside its table at 1,400 px.
+            wide = _layout_at(driver, 1400)
+            # A long "last error" wraps inside the table's box at 1,400 px.
+            # Set and measured in one synchronous script, before the next
+            # poll rewrites the cell.
+            error_fits = driver.execute_script(
+                """
+                const cell = document.querySelector('td[data-field="last_error"]');
+                cell.textContent = 'connection refused by upstream: ' +
+                  'x'.repeat(300) + ' ' + 'detail '.repeat(60);
+                const box = cell.closest('.scroll');
+                const r = cell.getBoundingClientRect();
+                return box.scrollWidth <= box.clientWidth &&
+                  r.right <= box.getBoundingClientRect().right + 0.5 &&
+                  document.documentElement.scrollWidth <= window.innerWidth;
+                """
+            )
+            return {
+                "text": text,
+                "kind": driver.find_element("id", "banner").get_attribute("data-kind"),
+                "dot": driver.find_element("id", "status").get_attribute("data-state"),
+                "wide": wide,
+                "error_fits": error_fits,
+                "narrow": _layout_at(driver, 400),
+            }
+
+        seen = await _with_page(runner, steps)
+    assert seen["text"].startswith("upstream unavailable: ")
+    assert seen["kind"] == "upstream"
+    assert seen["dot"] == "down"
+    assert seen["error_fits"] is True
+    _assert_fits(seen["wide"])
+    _assert_fits(seen["narrow"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_fresh_status_page_draws_the_gateways_throughput_history():
+    async with running() as runner:
+        for _ in range(20):
+            code, _, _ = await runner.post(b"hello")
+            assert code == 200
+        history_url = runner.url + "/v1/throughput"
+
+        def served() -> dict[str, Any] | None:
+            body: dict[str, Any] = _fetch_json(history_url)
+            # Three samples at least: enough for a line, not just a point.
+            if len(body["samples"]) < 3 or sum(s["ok"] for s in body["samples"]) < 20:
+                return None
+            return body
+
+        history = await deferToThread(_poll, served, 10, "no throughput samples")
+        assert history["interval"] == 1.0
+        assert all(set(s) == {"time", "ok", "failed"} for s in history["samples"])
+
+        def steps(driver: Any) -> dict[str, str]:
+            def drawn() -> dict[str, str] | None:
+                chart: dict[str, str] = driver.execute_script(
+                    "const d = document.getElementById('rate-chart').dataset;"
+                    "return {ok: d.serverOk, samples: d.serverSamples,"
+                    " points: d.points,"
+                    " lines: document.querySelectorAll('#rate-chart polyline').length};"
+                )
+                return chart if chart["ok"] is not None else None
+
+            result: dict[str, str] = _poll(drawn, 10, "the chart was not drawn")
+            return result
+
+        chart = await _with_page(runner, steps)
+    # The page's first render holds everything the gateway had already.
+    assert int(chart["ok"]) == 20
+    assert int(chart["samples"]) >= len(history["samples"])
+    assert int(chart["points"]) >= len(history["samples"])
+    assert chart["lines"] == 2
+
+
+def test_throughput_history_keeps_the_last_window_and_leaves_no_timer():
+    """
+    The history the page loads: requests completed per interval, the
+    newest ``window`` of them, sampled only while started.
+    """
+    from types import SimpleNamespace
+
+    from twisted.internet.task import Clock
+
+    from framedclient.runner.gateway import ThroughputHistory
+
+    clock = Clock()
+    outcomes = {"ok": 0, "remote_error": 0}
+    client = SimpleNamespace(metrics=SimpleNamespace(outcomes=outcomes))
+    history = ThroughputHistory(clock, lambda: client, interval=1.0, window=3)  # type: ignore[arg-type,return-value]
+    history.start()
+    for second in range(5):
+        outcomes["ok"] += second
+        outcomes["remote_error"] += 1
+        clock.advance(1.0)
+    history.stop()
+    assert clock.getDelayedCalls() == []
+    assert [(s["ok"], s["failed"]) for s in history.as_json()["samples"]] == [
+        (2, 1),
+        (3, 1),
+        (4, 1),
+    ]
+    assert [s["time"] for s in history.as_json()["samples"]] == [3.0, 4.0, 5.0]

@@ -66,6 +66,7 @@ import io
 import json
 import math
 import resource
+from collections import deque
 from collections.abc import Callable
 from importlib import resources
 from typing import IO, Any, Literal, Protocol
@@ -74,6 +75,7 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -109,6 +111,7 @@ __all__ = [
     "GatewayService",
     "GatewaySite",
     "HTTPLimits",
+    "ThroughputHistory",
     "default_max_connections",
 ]
 
@@ -600,6 +603,9 @@ class Gateway:
         self.responses: dict[int, int] = {}
         #: waiters for in_flight to reach zero (graceful stop).
         self._idle_waiters: list[Deferred[None]] = []
+        #: completed requests per second, for the status page's chart;
+        #: sampling runs while the :class:`GatewayService` does.
+        self.throughput = ThroughputHistory(clock, get_client)
 
     def resource(self) -> IResource:
         """
@@ -610,6 +616,8 @@ class Gateway:
         v1 = _Root()
         v1.putChild(b"request", RequestResource(self))
         v1.putChild(b"stats", StatsResource(self))
+        v1.putChild(b"throughput", ThroughputResource(self))
+        v1.putChild(b"config", ConfigResource(self))
         root.putChild(b"v1", v1)
         root.putChild(b"metrics", MetricsResource(self))
         root.putChild(b"livez", LiveResource(self))
@@ -868,6 +876,117 @@ class MetricsResource(_JSONResource):
         request.setHeader(b"content-type", PROMETHEUS_CONTENT_TYPE.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
         return body
+
+
+class ThroughputHistory:
+    """
+    Completed requests per interval over the last few minutes, kept by the
+    gateway so a freshly loaded status page shows them at once (the page
+    alone only knows what it saw since it was loaded).
+
+    Bounded: ``window`` samples of three numbers each.  Sampling reads the
+    client's outcome counters once per ``interval`` on a
+    :class:`~twisted.internet.task.LoopingCall` between :meth:`start` and
+    :meth:`stop`; a new client (the service restarted) counts from zero.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        get_client: Callable[[], FramedClient | None],
+        interval: float = 1.0,
+        window: int = 300,
+    ) -> None:
+        self.clock = clock
+        self.get_client = get_client
+        self.interval = interval
+        #: ``(time, ok, failed)``: requests completed in the interval ending
+        #: at ``time``.
+        self.samples: deque[tuple[float, int, int]] = deque(maxlen=window)
+        self._client: FramedClient | None = None
+        self._last = (0, 0)
+        self._loop: LoopingCall | None = None
+
+    def start(self) -> None:
+        """Sample every ``interval`` seconds until :meth:`stop`."""
+        if self._loop is not None:
+            return
+        self._loop = LoopingCall(self.sample)
+        self._loop.clock = self.clock
+        self._loop.start(self.interval, now=False)
+
+    def stop(self) -> None:
+        """Stop sampling (no timer stays behind); the samples are kept."""
+        loop, self._loop = self._loop, None
+        if loop is not None and loop.running:
+            loop.stop()
+
+    def sample(self) -> None:
+        """Record the requests completed since the previous sample."""
+        client = self.get_client()
+        if client is None:
+            return
+        outcomes = client.metrics.outcomes
+        ok = outcomes[OK]
+        failed = sum(outcomes.values()) - ok
+        if client is not self._client:
+            self._client, self._last = client, (0, 0)
+        last_ok, last_failed = self._last
+        self._last = (ok, failed)
+        self.samples.append(
+            (self.clock.seconds(), max(0, ok - last_ok), max(0, failed - last_failed))
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "interval": self.interval,
+            "window": self.samples.maxlen,
+            "samples": [
+                {"time": t, "ok": ok, "failed": failed}
+                for t, ok, failed in self.samples
+            ],
+        }
+
+
+class ThroughputResource(_JSONResource):
+    """``GET /v1/throughput``: :class:`ThroughputHistory` as JSON."""
+
+    def path(self) -> str:
+        return "/v1/throughput"
+
+    def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
+        return _json_body(request, 200, self.gateway.throughput.as_json())
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return _finite(value)
+    return repr(value)
+
+
+class ConfigResource(_JSONResource):
+    """
+    ``GET /v1/config``: the running version and the client's effective
+    settings (every :class:`~framedclient.config.ClientConfig` field;
+    objects such as the codec and backoff policy as their ``repr``).
+    """
+
+    def path(self) -> str:
+        return "/v1/config"
+
+    def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
+        config = client.config
+        settings = {
+            field.name: _json_safe(getattr(config, field.name))
+            for field in attrs.fields(type(config))
+        }
+        return _json_body(
+            request,
+            200,
+            {"version": __version__, **self.gateway.describe, "config": settings},
+        )
 
 
 class StatusPage(Resource):
@@ -1147,6 +1266,7 @@ class GatewayService(ListeningService):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        self.gateway.throughput.start()
         self._listen(self.factory)
 
     def close_connections(self, timeout: float) -> Deferred[None]:
@@ -1182,6 +1302,7 @@ class GatewayService(ListeningService):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()  # type: ignore[no-untyped-call]
+        self.gateway.throughput.stop()
         d = DeferredList([self.stop_accepting()], consumeErrors=True)
         d.addCallback(lambda _: self.close_connections(5.0))
         return d.addCallback(lambda _: None)

@@ -431,6 +431,7 @@ class RunnerService(MultiService):
         # 3. HTTP responses are written by now; close those connections.
         await self.http.close_connections(HTTP_CLOSE_TIMEOUT)
         self.http.running = 0
+        self.gateway.throughput.stop()
         # 4. Nobody uses the backend any more.
         if self.backend is not None:
             await DeferredList(

@@ -351,3 +351,27 @@ def test_livez_and_readyz_answer_while_more_slowloris_connections_than_fds_are_o
     finally:
         for sock in attack:
             sock.close()
+
+
+def test_evicted_and_refused_connections_are_reported_in_metrics():
+    from framedclient.metrics import Metrics, prometheus_text
+
+    gateway = Gateway(lambda: None, Clock(), parse_codec("fc1"))
+    service = GatewayService(Clock(), "tcp:0", gateway, HTTPLimits(max_connections=2))
+    factory = service.factory
+    busy, _ = connect(factory)
+    busy.dataReceived(b"GET /hold HTTP/1.1\r\n\r\n")
+    connect(factory)  # no request yet: evicted by the next one
+    connect(factory)
+    assert factory.evicted == 1
+    lines = prometheus_text(Metrics(), gauges=gateway.gauges()).decode().splitlines()
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in lines
+        if line.startswith("framedclient_gateway_http_connections")
+    }
+    assert values == {
+        "framedclient_gateway_http_connections": 2,
+        "framedclient_gateway_http_connections_evicted_total": 1,
+        "framedclient_gateway_http_connections_refused_total": 0,
+    }

@@ -209,6 +209,24 @@ def test_the_runner_builds_its_client_from_the_parsed_config():
     assert client.factory.config.abandoned_ttl is None
 
 
+def test_the_reply_budget_options_reach_the_gateway():
+    options = parse("--http-reply-budget", "1000000", "--http-write-timeout", "2.5")
+    service = RunnerService(MemoryReactorClock(), options)
+    assert service.gateway.replies.max_bytes == 1_000_000
+    assert service.gateway.replies.write_deadline == 2.5
+
+
+def test_the_reply_budget_defaults_hold_when_not_given():
+    from framedclient.runner.replies import (
+        DEFAULT_MAX_REPLY_BYTES,
+        DEFAULT_WRITE_DEADLINE,
+    )
+
+    service = RunnerService(MemoryReactorClock(), parse())
+    assert service.gateway.replies.max_bytes == DEFAULT_MAX_REPLY_BYTES
+    assert service.gateway.replies.write_deadline == DEFAULT_WRITE_DEADLINE
+
+
 # -- invalid values: one line, exit 2 ----------------------------------------------
 
 
@@ -223,6 +241,10 @@ def test_the_runner_builds_its_client_from_the_parsed_config():
         (["--request-timeout", "nan"], "--request-timeout"),
         (["--connect-timeout", "soon"], "--connect-timeout"),
         (["--drain-timeout", "inf"], "--drain-timeout"),
+        (["--http-reply-budget", "0"], "--http-reply-budget"),
+        (["--http-reply-budget", "lots"], "--http-reply-budget"),
+        (["--http-write-timeout", "off"], "--http-write-timeout"),
+        (["--http-write-timeout", "-1"], "--http-write-timeout"),
         (["--backoff", "linear"], "invalid backoff"),
         (["--codec", "protobuf"], "unknown codec"),
         (["--codec", "length:size=5"], "size must be one of"),

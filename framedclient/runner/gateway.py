@@ -592,6 +592,9 @@ class Gateway:
         self.get_client = get_client
         #: the reply bytes held for HTTP clients, bounded.
         self.replies = replies if replies is not None else ReplyBudget(clock)
+        #: the HTTP connection factory while a GatewayService serves this
+        #: gateway: its open, evicted and refused connections are reported
+        self.connections: _TrackingFactory | None = None
         self.clock = clock
         self.started_at = clock.seconds()
         self.describe = describe or {}
@@ -679,6 +682,7 @@ class Gateway:
                     "peak_reply_bytes": self.replies.peak,
                     "replies_refused": self.replies.refused,
                     "stalled_clients_aborted": self.replies.stalled,
+                    **self._connection_stats(),
                 },
                 **self.describe,
             }
@@ -686,6 +690,39 @@ class Gateway:
         if self.extra_stats is not None:
             stats.update(self.extra_stats())
         return stats
+
+    def _connection_stats(self) -> dict[str, int]:
+        factory = self.connections
+        if factory is None:
+            return {}
+        return {
+            "http_connections": factory.open_connections,
+            "http_connections_evicted": factory.evicted,
+            "http_connections_refused": factory.refused,
+        }
+
+    def _connection_samples(self) -> list[GaugeSample | CounterSample]:
+        factory = self.connections
+        if factory is None:
+            return []
+        return [
+            GaugeSample(
+                "framedclient_gateway_http_connections",
+                "Open HTTP connections.",
+                factory.open_connections,
+            ),
+            CounterSample(
+                "framedclient_gateway_http_connections_evicted_total",
+                "HTTP connections without a complete request closed to make "
+                "room at the connection limit.",
+                factory.evicted,
+            ),
+            CounterSample(
+                "framedclient_gateway_http_connections_refused_total",
+                "HTTP connections closed at once at the connection limit.",
+                factory.refused,
+            ),
+        ]
 
     def gauges(self) -> list[GaugeSample | CounterSample]:
         """
@@ -717,6 +754,7 @@ class Gateway:
                 "the write deadline.",
                 self.replies.stalled,
             ),
+            *self._connection_samples(),
             GaugeSample(
                 "framedclient_build_info",
                 "Always 1; the version label is the running framedclient.",
@@ -1184,9 +1222,16 @@ class _TrackingFactory(WrappingFactory):
         self.evicted = 0
         self.refused = 0
 
+    @property
+    def open_connections(self) -> int:
+        """
+        Connections open and not being closed to make room.
+        """
+        return len(self.protocols) - len(self._evicting)
+
     def buildProtocol(self, addr: IAddress | None) -> ProtocolWrapper | None:  # type: ignore[override]
         cap = self.max_connections
-        if cap is not None and len(self.protocols) - len(self._evicting) >= cap:
+        if cap is not None and self.open_connections >= cap:
             if not self._evict_one():
                 # Every connection is busy with a request: refuse this one
                 # (the port closes it at once) rather than exhaust the
@@ -1263,6 +1308,7 @@ class GatewayService(ListeningService):
         self.factory = _TrackingFactory(
             gateway.site(self.limits), self.limits.max_connections
         )
+        gateway.connections = self.factory
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]

@@ -30,13 +30,16 @@ from framedclient.codec import Codec, Matching
 from framedclient.config import (
     ClientConfig,
     Collaborator,
+    Count,
     InvalidSetting,
+    Kind,
     Seconds,
     Setting,
     Switch,
     setting_of,
 )
 from framedclient.runner.codecspec import parse_codec
+from framedclient.runner.replies import DEFAULT_MAX_REPLY_BYTES, DEFAULT_WRITE_DEADLINE
 
 __all__ = [
     "DEFAULT_HTTP",
@@ -279,6 +282,21 @@ _RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
         "headers; bytes arriving do not extend it. 'off' disables it.",
     ),
     (
+        "http-reply-budget",
+        "BYTES",
+        str(DEFAULT_MAX_REPLY_BYTES),
+        "Bytes of replies the gateway may hold for HTTP clients at once (each "
+        "written out a chunk at a time as the client reads); a reply beyond "
+        "it is refused with 503 reply_overloaded.",
+    ),
+    (
+        "http-write-timeout",
+        "S",
+        str(int(DEFAULT_WRITE_DEADLINE)),
+        "Seconds an HTTP client may leave its reply unread (the connection "
+        "not draining) before it is disconnected and the reply's bytes freed.",
+    ),
+    (
         "drain-timeout",
         "S",
         "10",
@@ -405,7 +423,10 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--{option.option} {raws.get(error.setting)!r}: {error.reason}"
             ) from None
-        self["drain-timeout"] = _drain_timeout(self["drain-timeout"])
+        for name in ("drain-timeout", "http-write-timeout"):
+            self[name] = _seconds(name, self[name])
+        budget = self["http-reply-budget"]
+        self["http-reply-budget"] = _bytes("http-reply-budget", budget)
         for name in ("http-header-timeout", "http-body-timeout"):
             self[name] = _optional_seconds(name, self[name])
         self["http-max-connections"] = _max_connections(self["http-max-connections"])
@@ -422,21 +443,8 @@ class Options(usage.Options):
                 )
 
 
-def _drain_timeout(raw: str) -> float:
-    kind = Seconds()
-    try:
-        value = kind.parse(raw)
-        kind.check("drain-timeout", value)
-    except ValueError:
-        raise usage.UsageError(
-            f"--drain-timeout {raw!r}: {kind.expects(cli=True)}"
-        ) from None
-    assert isinstance(value, float)
-    return value
-
-
-def _optional_seconds(option: str, raw: str) -> float | None:
-    kind = Seconds(optional=True)
+def _parsed(option: str, raw: str, kind: Kind) -> object:
+    # A gateway option read and checked like a setting of the same kind.
     try:
         value = kind.parse(raw)
         kind.check(option, value)
@@ -444,7 +452,24 @@ def _optional_seconds(option: str, raw: str) -> float | None:
         raise usage.UsageError(
             f"--{option} {raw!r}: {kind.expects(cli=True)}"
         ) from None
+    return value
+
+
+def _seconds(option: str, raw: str) -> float:
+    value = _parsed(option, raw, Seconds())
+    assert isinstance(value, float)
+    return value
+
+
+def _optional_seconds(option: str, raw: str) -> float | None:
+    value = _parsed(option, raw, Seconds(optional=True))
     assert value is None or isinstance(value, float)
+    return value
+
+
+def _bytes(option: str, raw: str) -> int:
+    value = _parsed(option, raw, Count(1, "BYTES"))
+    assert isinstance(value, int)
     return value
 
 

@@ -61,6 +61,11 @@ from framedclient.runner.listening import (
     fail_startup,
 )
 from framedclient.runner.options import Options
+from framedclient.runner.replies import (
+    DEFAULT_MAX_REPLY_BYTES,
+    DEFAULT_WRITE_DEADLINE,
+    ReplyBudget,
+)
 from framedclient.service import FramedClientService
 
 __all__ = ["Options", "ProxyService", "RateLimitedLog", "RunnerService", "makeService"]
@@ -231,6 +236,13 @@ class RunnerService(MultiService):
             self.codec,
             describe,
             extra_stats=self._extra_stats,
+            replies=ReplyBudget(
+                reactor,
+                max_bytes=options.get("http-reply-budget", DEFAULT_MAX_REPLY_BYTES),
+                write_deadline=options.get(
+                    "http-write-timeout", DEFAULT_WRITE_DEADLINE
+                ),
+            ),
         )
         self.http = GatewayService(
             reactor, options["http"], self.gateway, self._http_limits()

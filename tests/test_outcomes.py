@@ -5,9 +5,6 @@ error class: the client's slow paths, the connection's exits and refusals.
 
 from __future__ import annotations
 
-from twisted.internet.task import Clock
-
-from framedclient.backoff import ExponentialBackoff
 from framedclient.client import FramedClient
 from framedclient.codec import ERROR
 from framedclient.errors import (
@@ -18,16 +15,8 @@ from framedclient.errors import (
 from framedclient.testing import connected_pair
 
 from .fakes import CODEC, ScriptedEndpoint, answer_all, drop
+from .test_client import make
 from .wire import outcomes
-
-
-def make(endpoint=None, **kw):
-    clock = Clock()
-    endpoint = endpoint or ScriptedEndpoint(auto="up")
-    kw.setdefault("backoff", ExponentialBackoff(random=lambda: 0.5))
-    kw.setdefault("pool_size", 1)
-    client = FramedClient([endpoint], clock, **kw)
-    return client, endpoint, clock
 
 
 def counted(client: FramedClient) -> dict[str, int]:

@@ -798,6 +798,17 @@ class _NotFound(Resource):
         )
 
 
+def _not_get(request: HTTPRequest, path: str) -> bytes | None:
+    """
+    The 405 for a read-only endpoint asked with another method, else
+    ``None``.
+    """
+    if request.method in (b"GET", b"HEAD"):
+        return None
+    request.setHeader(b"allow", b"GET, HEAD")
+    return error_body(request, "method_not_allowed", f"{path} accepts GET only")
+
+
 class _JSONResource(Resource):
     """
     A read-only JSON endpoint: GET (and HEAD) only, 503 while stopped.
@@ -810,11 +821,9 @@ class _JSONResource(Resource):
         self.gateway = gateway
 
     def render(self, request: HTTPRequest) -> bytes:
-        if request.method not in (b"GET", b"HEAD"):
-            request.setHeader(b"allow", b"GET, HEAD")
-            return error_body(
-                request, "method_not_allowed", f"{self.path()} accepts GET only"
-            )
+        refused = _not_get(request, self.path())
+        if refused is not None:
+            return refused
         client = self.gateway.get_client()
         if client is None:
             return error_body(
@@ -866,9 +875,9 @@ class LiveResource(Resource):
         self.gateway = gateway
 
     def render(self, request: HTTPRequest) -> bytes:
-        if request.method not in (b"GET", b"HEAD"):
-            request.setHeader(b"allow", b"GET, HEAD")
-            return error_body(request, "method_not_allowed", "/livez accepts GET only")
+        refused = _not_get(request, "/livez")
+        if refused is not None:
+            return refused
         uptime = self.gateway.clock.seconds() - self.gateway.started_at
         return _json_body(request, 200, {"status": "ok", "uptime": uptime})
 
@@ -1052,9 +1061,9 @@ class StatusPage(Resource):
         return cls._html
 
     def render(self, request: HTTPRequest) -> bytes:
-        if request.method not in (b"GET", b"HEAD"):
-            request.setHeader(b"allow", b"GET, HEAD")
-            return error_body(request, "method_not_allowed", "/ accepts GET only")
+        refused = _not_get(request, "/")
+        if refused is not None:
+            return refused
         body = self.html()
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")

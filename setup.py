@@ -33,6 +33,7 @@ setup(
     extras_require={
         "metrics": ["prometheus_client>=0.17"],
         "tls": ["twisted[tls]>=24.7.0"],
+        "otel": ["opentelemetry-api>=1.20"],
         "bench": ["matplotlib>=3.7", "psutil>=5.9", "tqdm>=4.60"],
         "test": [
             "pytest>=8",
@@ -48,6 +49,9 @@ setup(
             "mypy-zope>=1.0",
             "ruff>=0.5",
             "build>=1.0",
+            "uhashring>=2.1",
+            "opentelemetry-api>=1.20",
+            "opentelemetry-sdk>=1.20",
         ],
     },
     entry_points={

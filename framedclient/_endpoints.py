@@ -9,6 +9,10 @@ is installed; without it, parsing a ``tls:`` or ``ssl:`` string fails with
 nothing about what to install.  Both the library
 (:meth:`~framedclient.client.FramedClient.from_endpoint`) and the runner's
 option checks parse through :func:`client_from_string`, so they say the same.
+
+Twisted's endpoint objects have no readable ``str()``, so
+:func:`endpoint_name` names them in endpoint-string form, for the
+``upstream`` of metrics, ``debug_state()`` and the ketama ring.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IStreamClientEndpoint
 
-__all__ = ["TLS_EXTRA", "client_from_string"]
+__all__ = ["TLS_EXTRA", "client_from_string", "endpoint_name"]
 
 #: What to run to get TLS endpoints.
 TLS_EXTRA = "pip install 'framedclient[tls]'"
@@ -43,3 +47,38 @@ def client_from_string(reactor: Any, description: str) -> IStreamClientEndpoint:
             f"service_identity) is not installed: {TLS_EXTRA}"
         ) from error
     return endpoint
+
+
+def endpoint_name(endpoint: object) -> str:
+    """
+    A stable, readable name for a client endpoint object: ``tcp:HOST:PORT``
+    (``tls:HOST:PORT`` for TLS-wrapped ones), ``unix:PATH``; an endpoint
+    with a ``__str__`` of its own names itself; anything else is named by
+    its class.
+
+    Twisted keeps the address in private attributes (``_host``/``_hostText``,
+    ``_port``, ``_path``) with no public reader, so they are read
+    defensively: one missing in some release degrades to the class name,
+    never to an error.
+    """
+    cls = type(endpoint)
+    if cls.__str__ is not object.__str__:
+        return str(endpoint)
+    inner = getattr(endpoint, "_wrappedEndpoint", None)
+    if inner is not None:
+        named = endpoint_name(inner)
+        wrapper = getattr(endpoint, "_wrapperFactory", None)
+        if getattr(wrapper, "__qualname__", "").startswith("wrapClientTLS."):
+            return "tls:" + named[4:] if named.startswith("tcp:") else named
+        return named
+    path = getattr(endpoint, "_path", None)
+    if path is not None and "UNIX" in cls.__name__:
+        return f"unix:{path.decode() if isinstance(path, bytes) else path}"
+    host = getattr(endpoint, "_hostText", None) or getattr(endpoint, "_host", None)
+    port = getattr(endpoint, "_port", None)
+    if host is not None and port is not None:
+        text = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
+        # IPv6 literals in brackets, as in URLs, so the port stays readable.
+        address = f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+        return f"tcp:{address}"
+    return cls.__name__

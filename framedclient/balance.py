@@ -4,37 +4,140 @@ Pick policies: which ready connection takes the next request.
 The pool asks its policy once per request, with the connections that are
 ready now, so a policy is the one place that decides how load spreads.
 Policies are plain objects with a ``pick`` method (:class:`Balancer`): the
-pool, the client and the tests need no change to try another one (power of
-two choices, round robin, ketama by key, host health).
+pool, the client and the tests need no change to try another one.
+
+Built in, by the names ``FramedClient(balancer=...)``, ``ClientConfig`` and
+``--balancer`` accept:
+
+- ``"p2c"`` (the default), :class:`PowerOfTwoChoices`: two connections at
+  random, the less loaded wins (Finagle's and tower's default).  Cheap and
+  close to least-loaded, without every client herding onto the one
+  connection that looks emptiest;
+- ``"least_loaded"``, :class:`LeastLoaded`: a scan for the emptiest
+  connection, ties rotating;
+- ``"round_robin"``, :class:`RoundRobin`: each ready connection in turn;
+- ``"ketama"``, :class:`Ketama`: consistent hashing of the request's
+  ``key`` onto upstreams, placed like libketama and twemproxy
+  (:mod:`framedclient.ketama`), least-loaded among that upstream's
+  connections;
+- :class:`WeightedRoundRobin` (an object, since it needs its weights):
+  upstreams in proportion to their weights (nginx's smooth weighted round
+  robin), least-loaded within each.
 
 A policy must skip connections that are leased or not ``accepting`` (full,
 draining) and return ``None`` when none can take a request: the client then
-parks the request until capacity appears.
+parks the request until capacity appears.  Policies that route by key also
+have ``pick_for_key``; for the others a request's key is ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
-from typing import TYPE_CHECKING, Protocol
+import random as _random
+from collections.abc import Callable, Container, Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from framedclient.ketama import KetamaRing
 
 if TYPE_CHECKING:
     from framedclient.protocol import FramedProtocol
 
-__all__ = ["Balancer", "LeastLoaded"]
+__all__ = [
+    "BALANCERS",
+    "Balancer",
+    "Ketama",
+    "KeyedBalancer",
+    "LeastLoaded",
+    "PowerOfTwoChoices",
+    "ReadyConnections",
+    "RoundRobin",
+    "WeightedRoundRobin",
+    "make_balancer",
+    "ring_node_name",
+]
 
 
+class ReadyConnections(list["FramedProtocol"]):
+    """
+    The connections that are ready now, in the pool's order, and which
+    upstream each belongs to.
+
+    A list, so that policies that only count load index it at list speed;
+    the pool rebuilds it when a connection changes state, never per request.
+
+    :ivar upstreams: every upstream of the pool, ready or not, in order (a
+        ring must not move keys because a host is down for a moment).
+    :ivar by_upstream: the ready connections of each upstream that has any.
+    :ivar upstream_of: the upstream of each ready connection.
+    """
+
+    __slots__ = ("by_upstream", "upstream_of", "upstreams")
+
+    def __init__(
+        self,
+        upstreams: tuple[str, ...] = (),
+        connections: Iterable[tuple[str, FramedProtocol]] = (),
+    ) -> None:
+        super().__init__()
+        self.upstreams = upstreams
+        self.by_upstream: dict[str, list[FramedProtocol]] = {}
+        self.upstream_of: dict[FramedProtocol, str] = {}
+        for upstream, proto in connections:
+            self.append(proto)
+            self.by_upstream.setdefault(upstream, []).append(proto)
+            self.upstream_of[proto] = upstream
+
+    def without(self, upstream: str) -> ReadyConnections:
+        """
+        The same, less ``upstream``'s connections (a hedge goes to another
+        host).
+        """
+        return ReadyConnections(
+            self.upstreams,
+            ((u, p) for p, u in self.upstream_of.items() if u != upstream),
+        )
+
+
+@runtime_checkable
 class Balancer(Protocol):
     """
     Chooses a connection for a request.
     """
 
     def pick(
-        self, ready: Sequence[FramedProtocol], leased: Container[FramedProtocol]
+        self, ready: ReadyConnections, leased: Container[FramedProtocol]
     ) -> FramedProtocol | None:
         """
         One of ``ready`` that is accepting and not in ``leased``, or
         ``None``.  Called once per request: keep it cheap.
         """
+
+
+@runtime_checkable
+class KeyedBalancer(Balancer, Protocol):
+    """
+    A policy that routes requests that carry a key by their key.
+    """
+
+    def pick_for_key(
+        self, ready: ReadyConnections, leased: Container[FramedProtocol], key: bytes
+    ) -> FramedProtocol | None:
+        """
+        The connection for a request with ``key`` (bytes; ``str`` keys are
+        UTF-8 encoded by the client), or ``None``.
+        """
+
+
+def _least_loaded(
+    candidates: Iterable[FramedProtocol], leased: Container[FramedProtocol]
+) -> FramedProtocol | None:
+    best: FramedProtocol | None = None
+    best_load = 0
+    for proto in candidates:
+        if proto.accepting and proto not in leased:
+            load = proto.table_size
+            if best is None or load < best_load:
+                best, best_load = proto, load
+    return best
 
 
 class LeastLoaded:
@@ -56,7 +159,7 @@ class LeastLoaded:
         return "LeastLoaded()"
 
     def pick(
-        self, ready: Sequence[FramedProtocol], leased: Container[FramedProtocol]
+        self, ready: ReadyConnections, leased: Container[FramedProtocol]
     ) -> FramedProtocol | None:
         n = len(ready)
         if not n:
@@ -71,3 +174,270 @@ class LeastLoaded:
                 if best is None or load < best_load:
                     best, best_load = proto, load
         return best
+
+
+class PowerOfTwoChoices:
+    """
+    Two distinct ready connections drawn at random; the one with fewer
+    requests in its table wins (the first drawn on a tie).
+
+    Why not always the least loaded: many clients (or one client's bursts
+    between two reactor turns) that all pick "the emptiest" pile onto the
+    same connection; two random choices keep most of least-loaded's benefit
+    (Mitzenmacher) while spreading such herds.  When one of the two cannot
+    take a request the other is used; when neither can, a full scan finds
+    one if any can.
+
+    :param random: a ``random()`` function; pass a seeded
+        ``random.Random(seed).random`` for reproducible picks.
+    """
+
+    __slots__ = ("_random",)
+
+    def __init__(self, random: Callable[[], float] | None = None) -> None:
+        self._random = random if random is not None else _random.random
+
+    def __repr__(self) -> str:
+        return "PowerOfTwoChoices()"
+
+    def pick(
+        self, ready: ReadyConnections, leased: Container[FramedProtocol]
+    ) -> FramedProtocol | None:
+        n = len(ready)
+        if n < 2:
+            return _least_loaded(ready, leased)
+        rand = self._random
+        i = int(rand() * n)
+        j = int(rand() * (n - 1))
+        if j >= i:
+            j += 1
+        a = ready[i]
+        b = ready[j]
+        a_ok = a.accepting and a not in leased
+        if b.accepting and b not in leased:
+            if a_ok and a.table_size <= b.table_size:
+                return a
+            return b
+        if a_ok:
+            return a
+        return _least_loaded(ready, leased)
+
+
+class RoundRobin:
+    """
+    Each ready connection in turn, skipping those that cannot take a
+    request.
+
+    For servers whose cost per request is even and known: it ignores load,
+    so a slow connection keeps getting its share (prefer ``p2c`` when
+    replies vary).
+    """
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def __repr__(self) -> str:
+        return "RoundRobin()"
+
+    def pick(
+        self, ready: ReadyConnections, leased: Container[FramedProtocol]
+    ) -> FramedProtocol | None:
+        n = len(ready)
+        start = self._next
+        for i in range(n):
+            proto = ready[(start + i) % n]
+            if proto.accepting and proto not in leased:
+                self._next = (start + i + 1) % n
+                return proto
+        return None
+
+
+class WeightedRoundRobin:
+    """
+    Upstreams in proportion to their weights, least-loaded among each
+    upstream's connections.
+
+    nginx's smooth weighted round robin: weights 5, 1, 1 give
+    ``a a b a c a a`` rather than five ``a`` in a row, so a heavy upstream
+    never takes a burst alone.  Upstreams with no connection that can take
+    the request sit the round out.
+
+    :param weights: upstream name (as the client names its endpoints:
+        ``names=``, or the endpoint string) to a positive weight; upstreams
+        not listed weigh ``default``.
+    :raises ValueError: a weight that is not a positive finite number.
+    """
+
+    __slots__ = ("_current", "default", "weights")
+
+    def __init__(self, weights: Mapping[str, float], default: float = 1.0) -> None:
+        for name, weight in {**weights, "default": default}.items():
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, (int, float))
+                or not 0 < weight < float("inf")
+            ):
+                raise ValueError(
+                    f"weight of {name!r} must be a positive number, got {weight!r}"
+                )
+        self.weights = dict(weights)
+        self.default = default
+        self._current: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"WeightedRoundRobin({self.weights!r})"
+
+    def pick(
+        self, ready: ReadyConnections, leased: Container[FramedProtocol]
+    ) -> FramedProtocol | None:
+        current = self._current
+        weights = self.weights
+        total = 0.0
+        best: str | None = None
+        best_proto: FramedProtocol | None = None
+        for upstream, protos in ready.by_upstream.items():
+            proto = _least_loaded(protos, leased)
+            if proto is None:
+                continue
+            weight = weights.get(upstream, self.default)
+            total += weight
+            value = current[upstream] = current.get(upstream, 0.0) + weight
+            if best is None or value > current[best]:
+                best, best_proto = upstream, proto
+        if best is not None:
+            current[best] -= total
+        return best_proto
+
+
+def ring_node_name(upstream: str) -> str:
+    """
+    The ketama node name of an upstream: ``host:port``.
+
+    Upstreams are named by their endpoint strings (``tcp:10.0.0.1:11211``,
+    ``tcp:host=h:port=p``, ``tls:h:p:...``) unless the client was given
+    ``names=``; other ketama clients name nodes ``host:port``, so the
+    scheme and options are dropped.  A name that is no endpoint string
+    (``names=["cache-a", ...]``) is used as it is, like a twemproxy server
+    with a name of its own.
+    """
+    scheme, sep, rest = upstream.partition(":")
+    if not sep or scheme not in ("tcp", "tls", "ssl", "tcp6", "tcp4"):
+        return upstream
+    positional: list[str] = []
+    keywords: dict[str, str] = {}
+    for part in rest.split(":"):
+        key, eq, value = part.partition("=")
+        if eq:
+            keywords[key] = value
+        else:
+            positional.append(part)
+    host = keywords.get("host", positional[0] if positional else "")
+    port = keywords.get("port", positional[1] if len(positional) > 1 else "")
+    return f"{host}:{port}" if host and port else upstream
+
+
+class Ketama:
+    """
+    Requests with a key go to the upstream that ketama places the key on,
+    to its least-loaded connection that can take the request.
+
+    - The ring holds every upstream of the pool, ready or not, named by
+      :func:`ring_node_name` (``host:port``): a key's home does not move
+      while its host reconnects, and other ketama clients (libketama,
+      twemproxy with ``hash: md5``, uhashring) agree on it.
+    - When the key's upstream has no connection that can take the request
+      (down, or full), the request goes to the next upstream on the ring
+      that can, as twemproxy does with ``auto_eject_hosts: true``: the key
+      is served rather than parked, at the cost of a cache miss there.
+    - A request without a key has no home: it goes where
+      :class:`PowerOfTwoChoices` (or ``fallback``) sends it.
+
+    :param fallback: the policy for requests without a key.
+    """
+
+    __slots__ = ("_nodes", "_ring", "_upstreams", "fallback")
+
+    def __init__(self, fallback: Balancer | None = None) -> None:
+        self.fallback: Balancer = (
+            fallback if fallback is not None else PowerOfTwoChoices()
+        )
+        self._upstreams: tuple[str, ...] = ()
+        self._ring: KetamaRing | None = None
+        self._nodes: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return "Ketama()"
+
+    def pick(
+        self, ready: ReadyConnections, leased: Container[FramedProtocol]
+    ) -> FramedProtocol | None:
+        return self.fallback.pick(ready, leased)
+
+    def ring(self, upstreams: tuple[str, ...]) -> KetamaRing:
+        """
+        The ring of ``upstreams`` (built once per set of upstreams).
+        """
+        if self._ring is None or upstreams != self._upstreams:
+            nodes = {ring_node_name(u): u for u in upstreams}
+            if len(nodes) != len(upstreams):
+                raise ValueError(
+                    f"two upstreams have the same ketama node name in "
+                    f"{list(upstreams)!r}; name them apart with names="
+                )
+            self._ring = KetamaRing(nodes)
+            self._nodes = nodes
+            self._upstreams = upstreams
+        return self._ring
+
+    def pick_for_key(
+        self, ready: ReadyConnections, leased: Container[FramedProtocol], key: bytes
+    ) -> FramedProtocol | None:
+        upstreams = ready.upstreams
+        if not upstreams:
+            return self.fallback.pick(ready, leased)
+        ring = self.ring(upstreams)
+        by_upstream = ready.by_upstream
+        nodes = self._nodes
+        home = by_upstream.get(nodes[ring.node_for(key)])
+        if home is not None:
+            proto = _least_loaded(home, leased)
+            if proto is not None:
+                return proto
+        for node in ring.nodes_for(key):
+            protos = by_upstream.get(nodes[node])
+            if protos is not None:
+                proto = _least_loaded(protos, leased)
+                if proto is not None:
+                    return proto
+        return None
+
+
+#: The policies known by name (``balancer="p2c"``, ``--balancer p2c``).
+BALANCERS: dict[str, Callable[[], Balancer]] = {
+    "p2c": PowerOfTwoChoices,
+    "least_loaded": LeastLoaded,
+    "round_robin": RoundRobin,
+    "ketama": Ketama,
+}
+
+
+def make_balancer(spec: str | Balancer) -> Balancer:
+    """
+    The policy ``spec`` names, made fresh (policies keep state, so two
+    clients never share one made from a name); a policy object is returned
+    as it is.
+
+    :raises ValueError: an unknown name (the message lists the known ones).
+    """
+    if isinstance(spec, str):
+        try:
+            factory = BALANCERS[spec.strip().lower().replace("-", "_")]
+        except KeyError:
+            raise ValueError(
+                f"unknown balancer {spec!r}; expected one of "
+                f"{', '.join(BALANCERS)} or a policy object"
+            ) from None
+        return factory()
+    return spec

@@ -23,9 +23,10 @@ across attempts.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Unpack
 
 from twisted.internet.defer import (
@@ -43,7 +44,8 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from framedclient.balance import Balancer
+from framedclient._endpoints import endpoint_name
+from framedclient.balance import make_balancer
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
@@ -56,7 +58,9 @@ from framedclient.errors import (
     Unavailable,
     outcome_of,
 )
-from framedclient.metrics import GaugeSample, Metrics
+from framedclient.hedging import Hedger, default_hedge_budget
+from framedclient.ketama import key_bytes
+from framedclient.metrics import CounterSample, GaugeSample, LatencyHistogram, Metrics
 from framedclient.pool import Limiter, Pool
 from framedclient.protocol import (
     FramedClientFactory,
@@ -90,10 +94,12 @@ class _Call:
         "attempt",
         "body",
         "client",
+        "context",
         "current",
         "deadline",
         "has_slot",
         "idempotent",
+        "key",
         "outer",
         "queued_bytes",
         "stage",
@@ -125,6 +131,10 @@ class _Call:
         self.current: Deferred[Any] | None = None
         self.timer: IDelayedCall | None = None
         self.outer: Deferred[bytes] = Deferred(self)
+        #: the routing key (``None``: none)
+        self.key: bytes | None = None
+        #: the caller's tracing context (``None`` when not tracing)
+        self.context: object = None
         client._slow_live += 1
 
     def leave(self, stage: int) -> None:
@@ -202,7 +212,8 @@ class ClientKeywords(ClientSettings, total=False):
     prepare: PrepareHook | None
     retry_budget: RetryBudget | None
     metrics: Metrics | None
-    balancer: Balancer | None
+    hedge_budget: RetryBudget | None
+    tracer_provider: Any
     start: bool
     names: Sequence[str] | None
 
@@ -230,10 +241,15 @@ class FramedClient:
     :param metrics: where to record, and what :attr:`metrics` returns: it
         shows every connection's figures live; a fresh :class:`Metrics` by
         default.
-    :param balancer: which ready connection takes each request (see
-        :mod:`framedclient.balance`); least-loaded by default.
+    :param hedge_budget: limits hedged copies (with ``hedge_after``): 10 %
+        of hedgeable requests plus one per second by default.
+    :param tracer_provider: the OpenTelemetry ``TracerProvider`` for request
+        spans; the global one by default (see :mod:`framedclient.tracing`).
     :param start: start connecting at once.
-    :param names: one label per endpoint, for logs and the status page.
+    :param names: one label per endpoint: the ``upstream`` of metrics,
+        ``debug_state()``, logs and the status page, and (scheme dropped)
+        its ketama node name.  By default the endpoint in endpoint-string
+        form (``tcp:HOST:PORT``).
     :raises TypeError: for a keyword that is not a setting, or ``config``
         with setting keywords.
     :raises ~framedclient.config.InvalidSetting: for a value a setting
@@ -252,7 +268,8 @@ class FramedClient:
         prepare: PrepareHook | None = None,
         retry_budget: RetryBudget | None = None,
         metrics: Metrics | None = None,
-        balancer: Balancer | None = None,
+        hedge_budget: RetryBudget | None = None,
+        tracer_provider: Any = None,
         start: bool = True,
         names: Sequence[str] | None = None,
         **settings: Unpack[ClientSettings],
@@ -297,8 +314,11 @@ class FramedClient:
             clock, config.max_in_flight, config.max_pending, config.acquire_timeout
         )
         connections = []
+        labels = _unique(list(names) if names else map(endpoint_name, endpoints))
+        upstreams: list[str] = []
         for e, endpoint in enumerate(endpoints):
-            label = names[e] if names else f"upstream{e}"
+            label = labels[e]
+            upstreams += [label] * config.pool_size
             for i in range(config.pool_size):
                 connections.append(
                     Connection(
@@ -311,13 +331,42 @@ class FramedClient:
                         name=f"{label}/{i}",
                     )
                 )
-        self.pool = Pool(connections, balancer, self._limiter)
+        self.pool = Pool(
+            connections, make_balancer(config.balancer), self._limiter, upstreams
+        )
+        # Each connection's metrics are read through its upstream's, so
+        # /metrics and debug_state() can tell upstreams apart.
+        self._upstream_metrics: dict[str, Metrics] = {}
+        for label in labels:
+            self._upstream_metrics[label] = own = Metrics()
+            self._events.attach(own)
         # Bound once: the fast path calls them for every request.
         self._take = self.pool.take
         self._release = self._limiter.release
         for conn in connections:
             conn.add_listener(self._connection_changed)
         self._budget = retry_budget or RetryBudget(clock)
+        self._tracer: Any = None
+        if config.tracing and _otel_installed():
+            # Imported only here: without OpenTelemetry, or with tracing
+            # off, requests pay nothing for it.
+            from framedclient.tracing import RequestTracer
+
+            self._tracer = RequestTracer(tracer_provider)
+        self._hedger: Hedger | None = None
+        if config.hedge_after is not None and len(labels) > 1:
+            self._hedger = Hedger(
+                clock,
+                config.hedge_after,
+                self.pool.take_for,
+                self.pool.upstream_of,
+                self._upstream_latency,
+                self._limiter.release,
+                hedge_budget or default_hedge_budget(clock),
+                self._send_copy,
+            )
+        # Requests with no key, hedging and tracing take the shortest path.
+        self._plain = self._hedger is None and self._tracer is None
         self._waiting: deque[_Call] = deque()
         self._delayed: set[_Call] = set()  # retries waiting out their delay
         self._lease_waiters: deque[Deferred[FramedProtocol]] = deque()
@@ -477,6 +526,7 @@ class FramedClient:
         *,
         idempotent: bool = False,
         wait_for_ready: bool | None = None,
+        key: bytes | str | None = None,
     ) -> Deferred[bytes]:
         """
         Send one request; fires exactly once with the reply body or a
@@ -490,8 +540,15 @@ class FramedClient:
             loss even if it was already written (within the retry budget).
             Requests that were never written are always re-sent, on
             another connection.
+            With ``hedge_after`` set, an idempotent request may also be
+            hedged: sent to a second upstream when the first is slow (see
+            :mod:`framedclient.hedging`).
         :param wait_for_ready: override the client's ``wait_for_ready``.
-        :raises TypeError: ``body`` is not bytes, ``timeout`` not a number.
+        :param key: routes the request by key with a policy that does
+            (``balancer="ketama"``: the key's upstream); ``str`` keys are
+            UTF-8 encoded.  Other policies ignore it.
+        :raises TypeError: ``body`` is not bytes, ``timeout`` not a number,
+            ``key`` not bytes or str.
         :raises ValueError: ``timeout`` is not positive.
         """
         if body.__class__ is not bytes or timeout is not None:
@@ -504,12 +561,27 @@ class FramedClient:
             if timeout is None:
                 timeout = math.inf
         self._budget.requests += 1
-        proto = self._take()
-        if proto is not None:
-            # The fast path: a slot and a connection, and the connection's
-            # own Deferred, nothing added to it.  The slot comes back
-            # through request_settled().
-            return proto.request(body, timeout, idempotent)
+        routed: bytes | None = None
+        context: object = None
+        if key is None and self._plain:
+            proto = self._take()
+            if proto is not None:
+                # The fast path: a slot and a connection, and the
+                # connection's own Deferred, nothing added to it.  The slot
+                # comes back through request_settled().
+                return proto.request(body, timeout, idempotent)
+        else:
+            if key is not None:
+                routed = key_bytes(key)
+            if self._tracer is not None:
+                context = self._tracer.context()
+            proto = self.pool.take_for(routed)
+            if proto is not None:
+                if idempotent and self._hedger is not None:
+                    return self._hedger.request(proto, body, timeout, routed, context)
+                return self._send_copy(
+                    proto, body, timeout, idempotent, 1, False, context
+                )
         # No slot, or a slot but no connection that can take it now.
         has_slot = self._limiter.try_acquire()
         size = len(body)
@@ -535,6 +607,8 @@ class FramedClient:
             1,
         )
         call.queued_bytes = size
+        call.key = routed
+        call.context = context
         self._queued_bytes += size
         if deadline != math.inf:
             self._deadlines.add(deadline, call)
@@ -587,7 +661,7 @@ class FramedClient:
         Hand a slot-holding call to a connection, or park it until one can
         take it.
         """
-        proto = self.pool.pick()
+        proto = self.pool.pick() if call.key is None else self.pool.pick_for(call.key)
         if proto is None:
             if self._closing:
                 call.finish(ClientClosed("the client is closing"))
@@ -610,9 +684,48 @@ class FramedClient:
         call.leave(_SENT)
         call.unqueue()
         call.has_slot = False  # the connection's request_settled() releases it
-        d = proto.request(call.body, remaining, call.idempotent, call.attempt)
+        d = self._send_copy(
+            proto,
+            call.body,
+            remaining,
+            call.idempotent,
+            call.attempt,
+            False,
+            call.context,
+        )
         call.current = d
         d.addBoth(call.forward)
+
+    def _send_copy(
+        self,
+        proto: FramedProtocol,
+        body: bytes,
+        timeout: float,
+        idempotent: bool,
+        attempt: int,
+        hedge: bool,
+        context: object,
+    ) -> Deferred[bytes]:
+        """
+        One copy of a request, on ``proto`` (which holds its slot), traced
+        when tracing is on.
+        """
+        d = proto.request(body, timeout, idempotent, attempt)
+        if self._tracer is not None:
+            pool = self.pool
+            self._tracer.traced(
+                d,
+                pool.upstream_of(proto),
+                pool.connection_name(proto),
+                attempt,
+                hedge,
+                context,
+            )
+        return d
+
+    def _upstream_latency(self, upstream: str) -> LatencyHistogram | None:
+        own = self._upstream_metrics.get(upstream)
+        return own.latency if own is not None else None
 
     def _unavailable(self) -> Unavailable:
         errors = {c.last_error for c in self.pool if c.last_error}
@@ -667,6 +780,8 @@ class FramedClient:
         # Folded in, not dropped, when the connection ends: the totals only
         # grow (Prometheus counters must never go back).
         self._events.detach(own)
+        for upstream in self._upstream_metrics.values():
+            upstream.detach(own)
 
     @property
     def metrics(self) -> Metrics:
@@ -783,6 +898,11 @@ class FramedClient:
 
     def _connection_changed(self, conn: Connection, old: str, new: str) -> None:
         if new == "ready":
+            proto = conn.protocol
+            if proto is not None:
+                own = self._upstream_metrics.get(self.pool.upstream_of(proto) or "")
+                if own is not None and isinstance(proto.metrics, Metrics):
+                    self._events.move(proto.metrics, own)
             self._kick()
         elif old == "ready" and not self.pool.ready_count and self._waiting:
             # Nothing ready any more: callers who asked not to wait (a call
@@ -853,6 +973,7 @@ class FramedClient:
             "shed": self._limiter.shed,
             "queued_bytes": self._queued_bytes,
             "retry_budget": round(self._budget.balance, 3),
+            "hedges": self.hedges(),
             "connections": self.pool.counts_by_state(),
             "closing": self._closing,
             "metrics": self.metrics.snapshot(),
@@ -868,16 +989,46 @@ class FramedClient:
         # Calls waiting for a slot, a connection or a retry delay: 0 once
         # nothing is queued (a leak shows up here).
         state["slow_path_calls"] = self._slow_live
-        state["upstreams"] = self.pool.debug_state()
+        state["upstreams"] = connections = self.pool.debug_state()
+        # The same connections (by name), grouped by the host they go to.
+        by_upstream: dict[str, dict[str, Any]] = {}
+        for label, own in self._upstream_metrics.items():
+            by_upstream[label] = {
+                "connections": [],
+                "ready": 0,
+                "in_flight": 0,
+                "metrics": own.snapshot(),
+            }
+        for conn in connections:
+            group = by_upstream[conn["upstream"]]
+            group["connections"].append(conn["name"])
+            group["ready"] += conn["state"] == "ready"
+        for proto, upstream in self.pool.ready_upstreams().items():
+            by_upstream[upstream]["in_flight"] += proto.table_size
+        state["by_upstream"] = by_upstream
         get_calls: Callable[[], list[Any]] | None = getattr(
             self._clock, "getDelayedCalls", None
         )
         state["delayed_calls"] = len(get_calls()) if get_calls is not None else None
         return state
 
-    def gauges(self) -> list[GaugeSample]:
+    def hedges(self) -> dict[str, int]:
         """
-        Current gauge values for Prometheus exposition.
+        Hedges by what became of them (see
+        :data:`~framedclient.hedging.HEDGE_EVENTS`): ``sent``, ``won`` (the
+        hedge answered first), ``no_budget``, ``no_host``; zeros when
+        hedging is off.
+        """
+        if self._hedger is None:
+            from framedclient.hedging import HEDGE_EVENTS
+
+            return dict.fromkeys(HEDGE_EVENTS, 0)
+        return dict(self._hedger.counts)
+
+    def gauges(self) -> list[GaugeSample | CounterSample]:
+        """
+        Current gauge (and per-upstream counter) values for Prometheus
+        exposition.
         """
         samples = [
             GaugeSample(
@@ -899,6 +1050,81 @@ class FramedClient:
                     "Connections by state.",
                     counts.get(state, 0),
                     {"state": state},
+                )
+            )
+        return samples + self._upstream_samples()
+
+    def _upstream_samples(self) -> list[GaugeSample | CounterSample]:
+        """
+        The per-upstream series: connections by state, requests in flight,
+        requests by outcome, bytes; and hedges.
+        """
+        from framedclient.connection import STATES
+        from framedclient.hedging import HEDGE_EVENTS
+
+        samples: list[GaugeSample | CounterSample] = []
+        by_state: dict[tuple[str, str], int] = {}
+        for conn, upstream in zip(self.pool, self.pool.upstream_names, strict=True):
+            by_state[upstream, conn.state] = by_state.get((upstream, conn.state), 0) + 1
+        in_flight = dict.fromkeys(self._upstream_metrics, 0)
+        for proto, upstream in self.pool.ready_upstreams().items():
+            in_flight[upstream] += proto.table_size
+        for upstream, own in self._upstream_metrics.items():
+            labels = {"upstream": upstream}
+            for state in STATES:
+                samples.append(
+                    GaugeSample(
+                        "framedclient_upstream_connections",
+                        "Connections by upstream and state.",
+                        by_state.get((upstream, state), 0),
+                        {**labels, "state": state},
+                    )
+                )
+            samples.append(
+                GaugeSample(
+                    "framedclient_upstream_in_flight",
+                    "Requests (and abandoned IDs) held by the upstream's "
+                    "ready connections.",
+                    in_flight[upstream],
+                    labels,
+                )
+            )
+            totals = own.totals()
+            for outcome, count in totals.outcomes.items():
+                samples.append(
+                    CounterSample(
+                        "framedclient_upstream_requests_total",
+                        "Requests that ended on a connection, by upstream and "
+                        "outcome.",
+                        count,
+                        {**labels, "outcome": outcome},
+                    )
+                )
+            samples.append(
+                CounterSample(
+                    "framedclient_upstream_received_bytes_total",
+                    "Bytes read from the upstream.",
+                    totals.bytes_received,
+                    labels,
+                )
+            )
+            samples.append(
+                CounterSample(
+                    "framedclient_upstream_sent_bytes_total",
+                    "Bytes written to the upstream.",
+                    totals.bytes_sent,
+                    labels,
+                )
+            )
+        hedges = self.hedges()
+        for event in HEDGE_EVENTS:
+            samples.append(
+                CounterSample(
+                    "framedclient_hedges_total",
+                    "Hedged requests: sent, won (answered first), or not sent "
+                    "(no_budget, no_host).",
+                    hedges[event],
+                    {"result": event},
                 )
             )
         return samples
@@ -969,3 +1195,24 @@ def _chain(d: Deferred[Any]) -> Deferred[None]:
 
     d.addBoth(done)
     return out
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    """
+    ``names`` with ``#2``, ``#3``, ... after repeats: two endpoints to one
+    address must still be told apart (metrics labels, the ketama ring).
+    """
+    unique: list[str] = []
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = count = seen.get(name, 0) + 1
+        unique.append(name if count == 1 else f"{name}#{count}")
+    return unique
+
+
+def _otel_installed() -> bool:
+    # find_spec of a top-level name imports nothing.
+    try:
+        return importlib.util.find_spec("opentelemetry") is not None
+    except (ImportError, ValueError):
+        return False

@@ -45,11 +45,14 @@ from framedclient.backoff import BackoffLike, parse_backoff
 from framedclient.codecs import Codec, FC1Codec
 
 __all__ = [
+    "BALANCER_NAMES",
     "METADATA_KEY",
+    "BalancerChoice",
     "ClientConfig",
     "ClientSettings",
     "Collaborator",
     "Count",
+    "HedgeDelay",
     "InvalidSetting",
     "InvalidSettingType",
     "Kind",
@@ -252,6 +255,90 @@ class Collaborator(Kind):
             # which supplies it.
             raise ValueError(f"no parser for {self.what}")
         return self.parser(text)
+
+
+#: The pick policies known by name; :mod:`framedclient.balance` makes them.
+BALANCER_NAMES = ("p2c", "least_loaded", "round_robin", "ketama")
+
+
+@attrs.frozen
+class BalancerChoice(Kind):
+    """
+    A pick policy: one of :data:`BALANCER_NAMES`, or a policy object (with
+    ``pick``).
+    """
+
+    metavar: str = "NAME"  # type: ignore[misc]
+
+    def expects(self, cli: bool) -> str:
+        text = f"must be one of {', '.join(BALANCER_NAMES)}"
+        return text if cli else text + " or a policy object with pick()"
+
+    def check(self, name: str, value: object) -> None:
+        if isinstance(value, str):
+            if value not in BALANCER_NAMES:
+                raise InvalidSetting(name, value, self.expects(False))
+        elif not callable(getattr(value, "pick", None)):
+            raise InvalidSettingType(name, value, self.expects(False))
+
+    def show(self, value: object, cli: bool) -> str:
+        return value if isinstance(value, str) else repr(value)
+
+    def parse(self, text: str) -> object:
+        return text.strip().lower().replace("-", "_")
+
+
+@attrs.frozen
+class HedgeDelay(Kind):
+    """
+    When to hedge: ``None`` (never), a positive number of seconds, or a
+    latency percentile of the host, ``"p95"`` (``"p99.9"``: between ``p0``
+    and ``p100``, both excluded).
+    """
+
+    #: ``None`` is accepted (no hedging)
+    optional: bool = True
+    metavar: str = "S|pNN"  # type: ignore[misc]
+
+    def expects(self, cli: bool) -> str:
+        off = "'off'" if cli else "None"
+        return f"must be a positive number of seconds, a percentile ('p95') or {off}"
+
+    def check(self, name: str, value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, str):
+            if percentile_of(value) is None:
+                raise InvalidSetting(name, value, self.expects(False))
+            return
+        Seconds().check(name, value)
+
+    def show(self, value: object, cli: bool) -> str:
+        if value is None:
+            return "off" if cli else "None"
+        return value if isinstance(value, str) else f"{value:g}"
+
+    def parse(self, text: str) -> object:
+        text = text.strip().lower()
+        if text in ("off", "none", ""):
+            return None
+        if text.startswith("p"):
+            return text
+        return float(text)
+
+
+def percentile_of(spec: str) -> float | None:
+    """
+    The percentile ``"p95"`` names (95.0), or ``None`` if ``spec`` is not
+    one.
+    """
+    if not spec.startswith("p"):
+        return None
+    try:
+        q = float(spec[1:])
+    except ValueError:
+        return None
+    return q if 0 < q < 100 else None
 
 
 @attrs.frozen
@@ -588,6 +675,40 @@ class ClientConfig:
             default_text="off",
         ),
     )
+    balancer: Any = _field(  # noqa: RUF009 (an attrs field)
+        "p2c",
+        Setting(
+            "Which connection takes each request: p2c (two at random, the less "
+            "loaded wins), least_loaded, round_robin, or ketama (consistent "
+            "hashing of the request's key onto upstreams, as libketama and "
+            "twemproxy place keys).",
+            BalancerChoice(),
+        ),
+    )
+    hedge_after: float | str | None = _field(
+        None,
+        Setting(
+            "Send a second copy of an idempotent request to another upstream "
+            "when the first has not answered after this many seconds, or after "
+            "the host's latency percentile ('p95'); the first answer wins, the "
+            "other copy is cancelled, and a budget (10 % of requests) bounds "
+            "the extra load.",
+            HedgeDelay(),
+            off="no hedging",
+        ),
+    )
+    tracing: bool = _field(
+        True,
+        Setting(
+            "Make each request an OpenTelemetry span when opentelemetry-api is "
+            "installed (nothing is imported or done otherwise).",
+            Switch(),
+            option="no-tracing",
+            cli_help="Make no OpenTelemetry spans, even with opentelemetry-api "
+            "installed.",
+            default_text="off",
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         _check_codec_fit(
@@ -641,6 +762,9 @@ class ClientSettings(TypedDict, total=False):
     max_queued_bytes: int
     abandoned_ttl: float | None
     wait_for_ready: bool
+    balancer: Any
+    hedge_after: float | str | None
+    tracing: bool
 
 
 def resolve_client_config(

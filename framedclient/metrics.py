@@ -514,6 +514,16 @@ class Metrics:
             del self._children[child]
             self._add(child)
 
+    def move(self, child: Metrics, to: Metrics) -> None:
+        """
+        Read ``child`` through ``to`` (one of this object's descendants)
+        instead of directly, figures and all: nothing is folded, so nothing
+        is counted twice.  A no-op if ``child`` is not attached here.
+        """
+        if child in self._children:
+            del self._children[child]
+            to.attach(child)
+
     def merge(self, other: Metrics) -> None:
         """
         Add ``other``'s current figures (its children's included) to these,

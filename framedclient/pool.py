@@ -15,13 +15,18 @@ comparison.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
-from framedclient.balance import Balancer, LeastLoaded
+from framedclient.balance import (
+    Balancer,
+    KeyedBalancer,
+    PowerOfTwoChoices,
+    ReadyConnections,
+)
 from framedclient.connection import Connection
 from framedclient.deadlines import DeadlineQueue
 from framedclient.errors import Overloaded
@@ -202,8 +207,11 @@ class Pool:
     """
     The connections of one client and the choice between them.
 
-    :param balancer: the pick policy; least-loaded with rotating ties by
-        default (see :mod:`framedclient.balance`).
+    :param balancer: the pick policy; power of two choices by default (see
+        :mod:`framedclient.balance`).
+    :param upstreams: the upstream (host) of each connection, in the same
+        order; by default a connection's name up to its last ``/`` (how
+        :class:`~framedclient.client.FramedClient` names them).
 
     A connection that is leased (see :meth:`lease`) or not accepting (full,
     draining, not ready) is skipped.
@@ -214,15 +222,31 @@ class Pool:
         connections: list[Connection],
         balancer: Balancer | None = None,
         limiter: Limiter | None = None,
+        upstreams: Sequence[str] | None = None,
     ) -> None:
         self.connections = connections
+        if upstreams is None:
+            names = [getattr(c, "name", "") for c in connections]
+            upstreams = [name.rpartition("/")[0] or name for name in names]
+        #: the upstream of each connection
+        self.upstream_names = list(upstreams)
+        self._upstreams = tuple(dict.fromkeys(self.upstream_names))
         #: the slots :meth:`take` hands out with a connection (``None``: no
         #: cap)
         self.limiter = limiter
-        self.balancer: Balancer = balancer if balancer is not None else LeastLoaded()
+        self.balancer: Balancer = (
+            balancer if balancer is not None else PowerOfTwoChoices()
+        )
         self._pick = self.balancer.pick
+        # A request's key is ignored by policies that do not route by key.
+        self._pick_for_key = (
+            self.balancer.pick_for_key
+            if isinstance(self.balancer, KeyedBalancer)
+            else None
+        )
         self.leased: set[FramedProtocol] = set()
-        self._ready: list[FramedProtocol] = []
+        self._ready = ReadyConnections(self._upstreams)
+        self._names: dict[FramedProtocol, str] = {}
         for conn in connections:
             conn.add_listener(self._state_changed)
 
@@ -233,7 +257,16 @@ class Pool:
         return len(self.connections)
 
     def _state_changed(self, conn: Connection, old: str, new: str) -> None:
-        self._ready = [p for c in self.connections if (p := c.protocol) is not None]
+        pairs = zip(self.connections, self.upstream_names, strict=True)
+        self._ready = ReadyConnections(
+            self._upstreams,
+            ((u, p) for c, u in pairs if (p := c.protocol) is not None),
+        )
+        self._names = {
+            p: getattr(c, "name", "")
+            for c in self.connections
+            if (p := c.protocol) is not None
+        }
 
     @property
     def ready_count(self) -> int:
@@ -253,6 +286,54 @@ class Pool:
                 return proto
             return None
         return self._pick(ready, self.leased)
+
+    def upstream_of(self, proto: FramedProtocol) -> str | None:
+        """
+        The upstream of a ready connection (``None`` once it is not ready).
+        """
+        return self._ready.upstream_of.get(proto)
+
+    def ready_upstreams(self) -> dict[FramedProtocol, str]:
+        """
+        Each ready connection's upstream (a read-only view: do not change
+        it).
+        """
+        return self._ready.upstream_of
+
+    def connection_name(self, proto: FramedProtocol) -> str | None:
+        """
+        The name of a ready connection (``None`` once it is not ready).
+        """
+        return self._names.get(proto)
+
+    def pick_for(
+        self, key: bytes | None, avoid: str | None = None
+    ) -> FramedProtocol | None:
+        """
+        Like :meth:`pick`, for a request with a routing ``key`` (``None``:
+        none), on a connection to any upstream but ``avoid`` (``None``: any
+        upstream).
+        """
+        ready = self._ready
+        if avoid is not None:
+            ready = ready.without(avoid)
+        if key is not None and self._pick_for_key is not None:
+            return self._pick_for_key(ready, self.leased, key)
+        return self._pick(ready, self.leased)
+
+    def take_for(
+        self, key: bytes | None, avoid: str | None = None
+    ) -> FramedProtocol | None:
+        """
+        :meth:`take` for :meth:`pick_for`'s requests.
+        """
+        limiter = self.limiter
+        if limiter is not None and limiter.in_flight >= limiter.max_in_flight:
+            return None
+        proto = self.pick_for(key, avoid)
+        if proto is not None and limiter is not None:
+            limiter.in_flight += 1
+        return proto
 
     def take(self) -> FramedProtocol | None:
         """
@@ -287,4 +368,9 @@ class Pool:
         return counts
 
     def debug_state(self) -> list[dict[str, Any]]:
-        return [conn.debug_state() for conn in self.connections]
+        return [
+            {**conn.debug_state(), "upstream": upstream}
+            for conn, upstream in zip(
+                self.connections, self.upstream_names, strict=True
+            )
+        ]

@@ -21,6 +21,9 @@ body starts with      the server ...
                       connection, then answers them all in reverse order
 ====================  =========================================================
 
+``--delay S`` (``ReferenceServerFactory(delay=S)``) makes every plain echo
+wait ``S`` seconds: a slow host, to try hedging on.
+
 Run it with ``python -m framedclient.server --port 9000`` or
 ``twist framedserver``.
 """
@@ -118,6 +121,10 @@ class ReferenceServerProtocol(Protocol):
                 factory.requests += 1
                 if body[:1] == b"!":
                     self._command(request_id, body)
+                elif factory.delay:
+                    self._delayed[request_id] = self._clock.callLater(
+                        factory.delay, self._send_delayed, request_id, body
+                    )
                 else:
                     out.append(encode(REPLY, request_id, body))
             elif kind == PING:
@@ -203,10 +210,15 @@ class ReferenceServerFactory(Factory):
     :ivar connections: the open connections.
     :ivar requests: request frames received, over all connections.
     :ivar cancels: cancel frames received.
+    :ivar delay: seconds every plain echo waits (0: none), as ``!delay:S``
+        does for one request: a slow host.
     """
 
     def __init__(
-        self, codec: FC1Codec | None = None, clock: IReactorTime | None = None
+        self,
+        codec: FC1Codec | None = None,
+        clock: IReactorTime | None = None,
+        delay: float = 0.0,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -218,6 +230,9 @@ class ReferenceServerFactory(Factory):
         self.connections: set[ReferenceServerProtocol] = set()
         self.requests = 0
         self.cancels = 0
+        if not (delay >= 0 and delay < float("inf")):
+            raise ValueError(f"delay must be a finite number >= 0, got {delay!r}")
+        self.delay = delay
 
     def buildProtocol(self, addr: Any) -> ReferenceServerProtocol:  # type: ignore[override]
         proto = ReferenceServerProtocol(self.codec, self.clock)
@@ -274,14 +289,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=16 * 1024 * 1024,
         help="largest frame accepted, in bytes (default 16 MiB)",
     )
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        help="seconds every plain echo waits: a slow host (default 0)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0..65535, got {args.port}")
+    if not 0 <= args.delay < float("inf"):
+        parser.error(f"--delay must be a finite number >= 0, got {args.delay}")
 
     from twisted.internet import reactor
 
     description = args.endpoint or f"tcp:{args.port}:interface={args.host}"
-    factory = ReferenceServerFactory(FC1Codec(args.max_frame), reactor)  # type: ignore[arg-type]
+    factory = ReferenceServerFactory(
+        FC1Codec(args.max_frame),
+        reactor,  # type: ignore[arg-type]
+        delay=args.delay,
+    )
 
     def started(port: IListeningPort) -> None:
         address = port.getHost()

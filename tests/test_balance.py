@@ -1,16 +1,31 @@
 """
-Pick policies: the pool asks its balancer, and LeastLoaded spreads load.
+Pick policies: the pool asks its balancer; p2c, least-loaded, round robin,
+weights and ketama spread load or route by key as documented.
 """
 
 from __future__ import annotations
 
+import random
+
+import pytest
 from twisted.internet.task import Clock
 
 from framedclient.backoff import ExponentialBackoff
-from framedclient.balance import LeastLoaded
+from framedclient.balance import (
+    Ketama,
+    LeastLoaded,
+    PowerOfTwoChoices,
+    ReadyConnections,
+    RoundRobin,
+    WeightedRoundRobin,
+    make_balancer,
+    ring_node_name,
+)
 from framedclient.client import FramedClient
+from framedclient.config import InvalidSetting
+from framedclient.ketama import KetamaRing
 
-from .fakes import ScriptedEndpoint
+from .fakes import ScriptedEndpoint, answer_all
 
 
 class FakeProto:
@@ -100,3 +115,281 @@ def test_take_hands_out_a_slot_and_a_connection_together_or_nothing():
     limiter.release()
     a.accepting = False
     assert pool.take() is None and limiter.in_flight == 0  # no connection
+
+
+# -- the policies --------------------------------------------------------------
+
+
+
+def ready(*pairs):
+    """
+    ReadyConnections from ``(upstream, proto)`` pairs, every upstream listed.
+    """
+    upstreams = tuple(dict.fromkeys(u for u, _ in pairs))
+    return ReadyConnections(upstreams, pairs)
+
+
+def scripted(draws):
+    values = iter(draws)
+    return lambda: next(values)
+
+
+def test_p2c_sends_to_the_less_loaded_of_its_two_draws():
+    a, b, c = FakeProto("a", 9), FakeProto("b", 2), FakeProto("c", 5)
+    # Draws index 0 (a), then 1 of the remaining two (c): c is less loaded.
+    policy = PowerOfTwoChoices(random=scripted([0.0, 0.9]))
+    assert policy.pick(ready(("u", a), ("u", b), ("u", c)), set()) is c
+
+
+def test_p2c_never_draws_the_same_connection_twice():
+    a, b = FakeProto("a", 5), FakeProto("b", 0)
+    # Both draws land on index 0 of their range: a, then the other one, b.
+    policy = PowerOfTwoChoices(random=scripted([0.0, 0.0]))
+    assert policy.pick(ready(("u", a), ("u", b)), set()) is b
+
+
+def test_p2c_is_reproducible_with_a_seeded_random():
+    protos = [FakeProto(str(i), i % 3) for i in range(8)]
+    conns = ready(*(("u", p) for p in protos))
+    first = PowerOfTwoChoices(random.Random(7).random)
+    second = PowerOfTwoChoices(random.Random(7).random)
+    assert [first.pick(conns, set()) for _ in range(50)] == [
+        second.pick(conns, set()) for _ in range(50)
+    ]
+
+
+def test_p2c_uses_the_other_draw_when_one_cannot_take_a_request():
+    a, b = FakeProto("a", 0, accepting=False), FakeProto("b", 7)
+    policy = PowerOfTwoChoices(random=scripted([0.0, 0.0]))
+    assert policy.pick(ready(("u", a), ("u", b)), set()) is b
+
+
+def test_p2c_scans_when_neither_draw_can_take_a_request():
+    a, b, c = FakeProto("a", 0), FakeProto("b", 0), FakeProto("c", 4)
+    policy = PowerOfTwoChoices(random=scripted([0.0, 0.0]))
+    assert policy.pick(ready(("u", a), ("u", b), ("u", c)), {a, b}) is c
+    assert PowerOfTwoChoices().pick(ready(("u", a)), {a}) is None
+    assert PowerOfTwoChoices().pick(ready(), set()) is None
+
+
+def test_p2c_spreads_an_even_load_over_every_connection():
+    protos = [FakeProto(str(i), 0) for i in range(4)]
+    policy = PowerOfTwoChoices(random.Random(1).random)
+    conns = ready(*(("u", p) for p in protos))
+    for _ in range(400):
+        policy.pick(conns, set()).table_size += 1  # type: ignore[union-attr]
+    loads = sorted(p.table_size for p in protos)
+    # Two choices keep the loads within a few requests of each other.
+    assert loads[-1] - loads[0] <= 4
+
+
+def test_round_robin_takes_each_connection_in_turn_skipping_full_ones():
+    a, b, c = FakeProto("a", 9), FakeProto("b", 0, accepting=False), FakeProto("c", 0)
+    policy = RoundRobin()
+    conns = ready(("u", a), ("u", b), ("u", c))
+    assert [policy.pick(conns, set()).name for _ in range(4)] == ["a", "c", "a", "c"]  # type: ignore[union-attr]
+    assert policy.pick(conns, {a, c}) is None
+
+
+def test_weighted_round_robin_shares_requests_by_weight_smoothly():
+    a1, a2, b = FakeProto("a1", 0), FakeProto("a2", 0), FakeProto("b", 0)
+    policy = WeightedRoundRobin({"A": 3, "B": 1})
+    conns = ready(("A", a1), ("A", a2), ("B", b))
+    picks = []
+    for _ in range(8):
+        proto = policy.pick(conns, set())
+        assert proto is not None
+        proto.table_size += 1
+        picks.append("B" if proto is b else "A")
+    assert picks.count("A") == 6 and picks.count("B") == 2
+    # Smooth: B gets one of every four picks, not two in a row after six As.
+    assert picks[:4].count("B") == 1 and picks[4:].count("B") == 1
+    # Within an upstream, the least-loaded connection.
+    assert abs(a1.table_size - a2.table_size) <= 1
+
+
+def test_weighted_round_robin_skips_upstreams_that_cannot_take_a_request():
+    a, b = FakeProto("a", 0, accepting=False), FakeProto("b", 0)
+    policy = WeightedRoundRobin({"A": 100})
+    assert all(policy.pick(ready(("A", a), ("B", b)), set()) is b for _ in range(5))
+
+
+@pytest.mark.parametrize("weight", [0, -1, float("inf"), True, "2"])
+def test_weights_must_be_positive_numbers(weight):
+    with pytest.raises(ValueError, match="weight of 'A'"):
+        WeightedRoundRobin({"A": weight})
+
+
+@pytest.mark.parametrize(
+    ("upstream", "node"),
+    [
+        ("tcp:10.0.0.1:11211", "10.0.0.1:11211"),
+        ("tcp:host=cache1:port=11211", "cache1:11211"),
+        ("tls:cache1:443:trustRoots=/etc/ca", "cache1:443"),
+        ("cache-a", "cache-a"),
+        ("unix:/run/cache.sock", "unix:/run/cache.sock"),
+    ],
+)
+def test_ring_nodes_are_named_host_port(upstream, node):
+    assert ring_node_name(upstream) == node
+
+
+def test_ketama_sends_a_key_to_its_upstreams_least_loaded_connection():
+    names = ["tcp:10.0.0.1:11211", "tcp:10.0.0.2:11211", "tcp:10.0.0.3:11211"]
+    protos = {n: [FakeProto(f"{n}/0", 3), FakeProto(f"{n}/1", 1)] for n in names}
+    conns = ready(*((n, p) for n in names for p in protos[n]))
+    ring = KetamaRing([ring_node_name(n) for n in names])
+    policy = Ketama()
+    for i in range(200):
+        key = b"key%d" % i
+        proto = policy.pick_for_key(conns, set(), key)
+        home = "tcp:" + ring.node_for(key)
+        assert proto is protos[home][1]
+
+
+def test_ketama_moves_a_key_to_the_next_upstream_on_the_ring_when_its_own_is_out():
+    names = ["tcp:10.0.0.1:11211", "tcp:10.0.0.2:11211", "tcp:10.0.0.3:11211"]
+    protos = {n: FakeProto(n, 0) for n in names}
+    down = names[1]
+    # The down upstream stays on the ring (upstreams), with no connection.
+    conns = ReadyConnections(tuple(names), ((n, protos[n]) for n in names if n != down))
+    ring = KetamaRing([ring_node_name(n) for n in names])
+    without = KetamaRing([ring_node_name(n) for n in names if n != down])
+    policy = Ketama()
+    for i in range(300):
+        key = b"k%d" % i
+        picked = policy.pick_for_key(conns, set(), key)
+        assert picked is protos["tcp:" + without.node_for(key)]
+        if ring.node_for(key) != ring_node_name(down):
+            # Keys of the hosts that are up do not move.
+            assert picked is protos["tcp:" + ring.node_for(key)]
+
+
+def test_ketama_without_a_key_spreads_like_p2c():
+    a, b = FakeProto("a", 5), FakeProto("b", 0)
+    policy = Ketama(fallback=PowerOfTwoChoices(random=scripted([0.0, 0.0])))
+    assert policy.pick(ready(("A", a), ("B", b)), set()) is b
+
+
+def test_ketama_finds_nothing_when_no_upstream_can_take_the_request():
+    a = FakeProto("a", 0, accepting=False)
+    assert Ketama().pick_for_key(ready(("tcp:h:1", a)), set(), b"k") is None
+
+
+def test_policies_are_made_fresh_from_their_names():
+    assert isinstance(make_balancer("p2c"), PowerOfTwoChoices)
+    assert isinstance(make_balancer("round-robin"), RoundRobin)
+    assert make_balancer("ketama") is not make_balancer("ketama")
+    policy = RoundRobin()
+    assert make_balancer(policy) is policy
+    with pytest.raises(ValueError, match="unknown balancer 'nope'"):
+        make_balancer("nope")
+
+
+# -- the client: balancer=, key= ------------------------------------------------
+
+
+def keyed_client(balancer="ketama", n=3, **options):
+    clock = Clock()
+    endpoints = [ScriptedEndpoint(auto="up") for _ in range(n)]
+    names = [f"tcp:10.0.0.{i + 1}:11211" for i in range(n)]
+    client = FramedClient(
+        endpoints,
+        clock,
+        pool_size=2,
+        backoff=ExponentialBackoff(random=lambda: 0.5),
+        balancer=balancer,
+        names=names,
+        **options,
+    )
+    return client, endpoints, names
+
+
+def pending_by_endpoint(endpoints):
+    return [sum(p.pending for p in e.protocols) for e in endpoints]
+
+
+def test_the_default_policy_is_power_of_two_choices():
+    client, _, _ = keyed_client(balancer="p2c")
+    assert isinstance(client.pool.balancer, PowerOfTwoChoices)
+    assert FramedClient([ScriptedEndpoint()], Clock(), start=False).config.balancer == "p2c"
+
+
+def test_a_keyed_request_goes_to_the_host_ketama_places_its_key_on():
+    client, endpoints, names = keyed_client()
+    ring = KetamaRing([ring_node_name(n) for n in names])
+    for i in range(60):
+        key = f"user:{i}"
+        before = pending_by_endpoint(endpoints)
+        client.request(b"x", key=key)
+        after = pending_by_endpoint(endpoints)
+        home = names.index("tcp:" + ring.node_for(key))
+        assert [a - b for a, b in zip(after, before, strict=True)] == [
+            int(e == home) for e in range(len(endpoints))
+        ]
+
+
+def test_text_and_bytes_keys_go_to_the_same_host():
+    client, endpoints, _ = keyed_client()
+    client.request(b"x", key="ключ")
+    first = pending_by_endpoint(endpoints)
+    client.request(b"x", key="ключ".encode())
+    assert pending_by_endpoint(endpoints) == [2 * n for n in first]
+
+
+def test_a_key_of_the_wrong_type_raises_at_the_call():
+    client, endpoints, _ = keyed_client()
+    with pytest.raises(TypeError, match="key must be bytes or str"):
+        client.request(b"x", key=42)  # type: ignore[arg-type]
+    assert client.in_flight == 0
+
+
+def test_a_key_is_ignored_by_a_policy_that_does_not_route_by_key():
+    client, endpoints, _ = keyed_client(balancer="round_robin")
+    for _ in range(6):
+        client.request(b"x", key="same")
+    assert pending_by_endpoint(endpoints) == [2, 2, 2]
+
+
+def test_a_keyed_request_that_waits_for_a_connection_goes_to_its_host():
+    clock = Clock()
+    endpoints = [ScriptedEndpoint() for _ in range(2)]
+    names = ["tcp:10.0.0.1:11211", "tcp:10.0.0.2:11211"]
+    client = FramedClient(
+        endpoints, clock, pool_size=1, balancer="ketama", names=names
+    )
+    ring = KetamaRing([ring_node_name(n) for n in names])
+    key = next(k for k in (f"k{i}" for i in range(100)) if ring.node_for(k) == "10.0.0.2:11211")
+    d = client.request(b"hello", key=key)
+    endpoints[1].accept()
+    endpoints[0].accept()
+    assert pending_by_endpoint(endpoints) == [0, 1]
+    clock.advance(0)  # written at the end of the reactor turn
+    answer_all(endpoints[1].protocols[0])
+    assert d.result == b"hello"
+
+
+def test_the_balancer_is_chosen_by_name_in_from_endpoint_and_checked():
+    from twisted.internet import reactor
+
+    client = FramedClient.from_endpoint(
+        reactor,
+        ["tcp:127.0.0.1:1", "tcp:127.0.0.1:2"],
+        balancer="round_robin",
+        start=False,
+    )
+    assert isinstance(client.pool.balancer, RoundRobin)
+    assert client.pool.upstream_names == ["tcp:127.0.0.1:1"] * 4 + ["tcp:127.0.0.1:2"] * 4
+    with pytest.raises(InvalidSetting, match="balancer must be one of"):
+        FramedClient([ScriptedEndpoint()], Clock(), balancer="fastest", start=False)
+    with pytest.raises(TypeError, match="balancer must be one of"):
+        FramedClient([ScriptedEndpoint()], Clock(), balancer=3, start=False)
+
+
+def test_unnamed_endpoints_are_named_by_address_and_told_apart():
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    e = TCP4ClientEndpoint(reactor, "127.0.0.1", 9000)
+    client = FramedClient([e, e], Clock(), pool_size=1, start=False)
+    assert client.pool.upstream_names == ["tcp:127.0.0.1:9000", "tcp:127.0.0.1:9000#2"]

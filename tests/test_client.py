@@ -200,7 +200,7 @@ def test_cancel_while_waiting_for_a_connection():
 
 
 def test_requests_go_to_the_least_loaded_ready_connection():
-    client, endpoint, clock = make(pool_size=3)
+    client, endpoint, clock = make(pool_size=3, balancer="least_loaded")
     protos = endpoint.protocols
     for i in range(9):
         client.request(b"%d" % i)
@@ -414,7 +414,7 @@ def test_cancelling_many_parked_requests_keeps_the_queue_bounded():
 
 
 def test_sequential_requests_rotate_over_idle_connections():
-    client, endpoint, clock = make(pool_size=3)
+    client, endpoint, clock = make(pool_size=3, balancer="least_loaded")
     protos = endpoint.protocols
     for i in range(9):
         d = client.request(b"%d" % i)
@@ -423,6 +423,18 @@ def test_sequential_requests_rotate_over_idle_connections():
             answer_all(p)
         assert outcomes([d]) == [b"%d" % i]
     assert [p.ok_count for p in protos] == [3, 3, 3]
+
+
+def test_sequential_requests_use_every_idle_connection_with_p2c():
+    client, endpoint, clock = make(pool_size=3)
+    protos = endpoint.protocols
+    for i in range(60):
+        d = client.request(b"%d" % i)
+        clock.advance(0)
+        for p in protos:
+            answer_all(p)
+        assert outcomes([d]) == [b"%d" % i]
+    assert all(p.ok_count > 0 for p in protos)
 
 
 def test_close_fails_a_retry_waiting_out_its_delay_and_leaves_no_timer():

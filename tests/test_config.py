@@ -70,6 +70,10 @@ def a_different_valid_value(field: attrs.Attribute) -> object:
         return FC1Codec(max_frame=1024)
     if field.name == "backoff":
         return ConstantBackoff(2.0)
+    if field.name == "balancer":
+        return "round_robin"
+    if field.name == "hedge_after":
+        return "p99"
     raise AssertionError(f"no sample value for {field.name}")
 
 

@@ -135,6 +135,10 @@ def a_different_value(option):
         return ["--codec", "fc1:max-frame=1024"], parse_codec("fc1:max-frame=1024")
     if option.field == "backoff":
         return ["--backoff", "constant:2"], ConstantBackoff(2.0)
+    if option.field == "balancer":
+        return ["--balancer", "round-robin"], "round_robin"
+    if option.field == "hedge_after":
+        return ["--hedge-after", "p95"], "p95"
     raise AssertionError(option)
 
 

@@ -244,7 +244,8 @@ class FramedClient:
     :param hedge_budget: limits hedged copies (with ``hedge_after``): 10 %
         of hedgeable requests plus one per second by default.
     :param tracer_provider: the OpenTelemetry ``TracerProvider`` for request
-        spans; the global one by default (see :mod:`framedclient.tracing`).
+        spans; by default the global one, if one was set before (see
+        :mod:`framedclient.tracing`).
     :param start: start connecting at once.
     :param names: one label per endpoint: the ``upstream`` of metrics,
         ``debug_state()``, logs and the status page, and (scheme dropped)
@@ -350,9 +351,9 @@ class FramedClient:
         if config.tracing and _otel_installed():
             # Imported only here: without OpenTelemetry, or with tracing
             # off, requests pay nothing for it.
-            from framedclient.tracing import RequestTracer
+            from framedclient.tracing import request_tracer
 
-            self._tracer = RequestTracer(tracer_provider)
+            self._tracer = request_tracer(tracer_provider)
         self._hedger: Hedger | None = None
         if config.hedge_after is not None and len(labels) > 1:
             self._hedger = Hedger(
@@ -974,6 +975,7 @@ class FramedClient:
             "queued_bytes": self._queued_bytes,
             "retry_budget": round(self._budget.balance, 3),
             "hedges": self.hedges(),
+            "tracing": self._tracer is not None,
             "connections": self.pool.counts_by_state(),
             "closing": self._closing,
             "metrics": self.metrics.snapshot(),

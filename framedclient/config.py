@@ -701,7 +701,8 @@ class ClientConfig:
         True,
         Setting(
             "Make each request an OpenTelemetry span when opentelemetry-api is "
-            "installed (nothing is imported or done otherwise).",
+            "installed and a tracer provider is set (nothing is imported or "
+            "done otherwise).",
             Switch(),
             option="no-tracing",
             cli_help="Make no OpenTelemetry spans, even with opentelemetry-api "

@@ -149,6 +149,23 @@ def test_with_tracing_off_nothing_of_opentelemetry_is_imported():
     assert run(options=", tracing=False") == "[]"
 
 
-def test_with_opentelemetry_installed_the_tracing_module_is_loaded():
-    # The two tests above would pass if tracing never loaded at all.
-    assert "framedclient.tracing" in run()
+SET_PROVIDER = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+trace.set_tracer_provider(TracerProvider())
+"""
+
+
+def test_with_a_global_tracer_provider_requests_are_traced():
+    # The tests above would pass if tracing never loaded at all.
+    assert "framedclient.tracing" in run(prelude=SET_PROVIDER)
+
+
+def test_with_opentelemetry_but_no_provider_requests_are_not_traced():
+    # The API alone would only make non-recording spans, for nothing.
+    client, _ = memory_client(pool_size=1)
+    assert client.stats()["tracing"] is False
+    provider, _ = sdk()
+    client, _ = memory_client(pool_size=1, tracer_provider=provider)
+    assert client.stats()["tracing"] is True

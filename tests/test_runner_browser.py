@@ -217,6 +217,17 @@ async def test_status_page_shows_what_debug_state_reports_while_load_runs():
                 "'#latency-chart rect.bar')).map(r => Number(r.dataset.count));",
             )
             assert sum(bars) == final["stats"]["latency"]["count"] == ok_total
+            # Connections are grouped under a row naming their upstream.
+            groups = await deferToThread(
+                driver.execute_script,
+                "return Array.from(document.querySelectorAll('#connections tbody tr'))"
+                ".map(r => r.dataset.upstream != null ? 'U:' + r.dataset.upstream"
+                " : r.dataset.conn);",
+            )
+            upstream = final["state"]["upstreams"][0]["upstream"]
+            assert groups == ["U:" + upstream] + [
+                u["name"] for u in final["state"]["upstreams"]
+            ]
 
             # One connection's histogram: its own successful requests.
             busiest = max(

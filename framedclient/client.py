@@ -60,7 +60,14 @@ from framedclient.errors import (
 )
 from framedclient.hedging import Hedger, default_hedge_budget
 from framedclient.ketama import key_bytes
-from framedclient.metrics import CounterSample, GaugeSample, LatencyHistogram, Metrics
+from framedclient.metrics import (
+    CounterSample,
+    GaugeSample,
+    HistogramSample,
+    LatencyHistogram,
+    Metrics,
+    Sample,
+)
 from framedclient.pool import Limiter, Pool
 from framedclient.protocol import (
     FramedClientFactory,
@@ -1027,12 +1034,12 @@ class FramedClient:
             return dict.fromkeys(HEDGE_EVENTS, 0)
         return dict(self._hedger.counts)
 
-    def gauges(self) -> list[GaugeSample | CounterSample]:
+    def gauges(self) -> list[Sample]:
         """
         Current gauge (and per-upstream counter) values for Prometheus
         exposition.
         """
-        samples = [
+        samples: list[Sample] = [
             GaugeSample(
                 "framedclient_in_flight", "Requests in flight.", self.in_flight
             ),
@@ -1056,15 +1063,15 @@ class FramedClient:
             )
         return samples + self._upstream_samples()
 
-    def _upstream_samples(self) -> list[GaugeSample | CounterSample]:
+    def _upstream_samples(self) -> list[Sample]:
         """
         The per-upstream series: connections by state, requests in flight,
-        requests by outcome, bytes; and hedges.
+        requests by outcome, latency, bytes; and hedges.
         """
         from framedclient.connection import STATES
         from framedclient.hedging import HEDGE_EVENTS
 
-        samples: list[GaugeSample | CounterSample] = []
+        samples: list[Sample] = []
         by_state: dict[tuple[str, str], int] = {}
         for conn, upstream in zip(self.pool, self.pool.upstream_names, strict=True):
             by_state[upstream, conn.state] = by_state.get((upstream, conn.state), 0) + 1
@@ -1092,6 +1099,20 @@ class FramedClient:
                 )
             )
             totals = own.totals()
+            for outcome, histogram in (
+                ("ok", totals.latency),
+                ("error", totals.failure_latency),
+            ):
+                samples.append(
+                    HistogramSample(
+                        "framedclient_upstream_request_latency_seconds",
+                        "Seconds from sending a request to its end, by upstream; "
+                        "outcome=ok for replies, outcome=error for sent requests "
+                        "that failed.",
+                        histogram,
+                        {**labels, "outcome": outcome},
+                    )
+                )
             for outcome, count in totals.outcomes.items():
                 samples.append(
                     CounterSample(

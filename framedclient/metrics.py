@@ -64,10 +64,12 @@ __all__ = [
     "PROMETHEUS_CONTENT_TYPE",
     "CounterSample",
     "GaugeSample",
+    "HistogramSample",
     "LatencyHistogram",
     "Metrics",
     "MetricsRecorder",
     "PrometheusCollector",
+    "Sample",
     "prometheus_text",
 ]
 
@@ -717,6 +719,29 @@ class CounterSample(NamedTuple):
     labels: Mapping[str, str] | None = None
 
 
+class HistogramSample(NamedTuple):
+    """
+    One latency histogram supplied by the layer that owns it (a client's
+    per-upstream latency), exposed with ``# TYPE ... histogram`` in the
+    collector's buckets; pass it where a :class:`GaugeSample` goes.
+
+    The rules of :class:`GaugeSample` apply; ``le`` is not a label of yours.
+
+    :ivar name: the metric name (``..._seconds``).
+    :ivar help: one line saying what is measured.
+    :ivar value: the histogram, read at scrape time.
+    :ivar labels: label names to values; ``None`` for none.
+    """
+
+    name: str
+    help: str
+    value: LatencyHistogram
+    labels: Mapping[str, str] | None = None
+
+
+#: What a gauges callable may hand the collector.
+Sample = GaugeSample | CounterSample | HistogramSample
+
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
@@ -794,7 +819,7 @@ class PrometheusCollector:
     def __init__(
         self,
         metrics: Metrics,
-        gauges: Callable[[], Iterable[GaugeSample | CounterSample]] | None = None,
+        gauges: Callable[[], Iterable[Sample]] | None = None,
         *,
         labels: Mapping[str, str] | None = None,
         buckets: Sequence[float] = PROMETHEUS_BUCKETS,
@@ -922,7 +947,7 @@ class PrometheusCollector:
         return buckets, histogram.sum
 
     def _gauge_families(
-        self, gauges: Iterable[GaugeSample | CounterSample]
+        self, gauges: Iterable[Sample]
     ) -> list[_Family]:
         by_name: dict[str, _Family] = {}
         seen: set[tuple[str, tuple[str, ...]]] = set()
@@ -935,7 +960,12 @@ class PrometheusCollector:
                 )
             if name in _BUILTIN_NAMES:
                 raise ValueError(f"gauge {name!r} clashes with a built-in metric")
-            kind = "counter" if isinstance(sample, CounterSample) else "gauge"
+            if isinstance(sample, CounterSample):
+                kind = "counter"
+            elif isinstance(sample, HistogramSample):
+                kind = "histogram"
+            else:
+                kind = "gauge"
             if kind == "counter" and not name.endswith("_total"):
                 raise ValueError(
                     f"counter {name!r} must end with _total (Prometheus naming)"
@@ -943,6 +973,8 @@ class PrometheusCollector:
             own = dict(sample_labels or {})
             for label in own:
                 _check_label_name(label)
+                if kind == "histogram" and label == "le":
+                    raise ValueError(f"histogram {name!r} may not have an 'le' label")
                 if label in self._label_names:
                     raise ValueError(
                         f"gauge {name!r} label {label!r} clashes with a constant label"
@@ -966,7 +998,10 @@ class PrometheusCollector:
             if key in seen:
                 raise ValueError(f"gauge {name!r} has two samples with labels {own!r}")
             seen.add(key)
-            family.series.append((label_values, float(value)))
+            if isinstance(value, LatencyHistogram):
+                family.series.append((label_values, self._histogram(value)))
+            else:
+                family.series.append((label_values, float(value)))
         return list(by_name.values())
 
     def collect(self) -> Iterator[Metric]:
@@ -1060,7 +1095,7 @@ def _render_text(families: Iterable[_Family]) -> bytes:
 
 def prometheus_text(
     metrics: Metrics,
-    gauges: Iterable[GaugeSample | CounterSample] = (),
+    gauges: Iterable[Sample] = (),
     *,
     labels: Mapping[str, str] | None = None,
     buckets: Sequence[float] = PROMETHEUS_BUCKETS,

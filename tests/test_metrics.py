@@ -27,6 +27,7 @@ from framedclient.metrics import (
     PROMETHEUS_CONTENT_TYPE,
     CounterSample,
     GaugeSample,
+    HistogramSample,
     LatencyHistogram,
     Metrics,
     PrometheusCollector,
@@ -787,6 +788,31 @@ class TestRenderers:
         )
         assert parse(with_client) == parse(builtin)
         assert families(with_client) == families(builtin)
+
+    def test_histogram_samples_render_the_same_with_both_renderers(self) -> None:
+        histogram = busy_metrics().latency
+        gauges = [
+            HistogramSample(
+                "framedclient_upstream_request_latency_seconds",
+                "By upstream.",
+                histogram,
+                {"upstream": "tcp:a:1"},
+            )
+        ]
+        with_client = prometheus_text(Metrics(), gauges, use_prometheus_client=True)
+        builtin = prometheus_text(Metrics(), gauges, use_prometheus_client=False)
+        assert parse(with_client) == parse(builtin)
+        assert families(with_client) == families(builtin)
+        count = parse(builtin)[
+            "framedclient_upstream_request_latency_seconds_count",
+            frozenset({("upstream", "tcp:a:1")}),
+        ]
+        assert count == histogram.count > 0
+
+    def test_a_histogram_sample_may_not_have_an_le_label(self) -> None:
+        gauges = [HistogramSample("x_seconds", "X.", Metrics().latency, {"le": "1"})]
+        with pytest.raises(ValueError, match="'le' label"):
+            prometheus_text(Metrics(), gauges, use_prometheus_client=False)
 
     def test_falls_back_to_builtin_writer_without_prometheus_client(
         self, monkeypatch: pytest.MonkeyPatch

@@ -80,6 +80,10 @@ def test_the_exposition_has_an_upstream_label_per_host():
             in text
         )
         assert f'framedclient_upstream_in_flight{{upstream="{name}"}} 0.0' in text
+        assert (
+            "framedclient_upstream_request_latency_seconds_count"
+            f'{{outcome="ok",upstream="{name}"}} 2.0' in text
+        )
     assert 'framedclient_hedges_total{result="sent"} 0.0' in text
 
 

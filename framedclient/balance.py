@@ -325,9 +325,17 @@ def ring_node_name(upstream: str) -> str:
     scheme, sep, rest = upstream.partition(":")
     if not sep or scheme not in ("tcp", "tls", "ssl", "tcp6", "tcp4"):
         return upstream
+    if rest.startswith("["):
+        # An IPv6 literal in brackets (how endpoint names write them).
+        host, bracket, after = rest.partition("]")
+        if bracket and after.startswith(":"):
+            return f"{host}]:{after[1:].split(':')[0]}"
+        return upstream
     positional: list[str] = []
     keywords: dict[str, str] = {}
-    for part in rest.split(":"):
+    # Endpoint strings escape colons inside values (IPv6 hosts) as "\:".
+    for escaped in rest.replace("\\:", "\0").split(":"):
+        part = escaped.replace("\0", ":")
         key, eq, value = part.partition("=")
         if eq:
             keywords[key] = value
@@ -335,7 +343,9 @@ def ring_node_name(upstream: str) -> str:
             positional.append(part)
     host = keywords.get("host", positional[0] if positional else "")
     port = keywords.get("port", positional[1] if len(positional) > 1 else "")
-    return f"{host}:{port}" if host and port else upstream
+    if not (host and port):
+        return upstream
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Ketama:

@@ -45,7 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from framedclient._endpoints import endpoint_name
-from framedclient.balance import make_balancer
+from framedclient.balance import Ketama, make_balancer
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
@@ -339,9 +339,11 @@ class FramedClient:
                         name=f"{label}/{i}",
                     )
                 )
-        self.pool = Pool(
-            connections, make_balancer(config.balancer), self._limiter, upstreams
-        )
+        balancer = make_balancer(config.balancer)
+        if isinstance(balancer, Ketama):
+            # Two upstreams with one ring name: refused here, not per request.
+            balancer.ring(tuple(labels))
+        self.pool = Pool(connections, balancer, self._limiter, upstreams)
         # Each connection's metrics are read through its upstream's, so
         # /metrics and debug_state() can tell upstreams apart.
         self._upstream_metrics: dict[str, Metrics] = {}

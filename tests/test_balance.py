@@ -227,6 +227,8 @@ def test_weights_must_be_positive_numbers(weight):
         ("tcp:host=cache1:port=11211", "cache1:11211"),
         ("tls:cache1:443:trustRoots=/etc/ca", "cache1:443"),
         ("cache-a", "cache-a"),
+        ("tcp:[::1]:11211", "[::1]:11211"),
+        ("tcp6:host=2001\\:db8\\:\\:1:port=11211", "[2001:db8::1]:11211"),
         ("unix:/run/cache.sock", "unix:/run/cache.sock"),
     ],
 )
@@ -393,3 +395,14 @@ def test_unnamed_endpoints_are_named_by_address_and_told_apart():
     e = TCP4ClientEndpoint(reactor, "127.0.0.1", 9000)
     client = FramedClient([e, e], Clock(), pool_size=1, start=False)
     assert client.pool.upstream_names == ["tcp:127.0.0.1:9000", "tcp:127.0.0.1:9000#2"]
+
+
+def test_two_upstreams_with_one_ketama_node_name_are_refused_at_construction():
+    with pytest.raises(ValueError, match="same ketama node name"):
+        FramedClient(
+            [ScriptedEndpoint(), ScriptedEndpoint()],
+            Clock(),
+            balancer="ketama",
+            names=["tcp:cache:11211", "tls:cache:11211"],
+            start=False,
+        )

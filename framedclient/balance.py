@@ -26,14 +26,20 @@ Built in, by the names ``FramedClient(balancer=...)``, ``ClientConfig`` and
 
 A policy must skip connections that are leased or not ``accepting`` (full,
 draining) and return ``None`` when none can take a request: the client then
-parks the request until capacity appears.  Policies that route by key also
-have ``pick_for_key``; for the others a request's key is ignored.
+parks the request until capacity appears.
+
+Two interfaces, so that the common case stays cheap: a :class:`Balancer`
+gets the ready connections as a plain list (indexing a list is the fastest
+thing Python does, and the default policy runs once per request); an
+:class:`UpstreamBalancer` (weights, ketama) gets them grouped by upstream,
+with the request's key, as :class:`ReadyConnections`.  A request's key is
+ignored by a :class:`Balancer`.
 """
 
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from framedclient.ketama import KetamaRing
@@ -45,46 +51,48 @@ __all__ = [
     "BALANCERS",
     "Balancer",
     "Ketama",
-    "KeyedBalancer",
     "LeastLoaded",
     "PowerOfTwoChoices",
     "ReadyConnections",
     "RoundRobin",
+    "UpstreamBalancer",
     "WeightedRoundRobin",
     "make_balancer",
     "ring_node_name",
 ]
 
 
-class ReadyConnections(list["FramedProtocol"]):
+class ReadyConnections:
     """
     The connections that are ready now, in the pool's order, and which
-    upstream each belongs to.
+    upstream each belongs to.  The pool rebuilds it when a connection
+    changes state, never per request.
 
-    A list, so that policies that only count load index it at list speed;
-    the pool rebuilds it when a connection changes state, never per request.
-
+    :ivar connections: the ready connections (what a :class:`Balancer` gets).
     :ivar upstreams: every upstream of the pool, ready or not, in order (a
         ring must not move keys because a host is down for a moment).
     :ivar by_upstream: the ready connections of each upstream that has any.
     :ivar upstream_of: the upstream of each ready connection.
     """
 
-    __slots__ = ("by_upstream", "upstream_of", "upstreams")
+    __slots__ = ("by_upstream", "connections", "upstream_of", "upstreams")
 
     def __init__(
         self,
         upstreams: tuple[str, ...] = (),
         connections: Iterable[tuple[str, FramedProtocol]] = (),
     ) -> None:
-        super().__init__()
         self.upstreams = upstreams
+        self.connections: list[FramedProtocol] = []
         self.by_upstream: dict[str, list[FramedProtocol]] = {}
         self.upstream_of: dict[FramedProtocol, str] = {}
         for upstream, proto in connections:
-            self.append(proto)
+            self.connections.append(proto)
             self.by_upstream.setdefault(upstream, []).append(proto)
             self.upstream_of[proto] = upstream
+
+    def __repr__(self) -> str:
+        return f"<ReadyConnections {self.by_upstream!r}>"
 
     def without(self, upstream: str) -> ReadyConnections:
         """
@@ -97,14 +105,13 @@ class ReadyConnections(list["FramedProtocol"]):
         )
 
 
-@runtime_checkable
 class Balancer(Protocol):
     """
     Chooses a connection for a request.
     """
 
     def pick(
-        self, ready: ReadyConnections, leased: Container[FramedProtocol]
+        self, ready: Sequence[FramedProtocol], leased: Container[FramedProtocol]
     ) -> FramedProtocol | None:
         """
         One of ``ready`` that is accepting and not in ``leased``, or
@@ -113,16 +120,21 @@ class Balancer(Protocol):
 
 
 @runtime_checkable
-class KeyedBalancer(Balancer, Protocol):
+class UpstreamBalancer(Protocol):
     """
-    A policy that routes requests that carry a key by their key.
+    Chooses a connection for a request knowing which upstream (host) each
+    connection goes to, and the request's key.
     """
 
-    def pick_for_key(
-        self, ready: ReadyConnections, leased: Container[FramedProtocol], key: bytes
+    def pick_upstream(
+        self,
+        ready: ReadyConnections,
+        leased: Container[FramedProtocol],
+        key: bytes | None,
     ) -> FramedProtocol | None:
         """
-        The connection for a request with ``key`` (bytes; ``str`` keys are
+        One of ``ready.connections`` that is accepting and not in
+        ``leased``, or ``None``.  ``key``: the request's (``str`` keys are
         UTF-8 encoded by the client), or ``None``.
         """
 
@@ -159,7 +171,7 @@ class LeastLoaded:
         return "LeastLoaded()"
 
     def pick(
-        self, ready: ReadyConnections, leased: Container[FramedProtocol]
+        self, ready: Sequence[FramedProtocol], leased: Container[FramedProtocol]
     ) -> FramedProtocol | None:
         n = len(ready)
         if not n:
@@ -201,7 +213,7 @@ class PowerOfTwoChoices:
         return "PowerOfTwoChoices()"
 
     def pick(
-        self, ready: ReadyConnections, leased: Container[FramedProtocol]
+        self, ready: Sequence[FramedProtocol], leased: Container[FramedProtocol]
     ) -> FramedProtocol | None:
         n = len(ready)
         if n < 2:
@@ -242,7 +254,7 @@ class RoundRobin:
         return "RoundRobin()"
 
     def pick(
-        self, ready: ReadyConnections, leased: Container[FramedProtocol]
+        self, ready: Sequence[FramedProtocol], leased: Container[FramedProtocol]
     ) -> FramedProtocol | None:
         n = len(ready)
         start = self._next
@@ -289,8 +301,11 @@ class WeightedRoundRobin:
     def __repr__(self) -> str:
         return f"WeightedRoundRobin({self.weights!r})"
 
-    def pick(
-        self, ready: ReadyConnections, leased: Container[FramedProtocol]
+    def pick_upstream(
+        self,
+        ready: ReadyConnections,
+        leased: Container[FramedProtocol],
+        key: bytes | None,
     ) -> FramedProtocol | None:
         current = self._current
         weights = self.weights
@@ -380,11 +395,6 @@ class Ketama:
     def __repr__(self) -> str:
         return "Ketama()"
 
-    def pick(
-        self, ready: ReadyConnections, leased: Container[FramedProtocol]
-    ) -> FramedProtocol | None:
-        return self.fallback.pick(ready, leased)
-
     def ring(self, upstreams: tuple[str, ...]) -> KetamaRing:
         """
         The ring of ``upstreams`` (built once per set of upstreams).
@@ -401,12 +411,15 @@ class Ketama:
             self._upstreams = upstreams
         return self._ring
 
-    def pick_for_key(
-        self, ready: ReadyConnections, leased: Container[FramedProtocol], key: bytes
+    def pick_upstream(
+        self,
+        ready: ReadyConnections,
+        leased: Container[FramedProtocol],
+        key: bytes | None,
     ) -> FramedProtocol | None:
         upstreams = ready.upstreams
-        if not upstreams:
-            return self.fallback.pick(ready, leased)
+        if key is None or not upstreams:
+            return self.fallback.pick(ready.connections, leased)
         ring = self.ring(upstreams)
         by_upstream = ready.by_upstream
         nodes = self._nodes
@@ -425,7 +438,7 @@ class Ketama:
 
 
 #: The policies known by name (``balancer="p2c"``, ``--balancer p2c``).
-BALANCERS: dict[str, Callable[[], Balancer]] = {
+BALANCERS: dict[str, Callable[[], Balancer | UpstreamBalancer]] = {
     "p2c": PowerOfTwoChoices,
     "least_loaded": LeastLoaded,
     "round_robin": RoundRobin,
@@ -433,7 +446,9 @@ BALANCERS: dict[str, Callable[[], Balancer]] = {
 }
 
 
-def make_balancer(spec: str | Balancer) -> Balancer:
+def make_balancer(
+    spec: str | Balancer | UpstreamBalancer,
+) -> Balancer | UpstreamBalancer:
     """
     The policy ``spec`` names, made fresh (policies keep state, so two
     clients never share one made from a name); a policy object is returned

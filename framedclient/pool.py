@@ -23,9 +23,9 @@ from twisted.internet.interfaces import IReactorTime
 
 from framedclient.balance import (
     Balancer,
-    KeyedBalancer,
     PowerOfTwoChoices,
     ReadyConnections,
+    UpstreamBalancer,
 )
 from framedclient.connection import Connection
 from framedclient.deadlines import DeadlineQueue
@@ -220,7 +220,7 @@ class Pool:
     def __init__(
         self,
         connections: list[Connection],
-        balancer: Balancer | None = None,
+        balancer: Balancer | UpstreamBalancer | None = None,
         limiter: Limiter | None = None,
         upstreams: Sequence[str] | None = None,
     ) -> None:
@@ -234,18 +234,24 @@ class Pool:
         #: the slots :meth:`take` hands out with a connection (``None``: no
         #: cap)
         self.limiter = limiter
-        self.balancer: Balancer = (
+        self.balancer: Balancer | UpstreamBalancer = (
             balancer if balancer is not None else PowerOfTwoChoices()
         )
-        self._pick = self.balancer.pick
-        # A request's key is ignored by policies that do not route by key.
-        self._pick_for_key = (
-            self.balancer.pick_for_key
-            if isinstance(self.balancer, KeyedBalancer)
+        self._pick_upstream = (
+            self.balancer.pick_upstream
+            if isinstance(self.balancer, UpstreamBalancer)
             else None
         )
+        self._pick = (
+            self._pick_by_upstream
+            if self._pick_upstream is not None
+            else self.balancer.pick  # type: ignore[union-attr]
+        )
         self.leased: set[FramedProtocol] = set()
-        self._ready = ReadyConnections(self._upstreams)
+        #: the ready connections, grouped by upstream
+        self.view = ReadyConnections(self._upstreams)
+        # The plain list a Balancer gets, once per request.
+        self._ready: list[FramedProtocol] = self.view.connections
         self._names: dict[FramedProtocol, str] = {}
         for conn in connections:
             conn.add_listener(self._state_changed)
@@ -258,10 +264,11 @@ class Pool:
 
     def _state_changed(self, conn: Connection, old: str, new: str) -> None:
         pairs = zip(self.connections, self.upstream_names, strict=True)
-        self._ready = ReadyConnections(
+        self.view = ReadyConnections(
             self._upstreams,
             ((u, p) for c, u in pairs if (p := c.protocol) is not None),
         )
+        self._ready = self.view.connections
         self._names = {
             p: getattr(c, "name", "")
             for c in self.connections
@@ -291,14 +298,14 @@ class Pool:
         """
         The upstream of a ready connection (``None`` once it is not ready).
         """
-        return self._ready.upstream_of.get(proto)
+        return self.view.upstream_of.get(proto)
 
     def ready_upstreams(self) -> dict[FramedProtocol, str]:
         """
         Each ready connection's upstream (a read-only view: do not change
         it).
         """
-        return self._ready.upstream_of
+        return self.view.upstream_of
 
     def connection_name(self, proto: FramedProtocol) -> str | None:
         """
@@ -314,12 +321,20 @@ class Pool:
         none), on a connection to any upstream but ``avoid`` (``None``: any
         upstream).
         """
-        ready = self._ready
+        view = self.view
         if avoid is not None:
-            ready = ready.without(avoid)
-        if key is not None and self._pick_for_key is not None:
-            return self._pick_for_key(ready, self.leased, key)
-        return self._pick(ready, self.leased)
+            view = view.without(avoid)
+        if self._pick_upstream is not None:
+            return self._pick_upstream(view, self.leased, key)
+        # A request's key is ignored by policies that do not route by key.
+        return self._pick(view.connections, self.leased)
+
+    def _pick_by_upstream(
+        self, ready: list[FramedProtocol], leased: set[FramedProtocol]
+    ) -> FramedProtocol | None:
+        # pick() for an UpstreamBalancer, for requests without a key.
+        assert self._pick_upstream is not None
+        return self._pick_upstream(self.view, leased, None)
 
     def take_for(
         self, key: bytes | None, avoid: str | None = None

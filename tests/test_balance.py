@@ -121,12 +121,19 @@ def test_take_hands_out_a_slot_and_a_connection_together_or_nothing():
 
 
 
-def ready(*pairs):
+def grouped(*pairs):
     """
     ReadyConnections from ``(upstream, proto)`` pairs, every upstream listed.
     """
     upstreams = tuple(dict.fromkeys(u for u, _ in pairs))
     return ReadyConnections(upstreams, pairs)
+
+
+def ready(*pairs):
+    """
+    The plain list a Balancer gets.
+    """
+    return grouped(*pairs).connections
 
 
 def scripted(draws):
@@ -194,10 +201,10 @@ def test_round_robin_takes_each_connection_in_turn_skipping_full_ones():
 def test_weighted_round_robin_shares_requests_by_weight_smoothly():
     a1, a2, b = FakeProto("a1", 0), FakeProto("a2", 0), FakeProto("b", 0)
     policy = WeightedRoundRobin({"A": 3, "B": 1})
-    conns = ready(("A", a1), ("A", a2), ("B", b))
+    conns = grouped(("A", a1), ("A", a2), ("B", b))
     picks = []
     for _ in range(8):
-        proto = policy.pick(conns, set())
+        proto = policy.pick_upstream(conns, set(), None)
         assert proto is not None
         proto.table_size += 1
         picks.append("B" if proto is b else "A")
@@ -211,7 +218,8 @@ def test_weighted_round_robin_shares_requests_by_weight_smoothly():
 def test_weighted_round_robin_skips_upstreams_that_cannot_take_a_request():
     a, b = FakeProto("a", 0, accepting=False), FakeProto("b", 0)
     policy = WeightedRoundRobin({"A": 100})
-    assert all(policy.pick(ready(("A", a), ("B", b)), set()) is b for _ in range(5))
+    conns = grouped(("A", a), ("B", b))
+    assert all(policy.pick_upstream(conns, set(), None) is b for _ in range(5))
 
 
 @pytest.mark.parametrize("weight", [0, -1, float("inf"), True, "2"])
@@ -239,12 +247,12 @@ def test_ring_nodes_are_named_host_port(upstream, node):
 def test_ketama_sends_a_key_to_its_upstreams_least_loaded_connection():
     names = ["tcp:10.0.0.1:11211", "tcp:10.0.0.2:11211", "tcp:10.0.0.3:11211"]
     protos = {n: [FakeProto(f"{n}/0", 3), FakeProto(f"{n}/1", 1)] for n in names}
-    conns = ready(*((n, p) for n in names for p in protos[n]))
+    conns = grouped(*((n, p) for n in names for p in protos[n]))
     ring = KetamaRing([ring_node_name(n) for n in names])
     policy = Ketama()
     for i in range(200):
         key = b"key%d" % i
-        proto = policy.pick_for_key(conns, set(), key)
+        proto = policy.pick_upstream(conns, set(), key)
         home = "tcp:" + ring.node_for(key)
         assert proto is protos[home][1]
 
@@ -260,7 +268,7 @@ def test_ketama_moves_a_key_to_the_next_upstream_on_the_ring_when_its_own_is_out
     policy = Ketama()
     for i in range(300):
         key = b"k%d" % i
-        picked = policy.pick_for_key(conns, set(), key)
+        picked = policy.pick_upstream(conns, set(), key)
         assert picked is protos["tcp:" + without.node_for(key)]
         if ring.node_for(key) != ring_node_name(down):
             # Keys of the hosts that are up do not move.
@@ -270,12 +278,19 @@ def test_ketama_moves_a_key_to_the_next_upstream_on_the_ring_when_its_own_is_out
 def test_ketama_without_a_key_spreads_like_p2c():
     a, b = FakeProto("a", 5), FakeProto("b", 0)
     policy = Ketama(fallback=PowerOfTwoChoices(random=scripted([0.0, 0.0])))
-    assert policy.pick(ready(("A", a), ("B", b)), set()) is b
+    assert policy.pick_upstream(grouped(("A", a), ("B", b)), set(), None) is b
 
 
 def test_ketama_finds_nothing_when_no_upstream_can_take_the_request():
     a = FakeProto("a", 0, accepting=False)
-    assert Ketama().pick_for_key(ready(("tcp:h:1", a)), set(), b"k") is None
+    assert Ketama().pick_upstream(grouped(("tcp:h:1", a)), set(), b"k") is None
+
+
+def test_every_policy_name_the_settings_accept_can_be_made():
+    from framedclient.balance import BALANCERS
+    from framedclient.config import BALANCER_NAMES
+
+    assert sorted(BALANCERS) == sorted(BALANCER_NAMES)
 
 
 def test_policies_are_made_fresh_from_their_names():

@@ -58,7 +58,7 @@ from framedclient.errors import (
     Unavailable,
     outcome_of,
 )
-from framedclient.hedging import Hedger, default_hedge_budget
+from framedclient.hedging import HEDGE_EVENTS, Hedger, default_hedge_budget
 from framedclient.ketama import key_bytes
 from framedclient.metrics import (
     CounterSample,
@@ -1031,8 +1031,6 @@ class FramedClient:
         hedging is off.
         """
         if self._hedger is None:
-            from framedclient.hedging import HEDGE_EVENTS
-
             return dict.fromkeys(HEDGE_EVENTS, 0)
         return dict(self._hedger.counts)
 
@@ -1071,7 +1069,6 @@ class FramedClient:
         requests by outcome, latency, bytes; and hedges.
         """
         from framedclient.connection import STATES
-        from framedclient.hedging import HEDGE_EVENTS
 
         samples: list[Sample] = []
         by_state: dict[tuple[str, str], int] = {}

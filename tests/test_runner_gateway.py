@@ -721,3 +721,50 @@ def test_state_changes_are_logged_rate_limited():
     limited.emit("info", "change {i}", i=99)
     assert events[-1]["i"] == 99
     assert not clock.getDelayedCalls()
+
+
+@pytest_twisted.ensureDeferred
+async def test_requests_are_routed_by_key_and_hedged_when_idempotent():
+    from framedclient.balance import ring_node_name
+    from framedclient.ketama import KetamaRing
+    from framedclient.server import ReferenceServerFactory, listen
+
+    slow = ReferenceServerFactory(clock=reactor, delay=3.0)
+    fast = ReferenceServerFactory(clock=reactor)
+    slow_port = await listen(reactor, "tcp:0:interface=127.0.0.1", slow)
+    fast_port = await listen(reactor, "tcp:0:interface=127.0.0.1", fast)
+    upstreams = [
+        f"tcp:127.0.0.1:{slow_port.getHost().port}",
+        f"tcp:127.0.0.1:{fast_port.getHost().port}",
+    ]
+    ring = KetamaRing([ring_node_name(u) for u in upstreams])
+    fast_key = next(
+        k for k in (f"k{i}" for i in range(100)) if ring.node_for(k) == ring_node_name(upstreams[1])
+    )
+    slow_key = next(
+        k for k in (f"k{i}" for i in range(100)) if ring.node_for(k) == ring_node_name(upstreams[0])
+    )
+    try:
+        async with running(
+            "--upstream", upstreams[0], "--upstream", upstreams[1],
+            "--pool-size", "1", "--balancer", "ketama", "--hedge-after", "0.05",
+        ) as runner:
+            await wait_until(lambda: runner.client.pool.ready_count == 2)
+            # The key's host, by query parameter or header.
+            code, _, body = await runner.post(b"a", f"?key={fast_key}")
+            assert (code, body, fast.requests, slow.requests) == (200, b"a", 1, 0)
+            code, _, body = await runner.post(b"b", headers={"X-Key": fast_key})
+            assert (code, fast.requests, slow.requests) == (200, 2, 0)
+            # Idempotent, on the slow host: hedged to the fast one.
+            code, _, body = await runner.post(
+                b"c", f"?key={slow_key}", headers={"X-Idempotent": "1"}
+            )
+            assert (code, body) == (200, b"c")
+            assert slow.requests == 1 and fast.requests == 3
+            assert runner.client.stats()["hedges"]["won"] == 1
+            code, _, body = await runner.post(b"d", "?idempotent=maybe")
+            assert code == 400
+            assert error_of(body)[0] == "bad_idempotent"
+    finally:
+        await slow_port.stopListening()
+        await fast_port.stopListening()

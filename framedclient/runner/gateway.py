@@ -141,6 +141,7 @@ ERROR_STATUSES: dict[str, tuple[int, str]] = {
     "connection_lost": (502, "the upstream connection broke; may have been processed"),
     "protocol_error": (502, "the upstream broke the protocol"),
     "bad_timeout": (400, "timeout must be a positive number of seconds"),
+    "bad_idempotent": (400, "idempotent must be 1, true, 0 or false"),
     "too_large": (400, "the body is larger than the codec can carry"),
     "bad_body": (400, "the codec cannot carry this body"),
     "method_not_allowed": (405, "wrong HTTP method"),
@@ -1081,6 +1082,9 @@ class RequestResource(Resource):
 
     The timeout is the query parameter ``timeout`` or else the header
     ``X-Timeout``, in seconds; the client's ``--request-timeout`` otherwise.
+    ``key`` / ``X-Key`` routes the request by key (``--balancer ketama``);
+    ``idempotent`` / ``X-Idempotent`` (``1`` or ``true``) lets it be retried
+    after a connection loss and hedged (``--hedge-after``).
     """
 
     isLeaf = True
@@ -1110,6 +1114,11 @@ class RequestResource(Resource):
         except ValueError as error:
             gateway.count(400)
             return error_body(request, "bad_timeout", str(error))
+        try:
+            key, idempotent = _requested_routing(request)
+        except ValueError as error:
+            gateway.count(400)
+            return error_body(request, "bad_idempotent", str(error))
         client = gateway.get_client()
         if client is None:
             gateway.count(503)
@@ -1119,7 +1128,7 @@ class RequestResource(Resource):
         assert request.content is not None
         body = request.content.read()
         gateway.in_flight += 1
-        upstream = client.request(body, timeout)
+        upstream = client.request(body, timeout, idempotent=idempotent, key=key)
         gone: list[bool] = []
 
         def disconnected(_: Failure) -> None:
@@ -1173,6 +1182,33 @@ class RequestResource(Resource):
 
 def _log_bug(failure: Failure) -> None:
     _log.failure("Bug while answering an HTTP request", failure)
+
+
+def _requested_routing(request: HTTPRequest) -> tuple[bytes | None, bool]:
+    """
+    The routing key (query ``key`` first, as UTF-8, then header ``X-Key``,
+    as its bytes) and whether the request is idempotent (query
+    ``idempotent``, then header ``X-Idempotent``: ``1``/``true`` or
+    ``0``/``false``).
+
+    :raises ValueError: for an idempotent flag that is neither.
+    """
+    query = parse_qs(urlsplit(request.uri).query.decode("latin-1"))
+    key: bytes | None = None
+    if "key" in query:
+        key = query["key"][-1].encode("utf-8")
+    else:
+        header = request.getHeader(b"x-key")
+        if header is not None:
+            key = header
+    raw = query["idempotent"][-1] if "idempotent" in query else None
+    if raw is None:
+        header = request.getHeader(b"x-idempotent")
+        raw = header.decode("latin-1") if header is not None else "false"
+    flag = raw.strip().lower()
+    if flag not in ("1", "true", "0", "false"):
+        raise ValueError(f"idempotent must be 1, true, 0 or false, got {raw!r}")
+    return key, flag in ("1", "true")
 
 
 def _requested_timeout(request: HTTPRequest) -> float | None:

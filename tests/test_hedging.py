@@ -253,3 +253,36 @@ def test_hedges_are_counted_in_the_prometheus_samples():
 def test_a_bad_hedge_delay_is_refused_naming_the_setting(value):
     with pytest.raises(ValueError, match=r"^hedge_after "):
         FramedClient([MemoryServer().endpoint()], Clock(), hedge_after=value, start=False)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_hedged_request_fires_once_whatever_happens(seed):
+    import random
+
+    rng = random.Random(seed)
+    fleet = Fleet(slow_delay=0.3, request_timeout=1.0)
+    fleet.fast_factory.delay = 0.02
+    fired: dict[int, list[object]] = {}
+    ds = []
+    for i in range(300):
+        key = rng.choice(SLOW_KEYS[:20] + FAST_KEYS[:20])
+        d = fleet.client.request(b"r%d" % i, key=key, idempotent=rng.random() < 0.8)
+        d.addBoth(lambda r, i=i: fired.setdefault(i, []).append(r))
+        ds.append(d)
+        roll = rng.random()
+        if roll < 0.05:
+            ds[rng.randrange(len(ds))].cancel()
+        elif roll < 0.07:
+            rng.choice([fleet.slow, fleet.fast]).drop_all("chaos")
+        fleet.advance(rng.choice([0.0, 0.01, 0.03, 0.06]))
+    fleet.advance(3)
+    assert sorted(fired) == list(range(300))
+    for i, results in fired.items():
+        assert len(results) == 1, (i, results)
+        if isinstance(results[0], bytes):
+            assert results[0] == b"r%d" % i  # its own reply
+    assert fleet.client.in_flight == 0 and fleet.client.queued == 0
+    timers = [c.func for c in fleet.clock.getDelayedCalls()]
+    assert [f for f in timers if getattr(f, "__name__", "") == "fire"] == []
+    hedges = fleet.client.stats()["hedges"]
+    assert hedges["won"] > 0  # the chaos did hedge

@@ -45,7 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from framedclient._endpoints import endpoint_name
-from framedclient.balance import Ketama, make_balancer
+from framedclient.balance import Ketama, WeightedRoundRobin, make_balancer
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
@@ -340,9 +340,18 @@ class FramedClient:
                     )
                 )
         balancer = make_balancer(config.balancer)
+        # Mistakes in a policy's view of the upstreams are refused here, not
+        # per request: two upstreams with one ring name, weights of hosts
+        # this client does not have (a typo would silently weigh 1).
         if isinstance(balancer, Ketama):
-            # Two upstreams with one ring name: refused here, not per request.
             balancer.ring(tuple(labels))
+        elif isinstance(balancer, WeightedRoundRobin):
+            unknown = sorted(set(balancer.weights) - set(labels))
+            if unknown:
+                raise ValueError(
+                    f"WeightedRoundRobin has weights for {unknown!r}, which are "
+                    f"not upstreams of this client; its upstreams are {labels!r}"
+                )
         self.pool = Pool(connections, balancer, self._limiter, upstreams)
         # Each connection's metrics are read through its upstream's, so
         # /metrics and debug_state() can tell upstreams apart.

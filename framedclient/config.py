@@ -265,20 +265,23 @@ BALANCER_NAMES = ("p2c", "least_loaded", "round_robin", "ketama")
 class BalancerChoice(Kind):
     """
     A pick policy: one of :data:`BALANCER_NAMES`, or a policy object (with
-    ``pick``).
+    ``pick``, or ``pick_upstream``).
     """
 
     metavar: str = "NAME"  # type: ignore[misc]
 
     def expects(self, cli: bool) -> str:
         text = f"must be one of {', '.join(BALANCER_NAMES)}"
-        return text if cli else text + " or a policy object with pick()"
+        return text if cli else text + " or a policy object (pick, pick_upstream)"
 
     def check(self, name: str, value: object) -> None:
         if isinstance(value, str):
             if value not in BALANCER_NAMES:
                 raise InvalidSetting(name, value, self.expects(False))
-        elif not callable(getattr(value, "pick", None)):
+        elif not any(
+            callable(getattr(value, method, None))
+            for method in ("pick", "pick_upstream")
+        ):
             raise InvalidSettingType(name, value, self.expects(False))
 
     def show(self, value: object, cli: bool) -> str:

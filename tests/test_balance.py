@@ -421,3 +421,19 @@ def test_two_upstreams_with_one_ketama_node_name_are_refused_at_construction():
             names=["tcp:cache:11211", "tls:cache:11211"],
             start=False,
         )
+
+
+def test_a_weighted_policy_object_shares_requests_between_hosts_by_weight():
+    names = ["tcp:10.0.0.1:11211", "tcp:10.0.0.2:11211"]
+    policy = WeightedRoundRobin({names[0]: 3, names[1]: 1})
+    client, endpoints, _ = keyed_client(balancer=policy, n=2)
+    assert client.pool.balancer is policy
+    for _ in range(40):
+        client.request(b"x")
+    assert pending_by_endpoint(endpoints) == [30, 10]
+
+
+def test_weights_of_hosts_the_client_does_not_have_are_refused():
+    policy = WeightedRoundRobin({"tcp:10.0.0.1:9000": 3})
+    with pytest.raises(ValueError, match="not upstreams of this client"):
+        keyed_client(balancer=policy, n=2)

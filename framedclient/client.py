@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Unpack
 
+import attrs
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -47,6 +48,13 @@ from framedclient.balance import Balancer
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
+from framedclient.discovery import (
+    Host,
+    HostSource,
+    RefreshPolicy,
+    StaticHosts,
+    sources_from,
+)
 from framedclient.engine import check_request
 from framedclient.errors import (
     ClientClosed,
@@ -56,6 +64,7 @@ from framedclient.errors import (
     Unavailable,
     outcome_of,
 )
+from framedclient.membership import Membership
 from framedclient.metrics import GaugeSample, Metrics
 from framedclient.pool import Limiter, Pool
 from framedclient.protocol import (
@@ -205,6 +214,7 @@ class ClientKeywords(ClientSettings, total=False):
     balancer: Balancer | None
     start: bool
     names: Sequence[str] | None
+    discovery: Sequence[HostSource]
 
 
 def _call_is_live(call: _Call) -> bool:
@@ -234,6 +244,11 @@ class FramedClient:
         :mod:`framedclient.balance`); least-loaded by default.
     :param start: start connecting at once.
     :param names: one label per endpoint, for logs and the status page.
+    :param discovery: more sources of hosts, whose host sets may change
+        while the client runs (see :mod:`framedclient.discovery`;
+        :meth:`from_endpoint` makes them from ``srv:`` and ``dns:``
+        strings).  With one, ``endpoints`` may be empty: requests wait
+        (``wait_for_ready``) until the first hosts are known.
     :raises TypeError: for a keyword that is not a setting, or ``config``
         with setting keywords.
     :raises ~framedclient.config.InvalidSetting: for a value a setting
@@ -255,6 +270,7 @@ class FramedClient:
         balancer: Balancer | None = None,
         start: bool = True,
         names: Sequence[str] | None = None,
+        discovery: Sequence[HostSource] = (),
         **settings: Unpack[ClientSettings],
     ) -> None:
         if isinstance(endpoints, (str, bytes)):
@@ -264,7 +280,8 @@ class FramedClient:
                 f"{endpoints!r}) for endpoint strings"
             )
         endpoints = list(endpoints)
-        if not endpoints:
+        discovery = list(discovery)
+        if not endpoints and not discovery:
             raise ValueError("at least one endpoint is needed")
         for i, endpoint in enumerate(endpoints):
             if not callable(getattr(endpoint, "connect", None)):
@@ -296,27 +313,22 @@ class FramedClient:
         self._limiter = Limiter(
             clock, config.max_in_flight, config.max_pending, config.acquire_timeout
         )
-        connections = []
-        for e, endpoint in enumerate(endpoints):
-            label = names[e] if names else f"upstream{e}"
-            for i in range(config.pool_size):
-                connections.append(
-                    Connection(
-                        endpoint,
-                        self.factory,
-                        clock,
-                        backoff=config.backoff,
-                        connect_timeout=config.connect_timeout,
-                        prepare=prepare,
-                        name=f"{label}/{i}",
-                    )
-                )
-        self.pool = Pool(connections, balancer, self._limiter)
+        self._prepare = prepare
+        self._connection_listeners: list[Callable[[Connection, str, str], object]] = []
+        self.pool = Pool([], balancer, self._limiter)
         # Bound once: the fast path calls them for every request.
         self._take = self.pool.take
         self._release = self._limiter.release
-        for conn in connections:
-            conn.add_listener(self._connection_changed)
+        # The hosts (and their connections) come and go through it.
+        self._membership = Membership(
+            self.pool,
+            clock,
+            self._new_connection,
+            self._joined,
+            pool_size=config.pool_size,
+            retire_timeout=config.retire_timeout,
+            max_connection_age=config.max_connection_age,
+        )
         self._budget = retry_budget or RetryBudget(clock)
         self._waiting: deque[_Call] = deque()
         self._delayed: set[_Call] = set()  # retries waiting out their delay
@@ -329,8 +341,44 @@ class FramedClient:
         self._queued_bytes = 0
         self._closing = False
         self._closed: Deferred[Any] | None = None
+        self._membership.set_sources(
+            [_static_hosts(endpoints, names), *discovery] if endpoints else discovery
+        )
         if start:
             self.start()
+
+    def _new_connection(self, host: Host, index: int) -> Connection:
+        config = self.config
+        label = (
+            host.name if host.address == host.name else f"{host.name}@{host.address}"
+        )
+        return Connection(
+            host.endpoint,
+            self.factory,
+            self._clock,
+            backoff=config.backoff,
+            connect_timeout=config.connect_timeout,
+            prepare=self._prepare,
+            name=f"{label}/{index}",
+            weight=host.weight,
+        )
+
+    def _joined(self, conn: Connection) -> None:
+        conn.add_listener(self._connection_changed)
+        for listener in self._connection_listeners:
+            conn.add_listener(listener)
+
+    def add_connection_listener(
+        self, listener: Callable[[Connection, str, str], object]
+    ) -> None:
+        """
+        Call ``listener(connection, old_state, new_state)`` on each state
+        change of every connection, present and future (hosts that join
+        later included); see :meth:`Connection.add_listener`.
+        """
+        self._connection_listeners.append(listener)
+        for conn in self._membership.connections():
+            conn.add_listener(listener)
 
     @classmethod
     def from_endpoint(
@@ -341,45 +389,87 @@ class FramedClient:
     ) -> FramedClient:
         """
         Build a client from Twisted endpoint strings (``"tcp:host:port"``,
-        ``"tls:host:port"``, ...) or endpoint objects; keyword arguments are
-        those of :class:`FramedClient` (``names`` defaults to the endpoint
-        strings).
+        ``"tls:host:port"``, ...), discovery strings or endpoint objects;
+        keyword arguments are those of :class:`FramedClient` (``names``
+        defaults to the endpoint strings).
+
+        Discovery strings find the hosts through DNS, and follow them as
+        they change (see :mod:`framedclient.discovery`):
+        ``"srv:_fc._tcp.example.com"`` (one host per SRV record, with its
+        priority and weight) and ``"dns:db.example.com:9000"`` (one host
+        per A/AAAA address); both take ``@NAMESERVER[:PORT]`` at the end
+        to ask a given name server instead of the system's.
 
         :raises ImportError: a ``tls:`` string without the TLS extra
             installed (the message says what to install).
         :raises TypeError: something that is neither an endpoint string nor
             an endpoint.
+        :raises ValueError: a malformed ``srv:``/``dns:`` string.
         """
-        from framedclient._endpoints import client_from_string
+        # The settings first: the discovery sources need the refresh ones.
+        rest: dict[str, Any] = dict(options)
+        names = rest.pop("names", None)
+        settings = {
+            name: rest.pop(name)
+            for name in attrs.fields_dict(ClientConfig)
+            if name in rest
+        }
+        config = resolve_client_config(rest.pop("config", None), settings)
+        resolved, described, sources = sources_from(
+            reactor, endpoint, names, _refresh_policy(config)
+        )
+        return cls(
+            resolved,
+            reactor,
+            config=config,
+            names=described,
+            discovery=[*rest.pop("discovery", ()), *sources],
+            **rest,
+        )
 
-        if isinstance(endpoint, (str, bytes)) or not isinstance(endpoint, Sequence):
-            endpoint = [endpoint]
-        resolved: list[IStreamClientEndpoint] = []
-        described: list[str] = []
-        for e in endpoint:
-            if isinstance(e, str):
-                # ImportError naming the extra, for tls: without pyOpenSSL.
-                resolved.append(client_from_string(reactor, e))
-                described.append(e)
-            elif isinstance(e, (bytes, bytearray)):
-                raise TypeError(
-                    f"an endpoint string must be str, got bytes {e!r}: decode it"
-                )
-            else:
-                resolved.append(e)
-                described.append(repr(e))
-        if options.get("names") is None:
-            options["names"] = described
-        return cls(resolved, reactor, **options)
+    def set_endpoints(
+        self,
+        endpoints: str | IStreamClientEndpoint | Sequence[str | IStreamClientEndpoint],
+        names: Sequence[str] | None = None,
+    ) -> None:
+        """
+        Use these hosts from now on, as :meth:`from_endpoint` takes them
+        (endpoint strings, ``srv:``/``dns:`` strings, endpoint objects);
+        they replace every host and source the client had.
+
+        Hosts in both the old and the new set keep their connections (hosts
+        are matched by name: the endpoint string, or ``names``).  New hosts
+        get theirs at once.  Hosts no longer in the set drain: their
+        connections take no new request, finish what they hold (for up to
+        ``retire_timeout``), then close; nothing in flight fails because of
+        the change.  Strings are read with the client's reactor (its
+        ``clock``).
+
+        :raises ValueError: for an empty set, or a malformed string.
+        :raises TypeError: as :meth:`from_endpoint`.
+        :raises ~framedclient.errors.ClientClosed: the client is closing.
+        """
+        if self._closing:
+            raise ClientClosed("the client is closed; its hosts cannot change")
+        resolved, described, sources = sources_from(
+            self._clock, endpoints, names, _refresh_policy(self.config)
+        )
+        if not resolved and not sources:
+            raise ValueError(
+                "at least one endpoint is needed; close the client to stop using "
+                "every host"
+            )
+        static = [_static_hosts(resolved, described)] if resolved else []
+        self._membership.set_sources([*static, *sources])
 
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
         """
-        Start connecting (idempotent; done by the constructor by default).
+        Start connecting, and asking the discovery sources (idempotent;
+        done by the constructor by default).
         """
-        for conn in self.pool:
-            conn.start()
+        self._membership.start()
 
     def when_ready(self, fail_after: int | None = None) -> Deferred[None]:
         """
@@ -393,6 +483,11 @@ class FramedClient:
         """
         if self.pool.ready_count:
             return succeed(None)
+        if not len(self.pool):
+            # No host known yet (discovery is still asking): wait for some.
+            hosts = self._membership.when_hosts()
+            hosts.addCallback(lambda _: self.when_ready(fail_after))
+            return hosts
 
         def cancel_all(_: object) -> None:
             for w in waits:
@@ -432,6 +527,7 @@ class FramedClient:
         if self._closed is not None:
             return _chain(self._closed)
         self._closing = True
+        self._membership.stop()
         closed_error = ClientClosed("the client is closing; the request was not sent")
         self._limiter.fail_all(closed_error)
         waiting, self._waiting = self._waiting, deque()
@@ -447,7 +543,9 @@ class FramedClient:
         timer: IDelayedCall | None = None
         if timeout is not None:
             timer = self._clock.callLater(timeout, self._abort_all)
-        done = gatherResults([conn.close(drain=True) for conn in self.pool])
+        done = gatherResults(
+            [conn.close(drain=True) for conn in self._membership.connections()]
+        )
 
         def finished(_: object) -> None:
             if timer is not None and timer.active():
@@ -459,7 +557,7 @@ class FramedClient:
         return _chain(done)
 
     def _abort_all(self) -> None:
-        for conn in self.pool:
+        for conn in self._membership.connections():
             conn.close(drain=False)
 
     async def __aenter__(self) -> FramedClient:
@@ -616,7 +714,10 @@ class FramedClient:
 
     def _unavailable(self) -> Unavailable:
         errors = {c.last_error for c in self.pool if c.last_error}
-        detail = "; ".join(sorted(errors)) or "still connecting"
+        errors.update(self._membership.errors())
+        detail = "; ".join(sorted(errors)) or (
+            "still connecting" if len(self.pool) else "no host found yet"
+        )
         return Unavailable(
             f"no connection is ready ({detail}); the request was not sent. "
             f"Retry later, or pass wait_for_ready=True to wait for a connection"
@@ -869,6 +970,7 @@ class FramedClient:
         # nothing is queued (a leak shows up here).
         state["slow_path_calls"] = self._slow_live
         state["upstreams"] = self.pool.debug_state()
+        state["discovery"] = self._membership.debug_state()
         get_calls: Callable[[], list[Any]] | None = getattr(
             self._clock, "getDelayedCalls", None
         )
@@ -943,6 +1045,24 @@ class Lease:
             lambda _: proto.request(body, timeout)
         )
         return d
+
+
+def _static_hosts(
+    endpoints: Sequence[IStreamClientEndpoint], names: Sequence[str] | None
+) -> StaticHosts:
+    hosts = []
+    seen: dict[str, int] = {}
+    for e, endpoint in enumerate(endpoints):
+        name = names[e] if names else f"upstream{e}"
+        # The same endpoint twice is two hosts (twice the connections), as
+        # it always was.
+        seen[name] = n = seen.get(name, 0) + 1
+        hosts.append(Host(name, name if n == 1 else f"{name}#{n}", endpoint))
+    return StaticHosts(hosts)
+
+
+def _refresh_policy(config: ClientConfig) -> RefreshPolicy:
+    return RefreshPolicy(config.dns_refresh_min, config.dns_refresh_max)
 
 
 def _relay(result: bytes | Failure, target: Deferred[bytes]) -> None:

@@ -221,7 +221,7 @@ def test_set_endpoints_by_hand_replaces_the_hosts():
         [fleet.server("a").endpoint(), fleet.server("b").endpoint()], names=["a", "b"]
     )
     fleet.flush()
-    assert list(client.pool)[0] is kept[0]  # same name: same connection
+    assert client.pool.connections[0] is kept[0]  # same name: same connection
     assert [c.name for c in client.pool] == ["a/0", "b/0"]
     client.set_endpoints([fleet.server("b").endpoint()], names=["b"])
     fleet.flush()

@@ -226,8 +226,9 @@ async def test_the_host_set_changes_under_load_and_no_request_is_lost(fleet):
 
         fleet.serve("a", "c")  # b leaves, c joins
         await wait_until(
-            lambda: not fleet.servers["b"].connections
-            and fleet.servers["c"].requests > 500
+            lambda: (
+                not fleet.servers["b"].connections and fleet.servers["c"].requests > 500
+            )
         )
         b_total = fleet.servers["b"].requests
         await deferLater(reactor, 0.3, lambda: None)

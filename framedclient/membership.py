@@ -43,6 +43,7 @@ from twisted.logger import Logger
 
 from framedclient.connection import Connection
 from framedclient.discovery import Host, HostSource, StaticHosts
+from framedclient.errors import ClientClosed
 from framedclient.pool import Pool
 from framedclient.protocol import FramedProtocol
 
@@ -191,7 +192,9 @@ class Membership:
 
     def when_hosts(self) -> Deferred[None]:
         """
-        Fires once some host is known (at once if one is).
+        Fires once some host is known (at once if one is); fails with
+        :class:`~framedclient.errors.ClientClosed` if the client closes
+        first.
         """
         d: Deferred[None] = Deferred()
         if self._pool.connections:
@@ -228,7 +231,7 @@ class Membership:
         self._age_timers.clear()
         waiters, self._first_hosts = self._first_hosts, []
         for d in waiters:
-            d.cancel()
+            d.errback(ClientClosed("the client closed before any host was found"))
 
     def connections(self) -> Iterator[Connection]:
         """

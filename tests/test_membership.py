@@ -19,7 +19,7 @@ from twisted.names import dns
 from framedclient.backoff import ConstantBackoff
 from framedclient.client import FramedClient
 from framedclient.discovery import Host, RefreshPolicy, ServiceHosts, ServiceQuery
-from framedclient.errors import Unavailable
+from framedclient.errors import ClientClosed, Unavailable
 from framedclient.membership import connection_count
 from framedclient.testing import MemoryServer
 from tests.test_discovery import FakeResolver, a, srv
@@ -128,6 +128,15 @@ def test_requests_wait_for_the_first_hosts_then_go_to_them():
     fleet.flush()
     assert ready.called
     assert results(ds) == [b"early-%d" % i for i in range(4)]
+
+
+def test_closing_before_any_host_is_found_fails_the_ready_waiters():
+    fleet, source = Fleet(), PushSource()
+    client = fleet.client(source)
+    ready = client.when_ready()
+    client.close()
+    [failure] = results([ready])
+    assert failure.check(ClientClosed)
 
 
 def test_without_hosts_a_caller_who_will_not_wait_learns_why():

@@ -217,6 +217,15 @@ class ClientKeywords(ClientSettings, total=False):
     discovery: Sequence[HostSource]
 
 
+#: What from_endpoint() and set_endpoints() take.
+_Endpoints = (
+    str
+    | IStreamClientEndpoint
+    | HostSource
+    | Sequence[str | IStreamClientEndpoint | HostSource]
+)
+
+
 def _call_is_live(call: _Call) -> bool:
     return call.stage < _SENT
 
@@ -384,7 +393,7 @@ class FramedClient:
     def from_endpoint(
         cls,
         reactor: Any,
-        endpoint: str | IStreamClientEndpoint | Sequence[str | IStreamClientEndpoint],
+        endpoint: _Endpoints,
         **options: Unpack[ClientKeywords],
     ) -> FramedClient:
         """
@@ -429,21 +438,23 @@ class FramedClient:
 
     def set_endpoints(
         self,
-        endpoints: str | IStreamClientEndpoint | Sequence[str | IStreamClientEndpoint],
+        endpoints: _Endpoints,
         names: Sequence[str] | None = None,
     ) -> None:
         """
         Use these hosts from now on, as :meth:`from_endpoint` takes them
-        (endpoint strings, ``srv:``/``dns:`` strings, endpoint objects);
-        they replace every host and source the client had.
+        (endpoint strings, ``srv:``/``dns:`` strings, endpoint objects, or
+        :class:`~framedclient.discovery.HostSource` objects); they replace
+        every host and source the client had.
 
         Hosts in both the old and the new set keep their connections (hosts
         are matched by name: the endpoint string, or ``names``).  New hosts
         get theirs at once.  Hosts no longer in the set drain: their
         connections take no new request, finish what they hold (for up to
         ``retire_timeout``), then close; nothing in flight fails because of
-        the change.  Strings are read with the client's reactor (its
-        ``clock``).
+        the change.  When the new set comes from ``srv:``/``dns:`` strings,
+        the old hosts stay until DNS has given some new ones.  Strings are
+        read with the client's reactor (its ``clock``).
 
         :raises ValueError: for an empty set, or a malformed string.
         :raises TypeError: as :meth:`from_endpoint`.

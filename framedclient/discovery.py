@@ -798,6 +798,12 @@ def source_for(
     return AddressHosts(query, reactor, resolver, policy, make)
 
 
+def _is_source(thing: object) -> bool:
+    return all(
+        callable(getattr(thing, name, None)) for name in ("start", "stop", "refresh")
+    ) and isinstance(getattr(thing, "description", None), str)
+
+
 def sources_from(
     reactor: Any,
     endpoints: Any,
@@ -807,9 +813,10 @@ def sources_from(
     """
     What :meth:`FramedClient.from_endpoint
     <framedclient.client.FramedClient.from_endpoint>` and ``set_endpoints``
-    take (an endpoint string or object, or a sequence of them), split into
-    fixed endpoints with their names (``names``, else the strings) and the
-    discovery sources of the ``srv:``/``dns:`` strings.
+    take (an endpoint string or object, a :class:`HostSource`, or a
+    sequence of them), split into fixed endpoints with their names
+    (``names``, else the strings) and the host sources (given, or made from
+    ``srv:``/``dns:`` strings).
 
     :raises ImportError: a ``tls:`` string without the TLS extra.
     :raises TypeError: something that is neither a string nor an endpoint.
@@ -840,10 +847,12 @@ def sources_from(
             raise TypeError(
                 f"an endpoint string must be str, got bytes {e!r}: decode it"
             )
+        elif _is_source(e):
+            sources.append(e)
         elif not callable(getattr(e, "connect", None)):
             raise TypeError(
-                f"endpoints[{i}] must be an endpoint string or a Twisted client "
-                f"endpoint (with connect(factory)), got {e!r}"
+                f"endpoints[{i}] must be an endpoint string, a Twisted client "
+                f"endpoint (with connect(factory)) or a HostSource, got {e!r}"
             )
         else:
             resolved.append(e)

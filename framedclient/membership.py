@@ -133,6 +133,8 @@ class Membership:
         self._sources: dict[str, HostSource] = {}
         #: each group's last list of hosts (all priorities)
         self._hosts: dict[str, list[Host]] = {}
+        #: groups of replaced sources, retired once a new one knows a host
+        self._outgoing: set[str] = set()
         self._members: dict[tuple[str, str, str], _Member] = {}
         self._member_of: dict[Connection, _Member] = {}
         self._age_timers: dict[Connection, IDelayedCall] = {}
@@ -151,8 +153,10 @@ class Membership:
     def set_sources(self, sources: Sequence[HostSource]) -> None:
         """
         Use these sources from now on; hosts only the old ones gave are
-        retired.  A :class:`StaticHosts` gives its hosts at once; the others
-        start asking once the client starts.
+        retired once the new ones know some host (so a switch to a source
+        still asking DNS never leaves the client without hosts).  A
+        :class:`StaticHosts` gives its hosts at once; the others start
+        asking once the client starts.
         """
         for source in self._sources.values():
             source.stop()
@@ -165,12 +169,18 @@ class Membership:
                 n += 1
             groups[key] = source
         self._sources = groups
-        for gone in set(self._hosts) - groups.keys():
-            del self._hosts[gone]
-            self._reconcile(gone)
+        self._outgoing |= set(self._hosts) - groups.keys()
         for key, source in groups.items():
             if self._started or isinstance(source, StaticHosts):
                 self._start_source(key, source)
+        if any(self._hosts.get(key) for key in groups):
+            self._retire_outgoing()
+
+    def _retire_outgoing(self) -> None:
+        outgoing, self._outgoing = self._outgoing, set()
+        for group in outgoing:
+            self._hosts.pop(group, None)
+            self._reconcile(group)
 
     def _start_source(self, key: str, source: HostSource) -> None:
         def update(hosts: list[Host]) -> None:
@@ -185,6 +195,8 @@ class Membership:
         """
         self._hosts[group] = list(hosts)
         self._reconcile(group)
+        if self._outgoing and hosts:
+            self._retire_outgoing()
         if self._first_hosts and self._pool.connections:
             waiters, self._first_hosts = self._first_hosts, []
             for d in waiters:

@@ -241,6 +241,25 @@ def test_set_endpoints_by_hand_replaces_the_hosts():
         client.set_endpoints([fleet.server("b").endpoint()], names=["b", "c"])
 
 
+def test_switching_to_dns_keeps_the_old_hosts_until_dns_answers():
+    fleet, source = Fleet(), PushSource()
+    client = FramedClient(
+        [fleet.server("a").endpoint()],
+        fleet.clock,
+        names=["a"],
+        pool_size=1,
+        backoff=ConstantBackoff(1.0),
+    )
+    fleet.flush()
+    client.set_endpoints([source])
+    fleet.flush()
+    assert [c.name for c in client.pool] == ["a/0"]  # DNS has not answered yet
+    source.push([fleet.host("b")])
+    fleet.flush()
+    assert [c.name for c in client.pool] == ["b/0"]
+    assert fleet.open_to("a") == 0
+
+
 def test_close_waits_for_retiring_connections_and_stops_the_sources():
     fleet, source = Fleet(), PushSource()
     client = fleet.client(source, pool_size=1)

@@ -405,7 +405,9 @@ def test_connections_made_together_are_recycled_at_different_times():
                 recycled_at[conn.name] = fleet.clock.seconds()
     assert len(recycled_at) == 8
     assert all(90 <= t <= 110.5 for t in recycled_at.values())
-    assert len(set(recycled_at.values())) > 4
+    # Spread over the 20 s window (all in at most two half-second steps has
+    # a chance of about 3e-8).
+    assert len(set(recycled_at.values())) >= 3
 
 
 def test_without_max_connection_age_connections_are_kept():

@@ -333,10 +333,17 @@ def ring_node_name(upstream: str) -> str:
     Upstreams are named by their endpoint strings (``tcp:10.0.0.1:11211``,
     ``tcp:host=h:port=p``, ``tls:h:p:...``) unless the client was given
     ``names=``; other ketama clients name nodes ``host:port``, so the
-    scheme and options are dropped.  A name that is no endpoint string
-    (``names=["cache-a", ...]``) is used as it is, like a twemproxy server
-    with a name of its own.
+    scheme and options are dropped.  A host found by ``srv:`` or ``dns:``
+    (``NAME@ADDRESS``) is named by the address it connects to.  A name that
+    is no endpoint string (``names=["cache-a", ...]``) is used as it is,
+    like a twemproxy server with a name of its own.
     """
+    name, at, address = upstream.rpartition("@")
+    if at and name:
+        # A discovered host (NAME@ADDRESS, srv: and dns: hosts): the address
+        # it connects to, host:port, which is distinct even when several
+        # addresses share one DNS name.
+        return address
     scheme, sep, rest = upstream.partition(":")
     if not sep or scheme not in ("tcp", "tls", "ssl", "tcp6", "tcp4"):
         return upstream

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Unpack
 
+import attrs
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -49,6 +50,13 @@ from framedclient.balance import Ketama, WeightedRoundRobin, make_balancer
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
+from framedclient.discovery import (
+    Host,
+    HostSource,
+    RefreshPolicy,
+    StaticHosts,
+    sources_from,
+)
 from framedclient.engine import check_request
 from framedclient.errors import (
     ClientClosed,
@@ -60,6 +68,7 @@ from framedclient.errors import (
 )
 from framedclient.hedging import HEDGE_EVENTS, Hedger, default_hedge_budget
 from framedclient.ketama import key_bytes
+from framedclient.membership import Membership
 from framedclient.metrics import (
     CounterSample,
     GaugeSample,
@@ -223,6 +232,16 @@ class ClientKeywords(ClientSettings, total=False):
     tracer_provider: Any
     start: bool
     names: Sequence[str] | None
+    discovery: Sequence[HostSource]
+
+
+#: What from_endpoint() and set_endpoints() take.
+_Endpoints = (
+    str
+    | IStreamClientEndpoint
+    | HostSource
+    | Sequence[str | IStreamClientEndpoint | HostSource]
+)
 
 
 def _call_is_live(call: _Call) -> bool:
@@ -258,6 +277,11 @@ class FramedClient:
         ``debug_state()``, logs and the status page, and (scheme dropped)
         its ketama node name.  By default the endpoint in endpoint-string
         form (``tcp:HOST:PORT``).
+    :param discovery: more sources of hosts, whose host sets may change
+        while the client runs (see :mod:`framedclient.discovery`;
+        :meth:`from_endpoint` makes them from ``srv:`` and ``dns:``
+        strings).  With one, ``endpoints`` may be empty: requests wait
+        (``wait_for_ready``) until the first hosts are known.
     :raises TypeError: for a keyword that is not a setting, or ``config``
         with setting keywords.
     :raises ~framedclient.config.InvalidSetting: for a value a setting
@@ -280,6 +304,7 @@ class FramedClient:
         tracer_provider: Any = None,
         start: bool = True,
         names: Sequence[str] | None = None,
+        discovery: Sequence[HostSource] = (),
         **settings: Unpack[ClientSettings],
     ) -> None:
         if isinstance(endpoints, (str, bytes)):
@@ -289,7 +314,8 @@ class FramedClient:
                 f"{endpoints!r}) for endpoint strings"
             )
         endpoints = list(endpoints)
-        if not endpoints:
+        discovery = list(discovery)
+        if not endpoints and not discovery:
             raise ValueError("at least one endpoint is needed")
         for i, endpoint in enumerate(endpoints):
             if not callable(getattr(endpoint, "connect", None)):
@@ -321,49 +347,45 @@ class FramedClient:
         self._limiter = Limiter(
             clock, config.max_in_flight, config.max_pending, config.acquire_timeout
         )
-        connections = []
-        labels = _unique(list(names) if names else map(endpoint_name, endpoints))
-        upstreams: list[str] = []
-        for e, endpoint in enumerate(endpoints):
-            label = labels[e]
-            upstreams += [label] * config.pool_size
-            for i in range(config.pool_size):
-                connections.append(
-                    Connection(
-                        endpoint,
-                        self.factory,
-                        clock,
-                        backoff=config.backoff,
-                        connect_timeout=config.connect_timeout,
-                        prepare=prepare,
-                        name=f"{label}/{i}",
-                    )
-                )
+        self._prepare = prepare
+        self._connection_listeners: list[Callable[[Connection, str, str], object]] = []
         balancer = make_balancer(config.balancer)
-        # Mistakes in a policy's view of the upstreams are refused here, not
-        # per request: two upstreams with one ring name, weights of hosts
-        # this client does not have (a typo would silently weigh 1).
-        if isinstance(balancer, Ketama):
-            balancer.ring(tuple(labels))
-        elif isinstance(balancer, WeightedRoundRobin):
-            unknown = sorted(set(balancer.weights) - set(labels))
-            if unknown:
-                raise ValueError(
-                    f"WeightedRoundRobin has weights for {unknown!r}, which are "
-                    f"not upstreams of this client; its upstreams are {labels!r}"
-                )
-        self.pool = Pool(connections, balancer, self._limiter, upstreams)
-        # Each connection's metrics are read through its upstream's, so
-        # /metrics and debug_state() can tell upstreams apart.
+        if endpoints and not discovery:
+            # Mistakes in a policy's view of a fixed set of upstreams are
+            # refused here, not per request: two upstreams with one ring
+            # name, weights of hosts this client does not have (a typo
+            # would silently weigh 1).
+            labels = [
+                _label(h) for h in _static_hosts(endpoints, names).hosts
+            ]
+            if isinstance(balancer, Ketama):
+                balancer.ring(tuple(labels))
+            elif isinstance(balancer, WeightedRoundRobin):
+                unknown = sorted(set(balancer.weights) - set(labels))
+                if unknown:
+                    raise ValueError(
+                        f"WeightedRoundRobin has weights for {unknown!r}, which "
+                        f"are not upstreams of this client; its upstreams are "
+                        f"{labels!r}"
+                    )
+        self.pool = Pool([], balancer, self._limiter)
+        # Each connection's metrics are read through its upstream's (made
+        # when the upstream's first connection is ready), so /metrics and
+        # debug_state() can tell upstreams apart.
         self._upstream_metrics: dict[str, Metrics] = {}
-        for label in labels:
-            self._upstream_metrics[label] = own = Metrics()
-            self._events.attach(own)
         # Bound once: the fast path calls them for every request.
         self._take = self.pool.take
         self._release = self._limiter.release
-        for conn in connections:
-            conn.add_listener(self._connection_changed)
+        # The hosts (and their connections) come and go through it.
+        self._membership = Membership(
+            self.pool,
+            clock,
+            self._new_connection,
+            self._joined,
+            pool_size=config.pool_size,
+            retire_timeout=config.retire_timeout,
+            max_connection_age=config.max_connection_age,
+        )
         self._budget = retry_budget or RetryBudget(clock)
         self._tracer: Any = None
         if config.tracing and _otel_installed():
@@ -373,7 +395,7 @@ class FramedClient:
 
             self._tracer = request_tracer(tracer_provider)
         self._hedger: Hedger | None = None
-        if config.hedge_after is not None and len(labels) > 1:
+        if config.hedge_after is not None:
             self._hedger = Hedger(
                 clock,
                 config.hedge_after,
@@ -397,57 +419,134 @@ class FramedClient:
         self._queued_bytes = 0
         self._closing = False
         self._closed: Deferred[Any] | None = None
+        self._membership.set_sources(
+            [_static_hosts(endpoints, names), *discovery] if endpoints else discovery
+        )
         if start:
             self.start()
+
+    def _new_connection(self, host: Host, index: int) -> Connection:
+        config = self.config
+        return Connection(
+            host.endpoint,
+            self.factory,
+            self._clock,
+            backoff=config.backoff,
+            connect_timeout=config.connect_timeout,
+            prepare=self._prepare,
+            name=f"{_label(host)}/{index}",
+            weight=host.weight,
+        )
+
+    def _joined(self, conn: Connection) -> None:
+        conn.add_listener(self._connection_changed)
+        for listener in self._connection_listeners:
+            conn.add_listener(listener)
+
+    def add_connection_listener(
+        self, listener: Callable[[Connection, str, str], object]
+    ) -> None:
+        """
+        Call ``listener(connection, old_state, new_state)`` on each state
+        change of every connection, present and future (hosts that join
+        later included); see :meth:`Connection.add_listener`.
+        """
+        self._connection_listeners.append(listener)
+        for conn in self._membership.connections():
+            conn.add_listener(listener)
 
     @classmethod
     def from_endpoint(
         cls,
         reactor: Any,
-        endpoint: str | IStreamClientEndpoint | Sequence[str | IStreamClientEndpoint],
+        endpoint: _Endpoints,
         **options: Unpack[ClientKeywords],
     ) -> FramedClient:
         """
         Build a client from Twisted endpoint strings (``"tcp:host:port"``,
-        ``"tls:host:port"``, ...) or endpoint objects; keyword arguments are
-        those of :class:`FramedClient` (``names`` defaults to the endpoint
-        strings).
+        ``"tls:host:port"``, ...), discovery strings or endpoint objects;
+        keyword arguments are those of :class:`FramedClient` (``names``
+        defaults to the endpoint strings).
+
+        Discovery strings find the hosts through DNS, and follow them as
+        they change (see :mod:`framedclient.discovery`):
+        ``"srv:_fc._tcp.example.com"`` (one host per SRV record, with its
+        priority and weight) and ``"dns:db.example.com:9000"`` (one host
+        per A/AAAA address); both take ``@NAMESERVER[:PORT]`` at the end
+        to ask a given name server instead of the system's.
 
         :raises ImportError: a ``tls:`` string without the TLS extra
             installed (the message says what to install).
         :raises TypeError: something that is neither an endpoint string nor
             an endpoint.
+        :raises ValueError: a malformed ``srv:``/``dns:`` string.
         """
-        from framedclient._endpoints import client_from_string
+        # The settings first: the discovery sources need the refresh ones.
+        rest: dict[str, Any] = dict(options)
+        names = rest.pop("names", None)
+        settings = {
+            name: rest.pop(name)
+            for name in attrs.fields_dict(ClientConfig)
+            if name in rest
+        }
+        config = resolve_client_config(rest.pop("config", None), settings)
+        resolved, described, sources = sources_from(
+            reactor, endpoint, names, _refresh_policy(config)
+        )
+        return cls(
+            resolved,
+            reactor,
+            config=config,
+            names=described,
+            discovery=[*rest.pop("discovery", ()), *sources],
+            **rest,
+        )
 
-        if isinstance(endpoint, (str, bytes)) or not isinstance(endpoint, Sequence):
-            endpoint = [endpoint]
-        resolved: list[IStreamClientEndpoint] = []
-        described: list[str] = []
-        for e in endpoint:
-            if isinstance(e, str):
-                # ImportError naming the extra, for tls: without pyOpenSSL.
-                resolved.append(client_from_string(reactor, e))
-                described.append(e)
-            elif isinstance(e, (bytes, bytearray)):
-                raise TypeError(
-                    f"an endpoint string must be str, got bytes {e!r}: decode it"
-                )
-            else:
-                resolved.append(e)
-                described.append(repr(e))
-        if options.get("names") is None:
-            options["names"] = described
-        return cls(resolved, reactor, **options)
+    def set_endpoints(
+        self,
+        endpoints: _Endpoints,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        """
+        Use these hosts from now on, as :meth:`from_endpoint` takes them
+        (endpoint strings, ``srv:``/``dns:`` strings, endpoint objects, or
+        :class:`~framedclient.discovery.HostSource` objects); they replace
+        every host and source the client had.
+
+        Hosts in both the old and the new set keep their connections (hosts
+        are matched by name: the endpoint string, or ``names``).  New hosts
+        get theirs at once.  Hosts no longer in the set drain: their
+        connections take no new request, finish what they hold (for up to
+        ``retire_timeout``), then close; nothing in flight fails because of
+        the change.  When the new set comes from ``srv:``/``dns:`` strings,
+        the old hosts stay until DNS has given some new ones.  Strings are
+        read with the client's reactor (its ``clock``).
+
+        :raises ValueError: for an empty set, or a malformed string.
+        :raises TypeError: as :meth:`from_endpoint`.
+        :raises ~framedclient.errors.ClientClosed: the client is closing.
+        """
+        if self._closing:
+            raise ClientClosed("the client is closed; its hosts cannot change")
+        resolved, described, sources = sources_from(
+            self._clock, endpoints, names, _refresh_policy(self.config)
+        )
+        if not resolved and not sources:
+            raise ValueError(
+                "at least one endpoint is needed; close the client to stop using "
+                "every host"
+            )
+        static = [_static_hosts(resolved, described)] if resolved else []
+        self._membership.set_sources([*static, *sources])
 
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
         """
-        Start connecting (idempotent; done by the constructor by default).
+        Start connecting, and asking the discovery sources (idempotent;
+        done by the constructor by default).
         """
-        for conn in self.pool:
-            conn.start()
+        self._membership.start()
 
     def when_ready(self, fail_after: int | None = None) -> Deferred[None]:
         """
@@ -461,6 +560,11 @@ class FramedClient:
         """
         if self.pool.ready_count:
             return succeed(None)
+        if not len(self.pool):
+            # No host known yet (discovery is still asking): wait for some.
+            hosts = self._membership.when_hosts()
+            hosts.addCallback(lambda _: self.when_ready(fail_after))
+            return hosts
 
         def cancel_all(_: object) -> None:
             for w in waits:
@@ -500,6 +604,7 @@ class FramedClient:
         if self._closed is not None:
             return _chain(self._closed)
         self._closing = True
+        self._membership.stop()
         closed_error = ClientClosed("the client is closing; the request was not sent")
         self._limiter.fail_all(closed_error)
         waiting, self._waiting = self._waiting, deque()
@@ -515,7 +620,9 @@ class FramedClient:
         timer: IDelayedCall | None = None
         if timeout is not None:
             timer = self._clock.callLater(timeout, self._abort_all)
-        done = gatherResults([conn.close(drain=True) for conn in self.pool])
+        done = gatherResults(
+            [conn.close(drain=True) for conn in self._membership.connections()]
+        )
 
         def finished(_: object) -> None:
             if timer is not None and timer.active():
@@ -527,7 +634,7 @@ class FramedClient:
         return _chain(done)
 
     def _abort_all(self) -> None:
-        for conn in self.pool:
+        for conn in self._membership.connections():
             conn.close(drain=False)
 
     async def __aenter__(self) -> FramedClient:
@@ -742,13 +849,28 @@ class FramedClient:
             )
         return d
 
+    def _upstream_node(self, upstream: str) -> Metrics:
+        """
+        The metrics of ``upstream``, read through the client's: made when
+        its first connection is ready, kept after it leaves (counters never
+        go back).
+        """
+        own = self._upstream_metrics.get(upstream)
+        if own is None:
+            self._upstream_metrics[upstream] = own = Metrics()
+            self._events.attach(own)
+        return own
+
     def _upstream_latency(self, upstream: str) -> LatencyHistogram | None:
         own = self._upstream_metrics.get(upstream)
         return own.latency if own is not None else None
 
     def _unavailable(self) -> Unavailable:
         errors = {c.last_error for c in self.pool if c.last_error}
-        detail = "; ".join(sorted(errors)) or "still connecting"
+        errors.update(self._membership.errors())
+        detail = "; ".join(sorted(errors)) or (
+            "still connecting" if len(self.pool) else "no host found yet"
+        )
         return Unavailable(
             f"no connection is ready ({detail}); the request was not sent. "
             f"Retry later, or pass wait_for_ready=True to wait for a connection"
@@ -918,10 +1040,10 @@ class FramedClient:
     def _connection_changed(self, conn: Connection, old: str, new: str) -> None:
         if new == "ready":
             proto = conn.protocol
-            if proto is not None:
-                own = self._upstream_metrics.get(self.pool.upstream_of(proto) or "")
-                if own is not None and isinstance(proto.metrics, Metrics):
-                    self._events.move(proto.metrics, own)
+            if proto is not None and isinstance(proto.metrics, Metrics):
+                upstream = self.pool.upstream_of(proto)
+                if upstream is not None:
+                    self._events.move(proto.metrics, self._upstream_node(upstream))
             self._kick()
         elif old == "ready" and not self.pool.ready_count and self._waiting:
             # Nothing ready any more: callers who asked not to wait (a call
@@ -1010,15 +1132,20 @@ class FramedClient:
         # nothing is queued (a leak shows up here).
         state["slow_path_calls"] = self._slow_live
         state["upstreams"] = connections = self.pool.debug_state()
-        # The same connections (by name), grouped by the host they go to.
+        # The same connections (by name), grouped by the host they go to:
+        # the hosts of the pool, and those gone whose figures remain.
         by_upstream: dict[str, dict[str, Any]] = {}
-        for label, own in self._upstream_metrics.items():
-            by_upstream[label] = {
-                "connections": [],
-                "ready": 0,
-                "in_flight": 0,
-                "metrics": own.snapshot(),
-            }
+        for label in [*self.pool.upstreams, *self._upstream_metrics]:
+            own = self._upstream_metrics.get(label)
+            by_upstream.setdefault(
+                label,
+                {
+                    "connections": [],
+                    "ready": 0,
+                    "in_flight": 0,
+                    "metrics": own.snapshot() if own is not None else None,
+                },
+            )
         for conn in connections:
             group = by_upstream[conn["upstream"]]
             group["connections"].append(conn["name"])
@@ -1026,6 +1153,7 @@ class FramedClient:
         for proto, upstream in self.pool.ready_upstreams().items():
             by_upstream[upstream]["in_flight"] += proto.table_size
         state["by_upstream"] = by_upstream
+        state["discovery"] = self._membership.debug_state()
         get_calls: Callable[[], list[Any]] | None = getattr(
             self._clock, "getDelayedCalls", None
         )
@@ -1083,10 +1211,12 @@ class FramedClient:
         by_state: dict[tuple[str, str], int] = {}
         for conn, upstream in zip(self.pool, self.pool.upstream_names, strict=True):
             by_state[upstream, conn.state] = by_state.get((upstream, conn.state), 0) + 1
-        in_flight = dict.fromkeys(self._upstream_metrics, 0)
+        upstreams = [*self.pool.upstreams, *self._upstream_metrics]
+        in_flight = dict.fromkeys(upstreams, 0)
         for proto, upstream in self.pool.ready_upstreams().items():
             in_flight[upstream] += proto.table_size
-        for upstream, own in self._upstream_metrics.items():
+        for upstream in in_flight:
+            own = self._upstream_node(upstream)
             labels = {"upstream": upstream}
             for state in STATES:
                 samples.append(
@@ -1200,6 +1330,35 @@ class Lease:
             lambda _: proto.request(body, timeout)
         )
         return d
+
+
+def _static_hosts(
+    endpoints: Sequence[IStreamClientEndpoint], names: Sequence[str] | None
+) -> StaticHosts:
+    hosts = []
+    seen: dict[str, int] = {}
+    for e, endpoint in enumerate(endpoints):
+        name = names[e] if names else endpoint_name(endpoint)
+        # The same endpoint twice is two hosts (twice the connections), as
+        # it always was.
+        seen[name] = n = seen.get(name, 0) + 1
+        hosts.append(Host(name, name if n == 1 else f"{name}#{n}", endpoint))
+    return StaticHosts(hosts)
+
+
+def _label(host: Host) -> str:
+    """
+    The upstream a host's connections belong to: its name, with its address
+    when that differs (one ``dns:`` name, several addresses).
+    """
+    if host.address == host.name or host.address.startswith(f"{host.name}#"):
+        # One endpoint, or the same one given again (NAME#2, NAME#3, ...).
+        return host.address
+    return f"{host.name}@{host.address}"
+
+
+def _refresh_policy(config: ClientConfig) -> RefreshPolicy:
+    return RefreshPolicy(config.dns_refresh_min, config.dns_refresh_max)
 
 
 def _relay(result: bytes | Failure, target: Deferred[bytes]) -> None:

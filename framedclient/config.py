@@ -714,7 +714,53 @@ class ClientConfig:
         ),
     )
 
+    max_connection_age: float | None = _field(
+        None,
+        Setting(
+            "Seconds a connection may serve before it is replaced (jittered by "
+            "10 % either way): a new one connects at once, resolving its host "
+            "name again, while the old one finishes its requests and closes. "
+            "Use it behind L4 load balancers or when hosts join under one DNS "
+            "name, so old connections do not pin the load forever.",
+            Seconds(optional=True),
+            off="connections live until they fail",
+        ),
+    )
+    retire_timeout: float | None = _field(
+        30.0,
+        Setting(
+            "Seconds a retired connection (its host left the host set, or "
+            "max_connection_age replaced it) may take to finish its in-flight "
+            "requests before it is closed without waiting.",
+            Seconds(optional=True),
+            off="wait for the requests' own deadlines",
+        ),
+    )
+    dns_refresh_min: float = _field(
+        5.0,
+        Setting(
+            "Fewest seconds between two DNS lookups of a srv: or dns: upstream "
+            "(a TTL of 0 is read as this), and the first delay before asking "
+            "again after a failed lookup.",
+            Seconds(),
+        ),
+    )
+    dns_refresh_max: float = _field(
+        300.0,
+        Setting(
+            "Most seconds between two DNS lookups of a srv: or dns: upstream, "
+            "whatever the TTL (and the longest delay after failed ones).",
+            Seconds(),
+        ),
+    )
+
     def __attrs_post_init__(self) -> None:
+        if self.dns_refresh_min > self.dns_refresh_max:
+            raise InvalidSetting(
+                "dns_refresh_min",
+                self.dns_refresh_min,
+                f"must not be above dns_refresh_max ({self.dns_refresh_max:g})",
+            )
         _check_codec_fit(
             self.codec,
             "max_pending_per_connection",
@@ -769,6 +815,10 @@ class ClientSettings(TypedDict, total=False):
     balancer: Any
     hedge_after: float | str | None
     tracing: bool
+    max_connection_age: float | None
+    retire_timeout: float | None
+    dns_refresh_min: float
+    dns_refresh_max: float
 
 
 def resolve_client_config(

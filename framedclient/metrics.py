@@ -80,6 +80,7 @@ CONNECTION_EVENTS: tuple[str, ...] = (
     "lost",
     "reconnect",
     "protocol_error",
+    "recycled",
 )
 """The connection events :meth:`MetricsRecorder.record_connection_event`
 accepts."""

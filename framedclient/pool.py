@@ -15,7 +15,7 @@ comparison.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -209,9 +209,9 @@ class Pool:
 
     :param balancer: the pick policy; power of two choices by default (see
         :mod:`framedclient.balance`).
-    :param upstreams: the upstream (host) of each connection, in the same
-        order; by default a connection's name up to its last ``/`` (how
-        :class:`~framedclient.client.FramedClient` names them).
+
+    A connection's upstream (host) is its name up to its last ``/``, as
+    :class:`~framedclient.client.FramedClient` names them (``HOST/N``).
 
     A connection that is leased (see :meth:`lease`) or not accepting (full,
     draining, not ready) is skipped.
@@ -222,15 +222,8 @@ class Pool:
         connections: list[Connection],
         balancer: Balancer | UpstreamBalancer | None = None,
         limiter: Limiter | None = None,
-        upstreams: Sequence[str] | None = None,
     ) -> None:
         self.connections = connections
-        if upstreams is None:
-            names = [getattr(c, "name", "") for c in connections]
-            upstreams = [name.rpartition("/")[0] or name for name in names]
-        #: the upstream of each connection
-        self.upstream_names = list(upstreams)
-        self._upstreams = tuple(dict.fromkeys(self.upstream_names))
         #: the slots :meth:`take` hands out with a connection (``None``: no
         #: cap)
         self.limiter = limiter
@@ -249,12 +242,13 @@ class Pool:
         )
         self.leased: set[FramedProtocol] = set()
         #: the ready connections, grouped by upstream
-        self.view = ReadyConnections(self._upstreams)
+        self.view = ReadyConnections()
         # The plain list a Balancer gets, once per request.
         self._ready: list[FramedProtocol] = self.view.connections
         self._names: dict[FramedProtocol, str] = {}
         for conn in connections:
             conn.add_listener(self._state_changed)
+        self._rebuild()
 
     def __iter__(self) -> Iterator[Connection]:
         return iter(self.connections)
@@ -263,17 +257,54 @@ class Pool:
         return len(self.connections)
 
     def _state_changed(self, conn: Connection, old: str, new: str) -> None:
-        pairs = zip(self.connections, self.upstream_names, strict=True)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        # On every change of state or of the host set, never per request.
+        upstream_names = self.upstream_names
+        ready = [
+            (upstream, conn, p)
+            for conn, upstream in zip(self.connections, upstream_names, strict=True)
+            if (p := conn.protocol) is not None
+        ]
         self.view = ReadyConnections(
-            self._upstreams,
-            ((u, p) for c, u in pairs if (p := c.protocol) is not None),
+            tuple(dict.fromkeys(upstream_names)), ((u, p) for u, _, p in ready)
         )
         self._ready = self.view.connections
-        self._names = {
-            p: getattr(c, "name", "")
-            for c in self.connections
-            if (p := c.protocol) is not None
-        }
+        self._names = {p: getattr(c, "name", "") for _, c, p in ready}
+
+    @property
+    def upstream_names(self) -> list[str]:
+        """
+        The upstream of each connection, in order.
+        """
+        return [_upstream_of(conn) for conn in self.connections]
+
+    @property
+    def upstreams(self) -> tuple[str, ...]:
+        """
+        Every upstream that has connections in the pool, in order.
+        """
+        return self.view.upstreams
+
+    def add(self, connections: Iterable[Connection]) -> None:
+        """
+        New connections join (a host joined, or got more weight); the
+        caller starts them.
+        """
+        for conn in connections:
+            conn.add_listener(self._state_changed)
+            self.connections.append(conn)
+        self._rebuild()
+
+    def remove(self, connections: Iterable[Connection]) -> None:
+        """
+        Connections leave: none of them is picked from now on.  The caller
+        closes them (draining, so what they hold finishes).
+        """
+        gone = set(connections)
+        self.connections = [c for c in self.connections if c not in gone]
+        self._rebuild()
 
     @property
     def ready_count(self) -> int:
@@ -389,3 +420,8 @@ class Pool:
                 self.connections, self.upstream_names, strict=True
             )
         ]
+
+
+def _upstream_of(conn: Connection) -> str:
+    name: str = getattr(conn, "name", "")
+    return name.rpartition("/")[0] or name

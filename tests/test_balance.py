@@ -235,6 +235,7 @@ def test_weights_must_be_positive_numbers(weight):
         ("tcp:host=cache1:port=11211", "cache1:11211"),
         ("tls:cache1:443:trustRoots=/etc/ca", "cache1:443"),
         ("cache-a", "cache-a"),
+        ("cache.example.com:11211@10.0.0.7:11211", "10.0.0.7:11211"),
         ("tcp:[::1]:11211", "[::1]:11211"),
         ("tcp6:host=2001\\:db8\\:\\:1:port=11211", "[2001:db8::1]:11211"),
         ("unix:/run/cache.sock", "unix:/run/cache.sock"),

@@ -83,6 +83,10 @@ def test_values_are_converted():
         "tcp:10.0.0.1:9000",
         "--upstream",
         "tls:example.com:9443",
+        "--upstream",
+        "srv:_fc._tcp.example.com@10.0.0.53",
+        "--upstream",
+        "dns:db.example.com:9000",
         "--pool-size",
         "2",
         "--max-pending",
@@ -96,7 +100,12 @@ def test_values_are_converted():
         "--listen",
         "unix:/tmp/fc.sock",
     )
-    assert options["upstream"] == ["tcp:10.0.0.1:9000", "tls:example.com:9443"]
+    assert options["upstream"] == [
+        "tcp:10.0.0.1:9000",
+        "tls:example.com:9443",
+        "srv:_fc._tcp.example.com@10.0.0.53",
+        "dns:db.example.com:9000",
+    ]
     assert options["pool-size"] == 2
     assert options["max-pending"] == 0
     assert options["request-timeout"] == 0.25
@@ -254,6 +263,9 @@ def test_the_reply_budget_defaults_hold_when_not_given():
         (["--codec", "length:size=5"], "size must be one of"),
         (["--upstream", "carrier-pigeon:1"], "--upstream"),
         (["--upstream", "tcp:host"], "--upstream"),
+        (["--upstream", "srv:example.com"], "--upstream 'srv:example.com': expected"),
+        (["--upstream", "dns:db.example.com"], "dns:NAME:PORT"),
+        (["--dns-refresh-min", "60", "--dns-refresh-max", "10"], "--dns-refresh-min"),
         (["--http", "tcp:eighty"], "--http"),
         (["--listen", "bogus:1"], "--listen"),
         (["--codec", "lines", "--heartbeat", "1"], "no ping frames"),

@@ -128,7 +128,13 @@ def check_client_endpoint(option: str, value: str) -> str:
     :raises usage.UsageError: if ``value`` is not a client endpoint string.
     """
     from framedclient._endpoints import client_from_string
+    from framedclient.discovery import parse_discovery
 
+    try:
+        if parse_discovery(value) is not None:
+            return value  # srv: or dns:, well formed
+    except ValueError as error:
+        raise usage.UsageError(f"--{option} {error}") from None
     try:
         with warnings.catch_warnings():
             # HostnameEndpoint (tls:) warns that the placeholder is not a
@@ -307,8 +313,11 @@ _RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
 
 _UPSTREAM_HELP = (
     "Client endpoint of the upstream server (tcp:HOST:PORT, tls:HOST:PORT, "
-    "unix:PATH, ...); repeat for several (each gets --pool-size connections). "
-    "Default: an embedded fc1 reference server."
+    "unix:PATH, ...), or hosts found through DNS and followed as they change: "
+    "srv:_SERVICE._PROTO.NAME (SRV records, with priority and weight) or "
+    "dns:NAME:PORT (every A/AAAA address), either with @NAMESERVER[:PORT] to "
+    "ask that server; repeat for several (each host gets --pool-size "
+    "connections). Default: an embedded fc1 reference server."
 )
 
 

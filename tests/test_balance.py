@@ -438,3 +438,22 @@ def test_weights_of_hosts_the_client_does_not_have_are_refused():
     policy = WeightedRoundRobin({"tcp:10.0.0.1:9000": 3})
     with pytest.raises(ValueError, match="not upstreams of this client"):
         keyed_client(balancer=policy, n=2)
+
+
+def test_ketama_follows_the_host_set_moving_only_the_keys_of_a_new_host():
+    client, endpoints, names = keyed_client(n=2)
+    third = ScriptedEndpoint(auto="up")
+    client.set_endpoints([*endpoints, third], names=[*names, "tcp:10.0.0.3:11211"])
+    assert client.pool.ready_count == 6
+    before = KetamaRing([ring_node_name(n) for n in names])
+    after = KetamaRing([ring_node_name(n) for n in [*names, "tcp:10.0.0.3:11211"]])
+    everyone = [*endpoints, third]
+    for i in range(60):
+        key = f"user:{i}"
+        counts = pending_by_endpoint(everyone)
+        client.request(b"x", key=key)
+        home = [a - b for a, b in zip(pending_by_endpoint(everyone), counts, strict=True)]
+        node = after.node_for(key)
+        assert home[["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"].index(node)] == 1
+        if node != "10.0.0.3:11211":
+            assert node == before.node_for(key)  # keys of the old hosts stay

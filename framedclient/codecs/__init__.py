@@ -26,6 +26,7 @@ from framedclient.codecs.base import (
     Codec,
     Kind,
     Matching,
+    Message,
 )
 from framedclient.codecs.fc1 import FC1Codec
 from framedclient.codecs.header import HeaderCodec
@@ -45,5 +46,6 @@ __all__ = [
     "HeaderCodec",
     "Kind",
     "Matching",
+    "Message",
     "PipelinedCodec",
 ]

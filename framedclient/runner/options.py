@@ -242,6 +242,15 @@ def config_options() -> list[ConfigOption]:
 
 _CONFIG_OPTIONS = config_options()
 
+#: Settings whose default the config computes from other settings: passed
+#: to ClientConfig only when given on the command line.
+_DERIVED_DEFAULTS = frozenset(
+    field.name
+    for field in attrs.fields(ClientConfig)
+    if isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
+    and getattr(field.default, "takes_self", False)
+)
+
 #: The runner's own options (not client settings): name, metavar, default,
 #: help.
 _RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
@@ -409,15 +418,23 @@ class Options(usage.Options):
         self["codec-spec"] = self["codec"]
         values: dict[str, object] = {}
         raws: dict[str, str] = {}
+        derived = []
         for o in _CONFIG_OPTIONS:
             if o.flag is not None:
                 values[o.field] = o.flag if self[o.option] else not o.flag
                 continue
             raw = self[o.option]
+            if raw is o.default and o.field in _DERIVED_DEFAULTS:
+                # Not given: the config derives it (from the codec's ID
+                # space); the same number typed out is checked as given.
+                derived.append(o)
+                continue
             raws[o.field] = raw
             self[o.option] = values[o.field] = o.parse(raw)
         try:
             self["config"] = ClientConfig(**values)  # type: ignore[arg-type]
+            for o in derived:
+                self[o.option] = getattr(self["config"], o.field)
         except InvalidSetting as error:
             option = next(o for o in _CONFIG_OPTIONS if o.field == error.setting)
             raise usage.UsageError(

@@ -341,8 +341,10 @@ def _codec() -> Any:
         Setting(
             "The wire format.",
             _CODEC,
-            cli_help="Wire format of the upstream (and of --listen clients): fc1, "
-            "lines, netstring, redis, or a length:... layout (see below).",
+            cli_help="Wire format of the upstream (and of --listen clients): "
+            "NAME[:options], one of the codecs listed below (fc1, lines, "
+            "netstring, redis, length:..., memcache-binary, dns, and codec "
+            "plugins of other packages).",
             default_text="fc1",
         ),
     )

@@ -254,6 +254,7 @@ def test_the_reply_budget_defaults_hold_when_not_given():
         (["--listen", "bogus:1"], "--listen"),
         (["--codec", "lines", "--heartbeat", "1"], "no ping frames"),
         (["--codec", "netstring", "--listen", "tcp:0"], "no request IDs"),
+        (["--codec", "dns", "--listen", "tcp:0"], "declares header fields"),
         (["--write-timeout", "0"], "--write-timeout '0': must be a positive"),
         (["--abandoned-ttl", "soon"], "--abandoned-ttl 'soon': must be"),
         (["--max-write-buffer", "-1"], "--max-write-buffer '-1': must be an integer"),

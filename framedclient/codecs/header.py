@@ -220,6 +220,7 @@ class HeaderCodec:
         ok: Collection[int] = (0,),
         errors: Mapping[int, ErrorSpec] | None = None,
         parts: Sequence[str] = (),
+        bytes_part: str | None = None,
         kind_field: str | None = None,
     ) -> None:
         if header_size < 1:
@@ -260,6 +261,9 @@ class HeaderCodec:
         self.status_field = status_field
         self.kind_field = kind_field
         self.parts = tuple(parts)
+        if bytes_part is not None and bytes_part not in self.parts:
+            raise ValueError(f"bytes_part {bytes_part!r} is not one of the parts")
+        self._bytes_part = bytes_part
         self._check_lengths(by_name)
         self.max_id = by_name[id_field].max_value
         self._id = _Slot(by_name[id_field])
@@ -413,6 +417,8 @@ class HeaderCodec:
         parts: Mapping[str, bytes] | None = None
         if body.__class__ is bytes or isinstance(body, (bytes, bytearray)):
             payload = bytes(body)  # type: ignore[arg-type]
+            if self._bytes_part is not None:
+                parts = {self._bytes_part: payload}
         elif isinstance(body, Message):
             settable = self._settable
             for name, value in body.fields.items():
@@ -435,13 +441,14 @@ class HeaderCodec:
                         f"{list(self.parts)}"
                     )
                 parts = body.parts
-                payload = b"".join(parts.get(p, b"") for p in self.parts)
             else:
                 payload = body.body
         else:
             raise TypeError(
                 f"body must be bytes or a Message, got {type(body).__name__}"
             )
+        if parts is not None:
+            payload = b"".join(parts.get(p, b"") for p in self.parts)
         if self._lengths:
             for slot, of in self._lengths:
                 if of == BODY:

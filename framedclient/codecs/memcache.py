@@ -20,6 +20,7 @@ Requests are :class:`~framedclient.codecs.base.Message` objects::
 
 and replies are messages too: ``reply.fields["cas"]``,
 ``reply.parts["value"]``, ``reply.parts["extras"]`` (the flags of a GET).
+Plain bytes are a key: ``request(b"k")`` sends a GET of ``k``.
 A status other than 0 fails the request with the
 :class:`MemcacheError` subclass for that status (``KeyNotFound``,
 ``KeyExists``...), whose ``code`` is the status and whose ``reply`` is the
@@ -241,6 +242,8 @@ def memcache_binary_codec(max_frame: int = DEFAULT_MAX_FRAME) -> HeaderCodec:
         ok=(0,),
         errors=MEMCACHE_ERRORS,
         parts=("extras", "key", "value"),
+        # request(b"k") is a GET of k (opcode 0, every other field 0).
+        bytes_part="key",
     )
 
 

@@ -38,7 +38,7 @@ from framedclient.config import (
     Switch,
     setting_of,
 )
-from framedclient.runner.codecspec import parse_codec
+from framedclient.runner.codecspec import codec_help, parse_codec
 from framedclient.runner.replies import DEFAULT_MAX_REPLY_BYTES, DEFAULT_WRITE_DEADLINE
 
 __all__ = [
@@ -67,18 +67,7 @@ ENDPOINT is any Twisted endpoint string: client endpoints for --upstream
 (tcp:HOST:PORT, tls:HOST:PORT, unix:PATH, ...), server endpoints for --http
 and --listen (tcp:PORT:interface=ADDR, ssl:..., unix:..., systemd:...).
 
---codec (every key optional; BYTES and N are integers):
-  fc1[:max-frame=BYTES]                  the reference protocol (default)
-  lines[:delimiter=crlf|lf|nul,max-frame=BYTES]     text lines, in order
-  netstring[:max-frame=BYTES]            netstrings, in order
-  redis[:max-frame=BYTES]                Redis RESP2, in order (bodies are
-                                         RESP commands)
-  length:size=1|2|3|4|8,order=big|little,adjust=N,header=BYTES,
-         id-offset=N,id-size=1|2|4|8,kind-offset=N,kind-size=1|2|4|8,
-         kinds=NAME:VALUE;NAME:VALUE...,max-frame=BYTES
-    a length field, then a header with the request ID (and a kind field),
-    then the body; e.g. length:size=2,order=little,header=8,id-size=4,
-    kind-offset=4 (see docs/gateway.md for the byte diagram)
+{codecs}
 
 --backoff:
   grpc                                   gRPC's policy (default)
@@ -399,6 +388,8 @@ class Options(usage.Options):
             text: str = super().getUsage(width)
         finally:
             self.longdesc = longdesc
+        # The codecs installed now, plugins of other packages included.
+        longdesc = longdesc.replace("{codecs}", codec_help((width or 80) - 2))
         paragraphs = [
             # Paragraphs with indented lines are tables: keep them as written.
             p.strip("\n")
@@ -457,6 +448,14 @@ class Options(usage.Options):
                     f"--listen: codec {self['codec-spec']!r} has no request IDs, "
                     f"so the proxy could not route replies; use fc1 or a length: "
                     f"codec with an id field"
+                )
+            if getattr(codec, "declared", False):
+                # Its replies are messages and it reads only replies: the
+                # proxy would have to decode its clients' requests too.
+                raise usage.UsageError(
+                    f"--listen: codec {self['codec-spec']!r} declares header "
+                    f"fields, which the proxy does not forward; use fc1 or a "
+                    f"length: codec"
                 )
 
 

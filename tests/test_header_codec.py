@@ -15,7 +15,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from framedclient.codecs import ERROR, REPLY, REQUEST, Message
+from framedclient.codecs import ERROR, REPLY, REQUEST, Matching, Message
 from framedclient.codecs.header import BODY, Field, HeaderCodec
 from framedclient.errors import CorruptFrame, InvalidRequest, RemoteError
 from framedclient.framing import Delimited, LengthPrefixed
@@ -565,3 +565,65 @@ def test_client_sends_messages_and_gets_messages_back():
     missing.addErrback(failures.append)
     assert failures[0].value.code == 3
     assert client.stats()["metrics"]["requests"]["remote_error"] == 1
+
+
+def test_bit_fields_spanning_different_bytes_round_trip():
+    # A 12-bit field across bytes 2-3 and a 4-bit one in byte 3's low
+    # nibble, plus a little-endian field next to big-endian ones.
+    codec = HeaderCodec(
+        lambda: LengthPrefixed(length_size=2),
+        header_size=8,
+        fields=[
+            Field("id", 0, 2),
+            Field("wide", 2, 2, mask=0xFFF0),
+            Field("low", 3, 1, mask=0x0F),
+            Field("le", 4, 4, byteorder="little"),
+        ],
+        id_field="id",
+    )
+    message = Message(fields={"wide": 0xABC, "low": 0xD, "le": 0x01020304}, body=b"z")
+    wire = codec.encode(REQUEST, 0x0102, message)
+    assert wire == b"\x00\x09\x01\x02\xab\xcd\x04\x03\x02\x01z"
+    _, _, reply = codec.decode(codec.new_framer().feed(wire)[0])
+    assert reply.fields == {"id": 0x0102, "wide": 0xABC, "low": 0xD, "le": 0x01020304}
+
+
+class _HandWritten:
+    """
+    A codec written by hand, no base class: u8 length, u8 ID, u8 status,
+    body.  Its decode hands back the RemoteError (with the code) itself.
+    """
+
+    matching = Matching.BY_ID
+    supports_cancel = False
+    supports_ping = False
+    max_id = 255
+    max_frame = 256
+
+    def new_framer(self) -> LengthPrefixed:
+        return LengthPrefixed(length_size=1, max_frame=256)
+
+    def encode(self, kind: int, request_id: int, body: bytes) -> bytes:
+        return bytes([len(body) + 2, request_id, 0]) + body
+
+    def decode(self, frame: bytes) -> tuple[int, int, object]:
+        if len(frame) < 2:
+            raise CorruptFrame("short")
+        if frame[1]:
+            return ERROR, frame[0], RemoteError("refused", frame[1])
+        return REPLY, frame[0], frame[2:]
+
+
+def test_a_hand_written_codec_still_works_and_may_return_coded_errors():
+    codec = _HandWritten()
+    proto, transport, clock = connected(codec)  # type: ignore[arg-type]
+    assert proto.engine.max_pending == 254  # default cap fits its 8-bit IDs
+    fine = proto.request(b"a")
+    refused = proto.request(b"b")
+    clock.advance(0)
+    assert transport.value() == b"\x03\x01\x00a\x03\x02\x00b"
+    proto.dataReceived(b"\x03\x01\x00A\x02\x02\x09")
+    assert fine.result == b"A"
+    failures: list[Any] = []
+    refused.addErrback(failures.append)
+    assert (failures[0].value.code, failures[0].value.message) == (9, "refused")

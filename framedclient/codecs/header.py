@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Collection, Mapping, Sequence
+from itertools import pairwise
 from typing import Literal
 
 import attrs
@@ -134,7 +135,16 @@ class Field:
 class _Slot:
     """A field compiled for the hot paths."""
 
-    __slots__ = ("field", "mask", "name", "offset", "shift", "struct")
+    __slots__ = (
+        "cell",
+        "field",
+        "mask",
+        "max_value",
+        "name",
+        "offset",
+        "shift",
+        "struct",
+    )
 
     def __init__(self, field: Field) -> None:
         self.field = field
@@ -142,8 +152,11 @@ class _Slot:
         self.offset = field.offset
         self.mask = field.mask or 0
         self.shift = field.shift
+        self.max_value = field.max_value
         order = ">" if field.byteorder == "big" else "<"
         self.struct = struct.Struct(order + _STRUCT_CODES[field.size])
+        #: the field's position among the values of a _Packed header.
+        self.cell = -1
 
     def read(self, frame: bytes | bytearray) -> int:
         (value,) = self.struct.unpack_from(frame, self.offset)
@@ -156,6 +169,72 @@ class _Slot:
             (current,) = self.struct.unpack_from(header, self.offset)
             value = (current & ~self.mask) | (value << self.shift)
         self.struct.pack_into(header, self.offset, value)
+
+
+class _NotPackable(Exception):
+    pass
+
+
+class _Packed:
+    """
+    The whole header as one ``struct``: one call reads or writes every
+    field, instead of one per field.  Possible when fields sharing bytes
+    share them exactly (bit fields of one byte) and every multi-byte field
+    has the same byte order, which is what real protocols look like; other
+    layouts go field by field.
+    """
+
+    __slots__ = ("names", "readers", "simple", "struct", "template")
+
+    def __init__(
+        self, slots: Sequence[_Slot], header_size: int, template: bytes
+    ) -> None:
+        orders = {s.field.byteorder for s in slots if s.field.size > 1}
+        if len(orders) > 1:
+            raise _NotPackable
+        cells = sorted({(s.offset, s.field.size) for s in slots})
+        for (offset, size), (next_offset, _) in pairwise(cells):
+            if offset + size > next_offset:
+                raise _NotPackable
+        fmt = ">" if orders != {"little"} else "<"
+        end = 0
+        for offset, size in cells:
+            if offset > end:
+                fmt += f"{offset - end}x"
+            fmt += _STRUCT_CODES[size]
+            end = offset + size
+        if end < header_size:
+            fmt += f"{header_size - end}x"
+        self.struct = struct.Struct(fmt)
+        index = {cell: i for i, cell in enumerate(cells)}
+        for slot in slots:
+            slot.cell = index[(slot.offset, slot.field.size)]
+        in_order = sorted(slots, key=lambda s: s.cell)
+        #: every field whole and in its own cell: the values are the fields.
+        self.simple = len(cells) == len(slots) and not any(s.mask for s in slots)
+        self.names = tuple(s.name for s in in_order)
+        self.readers = tuple((s.name, s.cell, s.mask, s.shift) for s in slots)
+        self.template = list(self.struct.unpack(template))
+
+    def read(self, frame: bytes) -> dict[str, int]:
+        raw = self.struct.unpack_from(frame)
+        if self.simple:
+            return dict(zip(self.names, raw, strict=True))
+        return {
+            name: (raw[cell] & mask) >> shift if mask else raw[cell]
+            for name, cell, mask, shift in self.readers
+        }
+
+    def build(self, writes: Sequence[tuple[_Slot, int]]) -> bytes:
+        cells = self.template[:]
+        for slot, value in writes:
+            mask = slot.mask
+            if mask:
+                cell = slot.cell
+                cells[cell] = (cells[cell] & ~mask) | (value << slot.shift)
+            else:
+                cells[slot.cell] = value
+        return self.struct.pack(*cells)
 
 
 class HeaderCodec:
@@ -264,23 +343,28 @@ class HeaderCodec:
         if bytes_part is not None and bytes_part not in self.parts:
             raise ValueError(f"bytes_part {bytes_part!r} is not one of the parts")
         self._bytes_part = bytes_part
+        self._part_names = frozenset(self.parts)
         self._check_lengths(by_name)
         self.max_id = by_name[id_field].max_value
-        self._id = _Slot(by_name[id_field])
-        self._readers = [_Slot(f) for f in self.fields]
+        # One compiled slot per field, shared by every role below.
+        slot_of = {f.name: _Slot(f) for f in self.fields}
+        self._id = slot_of[id_field]
+        self._readers = list(slot_of.values())
         self._expects = [
-            (_Slot(f), f.expect) for f in self.fields if f.expect is not None
+            (slot_of[f.name], f.expect) for f in self.fields if f.expect is not None
         ]
         self._lengths = [
-            (_Slot(f), f.length_of) for f in self.fields if f.length_of is not None
+            (slot_of[f.name], f.length_of)
+            for f in self.fields
+            if f.length_of is not None
         ]
         self._part_lengths = {f.length_of: f.name for f in self.fields if f.length_of}
         self._settable = {
-            f.name: _Slot(f)
+            f.name: slot_of[f.name]
             for f in self.fields
             if f.name not in (id_field, kind_field) and f.length_of is None
         }
-        self._status = _Slot(by_name[status_field]) if status_field else None
+        self._status = slot_of[status_field] if status_field else None
         self.ok = frozenset(ok)
         self.errors: dict[int, ErrorSpec] = dict(errors or {})
         for code, spec in self.errors.items():
@@ -291,7 +375,7 @@ class HeaderCodec:
                     f"errors[{code}] must be a name or a RemoteError subclass, "
                     f"got {spec!r}"
                 )
-        self._kind = _Slot(by_name[kind_field]) if kind_field else None
+        self._kind = slot_of[kind_field] if kind_field else None
         if self._kind is not None and not kinds:
             raise ValueError("kinds must map kind-field values to Kind")
         self._decode_kinds: dict[int, int] = {
@@ -308,8 +392,14 @@ class HeaderCodec:
         template = bytearray(header_size)
         for f in self.fields:
             if f.default:
-                _Slot(f).write(template, f.default)
+                slot_of[f.name].write(template, f.default)
         self._template = bytes(template)
+        self._expect_values = [(sl.name, expected) for sl, expected in self._expects]
+        self._packed: _Packed | None
+        try:
+            self._packed = _Packed(self._readers, header_size, self._template)
+        except _NotPackable:
+            self._packed = None
         self._framer_factory = framer_factory
         # Encoding is stateless, so one framer instance serves every connection.
         self._encoder = framer_factory()
@@ -413,7 +503,7 @@ class HeaderCodec:
     def _encode_frame(
         self, body: object, request_id: int, kind: int = REQUEST
     ) -> bytes:
-        header = bytearray(self._template)
+        writes: list[tuple[_Slot, int]] = [(self._id, request_id)]
         parts: Mapping[str, bytes] | None = None
         if body.__class__ is bytes or isinstance(body, (bytes, bytearray)):
             payload = bytes(body)  # type: ignore[arg-type]
@@ -425,22 +515,21 @@ class HeaderCodec:
                 slot = settable.get(name)
                 if slot is None:
                     raise ValueError(self._not_settable(name))
-                if not 0 <= value <= slot.field.max_value:
+                if not 0 <= value <= slot.max_value:
                     raise ValueError(
-                        f"field {name!r} = {value!r} does not fit "
-                        f"(0..{slot.field.max_value})"
+                        f"field {name!r} = {value!r} does not fit (0..{slot.max_value})"
                     )
-                slot.write(header, value)
+                writes.append((slot, value))
             if body.parts:
                 if body.body:
                     raise ValueError("give a Message either body= or parts=, not both")
-                unknown = set(body.parts) - set(self.parts)
-                if unknown:
+                parts = body.parts
+                if not parts.keys() <= self._part_names:
+                    unknown = sorted(set(parts) - self._part_names)
                     raise ValueError(
-                        f"unknown parts {sorted(unknown)}; this codec's parts: "
+                        f"unknown parts {unknown}; this codec's parts: "
                         f"{list(self.parts)}"
                     )
-                parts = body.parts
             else:
                 payload = body.body
         else:
@@ -448,30 +537,34 @@ class HeaderCodec:
                 f"body must be bytes or a Message, got {type(body).__name__}"
             )
         if parts is not None:
-            payload = b"".join(parts.get(p, b"") for p in self.parts)
-        if self._lengths:
-            for slot, of in self._lengths:
-                if of == BODY:
-                    n = len(payload)
-                elif parts is not None:
-                    n = len(parts.get(of, b""))
-                else:
-                    # A plain body is the last part; the others are empty.
-                    n = len(payload) if of == self.parts[-1] else 0
-                if n > slot.field.max_value:
-                    raise ValueError(
-                        f"{of} of {n} bytes does not fit in field {slot.name!r} "
-                        f"(at most {slot.field.max_value})"
-                    )
-                slot.write(header, n)
-        self._id.write(header, request_id)
+            payload = b"".join([parts.get(p, b"") for p in self.parts])
+        for slot, of in self._lengths:
+            if of == BODY:
+                n = len(payload)
+            elif parts is not None:
+                n = len(parts.get(of, b""))
+            else:
+                # A plain body is the last part; the others are empty.
+                n = len(payload) if of == self.parts[-1] else 0
+            if n > slot.max_value:
+                raise ValueError(
+                    f"{of} of {n} bytes does not fit in field {slot.name!r} "
+                    f"(at most {slot.max_value})"
+                )
+            writes.append((slot, n))
         if self._kind is not None:
             try:
-                self._kind.write(header, self._encode_kinds[kind])
+                writes.append((self._kind, self._encode_kinds[kind]))
             except KeyError:
                 raise ValueError(
                     f"this codec has no value for {Kind(kind).name} frames"
                 ) from None
+        packed = self._packed
+        if packed is not None:
+            return self._encoder.encode(packed.build(writes) + payload)
+        header = bytearray(self._template)
+        for slot, value in writes:
+            slot.write(header, value)
         header += payload
         return self._encoder.encode(bytes(header))
 
@@ -504,14 +597,17 @@ class HeaderCodec:
                 ) from None
         if not self.declared:
             return kind, request_id, frame[header_size:]
-        for slot, expected in self._expects:
-            value = slot.read(frame)
-            if value != expected:
+        packed = self._packed
+        if packed is not None:
+            values = packed.read(frame)
+        else:
+            values = {slot.name: slot.read(frame) for slot in self._readers}
+        for name, expected in self._expect_values:
+            if values[name] != expected:
                 raise CorruptFrame(
-                    f"field {slot.name!r} is {value:#x}, expected {expected:#x}: "
-                    f"the peer does not speak this protocol"
+                    f"field {name!r} is {values[name]:#x}, expected "
+                    f"{expected:#x}: the peer does not speak this protocol"
                 )
-        values = {slot.name: slot.read(frame) for slot in self._readers}
         body = frame[header_size:]
         reply = Message.__new__(Message)
         reply.fields = values

@@ -30,6 +30,8 @@ from framedclient import FramedClient, RemoteError
 from framedclient.codecs import Message
 from framedclient.runner.codecspec import parse_codec
 
+from .test_runner_gateway import error_of, running
+
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL = ROOT / "docs" / "codec-tutorial.md"
 NAMES = 1000
@@ -263,3 +265,19 @@ async def test_builtin_dns_codec_against_unbound(unbound: int):
             await client.request(b"\x04nope\x07example\x04test\x00\x00\x01\x00\x01")
         assert (raised.value.code, raised.value.message) == (3, "NXDOMAIN")
         assert raised.value.reply.fields["rcode"] == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_gateway_with_the_dns_codec_answers_over_http(unbound: int):
+    question = b"\x01a\x07example\x04test\x00\x00\x01\x00\x01"
+    async with running(
+        "--upstream", f"tcp:127.0.0.1:{unbound}", "--codec", "dns"
+    ) as gw:
+        code, _, body = await gw.post(question)
+        assert code == 200
+        # The message after the header: the question, then the A record.
+        assert body.startswith(question)
+        assert body.endswith(bytes([10, 0, 0, 1]))
+        code, _, body = await gw.post(b"\x04nope" + question[2:])
+        assert code == 500
+        assert error_of(body) == ("remote_error", "NXDOMAIN")

@@ -344,6 +344,7 @@ class HeaderCodec:
             raise ValueError(f"bytes_part {bytes_part!r} is not one of the parts")
         self._bytes_part = bytes_part
         self._part_names = frozenset(self.parts)
+        self._body_lengths = [f.name for f in self.fields if f.length_of == BODY]
         self._check_lengths(by_name)
         self.max_id = by_name[id_field].max_value
         # One compiled slot per field, shared by every role below.
@@ -585,18 +586,8 @@ class HeaderCodec:
                 f"frame of {len(frame)} bytes is shorter than the "
                 f"{header_size}-byte header"
             )
-        request_id = self._id.read(frame)
-        kind = REPLY
-        if self._kind is not None:
-            value = self._kind.read(frame)
-            try:
-                kind = self._decode_kinds[value]
-            except KeyError:
-                raise CorruptFrame(
-                    f"unknown kind value {value} in frame header"
-                ) from None
         if not self.declared:
-            return kind, request_id, frame[header_size:]
+            return self._kind_of(frame), self._id.read(frame), frame[header_size:]
         packed = self._packed
         if packed is not None:
             values = packed.read(frame)
@@ -608,17 +599,19 @@ class HeaderCodec:
                     f"field {name!r} is {values[name]:#x}, expected "
                     f"{expected:#x}: the peer does not speak this protocol"
                 )
+        request_id = values[self.id_field]  # type: ignore[index]
+        kind = REPLY if self._kind is None else self._kind_of(frame)
         body = frame[header_size:]
+        for name in self._body_lengths:
+            if values[name] != len(body):
+                raise CorruptFrame(
+                    f"field {name!r} says {values[name]} bytes of body, "
+                    f"the frame has {len(body)}"
+                )
         reply = Message.__new__(Message)
         reply.fields = values
         reply.body = body
         reply.parts = self._cut(values, body) if self.parts else {}
-        for slot, of in self._lengths:
-            if of == BODY and values[slot.name] != len(body):
-                raise CorruptFrame(
-                    f"field {slot.name!r} says {values[slot.name]} bytes of body, "
-                    f"the frame has {len(body)}"
-                )
         status = self._status
         if status is not None and kind == REPLY:
             code = values[status.name]
@@ -631,6 +624,15 @@ class HeaderCodec:
                 RemoteError(body.decode("utf-8", "replace"), None, reply),
             )
         return kind, request_id, reply
+
+    def _kind_of(self, frame: bytes) -> int:
+        if self._kind is None:
+            return REPLY
+        value = self._kind.read(frame)
+        try:
+            return self._decode_kinds[value]
+        except KeyError:
+            raise CorruptFrame(f"unknown kind value {value} in frame header") from None
 
     def _cut(self, values: Mapping[str, int], body: bytes) -> dict[str, bytes]:
         parts = {}

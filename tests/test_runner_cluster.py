@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, connect
 
@@ -25,7 +26,7 @@ from framedclient.runner.cluster import (
     retire,
     samples_to_json,
 )
-from framedclient.runner.workers import ControlChannel
+from framedclient.runner.workers import ControlChannel, WorkerSupervisor
 
 
 def report(
@@ -213,3 +214,13 @@ def test_calls_pending_when_the_channel_closes_fail():
     a.connectionLost(Failure(ConnectionDone()))
     assert failures and failures[0].check(ConnectionDone)
     assert len(lost) == 1
+
+
+def test_a_collection_before_any_worker_is_ready_does_not_wedge_the_next():
+    supervisor = WorkerSupervisor(
+        Clock(), {"workers": 2, "drain-timeout": 1.0, "argv": []}
+    )
+    done: list[None] = []
+    supervisor.collect().addCallback(done.append)
+    supervisor.collect().addCallback(done.append)
+    assert done == [None, None]

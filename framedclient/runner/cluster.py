@@ -292,6 +292,10 @@ class Merged:
                 "worker": self.answering,
             }
         )
+        if reports:
+            for key in reports[0].get("facts", ()):
+                if key in reports[0]["stats"]:
+                    stats[key] = reports[0]["stats"][key]
         gateway = stats.get("gateway")
         if isinstance(gateway, dict):
             gateway["max_body"] = reports[0]["stats"]["gateway"]["max_body"]

@@ -735,6 +735,8 @@ class Gateway:
             "stats": self.stats(client),
             "state": state,
             "throughput": self.throughput.as_json(),
+            # Facts every worker shares (codec, pool size): not summed.
+            "facts": sorted(self.describe),
         }
 
     def _connection_stats(self) -> dict[str, int]:

@@ -243,7 +243,7 @@ class RunnerService(MultiService):
         describe = {
             "codec": options["codec-spec"],
             "pool_size": self.config.pool_size,
-            "workers": 1 if worker is None else options["workers"],
+            "worker_count": 1 if worker is None else options["workers"],
         }
         self.gateway = Gateway(
             lambda: self.client_service.client,

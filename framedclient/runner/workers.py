@@ -404,7 +404,7 @@ class WorkerSupervisor(Service):
         self.standalone = False
         self.failed_workers = 0
         self._announced = False
-        self._collecting: Deferred[None] | None = None
+        self._collecting: Deferred[Any] | None = None
         self._waiting: list[Deferred[None]] = []
         self._collector = LoopingCall(self._collect_quietly)
         self._collector.clock = reactor
@@ -559,9 +559,13 @@ class WorkerSupervisor(Service):
         d: Deferred[None] = Deferred()
         self._waiting.append(d)
         if self._collecting is None:
-            self._collecting = DeferredList(
+            collecting: Deferred[Any] = DeferredList(
                 [slot.fetch() for slot in self.slots], consumeErrors=True
-            ).addCallback(self._collected)
+            )
+            # Set before the callback: with no worker ready yet, every fetch
+            # is done at once and the callback runs right here.
+            self._collecting = collecting
+            collecting.addCallback(self._collected)
         return d
 
     def _collected(self, _: object) -> None:

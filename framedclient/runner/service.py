@@ -49,6 +49,7 @@ from framedclient.client import FramedClient
 from framedclient.codec import Codec
 from framedclient.config import ClientConfig
 from framedclient.connection import Connection
+from framedclient.runner.allocator import limit_heap_retention
 from framedclient.runner.backend import EmbeddedBackendService
 from framedclient.runner.gateway import (
     Gateway,
@@ -388,6 +389,10 @@ class RunnerService(MultiService):
         # twist starts the services before it runs the reactor; an embedding
         # application usually starts them on a running reactor.
         self.standalone = not self._reactor.running
+        if self.standalone:
+            # This process is ours: give freed reply buffers back to the
+            # kernel (see framedclient.runner.allocator).
+            limit_heap_retention()
         super().startService()  # type: ignore[no-untyped-call]
         waits: list[Deferred[Any]] = [self.http.listening]
         if self.proxy is not None:

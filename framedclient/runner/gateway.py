@@ -66,6 +66,8 @@ import io
 import json
 import math
 import resource
+import socket
+import struct
 from collections import deque
 from collections.abc import Callable
 from importlib import resources
@@ -1381,6 +1383,7 @@ class _TrackingFactory(WrappingFactory):
                     )
                 transport: Any = wrapper.transport
                 transport.abortConnection()
+                _release_descriptor(transport)
                 return True
         return False
 
@@ -1398,6 +1401,32 @@ class _TrackingFactory(WrappingFactory):
         d: Deferred[None] = Deferred()
         self._gone_waiters.append(d)
         return d
+
+
+def _release_descriptor(transport: Any) -> None:
+    """
+    Close an aborted connection's socket now, with the reset
+    ``abortConnection`` would send.
+
+    ``abortConnection`` closes the socket on the next reactor turn, but one
+    turn of Twisted's accept loop may accept a hundred connections, each
+    evicting one at the cap: the descriptors of the evicted would pile up
+    above the cap, and at ``RLIMIT_NOFILE`` Twisted's EMFILE recovery
+    accepts and resets everything waiting in the backlog, the health probes
+    included.  Twisted's own close later finds the socket closed and
+    ignores it.
+    """
+    sock = getattr(transport, "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 class GatewayService(ListeningService):

@@ -253,3 +253,20 @@ def test_one_worker_is_the_single_process_gateway_without_a_supervisor():
     service = makeService(options)
     assert isinstance(service, RunnerService)
     assert service.link is None and service.gateway.cluster is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_ctrl_c_to_the_whole_group_stops_the_workers_once_without_restarts():
+    async with two_workers() as (proc, url):
+        current = await stats(url)
+        pids = [w["pid"] for w in current["workers"]]
+        # What a terminal's Ctrl-C does: SIGINT to every process of the group.
+        for pid in [proc.transport.pid, *pids]:  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGINT)
+        exit_code, signal_number = await proc.ended.addTimeout(30, reactor)
+        # twist reports a Ctrl-C by dying of SIGINT after its graceful stop.
+        assert (exit_code, signal_number) in ((0, None), (None, signal.SIGINT))
+        assert proc.messages().count("framedclient stopped") == 3, proc.log_text()
+        assert not any(
+            "restarting it in" in str(e.get("log_format")) for e in proc.events
+        ), proc.log_text()

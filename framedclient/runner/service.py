@@ -450,6 +450,11 @@ class RunnerService(MultiService):
             reactor.callFromThread(self._sigterm)
 
         signal.signal(signal.SIGTERM, on_sigterm)
+        if self.link is not None:
+            # Ctrl-C reaches every process of the terminal's group; the
+            # supervisor stops its workers itself (SIGTERM), so a worker
+            # must not stop on its own, nor be restarted for doing so.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def _sigterm(self) -> None:
         if self._sigterm_received:

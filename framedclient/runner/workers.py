@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -111,6 +112,9 @@ HEALTHY_AFTER = 10.0
 #: Seconds the supervisor gives its workers to drain, beyond
 #: ``--drain-timeout`` and the HTTP close timeout, before it kills them.
 STOP_MARGIN = 10.0
+
+#: Signals a worker may be stopped by, gracefully, while stopping.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # Where the listening sockets and the control socket are in a worker.
 _CONTROL_FD = 3
@@ -605,7 +609,9 @@ class WorkerSupervisor(Service):
             else f"exited with status {code}"
         )
         if self.stopping:
-            if code != 0:
+            # Ctrl-C reaches the workers too (one process group): twist then
+            # exits by the signal after a graceful stop, which is no failure.
+            if code != 0 and signal_number not in _STOP_SIGNALS:
                 self.failed_workers += 1
                 _log.warn(
                     "framedclient worker {worker} (pid {pid}) {how} while stopping",
@@ -636,8 +642,6 @@ class WorkerSupervisor(Service):
     # -- stopping --------------------------------------------------------------
 
     def _install_sigterm(self) -> None:
-        import signal
-
         def on_sigterm(signum: int, frame: object) -> None:
             self.reactor.callFromThread(self._sigterm)
 

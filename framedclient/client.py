@@ -47,6 +47,7 @@ from twisted.python.failure import Failure
 
 from framedclient._endpoints import endpoint_name
 from framedclient.balance import Ketama, WeightedRoundRobin, make_balancer
+from framedclient.codecs import Message
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
@@ -127,7 +128,7 @@ class _Call:
     def __init__(
         self,
         client: FramedClient,
-        body: bytes,
+        body: bytes | Message,
         deadline: float,
         timeout: float,
         idempotent: bool,
@@ -647,17 +648,23 @@ class FramedClient:
 
     def request(
         self,
-        body: bytes,
+        body: bytes | Message,
         timeout: float | None = None,
         *,
         idempotent: bool = False,
         wait_for_ready: bool | None = None,
         key: bytes | str | None = None,
-    ) -> Deferred[bytes]:
+    ) -> Deferred[Any]:
         """
-        Send one request; fires exactly once with the reply body or a
+        Send one request; fires exactly once with the reply or a
         :class:`~framedclient.errors.FramedClientError` (or
         ``CancelledError`` after ``cancel()``).
+
+        :param body: the request: ``bytes`` for simple protocols, or a
+            :class:`~framedclient.codecs.base.Message` (header fields and
+            body) for codecs that declare header fields.  The reply is of
+            the same shape: the body bytes, or a ``Message`` that keeps the
+            reply's header fields.
 
         :param timeout: overall deadline in seconds (queueing and retries
             included); ``None`` uses ``request_timeout``; ``math.inf`` for
@@ -673,8 +680,8 @@ class FramedClient:
         :param key: routes the request by key with a policy that does
             (``balancer="ketama"``: the key's upstream); ``str`` keys are
             UTF-8 encoded.  Other policies ignore it.
-        :raises TypeError: ``body`` is not bytes, ``timeout`` not a number,
-            ``key`` not bytes or str.
+        :raises TypeError: ``body`` is neither bytes nor a Message,
+            ``timeout`` not a number, ``key`` not bytes or str.
         :raises ValueError: ``timeout`` is not positive.
         """
         if body.__class__ is not bytes or timeout is not None:
@@ -825,13 +832,13 @@ class FramedClient:
     def _send_copy(
         self,
         proto: FramedProtocol,
-        body: bytes,
+        body: bytes | Message,
         timeout: float,
         idempotent: bool,
         attempt: int,
         hedge: bool,
         context: object,
-    ) -> Deferred[bytes]:
+    ) -> Deferred[Any]:
         """
         One copy of a request, on ``proto`` (which holds its slot), traced
         when tracing is on.
@@ -1310,7 +1317,9 @@ class Lease:
             proto, self.protocol = self.protocol, None
             self._client._return_lease(proto)
 
-    def request(self, body: bytes, timeout: float | None = None) -> Deferred[bytes]:
+    def request(
+        self, body: bytes | Message, timeout: float | None = None
+    ) -> Deferred[Any]:
         """
         A request on the leased connection (same contract as
         :meth:`FramedProtocol.request`; no retries: the conversation is

@@ -33,7 +33,7 @@ and promises:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -44,6 +44,7 @@ from framedclient.errors import RemoteError
 from framedclient.retry import RetryBudget
 
 if TYPE_CHECKING:
+    from framedclient.codecs import Message
     from framedclient.metrics import LatencyHistogram
     from framedclient.protocol import FramedProtocol
 
@@ -95,7 +96,8 @@ class Hedger:
         release: Callable[[], None],
         budget: RetryBudget,
         send: Callable[
-            [FramedProtocol, bytes, float, bool, int, bool, object], Deferred[bytes]
+            [FramedProtocol, bytes | Message, float, bool, int, bool, object],
+            Deferred[Any],
         ],
     ) -> None:
         self._clock = clock
@@ -133,11 +135,11 @@ class Hedger:
     def request(
         self,
         proto: FramedProtocol,
-        body: bytes,
+        body: bytes | Message,
         timeout: float,
         key: bytes | None,
         context: object,
-    ) -> Deferred[bytes]:
+    ) -> Deferred[Any]:
         """
         Send idempotent ``body`` on ``proto`` (which holds a slot already),
         and a hedge later if it is slow.
@@ -196,9 +198,9 @@ class _Hedged:
     def __init__(
         self,
         hedger: Hedger,
-        first: Deferred[bytes],
+        first: Deferred[Any],
         upstream: str,
-        body: bytes,
+        body: bytes | Message,
         timeout: float,
         key: bytes | None,
         delay: float,
@@ -212,8 +214,8 @@ class _Hedged:
         self.done = False
         self.first_failure: Failure | None = None
         self.context: object = None
-        self.second: Deferred[bytes] | None = None
-        self.outer: Deferred[bytes] = Deferred(self.cancel)
+        self.second: Deferred[Any] | None = None
+        self.outer: Deferred[Any] = Deferred(self.cancel)
         self.first = first
         self.timer: IDelayedCall | None = clock.callLater(delay, self.fire)
         first.addBoth(self.settled, False)
@@ -223,7 +225,7 @@ class _Hedged:
         if not self.done:
             self.hedger.hedge(self)
 
-    def settled(self, result: bytes | Failure, hedge: bool) -> None:
+    def settled(self, result: Any, hedge: bool) -> None:
         """
         One copy's outcome.  Returns ``None``: the copies' outcomes stop
         here (the loser's cancellation included); the caller gets the
@@ -245,7 +247,7 @@ class _Hedged:
             if self.first_failure is not None:
                 result = self.first_failure
         self.done = True
-        self.body = b""
+        self.body = b""  # the body is not needed any more
         if hedge and not isinstance(result, Failure):
             self.hedger.counts["won"] += 1
         if other is not None and not other.called:
@@ -255,7 +257,7 @@ class _Hedged:
         else:
             self.outer.callback(result)
 
-    def cancel(self, outer: Deferred[bytes]) -> None:
+    def cancel(self, outer: Deferred[Any]) -> None:
         # The caller cancelled: both copies go (cancel frames sent); then
         # Deferred.cancel() fails ``outer`` with CancelledError.
         if self.done:

@@ -27,6 +27,8 @@ microseconds a request, so it costs nothing instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -71,13 +73,13 @@ class RequestTracer:
 
     def traced(
         self,
-        d: Deferred[bytes],
+        d: Deferred[Any],
         upstream: str | None,
         connection: str | None,
         attempt: int,
         hedge: bool,
         context: object = None,
-    ) -> Deferred[bytes]:
+    ) -> Deferred[Any]:
         """
         ``d`` with a span that starts now and ends with ``d``'s outcome,
         under ``context`` (from :meth:`context`; ``None``: the current
@@ -98,7 +100,7 @@ class RequestTracer:
         return d
 
 
-def _end(result: bytes | Failure, span: Span) -> bytes | Failure:
+def _end(result: Any, span: Span) -> Any:
     if isinstance(result, Failure):
         outcome = outcome_of(result.value)
         span.set_status(Status(StatusCode.ERROR, result.getErrorMessage()))

@@ -16,6 +16,7 @@ from twisted.test.iosim import FakeTransport, connect
 from framedclient.metrics import (
     CounterSample,
     GaugeSample,
+    HistogramSample,
     LatencyHistogram,
     Metrics,
     prometheus_text,
@@ -224,3 +225,38 @@ def test_a_collection_before_any_worker_is_ready_does_not_wedge_the_next():
     supervisor.collect().addCallback(done.append)
     supervisor.collect().addCallback(done.append)
     assert done == [None, None]
+
+
+def with_upstream_latency(rep: dict[str, Any], latencies: list[float]) -> dict[str, Any]:
+    """``rep`` plus a per-upstream latency histogram sample."""
+    histogram = LatencyHistogram()
+    for latency in latencies:
+        histogram.record(latency)
+    sample = HistogramSample(
+        "framedclient_upstream_request_latency_seconds",
+        "By upstream.",
+        histogram,
+        {"upstream": "tcp:db:1", "outcome": "ok"},
+    )
+    rep["samples"] += samples_to_json([sample])
+    return rep
+
+
+def test_per_upstream_histograms_merge_across_workers_and_outlive_a_dead_one():
+    live = with_upstream_latency(report([]), [0.001] * 4)
+    dead = entry(1, None, restarts=1, retired=retire(None, with_upstream_latency(report([]), [0.1] * 6)))
+    merged = merge_reports([entry(0, live), dead], 0)
+    (sample,) = [
+        s for s in merged.samples()
+        if s.name == "framedclient_upstream_request_latency_seconds"
+    ]
+    assert isinstance(sample, HistogramSample)
+    single = LatencyHistogram()
+    for value in [0.001] * 4 + [0.1] * 6:
+        single.record(value)
+    assert sample.value.buckets() == single.buckets()
+    text = prometheus_text(merged.metrics, merged.samples()).decode()
+    assert (
+        'framedclient_upstream_request_latency_seconds_count{outcome="ok",upstream="tcp:db:1"} 10.0'
+        in text
+    )

@@ -190,27 +190,47 @@ class LeastLoaded:
 
 class PowerOfTwoChoices:
     """
-    Two distinct ready connections drawn at random; the one with fewer
-    requests in its table wins (the first drawn on a tie).
+    Two candidate connections; the one with fewer requests in its table
+    wins (the random one on a tie).  By default one candidate is drawn at
+    random and the other is the last winner ("load balancing with
+    memory": Shah and Prabhakar; Mitzenmacher, Prabhakar and Shah); with
+    ``memory=False`` both are drawn at random (Finagle's and tower's p2c).
 
     Why not always the least loaded: many clients (or one client's bursts
     between two reactor turns) that all pick "the emptiest" pile onto the
-    same connection; two random choices keep most of least-loaded's benefit
-    (Mitzenmacher) while spreading such herds.  When one of the two cannot
-    take a request the other is used; when neither can, a full scan finds
-    one if any can.
+    same connection; two choices keep most of least-loaded's benefit while
+    spreading such herds.  Why the memory: it balances at least as well as
+    two random draws, costs one random number instead of two, and keeps the
+    requests of one burst (the replies of one read that each send a new
+    request) on one connection while it is no busier than a random other,
+    so they leave in fewer writes: on loopback with four connections (a
+    loaded machine), two random draws cost 7 to 14 % more CPU per request
+    than a least-loaded scan; with the memory, within 5 % of it either way
+    (64 and 1,024 requests in flight).
+
+    When a candidate cannot take a request the other is used; when neither
+    can, a full scan finds one if any can.
 
     :param random: a ``random()`` function; pass a seeded
         ``random.Random(seed).random`` for reproducible picks.
+    :param memory: keep the last winner as one of the two candidates.
     """
 
-    __slots__ = ("_random",)
+    __slots__ = ("_last", "_random", "memory")
 
-    def __init__(self, random: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self, random: Callable[[], float] | None = None, memory: bool = True
+    ) -> None:
         self._random = random if random is not None else _random.random
+        self.memory = memory
+        # The last winner's index in ``ready`` (-1: none), not the
+        # connection itself, so a closed connection is never kept alive
+        # here; after the pool changes it may name another connection,
+        # which is then just as good a candidate.
+        self._last = -1
 
     def __repr__(self) -> str:
-        return "PowerOfTwoChoices()"
+        return f"PowerOfTwoChoices(memory={self.memory})"
 
     def pick(
         self, ready: Sequence[FramedProtocol], leased: Container[FramedProtocol]
@@ -220,19 +240,32 @@ class PowerOfTwoChoices:
             return _least_loaded(ready, leased)
         rand = self._random
         i = int(rand() * n)
-        j = int(rand() * (n - 1))
-        if j >= i:
-            j += 1
-        a = ready[i]
-        b = ready[j]
+        j = self._last
+        if not 0 <= j < n:
+            j = int(rand() * (n - 1))
+            if j >= i:
+                j += 1
+        elif j == i:
+            # The draw is the remembered one: draw the other candidate.
+            i = int(rand() * (n - 1))
+            if i >= j:
+                i += 1
+        a = ready[j]
+        b = ready[i]
         a_ok = a.accepting and a not in leased
-        if b.accepting and b not in leased:
-            if a_ok and a.table_size <= b.table_size:
-                return a
-            return b
-        if a_ok:
-            return a
-        return _least_loaded(ready, leased)
+        # On a tie the random one wins, so an idle pool (sequential callers,
+        # a quiet client over several hosts) uses every connection.
+        if b.accepting and b not in leased and not (
+            a_ok and a.table_size < b.table_size
+        ):
+            winner, index = b, i
+        elif a_ok:
+            winner, index = a, j
+        else:
+            return _least_loaded(ready, leased)
+        if self.memory:
+            self._last = index
+        return winner
 
 
 class RoundRobin:

@@ -165,6 +165,33 @@ def test_p2c_is_reproducible_with_a_seeded_random():
     ]
 
 
+def test_p2c_keeps_the_last_winner_while_it_is_less_busy_than_a_random_one():
+    a, b, c = FakeProto("a", 0), FakeProto("b", 0), FakeProto("c", 0)
+    conns = ready(("u", a), ("u", b), ("u", c))
+    policy = PowerOfTwoChoices(random=scripted([0.9, 0.0, 0.4, 0.9, 0.0, 0.0]))
+    # First pick: draws c (index 2) and a (index 0); on a tie the random
+    # draw, c, wins and is remembered.
+    assert policy.pick(conns, set()) is c
+    a.table_size, b.table_size = 5, 3
+    # c (remembered, 0) against b (drawn, 3): c stays.
+    assert policy.pick(conns, set()) is c
+    # The draw is c itself: another one, a (5); c stays.
+    assert policy.pick(conns, set()) is c
+    # c against a random one that is just as idle: the random one wins.
+    a.table_size = 0
+    assert policy.pick(conns, set()) is a
+
+
+def test_p2c_without_memory_draws_both_candidates():
+    a, b, c = FakeProto("a", 0), FakeProto("b", 5), FakeProto("c", 5)
+    policy = PowerOfTwoChoices(random=scripted([0.5, 0.9, 0.5, 0.9]), memory=False)
+    conns = ready(("u", a), ("u", b), ("u", c))
+    # Draws b (index 1) then c (index 2) both times: a is never a candidate,
+    # and on their tie the first draw, b, wins.
+    assert policy.pick(conns, set()) is b
+    assert policy.pick(conns, set()) is b
+
+
 def test_p2c_uses_the_other_draw_when_one_cannot_take_a_request():
     a, b = FakeProto("a", 0, accepting=False), FakeProto("b", 7)
     policy = PowerOfTwoChoices(random=scripted([0.0, 0.0]))

@@ -56,6 +56,7 @@ from framedclient.errors import (
     Unavailable,
     outcome_of,
 )
+from framedclient.health import HealthBoard, HostHealth
 from framedclient.metrics import GaugeSample, Metrics
 from framedclient.pool import Limiter, Pool
 from framedclient.protocol import (
@@ -88,6 +89,7 @@ class _Call:
 
     __slots__ = (
         "attempt",
+        "avoid",
         "body",
         "client",
         "current",
@@ -120,6 +122,8 @@ class _Call:
         self.wait = wait
         self.attempt = attempt
         self.has_slot = False
+        #: the host a retry should avoid (the one the request died with)
+        self.avoid: HostHealth | None = None
         self.queued_bytes = 0
         self.stage = _ACQUIRING
         self.current: Deferred[Any] | None = None
@@ -285,25 +289,38 @@ class FramedClient:
         self._events = metrics if metrics is not None else Metrics()
         self.request_timeout = config.request_timeout
         self.wait_for_ready = config.wait_for_ready
-        self.factory = FramedClientFactory(
-            config=config.protocol_config(),
-            clock=clock,
-            metrics=self._events,
-            owner=self,
-            per_connection_metrics=True,
-            on_built=self._track,
+        #: the health of each endpoint (see :mod:`framedclient.health`)
+        self.health = HealthBoard(
+            clock,
+            failure_accrual=config.failure_accrual,
+            ejection_time=config.ejection_time,
+            max_ejected_share=config.max_ejected_share,
         )
+        protocol_config = config.protocol_config(len(endpoints) * config.pool_size)
         self._limiter = Limiter(
             clock, config.max_in_flight, config.max_pending, config.acquire_timeout
         )
         connections = []
+        #: one connection factory per endpoint (each tells its connections
+        #: which host's health they report to)
+        self.factories: list[FramedClientFactory] = []
         for e, endpoint in enumerate(endpoints):
             label = names[e] if names else f"upstream{e}"
+            factory = FramedClientFactory(
+                config=protocol_config,
+                clock=clock,
+                metrics=self._events,
+                owner=self,
+                per_connection_metrics=True,
+                on_built=self._track,
+                health=self.health.host(label),
+            )
+            self.factories.append(factory)
             for i in range(config.pool_size):
                 connections.append(
                     Connection(
                         endpoint,
-                        self.factory,
+                        factory,
                         clock,
                         backoff=config.backoff,
                         connect_timeout=config.connect_timeout,
@@ -311,7 +328,9 @@ class FramedClient:
                         name=f"{label}/{i}",
                     )
                 )
-        self.pool = Pool(connections, balancer, self._limiter)
+        #: the first endpoint's factory (all share one configuration)
+        self.factory = self.factories[0]
+        self.pool = Pool(connections, balancer, self._limiter, self.health)
         # Bound once: the fast path calls them for every request.
         self._take = self.pool.take
         self._release = self._limiter.release
@@ -453,6 +472,7 @@ class FramedClient:
             if timer is not None and timer.active():
                 timer.cancel()
             self._deadlines.stop()
+            self.health.stop()
 
         done.addBoth(finished)
         self._closed = done
@@ -582,12 +602,18 @@ class FramedClient:
         if call.stage == _ACQUIRING:
             call.finish(failure)
 
-    def _dispatch(self, call: _Call) -> None:
+    def _pick_for(self, call: _Call) -> FramedProtocol | None:
+        if call.avoid is None:
+            return self.pool.pick()
+        return self.pool.pick_avoiding(call.avoid)
+
+    def _dispatch(self, call: _Call, proto: FramedProtocol | None = None) -> None:
         """
-        Hand a slot-holding call to a connection, or park it until one can
-        take it.
+        Hand a slot-holding call to a connection (``proto``, or the one the
+        pool picks), or park it until one can take it.
         """
-        proto = self.pool.pick()
+        if proto is None:
+            proto = self._pick_for(call)
         if proto is None:
             if self._closing:
                 call.finish(ClientClosed("the client is closing"))
@@ -695,12 +721,18 @@ class FramedClient:
         if self._waiting or self._lease_waiters:
             self._kick()
 
-    def request_orphaned(self, p: PendingRequest, lost: ConnectionLost) -> bool:
+    def request_orphaned(
+        self,
+        p: PendingRequest,
+        lost: ConnectionLost,
+        host: HostHealth | None = None,
+    ) -> bool:
         """
         A connection died (or went away) holding ``p``, which is safe to
         send again: never written, or idempotent.  Take it over if its
         deadline, the attempt bound and (for written ones) the retry budget
-        allow; it keeps its in-flight slot.
+        allow; it keeps its in-flight slot, and goes to another host than
+        ``host`` (the connection's) when another can take it.
         """
         if self._closing or p.attempt >= MAX_ATTEMPTS or p.body is None:
             return False
@@ -726,6 +758,7 @@ class FramedClient:
             p.attempt + 1,
         )
         call.has_slot = True
+        call.avoid = host
         # A retry's body waits in the client too (never refused: it already
         # holds a slot).
         call.queued_bytes = len(p.body)
@@ -764,12 +797,12 @@ class FramedClient:
             if call.stage != _WAITING:
                 waiting.popleft()
                 continue
-            proto = self.pool.pick()
+            proto = self._pick_for(call)
             if proto is None:
                 break
             waiting.popleft()
             call.stage = _ACQUIRING
-            self._dispatch(call)
+            self._dispatch(call, proto)
         leases = self._lease_waiters
         while leases:
             if leases[0].called:
@@ -869,6 +902,7 @@ class FramedClient:
         # nothing is queued (a leak shows up here).
         state["slow_path_calls"] = self._slow_live
         state["upstreams"] = self.pool.debug_state()
+        state["hosts"] = self.health.debug_state()
         get_calls: Callable[[], list[Any]] | None = getattr(
             self._clock, "getDelayedCalls", None
         )

@@ -78,6 +78,7 @@ CONNECTION_EVENTS: tuple[str, ...] = (
     "lost",
     "reconnect",
     "protocol_error",
+    "black_hole",
 )
 """The connection events :meth:`MetricsRecorder.record_connection_event`
 accepts."""

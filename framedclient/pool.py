@@ -25,6 +25,7 @@ from framedclient.balance import Balancer, LeastLoaded
 from framedclient.connection import Connection
 from framedclient.deadlines import DeadlineQueue
 from framedclient.errors import Overloaded
+from framedclient.health import PROBING, HealthBoard, HostHealth
 from framedclient.protocol import FramedProtocol
 
 __all__ = ["Limiter", "Pool"]
@@ -204,9 +205,16 @@ class Pool:
 
     :param balancer: the pick policy; least-loaded with rotating ties by
         default (see :mod:`framedclient.balance`).
+    :param health: the health of the hosts the connections lead to (each
+        protocol's ``health``; see :mod:`framedclient.health`).
 
     A connection that is leased (see :meth:`lease`) or not accepting (full,
-    draining, not ready) is skipped.
+    draining, not ready) is skipped.  The balancer sees only the ready
+    connections of eligible hosts (not ejected, no probe out), so any
+    policy honours host health unchanged; when no eligible host has a ready
+    connection, it sees every ready connection (a degraded host serves
+    better than none).  The first request picked for a probing host is its
+    probe.
     """
 
     def __init__(
@@ -214,6 +222,7 @@ class Pool:
         connections: list[Connection],
         balancer: Balancer | None = None,
         limiter: Limiter | None = None,
+        health: HealthBoard | None = None,
     ) -> None:
         self.connections = connections
         #: the slots :meth:`take` hands out with a connection (``None``: no
@@ -223,8 +232,14 @@ class Pool:
         self._pick = self.balancer.pick
         self.leased: set[FramedProtocol] = set()
         self._ready: list[FramedProtocol] = []
+        #: whether some host in ``_ready`` waits for its probe (so the hot
+        #: path checks one boolean, not the host of every pick)
+        self._probing = False
+        self.health = health
         for conn in connections:
             conn.add_listener(self._state_changed)
+        if health is not None:
+            health.add_listener(self._health_changed)
 
     def __iter__(self) -> Iterator[Connection]:
         return iter(self.connections)
@@ -233,7 +248,21 @@ class Pool:
         return len(self.connections)
 
     def _state_changed(self, conn: Connection, old: str, new: str) -> None:
-        self._ready = [p for c in self.connections if (p := c.protocol) is not None]
+        self._rebuild()
+
+    def _health_changed(self, host: HostHealth) -> None:
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        ready = [p for c in self.connections if (p := c.protocol) is not None]
+        if self.health is not None:
+            eligible = [p for p in ready if p.health is None or p.health.eligible]
+            if eligible:
+                ready = eligible
+            self._probing = any(
+                p.health is not None and p.health.state == PROBING for p in ready
+            )
+        self._ready = ready
 
     @property
     def ready_count(self) -> int:
@@ -244,15 +273,53 @@ class Pool:
         The connection the balancer picks for the next request, or ``None``
         when no connection can take a request now.
         """
+        # _choose, inlined: this runs once per request.
         ready = self._ready
+        proto: FramedProtocol | None
         if len(ready) == 1:
             # One ready connection (pool_size=1, or a larger pool while the
             # others reconnect): no choice to make, whatever the policy.
             proto = ready[0]
-            if proto.accepting and proto not in self.leased:
-                return proto
-            return None
-        return self._pick(ready, self.leased)
+            if not proto.accepting or proto in self.leased:
+                return None
+        else:
+            proto = self._pick(ready, self.leased)
+        if self._probing and proto is not None:
+            self._probe(proto)
+        return proto
+
+    def pick_avoiding(self, host: HostHealth | None) -> FramedProtocol | None:
+        """
+        Like :meth:`pick`, but on a connection to another host than
+        ``host`` when one can take the request (a retry of a request that
+        died with its host); else on any.
+        """
+        if host is not None:
+            others = [p for p in self._ready if p.health is not host]
+            if others:
+                proto = self._choose(others)
+                if proto is not None:
+                    return proto
+        return self._choose(self._ready)
+
+    def _choose(self, ready: list[FramedProtocol]) -> FramedProtocol | None:
+        proto: FramedProtocol | None
+        if len(ready) == 1:
+            proto = ready[0]
+            if not proto.accepting or proto in self.leased:
+                return None
+        else:
+            proto = self._pick(ready, self.leased)
+        if self._probing and proto is not None:
+            self._probe(proto)
+        return proto
+
+    def _probe(self, proto: FramedProtocol) -> None:
+        host = proto.health
+        if host is not None and host.state == PROBING:
+            # This request is the host's probe; the pool rebuilds its list
+            # without the host until the probe's outcome is known.
+            host.probe_sent()
 
     def take(self) -> FramedProtocol | None:
         """

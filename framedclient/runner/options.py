@@ -193,6 +193,8 @@ class ConfigOption:
     setting: Setting
     flag: bool | None
     default: str | None
+    #: the default is derived from other settings (``auto``)
+    derived: bool = False
 
     @property
     def help(self) -> str:
@@ -236,7 +238,12 @@ def config_options() -> list[ConfigOption]:
             default = setting.default_text
         else:
             default = setting.kind.show(field.default, cli=True)
-        options.append(ConfigOption(field.name, option, setting, None, default))
+        derived = isinstance(field.default, attrs.Factory) and getattr(  # type: ignore[arg-type]
+            field.default, "takes_self", False
+        )
+        options.append(
+            ConfigOption(field.name, option, setting, None, default, derived)
+        )
     return options
 
 
@@ -415,14 +422,21 @@ class Options(usage.Options):
                 continue
             raw = self[o.option]
             raws[o.field] = raw
+            if o.derived and raw.strip().lower() == o.default:
+                # A default that depends on other settings (heartbeats: on
+                # for codecs with ping frames): the config derives it.
+                continue
             self[o.option] = values[o.field] = o.parse(raw)
         try:
-            self["config"] = ClientConfig(**values)  # type: ignore[arg-type]
+            config = self["config"] = ClientConfig(**values)  # type: ignore[arg-type]
         except InvalidSetting as error:
             option = next(o for o in _CONFIG_OPTIONS if o.field == error.setting)
             raise usage.UsageError(
                 f"--{option.option} {raws.get(error.setting)!r}: {error.reason}"
             ) from None
+        for o in _CONFIG_OPTIONS:
+            if o.field not in values and o.flag is None:
+                self[o.option] = getattr(config, o.field)
         for name in ("drain-timeout", "http-write-timeout"):
             self[name] = _seconds(name, self[name])
         budget = self["http-reply-budget"]

@@ -670,6 +670,19 @@ class FramedClient:
                 self._waiting.remove(call)
             except ValueError:
                 pass
+            if self.pool.ready_count:
+                # Connections were ready but none could take it: each was at
+                # its in-flight cap (or its table was full) all along.
+                config = self.factory.config
+                call.finish(
+                    Overloaded(
+                        f"every ready connection stayed full for the request's "
+                        f"{call.timeout:g} s deadline (max_in_flight_per_connection="
+                        f"{config.max_in_flight}, max_pending_per_connection="
+                        f"{config.max_pending}); the request was not sent"
+                    )
+                )
+                return
             call.finish(
                 Unavailable(
                     f"no connection became ready within the request's "

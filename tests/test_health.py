@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from framedclient.backoff import ConstantBackoff
 from framedclient.client import FramedClient
 from framedclient.codecs import GOAWAY, FC1Codec
-from framedclient.errors import ConnectionLost, RequestTimeout
+from framedclient.errors import ConnectionLost, Overloaded, RequestTimeout
 from framedclient.health import (
     EJECTED,
     LIVE,
@@ -367,13 +367,16 @@ def test_no_connection_holds_more_than_its_in_flight_cap():
         max_in_flight_per_connection=3,
     )
     server.flush()
-    held = [client.request(b"!hold", timeout=10) for _ in range(8)]
+    held = [client.request(b"!hold", timeout=10) for _ in range(6)]
+    waiting = [client.request(b"!hold", timeout=2) for _ in range(2)]
     server.flush()
     assert sorted(c.protocol.pending for c in client.pool) == [3, 3]
     assert client.queued == 2, "the rest wait in the client, not on a connection"
-    server.drop_all()
-    server.advance(0.1)
-    assert len(outcomes(held)) == 8
+    server.advance(2.0)
+    waited = outcomes(waiting)
+    assert all(f.check(Overloaded) for f in waited)
+    assert "max_in_flight_per_connection=3" in waited[0].getErrorMessage()
+    assert outcomes(held) == ["pending"] * 6
 
 
 def test_the_default_cap_is_twice_the_fair_share():

@@ -10,7 +10,7 @@ States and what moves between them::
                      │    ▼                    │ │ on its own; connect anew
                   backing_off ◀────lost────────┘ └──▶ connecting
                      ▲ (delay 0 after the loss of a healthy connection)
-                     └────── early_goaway (GOAWAY within healthy_after)
+                     └────── early_goaway (GOAWAY young, before any answer)
 
     close/abort: idle, backing_off ──▶ closed
                  connecting, ready ──▶ closing ──(connect_failed, lost)──▶ closed
@@ -57,8 +57,9 @@ A connection counts as *healthy* once it has been ready for
 and resets the backoff, while a connection that dies young counts as one
 more failed attempt, so a server that accepts and immediately closes is
 retried with backoff, not in a tight loop.  The same holds for GOAWAY: on a
-healthy connection it connects anew at once; on a young one it is a failed
-attempt (``early_goaway``), and the connection backs off.
+healthy connection, or one that the server has answered on, it connects
+anew at once; on a young one not answered on yet it is a failed attempt
+(``early_goaway``), and the connection backs off.
 """
 
 from __future__ import annotations
@@ -300,11 +301,13 @@ class _Core:
         if proto is not self.protocol:
             return
         age = self.clock.seconds() - self.ready_at
-        if age < self.healthy_after:
+        if age < self.healthy_after and not proto.answered:
             # A server that sends GOAWAY to every new connection (shutting
             # down, overloaded, misconfigured) would otherwise be reconnected
-            # to in a tight loop: a young connection told to go away is a
-            # failed attempt, retried with backoff.
+            # to in a tight loop: a young connection told to go away before
+            # it served anything is a failed attempt, retried with backoff.
+            # (One that served requests first is a hand-over: each reconnect
+            # is paid for by work done.)
             self.failed_attempts = self.attempts_before_ready + 1
             self.next_delay = self.backoff.delay(self.failed_attempts)
             self.last_error = f"server sent GOAWAY {age:.3f} s after connecting"

@@ -259,6 +259,8 @@ class FramedProtocol(Protocol):
         self.connected_at: float | None = None
         self.ok_count = 0
         self.failed_count = 0
+        #: error replies received (counted in ``failed_count`` too)
+        self.error_replies = 0
         self.bytes_received = 0
         self.bytes_sent = 0
 
@@ -320,6 +322,14 @@ class FramedProtocol(Protocol):
     @property
     def is_closed(self) -> bool:
         return self._state == _CLOSED
+
+    @property
+    def answered(self) -> bool:
+        """
+        Whether the server has answered any request on this connection (a
+        reply or an error reply).
+        """
+        return bool(self.ok_count or self.error_replies)
 
     @property
     def is_draining(self) -> bool:
@@ -487,6 +497,7 @@ class FramedProtocol(Protocol):
         self.failed_count += 1
         if exit == ERROR_REPLY:
             # The server answered: it is there, whatever it said.
+            self.error_replies += 1
             self._silent_timeouts = 0
             health = self.health
             if health is not None and health.failures:

@@ -215,6 +215,19 @@ def test_goaway_on_a_healthy_connection_resets_the_backoff():
     assert conn.failed_attempts == 0
 
 
+def test_goaway_on_a_young_connection_that_served_requests_is_a_hand_over():
+    conn, endpoint, clock = make(backoff=ConstantBackoff(2.0))
+    conn.start()
+    proto = endpoint.accept()
+    d = proto.request(b"served")
+    clock.advance(0)
+    answer_all(proto)
+    assert outcomes([d]) == [b"served"]
+    proto.dataReceived(CODEC.encode(GOAWAY, 0, b""))
+    assert conn.state == "connecting", "reconnects at once"
+    assert conn.failed_attempts == 0
+
+
 def test_close_waits_for_draining_goaway_connections():
     conn, endpoint, clock = make()
     conn.start()

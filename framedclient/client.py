@@ -245,6 +245,8 @@ class FramedClient:
         of the wrong type), naming the setting.
 
     :ivar config: the :class:`~framedclient.config.ClientConfig` in force.
+    :ivar health: the :class:`~framedclient.health.HealthBoard` of the
+        endpoints (one host each): failure accrual, ejections, probes.
     """
 
     def __init__(
@@ -289,7 +291,6 @@ class FramedClient:
         self._events = metrics if metrics is not None else Metrics()
         self.request_timeout = config.request_timeout
         self.wait_for_ready = config.wait_for_ready
-        #: the health of each endpoint (see :mod:`framedclient.health`)
         self.health = HealthBoard(
             clock,
             failure_accrual=config.failure_accrual,

@@ -337,6 +337,8 @@ class FramedClient:
         self._release = self._limiter.release
         for conn in connections:
             conn.add_listener(self._connection_changed)
+        # After the pool's listener: it knows the host's connections first.
+        self.health.add_listener(self._host_changed)
         self._budget = retry_budget or RetryBudget(clock)
         self._waiting: deque[_Call] = deque()
         self._delayed: set[_Call] = set()  # retries waiting out their delay
@@ -827,6 +829,11 @@ class FramedClient:
                 break
             self.pool.leased.add(proto)
             leases.popleft().callback(proto)
+
+    def _host_changed(self, host: HostHealth) -> None:
+        if host.eligible and self._waiting:
+            # A host's window ended or it revived: capacity appeared.
+            self._kick()
 
     def _connection_changed(self, conn: Connection, old: str, new: str) -> None:
         if new == "ready":

@@ -264,6 +264,31 @@ def test_a_host_that_answers_its_probe_takes_requests_again():
     assert {fleet.server_of(client.pool.pick()) for _ in range(10)} == {0, 1}
 
 
+def test_requests_waiting_for_capacity_go_to_a_host_whose_window_ended():
+    fleet = Fleet(
+        2,
+        silent=(0,),
+        pool_size=1,
+        failure_accrual=1,
+        max_in_flight_per_connection=1,
+        request_timeout=1.0,
+    )
+    client = fleet.client
+    outcomes([client.request(b"x") for _ in range(2)])  # one per host
+    fleet.flush()
+    fleet.advance(1.0)
+    sick = client.health.hosts[0]
+    assert sick.state == EJECTED
+    held = client.request(b"!hold", timeout=30)  # host 1, at its cap now
+    waiting = client.request(b"waits", timeout=30)
+    fleet.flush()
+    assert client.queued == 1
+    fleet.advance(sick.ejected_until - fleet.clock.seconds())
+    assert client.queued == 0, "sent as the probe when the window ended"
+    assert sick.state == PROBE_SENT
+    del held, waiting
+
+
 def test_debug_state_shows_each_host():
     fleet = Fleet(2, pool_size=1)
     hosts = fleet.client.debug_state()["hosts"]

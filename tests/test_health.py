@@ -413,20 +413,29 @@ def test_the_default_cap_is_twice_the_fair_share():
     assert all(c.protocol._in_flight_cap == 8 for c in client.pool)
 
 
+class FirstAccepting:
+    """
+    A pick policy that always takes the first connection that can take a
+    request: host 0's connections while it has any.
+    """
+
+    def pick(self, ready, leased):
+        return next((p for p in ready if p.accepting and p not in leased), None)
+
+
 def test_an_idempotent_request_lost_with_its_host_is_retried_on_another_host():
-    fleet = Fleet(2, pool_size=1)
+    fleet = Fleet(2, pool_size=2, balancer=FirstAccepting())
     client = fleet.client
     ds = [client.request(b"!delay:0.5 job-%d" % i, idempotent=True) for i in range(6)]
     fleet.flush()
-    # Host 0 dies with its requests written; it is back at once, but the
-    # retries go to host 1.
-    fleet.servers[0].drop_all()
-    fleet.flush()
-    assert client.pool.connections[0].state in ("connecting", "ready", "backing_off")
+    first = fleet.servers[0].open_connections[0]
+    assert first.client.pending == 6
+    # That connection dies with the requests written; host 0 still has a
+    # ready connection, which the policy would pick, but the retries go to
+    # host 1.
+    first.cut()
     fleet.advance(1.0, step=0.01)
     assert outcomes(ds) == [b"!delay:0.5 job-%d" % i for i in range(6)]
-    served = [
-        sum(p.ok_count for p in (c.client for c in s.connections))
-        for s in fleet.servers
-    ]
+    served = [sum(c.client.ok_count for c in s.connections) for s in fleet.servers]
     assert served == [0, 6]
+    assert client.metrics.retries == 6

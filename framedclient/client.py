@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Unpack
 
+import attrs
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -44,9 +45,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from framedclient.balance import Balancer
+from framedclient.codecs import Message
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
+from framedclient.discovery import (
+    Host,
+    HostSource,
+    RefreshPolicy,
+    StaticHosts,
+    sources_from,
+)
 from framedclient.engine import check_request
 from framedclient.errors import (
     ClientClosed,
@@ -57,6 +66,7 @@ from framedclient.errors import (
     outcome_of,
 )
 from framedclient.health import HealthBoard, HostHealth
+from framedclient.membership import Membership
 from framedclient.metrics import GaugeSample, Metrics
 from framedclient.pool import Limiter, Pool
 from framedclient.protocol import (
@@ -107,7 +117,7 @@ class _Call:
     def __init__(
         self,
         client: FramedClient,
-        body: bytes,
+        body: bytes | Message,
         deadline: float,
         timeout: float,
         idempotent: bool,
@@ -209,6 +219,16 @@ class ClientKeywords(ClientSettings, total=False):
     balancer: Balancer | None
     start: bool
     names: Sequence[str] | None
+    discovery: Sequence[HostSource]
+
+
+#: What from_endpoint() and set_endpoints() take.
+_Endpoints = (
+    str
+    | IStreamClientEndpoint
+    | HostSource
+    | Sequence[str | IStreamClientEndpoint | HostSource]
+)
 
 
 def _call_is_live(call: _Call) -> bool:
@@ -238,6 +258,11 @@ class FramedClient:
         :mod:`framedclient.balance`); least-loaded by default.
     :param start: start connecting at once.
     :param names: one label per endpoint, for logs and the status page.
+    :param discovery: more sources of hosts, whose host sets may change
+        while the client runs (see :mod:`framedclient.discovery`;
+        :meth:`from_endpoint` makes them from ``srv:`` and ``dns:``
+        strings).  With one, ``endpoints`` may be empty: requests wait
+        (``wait_for_ready``) until the first hosts are known.
     :raises TypeError: for a keyword that is not a setting, or ``config``
         with setting keywords.
     :raises ~framedclient.config.InvalidSetting: for a value a setting
@@ -261,6 +286,7 @@ class FramedClient:
         balancer: Balancer | None = None,
         start: bool = True,
         names: Sequence[str] | None = None,
+        discovery: Sequence[HostSource] = (),
         **settings: Unpack[ClientSettings],
     ) -> None:
         if isinstance(endpoints, (str, bytes)):
@@ -270,7 +296,8 @@ class FramedClient:
                 f"{endpoints!r}) for endpoint strings"
             )
         endpoints = list(endpoints)
-        if not endpoints:
+        discovery = list(discovery)
+        if not endpoints and not discovery:
             raise ValueError("at least one endpoint is needed")
         for i, endpoint in enumerate(endpoints):
             if not callable(getattr(endpoint, "connect", None)):
@@ -297,46 +324,36 @@ class FramedClient:
             ejection_time=config.ejection_time,
             max_ejected_share=config.max_ejected_share,
         )
-        protocol_config = config.protocol_config(len(endpoints) * config.pool_size)
         self._limiter = Limiter(
             clock, config.max_in_flight, config.max_pending, config.acquire_timeout
         )
-        connections = []
-        #: one connection factory per endpoint (each tells its connections
-        #: which host's health they report to)
-        self.factories: list[FramedClientFactory] = []
-        for e, endpoint in enumerate(endpoints):
-            label = names[e] if names else f"upstream{e}"
-            factory = FramedClientFactory(
-                config=protocol_config,
-                clock=clock,
-                metrics=self._events,
-                owner=self,
-                per_connection_metrics=True,
-                on_built=self._track,
-                health=self.health.host(label),
-            )
-            self.factories.append(factory)
-            for i in range(config.pool_size):
-                connections.append(
-                    Connection(
-                        endpoint,
-                        factory,
-                        clock,
-                        backoff=config.backoff,
-                        connect_timeout=config.connect_timeout,
-                        prepare=prepare,
-                        name=f"{label}/{i}",
-                    )
-                )
-        #: the first endpoint's factory (all share one configuration)
-        self.factory = self.factories[0]
-        self.pool = Pool(connections, balancer, self._limiter, self.health)
+        #: the template of the connection factories: each host gets one of
+        #: its own with this configuration, which hands the host's health to
+        #: the connections it builds
+        self.factory = self._make_factory(None)
+        self._factories: dict[tuple[str, str], FramedClientFactory] = {}
+        self._prepare = prepare
+        self._connection_listeners: list[Callable[[Connection, str, str], object]] = []
+        self.pool = Pool(
+            [],
+            balancer,
+            self._limiter,
+            self.health,
+            in_flight_cap=config.in_flight_per_connection,
+        )
         # Bound once: the fast path calls them for every request.
         self._take = self.pool.take
         self._release = self._limiter.release
-        for conn in connections:
-            conn.add_listener(self._connection_changed)
+        # The hosts (and their connections) come and go through it.
+        self._membership = Membership(
+            self.pool,
+            clock,
+            self._new_connection,
+            self._joined,
+            pool_size=config.pool_size,
+            retire_timeout=config.retire_timeout,
+            max_connection_age=config.max_connection_age,
+        )
         # After the pool's listener: it knows the host's connections first.
         self.health.add_listener(self._host_changed)
         self._budget = retry_budget or RetryBudget(clock)
@@ -351,57 +368,158 @@ class FramedClient:
         self._queued_bytes = 0
         self._closing = False
         self._closed: Deferred[Any] | None = None
+        self._membership.set_sources(
+            [_static_hosts(endpoints, names), *discovery] if endpoints else discovery
+        )
         if start:
             self.start()
+
+    def _make_factory(self, health: HostHealth | None) -> FramedClientFactory:
+        return FramedClientFactory(
+            config=self.config.protocol_config(),
+            clock=self._clock,
+            metrics=self._events,
+            owner=self,
+            per_connection_metrics=True,
+            on_built=self._track,
+            health=health,
+        )
+
+    def _new_connection(self, host: Host, index: int) -> Connection:
+        config = self.config
+        label = (
+            host.name if host.address == host.name else f"{host.name}@{host.address}"
+        )
+        factory = self._factories.get(host.key)
+        if factory is None:
+            # One factory per host: it hands the host's health record to
+            # each connection it builds.  Those of hosts that left go.
+            in_use = set(self.health.hosts)
+            self._factories = {
+                k: f for k, f in self._factories.items() if f.health in in_use
+            }
+            factory = self._make_factory(self.health.host(label))
+            self._factories[host.key] = factory
+        return Connection(
+            host.endpoint,
+            factory,
+            self._clock,
+            backoff=config.backoff,
+            connect_timeout=config.connect_timeout,
+            prepare=self._prepare,
+            name=f"{label}/{index}",
+            weight=host.weight,
+        )
+
+    def _joined(self, conn: Connection) -> None:
+        conn.add_listener(self._connection_changed)
+        for listener in self._connection_listeners:
+            conn.add_listener(listener)
+
+    def add_connection_listener(
+        self, listener: Callable[[Connection, str, str], object]
+    ) -> None:
+        """
+        Call ``listener(connection, old_state, new_state)`` on each state
+        change of every connection, present and future (hosts that join
+        later included); see :meth:`Connection.add_listener`.
+        """
+        self._connection_listeners.append(listener)
+        for conn in self._membership.connections():
+            conn.add_listener(listener)
 
     @classmethod
     def from_endpoint(
         cls,
         reactor: Any,
-        endpoint: str | IStreamClientEndpoint | Sequence[str | IStreamClientEndpoint],
+        endpoint: _Endpoints,
         **options: Unpack[ClientKeywords],
     ) -> FramedClient:
         """
         Build a client from Twisted endpoint strings (``"tcp:host:port"``,
-        ``"tls:host:port"``, ...) or endpoint objects; keyword arguments are
-        those of :class:`FramedClient` (``names`` defaults to the endpoint
-        strings).
+        ``"tls:host:port"``, ...), discovery strings or endpoint objects;
+        keyword arguments are those of :class:`FramedClient` (``names``
+        defaults to the endpoint strings).
+
+        Discovery strings find the hosts through DNS, and follow them as
+        they change (see :mod:`framedclient.discovery`):
+        ``"srv:_fc._tcp.example.com"`` (one host per SRV record, with its
+        priority and weight) and ``"dns:db.example.com:9000"`` (one host
+        per A/AAAA address); both take ``@NAMESERVER[:PORT]`` at the end
+        to ask a given name server instead of the system's.
 
         :raises ImportError: a ``tls:`` string without the TLS extra
             installed (the message says what to install).
         :raises TypeError: something that is neither an endpoint string nor
             an endpoint.
+        :raises ValueError: a malformed ``srv:``/``dns:`` string.
         """
-        from framedclient._endpoints import client_from_string
+        # The settings first: the discovery sources need the refresh ones.
+        rest: dict[str, Any] = dict(options)
+        names = rest.pop("names", None)
+        settings = {
+            name: rest.pop(name)
+            for name in attrs.fields_dict(ClientConfig)
+            if name in rest
+        }
+        config = resolve_client_config(rest.pop("config", None), settings)
+        resolved, described, sources = sources_from(
+            reactor, endpoint, names, _refresh_policy(config)
+        )
+        return cls(
+            resolved,
+            reactor,
+            config=config,
+            names=described,
+            discovery=[*rest.pop("discovery", ()), *sources],
+            **rest,
+        )
 
-        if isinstance(endpoint, (str, bytes)) or not isinstance(endpoint, Sequence):
-            endpoint = [endpoint]
-        resolved: list[IStreamClientEndpoint] = []
-        described: list[str] = []
-        for e in endpoint:
-            if isinstance(e, str):
-                # ImportError naming the extra, for tls: without pyOpenSSL.
-                resolved.append(client_from_string(reactor, e))
-                described.append(e)
-            elif isinstance(e, (bytes, bytearray)):
-                raise TypeError(
-                    f"an endpoint string must be str, got bytes {e!r}: decode it"
-                )
-            else:
-                resolved.append(e)
-                described.append(repr(e))
-        if options.get("names") is None:
-            options["names"] = described
-        return cls(resolved, reactor, **options)
+    def set_endpoints(
+        self,
+        endpoints: _Endpoints,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        """
+        Use these hosts from now on, as :meth:`from_endpoint` takes them
+        (endpoint strings, ``srv:``/``dns:`` strings, endpoint objects, or
+        :class:`~framedclient.discovery.HostSource` objects); they replace
+        every host and source the client had.
+
+        Hosts in both the old and the new set keep their connections (hosts
+        are matched by name: the endpoint string, or ``names``).  New hosts
+        get theirs at once.  Hosts no longer in the set drain: their
+        connections take no new request, finish what they hold (for up to
+        ``retire_timeout``), then close; nothing in flight fails because of
+        the change.  When the new set comes from ``srv:``/``dns:`` strings,
+        the old hosts stay until DNS has given some new ones.  Strings are
+        read with the client's reactor (its ``clock``).
+
+        :raises ValueError: for an empty set, or a malformed string.
+        :raises TypeError: as :meth:`from_endpoint`.
+        :raises ~framedclient.errors.ClientClosed: the client is closing.
+        """
+        if self._closing:
+            raise ClientClosed("the client is closed; its hosts cannot change")
+        resolved, described, sources = sources_from(
+            self._clock, endpoints, names, _refresh_policy(self.config)
+        )
+        if not resolved and not sources:
+            raise ValueError(
+                "at least one endpoint is needed; close the client to stop using "
+                "every host"
+            )
+        static = [_static_hosts(resolved, described)] if resolved else []
+        self._membership.set_sources([*static, *sources])
 
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
         """
-        Start connecting (idempotent; done by the constructor by default).
+        Start connecting, and asking the discovery sources (idempotent;
+        done by the constructor by default).
         """
-        for conn in self.pool:
-            conn.start()
+        self._membership.start()
 
     def when_ready(self, fail_after: int | None = None) -> Deferred[None]:
         """
@@ -415,6 +533,11 @@ class FramedClient:
         """
         if self.pool.ready_count:
             return succeed(None)
+        if not len(self.pool):
+            # No host known yet (discovery is still asking): wait for some.
+            hosts = self._membership.when_hosts()
+            hosts.addCallback(lambda _: self.when_ready(fail_after))
+            return hosts
 
         def cancel_all(_: object) -> None:
             for w in waits:
@@ -454,6 +577,7 @@ class FramedClient:
         if self._closed is not None:
             return _chain(self._closed)
         self._closing = True
+        self._membership.stop()
         closed_error = ClientClosed("the client is closing; the request was not sent")
         self._limiter.fail_all(closed_error)
         waiting, self._waiting = self._waiting, deque()
@@ -469,7 +593,9 @@ class FramedClient:
         timer: IDelayedCall | None = None
         if timeout is not None:
             timer = self._clock.callLater(timeout, self._abort_all)
-        done = gatherResults([conn.close(drain=True) for conn in self.pool])
+        done = gatherResults(
+            [conn.close(drain=True) for conn in self._membership.connections()]
+        )
 
         def finished(_: object) -> None:
             if timer is not None and timer.active():
@@ -482,7 +608,7 @@ class FramedClient:
         return _chain(done)
 
     def _abort_all(self) -> None:
-        for conn in self.pool:
+        for conn in self._membership.connections():
             conn.close(drain=False)
 
     async def __aenter__(self) -> FramedClient:
@@ -495,16 +621,22 @@ class FramedClient:
 
     def request(
         self,
-        body: bytes,
+        body: bytes | Message,
         timeout: float | None = None,
         *,
         idempotent: bool = False,
         wait_for_ready: bool | None = None,
-    ) -> Deferred[bytes]:
+    ) -> Deferred[Any]:
         """
-        Send one request; fires exactly once with the reply body or a
+        Send one request; fires exactly once with the reply or a
         :class:`~framedclient.errors.FramedClientError` (or
         ``CancelledError`` after ``cancel()``).
+
+        :param body: the request: ``bytes`` for simple protocols, or a
+            :class:`~framedclient.codecs.base.Message` (header fields and
+            body) for codecs that declare header fields.  The reply is of
+            the same shape: the body bytes, or a ``Message`` that keeps the
+            reply's header fields.
 
         :param timeout: overall deadline in seconds (queueing and retries
             included); ``None`` uses ``request_timeout``; ``math.inf`` for
@@ -514,7 +646,8 @@ class FramedClient:
             Requests that were never written are always re-sent, on
             another connection.
         :param wait_for_ready: override the client's ``wait_for_ready``.
-        :raises TypeError: ``body`` is not bytes, ``timeout`` not a number.
+        :raises TypeError: ``body`` is neither bytes nor a Message,
+            ``timeout`` not a number.
         :raises ValueError: ``timeout`` is not positive.
         """
         if body.__class__ is not bytes or timeout is not None:
@@ -645,7 +778,10 @@ class FramedClient:
 
     def _unavailable(self) -> Unavailable:
         errors = {c.last_error for c in self.pool if c.last_error}
-        detail = "; ".join(sorted(errors)) or "still connecting"
+        errors.update(self._membership.errors())
+        detail = "; ".join(sorted(errors)) or (
+            "still connecting" if len(self.pool) else "no host found yet"
+        )
         return Unavailable(
             f"no connection is ready ({detail}); the request was not sent. "
             f"Retry later, or pass wait_for_ready=True to wait for a connection"
@@ -676,13 +812,13 @@ class FramedClient:
             if self.pool.ready_count:
                 # Connections were ready but none could take it: each was at
                 # its in-flight cap (or its table was full) all along.
-                config = self.factory.config
                 call.finish(
                     Overloaded(
                         f"every ready connection stayed full for the request's "
                         f"{call.timeout:g} s deadline (max_in_flight_per_connection="
-                        f"{config.max_in_flight}, max_pending_per_connection="
-                        f"{config.max_pending}); the request was not sent"
+                        f"{self.pool.in_flight_cap}, max_pending_per_connection="
+                        f"{self.config.max_pending_per_connection}); the request "
+                        f"was not sent"
                     )
                 )
                 return
@@ -924,6 +1060,7 @@ class FramedClient:
         state["slow_path_calls"] = self._slow_live
         state["upstreams"] = self.pool.debug_state()
         state["hosts"] = self.health.debug_state()
+        state["discovery"] = self._membership.debug_state()
         get_calls: Callable[[], list[Any]] | None = getattr(
             self._clock, "getDelayedCalls", None
         )
@@ -978,7 +1115,9 @@ class Lease:
             proto, self.protocol = self.protocol, None
             self._client._return_lease(proto)
 
-    def request(self, body: bytes, timeout: float | None = None) -> Deferred[bytes]:
+    def request(
+        self, body: bytes | Message, timeout: float | None = None
+    ) -> Deferred[Any]:
         """
         A request on the leased connection (same contract as
         :meth:`FramedProtocol.request`; no retries: the conversation is
@@ -998,6 +1137,24 @@ class Lease:
             lambda _: proto.request(body, timeout)
         )
         return d
+
+
+def _static_hosts(
+    endpoints: Sequence[IStreamClientEndpoint], names: Sequence[str] | None
+) -> StaticHosts:
+    hosts = []
+    seen: dict[str, int] = {}
+    for e, endpoint in enumerate(endpoints):
+        name = names[e] if names else f"upstream{e}"
+        # The same endpoint twice is two hosts (twice the connections), as
+        # it always was.
+        seen[name] = n = seen.get(name, 0) + 1
+        hosts.append(Host(name, name if n == 1 else f"{name}#{n}", endpoint))
+    return StaticHosts(hosts)
+
+
+def _refresh_policy(config: ClientConfig) -> RefreshPolicy:
+    return RefreshPolicy(config.dns_refresh_min, config.dns_refresh_max)
 
 
 def _relay(result: bytes | Failure, target: Deferred[bytes]) -> None:

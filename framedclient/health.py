@@ -296,11 +296,26 @@ class HealthBoard:
 
     def host(self, name: str) -> HostHealth:
         """
-        A new host on the board.
+        The host called ``name``: the one on the board, or a new one.
         """
+        for h in self.hosts:
+            if h.name == name:
+                return h
         h = HostHealth(name, self)
         self.hosts.append(h)
         return h
+
+    def retain(self, in_use: set[HostHealth]) -> None:
+        """
+        The hosts in use now (hosts join and leave as discovery says):
+        the others leave the board, so the ejected share counts only hosts
+        in use.
+        """
+        gone = [h for h in self.hosts if h not in in_use]
+        if gone:
+            for h in gone:
+                h.stop()
+            self.hosts = [h for h in self.hosts if h in in_use]
 
     def add_listener(self, listener: HealthListener) -> None:
         """

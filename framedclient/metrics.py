@@ -79,6 +79,7 @@ CONNECTION_EVENTS: tuple[str, ...] = (
     "reconnect",
     "protocol_error",
     "black_hole",
+    "recycled",
 )
 """The connection events :meth:`MetricsRecorder.record_connection_event`
 accepts."""

@@ -15,7 +15,7 @@ comparison.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -206,7 +206,14 @@ class Pool:
     :param balancer: the pick policy; least-loaded with rotating ties by
         default (see :mod:`framedclient.balance`).
     :param health: the health of the hosts the connections lead to (each
-        protocol's ``health``; see :mod:`framedclient.health`).
+        protocol's ``health``; see :mod:`framedclient.health`); the hosts of
+        the pool's connections are the board's hosts.
+    :param in_flight_cap: the in-flight cap of each connection given how
+        many connections the pool has (see
+        :meth:`~framedclient.config.ClientConfig.in_flight_per_connection`);
+        applied to each connection as it becomes ready and whenever
+        connections join or leave.  ``None``: the connections' own
+        ``max_in_flight``.
 
     A connection that is leased (see :meth:`lease`) or not accepting (full,
     draining, not ready) is skipped.  The balancer sees only the ready
@@ -223,8 +230,11 @@ class Pool:
         balancer: Balancer | None = None,
         limiter: Limiter | None = None,
         health: HealthBoard | None = None,
+        in_flight_cap: Callable[[int], int] | None = None,
     ) -> None:
         self.connections = connections
+        self._in_flight_cap = in_flight_cap
+        self._cap: int | None = None
         #: the slots :meth:`take` hands out with a connection (``None``: no
         #: cap)
         self.limiter = limiter
@@ -240,6 +250,7 @@ class Pool:
             conn.add_listener(self._state_changed)
         if health is not None:
             health.add_listener(self._health_changed)
+        self._members_changed()
 
     def __iter__(self) -> Iterator[Connection]:
         return iter(self.connections)
@@ -253,8 +264,21 @@ class Pool:
     def _health_changed(self, host: HostHealth) -> None:
         self._rebuild()
 
+    def _members_changed(self) -> None:
+        if self._in_flight_cap is not None:
+            self._cap = self._in_flight_cap(len(self.connections))
+        if self.health is not None:
+            self.health.retain(
+                {h for c in self.connections if (h := c.factory.health) is not None}
+            )
+        self._rebuild()
+
     def _rebuild(self) -> None:
         ready = [p for c in self.connections if (p := c.protocol) is not None]
+        cap = self._cap
+        if cap is not None:
+            for p in ready:
+                p.set_in_flight_cap(cap)
         if self.health is not None:
             eligible = [p for p in ready if p.health is None or p.health.eligible]
             if eligible:
@@ -263,6 +287,33 @@ class Pool:
                 p.health is not None and p.health.state == PROBING for p in ready
             )
         self._ready = ready
+
+    def add(self, connections: Iterable[Connection]) -> None:
+        """
+        New connections join (a host joined, or got more weight); the
+        caller starts them.
+        """
+        for conn in connections:
+            conn.add_listener(self._state_changed)
+            self.connections.append(conn)
+        self._members_changed()
+
+    def remove(self, connections: Iterable[Connection]) -> None:
+        """
+        Connections leave: none of them is picked from now on.  The caller
+        closes them (draining, so what they hold finishes).
+        """
+        gone = set(connections)
+        self.connections = [c for c in self.connections if c not in gone]
+        self._members_changed()
+
+    @property
+    def in_flight_cap(self) -> int | None:
+        """
+        The in-flight cap the pool gives each connection now (``None``:
+        their own).
+        """
+        return self._cap
 
     @property
     def ready_count(self) -> int:

@@ -63,6 +63,8 @@ SHARES = fields_of_kind(Share)
 def a_different_valid_value(field: attrs.Attribute) -> object:
     kind = setting_of(field).kind
     if isinstance(kind, Count):
+        if isinstance(field.default, attrs.Factory):  # derived from the codec
+            return 1234
         return 3 if field.default is None else field.default + 1
     if isinstance(kind, Share):
         return 0.25
@@ -175,7 +177,9 @@ def test_the_in_flight_cap_per_connection_is_twice_the_fair_share_by_default():
     assert ClientConfig(
         codec=small, max_pending_per_connection=200, max_in_flight=4096
     ).in_flight_per_connection(1) == 200
-    assert config.protocol_config(4).max_in_flight == 256
+    # The pool applies it (the number of connections changes with the
+    # hosts); a connection's own config leaves it unset.
+    assert config.protocol_config().max_in_flight is None
 
 
 def test_wait_for_ready_must_be_a_bool():
@@ -212,10 +216,21 @@ def test_heartbeats_need_a_codec_with_ping_frames():
 def test_pending_requests_per_connection_must_fit_the_codec_id_space():
     codec = HeaderCodec(lambda: Delimited(b"\n"), header_size=1, id_size=1)
     with pytest.raises(ValueError, match=r"^max_pending_per_connection must be below"):
-        ClientConfig(codec=codec)
+        ClientConfig(codec=codec, max_pending_per_connection=255)
     with pytest.raises(ValueError, match=r"^max_pending must be below"):
-        ProtocolConfig(codec=codec)
+        ProtocolConfig(codec=codec, max_pending=100_000)
     assert ClientConfig(codec=codec, max_pending_per_connection=200)
+
+
+def test_default_pending_requests_per_connection_fit_a_narrow_id_space():
+    # A 16-bit ID (DNS) works with default settings: the default cap comes
+    # down to the ID space; wide IDs keep 100,000.
+    narrow = HeaderCodec(lambda: Delimited(b"\n"), header_size=2, id_size=2)
+    assert ClientConfig(codec=narrow).max_pending_per_connection == 65_534
+    assert ClientConfig(codec=narrow).protocol_config().max_pending == 65_534
+    assert ProtocolConfig(codec=narrow).max_pending == 65_534
+    assert ClientConfig().max_pending_per_connection == 100_000
+    assert ProtocolConfig().max_pending == 100_000
 
 
 def test_configs_are_frozen():
@@ -257,7 +272,6 @@ def test_the_client_gives_its_connections_its_per_connection_settings():
     )
     assert config.protocol_config() == ProtocolConfig(
         black_hole_after=8,
-        max_in_flight=6,
         codec=config.codec,
         request_timeout=None,
         max_pending=7,

@@ -423,6 +423,20 @@ class FirstAccepting:
         return next((p for p in ready if p.accepting and p not in leased), None)
 
 
+def test_the_cap_follows_the_number_of_connections_as_hosts_join_and_leave():
+    clock = Clock()
+    first, second = MemoryServer(clock=clock), MemoryServer(clock=clock)
+    client = FramedClient([first.endpoint()], clock, pool_size=4, max_in_flight=16)
+    first.flush()
+    assert client.pool.in_flight_cap == 8
+    client.set_endpoints([first.endpoint(), second.endpoint()], names=["a", "b"])
+    first.flush()
+    second.flush()
+    assert client.pool.in_flight_cap == 4
+    assert {c.protocol._in_flight_cap for c in client.pool if c.protocol} == {4}
+    assert [h.name for h in client.health.hosts] == ["a", "b"], "the old host left"
+
+
 def test_an_idempotent_request_lost_with_its_host_is_retried_on_another_host():
     fleet = Fleet(2, pool_size=2, balancer=FirstAccepting())
     client = fleet.client

@@ -316,8 +316,7 @@ class RunnerService(MultiService):
         # attempt; a flapping upstream would flood the log past the rate
         # limit below.
         client.factory.noisy = False
-        for connection in client.pool:
-            connection.add_listener(self._state_changed)
+        client.add_connection_listener(self._state_changed)
         return client
 
     def _state_changed(self, connection: Connection, old: str, new: str) -> None:

@@ -33,6 +33,7 @@ from twisted.internet.defer import (
     Deferred,
     fail,
     gatherResults,
+    maybeDeferred,
     succeed,
 )
 from twisted.internet.interfaces import (
@@ -296,6 +297,8 @@ class FramedClient:
         self._limiter = Limiter(
             clock, config.max_in_flight, config.max_pending, config.acquire_timeout
         )
+        if prepare is not None:
+            prepare = self._owned_prepare(prepare)
         connections = []
         for e, endpoint in enumerate(endpoints):
             label = names[e] if names else f"upstream{e}"
@@ -331,6 +334,24 @@ class FramedClient:
         self._closed: Deferred[Any] | None = None
         if start:
             self.start()
+
+    def _owned_prepare(self, hook: PrepareHook) -> PrepareHook:
+        """
+        ``hook``, run so that the requests it sends (AUTH, SELECT, ...) do
+        not touch the limiter: they took no slot, yet each one settled
+        gives a slot back through :meth:`request_settled`.
+        """
+
+        def prepare(proto: FramedProtocol) -> Deferred[Any]:
+            before = proto.ok_count + proto.failed_count
+
+            def settled(result: object) -> object:
+                self._limiter.in_flight += proto.ok_count + proto.failed_count - before
+                return result
+
+            return maybeDeferred(hook, proto).addBoth(settled)
+
+        return prepare
 
     @classmethod
     def from_endpoint(

@@ -102,7 +102,7 @@ class RealServer:
 
 
 @contextmanager
-def redis_server(workdir: str) -> Iterator[RealServer]:
+def redis_server(workdir: str, *extra: str) -> Iterator[RealServer]:
     path = require_program("redis-server", "redis-server")
     port = free_port()
     server = RealServer(
@@ -118,6 +118,7 @@ def redis_server(workdir: str) -> Iterator[RealServer]:
             "no",
             "--dir",
             workdir,
+            *extra,
         ],
         port,
     )

@@ -282,3 +282,33 @@ def test_a_batch_lost_with_its_connection_fails_once():
     proto.connectionLost()
     (lost,) = outcomes([d])
     assert lost.check(ConnectionLost) and lost.value.written
+
+
+@settings(max_examples=200, deadline=None)
+@given(values)
+def test_parse_reply_gives_the_same_values_with_and_without_hiredis(value):
+    from framedclient.codecs import redis as module
+
+    frame = to_resp(value)
+    with_hiredis = parse_reply(frame)
+    saved = module._hiredis
+    module._hiredis = None
+    try:
+        pure = parse_reply(frame)
+    finally:
+        module._hiredis = saved
+    assert with_hiredis == pure
+    assert pure == (value.encode() if isinstance(value, str) else _expected(value))
+
+
+def _expected(value):
+    if isinstance(value, list):
+        return [v.encode() if isinstance(v, str) else _expected(v) for v in value]
+    return value
+
+
+def test_parse_reply_reads_nested_errors_and_refuses_broken_frames():
+    assert parse_reply(b"*2\r\n-ERR x\r\n*-1\r\n") == [RespError("ERR x"), None]
+    for broken in [b"", b"$5\r\nab\r\n", b"*2\r\n:1\r\n", b"?\r\n", b":1\r\n:2\r\n"]:
+        with pytest.raises(CorruptFrame):
+            parse_reply(broken)

@@ -45,6 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from framedclient.balance import Balancer
+from framedclient.codecs import Message
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
@@ -106,7 +107,7 @@ class _Call:
     def __init__(
         self,
         client: FramedClient,
-        body: bytes,
+        body: bytes | Message,
         deadline: float,
         timeout: float,
         idempotent: bool,
@@ -493,16 +494,22 @@ class FramedClient:
 
     def request(
         self,
-        body: bytes,
+        body: bytes | Message,
         timeout: float | None = None,
         *,
         idempotent: bool = False,
         wait_for_ready: bool | None = None,
-    ) -> Deferred[bytes]:
+    ) -> Deferred[Any]:
         """
-        Send one request; fires exactly once with the reply body or a
+        Send one request; fires exactly once with the reply or a
         :class:`~framedclient.errors.FramedClientError` (or
         ``CancelledError`` after ``cancel()``).
+
+        :param body: the request: ``bytes`` for simple protocols, or a
+            :class:`~framedclient.codecs.base.Message` (header fields and
+            body) for codecs that declare header fields.  The reply is of
+            the same shape: the body bytes, or a ``Message`` that keeps the
+            reply's header fields.
 
         :param timeout: overall deadline in seconds (queueing and retries
             included); ``None`` uses ``request_timeout``; ``math.inf`` for
@@ -512,7 +519,8 @@ class FramedClient:
             Requests that were never written are always re-sent, on
             another connection.
         :param wait_for_ready: override the client's ``wait_for_ready``.
-        :raises TypeError: ``body`` is not bytes, ``timeout`` not a number.
+        :raises TypeError: ``body`` is neither bytes nor a Message,
+            ``timeout`` not a number.
         :raises ValueError: ``timeout`` is not positive.
         """
         if body.__class__ is not bytes or timeout is not None:
@@ -944,7 +952,9 @@ class Lease:
             proto, self.protocol = self.protocol, None
             self._client._return_lease(proto)
 
-    def request(self, body: bytes, timeout: float | None = None) -> Deferred[bytes]:
+    def request(
+        self, body: bytes | Message, timeout: float | None = None
+    ) -> Deferred[Any]:
         """
         A request on the leased connection (same contract as
         :meth:`FramedProtocol.request`; no retries: the conversation is

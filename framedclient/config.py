@@ -341,8 +341,10 @@ def _codec() -> Any:
         Setting(
             "The wire format.",
             _CODEC,
-            cli_help="Wire format of the upstream (and of --listen clients): fc1, "
-            "lines, netstring, redis, or a length:... layout (see below).",
+            cli_help="Wire format of the upstream (and of --listen clients): "
+            "NAME[:options], one of the codecs listed below (fc1, lines, "
+            "netstring, redis, length:..., memcache-binary, dns, and codec "
+            "plugins of other packages).",
             default_text="fc1",
         ),
     )
@@ -436,13 +438,31 @@ def _abandoned_ttl() -> Any:
     )
 
 
+_MAX_PENDING_PER_CONNECTION = 100_000
+
+
+def _fit_id_space(config: Any) -> int:
+    """
+    The default cap of requests per connection: 100,000, or just below the
+    codec's ID space when that is smaller (a 16-bit ID), so a narrow ID
+    works with default settings.  A value set explicitly is kept, and
+    checked against the ID space like any other.
+    """
+    max_id = getattr(config.codec, "max_id", None)
+    if isinstance(max_id, int) and not isinstance(max_id, bool) and max_id > 1:
+        return min(_MAX_PENDING_PER_CONNECTION, max_id - 1)
+    return _MAX_PENDING_PER_CONNECTION
+
+
 def _max_pending_per_connection() -> Any:
     return _field(
-        100_000,
+        attrs.Factory(_fit_id_space, takes_self=True),
         Setting(
             "Requests (abandoned IDs included) one connection may hold; more "
-            "fail with Overloaded. Must be below the codec's ID space.",
+            "fail with Overloaded. Must be below the codec's ID space; by "
+            "default 100000, or the ID space minus one if smaller.",
             Count(1),
+            default_text=str(_MAX_PENDING_PER_CONNECTION),
         ),
     )
 

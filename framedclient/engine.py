@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from framedclient.codecs import REQUEST, Matching
+from framedclient.codecs import REQUEST, Matching, Message
 from framedclient.deadlines import Deadlines
 from framedclient.errors import ConnectionLost, Overloaded, RequestTimeout
 
@@ -134,7 +134,7 @@ class Request:
     #: the encoded frame until it is written
     data: bytes | None
     #: kept while the request may still be sent elsewhere
-    body: bytes | None
+    body: bytes | Message | None
     started: float
     #: seconds it may take (0.0: no timeout) and when that is up
     timeout: float
@@ -170,9 +170,11 @@ def check_request(body: object, timeout: object) -> None:
     connection can judge later (a body too large for the frame) fails the
     request's Deferred with a :class:`~framedclient.errors.FramedClientError`.
     """
-    if not isinstance(body, (bytes, bytearray)):
+    if not isinstance(body, (bytes, bytearray, Message)):
         hint = " (encode text first: body.encode())" if isinstance(body, str) else ""
-        raise TypeError(f"body must be bytes, got {type(body).__name__}{hint}")
+        raise TypeError(
+            f"body must be bytes or a Message, got {type(body).__name__}{hint}"
+        )
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise TypeError(
@@ -273,7 +275,7 @@ class RequestEngine:
         max_pending: int,
         abandoned_ttl: float | None,
         supports_cancel: bool,
-        encode: Callable[[int, int, bytes], bytes],
+        encode: Callable[[int, int, Any], bytes],
         seconds: Callable[[], float],
         actions: EngineActions,
         record: type[Request] = Request,
@@ -382,7 +384,7 @@ class RequestEngine:
 
     def open(
         self,
-        body: bytes,
+        body: bytes | Message,
         timeout: float | None,
         now: float,
         idempotent: bool = False,

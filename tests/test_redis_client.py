@@ -152,12 +152,12 @@ async def test_error_replies_raise_resp_error_with_code_and_text(redis):
     await redis.set("s", "text")
     with pytest.raises(RespError) as info:
         await redis.lpush("s", "x")
-    assert info.value.code == "WRONGTYPE"
+    assert info.value.prefix == "WRONGTYPE"
     assert "WRONGTYPE" in info.value.message
     assert isinstance(info.value, RemoteError)  # one failure vocabulary
     with pytest.raises(RespError, match="not an integer") as info:
         await redis.incr("s")
-    assert info.value.code == "ERR"
+    assert info.value.prefix == "ERR"
     with pytest.raises(RespError, match="unknown command"):
         await redis.execute("NO-SUCH-COMMAND")
     # The connection carries on.
@@ -234,7 +234,7 @@ async def test_a_pipeline_returns_exactly_its_replies_in_order(redis):
     other = redis.get("a")  # concurrently, from another caller
     replies = await pipe.execute()
     assert replies[:2] == [b"OK", 2]
-    assert isinstance(replies[2], RespError) and replies[2].code == "WRONGTYPE"
+    assert isinstance(replies[2], RespError) and replies[2].prefix == "WRONGTYPE"
     assert replies[3] == b"2"
     assert await other in (None, b"1", b"2")
     assert len(pipe) == 0 and await pipe.execute() == []
@@ -289,7 +289,7 @@ async def test_a_transaction_runs_its_commands_together(redis):
     # A command Redis refuses to queue aborts the whole transaction.
     with pytest.raises(RespError, match="EXECABORT") as info:
         await redis.transaction(("SET", "t", "9"), ("NO-SUCH-COMMAND",))
-    assert info.value.code == "EXECABORT"
+    assert info.value.prefix == "EXECABORT"
     assert await redis.get("t") == b"3"
     assert await redis.transaction() == []
 

@@ -145,7 +145,7 @@ def test_parse_reply_gives_python_values():
     assert parse_reply(b"$-1\r\n") is None
     nested = parse_reply(b"*3\r\n$1\r\na\r\n*1\r\n:1\r\n-ERR inner\r\n")
     assert nested[:2] == [b"a", [1]]
-    assert nested[2] == RespError("ERR inner") and nested[2].code == "ERR"
+    assert nested[2] == RespError("ERR inner") and nested[2].prefix == "ERR"
     assert command("SET", b"k", 5) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n5\r\n"
 
 

@@ -324,7 +324,9 @@ def _redis_benchmark(
     return {"requests": n, "seconds": n / rate, "cpu": None, "wall": seconds}
 
 
-def _memaslap(port: int, value_size: int, c: int, cpu: int | None) -> dict[str, Any] | None:
+def _memaslap(
+    port: int, value_size: int, c: int, cpu: int | None
+) -> dict[str, Any] | None:
     program = shutil.which("memaslap") or shutil.which("memcaslap")
     if program is None:
         return None
@@ -415,12 +417,22 @@ def compare(protocol: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 for _ in range(args.runs):
                     if kind == "redis-benchmark":
                         result = _redis_benchmark(
-                            port, args.value_size, args.concurrency, args.requests, client_cpu
+                            port,
+                            args.value_size,
+                            args.concurrency,
+                            args.requests,
+                            client_cpu,
                         )
                     elif kind == "memaslap":
-                        result = _memaslap(port, args.value_size, args.concurrency, client_cpu)
+                        result = _memaslap(
+                            port, args.value_size, args.concurrency, client_cpu
+                        )
                     else:
-                        child = "framedclient-" + protocol if kind == "framedclient" else kind
+                        child = (
+                            "framedclient-" + protocol
+                            if kind == "framedclient"
+                            else kind
+                        )
                         result = _child(child, port, args, client_cpu)
                     if result is None:
                         break
@@ -468,9 +480,9 @@ def render(protocol: str, rows: list[dict[str, Any]], args: argparse.Namespace) 
         cpu_ratio = ours_cpu / per_cpu if ours_cpu and per_cpu else None
         lines.append(
             f"| {r['client']} | {r['rate']:,.0f} | "
-            f"{f'{per_cpu:,.0f}' if per_cpu else '–'} | "
-            f"{f'{ratio:.2f}×' if ratio else '–'} | "
-            f"{f'{cpu_ratio:.2f}×' if cpu_ratio else '–'} |"
+            f"{f'{per_cpu:,.0f}' if per_cpu else '-'} | "
+            f"{f'{ratio:.2f}x' if ratio else '-'} | "
+            f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} |"
         )
     return "\n".join(lines)
 
@@ -516,7 +528,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_client(a.kind, a.port, a.value_size, a.concurrency, a.requests)
         return 0
     if argv[:1] not in (["redis"], ["memcache"]):
-        print("usage: python -m framedclient.bench redis|memcache [options]", file=sys.stderr)
+        print(
+            "usage: python -m framedclient.bench redis|memcache [options]",
+            file=sys.stderr,
+        )
         return 2
     protocol = argv[0]
     args = build_parser(protocol).parse_args(argv[1:])
@@ -529,7 +544,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render(protocol, rows, args))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"protocol": protocol, "args": vars(args), "rows": rows}, f, indent=2)
+            json.dump(
+                {"protocol": protocol, "args": vars(args), "rows": rows}, f, indent=2
+            )
     return 0
 
 

@@ -86,16 +86,17 @@ class RespError(RemoteError):
     transactions, so one failed command does not hide the others' replies.
 
     :ivar message: Redis's error text.
-    :ivar code: its first word (``ERR``, ``WRONGTYPE``, ``NOAUTH``, ...),
-        the part meant for programs.
+    :ivar prefix: its first word, the kind of error (``ERR``,
+        ``WRONGTYPE``, ``NOAUTH``, ``EXECABORT``...): the part meant for
+        programs.  (``code`` stays ``None``: Redis has no status numbers.)
     """
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.code = message.split(" ", 1)[0]
+        self.prefix = message.split(" ", 1)[0]
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.message == self.message  # type: ignore[attr-defined]
+        return isinstance(other, RespError) and other.message == self.message
 
     def __hash__(self) -> int:
         return hash(self.message)
@@ -380,6 +381,8 @@ def count_commands(body: bytes) -> int:
             f"{n + 1}, byte {pos}: {e}); build commands with "
             f"framedclient.codecs.redis.command(); nothing was sent"
         ) from None
+    if not n:
+        raise InvalidRequest("the body holds no Redis command; nothing was sent")
     if pos != end:
         raise InvalidRequest(
             f"the body ends inside command {n} (a bulk length points past the "

@@ -85,7 +85,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from framedclient import __version__
 from framedclient.client import FramedClient
-from framedclient.codecs import Codec
+from framedclient.codecs import Codec, Message
 from framedclient.errors import INTERNAL, OK, OUTCOMES, RemoteError, outcome_of
 from framedclient.metrics import (
     PROMETHEUS_CONTENT_TYPE,
@@ -1128,9 +1128,12 @@ class RequestResource(Resource):
             if not upstream.called:
                 upstream.cancel()
 
-        def replied(reply: bytes) -> None:
+        def replied(reply: bytes | Message) -> None:
             if gone:
                 return
+            if isinstance(reply, Message):
+                # A codec with header fields: HTTP carries the body.
+                reply = reply.body
             if not gateway.replies.reserve(len(reply)):
                 # Refused, not queued: the reply is already in memory, and
                 # waiting would hold it outside the budget.

@@ -38,7 +38,7 @@ from framedclient.config import (
     Switch,
     setting_of,
 )
-from framedclient.runner.codecspec import parse_codec
+from framedclient.runner.codecspec import codec_help, parse_codec
 from framedclient.runner.replies import DEFAULT_MAX_REPLY_BYTES, DEFAULT_WRITE_DEADLINE
 
 __all__ = [
@@ -67,18 +67,7 @@ ENDPOINT is any Twisted endpoint string: client endpoints for --upstream
 (tcp:HOST:PORT, tls:HOST:PORT, unix:PATH, ...), server endpoints for --http
 and --listen (tcp:PORT:interface=ADDR, ssl:..., unix:..., systemd:...).
 
---codec (every key optional; BYTES and N are integers):
-  fc1[:max-frame=BYTES]                  the reference protocol (default)
-  lines[:delimiter=crlf|lf|nul,max-frame=BYTES]     text lines, in order
-  netstring[:max-frame=BYTES]            netstrings, in order
-  redis[:max-frame=BYTES]                Redis RESP2, in order (bodies are
-                                         RESP commands)
-  length:size=1|2|3|4|8,order=big|little,adjust=N,header=BYTES,
-         id-offset=N,id-size=1|2|4|8,kind-offset=N,kind-size=1|2|4|8,
-         kinds=NAME:VALUE;NAME:VALUE...,max-frame=BYTES
-    a length field, then a header with the request ID (and a kind field),
-    then the body; e.g. length:size=2,order=little,header=8,id-size=4,
-    kind-offset=4 (see docs/gateway.md for the byte diagram)
+{codecs}
 
 --backoff:
   grpc                                   gRPC's policy (default)
@@ -242,6 +231,15 @@ def config_options() -> list[ConfigOption]:
 
 _CONFIG_OPTIONS = config_options()
 
+#: Settings whose default the config computes from other settings: passed
+#: to ClientConfig only when given on the command line.
+_DERIVED_DEFAULTS = frozenset(
+    field.name
+    for field in attrs.fields(ClientConfig)
+    if isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
+    and getattr(field.default, "takes_self", False)
+)
+
 #: The runner's own options (not client settings): name, metavar, default,
 #: help.
 _RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
@@ -390,6 +388,8 @@ class Options(usage.Options):
             text: str = super().getUsage(width)
         finally:
             self.longdesc = longdesc
+        # The codecs installed now, plugins of other packages included.
+        longdesc = longdesc.replace("{codecs}", codec_help((width or 80) - 2))
         paragraphs = [
             # Paragraphs with indented lines are tables: keep them as written.
             p.strip("\n")
@@ -409,15 +409,23 @@ class Options(usage.Options):
         self["codec-spec"] = self["codec"]
         values: dict[str, object] = {}
         raws: dict[str, str] = {}
+        derived = []
         for o in _CONFIG_OPTIONS:
             if o.flag is not None:
                 values[o.field] = o.flag if self[o.option] else not o.flag
                 continue
             raw = self[o.option]
+            if raw is o.default and o.field in _DERIVED_DEFAULTS:
+                # Not given: the config derives it (from the codec's ID
+                # space); the same number typed out is checked as given.
+                derived.append(o)
+                continue
             raws[o.field] = raw
             self[o.option] = values[o.field] = o.parse(raw)
         try:
             self["config"] = ClientConfig(**values)  # type: ignore[arg-type]
+            for o in derived:
+                self[o.option] = getattr(self["config"], o.field)
         except InvalidSetting as error:
             option = next(o for o in _CONFIG_OPTIONS if o.field == error.setting)
             raise usage.UsageError(
@@ -440,6 +448,14 @@ class Options(usage.Options):
                     f"--listen: codec {self['codec-spec']!r} has no request IDs, "
                     f"so the proxy could not route replies; use fc1 or a length: "
                     f"codec with an id field"
+                )
+            if getattr(codec, "declared", False):
+                # Its replies are messages and it reads only replies: the
+                # proxy would have to decode its clients' requests too.
+                raise usage.UsageError(
+                    f"--listen: codec {self['codec-spec']!r} declares header "
+                    f"fields, which the proxy does not forward; use fc1 or a "
+                    f"length: codec"
                 )
 
 

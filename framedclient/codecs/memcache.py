@@ -1,0 +1,251 @@
+"""
+memcached's binary protocol, declared with
+:class:`~framedclient.codecs.header.HeaderCodec` alone (no hand-written
+encode or decode)::
+
+    byte  0        1        2-3         4          5          6-7
+        +--------+--------+-----------+----------+----------+--------------+
+        | magic  | opcode | key len   | extras   | data     | vbucket (req)|
+        | 80/81  |        | u16       | len u8   | type     | status (res) |
+        +--------+--------+-----------+----------+----------+--------------+
+    byte  8-11                12-15               16-23
+        +-------------------+-------------------+--------------------------+
+        | total body length | opaque (the ID)   | cas u64                  |
+        +-------------------+-------------------+--------------------------+
+        then extras, key, value (the total body length counts all three)
+
+Requests are :class:`~framedclient.codecs.base.Message` objects::
+
+    Message(fields={"opcode": Opcode.GET}, parts={"key": b"k"})
+
+and replies are messages too: ``reply.fields["cas"]``,
+``reply.parts["value"]``, ``reply.parts["extras"]`` (the flags of a GET).
+Plain bytes are a key: ``request(b"k")`` sends a GET of ``k``.
+A status other than 0 fails the request with the
+:class:`MemcacheError` subclass for that status (``KeyNotFound``,
+``KeyExists``...), whose ``code`` is the status and whose ``reply`` is the
+message (the server's text is in ``reply.body``).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import ClassVar
+
+from framedclient.codecs.base import DEFAULT_MAX_FRAME
+from framedclient.codecs.header import BODY, ErrorSpec, Field, HeaderCodec
+from framedclient.errors import RemoteError
+from framedclient.framing import LengthPrefixed
+
+__all__ = [
+    "HEADER_SIZE",
+    "MEMCACHE_BINARY",
+    "MEMCACHE_ERRORS",
+    "MEMCACHE_FIELDS",
+    "AuthenticationError",
+    "Busy",
+    "InternalError",
+    "InvalidArguments",
+    "KeyExists",
+    "KeyNotFound",
+    "MemcacheError",
+    "NonNumericValue",
+    "NotStored",
+    "NotSupported",
+    "Opcode",
+    "OutOfMemory",
+    "TemporaryFailure",
+    "UnknownCommand",
+    "ValueTooLarge",
+    "memcache_binary_codec",
+]
+
+HEADER_SIZE = 24
+REQUEST_MAGIC = 0x80
+RESPONSE_MAGIC = 0x81
+
+
+class Opcode(enum.IntEnum):
+    """
+    The binary protocol's command codes (the ``opcode`` field).
+    """
+
+    GET = 0x00
+    SET = 0x01
+    ADD = 0x02
+    REPLACE = 0x03
+    DELETE = 0x04
+    INCREMENT = 0x05
+    DECREMENT = 0x06
+    QUIT = 0x07
+    FLUSH = 0x08
+    GETQ = 0x09
+    NOOP = 0x0A
+    VERSION = 0x0B
+    GETK = 0x0C
+    GETKQ = 0x0D
+    APPEND = 0x0E
+    PREPEND = 0x0F
+    STAT = 0x10
+    SETQ = 0x11
+    ADDQ = 0x12
+    REPLACEQ = 0x13
+    DELETEQ = 0x14
+    INCREMENTQ = 0x15
+    DECREMENTQ = 0x16
+    QUITQ = 0x17
+    FLUSHQ = 0x18
+    APPENDQ = 0x19
+    PREPENDQ = 0x1A
+    TOUCH = 0x1C
+    GAT = 0x1D
+    GATQ = 0x1E
+
+
+class MemcacheError(RemoteError):
+    """
+    memcached answered with a status other than "no error"; ``code`` is
+    the status, ``reply.body`` the server's text.
+    """
+
+    description: ClassVar[str] = "memcached error"
+
+
+class KeyNotFound(MemcacheError):
+    """The key does not exist (status 0x01)."""
+
+    description = "key not found"
+
+
+class KeyExists(MemcacheError):
+    """The key exists (ADD) or its CAS did not match (status 0x02)."""
+
+    description = "key exists (or the CAS value did not match)"
+
+
+class ValueTooLarge(MemcacheError):
+    """The value is over the server's item size limit (status 0x03)."""
+
+    description = "value too large for the server's item size limit"
+
+
+class InvalidArguments(MemcacheError):
+    """The server found the request's arguments invalid (status 0x04)."""
+
+    description = "invalid arguments"
+
+
+class NotStored(MemcacheError):
+    """The item was not stored: REPLACE/APPEND of a missing key (status 0x05)."""
+
+    description = "item not stored"
+
+
+class NonNumericValue(MemcacheError):
+    """INCREMENT/DECREMENT of a value that is not a number (status 0x06)."""
+
+    description = "incr/decr on a non-numeric value"
+
+
+class AuthenticationError(MemcacheError):
+    """SASL authentication failed or is required (status 0x20)."""
+
+    description = "authentication error"
+
+
+class UnknownCommand(MemcacheError):
+    """The server does not know the opcode (status 0x81)."""
+
+    description = "unknown command"
+
+
+class OutOfMemory(MemcacheError):
+    """The server is out of memory (status 0x82)."""
+
+    description = "out of memory"
+
+
+class NotSupported(MemcacheError):
+    """The server does not support the command (status 0x83)."""
+
+    description = "not supported"
+
+
+class InternalError(MemcacheError):
+    """The server failed internally (status 0x84)."""
+
+    description = "internal error"
+
+
+class Busy(MemcacheError):
+    """The server is busy (status 0x85)."""
+
+    description = "busy"
+
+
+class TemporaryFailure(MemcacheError):
+    """A temporary failure on the server (status 0x86)."""
+
+    description = "temporary failure"
+
+
+#: Status code → exception class.  Statuses missing here fail with
+#: :class:`MemcacheError` carrying the code.
+MEMCACHE_ERRORS: dict[int, ErrorSpec] = {
+    0x01: KeyNotFound,
+    0x02: KeyExists,
+    0x03: ValueTooLarge,
+    0x04: InvalidArguments,
+    0x05: NotStored,
+    0x06: NonNumericValue,
+    0x20: AuthenticationError,
+    0x81: UnknownCommand,
+    0x82: OutOfMemory,
+    0x83: NotSupported,
+    0x84: InternalError,
+    0x85: Busy,
+    0x86: TemporaryFailure,
+}
+
+#: The 24-byte header, field by field.  ``status`` is the vbucket ID in a
+#: request (0 unless set) and the status in a reply.
+MEMCACHE_FIELDS = (
+    Field("magic", 0, 1, default=REQUEST_MAGIC, expect=RESPONSE_MAGIC),
+    Field("opcode", 1, 1),
+    Field("key_length", 2, 2, length_of="key"),
+    Field("extras_length", 4, 1, length_of="extras"),
+    Field("data_type", 5, 1),
+    Field("status", 6, 2),
+    Field("total_body_length", 8, 4, length_of=BODY),
+    Field("opaque", 12, 4),
+    Field("cas", 16, 8),
+)
+
+
+def memcache_binary_codec(max_frame: int = DEFAULT_MAX_FRAME) -> HeaderCodec:
+    """
+    A codec for memcached's binary protocol, with the opaque field as the
+    request ID (replies may come in any order; 32-bit IDs).
+
+    :param max_frame: the largest reply accepted, header included.
+    """
+    return HeaderCodec(
+        # The frame keeps its whole header (strip=0): the total body length
+        # at offset 8 counts the bytes after the 12 remaining header bytes.
+        lambda: LengthPrefixed(
+            length_size=4, offset=8, adjustment=12, strip=0, max_frame=max_frame
+        ),
+        header_size=HEADER_SIZE,
+        fields=MEMCACHE_FIELDS,
+        id_field="opaque",
+        status_field="status",
+        ok=(0,),
+        errors=MEMCACHE_ERRORS,
+        parts=("extras", "key", "value"),
+        # request(b"k") is a GET of k (opcode 0, every other field 0).
+        bytes_part="key",
+    )
+
+
+#: The binary protocol with the default frame limit.
+MEMCACHE_BINARY = memcache_binary_codec()

@@ -133,9 +133,10 @@ def redis_server(workdir: str, *extra: str) -> Iterator[RealServer]:
 def memcached_server() -> Iterator[RealServer]:
     path = require_program("memcached", "memcached")
     port = free_port()
-    server = RealServer(
-        [path, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64"], port
-    )
+    argv = [path, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64"]
+    if os.geteuid() == 0:
+        argv += ["-u", "root"]  # memcached refuses root without it (CI is root)
+    server = RealServer(argv, port)
     server.start()
     try:
         yield server

@@ -106,6 +106,8 @@ def _start_server(protocol: str, cpu: int | None, workdir: str) -> tuple[Any, in
     else:
         program = shutil.which("memcached")
         args = ["-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1"]
+        if os.geteuid() == 0:
+            args += ["-u", "root"]  # memcached refuses root without it
     if program is None:
         package = "redis-server" if protocol == "redis" else "memcached"
         raise SystemExit(

@@ -10,6 +10,8 @@ import struct
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import deferLater
@@ -367,3 +369,44 @@ def test_from_endpoint_needs_a_memcache_codec():
         MemcacheClient.from_endpoint(
             reactor, "tcp:127.0.0.1:1", codec=FC1Codec(), start=False
         )
+
+
+keys = st.binary(min_size=0, max_size=300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    keys,
+    st.sampled_from([int(o) for o in Opcode]),
+    st.binary(max_size=8),
+    st.binary(max_size=40),
+    st.integers(0, 0x90),
+    st.integers(0, 2**64 - 1),
+)
+def test_the_short_paths_agree_with_the_declared_codec(
+    opaque, key, opcode, extras, value, status, cas
+):
+    from framedclient.codecs.memcache import MEMCACHE_BINARY
+
+    codec = MemcacheCodec()
+    assert codec.encode(0, opaque, key) == MEMCACHE_BINARY.encode(0, opaque, key)
+    header = struct.pack(
+        ">BBHBBHIIQ",
+        0x81,
+        opcode,
+        len(key),
+        len(extras),
+        0,
+        status,
+        len(extras) + len(key) + len(value),
+        opaque,
+        cas,
+    )
+    frame = header + extras + key + value
+    mine, declared = codec.decode(frame), MEMCACHE_BINARY.decode(frame)
+    if isinstance(declared[2], Exception):
+        assert type(mine[2]) is type(declared[2]) and mine[2].code == declared[2].code
+        assert mine[:2] == declared[:2]
+    else:
+        assert mine == declared

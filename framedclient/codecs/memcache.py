@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -270,6 +271,7 @@ MEMCACHE_BINARY = memcache_binary_codec()
 # -- quiet multi-gets: one request, its hits gathered by the framer -------------------
 
 _GETKQ = int(Opcode.GETKQ)
+_HEADER = struct.Struct(">BBHBBHIIQ")
 _NOOP = int(Opcode.NOOP)
 
 
@@ -412,6 +414,14 @@ class MemcacheCodec:
         return QuietRepliesFramer(self._inner.new_framer())
 
     def encode(self, kind: int, request_id: int, body: object) -> bytes:
+        if body.__class__ is bytes:
+            # A GET of the key ``body``: the everyday request, packed at
+            # once (the same bytes the declared codec writes; tested).
+            key: bytes = body  # type: ignore[assignment]
+            n = len(key)
+            if n > 0xFFFF:
+                return self._inner.encode(kind, request_id, body)
+            return _HEADER.pack(REQUEST_MAGIC, 0, n, 0, 0, 0, n, request_id, 0) + key
         if isinstance(body, GetMany):
             encode = self._inner.encode
             frames = [
@@ -430,13 +440,50 @@ class MemcacheCodec:
 
     def decode(self, frame: bytes) -> tuple[int, int, object]:
         if frame.__class__ is not _Gathered:
-            return self._inner.decode(frame)
+            return self._decode_one(frame)
         gathered: _Gathered = frame  # type: ignore[assignment]
         _, request_id, _ = self._inner.decode(bytes(frame))
         if gathered.overflow is not None:
             return ERROR, request_id, RemoteError(gathered.overflow)
-        decode = self._inner.decode
+        decode = self._decode_one
         return REPLY, request_id, [decode(hit)[2] for hit in gathered.hits]
+
+    def _decode_one(self, frame: bytes) -> tuple[int, int, object]:
+        # A successful reply, read at once into the message the declared
+        # codec makes (tested to be equal); anything else (an error status,
+        # a malformed frame) takes the declared codec's path.
+        if len(frame) >= HEADER_SIZE:
+            magic, opcode, nkey, nextras, dtype, status, nbody, opaque, cas = (
+                _HEADER.unpack_from(frame)
+            )
+            if (
+                magic == RESPONSE_MAGIC
+                and not status
+                and nbody == len(frame) - HEADER_SIZE
+                and nkey + nextras <= nbody
+            ):
+                reply = Message.__new__(Message)
+                reply.fields = {
+                    "magic": magic,
+                    "opcode": opcode,
+                    "key_length": nkey,
+                    "extras_length": nextras,
+                    "data_type": dtype,
+                    "status": status,
+                    "total_body_length": nbody,
+                    "opaque": opaque,
+                    "cas": cas,
+                }
+                body = frame[HEADER_SIZE:]
+                reply.body = body
+                value_at = nextras + nkey
+                reply.parts = {
+                    "extras": body[:nextras],
+                    "key": body[nextras:value_at],
+                    "value": body[value_at:],
+                }
+                return REPLY, opaque, reply
+        return self._inner.decode(frame)
 
 
 def __getattr__(name: str) -> Any:

@@ -198,7 +198,8 @@ class MemcacheClient:
 
     def get(self, key: Key) -> Deferred[bytes | None]:
         """The value, or ``None`` on a miss."""
-        d = self._send(Opcode.GET, check_key(key))
+        # A bytes body is a GET of that key (the codec's short path).
+        d = self.client.request(check_key(key))
         return d.addCallbacks(_value, _on((KeyNotFound,), None))
 
     def gets(self, key: Key) -> Deferred[tuple[bytes, int] | None]:

@@ -99,6 +99,11 @@ class RedisCommands:
         return self.execute("PING")
 
     def get(self, key: Arg) -> Deferred[bytes | None]:
+        if key.__class__ is bytes:
+            # The everyday command, built at once (what command() makes).
+            body = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)  # type: ignore[arg-type]
+            d = self._request(body, None)
+            return d.addCallbacks(parse_reply, _as_resp_error)
         return self.execute("GET", key)  # type: ignore[return-value]
 
     def set(

@@ -19,6 +19,7 @@ from framedclient.codecs.redis import (
     CommandBatch,
     RedisClient,
     RedisCodec,
+    ReplyDiscarded,
     RespError,
     command,
     parse_reply,
@@ -198,9 +199,12 @@ async def test_values_near_the_limit_pass_and_over_it_fail_alone(server):
         # A reply too large (appended to past the limit on the server):
         # that request fails, the connection and the next request carry on.
         await redis.execute("APPEND", "fits", b"y" * 64)
-        with pytest.raises(RemoteError, match=r"reply discarded.*max_"):
+        with pytest.raises(ReplyDiscarded, match=r"reply discarded.*max_"):
             await redis.get("fits")
         assert await redis.ping() == b"PONG"
+        # In a pipeline, it takes that reply's place; the others arrive.
+        replies = await redis.pipeline().add("GET", "fits").add("PING").execute()
+        assert isinstance(replies[0], ReplyDiscarded) and replies[1] == b"PONG"
         assert redis.client.stats()["connections"] == {"ready": 1}
         assert await redis.execute("STRLEN", "fits") == len(fits) + 64
     finally:
@@ -216,7 +220,7 @@ async def test_an_array_over_max_array_fails_alone(server):
         await redis.when_ready()
         await redis.lpush("l", *range(101))
         assert len(await redis.execute("LRANGE", "l", 0, 99)) == 100
-        with pytest.raises(RemoteError, match="101 elements exceeds max_array=100"):
+        with pytest.raises(ReplyDiscarded, match="101 elements exceeds max_array=100"):
             await redis.execute("LRANGE", "l", 0, -1)
         assert await redis.ping() == b"PONG"
     finally:

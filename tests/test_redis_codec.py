@@ -20,6 +20,7 @@ from framedclient.codecs import ERROR
 from framedclient.codecs.redis import (
     CommandBatch,
     RedisCodec,
+    ReplyDiscarded,
     RespError,
     RespFramer,
     command,
@@ -91,9 +92,9 @@ def test_a_bulk_string_over_max_frame_is_discarded_without_buffering():
         assert framer.buffered < 64
     frames = framer.feed(b"\r\n+OK\r\n")
     assert frames[1:] == [b"+OK\r\n"]
-    kind, _, message = RedisCodec().decode(frames[0])
-    assert kind == ERROR
-    assert b"1000000 bytes" in message and b"=1024" in message
+    kind, _, error = RedisCodec().decode(frames[0])
+    assert kind == ERROR and isinstance(error, ReplyDiscarded)
+    assert "1000000 bytes" in error.message and "=1024" in error.message
 
 
 @settings(max_examples=100, deadline=None)

@@ -59,6 +59,7 @@ __all__ = [
     "CommandBatch",
     "RedisClient",
     "RedisCodec",
+    "ReplyDiscarded",
     "RespError",
     "RespFramer",
     "command",
@@ -103,6 +104,15 @@ class RespError(RemoteError):
 
     def __repr__(self) -> str:
         return f"RespError({self.message!r})"
+
+
+class ReplyDiscarded(RespError):
+    """
+    The reply to this request broke one of the codec's limits
+    (``max_frame``, ``max_bulk``, ``max_array``): it was read and dropped
+    as it arrived, never buffered whole.  The command did run on the
+    server; the connection and every other request on it carry on.
+    """
 
 
 RespValue: TypeAlias = "bytes | int | list[RespValue] | RespError | None"
@@ -472,12 +482,12 @@ class RedisCodec:
             return body
         return self.encode(kind, request_id, bytes(body))
 
-    def decode(self, frame: bytes) -> tuple[int, int, bytes]:
+    def decode(self, frame: bytes) -> tuple[int, int, object]:
         first = frame[:1]
         if first == b"-":
             return ERROR, 0, frame[1:-2]
         if first == _DISCARDED:
-            return ERROR, 0, frame[1:]
+            return ERROR, 0, ReplyDiscarded(frame[1:].decode("utf-8", "replace"))
         return REPLY, 0, frame
 
 

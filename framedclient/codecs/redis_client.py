@@ -43,10 +43,12 @@ def _arg(value: Arg) -> bytes | str | int:
     return value
 
 
-def _value(ok: bool, body: bytes) -> RespValue:
+def _value(ok: bool, body: Any) -> RespValue:
     # One reply of a batch: an error reply is a value there, not a failure.
     if ok:
         return parse_reply(body)
+    if isinstance(body, RespError):
+        return body  # a reply the codec discarded (ReplyDiscarded)
     return RespError(body.decode("utf-8", "replace"))
 
 

@@ -313,3 +313,55 @@ def test_parse_reply_reads_nested_errors_and_refuses_broken_frames():
     for broken in [b"", b"$5\r\nab\r\n", b"*2\r\n:1\r\n", b"?\r\n", b":1\r\n:2\r\n"]:
         with pytest.raises(CorruptFrame):
             parse_reply(broken)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 4), st.sampled_from(["keep", "cancel", "timeout"])),
+        min_size=1,
+        max_size=12,
+    ),
+    st.data(),
+)
+def test_singles_and_batches_each_get_exactly_their_own_replies(requests, data):
+    # Any mix of single commands and batches, some abandoned (cancelled or
+    # timed out) before their replies: every caller that kept its request
+    # gets exactly the replies to its own commands, in order, however the
+    # reply stream is split.
+    proto, transport, clock = connected()
+    sent = []
+    counter = 0
+    for size, fate in requests:
+        commands = [command("ECHO", str(counter + i)) for i in range(size)]
+        expected = [
+            b"$%d\r\n%d\r\n" % (len(str(counter + i)), counter + i) for i in range(size)
+        ]
+        counter += size
+        body = commands[0] if size == 1 else CommandBatch.of(commands)
+        d = proto.request(body, timeout=10.0 if fate == "timeout" else 100.0)
+        sent.append((d, size, fate, expected))
+    clock.advance(0)
+    for d, _, fate, _ in sent:
+        if fate == "cancel":
+            d.cancel()
+            d.addErrback(lambda f: None)
+    clock.advance(20)  # the "timeout" ones expire
+    for d, _, fate, _ in sent:
+        if fate == "timeout":
+            d.addErrback(lambda f: None)
+    stream = b"".join(r for _, _, _, expected in sent for r in expected)
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(stream) - 1)))))
+    last = 0
+    for cut in [*cuts, len(stream)]:
+        proto.dataReceived(stream[last:cut])
+        last = cut
+    for d, size, fate, expected in sent:
+        if fate != "keep":
+            continue
+        (result,) = outcomes([d])
+        if size == 1:
+            assert result == expected[0]
+        else:
+            assert result == [(True, r) for r in expected]
+    assert proto.engine.entries == 0 and proto.unknown_replies == 0

@@ -33,7 +33,18 @@ setup(
     extras_require={
         "metrics": ["prometheus_client>=0.17"],
         "tls": ["twisted[tls]>=24.7.0"],
-        "bench": ["matplotlib>=3.7", "psutil>=5.9", "tqdm>=4.60"],
+        # A faster parser for Redis arrays (framedclient.codecs.redis).
+        "hiredis": ["hiredis>=2.0"],
+        "bench": [
+            "matplotlib>=3.7",
+            "psutil>=5.9",
+            "tqdm>=4.60",
+            # Baselines of `python -m framedclient.bench redis|memcache`.
+            "txredisapi>=1.4",
+            "redis>=5.0",
+            "pymemcache>=4.0",
+            "hiredis>=2.0",
+        ],
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",
@@ -48,6 +59,8 @@ setup(
             "mypy-zope>=1.0",
             "ruff>=0.5",
             "build>=1.0",
+            # Both Redis reply parsers are tested against each other.
+            "hiredis>=2.0",
         ],
     },
     entry_points={

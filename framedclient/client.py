@@ -34,6 +34,7 @@ from twisted.internet.defer import (
     Deferred,
     fail,
     gatherResults,
+    maybeDeferred,
     succeed,
 )
 from twisted.internet.interfaces import (
@@ -332,6 +333,8 @@ class FramedClient:
         #: the connections it builds
         self.factory = self._make_factory(None)
         self._factories: dict[tuple[str, str], FramedClientFactory] = {}
+        if prepare is not None:
+            prepare = self._owned_prepare(prepare)
         self._prepare = prepare
         self._connection_listeners: list[Callable[[Connection, str, str], object]] = []
         self.pool = Pool(
@@ -427,6 +430,24 @@ class FramedClient:
         self._connection_listeners.append(listener)
         for conn in self._membership.connections():
             conn.add_listener(listener)
+
+    def _owned_prepare(self, hook: PrepareHook) -> PrepareHook:
+        """
+        ``hook``, run so that the requests it sends (AUTH, SELECT, ...) do
+        not touch the limiter: they took no slot, yet each one settled
+        gives a slot back through :meth:`request_settled`.
+        """
+
+        def prepare(proto: FramedProtocol) -> Deferred[Any]:
+            before = proto.ok_count + proto.failed_count
+
+            def settled(result: object) -> object:
+                self._limiter.in_flight += proto.ok_count + proto.failed_count - before
+                return result
+
+            return maybeDeferred(hook, proto).addBoth(settled)
+
+        return prepare
 
     @classmethod
     def from_endpoint(

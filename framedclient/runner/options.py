@@ -308,6 +308,15 @@ _RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
         "not draining) before it is disconnected and the reply's bytes freed.",
     ),
     (
+        "workers",
+        "N",
+        "1",
+        "Processes that serve the same --http (and --listen) socket, each "
+        "with its own upstream pool, under a supervisor that restarts them; "
+        "/metrics and /v1/stats add them up. 1: a single process. tcp: and "
+        "tcp6: endpoints only.",
+    ),
+    (
         "drain-timeout",
         "S",
         "10",
@@ -383,6 +392,8 @@ class Options(usage.Options):
         self["upstream"] = []
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        # What a --workers N supervisor starts its workers with.
+        self["argv"] = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as error:
@@ -457,9 +468,14 @@ class Options(usage.Options):
         for name in ("http-header-timeout", "http-body-timeout"):
             self[name] = _optional_seconds(name, self[name])
         self["http-max-connections"] = _max_connections(self["http-max-connections"])
+        self["workers"] = _workers(self["workers"])
         check_server_endpoint("http", self["http"])
         if self["listen"] is not None:
             check_server_endpoint("listen", self["listen"])
+        if self["workers"] > 1:
+            for name in ("http", "listen"):
+                _check_shareable(name, self[name])
+        if self["listen"] is not None:
             codec: Codec = self["codec"]
             if codec.matching is not Matching.BY_ID:
                 # The proxy tells its clients' replies apart by request ID.
@@ -524,3 +540,39 @@ def _max_connections(raw: str) -> int | None:
             f"--http-max-connections {raw!r}: must be a positive whole number or 'auto'"
         )
     return value
+
+
+#: The most ``--workers``: more processes than this is a typo, not a
+#: machine.
+MAX_WORKERS = 256
+
+
+def _workers(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_WORKERS:
+        raise usage.UsageError(
+            f"--workers {raw!r}: must be a whole number from 1 to {MAX_WORKERS} "
+            f"(1: a single process)"
+        )
+    return value
+
+
+def _check_shareable(option: str, description: str | None) -> None:
+    """
+    :raises usage.UsageError: if ``--workers`` cannot share the listening
+        socket of ``description``: only TCP sockets are shared (a worker
+        that stopped would remove a ``unix:`` socket's file from under the
+        others; ``ssl:`` and ``systemd:`` are not adopted by Twisted).
+    """
+    if description is None:
+        return
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind not in ("tcp", "tcp6"):
+        raise usage.UsageError(
+            f"--{option} {description!r}: --workers above 1 shares tcp: and "
+            f"tcp6: listening sockets only; use one of those (put TLS in "
+            f"front) or --workers 1"
+        )

@@ -188,8 +188,6 @@ class ConfigOption:
     setting: Setting
     flag: bool | None
     default: str | None
-    #: the default is derived from other settings (``auto``)
-    derived: bool = False
 
     @property
     def help(self) -> str:
@@ -233,12 +231,7 @@ def config_options() -> list[ConfigOption]:
             default = setting.default_text
         else:
             default = setting.kind.show(field.default, cli=True)
-        derived = isinstance(field.default, attrs.Factory) and getattr(  # type: ignore[arg-type]
-            field.default, "takes_self", False
-        )
-        options.append(
-            ConfigOption(field.name, option, setting, None, default, derived)
-        )
+        options.append(ConfigOption(field.name, option, setting, None, default))
     return options
 
 
@@ -446,9 +439,9 @@ class Options(usage.Options):
                 # space); the same number typed out is checked as given.
                 continue
             raws[o.field] = raw
-            if o.derived and raw.strip().lower() == o.default:
-                # A default that depends on other settings (heartbeats: on
-                # for codecs with ping frames): the config derives it.
+            if o.default == "auto" == raw.strip().lower():
+                # Asked for by name: the config derives it (heartbeats: on
+                # for codecs with ping frames).
                 continue
             self[o.option] = values[o.field] = o.parse(raw)
         try:

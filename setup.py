@@ -34,7 +34,18 @@ setup(
         "metrics": ["prometheus_client>=0.17"],
         "tls": ["twisted[tls]>=24.7.0"],
         "otel": ["opentelemetry-api>=1.20"],
-        "bench": ["matplotlib>=3.7", "psutil>=5.9", "tqdm>=4.60"],
+        # A faster parser for Redis arrays (framedclient.codecs.redis).
+        "hiredis": ["hiredis>=2.0"],
+        "bench": [
+            "matplotlib>=3.7",
+            "psutil>=5.9",
+            "tqdm>=4.60",
+            # Baselines of `python -m framedclient.bench redis|memcache`.
+            "txredisapi>=1.4",
+            "redis>=5.0",
+            "pymemcache>=4.0",
+            "hiredis>=2.0",
+        ],
         "test": [
             "pytest>=8",
             "pytest-twisted>=1.14",
@@ -52,6 +63,8 @@ setup(
             "uhashring>=2.1",
             "opentelemetry-api>=1.20",
             "opentelemetry-sdk>=1.20",
+            # Both Redis reply parsers are tested against each other.
+            "hiredis>=2.0",
         ],
     },
     entry_points={

@@ -35,6 +35,7 @@ from twisted.internet.defer import (
     Deferred,
     fail,
     gatherResults,
+    maybeDeferred,
     succeed,
 )
 from twisted.internet.interfaces import (
@@ -67,6 +68,7 @@ from framedclient.errors import (
     Unavailable,
     outcome_of,
 )
+from framedclient.health import HealthBoard, HostHealth
 from framedclient.hedging import HEDGE_EVENTS, Hedger, default_hedge_budget
 from framedclient.ketama import key_bytes
 from framedclient.membership import Membership
@@ -109,6 +111,7 @@ class _Call:
 
     __slots__ = (
         "attempt",
+        "avoid",
         "body",
         "client",
         "context",
@@ -143,6 +146,8 @@ class _Call:
         self.wait = wait
         self.attempt = attempt
         self.has_slot = False
+        #: the host a retry should avoid (the one the request died with)
+        self.avoid: HostHealth | None = None
         self.queued_bytes = 0
         self.stage = _ACQUIRING
         self.current: Deferred[Any] | None = None
@@ -290,6 +295,8 @@ class FramedClient:
         of the wrong type), naming the setting.
 
     :ivar config: the :class:`~framedclient.config.ClientConfig` in force.
+    :ivar health: the :class:`~framedclient.health.HealthBoard` of the
+        endpoints (one host each): failure accrual, ejections, probes.
     """
 
     def __init__(
@@ -337,17 +344,22 @@ class FramedClient:
         self._events = metrics if metrics is not None else Metrics()
         self.request_timeout = config.request_timeout
         self.wait_for_ready = config.wait_for_ready
-        self.factory = FramedClientFactory(
-            config=config.protocol_config(),
-            clock=clock,
-            metrics=self._events,
-            owner=self,
-            per_connection_metrics=True,
-            on_built=self._track,
+        self.health = HealthBoard(
+            clock,
+            failure_accrual=config.failure_accrual,
+            ejection_time=config.ejection_time,
+            max_ejected_share=config.max_ejected_share,
         )
         self._limiter = Limiter(
             clock, config.max_in_flight, config.max_pending, config.acquire_timeout
         )
+        #: the template of the connection factories: each host gets one of
+        #: its own with this configuration, which hands the host's health to
+        #: the connections it builds
+        self.factory = self._make_factory(None)
+        self._factories: dict[tuple[str, str], FramedClientFactory] = {}
+        if prepare is not None:
+            prepare = self._owned_prepare(prepare)
         self._prepare = prepare
         self._connection_listeners: list[Callable[[Connection, str, str], object]] = []
         balancer = make_balancer(config.balancer)
@@ -369,7 +381,13 @@ class FramedClient:
                         f"are not upstreams of this client; its upstreams are "
                         f"{labels!r}"
                     )
-        self.pool = Pool([], balancer, self._limiter)
+        self.pool = Pool(
+            [],
+            balancer,
+            self._limiter,
+            self.health,
+            in_flight_cap=config.in_flight_per_connection,
+        )
         # Each connection's metrics are read through its upstream's (made
         # when the upstream's first connection is ready), so /metrics and
         # debug_state() can tell upstreams apart.
@@ -387,6 +405,8 @@ class FramedClient:
             retire_timeout=config.retire_timeout,
             max_connection_age=config.max_connection_age,
         )
+        # After the pool's listener: it knows the host's connections first.
+        self.health.add_listener(self._host_changed)
         self._budget = retry_budget or RetryBudget(clock)
         self._tracer: Any = None
         if config.tracing and _otel_installed():
@@ -426,11 +446,32 @@ class FramedClient:
         if start:
             self.start()
 
+    def _make_factory(self, health: HostHealth | None) -> FramedClientFactory:
+        return FramedClientFactory(
+            config=self.config.protocol_config(),
+            clock=self._clock,
+            metrics=self._events,
+            owner=self,
+            per_connection_metrics=True,
+            on_built=self._track,
+            health=health,
+        )
+
     def _new_connection(self, host: Host, index: int) -> Connection:
         config = self.config
+        factory = self._factories.get(host.key)
+        if factory is None:
+            # One factory per host: it hands the host's health record to
+            # each connection it builds.  Those of hosts that left go.
+            in_use = set(self.health.hosts)
+            self._factories = {
+                k: f for k, f in self._factories.items() if f.health in in_use
+            }
+            factory = self._make_factory(self.health.host(_label(host)))
+            self._factories[host.key] = factory
         return Connection(
             host.endpoint,
-            self.factory,
+            factory,
             self._clock,
             backoff=config.backoff,
             connect_timeout=config.connect_timeout,
@@ -455,6 +496,24 @@ class FramedClient:
         self._connection_listeners.append(listener)
         for conn in self._membership.connections():
             conn.add_listener(listener)
+
+    def _owned_prepare(self, hook: PrepareHook) -> PrepareHook:
+        """
+        ``hook``, run so that the requests it sends (AUTH, SELECT, ...) do
+        not touch the limiter: they took no slot, yet each one settled
+        gives a slot back through :meth:`request_settled`.
+        """
+
+        def prepare(proto: FramedProtocol) -> Deferred[Any]:
+            before = proto.ok_count + proto.failed_count
+
+            def settled(result: object) -> object:
+                self._limiter.in_flight += proto.ok_count + proto.failed_count - before
+                return result
+
+            return maybeDeferred(hook, proto).addBoth(settled)
+
+        return prepare
 
     @classmethod
     def from_endpoint(
@@ -629,6 +688,7 @@ class FramedClient:
             if timer is not None and timer.active():
                 timer.cancel()
             self._deadlines.stop()
+            self.health.stop()
 
         done.addBoth(finished)
         self._closed = done
@@ -789,12 +849,22 @@ class FramedClient:
         if call.stage == _ACQUIRING:
             call.finish(failure)
 
-    def _dispatch(self, call: _Call) -> None:
+    def _pick_for(self, call: _Call) -> FramedProtocol | None:
+        if call.avoid is None:
+            if call.key is None:
+                return self.pool.pick()
+            return self.pool.pick_for(call.key)
+        # A retry of a request that died with its host: another host first,
+        # wherever its key would have sent it.
+        return self.pool.pick_avoiding(call.avoid)
+
+    def _dispatch(self, call: _Call, proto: FramedProtocol | None = None) -> None:
         """
-        Hand a slot-holding call to a connection, or park it until one can
-        take it.
+        Hand a slot-holding call to a connection (``proto``, or the one the
+        pool picks), or park it until one can take it.
         """
-        proto = self.pool.pick() if call.key is None else self.pool.pick_for(call.key)
+        if proto is None:
+            proto = self._pick_for(call)
         if proto is None:
             if self._closing:
                 call.finish(ClientClosed("the client is closing"))
@@ -905,6 +975,19 @@ class FramedClient:
                 self._waiting.remove(call)
             except ValueError:
                 pass
+            if self.pool.ready_count:
+                # Connections were ready but none could take it: each was at
+                # its in-flight cap (or its table was full) all along.
+                call.finish(
+                    Overloaded(
+                        f"every ready connection stayed full for the request's "
+                        f"{call.timeout:g} s deadline (max_in_flight_per_connection="
+                        f"{self.pool.in_flight_cap}, max_pending_per_connection="
+                        f"{self.config.max_pending_per_connection}); the request "
+                        f"was not sent"
+                    )
+                )
+                return
             call.finish(
                 Unavailable(
                     f"no connection became ready within the request's "
@@ -958,12 +1041,18 @@ class FramedClient:
         if self._waiting or self._lease_waiters:
             self._kick()
 
-    def request_orphaned(self, p: PendingRequest, lost: ConnectionLost) -> bool:
+    def request_orphaned(
+        self,
+        p: PendingRequest,
+        lost: ConnectionLost,
+        host: HostHealth | None = None,
+    ) -> bool:
         """
         A connection died (or went away) holding ``p``, which is safe to
         send again: never written, or idempotent.  Take it over if its
         deadline, the attempt bound and (for written ones) the retry budget
-        allow; it keeps its in-flight slot.
+        allow; it keeps its in-flight slot, and goes to another host than
+        ``host`` (the connection's) when another can take it.
         """
         if self._closing or p.attempt >= MAX_ATTEMPTS or p.body is None:
             return False
@@ -989,6 +1078,7 @@ class FramedClient:
             p.attempt + 1,
         )
         call.has_slot = True
+        call.avoid = host
         # A retry's body waits in the client too (never refused: it already
         # holds a slot).
         call.queued_bytes = len(p.body)
@@ -1027,12 +1117,12 @@ class FramedClient:
             if call.stage != _WAITING:
                 waiting.popleft()
                 continue
-            proto = self.pool.pick()
+            proto = self._pick_for(call)
             if proto is None:
                 break
             waiting.popleft()
             call.stage = _ACQUIRING
-            self._dispatch(call)
+            self._dispatch(call, proto)
         leases = self._lease_waiters
         while leases:
             if leases[0].called:
@@ -1043,6 +1133,11 @@ class FramedClient:
                 break
             self.pool.leased.add(proto)
             leases.popleft().callback(proto)
+
+    def _host_changed(self, host: HostHealth) -> None:
+        if host.eligible and self._waiting:
+            # A host's window ended or it revived: capacity appeared.
+            self._kick()
 
     def _connection_changed(self, conn: Connection, old: str, new: str) -> None:
         if new == "ready":
@@ -1160,6 +1255,7 @@ class FramedClient:
         for proto, upstream in self.pool.ready_upstreams().items():
             by_upstream[upstream]["in_flight"] += proto.table_size
         state["by_upstream"] = by_upstream
+        state["hosts"] = self.health.debug_state()
         state["discovery"] = self._membership.debug_state()
         get_calls: Callable[[], list[Any]] | None = getattr(
             self._clock, "getDelayedCalls", None

@@ -59,6 +59,7 @@ __all__ = [
     "ProtocolConfig",
     "Seconds",
     "Setting",
+    "Share",
     "Switch",
     "resolve_client_config",
     "setting_of",
@@ -142,26 +143,64 @@ class Kind:
 @attrs.frozen
 class Count(Kind):
     """
-    An integer >= ``minimum`` (bools refused).
+    An integer >= ``minimum`` (bools refused); with ``optional``, also
+    ``None`` (``word`` on the command line: ``off``, or ``auto`` where
+    ``None`` means "derived from other settings").
     """
 
     minimum: int = 1
     metavar: str = "N"  # type: ignore[misc]
+    optional: bool = False
+    word: str = "off"
 
     def expects(self, cli: bool) -> str:
-        return f"must be an integer >= {self.minimum}"
+        text = f"must be an integer >= {self.minimum}"
+        if self.optional:
+            text += f" or {self.word!r}" if cli else " or None"
+        return text
 
     def check(self, name: str, value: object) -> None:
+        if value is None and self.optional:
+            return
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidSettingType(name, value, self.expects(False))
         if value < self.minimum:
             raise InvalidSetting(name, value, self.expects(False))
 
     def show(self, value: object, cli: bool) -> str:
+        if value is None:
+            return self.word if cli else "None"
         return str(value)
 
     def parse(self, text: str) -> object:
+        if self.optional and text.strip().lower() in (self.word, "none", ""):
+            return None
         return int(text.strip())
+
+
+@attrs.frozen
+class Share(Kind):
+    """
+    A fraction from 0 to 1 inclusive (bools and strings refused).
+    """
+
+    metavar: str = "F"  # type: ignore[misc]
+
+    def expects(self, cli: bool) -> str:
+        return "must be a number from 0 to 1"
+
+    def check(self, name: str, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidSettingType(name, value, self.expects(False))
+        if not 0 <= value <= 1:
+            raise InvalidSetting(name, value, self.expects(False))
+
+    def show(self, value: object, cli: bool) -> str:
+        assert isinstance(value, (int, float))
+        return f"{value:g}"
+
+    def parse(self, text: str) -> object:
+        return float(text)
 
 
 @attrs.frozen
@@ -491,26 +530,66 @@ def _read_timeout() -> Any:
     )
 
 
-def _heartbeat_interval() -> Any:
+#: The client's heartbeat interval for codecs with ping frames: with the
+#: default ``heartbeat_timeout`` a silent connection is closed within about
+#: 10 s.
+DEFAULT_HEARTBEAT = 5.0
+
+
+def _heartbeat_for_codec(config: Any) -> float | None:
+    # A Factory taking the config being built: codec is its first field
+    # (validated after the factories run, so it may not be a codec yet).
+    return DEFAULT_HEARTBEAT if getattr(config.codec, "supports_ping", False) else None
+
+
+def _heartbeat_interval(on_by_default: bool) -> Any:
+    help = (
+        "Ping a connection that has been silent for this many seconds "
+        "(codecs with ping frames, like fc1)."
+    )
+    if not on_by_default:
+        return _field(
+            None,
+            Setting(
+                help, Seconds(optional=True), off="no heartbeats", option="heartbeat"
+            ),
+        )
     return _field(
-        None,
+        attrs.Factory(_heartbeat_for_codec, takes_self=True),
         Setting(
-            "Ping a connection that has been silent for this many seconds "
-            "(codecs with ping frames, like fc1).",
+            help + f" By default {DEFAULT_HEARTBEAT:g} s for codecs with ping "
+            "frames and off for the others.",
             Seconds(optional=True),
             off="no heartbeats",
             option="heartbeat",
+            cli_help=help + f" 'auto' (the default): {DEFAULT_HEARTBEAT:g} s for "
+            "codecs with ping frames, off for the others. 'off': no heartbeats.",
+            default_text="auto",
         ),
     )
 
 
 def _heartbeat_timeout() -> Any:
     return _field(
-        10.0,
+        5.0,
         Setting(
             "Seconds a ping may go unanswered before the connection is "
             "declared dead and closed.",
             Seconds(),
+        ),
+    )
+
+
+def _black_hole_after(default: int | None) -> Any:
+    return _field(
+        default,
+        Setting(
+            "Close and replace a connection once this many requests in a row "
+            "timed out on it after being written, with no reply or error reply "
+            "received meanwhile (a black hole: the peer went silent without "
+            "closing).",
+            Count(1, optional=True),
+            off="never",
         ),
     )
 
@@ -604,9 +683,19 @@ class ProtocolConfig:
     max_write_buffer: int = _max_write_buffer()
     write_timeout: float | None = _write_timeout()
     read_timeout: float | None = _read_timeout()
-    heartbeat_interval: float | None = _heartbeat_interval()
+    heartbeat_interval: float | None = _heartbeat_interval(False)
     heartbeat_timeout: float = _heartbeat_timeout()
     abandoned_ttl: float | None = _abandoned_ttl()
+    black_hole_after: int | None = _black_hole_after(None)
+    max_in_flight: int | None = _field(
+        None,
+        Setting(
+            "Requests in flight on this connection beyond which a pool picks "
+            "another one (requests sent on it directly are not refused).",
+            Count(1, optional=True),
+            off="no cap",
+        ),
+    )
 
     def __attrs_post_init__(self) -> None:
         _check_codec_fit(
@@ -668,8 +757,9 @@ class ClientConfig:
             default_text="grpc",
         ),
     )
-    heartbeat_interval: float | None = _heartbeat_interval()
+    heartbeat_interval: float | None = _heartbeat_interval(True)
     heartbeat_timeout: float = _heartbeat_timeout()
+    black_hole_after: int | None = _black_hole_after(5)
     read_timeout: float | None = _read_timeout()
     write_timeout: float | None = _write_timeout()
     max_pending_per_connection: int = _max_pending_per_connection()
@@ -682,6 +772,44 @@ class ClientConfig:
             "with Overloaded, so large bodies cannot turn max_pending into "
             "gigabytes.",
             Count(1, "BYTES"),
+        ),
+    )
+    max_in_flight_per_connection: int | None = _field(
+        None,
+        Setting(
+            "Requests in flight on one connection beyond which the pool picks "
+            "another, so that losing one connection fails a bounded share of "
+            "the work.",
+            Count(1, optional=True, word="auto"),
+            off="ceil(2 x max_in_flight / connections), at most the codec's ID "
+            "space",
+        ),
+    )
+    failure_accrual: int | None = _field(
+        5,
+        Setting(
+            "Consecutive failures (written requests timed out, connections "
+            "lost or found dead) that eject a host: its connections get no "
+            "requests until its ejection window ends and a probe request "
+            "succeeds.",
+            Count(1, optional=True),
+            off="hosts are never ejected",
+        ),
+    )
+    ejection_time: float = _field(
+        5.0,
+        Setting(
+            "Seconds of a host's first ejection; each ejection in a row lasts "
+            "1.6 times longer (jittered), up to 60 s.",
+            Seconds(),
+        ),
+    )
+    max_ejected_share: float = _field(
+        0.5,
+        Setting(
+            "The most hosts ejected at once, as a share of all hosts (rounded "
+            "down; never all of them): past it failing hosts stay in use.",
+            Share(),
         ),
     )
     abandoned_ttl: float | None = _abandoned_ttl()
@@ -788,14 +916,29 @@ class ClientConfig:
             self.heartbeat_interval,
         )
 
+    def in_flight_per_connection(self, connections: int) -> int:
+        """
+        The in-flight cap of each of ``connections`` connections:
+        ``max_in_flight_per_connection``, or by default twice their fair
+        share of ``max_in_flight``, within the codec's ID space.
+        """
+        cap = self.max_in_flight_per_connection
+        if cap is None:
+            cap = math.ceil(2 * self.max_in_flight / max(1, connections))
+        return max(1, min(cap, self.codec.max_id - 1, self.max_pending_per_connection))
+
     def protocol_config(self) -> ProtocolConfig:
         """
         The settings each of the client's connections gets.
 
         ``request_timeout`` stays unset there: the client holds each
-        request's deadline itself, across queueing and retries.
+        request's deadline itself, across queueing and retries; so does
+        the in-flight cap (``max_in_flight``), which its pool sets as the
+        number of connections changes (see :meth:`in_flight_per_connection`).
         """
         return ProtocolConfig(
+            black_hole_after=self.black_hole_after,
+            max_in_flight=None,
             codec=self.codec,
             request_timeout=None,
             max_pending=self.max_pending_per_connection,
@@ -825,11 +968,16 @@ class ClientSettings(TypedDict, total=False):
     backoff: BackoffLike | None
     heartbeat_interval: float | None
     heartbeat_timeout: float
+    black_hole_after: int | None
     read_timeout: float | None
     write_timeout: float | None
     max_pending_per_connection: int
     max_write_buffer: int
     max_queued_bytes: int
+    max_in_flight_per_connection: int | None
+    failure_accrual: int | None
+    ejection_time: float
+    max_ejected_share: float
     abandoned_ttl: float | None
     wait_for_ready: bool
     balancer: Any

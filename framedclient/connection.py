@@ -9,7 +9,8 @@ States and what moves between them::
               retry  │    │ connect_failed     │ │ goaway: old protocol drains
                      │    ▼                    │ │ on its own; connect anew
                   backing_off ◀────lost────────┘ └──▶ connecting
-                     (delay 0 after the loss of a healthy connection)
+                     ▲ (delay 0 after the loss of a healthy connection)
+                     └────── early_goaway (GOAWAY young, before any answer)
 
     close/abort: idle, backing_off ──▶ closed
                  connecting, ready ──▶ closing ──(connect_failed, lost)──▶ closed
@@ -55,7 +56,10 @@ A connection counts as *healthy* once it has been ready for
 ``healthy_after`` seconds; losing a healthy connection reconnects at once
 and resets the backoff, while a connection that dies young counts as one
 more failed attempt, so a server that accepts and immediately closes is
-retried with backoff, not in a tight loop.
+retried with backoff, not in a tight loop.  The same holds for GOAWAY: on a
+healthy connection, or one that the server has answered on, it connects
+anew at once; on a young one not answered on yet it is a failed attempt
+(``early_goaway``), and the connection backs off.
 """
 
 from __future__ import annotations
@@ -143,6 +147,9 @@ class _Inputs(Protocol):
 
     def goaway(self) -> None:
         "The server sent GOAWAY, or the owner recycles the current connection."
+
+    def early_goaway(self) -> None:
+        "Like goaway, but so soon after connecting that it is a failed attempt."
 
     def drained(self, proto: FramedProtocol) -> None:
         "A protocol retired by GOAWAY has closed."
@@ -291,7 +298,21 @@ class _Core:
     def protocol_goaway(
         self, _: object, inputs: _Inputs, proto: FramedProtocol
     ) -> None:
-        if proto is self.protocol:
+        if proto is not self.protocol:
+            return
+        age = self.clock.seconds() - self.ready_at
+        if age < self.healthy_after and not proto.answered:
+            # A server that sends GOAWAY to every new connection (shutting
+            # down, overloaded, misconfigured) would otherwise be reconnected
+            # to in a tight loop: a young connection told to go away before
+            # it served anything is a failed attempt, retried with backoff.
+            # (One that served requests first is a hand-over: each reconnect
+            # is paid for by work done.)
+            self.failed_attempts = self.attempts_before_ready + 1
+            self.next_delay = self.backoff.delay(self.failed_attempts)
+            self.last_error = f"server sent GOAWAY {age:.3f} s after connecting"
+            self.feed(inputs.early_goaway)
+        else:
             self.feed(inputs.goaway)
 
     def fire_waiters(self, proto: FramedProtocol) -> None:
@@ -390,7 +411,6 @@ class _Core:
         self.protocol = None
         if not proto.is_closed:
             self.draining.add(proto)
-        self.failed_attempts = 0
 
 
 def _build() -> Callable[[_Core], _Inputs]:
@@ -494,6 +514,7 @@ def _build() -> Callable[[_Core], _Inputs]:
     Idle.upon(_Inputs.lost).loop().returns(None)
     Idle.upon(_Inputs.retry).loop().returns(None)
     Idle.upon(_Inputs.goaway).loop().returns(None)
+    Idle.upon(_Inputs.early_goaway).loop().returns(None)
 
     # close()'s Deferred is in closed_waiters before the input arrives;
     # entering Closed fires it unless retired connections still drain.
@@ -544,6 +565,7 @@ def _build() -> Callable[[_Core], _Inputs]:
     Connecting.upon(_Inputs.lost).loop().returns(None)
     Connecting.upon(_Inputs.retry).loop().returns(None)
     Connecting.upon(_Inputs.goaway).loop().returns(None)
+    Connecting.upon(_Inputs.early_goaway).loop().returns(None)
 
     @pep614(Connecting.upon(_Inputs.connect_failed, nodata=True).to(BackingOff))
     def failed(c: _Inputs, s: _Core) -> None:
@@ -571,6 +593,14 @@ def _build() -> Callable[[_Core], _Inputs]:
     @pep614(Ready.upon(_Inputs.goaway).to(Connecting))
     def replace(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
         s.retire(proto)
+        s.failed_attempts = 0
+
+    @pep614(Ready.upon(_Inputs.early_goaway).to(BackingOff))
+    def back_off_after_goaway(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
+        # The core recorded the failed attempt and its delay before this
+        # input.
+        s.retire(proto)
+        s.count_failure()
 
     @pep614(Ready.upon(_Inputs.close).to(Closing))
     def close_ready(c: _Inputs, s: _Core, proto: FramedProtocol) -> None:
@@ -587,11 +617,13 @@ def _build() -> Callable[[_Core], _Inputs]:
     BackingOff.upon(_Inputs.lost).loop().returns(None)
     BackingOff.upon(_Inputs.retry, nodata=True).to(Connecting).returns(None)
     BackingOff.upon(_Inputs.goaway).loop().returns(None)
+    BackingOff.upon(_Inputs.early_goaway).loop().returns(None)
 
     # -- closing -------------------------------------------------------------
     Closing.upon(_Inputs.start).loop().returns(None)
     Closing.upon(_Inputs.retry).loop().returns(None)
     Closing.upon(_Inputs.goaway).loop().returns(None)
+    Closing.upon(_Inputs.early_goaway).loop().returns(None)
 
     Closing.upon(_Inputs.close).loop().returns(None)
 
@@ -605,7 +637,7 @@ def _build() -> Callable[[_Core], _Inputs]:
     Closing.upon(_Inputs.lost, nodata=True).to(Closed).returns(None)
 
     # -- closed --------------------------------------------------------------
-    for name in ("start", "connect_failed", "lost", "retry", "goaway"):
+    for name in ("start", "connect_failed", "lost", "retry", "goaway", "early_goaway"):
         Closed.upon(getattr(_Inputs, name), nodata=True).loop().returns(None)
 
     return machine.build()

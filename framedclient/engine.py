@@ -118,7 +118,9 @@ class Request:
         "deadline",
         "engine",
         "idempotent",
+        "parts",
         "redirect",
+        "replies",
         "request_id",
         "started",
         "state",
@@ -141,6 +143,12 @@ class Request:
     attempt: int
     state: int
     redirect: Any
+    #: reply frames still expected (in-order matching; 1 unless the codec
+    #: made a unit of several commands, see :meth:`RequestEngine.open`)
+    replies: int
+    #: a unit's replies so far, as ``(ok, body)`` pairs; ``None`` for a
+    #: request that takes one reply
+    parts: list[tuple[bool, Any]] | None
 
     def __repr__(self) -> str:
         state = ("queued", "sent", "abandoned", "done")[self.state]
@@ -393,6 +401,14 @@ class RequestEngine:
             replies were read).
         :raises: whatever the codec raises for a body it cannot carry;
             nothing is held then.
+
+        A codec matching in order may return from ``encode`` a ``bytes``
+        subclass with an ``expected_replies`` attribute (N): the request is
+        then one *unit* that takes the next N reply frames, in order, and
+        its reply is the list of them as ``(ok, body)`` pairs (an error
+        reply inside a unit is data, not the unit's failure).  A unit that
+        times out or is cancelled stays in the queue until all N replies
+        have passed, so the next caller never receives one of them.
         """
         request_id = self._last_id
         pending = self._pending
@@ -420,6 +436,13 @@ class RequestEngine:
         r.attempt = attempt
         r.state = QUEUED
         r.redirect = None
+        # Plain bytes (every codec's usual answer): one reply frame.
+        if data.__class__ is bytes or self._by_id:
+            r.replies = 1
+            r.parts = None
+        else:
+            r.replies = getattr(data, "expected_replies", 1)
+            r.parts = [] if r.replies > 1 else None
         if timeout:
             if timeout == self._usual_timeout and deadline >= self._usual_last:
                 self._usual[r] = None
@@ -480,7 +503,10 @@ class RequestEngine:
         if self._by_id:
             r = self._pending.pop(request_id, None)
         elif self._inflight:
-            r = self._inflight.popleft()
+            r = self._inflight[0]
+            if r.parts is not None:
+                return self._unit_reply(r, ok, body, now)
+            self._inflight.popleft()
         else:
             r = None
         if r is None:
@@ -501,6 +527,30 @@ class RequestEngine:
             self._pending[request_id] = r
         self.unknown_replies += 1
         return UNKNOWN
+
+    def _unit_reply(self, r: Request, ok: bool, body: Any, now: float) -> int:
+        # One of the N reply frames of a unit (in-order matching only).
+        r.replies -= 1
+        last = not r.replies
+        if last:
+            self._inflight.popleft()
+        state = r.state
+        if state == SENT:
+            parts = r.parts
+            parts.append((ok, body))  # type: ignore[union-attr]
+            if last:
+                self._settle(r, REPLY, parts, now)
+            return MATCHED
+        if state == ABANDONED:
+            if not last:
+                return MATCHED  # counted once, with its last reply
+            r.state = DONE
+            self.tombstones -= 1
+            self.late_replies += 1
+            return LATE
+        # Nothing of a unit not written yet can arrive (in order, only
+        # written requests are in the queue).
+        return UNKNOWN  # pragma: no cover
 
     def cancel(self, r: Request) -> None:
         """
@@ -626,6 +676,8 @@ class RequestEngine:
         elif (exit == TIMEOUT or exit == CANCELLED) and not self._losing:
             r.state = ABANDONED
             r.body = None
+            if r.parts is not None:
+                r.parts = []  # the replies still due are dropped, not kept
             self.tombstones += 1
             ttl = self._abandoned_ttl
             if ttl is not None:

@@ -24,6 +24,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 __all__ = ["Liveness"]
 
+_SLACK = 1e-9
+
 
 class Liveness:
     """
@@ -112,12 +114,15 @@ class Liveness:
 
     def _check(self) -> None:
         self._timer = None
-        now = self._clock.seconds()
+        # Compared with the same sums _arm computed, and a timer may land a
+        # rounding error short: without the slack it would re-arm for "now"
+        # forever (a busy loop on a stepped clock).
+        now = self._clock.seconds() + _SLACK
         read_timeout = self._read_timeout
         if (
             read_timeout is not None
             and self._outstanding()
-            and now - self.last_read >= read_timeout
+            and now >= self.last_read + read_timeout
         ):
             self._dead(
                 f"read timeout: nothing received for {read_timeout:g} s with "
@@ -127,14 +132,14 @@ class Liveness:
             return
         if self._heartbeat_interval is not None:
             if self.ping_sent_at is not None:
-                if now - self.ping_sent_at >= self._heartbeat_timeout:
+                if now >= self.ping_sent_at + self._heartbeat_timeout:
                     self._dead(
                         f"heartbeat timeout: no answer to a ping within "
                         f"{self._heartbeat_timeout:g} s; the peer is dead or "
                         f"the connection is half-open"
                     )
                     return
-            elif now - self.last_read >= self._heartbeat_interval:
-                self.ping_sent_at = now
+            elif now >= self.last_read + self._heartbeat_interval:
+                self.ping_sent_at = now - _SLACK
                 self._send_ping()
-        self._arm(now)
+        self._arm(now - _SLACK)

@@ -80,6 +80,7 @@ CONNECTION_EVENTS: tuple[str, ...] = (
     "lost",
     "reconnect",
     "protocol_error",
+    "black_hole",
     "recycled",
 )
 """The connection events :meth:`MetricsRecorder.record_connection_event`

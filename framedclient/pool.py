@@ -15,7 +15,7 @@ comparison.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -30,6 +30,7 @@ from framedclient.balance import (
 from framedclient.connection import Connection
 from framedclient.deadlines import DeadlineQueue
 from framedclient.errors import Overloaded
+from framedclient.health import PROBING, HealthBoard, HostHealth
 from framedclient.protocol import FramedProtocol
 
 __all__ = ["Limiter", "Pool"]
@@ -209,12 +210,26 @@ class Pool:
 
     :param balancer: the pick policy; power of two choices by default (see
         :mod:`framedclient.balance`).
+    :param health: the health of the hosts the connections lead to (each
+        protocol's ``health``; see :mod:`framedclient.health`); the hosts of
+        the pool's connections are the board's hosts.
+    :param in_flight_cap: the in-flight cap of each connection given how
+        many connections the pool has (see
+        :meth:`~framedclient.config.ClientConfig.in_flight_per_connection`);
+        applied to each connection as it becomes ready and whenever
+        connections join or leave.  ``None``: the connections' own
+        ``max_in_flight``.
+
+    A connection that is leased (see :meth:`lease`) or not accepting (full,
+    draining, not ready) is skipped.  The balancer sees only the ready
+    connections of eligible hosts (not ejected, no probe out), so any
+    policy honours host health unchanged; when no eligible host has a ready
+    connection, it sees every ready connection (a degraded host serves
+    better than none).  The first request picked for a probing host is its
+    probe.
 
     A connection's upstream (host) is its name up to its last ``/``, as
     :class:`~framedclient.client.FramedClient` names them (``HOST/N``).
-
-    A connection that is leased (see :meth:`lease`) or not accepting (full,
-    draining, not ready) is skipped.
     """
 
     def __init__(
@@ -222,8 +237,12 @@ class Pool:
         connections: list[Connection],
         balancer: Balancer | UpstreamBalancer | None = None,
         limiter: Limiter | None = None,
+        health: HealthBoard | None = None,
+        in_flight_cap: Callable[[int], int] | None = None,
     ) -> None:
         self.connections = connections
+        self._in_flight_cap = in_flight_cap
+        self._cap: int | None = None
         #: the slots :meth:`take` hands out with a connection (``None``: no
         #: cap)
         self.limiter = limiter
@@ -241,14 +260,21 @@ class Pool:
             else self.balancer.pick  # type: ignore[union-attr]
         )
         self.leased: set[FramedProtocol] = set()
-        #: the ready connections, grouped by upstream
+        #: the ready connections the balancer may pick, grouped by upstream
+        #: (``upstreams``: every upstream of the pool, eligible or not)
         self.view = ReadyConnections()
         # The plain list a Balancer gets, once per request.
         self._ready: list[FramedProtocol] = self.view.connections
         self._names: dict[FramedProtocol, str] = {}
+        #: whether some host in ``_ready`` waits for its probe (so the hot
+        #: path checks one boolean, not the host of every pick)
+        self._probing = False
+        self.health = health
         for conn in connections:
             conn.add_listener(self._state_changed)
-        self._rebuild()
+        if health is not None:
+            health.add_listener(self._health_changed)
+        self._members_changed()
 
     def __iter__(self) -> Iterator[Connection]:
         return iter(self.connections)
@@ -259,19 +285,45 @@ class Pool:
     def _state_changed(self, conn: Connection, old: str, new: str) -> None:
         self._rebuild()
 
+    def _health_changed(self, host: HostHealth) -> None:
+        self._rebuild()
+
+    def _members_changed(self) -> None:
+        if self._in_flight_cap is not None:
+            self._cap = self._in_flight_cap(len(self.connections))
+        if self.health is not None:
+            self.health.retain(
+                {h for c in self.connections if (h := c.factory.health) is not None}
+            )
+        self._rebuild()
+
     def _rebuild(self) -> None:
-        # On every change of state or of the host set, never per request.
+        # On every change of state, health or host set, never per request.
         upstream_names = self.upstream_names
-        ready = [
-            (upstream, conn, p)
-            for conn, upstream in zip(self.connections, upstream_names, strict=True)
-            if (p := conn.protocol) is not None
-        ]
+        upstream_of: dict[FramedProtocol, str] = {}
+        names: dict[FramedProtocol, str] = {}
+        for conn, upstream in zip(self.connections, upstream_names, strict=True):
+            p = conn.protocol
+            if p is not None:
+                upstream_of[p] = upstream
+                names[p] = getattr(conn, "name", "")
+        self._names = names
+        ready = list(upstream_of)
+        cap = self._cap
+        if cap is not None:
+            for p in ready:
+                p.set_in_flight_cap(cap)
+        if self.health is not None:
+            eligible = [p for p in ready if p.health is None or p.health.eligible]
+            if eligible:
+                ready = eligible
+            self._probing = any(
+                p.health is not None and p.health.state == PROBING for p in ready
+            )
         self.view = ReadyConnections(
-            tuple(dict.fromkeys(upstream_names)), ((u, p) for u, _, p in ready)
+            tuple(dict.fromkeys(upstream_names)), ((upstream_of[p], p) for p in ready)
         )
         self._ready = self.view.connections
-        self._names = {p: getattr(c, "name", "") for _, c, p in ready}
 
     @property
     def upstream_names(self) -> list[str]:
@@ -295,7 +347,7 @@ class Pool:
         for conn in connections:
             conn.add_listener(self._state_changed)
             self.connections.append(conn)
-        self._rebuild()
+        self._members_changed()
 
     def remove(self, connections: Iterable[Connection]) -> None:
         """
@@ -304,7 +356,15 @@ class Pool:
         """
         gone = set(connections)
         self.connections = [c for c in self.connections if c not in gone]
-        self._rebuild()
+        self._members_changed()
+
+    @property
+    def in_flight_cap(self) -> int | None:
+        """
+        The in-flight cap the pool gives each connection now (``None``:
+        their own).
+        """
+        return self._cap
 
     @property
     def ready_count(self) -> int:
@@ -315,26 +375,58 @@ class Pool:
         The connection the balancer picks for the next request, or ``None``
         when no connection can take a request now.
         """
+        # _choose, inlined: this runs once per request.
         ready = self._ready
+        proto: FramedProtocol | None
         if len(ready) == 1:
             # One ready connection (pool_size=1, or a larger pool while the
             # others reconnect): no choice to make, whatever the policy.
             proto = ready[0]
-            if proto.accepting and proto not in self.leased:
-                return proto
-            return None
-        return self._pick(ready, self.leased)
+            if not proto.accepting or proto in self.leased:
+                return None
+        else:
+            proto = self._pick(ready, self.leased)
+        if self._probing and proto is not None:
+            self._probe(proto)
+        return proto
+
+    def pick_avoiding(self, host: HostHealth | None) -> FramedProtocol | None:
+        """
+        Like :meth:`pick`, but on a connection to another host than
+        ``host`` when one can take the request (a retry of a request that
+        died with its host); else on any.
+        """
+        if host is not None:
+            others = [p for p in self._ready if p.health is not host]
+            if others:
+                proto = self._choose(others)
+                if proto is not None:
+                    return proto
+        return self._choose(self._ready)
+
+    def _choose(self, ready: list[FramedProtocol]) -> FramedProtocol | None:
+        proto: FramedProtocol | None
+        if len(ready) == 1:
+            proto = ready[0]
+            if not proto.accepting or proto in self.leased:
+                return None
+        else:
+            proto = self._pick(ready, self.leased)
+        if self._probing and proto is not None:
+            self._probe(proto)
+        return proto
 
     def upstream_of(self, proto: FramedProtocol) -> str | None:
         """
-        The upstream of a ready connection (``None`` once it is not ready).
+        The upstream of a connection the balancer may pick (``None`` once
+        it may not).
         """
         return self.view.upstream_of.get(proto)
 
     def ready_upstreams(self) -> dict[FramedProtocol, str]:
         """
-        Each ready connection's upstream (a read-only view: do not change
-        it).
+        Each connection the balancer may pick, and its upstream (a
+        read-only view: do not change it).
         """
         return self.view.upstream_of
 
@@ -355,17 +447,15 @@ class Pool:
         view = self.view
         if avoid is not None:
             view = view.without(avoid)
+        proto: FramedProtocol | None
         if self._pick_upstream is not None:
-            return self._pick_upstream(view, self.leased, key)
-        # A request's key is ignored by policies that do not route by key.
-        return self._pick(view.connections, self.leased)
-
-    def _pick_by_upstream(
-        self, ready: list[FramedProtocol], leased: set[FramedProtocol]
-    ) -> FramedProtocol | None:
-        # pick() for an UpstreamBalancer, for requests without a key.
-        assert self._pick_upstream is not None
-        return self._pick_upstream(self.view, leased, None)
+            proto = self._pick_upstream(view, self.leased, key)
+        else:
+            # A request's key is ignored by policies that do not route by key.
+            proto = self._pick(view.connections, self.leased)
+        if self._probing and proto is not None:
+            self._probe(proto)
+        return proto
 
     def take_for(
         self, key: bytes | None, avoid: str | None = None
@@ -380,6 +470,27 @@ class Pool:
         if proto is not None and limiter is not None:
             limiter.in_flight += 1
         return proto
+
+    def _pick_by_upstream(
+        self, ready: list[FramedProtocol], leased: set[FramedProtocol]
+    ) -> FramedProtocol | None:
+        # pick() for an UpstreamBalancer, for requests without a key; ready
+        # may be a part of the view (a retry avoiding its host).
+        assert self._pick_upstream is not None
+        view = self.view
+        if ready is not view.connections:
+            upstream_of = view.upstream_of
+            view = ReadyConnections(
+                view.upstreams, ((upstream_of[p], p) for p in ready)
+            )
+        return self._pick_upstream(view, leased, None)
+
+    def _probe(self, proto: FramedProtocol) -> None:
+        host = proto.health
+        if host is not None and host.state == PROBING:
+            # This request is the host's probe; the pool rebuilds its list
+            # without the host until the probe's outcome is known.
+            host.probe_sent()
 
     def take(self) -> FramedProtocol | None:
         """

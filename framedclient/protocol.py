@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred, fail
@@ -67,6 +67,7 @@ from framedclient.engine import (
     ERROR_REPLY,
     LATE,
     LOST,
+    TIMEOUT,
     UNKNOWN,
     Request,
     RequestEngine,
@@ -88,6 +89,9 @@ from framedclient.errors import (
 )
 from framedclient.liveness import Liveness
 from framedclient.metrics import Metrics, MetricsRecorder
+
+if TYPE_CHECKING:
+    from framedclient.health import HostHealth
 
 __all__ = ["FramedClientFactory", "FramedProtocol", "ProtocolConfig", "RequestOwner"]
 
@@ -141,11 +145,17 @@ class RequestOwner(TypingProtocol):
         slot here, which costs far less than a callback on every Deferred.
         """
 
-    def request_orphaned(self, request: PendingRequest, lost: ConnectionLost) -> bool:
+    def request_orphaned(
+        self,
+        request: PendingRequest,
+        lost: ConnectionLost,
+        host: HostHealth | None = None,
+    ) -> bool:
         """
         Offered each request this connection can no longer serve and that
         is safe to send elsewhere (never written, or idempotent), with the
-        ``ConnectionLost`` it would fail with.  Returning true takes it
+        ``ConnectionLost`` it would fail with and the connection's host (its
+        ``health``), which a retry should avoid.  Returning true takes it
         over: the owner fires ``request`` (the caller's Deferred) later and
         sets ``request.redirect`` to the Deferred a cancel must reach.
         """
@@ -164,7 +174,11 @@ class FramedProtocol(Protocol):
         to re-send when the connection dies (see :class:`RequestOwner`).
     :param own_metrics: whether ``metrics`` belongs to this connection alone
         (so its latency can be shown per connection).
+    :param health: the health of the host this connection leads to (see
+        :mod:`framedclient.health`): told of the failures the server is
+        responsible for, and of answers while failures are on record.
     :ivar close_reason: why the connection ended (``None`` while open).
+    :ivar health: the ``health`` given.
     """
 
     def __init__(
@@ -174,6 +188,7 @@ class FramedProtocol(Protocol):
         metrics: MetricsRecorder | None = None,
         owner: RequestOwner | None = None,
         own_metrics: bool = False,
+        health: HostHealth | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -186,6 +201,15 @@ class FramedProtocol(Protocol):
         self.metrics: MetricsRecorder = metrics if metrics is not None else Metrics()
         self.own_metrics = own_metrics
         self._owner = owner
+        self.health = health
+        # Black-hole detection: written requests timed out in a row with no
+        # answer read meanwhile.
+        self._silent_timeouts = 0
+        self._black_hole_after = config.black_hole_after
+        self._in_flight_cap = (
+            config.max_in_flight if config.max_in_flight is not None else math.inf
+        )
+        self._closed_by_client = False
         self._framer = codec.new_framer()
         self._encode = codec.encode
         self._decode = codec.decode
@@ -236,6 +260,8 @@ class FramedProtocol(Protocol):
         self.connected_at: float | None = None
         self.ok_count = 0
         self.failed_count = 0
+        #: error replies received (counted in ``failed_count`` too)
+        self.error_replies = 0
         self.bytes_received = 0
         self.bytes_sent = 0
 
@@ -290,12 +316,29 @@ class FramedProtocol(Protocol):
         return (
             self._state == _OPEN
             and self._connected
+            and engine.live < self._in_flight_cap
             and engine.live + engine.tombstones < engine.max_pending
         )
 
     @property
     def is_closed(self) -> bool:
         return self._state == _CLOSED
+
+    def set_in_flight_cap(self, cap: int | None) -> None:
+        """
+        Take at most ``cap`` requests in flight before :attr:`accepting`
+        says no (``None``: no cap).  The pool sets it from the number of
+        connections it has, which changes as hosts join and leave.
+        """
+        self._in_flight_cap = cap if cap is not None else math.inf
+
+    @property
+    def answered(self) -> bool:
+        """
+        Whether the server has answered any request on this connection (a
+        reply or an error reply).
+        """
+        return bool(self.ok_count or self.error_replies)
 
     @property
     def is_draining(self) -> bool:
@@ -444,6 +487,11 @@ class FramedProtocol(Protocol):
         owner = self._owner
         if exit == REPLIED:
             self.ok_count += 1
+            if self._silent_timeouts:
+                self._silent_timeouts = 0
+            health = self.health
+            if health is not None and health.failures:
+                health.succeeded()
             if owner is not None:
                 owner.request_settled()
             self.metrics.record_ok(now - r.started)
@@ -454,11 +502,20 @@ class FramedProtocol(Protocol):
                 owner is not None
                 and r.body is not None
                 and (not value.written or r.idempotent)
-                and owner.request_orphaned(r, value)
+                and owner.request_orphaned(r, value, self.health)
             ):
                 return
             r.body = None
         self.failed_count += 1
+        if exit == ERROR_REPLY:
+            # The server answered: it is there, whatever it said.
+            self.error_replies += 1
+            self._silent_timeouts = 0
+            health = self.health
+            if health is not None and health.failures:
+                health.succeeded()
+        elif exit == TIMEOUT and r.state == ABANDONED:
+            self._silent_timeouts += 1
         if owner is not None:
             owner.request_settled()
         written = (
@@ -493,7 +550,23 @@ class FramedProtocol(Protocol):
             self._finish_draining()
 
     def _wake(self, now: float) -> None:
+        before = self._silent_timeouts
         self.engine.wake(now)
+        silent = self._silent_timeouts
+        if silent > before and self._state != _CLOSED:
+            # Timeouts of one wake-up count as one failure of the host: a
+            # burst on one bad connection must not eject a host whose other
+            # connections are fine.
+            if self.health is not None:
+                self.health.failed()
+            limit = self._black_hole_after
+            if limit is not None and silent >= limit:
+                self.metrics.record_connection_event("black_hole")
+                self._peer_dead(
+                    f"black hole: {silent} requests in a row timed out after "
+                    f"being written, with no reply received meanwhile; the peer "
+                    f"or the path to it went silent"
+                )
 
     # -- writing -------------------------------------------------------------
 
@@ -726,6 +799,7 @@ class FramedProtocol(Protocol):
         :return: fires with the close reason once the connection is gone.
         """
         waiter = self.when_closed()
+        self._closed_by_client = True
         if not drain:
             # Not waiting for anything, the send buffer included: a peer
             # that stopped reading must not hold the close up.
@@ -796,6 +870,15 @@ class FramedProtocol(Protocol):
         if self.close_reason is None:
             self.close_reason = reason.getErrorMessage() or "connection closed"
         self.metrics.record_connection_event("lost")
+        if (
+            self._state == _OPEN
+            and not self._closed_by_client
+            and self.health is not None
+        ):
+            # Lost or found dead (heartbeat, read timeout, black hole,
+            # protocol error) while in use, not closed by us or drained after
+            # GOAWAY: a failure of the host.
+            self.health.failed()
         self._fail_everything(self.close_reason)
 
     def _fail_everything(self, reason: str) -> None:
@@ -837,6 +920,8 @@ class FramedClientFactory(ClientFactory):
         its own (its requests, latency, bytes) instead of sharing
         ``metrics``; ``on_built`` is how the owner finds them.
     :param on_built: called with each protocol built.
+    :param health: the health of the host this factory's connections lead
+        to, given to each protocol.
     """
 
     protocol = FramedProtocol  # type: ignore[assignment]
@@ -854,6 +939,7 @@ class FramedClientFactory(ClientFactory):
         owner: RequestOwner | None = None,
         per_connection_metrics: bool = False,
         on_built: Callable[[FramedProtocol], object] | None = None,
+        health: HostHealth | None = None,
         **options: Any,
     ) -> None:
         if config is None:
@@ -866,6 +952,7 @@ class FramedClientFactory(ClientFactory):
         self.owner = owner
         self.per_connection_metrics = per_connection_metrics
         self.on_built = on_built
+        self.health = health
 
     def buildProtocol(self, addr: object) -> FramedProtocol:
         own = self.per_connection_metrics
@@ -875,6 +962,7 @@ class FramedClientFactory(ClientFactory):
             Metrics() if own else self.metrics,
             self.owner,
             own,
+            self.health,
         )
         proto.factory = self
         if self.on_built is not None:

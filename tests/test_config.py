@@ -26,6 +26,7 @@ from framedclient.config import (
     InvalidSettingType,
     ProtocolConfig,
     Seconds,
+    Share,
     Switch,
     setting_of,
 )
@@ -53,9 +54,10 @@ REQUIRED_SECONDS = [
 ]
 OPTIONAL = [
     (c, f)
-    for c, f in fields_of_kind(Seconds, Collaborator)
+    for c, f in fields_of_kind(Count, Seconds, Collaborator)
     if setting_of(f).kind.optional
 ]
+SHARES = fields_of_kind(Share)
 
 
 def a_different_valid_value(field: attrs.Attribute) -> object:
@@ -63,7 +65,9 @@ def a_different_valid_value(field: attrs.Attribute) -> object:
     if isinstance(kind, Count):
         if isinstance(field.default, attrs.Factory):  # derived from the codec
             return 1234
-        return field.default + 1
+        return 3 if field.default is None else field.default + 1
+    if isinstance(kind, Share):
+        return 0.25
     if isinstance(kind, Seconds):
         return 7.5
     if isinstance(kind, Switch):
@@ -144,6 +148,42 @@ def test_none_is_refused_where_it_means_nothing(cls, field):
 @pytest.mark.parametrize(("cls", "field"), OPTIONAL, ids=ids(OPTIONAL))
 def test_none_is_accepted_where_it_means_off(cls, field):
     assert getattr(cls(**{field.name: None}), field.name) is None
+
+
+@pytest.mark.parametrize(("cls", "field"), SHARES, ids=ids(SHARES))
+@pytest.mark.parametrize("value", [-0.1, 1.5, math.nan, True, "0.5"])
+def test_a_share_is_a_number_from_zero_to_one(cls, field, value):
+    with pytest.raises(ValueError, match=f"^{field.name} must be a number from 0"):
+        cls(**{field.name: value})
+    assert getattr(cls(**{field.name: 0}), field.name) == 0
+    assert getattr(cls(**{field.name: 1}), field.name) == 1
+
+
+def test_heartbeats_are_on_by_default_for_codecs_with_ping_frames_only():
+    assert ClientConfig().heartbeat_interval == 5.0
+    assert ClientConfig(heartbeat_interval=None).heartbeat_interval is None
+    lines = PipelinedCodec(lambda: Delimited(b"\n"))
+    assert ClientConfig(codec=lines).heartbeat_interval is None
+    # A bare connection keeps them off unless asked.
+    assert ProtocolConfig().heartbeat_interval is None
+
+
+def test_the_in_flight_cap_per_connection_is_twice_the_fair_share_by_default():
+    config = ClientConfig(max_in_flight=512)
+    assert config.in_flight_per_connection(4) == 256
+    assert config.in_flight_per_connection(12) == 86  # ceil(1024 / 12)
+    assert config.in_flight_per_connection(4096) == 1
+    assert ClientConfig(max_in_flight_per_connection=10).in_flight_per_connection(
+        4
+    ) == 10
+    # Never beyond what a connection's table or the codec's IDs can hold.
+    small = HeaderCodec(lambda: Delimited(b"\n"), header_size=1, id_size=1)
+    assert ClientConfig(
+        codec=small, max_pending_per_connection=200, max_in_flight=4096
+    ).in_flight_per_connection(1) == 200
+    # The pool applies it (the number of connections changes with the
+    # hosts); a connection's own config leaves it unset.
+    assert config.protocol_config().max_in_flight is None
 
 
 def test_wait_for_ready_must_be_a_bool():
@@ -231,8 +271,11 @@ def test_the_client_gives_its_connections_its_per_connection_settings():
         heartbeat_interval=4.0,
         heartbeat_timeout=5.0,
         abandoned_ttl=6.0,
+        black_hole_after=8,
+        max_in_flight_per_connection=6,
     )
     assert config.protocol_config() == ProtocolConfig(
+        black_hole_after=8,
         codec=config.codec,
         request_timeout=None,
         max_pending=7,

@@ -171,7 +171,7 @@ def test_goaway_retires_the_connection_and_opens_a_replacement():
     conn.start()
     old = endpoint.accept()
     d = old.request(b"in flight")
-    clock.advance(0)
+    clock.advance(1.0)  # healthy: a GOAWAY now is a graceful hand-over
     old.dataReceived(CODEC.encode(GOAWAY, 0, b""))
     assert conn.state == "connecting"
     assert old in conn.draining
@@ -185,12 +185,55 @@ def test_goaway_retires_the_connection_and_opens_a_replacement():
     assert conn.state == "ready"
 
 
+def test_goaway_soon_after_connecting_is_a_failed_attempt_and_backs_off():
+    conn, endpoint, clock = make(backoff=ConstantBackoff(2.0))
+    conn.start()
+    for attempt in (1, 2, 3):
+        proto = endpoint.accept()
+        clock.advance(0.5)  # younger than healthy_after (1 s)
+        proto.dataReceived(CODEC.encode(GOAWAY, 0, b""))
+        assert conn.state == "backing_off"
+        assert conn.failed_attempts == attempt
+        assert "GOAWAY 0.500 s after connecting" in conn.last_error
+        assert not endpoint.pending, "no new attempt before the delay"
+        clock.advance(1.99)
+        assert not endpoint.pending
+        clock.advance(0.01)
+        assert len(endpoint.pending) == 1
+    assert conn.connect_failures == 3
+
+
+def test_goaway_on_a_healthy_connection_resets_the_backoff():
+    conn, endpoint, clock = make(backoff=ConstantBackoff(2.0))
+    conn.start()
+    endpoint.accept().dataReceived(CODEC.encode(GOAWAY, 0, b""))
+    clock.advance(2.0)
+    proto = endpoint.accept()
+    clock.advance(1.0)
+    proto.dataReceived(CODEC.encode(GOAWAY, 0, b""))
+    assert conn.state == "connecting", "reconnects at once"
+    assert conn.failed_attempts == 0
+
+
+def test_goaway_on_a_young_connection_that_served_requests_is_a_hand_over():
+    conn, endpoint, clock = make(backoff=ConstantBackoff(2.0))
+    conn.start()
+    proto = endpoint.accept()
+    d = proto.request(b"served")
+    clock.advance(0)
+    answer_all(proto)
+    assert outcomes([d]) == [b"served"]
+    proto.dataReceived(CODEC.encode(GOAWAY, 0, b""))
+    assert conn.state == "connecting", "reconnects at once"
+    assert conn.failed_attempts == 0
+
+
 def test_close_waits_for_draining_goaway_connections():
     conn, endpoint, clock = make()
     conn.start()
     old = endpoint.accept()
     old.request(b"x")
-    clock.advance(0)
+    clock.advance(1.0)
     old.dataReceived(CODEC.encode(GOAWAY, 0, b""))
     new = endpoint.accept()
     closed = conn.close()
@@ -271,6 +314,7 @@ INPUTS = [
     "lost",
     "retry",
     "goaway",
+    "early_goaway",
     "drained",
     "when_ready",
     "close",
@@ -282,16 +326,18 @@ INPUTS = [
 EXPECTED = {
     state: row.split()
     for state, row in {
-        "idle": "connecting idle idle idle idle idle idle idle closed closed idle idle",
+        "idle": "connecting idle idle idle idle idle idle idle idle closed closed "
+        "idle idle",
         "connecting": "connecting ready backing_off connecting connecting connecting "
-        "connecting connecting closed closed connecting connecting",
-        "ready": "ready ready ready backing_off ready connecting "
+        "connecting connecting connecting closed closed connecting connecting",
+        "ready": "ready ready ready backing_off ready connecting backing_off "
         "ready ready closing closing ready ready",
         "backing_off": "backing_off backing_off backing_off backing_off connecting "
-        "backing_off backing_off backing_off closed closed backing_off backing_off",
-        "closing": "closing closing closed closed closing closing "
+        "backing_off backing_off backing_off backing_off closed closed backing_off "
+        "backing_off",
+        "closing": "closing closing closed closed closing closing closing "
         "closing closing closing closing closing closing",
-        "closed": " ".join(["closed"] * 12),
+        "closed": " ".join(["closed"] * 13),
     }.items()
 }
 
@@ -334,11 +380,14 @@ def feed(conn: Connection, endpoint: ScriptedEndpoint, name: str) -> None:
             drop(conn._core.protocol)
         else:
             run(machine.lost)
-    elif name == "goaway":
+    elif name in ("goaway", "early_goaway"):
         if conn.state == "ready":
+            if name == "goaway":
+                # A healthy connection: older than healthy_after.
+                conn._core.clock.advance(1.0)
             conn.protocol.dataReceived(CODEC.encode(GOAWAY, 0, b""))
         else:
-            run(machine.goaway)
+            run(getattr(machine, name))
     elif name == "drained":
         stray = FramedClientFactory().buildProtocol(None)
         run(partial(machine.drained, stray))

@@ -183,6 +183,7 @@ def requests_written(proto: FramedProtocol) -> list[bytes]:
 
 def test_client_resends_requests_not_written_at_goaway_on_the_replacement():
     client, endpoint, clock = make()
+    clock.advance(1.0)  # healthy: GOAWAY is a hand-over, not a failed attempt
     old = endpoint.protocols[0]
     d = client.request(b"queued when GOAWAY came")
     assert old.pending == 1, "given to the old connection, not written yet"
@@ -198,6 +199,7 @@ def test_client_resends_requests_not_written_at_goaway_on_the_replacement():
 
 def test_client_requests_written_before_goaway_are_answered_on_the_old_connection():
     client, endpoint, clock = make()
+    clock.advance(1.0)  # healthy: GOAWAY is a hand-over, not a failed attempt
     old = endpoint.protocols[0]
     d = client.request(b"in flight")
     clock.advance(0)
@@ -215,7 +217,7 @@ def test_client_opens_a_replacement_connection_and_sends_new_requests_there():
     endpoint.accept()
     old = endpoint.protocols[0]
     client.request(b"keeps the old one draining")
-    clock.advance(0)
+    clock.advance(1.0)  # healthy: GOAWAY is a hand-over, not a failed attempt
     old.dataReceived(CODEC.encode(GOAWAY, 0, b""))
     assert len(endpoint.pending) == 1, "a replacement is being connected"
     new = endpoint.accept()

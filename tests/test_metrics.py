@@ -478,7 +478,7 @@ class TestClientMetrics:
         client, server = memory_client(pool_size=2, request_timeout=30.0)
         _send(client, server, 6)
         sent = client.metrics.bytes_sent
-        server.clock.advance(5)  # healthy connections reconnect at once
+        server.clock.advance(2)  # healthy connections reconnect at once
         assert server.drop_all() == 2
         server.flush()
         assert client.metrics.outcomes["ok"] == 6

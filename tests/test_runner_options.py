@@ -17,7 +17,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from framedclient.backoff import ConstantBackoff, parse_backoff
 from framedclient.codecs import ERROR, REPLY, REQUEST, HeaderCodec, Matching
-from framedclient.config import ClientConfig, Count, Seconds
+from framedclient.config import ClientConfig, Count, Seconds, Share
 from framedclient.errors import FrameTooLarge
 from framedclient.runner.codecspec import codec_overhead, parse_codec
 from framedclient.runner.options import (
@@ -68,13 +68,25 @@ def test_defaults():
     assert options["request-timeout"] == 5.0
     assert options["acquire-timeout"] is None
     assert options["connect-timeout"] is None
-    assert options["heartbeat"] is None
-    assert options["heartbeat-timeout"] == 10.0
+    assert options["heartbeat"] == 5.0  # 'auto': on, since fc1 has pings
+    assert options["heartbeat-timeout"] == 5.0
+    assert options["black-hole-after"] == 5
+    assert options["max-in-flight-per-connection"] is None  # 'auto'
+    assert options["failure-accrual"] == 5
+    assert options["max-ejected-share"] == 0.5
     assert options["read-timeout"] is None
     assert options["http"] == DEFAULT_HTTP == "tcp:8080:interface=127.0.0.1"
     assert options["listen"] is None
     assert options["drain-timeout"] == 10.0
     assert not options["fail-fast"]
+
+
+def test_heartbeats_are_off_by_default_for_codecs_without_pings():
+    options = parse("--codec", "lines")
+    assert options["heartbeat"] is None
+    assert options["config"].heartbeat_interval is None
+    assert parse("--heartbeat", "off")["config"].heartbeat_interval is None
+    assert parse("--heartbeat", "auto")["config"].heartbeat_interval == 5.0
 
 
 def test_values_are_converted():
@@ -136,8 +148,10 @@ def a_different_value(option):
         return [f"--{option.option}"], option.flag
     kind = option.setting.kind
     if isinstance(kind, Count):
-        value = int(option.default) + 1
+        value = 3 if option.default == kind.word else int(option.default) + 1
         return [f"--{option.option}", str(value)], value
+    if isinstance(kind, Share):
+        return [f"--{option.option}", "0.25"], 0.25
     if isinstance(kind, Seconds):
         return [f"--{option.option}", "7.5"], 7.5
     if option.field == "codec":

@@ -24,6 +24,9 @@ Examples::
     # full-size hostile clients: non-reading 16 MB replies, slowloris
     python -m framedclient.bench hostile non-reading
     python -m framedclient.bench hostile slowloris
+    # Redis and memcached clients side by side (framedclient.bench.keyvalue)
+    python -m framedclient.bench redis --concurrency 50
+    python -m framedclient.bench memcache --concurrency 50
 
 See ``docs/benchmarks.md`` for what every column means.
 """
@@ -243,6 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framedclient.bench.gateway import main as gateway_main
 
         return gateway_main(argv[1:])
+    if argv[:1] in (["redis"], ["memcache"]):
+        # Real protocols against real servers (framedclient.bench.keyvalue).
+        from framedclient.bench.keyvalue import main as keyvalue_main
+
+        return keyvalue_main(argv)
     parser = build_parser()
     # The command recorded in the Markdown is the one to type again.
     command = "python -m framedclient.bench " + shlex.join(

@@ -30,12 +30,25 @@ message (the server's text is in ``reply.body``).
 from __future__ import annotations
 
 import enum
-from typing import ClassVar
+import importlib
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from framedclient.codecs.base import DEFAULT_MAX_FRAME
+from framedclient.codecs.base import (
+    DEFAULT_MAX_FRAME,
+    ERROR,
+    REPLY,
+    REQUEST,
+    Matching,
+    Message,
+)
 from framedclient.codecs.header import BODY, ErrorSpec, Field, HeaderCodec
-from framedclient.errors import RemoteError
-from framedclient.framing import LengthPrefixed
+from framedclient.errors import ProtocolError, RemoteError
+from framedclient.framing import Framer, LengthPrefixed
+
+if TYPE_CHECKING:
+    from framedclient.codecs.memcache_client import MemcacheClient as MemcacheClient
 
 __all__ = [
     "HEADER_SIZE",
@@ -44,16 +57,20 @@ __all__ = [
     "MEMCACHE_FIELDS",
     "AuthenticationError",
     "Busy",
+    "GetMany",
     "InternalError",
     "InvalidArguments",
     "KeyExists",
     "KeyNotFound",
+    "MemcacheClient",
+    "MemcacheCodec",
     "MemcacheError",
     "NonNumericValue",
     "NotStored",
     "NotSupported",
     "Opcode",
     "OutOfMemory",
+    "QuietRepliesFramer",
     "TemporaryFailure",
     "UnknownCommand",
     "ValueTooLarge",
@@ -249,3 +266,230 @@ def memcache_binary_codec(max_frame: int = DEFAULT_MAX_FRAME) -> HeaderCodec:
 
 #: The binary protocol with the default frame limit.
 MEMCACHE_BINARY = memcache_binary_codec()
+
+
+# -- quiet multi-gets: one request, its hits gathered by the framer -------------------
+
+_GETKQ = int(Opcode.GETKQ)
+_HEADER = struct.Struct(">BBHBBHIIQ")
+_NOOP = int(Opcode.NOOP)
+
+
+class GetMany(Message):
+    """
+    One request for many keys: a quiet ``GETKQ`` per key, then a ``NOOP``,
+    all with the request's opaque.  memcached answers only the hits, then
+    the ``NOOP``; :class:`MemcacheCodec`'s framer holds the hits until the
+    ``NOOP`` comes and hands them over as the one reply to this request: a
+    list of reply messages (``parts["key"]``, ``parts["value"]``), misses
+    absent.
+
+    :ivar keys: the keys asked for, in order.
+    """
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        super().__init__(fields={"opcode": _NOOP})
+        self.keys = list(keys)
+
+    def __len__(self) -> int:
+        return sum(len(k) for k in self.keys)
+
+    def __repr__(self) -> str:
+        return f"GetMany({self.keys!r})"
+
+
+class _Gathered(bytes):
+    """
+    A ``NOOP`` reply frame with the quiet hits held for its opaque (or why
+    they were dropped).
+    """
+
+    hits: list[bytes]
+    overflow: str | None
+
+
+class QuietRepliesFramer:
+    """
+    memcached's framing (a :class:`~framedclient.framing.LengthPrefixed`
+    underneath) that holds quiet ``GETKQ`` hits per opaque and releases
+    them with the ``NOOP`` that ends their request, as one frame.
+
+    Held bytes count against ``max_frame`` per request: past it the hits of
+    that request are dropped as they come and its ``NOOP`` carries the
+    reason, so that request fails alone and the connection carries on.
+    """
+
+    __slots__ = ("_held", "_held_bytes", "_inner", "_overflow")
+
+    def __init__(self, inner: Framer) -> None:
+        self._inner = inner
+        self._held: dict[bytes, list[bytes]] = {}
+        self._held_bytes: dict[bytes, int] = {}
+        self._overflow: dict[bytes, str] = {}
+
+    @property
+    def max_frame(self) -> int:
+        return self._inner.max_frame
+
+    @property
+    def buffered(self) -> int:
+        return self._inner.buffered + sum(self._held_bytes.values())
+
+    def encode(self, payload: bytes) -> bytes:
+        return self._inner.encode(payload)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        try:
+            frames = self._inner.feed(data)
+        except ProtocolError as e:
+            e.frames = self._gather(e.frames)
+            raise
+        return self._gather(frames)
+
+    def _gather(self, frames: list[bytes]) -> list[bytes]:
+        for frame in frames:
+            if frame[1] == _GETKQ or frame[1] == _NOOP:
+                break
+        else:
+            return frames  # the usual case: nothing to gather
+        out: list[bytes] = []
+        for frame in frames:
+            opcode = frame[1]
+            if opcode == _GETKQ:
+                opaque = frame[12:16]
+                size = self._held_bytes.get(opaque, 0) + len(frame)
+                if opaque in self._overflow:
+                    continue
+                if size > self._inner.max_frame:
+                    self._overflow[opaque] = (
+                        f"get_many hits of {size} bytes or more exceed "
+                        f"max_frame={self._inner.max_frame}; they were dropped"
+                    )
+                    self._held.pop(opaque, None)
+                    self._held_bytes.pop(opaque, None)
+                    continue
+                self._held.setdefault(opaque, []).append(frame)
+                self._held_bytes[opaque] = size
+            elif opcode == _NOOP:
+                opaque = frame[12:16]
+                gathered = _Gathered(frame)
+                gathered.hits = self._held.pop(opaque, [])
+                self._held_bytes.pop(opaque, None)
+                gathered.overflow = self._overflow.pop(opaque, None)
+                out.append(gathered)
+            else:
+                out.append(frame)
+        return out
+
+
+class MemcacheCodec:
+    """
+    memcached's binary protocol for
+    :class:`~framedclient.codecs.memcache_client.MemcacheClient`: the
+    declared :func:`memcache_binary_codec` for single commands, plus
+    :class:`GetMany` requests (quiet gets and a ``NOOP`` as one request,
+    their hits gathered by :class:`QuietRepliesFramer`).
+
+    :param max_frame: the largest reply accepted (a get_many's hits
+        together count as one reply).
+    """
+
+    __slots__ = ("_inner", "max_frame", "max_id")
+
+    matching = Matching.BY_ID
+    supports_cancel = False
+    supports_ping = False
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._inner = memcache_binary_codec(max_frame)
+        self.max_frame = max_frame
+        self.max_id = self._inner.max_id
+
+    def __repr__(self) -> str:
+        return f"MemcacheCodec(max_frame={self.max_frame})"
+
+    def new_framer(self) -> Framer:
+        return QuietRepliesFramer(self._inner.new_framer())
+
+    def encode(self, kind: int, request_id: int, body: object) -> bytes:
+        if body.__class__ is bytes:
+            # A GET of the key ``body``: the everyday request, packed at
+            # once (the same bytes the declared codec writes; tested).
+            key: bytes = body  # type: ignore[assignment]
+            n = len(key)
+            if n > 0xFFFF:
+                return self._inner.encode(kind, request_id, body)
+            return _HEADER.pack(REQUEST_MAGIC, 0, n, 0, 0, 0, n, request_id, 0) + key
+        if isinstance(body, GetMany):
+            encode = self._inner.encode
+            frames = [
+                encode(
+                    REQUEST,
+                    request_id,
+                    Message(fields={"opcode": _GETKQ}, parts={"key": key}),
+                )
+                for key in body.keys
+            ]
+            frames.append(
+                encode(REQUEST, request_id, Message(fields={"opcode": _NOOP}))
+            )
+            return b"".join(frames)
+        return self._inner.encode(kind, request_id, body)
+
+    def decode(self, frame: bytes) -> tuple[int, int, object]:
+        if frame.__class__ is not _Gathered:
+            return self._decode_one(frame)
+        gathered: _Gathered = frame  # type: ignore[assignment]
+        _, request_id, _ = self._inner.decode(bytes(frame))
+        if gathered.overflow is not None:
+            return ERROR, request_id, RemoteError(gathered.overflow)
+        decode = self._decode_one
+        return REPLY, request_id, [decode(hit)[2] for hit in gathered.hits]
+
+    def _decode_one(self, frame: bytes) -> tuple[int, int, object]:
+        # A successful reply, read at once into the message the declared
+        # codec makes (tested to be equal); anything else (an error status,
+        # a malformed frame) takes the declared codec's path.
+        if len(frame) >= HEADER_SIZE:
+            magic, opcode, nkey, nextras, dtype, status, nbody, opaque, cas = (
+                _HEADER.unpack_from(frame)
+            )
+            if (
+                magic == RESPONSE_MAGIC
+                and not status
+                and nbody == len(frame) - HEADER_SIZE
+                and nkey + nextras <= nbody
+            ):
+                reply = Message.__new__(Message)
+                reply.fields = {
+                    "magic": magic,
+                    "opcode": opcode,
+                    "key_length": nkey,
+                    "extras_length": nextras,
+                    "data_type": dtype,
+                    "status": status,
+                    "total_body_length": nbody,
+                    "opaque": opaque,
+                    "cas": cas,
+                }
+                body = frame[HEADER_SIZE:]
+                reply.body = body
+                value_at = nextras + nkey
+                reply.parts = {
+                    "extras": body[:nextras],
+                    "key": body[nextras:value_at],
+                    "value": body[value_at:],
+                }
+                return REPLY, opaque, reply
+        return self._inner.decode(frame)
+
+
+def __getattr__(name: str) -> Any:
+    # MemcacheClient is exported here, but lives in its own module: it
+    # needs Twisted, and importing the codec must not (it stays sans-IO).
+    if name == "MemcacheClient":
+        module = importlib.import_module("framedclient.codecs.memcache_client")
+        return module.MemcacheClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

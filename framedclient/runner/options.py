@@ -429,7 +429,6 @@ class Options(usage.Options):
         self["codec-spec"] = self["codec"]
         values: dict[str, object] = {}
         raws: dict[str, str] = {}
-        derived = []
         for o in _CONFIG_OPTIONS:
             if o.flag is not None:
                 values[o.field] = o.flag if self[o.option] else not o.flag
@@ -438,19 +437,23 @@ class Options(usage.Options):
             if raw is o.default and o.field in _DERIVED_DEFAULTS:
                 # Not given: the config derives it (from the codec's ID
                 # space); the same number typed out is checked as given.
-                derived.append(o)
                 continue
             raws[o.field] = raw
+            if o.default == "auto" == raw.strip().lower():
+                # Asked for by name: the config derives it (heartbeats: on
+                # for codecs with ping frames).
+                continue
             self[o.option] = values[o.field] = o.parse(raw)
         try:
-            self["config"] = ClientConfig(**values)  # type: ignore[arg-type]
-            for o in derived:
-                self[o.option] = getattr(self["config"], o.field)
+            config = self["config"] = ClientConfig(**values)  # type: ignore[arg-type]
         except InvalidSetting as error:
             option = next(o for o in _CONFIG_OPTIONS if o.field == error.setting)
             raise usage.UsageError(
                 f"--{option.option} {raws.get(error.setting)!r}: {error.reason}"
             ) from None
+        for o in _CONFIG_OPTIONS:
+            if o.field not in values and o.flag is None:
+                self[o.option] = getattr(config, o.field)
         for name in ("drain-timeout", "http-write-timeout"):
             self[name] = _seconds(name, self[name])
         budget = self["http-reply-budget"]

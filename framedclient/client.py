@@ -43,6 +43,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from framedclient._endpoints import endpoint_names
 from framedclient.balance import Balancer
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
@@ -233,7 +234,11 @@ class FramedClient:
     :param balancer: which ready connection takes each request (see
         :mod:`framedclient.balance`); least-loaded by default.
     :param start: start connecting at once.
-    :param names: one label per endpoint, for logs and the status page.
+    :param names: one label per endpoint, for logs, metrics, ``debug_state()``
+        and the status page; each connection is named ``LABEL/N``.  By
+        default the endpoint in endpoint-string form (``tcp:HOST:PORT``,
+        ``tls:HOST:PORT``, ``unix:PATH``, or the ``str()`` of an endpoint
+        that defines one), with ``#2``, ``#3`` after repeats.
     :raises TypeError: for a keyword that is not a setting, or ``config``
         with setting keywords.
     :raises ~framedclient.config.InvalidSetting: for a value a setting
@@ -297,8 +302,9 @@ class FramedClient:
             clock, config.max_in_flight, config.max_pending, config.acquire_timeout
         )
         connections = []
+        labels = list(names) if names else endpoint_names(endpoints)
         for e, endpoint in enumerate(endpoints):
-            label = names[e] if names else f"upstream{e}"
+            label = labels[e]
             for i in range(config.pool_size):
                 connections.append(
                     Connection(
@@ -350,7 +356,11 @@ class FramedClient:
         :raises TypeError: something that is neither an endpoint string nor
             an endpoint.
         """
-        from framedclient._endpoints import client_from_string
+        from framedclient._endpoints import (
+            client_from_string,
+            endpoint_name,
+            unique_names,
+        )
 
         if isinstance(endpoint, (str, bytes)) or not isinstance(endpoint, Sequence):
             endpoint = [endpoint]
@@ -367,9 +377,9 @@ class FramedClient:
                 )
             else:
                 resolved.append(e)
-                described.append(repr(e))
+                described.append(endpoint_name(e))
         if options.get("names") is None:
-            options["names"] = described
+            options["names"] = unique_names(described)
         return cls(resolved, reactor, **options)
 
     # -- lifecycle -----------------------------------------------------------

@@ -542,6 +542,10 @@ class MemoryEndpoint:
     def __repr__(self) -> str:
         return f"<MemoryEndpoint {self.server!r}>"
 
+    def __str__(self) -> str:
+        # The connections' names: "memory/0", "memory/1", ...
+        return "memory"
+
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:  # noqa: N803
         return self.server._connect(protocolFactory)
 

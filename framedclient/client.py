@@ -16,7 +16,7 @@ nothing else is allocated, and the slot comes back when the connection
 calls :meth:`FramedClient.request_settled` (the client is the connections'
 :class:`~framedclient.protocol.RequestOwner`).  Everything else (waiting for
 a slot, waiting for a connection, retrying) goes through a small
-:class:`_Call` object that tracks where the request is, so cancelling it
+``_Call`` object that tracks where the request is, so cancelling it
 always does the right thing, and that holds the request's overall deadline
 across attempts.
 """
@@ -224,13 +224,13 @@ class FramedClient:
         (``pool_size=2, request_timeout=1.0``), one per
         :class:`~framedclient.config.ClientConfig` field, which documents
         them all (limits, timeouts, codec, backoff, ``abandoned_ttl``, ...).
-        Not both.  The settings in force are in :attr:`config`.
+        Not both.  The settings in force are in ``config``.
     :param prepare: run on each new connection before it is used.
     :param retry_budget: limits retries of idempotent requests; 20 % of
         requests plus 10 per second by default.
     :param metrics: where to record, and what :attr:`metrics` returns: it
-        shows every connection's figures live; a fresh :class:`Metrics` by
-        default.
+        shows every connection's figures live; a fresh
+        :class:`~framedclient.metrics.Metrics` by default.
     :param balancer: which ready connection takes each request (see
         :mod:`framedclient.balance`); least-loaded by default.
     :param start: start connecting at once.
@@ -396,7 +396,8 @@ class FramedClient:
         Fires once at least one connection is ready.
 
         :param fail_after: fail after this many consecutive failed attempts
-            on every connection (see :meth:`Connection.when_ready`).
+            on every connection (see
+            :meth:`~framedclient.connection.Connection.when_ready`).
 
         Like :func:`twisted.internet.defer.race`, cancelling the result
         cancels the wait on every connection, so nothing is left behind.
@@ -936,8 +937,8 @@ class Lease:
     def request(self, body: bytes, timeout: float | None = None) -> Deferred[bytes]:
         """
         A request on the leased connection (same contract as
-        :meth:`FramedProtocol.request`; no retries: the conversation is
-        bound to this connection).
+        :meth:`~framedclient.protocol.FramedProtocol.request`; no retries:
+        the conversation is bound to this connection).
         """
         proto = self.protocol
         if proto is None:

@@ -205,8 +205,9 @@ class Pool:
     :param balancer: the pick policy; least-loaded with rotating ties by
         default (see :mod:`framedclient.balance`).
 
-    A connection that is leased (see :meth:`lease`) or not accepting (full,
-    draining, not ready) is skipped.
+    A connection that is leased (see
+    :meth:`FramedClient.lease() <framedclient.client.FramedClient.lease>`)
+    or not accepting (full, draining, not ready) is skipped.
     """
 
     def __init__(

@@ -42,6 +42,8 @@ class RespError(Exception):
     """
 
 
+#: A decoded RESP2 reply: bulk and simple strings as ``bytes``, integers,
+#: arrays (nested), errors inside arrays, and ``None`` for nil.
 RespValue: TypeAlias = "bytes | int | list[RespValue] | RespError | None"
 
 

@@ -18,7 +18,7 @@ def read_version() -> str:
 
 # The lowest releases the suite passes with; .ci/lowest-deps installs
 # exactly these and runs the tests, so a floor cannot silently rot.
-TWISTED_FLOOR = "24.10.0"
+TWISTED_FLOOR = "24.11.0"
 AUTOMAT_FLOOR = "24.8.1"  # TypeMachineBuilder; 24.8.0 was yanked
 ATTRS_FLOOR = "23.1.0"
 

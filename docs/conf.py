@@ -22,7 +22,7 @@ from framedclient._version import __version__  # noqa: E402
 
 project = "framedclient"
 author = "framedclient developers"
-copyright = "2026, framedclient developers"  # noqa: A001 (Sphinx's name)
+copyright = "2026, framedclient developers"
 release = version = __version__
 
 extensions = [

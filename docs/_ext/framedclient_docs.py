@@ -137,10 +137,21 @@ def _gateway_metrics(root: Path) -> str:
     env = {**os.environ, "PYTHONPATH": str(root)}
     with tempfile.TemporaryDirectory() as cwd:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "twisted", "--log-format", "json",
-             "framedclient", "--http", "tcp:0:interface=127.0.0.1"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            cwd=cwd, env=env,
+            [
+                sys.executable,
+                "-m",
+                "twisted",
+                "--log-format",
+                "json",
+                "framedclient",
+                "--http",
+                "tcp:0:interface=127.0.0.1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=cwd,
+            env=env,
         )
         try:
             url = None
@@ -187,6 +198,30 @@ def metrics_table(root: Path, generated: Path) -> None:
             f"| {_cell(family.get('help', ''))} |"
         )
     _write(generated / "metrics.md", "\n".join(rows) + "\n")
+    _write(generated / "metric-labels.md", label_values())
+
+
+def label_values() -> str:
+    from framedclient.connection import STATES
+    from framedclient.errors import OUTCOMES
+    from framedclient.metrics import CONNECTION_EVENTS
+
+    def listed(values: tuple[str, ...]) -> str:
+        return ", ".join(f"`{v}`" for v in values)
+
+    return (
+        "| label | metric | values |\n| --- | --- | --- |\n"
+        f"| `outcome` | `framedclient_requests_total` | {listed(OUTCOMES)} |\n"
+        "| `outcome` | `framedclient_request_latency_seconds` | `ok` for replies, "
+        "`error` for sent requests that failed |\n"
+        f"| `event` | `framedclient_connection_events_total` "
+        f"| {listed(CONNECTION_EVENTS)} |\n"
+        f"| `state` | `framedclient_connections` | {listed(STATES)} |\n"
+        "| `kind` | `framedclient_dropped_replies_total` | `late` (the reply of "
+        "a request that timed out or was cancelled), `unknown` |\n"
+        "| `code` | `framedclient_http_responses_total` | the HTTP status of "
+        "`POST /v1/request` responses |\n"
+    )
 
 
 # -- the connection state machine -------------------------------------------

@@ -8,6 +8,10 @@ test calls :meth:`MemoryServer.flush` (or :meth:`MemoryPair.flush`), and time
 passes when it calls :meth:`MemoryServer.advance`.  The transports are
 :mod:`twisted.test.iosim`'s ``FakeTransport`` (the ones ``treq.testing`` is
 built on), so the protocols under test see ordinary Twisted transports.
+``twisted.test`` is Twisted's own test package, but no public module has a
+connected transport pair (``twisted.internet.testing`` has one-sided
+``StringTransport`` only), and ``treq.testing`` depends on the same module,
+so it is used rather than copied.
 
 Two ways in:
 

@@ -60,7 +60,7 @@ setup(
     package_dir={"": "."},
     packages=[
         "framedclient",
-        "framedclient.protocols",
+        "framedclient.codecs",
         "framedclient.runner",
         "framedclient.bench",
         "framedclient.testing",

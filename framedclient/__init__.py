@@ -8,7 +8,7 @@ protocol, connection, pool) are importable from their own modules.
 from framedclient._version import __version__ as __version__
 from framedclient.backoff import ExponentialBackoff, FullJitterBackoff
 from framedclient.client import FramedClient, Lease
-from framedclient.codec import FC1Codec, HeaderCodec, Kind, Matching, PipelinedCodec
+from framedclient.codecs import FC1Codec, HeaderCodec, Kind, Matching, PipelinedCodec
 from framedclient.connection import Connection
 from framedclient.errors import (
     ClientClosed,

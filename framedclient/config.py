@@ -42,7 +42,7 @@ from typing import Any, TypedDict
 import attrs
 
 from framedclient.backoff import BackoffLike, parse_backoff
-from framedclient.codec import Codec, FC1Codec
+from framedclient.codecs import Codec, FC1Codec
 
 __all__ = [
     "METADATA_KEY",

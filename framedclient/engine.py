@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from framedclient.codec import REQUEST, Matching
+from framedclient.codecs import REQUEST, Matching
 from framedclient.deadlines import Deadlines
 from framedclient.errors import ConnectionLost, Overloaded, RequestTimeout
 

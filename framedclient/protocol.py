@@ -48,7 +48,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from framedclient.codec import (
+from framedclient.codecs import (
     CANCEL,
     ERROR,
     GOAWAY,

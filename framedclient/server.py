@@ -38,7 +38,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from framedclient.codec import (
+from framedclient.codecs import (
     CANCEL,
     ERROR,
     GOAWAY,

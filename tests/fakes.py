@@ -13,7 +13,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from framedclient.codec import REPLY, FC1Codec
+from framedclient.codecs import REPLY, FC1Codec
 from framedclient.protocol import FramedProtocol
 
 CODEC = FC1Codec()

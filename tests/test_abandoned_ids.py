@@ -26,7 +26,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from framedclient.codec import CANCEL, REPLY, REQUEST, FC1Codec, HeaderCodec, Kind
+from framedclient.codecs import CANCEL, REPLY, REQUEST, FC1Codec, HeaderCodec, Kind
 from framedclient.errors import Overloaded, RequestTimeout
 from framedclient.framing import LengthPrefixed
 from framedclient.protocol import FramedClientFactory, FramedProtocol

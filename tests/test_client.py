@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 
 from framedclient.backoff import ExponentialBackoff
 from framedclient.client import FramedClient
-from framedclient.codec import GOAWAY, PipelinedCodec
+from framedclient.codecs import GOAWAY, PipelinedCodec
 from framedclient.errors import (
     ClientClosed,
     ConnectionLost,
@@ -269,7 +269,7 @@ def test_close_drains_in_flight_then_timeout_aborts_the_rest():
     closed = client.close(timeout=5)
     assert not closed.called
     # answer only "a"
-    from framedclient.codec import REPLY
+    from framedclient.codecs import REPLY
 
     rid_a = min(r.request_id for r in proto.engine.requests())
     proto.dataReceived(CODEC.encode(REPLY, rid_a, b"a"))

@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 
 from framedclient.backoff import ConstantBackoff, ExponentialBackoff
 from framedclient.client import FramedClient
-from framedclient.codec import FC1Codec, HeaderCodec, PipelinedCodec
+from framedclient.codecs import FC1Codec, HeaderCodec, PipelinedCodec
 from framedclient.config import (
     ClientConfig,
     ClientSettings,

@@ -15,7 +15,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from framedclient.backoff import ConstantBackoff, ExponentialBackoff
-from framedclient.codec import GOAWAY
+from framedclient.codecs import GOAWAY
 from framedclient.connection import ConnectFailed, Connection
 from framedclient.errors import ClientClosed, ConnectionLost
 from framedclient.protocol import FramedClientFactory

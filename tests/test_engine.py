@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from framedclient.codec import REQUEST, Matching
+from framedclient.codecs import REQUEST, Matching
 from framedclient.engine import (
     CANCELLED,
     ERROR_REPLY,

@@ -43,7 +43,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from framedclient.codec import REQUEST, Matching
+from framedclient.codecs import REQUEST, Matching
 from framedclient.engine import (
     CANCELLED,
     ERROR_REPLY,

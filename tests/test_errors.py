@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 import framedclient
 from framedclient import errors
 from framedclient.bench import soak
-from framedclient.codec import FC1Codec
+from framedclient.codecs import FC1Codec
 from framedclient.errors import (
     OUTCOMES,
     ClientClosed,

@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 
-from framedclient.codec import REPLY, REQUEST, FC1Codec
+from framedclient.codecs import REPLY, REQUEST, FC1Codec
 from framedclient.errors import ConnectionLost, FrameTooLarge, RequestTimeout
 from framedclient.protocol import FramedClientFactory, FramedProtocol
 from framedclient.server import ReferenceServerFactory, listen

@@ -23,7 +23,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from framedclient.codec import (
+from framedclient.codecs import (
     ERROR,
     GOAWAY,
     PING,

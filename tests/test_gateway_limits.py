@@ -28,7 +28,7 @@ from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from framedclient.codec import Codec
+from framedclient.codecs import Codec
 from framedclient.runner.codecspec import parse_codec
 from framedclient.runner.gateway import (
     Gateway,

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from framedclient.backoff import ExponentialBackoff
 from framedclient.client import FramedClient
-from framedclient.codec import GOAWAY, REPLY, REQUEST
+from framedclient.codecs import GOAWAY, REPLY, REQUEST
 from framedclient.errors import ConnectionLost, RequestTimeout
 from framedclient.protocol import FramedProtocol
 

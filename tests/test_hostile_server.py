@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from framedclient.codec import PING, REPLY, FC1Codec, PipelinedCodec
+from framedclient.codecs import PING, REPLY, FC1Codec, PipelinedCodec
 from framedclient.errors import ConnectionLost, FrameTooLarge
 from framedclient.framing import Delimited
 from framedclient.protocol import FramedProtocol

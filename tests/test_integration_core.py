@@ -9,7 +9,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from framedclient.codec import FC1Codec
+from framedclient.codecs import FC1Codec
 from framedclient.errors import ConnectionLost, RemoteError, RequestTimeout
 from framedclient.protocol import FramedClientFactory, FramedProtocol
 from framedclient.server import ReferenceServerFactory, listen

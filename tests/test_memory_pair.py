@@ -14,7 +14,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 
 from framedclient.backoff import ExponentialBackoff
-from framedclient.codec import PING, REPLY, FC1Codec, PipelinedCodec
+from framedclient.codecs import PING, REPLY, FC1Codec, PipelinedCodec
 from framedclient.errors import (
     ClientClosed,
     ConnectionLost,

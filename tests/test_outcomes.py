@@ -6,7 +6,7 @@ error class: the client's slow paths, the connection's exits and refusals.
 from __future__ import annotations
 
 from framedclient.client import FramedClient
-from framedclient.codec import ERROR
+from framedclient.codecs import ERROR
 from framedclient.errors import (
     ClientClosed,
     RequestTimeout,

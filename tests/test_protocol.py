@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import connect as iosim_connect
 from twisted.test.iosim import makeFakeClient, makeFakeServer
 
-from framedclient.codec import (
+from framedclient.codecs import (
     CANCEL,
     ERROR,
     GOAWAY,

@@ -24,7 +24,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from framedclient.client import FramedClient
-from framedclient.codec import (
+from framedclient.codecs import (
     CANCEL,
     ERROR,
     GOAWAY,

@@ -21,15 +21,15 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from framedclient import FramedClient, RemoteError
-from framedclient.errors import CorruptFrame, FrameTooLarge, ProtocolError
-from framedclient.protocol import FramedProtocol, ProtocolConfig
-from framedclient.protocols.redis import (
+from framedclient.codecs.redis import (
     RedisCodec,
     RespError,
     RespFramer,
     command,
     parse_reply,
 )
+from framedclient.errors import CorruptFrame, FrameTooLarge, ProtocolError
+from framedclient.protocol import FramedProtocol, ProtocolConfig
 
 from .wire import outcomes
 

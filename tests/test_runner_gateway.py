@@ -31,7 +31,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from framedclient import __version__
 from framedclient.client import FramedClient
-from framedclient.codec import REPLY, Codec
+from framedclient.codecs import REPLY, Codec
 from framedclient.runner.codecspec import parse_codec
 from framedclient.runner.gateway import RETRY_AFTER, Gateway
 from framedclient.runner.options import Options

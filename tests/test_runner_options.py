@@ -16,7 +16,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 
 from framedclient.backoff import ConstantBackoff, parse_backoff
-from framedclient.codec import ERROR, REPLY, REQUEST, HeaderCodec, Matching
+from framedclient.codecs import ERROR, REPLY, REQUEST, HeaderCodec, Matching
 from framedclient.config import ClientConfig, Count, Seconds
 from framedclient.errors import FrameTooLarge
 from framedclient.runner.codecspec import codec_overhead, parse_codec

@@ -16,7 +16,7 @@ from twisted.internet import reactor
 
 from framedclient.bench import soak
 from framedclient.bench.soak import SoakConfig, SoakReport, parse_faults, run_soak
-from framedclient.codec import REPLY, REQUEST, FC1Codec
+from framedclient.codecs import REPLY, REQUEST, FC1Codec
 from framedclient.server import ReferenceServerFactory, ReferenceServerProtocol
 from framedclient.testing import FAULT_KINDS
 

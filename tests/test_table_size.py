@@ -29,7 +29,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from framedclient.codec import (
+from framedclient.codecs import (
     ERROR,
     REPLY,
     REQUEST,

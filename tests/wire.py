@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from framedclient.codec import FC1Codec
+from framedclient.codecs import FC1Codec
 from framedclient.protocol import FramedProtocol, ProtocolConfig
 
 CODEC = FC1Codec()

@@ -18,6 +18,7 @@ the pages that include them.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -268,6 +269,50 @@ def state_machine(generated: Path) -> None:
     _write(generated / "connection-transitions.md", "\n".join(rows) + "\n")
 
 
+# -- short names of imported objects ------------------------------------------
+
+
+def resolve_imported(app: Sphinx, env: Any, node: Any, contnode: Any) -> Any:
+    """
+    Resolve a short name in a docstring the way Python would: to the object
+    that name is bound to in the docstring's module (``:class:`Kind``` in a
+    module that imports ``Kind``), documented in the module that defines it.
+    A name the module does not have, or whose object is not documented,
+    stays unresolved (and fails the build).
+    """
+    if node.get("refdomain") != "py" or node.get("reftype") == "mod":
+        return None
+    modname = node.get("py:module")
+    if not modname:
+        return None
+    try:
+        scope: Any = importlib.import_module(modname)
+    except ImportError:
+        return None
+    target = node["reftarget"].lstrip("~.")
+    classname = node.get("py:class")
+    if classname and not hasattr(scope, target.split(".")[0]):
+        scope = getattr(scope, classname.split(".")[0], None)
+    obj = scope
+    for part in target.split("."):
+        obj = getattr(obj, part, _MISSING)
+        if obj is _MISSING:
+            return None
+    home = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not isinstance(home, str) or not isinstance(qualname, str):
+        return None
+    full = f"{home}.{qualname}"
+    if full == f"{modname}.{target}":
+        return None  # already tried by Sphinx itself
+    return env.get_domain("py").resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], full, node, contnode
+    )
+
+
+_MISSING = object()
+
+
 # -- hooks -------------------------------------------------------------------
 
 
@@ -283,4 +328,5 @@ def generate(app: Sphinx) -> None:
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("framedclient_api_modules", [], "env", list)
     app.connect("builder-inited", generate)
+    app.connect("missing-reference", resolve_imported)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

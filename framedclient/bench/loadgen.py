@@ -160,7 +160,7 @@ class _ProtoClient:
         inflight: int,
         request_timeout: float,
     ) -> None:
-        from framedclient.codec import FC1Codec
+        from framedclient.codecs import FC1Codec
         from framedclient.protocol import FramedClientFactory
 
         self._reactor = reactor

@@ -15,7 +15,7 @@ writing Python::
     redis                                Redis RESP2, in order (RESP command bodies)
     length:size=2,order=little,header=8,id-offset=0,id-size=4,kind-offset=4
 
-``length:`` builds a :class:`~framedclient.codec.HeaderCodec` over a
+``length:`` builds a :class:`~framedclient.codecs.HeaderCodec` over a
 :class:`~framedclient.framing.LengthPrefixed` framer.  A frame on the wire is::
 
     +----------------+---------------------------------+----------+
@@ -56,7 +56,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from framedclient.codec import (
+from framedclient.codecs import (
     DEFAULT_MAX_FRAME,
     Codec,
     FC1Codec,
@@ -127,7 +127,7 @@ def parse_codec(spec: str) -> Codec:
             max_frame = _int(keys, "max-frame", DEFAULT_MAX_FRAME, minimum=1)
             return PipelinedCodec(lambda: Netstring(max_frame=max_frame))
         if name == "redis":
-            from framedclient.protocols.redis import RedisCodec
+            from framedclient.codecs.redis import RedisCodec
 
             keys = _parse_keys(params, {"max-frame"})
             return RedisCodec(_int(keys, "max-frame", DEFAULT_MAX_FRAME, minimum=3))
@@ -156,7 +156,7 @@ def codec_overhead(codec: Codec) -> int:
     it is sent, instead of making the server close the connection and fail
     every other request on it.
     """
-    from framedclient.codec import REQUEST
+    from framedclient.codecs import REQUEST
 
     return len(codec.encode(REQUEST, 1, b""))
 

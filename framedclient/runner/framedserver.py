@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from framedclient.codec import DEFAULT_MAX_FRAME, FC1Codec
+from framedclient.codecs import DEFAULT_MAX_FRAME, FC1Codec
 from framedclient.runner.listening import fail_startup
 from framedclient.runner.options import (
     check_server_endpoint,

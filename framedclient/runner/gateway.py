@@ -85,7 +85,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from framedclient import __version__
 from framedclient.client import FramedClient
-from framedclient.codec import Codec
+from framedclient.codecs import Codec
 from framedclient.errors import INTERNAL, OK, OUTCOMES, RemoteError, outcome_of
 from framedclient.metrics import (
     PROMETHEUS_CONTENT_TYPE,

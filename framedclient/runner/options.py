@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 import attrs
 from twisted.python import usage
 
-from framedclient.codec import Codec, Matching
+from framedclient.codecs import Codec, Matching
 from framedclient.config import (
     ClientConfig,
     Collaborator,

@@ -54,7 +54,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from framedclient.client import FramedClient
-from framedclient.codec import (
+from framedclient.codecs import (
     CANCEL,
     ERROR,
     GOAWAY,

@@ -45,7 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from framedclient.client import FramedClient
-from framedclient.codec import Codec
+from framedclient.codecs import Codec
 from framedclient.config import ClientConfig
 from framedclient.connection import Connection
 from framedclient.runner.backend import EmbeddedBackendService

@@ -62,7 +62,7 @@ from twisted.test.iosim import FakeAddress, FakeTransport, IOPump
 from zope.interface import implementer
 
 from framedclient.client import FramedClient
-from framedclient.codec import Codec, FC1Codec
+from framedclient.codecs import Codec, FC1Codec
 from framedclient.protocol import FramedClientFactory, FramedProtocol
 from framedclient.server import ReferenceServerFactory
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-from framedclient.codec import ERROR, REPLY, REQUEST, Kind, Matching
+from framedclient.codecs.base import ERROR, REPLY, REQUEST, Kind, Matching
 from framedclient.errors import CorruptFrame, FrameTooLarge, ProtocolError
 from framedclient.framing import Framer
 

@@ -6,6 +6,7 @@ endpoint's ``repr()``, which says nothing and changes from run to run.
 
 from __future__ import annotations
 
+from twisted.internet import reactor
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -22,22 +23,21 @@ from framedclient._endpoints import endpoint_name, endpoint_names
 
 
 def test_tcp_endpoints_are_named_host_port():
-    reactor = MemoryReactorClock()
     assert endpoint_name(TCP4ClientEndpoint(reactor, "10.0.0.1", 9000)) == (
         "tcp:10.0.0.1:9000"
     )
+    # HostnameEndpoint wants a reactor with a name resolver: the real one
+    # (nothing connects).
     assert endpoint_name(HostnameEndpoint(reactor, b"db.example", 7)) == (
         "tcp:db.example:7"
     )
 
 
 def test_ipv6_hosts_are_bracketed_so_the_port_stays_readable():
-    reactor = MemoryReactorClock()
     assert endpoint_name(TCP6ClientEndpoint(reactor, "::1", 80)) == "tcp:[::1]:80"
 
 
 def test_unix_and_tls_endpoints_are_named_like_their_endpoint_strings():
-    reactor = MemoryReactorClock()
     assert endpoint_name(UNIXClientEndpoint(reactor, "/run/x.sock")) == (
         "unix:/run/x.sock"
     )
@@ -62,7 +62,6 @@ def test_an_endpoint_with_its_own_str_names_itself_and_others_by_class():
 
 
 def test_repeated_names_are_told_apart():
-    reactor = MemoryReactorClock()
     same = [TCP4ClientEndpoint(reactor, "10.0.0.1", 9000) for _ in range(3)]
     assert endpoint_names(same) == [
         "tcp:10.0.0.1:9000",
@@ -72,14 +71,15 @@ def test_repeated_names_are_told_apart():
 
 
 def test_connections_to_endpoint_objects_are_named_by_address():
-    reactor = MemoryReactorClock()
+    # Connection attempts go to an in-memory reactor: nothing leaves.
+    memory = MemoryReactorClock()
     endpoints = [
-        TCP4ClientEndpoint(reactor, "10.0.0.1", 9000),
-        TCP4ClientEndpoint(reactor, "10.0.0.2", 9000),
+        TCP4ClientEndpoint(memory, "10.0.0.1", 9000),
+        TCP4ClientEndpoint(memory, "10.0.0.2", 9000),
     ]
     for client in (
-        FramedClient(endpoints, reactor, pool_size=1),
-        FramedClient.from_endpoint(reactor, endpoints, pool_size=1),
+        FramedClient(endpoints, memory, pool_size=1),
+        FramedClient.from_endpoint(memory, endpoints, pool_size=1),
     ):
         names = [u["name"] for u in client.debug_state()["upstreams"]]
         assert names == ["tcp:10.0.0.1:9000/0", "tcp:10.0.0.2:9000/0"]

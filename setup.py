@@ -75,7 +75,18 @@ setup(
     extras_require={
         "metrics": ["prometheus_client>=0.17"],
         "tls": [f"twisted[tls]>={TWISTED_FLOOR}"],
-        "bench": ["matplotlib>=3.7", "psutil>=5.9", "tqdm>=4.60"],
+        # A faster parser for Redis arrays (framedclient.codecs.redis).
+        "hiredis": ["hiredis>=2.0"],
+        "bench": [
+            "matplotlib>=3.7",
+            "psutil>=5.9",
+            "tqdm>=4.60",
+            # Baselines of `python -m framedclient.bench redis|memcache`.
+            "txredisapi>=1.4",
+            "redis>=5.0",
+            "pymemcache>=4.0",
+            "hiredis>=2.0",
+        ],
         # What the test suite imports: `pip install 'framedclient[test]'`
         # from the sdist runs its tests (.ci/sdist-check).
         "test": [
@@ -88,6 +99,8 @@ setup(
             f"twisted[tls]>={TWISTED_FLOOR}",
             "selenium>=4.20",
             "psutil>=5.9",
+            # Both Redis reply parsers are tested against each other.
+            "hiredis>=2.0",
         ],
         # Lint, types, packaging and the documentation site (.ci/run).
         "dev": [
@@ -97,6 +110,7 @@ setup(
             "build>=1.0",
             "sphinx>=8",
             "myst-parser>=4",
+            "sphinxcontrib-zopeext>=0.4",
         ],
     },
     zip_safe=False,

@@ -30,6 +30,8 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.graphviz",
     "sphinx.ext.intersphinx",
+    # zope.interface classes (ICodecPlugin) as documented interfaces.
+    "sphinxcontrib.zopeext.autointerface",
     "framedclient_docs",
 ]
 
@@ -58,10 +60,18 @@ framedclient_api_modules = [
     "framedclient.codecs.header",
     "framedclient.codecs.pipelined",
     "framedclient.codecs.redis",
+    "framedclient.codecs.redis_client",
+    "framedclient.codecs.memcache",
+    "framedclient.codecs.memcache_client",
+    "framedclient.codecs.dns",
+    "framedclient.codecs.builtin",
+    "framedclient.codecs.plugin",
     "framedclient.protocol",
     "framedclient.connection",
     "framedclient.pool",
     "framedclient.balance",
+    "framedclient.membership",
+    "framedclient.discovery",
     "framedclient.engine",
     "framedclient.backoff",
     "framedclient.retry",

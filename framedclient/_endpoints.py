@@ -19,18 +19,11 @@ would split one upstream into many series and tell the reader nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IStreamClientEndpoint
 
-__all__ = [
-    "TLS_EXTRA",
-    "client_from_string",
-    "endpoint_name",
-    "endpoint_names",
-    "unique_names",
-]
+__all__ = ["TLS_EXTRA", "client_from_string", "endpoint_name"]
 
 #: What to run to get TLS endpoints.
 TLS_EXTRA = "pip install 'framedclient[tls]'"
@@ -97,25 +90,3 @@ def endpoint_name(endpoint: object) -> str:
         scheme = "ssl" if name.startswith("SSL") else "tcp"
         return f"{scheme}:{_host_port(host, port)}"
     return name
-
-
-def unique_names(names: Sequence[str]) -> list[str]:
-    """
-    ``names`` with ``#2``, ``#3``, ... after repeats: two endpoints to the
-    same address (or of one unnamed class) must still be told apart, in
-    metrics labels above all.
-    """
-    unique: list[str] = []
-    seen: dict[str, int] = {}
-    for name in names:
-        seen[name] = count = seen.get(name, 0) + 1
-        unique.append(name if count == 1 else f"{name}#{count}")
-    return unique
-
-
-def endpoint_names(endpoints: Sequence[object]) -> list[str]:
-    """
-    :func:`endpoint_name` of each endpoint, made unique by
-    :func:`unique_names`.
-    """
-    return unique_names([endpoint_name(e) for e in endpoints])

@@ -28,11 +28,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Unpack
 
+import attrs
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
     fail,
     gatherResults,
+    maybeDeferred,
     succeed,
 )
 from twisted.internet.interfaces import (
@@ -43,11 +45,19 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from framedclient._endpoints import endpoint_names
+from framedclient._endpoints import endpoint_name
 from framedclient.balance import Balancer
+from framedclient.codecs import Message
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
+from framedclient.discovery import (
+    Host,
+    HostSource,
+    RefreshPolicy,
+    StaticHosts,
+    sources_from,
+)
 from framedclient.engine import check_request
 from framedclient.errors import (
     ClientClosed,
@@ -57,6 +67,7 @@ from framedclient.errors import (
     Unavailable,
     outcome_of,
 )
+from framedclient.membership import Membership
 from framedclient.metrics import GaugeSample, Metrics
 from framedclient.pool import Limiter, Pool
 from framedclient.protocol import (
@@ -106,7 +117,7 @@ class _Call:
     def __init__(
         self,
         client: FramedClient,
-        body: bytes,
+        body: bytes | Message,
         deadline: float,
         timeout: float,
         idempotent: bool,
@@ -206,6 +217,16 @@ class ClientKeywords(ClientSettings, total=False):
     balancer: Balancer | None
     start: bool
     names: Sequence[str] | None
+    discovery: Sequence[HostSource]
+
+
+#: What from_endpoint() and set_endpoints() take.
+_Endpoints = (
+    str
+    | IStreamClientEndpoint
+    | HostSource
+    | Sequence[str | IStreamClientEndpoint | HostSource]
+)
 
 
 def _call_is_live(call: _Call) -> bool:
@@ -229,16 +250,21 @@ class FramedClient:
     :param retry_budget: limits retries of idempotent requests; 20 % of
         requests plus 10 per second by default.
     :param metrics: where to record, and what :attr:`metrics` returns: it
-        shows every connection's figures live; a fresh
-        :class:`~framedclient.metrics.Metrics` by default.
+        shows every connection's figures live; a fresh :class:`Metrics` by
+        default.
     :param balancer: which ready connection takes each request (see
         :mod:`framedclient.balance`); least-loaded by default.
     :param start: start connecting at once.
-    :param names: one label per endpoint, for logs, metrics, ``debug_state()``
-        and the status page; each connection is named ``LABEL/N``.  By
-        default the endpoint in endpoint-string form (``tcp:HOST:PORT``,
+    :param names: one label per endpoint, for logs, ``debug_state()`` and
+        the status page; each connection is named ``LABEL/N``.  By default
+        the endpoint in endpoint-string form (``tcp:HOST:PORT``,
         ``tls:HOST:PORT``, ``unix:PATH``, or the ``str()`` of an endpoint
-        that defines one), with ``#2``, ``#3`` after repeats.
+        that defines one).
+    :param discovery: more sources of hosts, whose host sets may change
+        while the client runs (see :mod:`framedclient.discovery`;
+        :meth:`from_endpoint` makes them from ``srv:`` and ``dns:``
+        strings).  With one, ``endpoints`` may be empty: requests wait
+        (``wait_for_ready``) until the first hosts are known.
     :raises TypeError: for a keyword that is not a setting, or ``config``
         with setting keywords.
     :raises ~framedclient.config.InvalidSetting: for a value a setting
@@ -260,6 +286,7 @@ class FramedClient:
         balancer: Balancer | None = None,
         start: bool = True,
         names: Sequence[str] | None = None,
+        discovery: Sequence[HostSource] = (),
         **settings: Unpack[ClientSettings],
     ) -> None:
         if isinstance(endpoints, (str, bytes)):
@@ -269,7 +296,8 @@ class FramedClient:
                 f"{endpoints!r}) for endpoint strings"
             )
         endpoints = list(endpoints)
-        if not endpoints:
+        discovery = list(discovery)
+        if not endpoints and not discovery:
             raise ValueError("at least one endpoint is needed")
         for i, endpoint in enumerate(endpoints):
             if not callable(getattr(endpoint, "connect", None)):
@@ -301,28 +329,24 @@ class FramedClient:
         self._limiter = Limiter(
             clock, config.max_in_flight, config.max_pending, config.acquire_timeout
         )
-        connections = []
-        labels = list(names) if names else endpoint_names(endpoints)
-        for e, endpoint in enumerate(endpoints):
-            label = labels[e]
-            for i in range(config.pool_size):
-                connections.append(
-                    Connection(
-                        endpoint,
-                        self.factory,
-                        clock,
-                        backoff=config.backoff,
-                        connect_timeout=config.connect_timeout,
-                        prepare=prepare,
-                        name=f"{label}/{i}",
-                    )
-                )
-        self.pool = Pool(connections, balancer, self._limiter)
+        if prepare is not None:
+            prepare = self._owned_prepare(prepare)
+        self._prepare = prepare
+        self._connection_listeners: list[Callable[[Connection, str, str], object]] = []
+        self.pool = Pool([], balancer, self._limiter)
         # Bound once: the fast path calls them for every request.
         self._take = self.pool.take
         self._release = self._limiter.release
-        for conn in connections:
-            conn.add_listener(self._connection_changed)
+        # The hosts (and their connections) come and go through it.
+        self._membership = Membership(
+            self.pool,
+            clock,
+            self._new_connection,
+            self._joined,
+            pool_size=config.pool_size,
+            retire_timeout=config.retire_timeout,
+            max_connection_age=config.max_connection_age,
+        )
         self._budget = retry_budget or RetryBudget(clock)
         self._waiting: deque[_Call] = deque()
         self._delayed: set[_Call] = set()  # retries waiting out their delay
@@ -335,75 +359,173 @@ class FramedClient:
         self._queued_bytes = 0
         self._closing = False
         self._closed: Deferred[Any] | None = None
+        self._membership.set_sources(
+            [_static_hosts(endpoints, names), *discovery] if endpoints else discovery
+        )
         if start:
             self.start()
+
+    def _new_connection(self, host: Host, index: int) -> Connection:
+        config = self.config
+        label = (
+            host.name if host.address == host.name else f"{host.name}@{host.address}"
+        )
+        return Connection(
+            host.endpoint,
+            self.factory,
+            self._clock,
+            backoff=config.backoff,
+            connect_timeout=config.connect_timeout,
+            prepare=self._prepare,
+            name=f"{label}/{index}",
+            weight=host.weight,
+        )
+
+    def _joined(self, conn: Connection) -> None:
+        conn.add_listener(self._connection_changed)
+        for listener in self._connection_listeners:
+            conn.add_listener(listener)
+
+    def add_connection_listener(
+        self, listener: Callable[[Connection, str, str], object]
+    ) -> None:
+        """
+        Call ``listener(connection, old_state, new_state)`` on each state
+        change of every connection, present and future (hosts that join
+        later included); see :meth:`Connection.add_listener`.
+        """
+        self._connection_listeners.append(listener)
+        for conn in self._membership.connections():
+            conn.add_listener(listener)
+
+    def _owned_prepare(self, hook: PrepareHook) -> PrepareHook:
+        """
+        ``hook``, run so that the requests it sends (AUTH, SELECT, ...) do
+        not touch the limiter: they took no slot, yet each one settled
+        gives a slot back through :meth:`request_settled`.
+        """
+
+        def prepare(proto: FramedProtocol) -> Deferred[Any]:
+            before = proto.ok_count + proto.failed_count
+
+            def settled(result: object) -> object:
+                self._limiter.in_flight += proto.ok_count + proto.failed_count - before
+                return result
+
+            return maybeDeferred(hook, proto).addBoth(settled)
+
+        return prepare
 
     @classmethod
     def from_endpoint(
         cls,
         reactor: Any,
-        endpoint: str | IStreamClientEndpoint | Sequence[str | IStreamClientEndpoint],
+        endpoint: _Endpoints,
         **options: Unpack[ClientKeywords],
     ) -> FramedClient:
         """
         Build a client from Twisted endpoint strings (``"tcp:host:port"``,
-        ``"tls:host:port"``, ...) or endpoint objects; keyword arguments are
-        those of :class:`FramedClient` (``names`` defaults to the endpoint
-        strings).
+        ``"tls:host:port"``, ...), discovery strings or endpoint objects;
+        keyword arguments are those of :class:`FramedClient` (``names``
+        defaults to the endpoint strings).
+
+        Discovery strings find the hosts through DNS, and follow them as
+        they change (see :mod:`framedclient.discovery`):
+        ``"srv:_fc._tcp.example.com"`` (one host per SRV record, with its
+        priority and weight) and ``"dns:db.example.com:9000"`` (one host
+        per A/AAAA address); both take ``@NAMESERVER[:PORT]`` at the end
+        to ask a given name server instead of the system's.
 
         :raises ImportError: a ``tls:`` string without the TLS extra
             installed (the message says what to install).
         :raises TypeError: something that is neither an endpoint string nor
             an endpoint.
+        :raises ValueError: a malformed ``srv:``/``dns:`` string.
         """
-        from framedclient._endpoints import (
-            client_from_string,
-            endpoint_name,
-            unique_names,
+        # The settings first: the discovery sources need the refresh ones.
+        rest: dict[str, Any] = dict(options)
+        names = rest.pop("names", None)
+        settings = {
+            name: rest.pop(name)
+            for name in attrs.fields_dict(ClientConfig)
+            if name in rest
+        }
+        config = resolve_client_config(rest.pop("config", None), settings)
+        resolved, described, sources = sources_from(
+            reactor, endpoint, names, _refresh_policy(config)
+        )
+        return cls(
+            resolved,
+            reactor,
+            config=config,
+            names=described,
+            discovery=[*rest.pop("discovery", ()), *sources],
+            **rest,
         )
 
-        if isinstance(endpoint, (str, bytes)) or not isinstance(endpoint, Sequence):
-            endpoint = [endpoint]
-        resolved: list[IStreamClientEndpoint] = []
-        described: list[str] = []
-        for e in endpoint:
-            if isinstance(e, str):
-                # ImportError naming the extra, for tls: without pyOpenSSL.
-                resolved.append(client_from_string(reactor, e))
-                described.append(e)
-            elif isinstance(e, (bytes, bytearray)):
-                raise TypeError(
-                    f"an endpoint string must be str, got bytes {e!r}: decode it"
-                )
-            else:
-                resolved.append(e)
-                described.append(endpoint_name(e))
-        if options.get("names") is None:
-            options["names"] = unique_names(described)
-        return cls(resolved, reactor, **options)
+    def set_endpoints(
+        self,
+        endpoints: _Endpoints,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        """
+        Use these hosts from now on, as :meth:`from_endpoint` takes them
+        (endpoint strings, ``srv:``/``dns:`` strings, endpoint objects, or
+        :class:`~framedclient.discovery.HostSource` objects); they replace
+        every host and source the client had.
+
+        Hosts in both the old and the new set keep their connections (hosts
+        are matched by name: the endpoint string, or ``names``).  New hosts
+        get theirs at once.  Hosts no longer in the set drain: their
+        connections take no new request, finish what they hold (for up to
+        ``retire_timeout``), then close; nothing in flight fails because of
+        the change.  When the new set comes from ``srv:``/``dns:`` strings,
+        the old hosts stay until DNS has given some new ones.  Strings are
+        read with the client's reactor (its ``clock``).
+
+        :raises ValueError: for an empty set, or a malformed string.
+        :raises TypeError: as :meth:`from_endpoint`.
+        :raises ~framedclient.errors.ClientClosed: the client is closing.
+        """
+        if self._closing:
+            raise ClientClosed("the client is closed; its hosts cannot change")
+        resolved, described, sources = sources_from(
+            self._clock, endpoints, names, _refresh_policy(self.config)
+        )
+        if not resolved and not sources:
+            raise ValueError(
+                "at least one endpoint is needed; close the client to stop using "
+                "every host"
+            )
+        static = [_static_hosts(resolved, described)] if resolved else []
+        self._membership.set_sources([*static, *sources])
 
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> None:
         """
-        Start connecting (idempotent; done by the constructor by default).
+        Start connecting, and asking the discovery sources (idempotent;
+        done by the constructor by default).
         """
-        for conn in self.pool:
-            conn.start()
+        self._membership.start()
 
     def when_ready(self, fail_after: int | None = None) -> Deferred[None]:
         """
         Fires once at least one connection is ready.
 
         :param fail_after: fail after this many consecutive failed attempts
-            on every connection (see
-            :meth:`~framedclient.connection.Connection.when_ready`).
+            on every connection (see :meth:`Connection.when_ready`).
 
         Like :func:`twisted.internet.defer.race`, cancelling the result
         cancels the wait on every connection, so nothing is left behind.
         """
         if self.pool.ready_count:
             return succeed(None)
+        if not len(self.pool):
+            # No host known yet (discovery is still asking): wait for some.
+            hosts = self._membership.when_hosts()
+            hosts.addCallback(lambda _: self.when_ready(fail_after))
+            return hosts
 
         def cancel_all(_: object) -> None:
             for w in waits:
@@ -443,6 +565,7 @@ class FramedClient:
         if self._closed is not None:
             return _chain(self._closed)
         self._closing = True
+        self._membership.stop()
         closed_error = ClientClosed("the client is closing; the request was not sent")
         self._limiter.fail_all(closed_error)
         waiting, self._waiting = self._waiting, deque()
@@ -458,7 +581,9 @@ class FramedClient:
         timer: IDelayedCall | None = None
         if timeout is not None:
             timer = self._clock.callLater(timeout, self._abort_all)
-        done = gatherResults([conn.close(drain=True) for conn in self.pool])
+        done = gatherResults(
+            [conn.close(drain=True) for conn in self._membership.connections()]
+        )
 
         def finished(_: object) -> None:
             if timer is not None and timer.active():
@@ -470,7 +595,7 @@ class FramedClient:
         return _chain(done)
 
     def _abort_all(self) -> None:
-        for conn in self.pool:
+        for conn in self._membership.connections():
             conn.close(drain=False)
 
     async def __aenter__(self) -> FramedClient:
@@ -483,16 +608,22 @@ class FramedClient:
 
     def request(
         self,
-        body: bytes,
+        body: bytes | Message,
         timeout: float | None = None,
         *,
         idempotent: bool = False,
         wait_for_ready: bool | None = None,
-    ) -> Deferred[bytes]:
+    ) -> Deferred[Any]:
         """
-        Send one request; fires exactly once with the reply body or a
+        Send one request; fires exactly once with the reply or a
         :class:`~framedclient.errors.FramedClientError` (or
         ``CancelledError`` after ``cancel()``).
+
+        :param body: the request: ``bytes`` for simple protocols, or a
+            :class:`~framedclient.codecs.base.Message` (header fields and
+            body) for codecs that declare header fields.  The reply is of
+            the same shape: the body bytes, or a ``Message`` that keeps the
+            reply's header fields.
 
         :param timeout: overall deadline in seconds (queueing and retries
             included); ``None`` uses ``request_timeout``; ``math.inf`` for
@@ -502,7 +633,8 @@ class FramedClient:
             Requests that were never written are always re-sent, on
             another connection.
         :param wait_for_ready: override the client's ``wait_for_ready``.
-        :raises TypeError: ``body`` is not bytes, ``timeout`` not a number.
+        :raises TypeError: ``body`` is neither bytes nor a Message,
+            ``timeout`` not a number.
         :raises ValueError: ``timeout`` is not positive.
         """
         if body.__class__ is not bytes or timeout is not None:
@@ -627,7 +759,10 @@ class FramedClient:
 
     def _unavailable(self) -> Unavailable:
         errors = {c.last_error for c in self.pool if c.last_error}
-        detail = "; ".join(sorted(errors)) or "still connecting"
+        errors.update(self._membership.errors())
+        detail = "; ".join(sorted(errors)) or (
+            "still connecting" if len(self.pool) else "no host found yet"
+        )
         return Unavailable(
             f"no connection is ready ({detail}); the request was not sent. "
             f"Retry later, or pass wait_for_ready=True to wait for a connection"
@@ -880,6 +1015,7 @@ class FramedClient:
         # nothing is queued (a leak shows up here).
         state["slow_path_calls"] = self._slow_live
         state["upstreams"] = self.pool.debug_state()
+        state["discovery"] = self._membership.debug_state()
         get_calls: Callable[[], list[Any]] | None = getattr(
             self._clock, "getDelayedCalls", None
         )
@@ -934,11 +1070,13 @@ class Lease:
             proto, self.protocol = self.protocol, None
             self._client._return_lease(proto)
 
-    def request(self, body: bytes, timeout: float | None = None) -> Deferred[bytes]:
+    def request(
+        self, body: bytes | Message, timeout: float | None = None
+    ) -> Deferred[Any]:
         """
         A request on the leased connection (same contract as
-        :meth:`~framedclient.protocol.FramedProtocol.request`; no retries:
-        the conversation is bound to this connection).
+        :meth:`FramedProtocol.request`; no retries: the conversation is
+        bound to this connection).
         """
         proto = self.protocol
         if proto is None:
@@ -954,6 +1092,24 @@ class Lease:
             lambda _: proto.request(body, timeout)
         )
         return d
+
+
+def _static_hosts(
+    endpoints: Sequence[IStreamClientEndpoint], names: Sequence[str] | None
+) -> StaticHosts:
+    hosts = []
+    seen: dict[str, int] = {}
+    for e, endpoint in enumerate(endpoints):
+        name = names[e] if names else endpoint_name(endpoint)
+        # The same endpoint twice is two hosts (twice the connections), as
+        # it always was.
+        seen[name] = n = seen.get(name, 0) + 1
+        hosts.append(Host(name, name if n == 1 else f"{name}#{n}", endpoint))
+    return StaticHosts(hosts)
+
+
+def _refresh_policy(config: ClientConfig) -> RefreshPolicy:
+    return RefreshPolicy(config.dns_refresh_min, config.dns_refresh_max)
 
 
 def _relay(result: bytes | Failure, target: Deferred[bytes]) -> None:

@@ -341,8 +341,10 @@ def _codec() -> Any:
         Setting(
             "The wire format.",
             _CODEC,
-            cli_help="Wire format of the upstream (and of --listen clients): fc1, "
-            "lines, netstring, redis, or a length:... layout (see below).",
+            cli_help="Wire format of the upstream (and of --listen clients): "
+            "NAME[:options], one of the codecs listed below (fc1, lines, "
+            "netstring, redis, length:..., memcache-binary, dns, and codec "
+            "plugins of other packages).",
             default_text="fc1",
         ),
     )
@@ -436,13 +438,31 @@ def _abandoned_ttl() -> Any:
     )
 
 
+_MAX_PENDING_PER_CONNECTION = 100_000
+
+
+def _fit_id_space(config: Any) -> int:
+    """
+    The default cap of requests per connection: 100,000, or just below the
+    codec's ID space when that is smaller (a 16-bit ID), so a narrow ID
+    works with default settings.  A value set explicitly is kept, and
+    checked against the ID space like any other.
+    """
+    max_id = getattr(config.codec, "max_id", None)
+    if isinstance(max_id, int) and not isinstance(max_id, bool) and max_id > 1:
+        return min(_MAX_PENDING_PER_CONNECTION, max_id - 1)
+    return _MAX_PENDING_PER_CONNECTION
+
+
 def _max_pending_per_connection() -> Any:
     return _field(
-        100_000,
+        attrs.Factory(_fit_id_space, takes_self=True),
         Setting(
             "Requests (abandoned IDs included) one connection may hold; more "
-            "fail with Overloaded. Must be below the codec's ID space.",
+            "fail with Overloaded. Must be below the codec's ID space; by "
+            "default 100000, or the ID space minus one if smaller.",
             Count(1),
+            default_text=str(_MAX_PENDING_PER_CONNECTION),
         ),
     )
 
@@ -589,7 +609,53 @@ class ClientConfig:
         ),
     )
 
+    max_connection_age: float | None = _field(
+        None,
+        Setting(
+            "Seconds a connection may serve before it is replaced (jittered by "
+            "10 % either way): a new one connects at once, resolving its host "
+            "name again, while the old one finishes its requests and closes. "
+            "Use it behind L4 load balancers or when hosts join under one DNS "
+            "name, so old connections do not pin the load forever.",
+            Seconds(optional=True),
+            off="connections live until they fail",
+        ),
+    )
+    retire_timeout: float | None = _field(
+        30.0,
+        Setting(
+            "Seconds a retired connection (its host left the host set, or "
+            "max_connection_age replaced it) may take to finish its in-flight "
+            "requests before it is closed without waiting.",
+            Seconds(optional=True),
+            off="wait for the requests' own deadlines",
+        ),
+    )
+    dns_refresh_min: float = _field(
+        5.0,
+        Setting(
+            "Fewest seconds between two DNS lookups of a srv: or dns: upstream "
+            "(a TTL of 0 is read as this), and the first delay before asking "
+            "again after a failed lookup.",
+            Seconds(),
+        ),
+    )
+    dns_refresh_max: float = _field(
+        300.0,
+        Setting(
+            "Most seconds between two DNS lookups of a srv: or dns: upstream, "
+            "whatever the TTL (and the longest delay after failed ones).",
+            Seconds(),
+        ),
+    )
+
     def __attrs_post_init__(self) -> None:
+        if self.dns_refresh_min > self.dns_refresh_max:
+            raise InvalidSetting(
+                "dns_refresh_min",
+                self.dns_refresh_min,
+                f"must not be above dns_refresh_max ({self.dns_refresh_max:g})",
+            )
         _check_codec_fit(
             self.codec,
             "max_pending_per_connection",
@@ -641,6 +707,10 @@ class ClientSettings(TypedDict, total=False):
     max_queued_bytes: int
     abandoned_ttl: float | None
     wait_for_ready: bool
+    max_connection_age: float | None
+    retire_timeout: float | None
+    dns_refresh_min: float
+    dns_refresh_max: float
 
 
 def resolve_client_config(

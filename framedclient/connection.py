@@ -143,7 +143,7 @@ class _Inputs(Protocol):
         "The backoff timer fired."
 
     def goaway(self) -> None:
-        "The server asked us to stop using the current connection."
+        "The server sent GOAWAY, or the owner recycles the current connection."
 
     def drained(self, proto: FramedProtocol) -> None:
         "A protocol retired by GOAWAY has closed."
@@ -654,6 +654,9 @@ class Connection:
     :param healthy_after: seconds (``> 0``) a connection must stay up before
         its loss resets the backoff.
     :param name: shown in logs and :meth:`debug_state`.
+    :param weight: the weight of the host it connects to (an SRV weight;
+        1 by default), for pick policies that weigh hosts; the client
+        already gives a host connections in proportion to its weight.
     :raises TypeError: if ``connect_timeout`` or ``healthy_after`` is not a
         number, or ``backoff`` is neither a policy nor a callable.
     :raises ValueError: if ``connect_timeout`` or ``healthy_after`` is not
@@ -671,8 +674,11 @@ class Connection:
         prepare: PrepareHook | None = None,
         healthy_after: float = 1.0,
         name: str = "conn",
+        weight: int = 1,
     ) -> None:
         self.name = name
+        #: the weight of this connection's host (see :mod:`framedclient.discovery`)
+        self.weight = weight
         self.endpoint = endpoint
         self.factory = factory
         self._core = _Core(
@@ -785,6 +791,26 @@ class Connection:
         self._core.feed(self._machine.close if drain else self._machine.abort)
         return done
 
+    def recycle(self) -> FramedProtocol | None:
+        """
+        Replace the ready connection with a new one, as if the server had
+        sent GOAWAY: the old one takes no new request, finishes those it
+        has (bounded by their deadlines; :meth:`close` drops it too) and
+        closes, while a new one connects at once (so a ``tcp:NAME:PORT``
+        endpoint resolves ``NAME`` again).  Used for
+        ``max_connection_age``.
+
+        :return: the retired protocol (still draining), or ``None`` when no
+            connection was ready (nothing to recycle).
+        """
+        proto = self.protocol
+        if proto is None:
+            return None
+        self.factory.metrics.record_connection_event("recycled")
+        self._core.feed(self._machine.goaway)
+        proto.close(drain=True)
+        return proto
+
     def debug_state(self) -> dict[str, Any]:
         """
         A JSON-able picture: state, pending requests, backoff, last error,
@@ -797,6 +823,7 @@ class Connection:
         return {
             "name": self.name,
             "state": state,
+            "weight": self.weight,
             "failed_attempts": core.failed_attempts,
             "next_backoff_delay": core.next_delay if state == "backing_off" else None,
             "last_error": core.last_error,

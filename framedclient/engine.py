@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from framedclient.codecs import REQUEST, Matching
+from framedclient.codecs import REQUEST, Matching, Message
 from framedclient.deadlines import Deadlines
 from framedclient.errors import ConnectionLost, Overloaded, RequestTimeout
 
@@ -135,7 +135,9 @@ class Request:
         "deadline",
         "engine",
         "idempotent",
+        "parts",
         "redirect",
+        "replies",
         "request_id",
         "started",
         "state",
@@ -149,7 +151,7 @@ class Request:
     #: the encoded frame until it is written
     data: bytes | None
     #: kept while the request may still be sent elsewhere
-    body: bytes | None
+    body: bytes | Message | None
     started: float
     #: seconds it may take (0.0: no timeout) and when that is up
     timeout: float
@@ -158,6 +160,12 @@ class Request:
     attempt: int
     state: int
     redirect: Any
+    #: reply frames still expected (in-order matching; 1 unless the codec
+    #: made a unit of several commands, see :meth:`RequestEngine.open`)
+    replies: int
+    #: a unit's replies so far, as ``(ok, body)`` pairs; ``None`` for a
+    #: request that takes one reply
+    parts: list[tuple[bool, Any]] | None
 
     def __repr__(self) -> str:
         state = ("queued", "sent", "abandoned", "done")[self.state]
@@ -179,9 +187,11 @@ def check_request(body: object, timeout: object) -> None:
     connection can judge later (a body too large for the frame) fails the
     request's Deferred with a :class:`~framedclient.errors.FramedClientError`.
     """
-    if not isinstance(body, (bytes, bytearray)):
+    if not isinstance(body, (bytes, bytearray, Message)):
         hint = " (encode text first: body.encode())" if isinstance(body, str) else ""
-        raise TypeError(f"body must be bytes, got {type(body).__name__}{hint}")
+        raise TypeError(
+            f"body must be bytes or a Message, got {type(body).__name__}{hint}"
+        )
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise TypeError(
@@ -282,7 +292,7 @@ class RequestEngine:
         max_pending: int,
         abandoned_ttl: float | None,
         supports_cancel: bool,
-        encode: Callable[[int, int, bytes], bytes],
+        encode: Callable[[int, int, Any], bytes],
         seconds: Callable[[], float],
         actions: EngineActions,
         record: type[Request] = Request,
@@ -391,7 +401,7 @@ class RequestEngine:
 
     def open(
         self,
-        body: bytes,
+        body: bytes | Message,
         timeout: float | None,
         now: float,
         idempotent: bool = False,
@@ -408,6 +418,14 @@ class RequestEngine:
             replies were read).
         :raises: whatever the codec raises for a body it cannot carry;
             nothing is held then.
+
+        A codec matching in order may return from ``encode`` a ``bytes``
+        subclass with an ``expected_replies`` attribute (N): the request is
+        then one *unit* that takes the next N reply frames, in order, and
+        its reply is the list of them as ``(ok, body)`` pairs (an error
+        reply inside a unit is data, not the unit's failure).  A unit that
+        times out or is cancelled stays in the queue until all N replies
+        have passed, so the next caller never receives one of them.
         """
         request_id = self._last_id
         pending = self._pending
@@ -435,6 +453,13 @@ class RequestEngine:
         r.attempt = attempt
         r.state = QUEUED
         r.redirect = None
+        # Plain bytes (every codec's usual answer): one reply frame.
+        if data.__class__ is bytes or self._by_id:
+            r.replies = 1
+            r.parts = None
+        else:
+            r.replies = getattr(data, "expected_replies", 1)
+            r.parts = [] if r.replies > 1 else None
         if timeout:
             if timeout == self._usual_timeout and deadline >= self._usual_last:
                 self._usual[r] = None
@@ -495,7 +520,10 @@ class RequestEngine:
         if self._by_id:
             r = self._pending.pop(request_id, None)
         elif self._inflight:
-            r = self._inflight.popleft()
+            r = self._inflight[0]
+            if r.parts is not None:
+                return self._unit_reply(r, ok, body, now)
+            self._inflight.popleft()
         else:
             r = None
         if r is None:
@@ -516,6 +544,30 @@ class RequestEngine:
             self._pending[request_id] = r
         self.unknown_replies += 1
         return UNKNOWN
+
+    def _unit_reply(self, r: Request, ok: bool, body: Any, now: float) -> int:
+        # One of the N reply frames of a unit (in-order matching only).
+        r.replies -= 1
+        last = not r.replies
+        if last:
+            self._inflight.popleft()
+        state = r.state
+        if state == SENT:
+            parts = r.parts
+            parts.append((ok, body))  # type: ignore[union-attr]
+            if last:
+                self._settle(r, REPLY, parts, now)
+            return MATCHED
+        if state == ABANDONED:
+            if not last:
+                return MATCHED  # counted once, with its last reply
+            r.state = DONE
+            self.tombstones -= 1
+            self.late_replies += 1
+            return LATE
+        # Nothing of a unit not written yet can arrive (in order, only
+        # written requests are in the queue).
+        return UNKNOWN  # pragma: no cover
 
     def cancel(self, r: Request) -> None:
         """
@@ -641,6 +693,8 @@ class RequestEngine:
         elif (exit == TIMEOUT or exit == CANCELLED) and not self._losing:
             r.state = ABANDONED
             r.body = None
+            if r.parts is not None:
+                r.parts = []  # the replies still due are dropped, not kept
             self.tombstones += 1
             ttl = self._abandoned_ttl
             if ttl is not None:

@@ -235,14 +235,35 @@ class RemoteError(FramedClientError):
     The request reached the server and was processed (and failed there);
     the message is the server's.
 
-    :ivar message: the server's error text.
+    Codecs whose replies carry a status number (memcached's status, DNS's
+    RCODE) set :attr:`code`, so callers branch on a number rather than
+    parse text; a codec may raise a subclass per code (see
+    :class:`~framedclient.codecs.header.HeaderCodec`'s ``errors``), so a
+    client library can offer ``except NotFound``.
+
+    :ivar message: the server's error text (or the codec's name for the code).
+    :ivar code: the status the server replied with, or ``None`` when the
+        protocol has no status numbers (fc1's error replies).
+    :ivar reply: the whole error reply as the codec decoded it (a
+        :class:`~framedclient.codecs.base.Message` for structured codecs),
+        or ``None``; for the fields an error reply still carries.
     """
 
     outcome: ClassVar[str] = "remote_error"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(f"server replied with an error: {message}")
+    def __init__(
+        self, message: str, code: int | None = None, reply: object = None
+    ) -> None:
+        if code is None:
+            text = f"server replied with an error: {message}"
+        else:
+            text = f"server replied with error {code}: {message}"
+        super().__init__(text)
         self.message = message
+        #: The status number the reply carried (memcached's status, DNS's
+        #: RCODE), or ``None`` for codecs without one.
+        self.code = code
+        self.reply = reply
 
 
 class ClientClosed(FramedClientError):

@@ -483,25 +483,57 @@ class LengthPrefixed:
 
     def encode(self, payload: bytes) -> bytes:
         """
-        Frame ``payload`` so that :meth:`feed` on the other side returns it.
+        Frame ``payload`` so that :meth:`feed` on the other side returns it:
+        every layout this framer decodes, it encodes.
 
-        Only layouts where the header is just the length field and decoding
-        strips it (``offset=0``, ``strip=length_size``) can be built from the
-        payload alone; for the others the codec builds the header (see
-        :meth:`encode_header`).
+        The frame is the ``strip`` bytes :meth:`feed` removes followed by
+        ``payload``, with the length field written at ``offset``:
 
-        :raises ValueError: for other layouts, or when the length does not
+        - the usual layout (``offset=0``, ``strip=length_size``): the length
+          field then the payload;
+        - ``strip`` 0 (the decoded frame keeps its header): ``payload`` is
+          the whole frame, header included, and its length-field bytes are
+          overwritten with the right value (what a codec leaves there does
+          not matter);
+        - stripped bytes other than the length field (bytes before it, or
+          after it up to ``strip``) are zeros: the peer's framer discards
+          them; a codec that must set them keeps them (``strip`` 0) and
+          writes them itself.
+
+        So ``feed(encode(p)) == [p]`` whenever ``p`` already holds the right
+        length value where the field overlaps it (always, for layouts that
+        strip the whole header).
+
+        :raises ValueError: the payload is too short to hold the part of
+            the header :meth:`feed` does not strip, or the length does not
             fit in ``length_size`` bytes.
         :raises FrameTooLarge: the frame would exceed ``max_frame``.
         """
-        if self._offset or self._strip != self._header_end:
+        strip = self._strip
+        header_end = self._header_end
+        if strip == header_end and not self._offset:
+            # The usual layout, on every request's path: no copy to patch.
+            return self.encode_header(len(payload)) + payload
+        frame = bytearray(strip)
+        frame += payload
+        frame_len = len(frame)
+        if frame_len < header_end:
             raise ValueError(
-                f"encode only frames layouts whose header is just the length "
-                f"field and is stripped on decode (offset=0, strip=length_size); "
-                f"with offset={self._offset} and strip={self._strip} the codec "
-                f"must build the header (encode_header helps when offset=0)"
+                f"a payload of {len(payload)} bytes is too short for this layout: "
+                f"the decoded frame keeps {header_end - strip} bytes of the "
+                f"header (offset={self._offset}, length_size={self._length_size}, "
+                f"strip={strip}), so the payload must start with them"
             )
-        return self.encode_header(len(payload)) + payload
+        if frame_len > self.max_frame:
+            raise FrameTooLarge(frame_len, self.max_frame)
+        value = frame_len - self._extra
+        if not 0 <= value < 1 << (8 * self._length_size):
+            raise ValueError(
+                f"length field value {value} (frame {frame_len} bytes - "
+                f"{self._extra}) does not fit in {self._length_size} unsigned bytes"
+            )
+        frame[self._offset : header_end] = self._pack(value)
+        return bytes(frame)
 
 
 class Delimited:

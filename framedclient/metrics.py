@@ -78,6 +78,7 @@ CONNECTION_EVENTS: tuple[str, ...] = (
     "lost",
     "reconnect",
     "protocol_error",
+    "recycled",
 )
 """The connection events :meth:`MetricsRecorder.record_connection_event`
 accepts."""
@@ -311,6 +312,44 @@ class LatencyHistogram:
         self._sum += other._sum
         self._min = min(self._min, other._min)
         self._max = max(self._max, other._max)
+
+    def export(self) -> dict[str, Any]:
+        """
+        Every number, losslessly and JSON-able: what :meth:`from_export`
+        rebuilds.  Unlike :meth:`snapshot` (percentiles, non-empty buckets
+        only) it keeps every bucket count, so histograms of several
+        processes merge exactly.
+        """
+        return {
+            "counts": list(self._counts),
+            "count": self._count,
+            "sum": self._sum,
+            "min": self._min if self._count else None,
+            "max": self._max,
+        }
+
+    @classmethod
+    def from_export(cls, data: Mapping[str, Any]) -> LatencyHistogram:
+        """
+        The histogram :meth:`export` described.
+
+        :raises ValueError: if the bucket layout differs from this
+            version's (another framedclient version's export).
+        """
+        counts = [int(c) for c in data["counts"]]
+        if len(counts) != len(LATENCY_BUCKET_BOUNDS) + 1:
+            raise ValueError(
+                f"histogram export has {len(counts)} buckets, expected "
+                f"{len(LATENCY_BUCKET_BOUNDS) + 1}"
+            )
+        histogram = cls()
+        histogram._counts = counts
+        histogram._count = int(data["count"])
+        histogram._sum = float(data["sum"])
+        low = data["min"]
+        histogram._min = math.inf if low is None else float(low)
+        histogram._max = float(data["max"])
+        return histogram
 
     def snapshot(self) -> dict[str, Any]:
         """
@@ -649,6 +688,51 @@ class Metrics:
             "retries": m.retries,
             "bytes": {"received": m.bytes_received, "sent": m.bytes_sent},
         }
+
+    def export(self) -> dict[str, Any]:
+        """
+        Every number (children included), losslessly and JSON-able, for
+        another process to :meth:`from_export` and :meth:`merge`: how the
+        ``--workers`` of ``twist framedclient`` add up their figures.
+        """
+        m = self.totals() if self._children else self
+        return {
+            "latency": m._latency.export(),
+            "failure_latency": m._failure_latency.export(),
+            "outcomes": dict(m.outcomes),
+            "dropped_late": m._dropped_late,
+            "dropped_unknown": m._dropped_unknown,
+            "connection_events": dict(m._connection_events),
+            "retries": m._retries,
+            "bytes_received": m._bytes_received,
+            "bytes_sent": m._bytes_sent,
+        }
+
+    @classmethod
+    def from_export(cls, data: Mapping[str, Any]) -> Metrics:
+        """
+        A detached :class:`Metrics` holding the figures :meth:`export`
+        described; outcomes and events this version does not know are
+        left out.
+
+        :raises ValueError: if the histograms' bucket layout differs.
+        :raises KeyError: if a field is missing.
+        """
+        metrics = cls()
+        metrics._latency = LatencyHistogram.from_export(data["latency"])
+        metrics._failure_latency = LatencyHistogram.from_export(data["failure_latency"])
+        for outcome, count in data["outcomes"].items():
+            if outcome in metrics._outcomes and outcome != "ok":
+                metrics._outcomes[outcome] = int(count)
+        for event, count in data["connection_events"].items():
+            if event in metrics._connection_events:
+                metrics._connection_events[event] = int(count)
+        metrics._dropped_late = int(data["dropped_late"])
+        metrics._dropped_unknown = int(data["dropped_unknown"])
+        metrics._retries = int(data["retries"])
+        metrics._bytes_received = int(data["bytes_received"])
+        metrics._bytes_sent = int(data["bytes_sent"])
+        return metrics
 
 
 def _descendants(metrics: Metrics) -> Iterator[Metrics]:

@@ -15,7 +15,7 @@ comparison.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -234,6 +234,25 @@ class Pool:
         return len(self.connections)
 
     def _state_changed(self, conn: Connection, old: str, new: str) -> None:
+        self._ready = [p for c in self.connections if (p := c.protocol) is not None]
+
+    def add(self, connections: Iterable[Connection]) -> None:
+        """
+        New connections join (a host joined, or got more weight); the
+        caller starts them.
+        """
+        for conn in connections:
+            conn.add_listener(self._state_changed)
+            self.connections.append(conn)
+        self._ready = [p for c in self.connections if (p := c.protocol) is not None]
+
+    def remove(self, connections: Iterable[Connection]) -> None:
+        """
+        Connections leave: none of them is picked from now on.  The caller
+        closes them (draining, so what they hold finishes).
+        """
+        gone = set(connections)
+        self.connections = [c for c in self.connections if c not in gone]
         self._ready = [p for c in self.connections if (p := c.protocol) is not None]
 
     @property

@@ -57,6 +57,7 @@ from framedclient.codecs import (
     REPLY,
     Codec,
     FC1Codec,
+    Message,
 )
 from framedclient.config import ProtocolConfig
 from framedclient.deadlines import DeadlineTimer
@@ -140,9 +141,7 @@ class RequestOwner(TypingProtocol):
         slot here, which costs far less than a callback on every Deferred.
         """
 
-    def request_orphaned(
-        self, request: PendingRequest, lost: ConnectionLost
-    ) -> bool:
+    def request_orphaned(self, request: PendingRequest, lost: ConnectionLost) -> bool:
         """
         Offered each request this connection can no longer serve and that
         is safe to send elsewhere (never written, or idempotent), with the
@@ -342,13 +341,14 @@ class FramedProtocol(Protocol):
 
     def request(
         self,
-        body: bytes,
+        body: bytes | Message,
         timeout: float | None = None,
         idempotent: bool = False,
         attempt: int = 1,
-    ) -> Deferred[bytes]:
+    ) -> Deferred[Any]:
         """
-        Send ``body`` as one request.
+        Send ``body`` (bytes, or a :class:`~framedclient.codecs.base.Message`
+        for codecs with header fields) as one request.
 
         :param timeout: seconds to wait for the reply; ``None`` uses the
             config's ``request_timeout``; ``math.inf`` means no timeout.
@@ -356,7 +356,8 @@ class FramedProtocol(Protocol):
             dies even if it was written (used by owners that re-send).
         :param attempt: how many times it has been tried so far, this one
             included (kept across re-sends to bound them).
-        :return: a Deferred that fires exactly once: with the reply body, or
+        :return: a Deferred that fires exactly once: with the reply (body
+            bytes, or a ``Message`` for codecs with header fields), or
             with :class:`~framedclient.errors.RemoteError`,
             :class:`~framedclient.errors.RequestTimeout`,
             :class:`~framedclient.errors.ConnectionLost` (``written`` tells
@@ -364,7 +365,8 @@ class FramedProtocol(Protocol):
             :class:`~framedclient.errors.Overloaded` (this connection is
             full; nothing was sent), or ``CancelledError`` after
             ``cancel()``.
-        :raises TypeError: ``body`` is not bytes, ``timeout`` not a number.
+        :raises TypeError: ``body`` is neither bytes nor a Message,
+            ``timeout`` not a number.
         :raises ValueError: ``timeout`` is not positive.
         """
         if body.__class__ is not bytes or (
@@ -469,11 +471,12 @@ class FramedProtocol(Protocol):
             # Deferred.cancel() fails the Deferred with CancelledError.
             self.metrics.record_failure(OUTCOME_CANCELLED, latency)
             return
-        error = (
-            RemoteError(value.decode("utf-8", "replace"))
-            if exit == ERROR_REPLY
-            else value
-        )
+        if exit != ERROR_REPLY or isinstance(value, RemoteError):
+            # A codec with status codes decodes its error replies into the
+            # RemoteError (with its code) the caller gets.
+            error = value
+        else:
+            error = RemoteError(value.decode("utf-8", "replace"))
         self.metrics.record_failure(error.outcome, latency)
         r.errback(error)
 

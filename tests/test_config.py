@@ -61,6 +61,8 @@ OPTIONAL = [
 def a_different_valid_value(field: attrs.Attribute) -> object:
     kind = setting_of(field).kind
     if isinstance(kind, Count):
+        if isinstance(field.default, attrs.Factory):  # derived from the codec
+            return 1234
         return field.default + 1
     if isinstance(kind, Seconds):
         return 7.5
@@ -174,10 +176,21 @@ def test_heartbeats_need_a_codec_with_ping_frames():
 def test_pending_requests_per_connection_must_fit_the_codec_id_space():
     codec = HeaderCodec(lambda: Delimited(b"\n"), header_size=1, id_size=1)
     with pytest.raises(ValueError, match=r"^max_pending_per_connection must be below"):
-        ClientConfig(codec=codec)
+        ClientConfig(codec=codec, max_pending_per_connection=255)
     with pytest.raises(ValueError, match=r"^max_pending must be below"):
-        ProtocolConfig(codec=codec)
+        ProtocolConfig(codec=codec, max_pending=100_000)
     assert ClientConfig(codec=codec, max_pending_per_connection=200)
+
+
+def test_default_pending_requests_per_connection_fit_a_narrow_id_space():
+    # A 16-bit ID (DNS) works with default settings: the default cap comes
+    # down to the ID space; wide IDs keep 100,000.
+    narrow = HeaderCodec(lambda: Delimited(b"\n"), header_size=2, id_size=2)
+    assert ClientConfig(codec=narrow).max_pending_per_connection == 65_534
+    assert ClientConfig(codec=narrow).protocol_config().max_pending == 65_534
+    assert ProtocolConfig(codec=narrow).max_pending == 65_534
+    assert ClientConfig().max_pending_per_connection == 100_000
+    assert ProtocolConfig().max_pending == 100_000
 
 
 def test_configs_are_frozen():

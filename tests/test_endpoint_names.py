@@ -19,7 +19,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.testing import MemoryReactorClock
 
 from framedclient import FramedClient
-from framedclient._endpoints import endpoint_name, endpoint_names
+from framedclient._endpoints import endpoint_name
 
 
 def test_tcp_endpoints_are_named_host_port():
@@ -61,13 +61,13 @@ def test_an_endpoint_with_its_own_str_names_itself_and_others_by_class():
     assert endpoint_name(Anonymous()) == "Anonymous"
 
 
-def test_repeated_names_are_told_apart():
-    same = [TCP4ClientEndpoint(reactor, "10.0.0.1", 9000) for _ in range(3)]
-    assert endpoint_names(same) == [
-        "tcp:10.0.0.1:9000",
-        "tcp:10.0.0.1:9000#2",
-        "tcp:10.0.0.1:9000#3",
-    ]
+def test_repeated_endpoints_are_told_apart():
+    memory = MemoryReactorClock()
+    same = [TCP4ClientEndpoint(memory, "10.0.0.1", 9000) for _ in range(2)]
+    client = FramedClient(same, memory, pool_size=1)
+    names = [u["name"] for u in client.debug_state()["upstreams"]]
+    assert len(set(names)) == 2
+    assert all(name.startswith("tcp:10.0.0.1:9000") for name in names)
 
 
 def test_connections_to_endpoint_objects_are_named_by_address():

@@ -249,3 +249,13 @@ def test_client_docs_list_every_outcome() -> None:
     section = text.split("## What a request can end with", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| [^|]+ \| `([a-z_]+)` \|", section, re.MULTILINE))
     assert listed == set(OUTCOMES)
+
+
+def test_remote_error_carries_the_servers_code_when_there_is_one():
+    plain = RemoteError("no such key")
+    assert (plain.message, plain.code, plain.reply) == ("no such key", None, None)
+    assert str(plain) == "server replied with an error: no such key"
+    coded = RemoteError("NXDOMAIN", 3, reply=b"raw")
+    assert (coded.message, coded.code, coded.reply) == ("NXDOMAIN", 3, b"raw")
+    assert str(coded) == "server replied with error 3: NXDOMAIN"
+    assert outcome_of(coded) == "remote_error"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 from itertools import pairwise
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -373,19 +374,41 @@ def test_length_prefixed_encode_header_builds_length_for_unstripped_layout() -> 
     assert framer.feed(framer.encode_header(len(HELLO)) + HELLO) == [u16(14) + HELLO]
 
 
-@pytest.mark.parametrize(
-    "layout",
-    [dict(offset=2), dict(strip=0), dict(strip=2), dict(strip=6)],
-    ids=["offset", "strip-none", "strip-partial", "strip-into-body"],
-)
-def test_length_prefixed_encode_refuses_layouts_whose_header_the_codec_builds(
-    layout: dict[str, int],
-) -> None:
-    with pytest.raises(ValueError, match="codec"):
-        LengthPrefixed(**layout).encode(b"abcdefgh")  # type: ignore[arg-type]
+def test_length_prefixed_encode_with_bytes_before_the_length() -> None:
+    # 2 bytes before the length field, stripped with it: they go out as zeros.
+    framer = LengthPrefixed(offset=2)
+    wire = framer.encode(b"abcdefgh")
+    assert wire == b"\0\0" + u32(8) + b"abcdefgh"
+    assert LengthPrefixed(offset=2).feed(wire) == [b"abcdefgh"]
+
+
+def test_length_prefixed_encode_unstripped_fills_in_the_length_field() -> None:
+    # strip=0: the payload is the whole frame; whatever the codec left in
+    # the length field is overwritten (memcached's total-body-length).
+    framer = LengthPrefixed(length_size=4, offset=8, adjustment=12, strip=0)
+    payload = bytes(8) + b"????" + bytes(12) + b"body"
+    wire = framer.encode(payload)
+    assert wire == bytes(8) + u32(4) + bytes(12) + b"body"
+    assert framer.feed(wire) == [wire]
+
+
+def test_length_prefixed_encode_strip_into_the_body_sends_zeros() -> None:
+    # The peer strips the length and a 4-byte type it ignores.
+    framer = LengthPrefixed(length_size=2, strip=6)
+    wire = framer.encode(b"abc")
+    assert wire == u16(7) + bytes(4) + b"abc"
+    assert LengthPrefixed(length_size=2, strip=6).feed(wire) == [b"abc"]
+
+
+def test_length_prefixed_encode_refuses_payload_shorter_than_the_kept_header() -> None:
+    # strip=2 of a 4-byte length field: the payload must start with the
+    # field's last 2 bytes.
+    with pytest.raises(ValueError, match="too short"):
+        LengthPrefixed(strip=2).encode(b"a")
 
 
 def test_length_prefixed_encode_header_refuses_bytes_before_the_length() -> None:
+    # encode_header returns the field alone: it cannot place bytes before it.
     with pytest.raises(ValueError, match="codec"):
         LengthPrefixed(offset=2).encode_header(3)
 
@@ -943,3 +966,45 @@ def test_arbitrary_bytes_decode_the_same_however_they_are_split(
 ) -> None:
     make, bound = case
     assert run(make(), split_at(data, cuts), bound) == run(make(), [data], bound)
+
+
+@st.composite
+def any_layout(draw: st.DrawFn) -> dict[str, Any]:
+    length_size = draw(st.sampled_from([1, 2, 3, 4, 8]))
+    offset = draw(st.integers(0, 6))
+    header_end = offset + length_size
+    return dict(
+        length_size=length_size,
+        byteorder=draw(st.sampled_from(["big", "little"])),
+        offset=offset,
+        adjustment=draw(st.integers(-header_end - 4, 8)),
+        strip=draw(st.integers(0, header_end + 4)),
+    )
+
+
+@PROPERTY
+@given(layout=any_layout(), payload=st.binary(max_size=300))
+def test_length_prefixed_encodes_every_layout_it_decodes(
+    layout: dict[str, Any], payload: bytes
+) -> None:
+    # The frame is the stripped bytes (zeros) + payload with the length
+    # written at offset; the peer's framer decodes it back to the payload
+    # (with the length field filled in where the payload holds it).
+    encoder = LengthPrefixed(**layout)
+    strip, offset = layout["strip"], layout["offset"]
+    header_end = offset + layout["length_size"]
+    frame = bytearray(strip) + payload
+    value = len(frame) - header_end - layout["adjustment"]
+    if len(frame) < header_end or not 0 <= value < 1 << (8 * layout["length_size"]):
+        with pytest.raises(ValueError):
+            encoder.encode(payload)
+        return
+    frame[offset:header_end] = value.to_bytes(
+        layout["length_size"], layout["byteorder"]
+    )
+    wire = encoder.encode(payload)
+    assert wire == bytes(frame)
+    decoded = LengthPrefixed(**layout).feed(wire)
+    assert decoded == [bytes(frame[strip:])]
+    if strip >= header_end:
+        assert decoded == [payload]

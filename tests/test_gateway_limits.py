@@ -193,6 +193,40 @@ def test_at_the_cap_a_new_connection_evicts_the_oldest_without_a_request():
     assert factory.evicted == 1
 
 
+class _SocketTransport(StringTransport):
+    """A StringTransport holding a real socket, as Twisted's TCP one does."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(peerAddress=ADDRESS)
+        self.socket = sock
+
+    def abortConnection(self) -> None:
+        # Twisted's closes the socket on a later reactor turn.
+        self.disconnecting = True
+
+
+def test_an_evicted_connection_gives_its_descriptor_back_at_once():
+    # One reactor turn may accept a hundred connections, each evicting one;
+    # descriptors still held until the next turn would run the process into
+    # RLIMIT_NOFILE, where Twisted resets whatever waits to be accepted.
+    factory = _TrackingFactory(site(HTTPLimits(), Clock()), max_connections=1)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        theirs = socket.create_connection(server.getsockname())
+        ours, _ = server.accept()
+    try:
+        first = factory.buildProtocol(ADDRESS)
+        assert first is not None
+        first.makeConnection(_SocketTransport(ours))
+        connect(factory)  # evicts the first
+        assert ours.fileno() == -1
+        theirs.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            theirs.recv(1)
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_at_the_cap_with_every_connection_busy_a_new_one_is_refused():
     clock = Clock()
     factory = _TrackingFactory(site(HTTPLimits(), clock), max_connections=2)

@@ -476,3 +476,69 @@ def test_throughput_history_keeps_the_last_window_and_leaves_no_timer():
         (4, 1),
     ]
     assert [s["time"] for s in history.as_json()["samples"]] == [3.0, 4.0, 5.0]
+
+
+class _TwoWorkers:
+    """
+    Stands in for the supervisor of ``--workers 2``: both workers report
+    this gateway's own figures, and worker 1 has been restarted once.
+    """
+
+    worker = 0
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    def entries(self) -> Any:
+        from twisted.internet.defer import succeed
+
+        from framedclient.runner.cluster import WorkerEntry
+
+        report = self.runner.service.gateway.report(self.runner.client)
+        return succeed(
+            [
+                WorkerEntry(worker=0, pid=100, up=True, restarts=0, report=report),
+                WorkerEntry(worker=1, pid=101, up=True, restarts=1, report=report),
+            ]
+        )
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_page_shows_the_workers_and_their_sums_and_fits_400_px():
+    async with running() as runner:
+        for _ in range(5):
+            code, _, _ = await runner.post(b"hello")
+            assert code == 200
+        runner.service.gateway.cluster = _TwoWorkers(runner)
+
+        def steps(driver: Any) -> dict[str, Any]:
+            def rows() -> dict[str, dict[str, str]] | None:
+                found: dict[str, dict[str, str]] = driver.execute_script(
+                    """
+                    const out = {};
+                    for (const row of document.querySelectorAll('#workers tr[data-worker]')) {
+                      const fields = {};
+                      for (const td of row.querySelectorAll('td[data-field]')) {
+                        fields[td.dataset.field] = td.dataset.value;
+                      }
+                      out[row.dataset.worker] = fields;
+                    }
+                    return out;
+                    """
+                )
+                return found if len(found) == 2 else None
+
+            return {
+                "rows": _poll(rows, 10, "the workers table was not shown"),
+                "visible": driver.find_element("id", "workers-section").is_displayed(),
+                "sum_ok": _value(driver, "sum-ok"),
+                "narrow": _layout_at(driver, 400),
+            }
+
+        seen = await _with_page(runner, steps)
+    assert seen["visible"] is True
+    assert seen["rows"]["0"]["ok"] == seen["rows"]["1"]["ok"] == "5"
+    assert seen["rows"]["1"]["restarts"] == "1"
+    assert seen["rows"]["0"]["pid"] == "100"
+    assert seen["sum_ok"] == "10"
+    _assert_fits(seen["narrow"])

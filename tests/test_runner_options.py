@@ -83,6 +83,10 @@ def test_values_are_converted():
         "tcp:10.0.0.1:9000",
         "--upstream",
         "tls:example.com:9443",
+        "--upstream",
+        "srv:_fc._tcp.example.com@10.0.0.53",
+        "--upstream",
+        "dns:db.example.com:9000",
         "--pool-size",
         "2",
         "--max-pending",
@@ -96,7 +100,12 @@ def test_values_are_converted():
         "--listen",
         "unix:/tmp/fc.sock",
     )
-    assert options["upstream"] == ["tcp:10.0.0.1:9000", "tls:example.com:9443"]
+    assert options["upstream"] == [
+        "tcp:10.0.0.1:9000",
+        "tls:example.com:9443",
+        "srv:_fc._tcp.example.com@10.0.0.53",
+        "dns:db.example.com:9000",
+    ]
     assert options["pool-size"] == 2
     assert options["max-pending"] == 0
     assert options["request-timeout"] == 0.25
@@ -250,18 +259,27 @@ def test_the_reply_budget_defaults_hold_when_not_given():
         (["--codec", "length:size=5"], "size must be one of"),
         (["--upstream", "carrier-pigeon:1"], "--upstream"),
         (["--upstream", "tcp:host"], "--upstream"),
+        (["--upstream", "srv:example.com"], "--upstream 'srv:example.com': expected"),
+        (["--upstream", "dns:db.example.com"], "dns:NAME:PORT"),
+        (["--dns-refresh-min", "60", "--dns-refresh-max", "10"], "--dns-refresh-min"),
         (["--http", "tcp:eighty"], "--http"),
         (["--listen", "bogus:1"], "--listen"),
         (["--codec", "lines", "--heartbeat", "1"], "no ping frames"),
         (["--codec", "netstring", "--listen", "tcp:0"], "no request IDs"),
+        (["--codec", "dns", "--listen", "tcp:0"], "declares header fields"),
         (["--write-timeout", "0"], "--write-timeout '0': must be a positive"),
         (["--abandoned-ttl", "soon"], "--abandoned-ttl 'soon': must be"),
         (["--max-write-buffer", "-1"], "--max-write-buffer '-1': must be an integer"),
         (["--max-queued-bytes", "1.5"], "--max-queued-bytes '1.5'"),
         (["--heartbeat-timeout", "off"], "--heartbeat-timeout 'off'"),
         (
-            ["--codec", "length:size=1,id-size=1"],
-            "--max-pending-per-connection '100000': must be below the codec's ID",
+            [
+                "--codec",
+                "length:size=1,id-size=1",
+                "--max-pending-per-connection",
+                "300",
+            ],
+            "--max-pending-per-connection '300': must be below the codec's ID",
         ),
         (["--no-such-option"], "no-such-option"),
     ],
@@ -399,3 +417,11 @@ def test_codec_spec_numbers_are_integers():
     with pytest.raises(ValueError, match="must be an integer"):
         parse_codec("fc1:max-frame=1e6")
     assert math.isfinite(parse_codec("fc1:max-frame=0x1000").max_frame)
+
+
+def test_narrow_id_codec_works_with_default_pending_cap():
+    # A 16-bit ID with every other option left alone: the per-connection
+    # cap defaults to what the ID space can hold.
+    options = parse("--codec", "length:size=2,id-size=2")
+    assert options["config"].max_pending_per_connection == 65_534
+    assert options["max-pending-per-connection"] == 65_534

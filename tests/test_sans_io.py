@@ -20,6 +20,7 @@ SANS_IO = [
     "codecs/base",
     "codecs/fc1",
     "codecs/header",
+    "codecs/memcache",
     "codecs/pipelined",
     "codecs/redis",
     "deadlines",

@@ -272,45 +272,93 @@ def state_machine(generated: Path) -> None:
 # -- short names of imported objects ------------------------------------------
 
 
+_MISSING = object()
+
+
+def _lookup(dotted: str) -> Any:
+    """
+    The object a dotted name names, importing the longest module prefix.
+    """
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for part in parts[cut:]:
+            obj = getattr(obj, part, _MISSING)
+            if obj is _MISSING:
+                return _MISSING
+        return obj
+    return _MISSING
+
+
 def resolve_imported(app: Sphinx, env: Any, node: Any, contnode: Any) -> Any:
     """
-    Resolve a short name in a docstring the way Python would: to the object
-    that name is bound to in the docstring's module (``:class:`Kind``` in a
-    module that imports ``Kind``), documented in the module that defines it.
-    A name the module does not have, or whose object is not documented,
-    stays unresolved (and fails the build).
+    Resolve a name in a docstring the way Python would: a short name to the
+    object it is bound to in the docstring's module (``:class:`Kind``` in a
+    module that imports ``Kind``), a re-exported name
+    (``framedclient.FramedClient``) to the object it re-exports, documented
+    in the module that defines it.  A name bound to nothing, or to an object
+    that is not documented, stays unresolved (and fails the build).
     """
     if node.get("refdomain") != "py" or node.get("reftype") == "mod":
         return None
-    modname = node.get("py:module")
-    if not modname:
-        return None
-    try:
-        scope: Any = importlib.import_module(modname)
-    except ImportError:
-        return None
     target = node["reftarget"].lstrip("~.")
+    modname = node.get("py:module")
     classname = node.get("py:class")
-    if classname and not hasattr(scope, target.split(".")[0]):
-        scope = getattr(scope, classname.split(".")[0], None)
-    obj = scope
-    for part in target.split("."):
-        obj = getattr(obj, part, _MISSING)
+    candidates = [target]
+    if modname:
+        if classname:
+            candidates.insert(0, f"{modname}.{classname.split('.')[0]}.{target}")
+        candidates.insert(0, f"{modname}.{target}")
+    for dotted in candidates:
+        obj = _lookup(dotted)
         if obj is _MISSING:
+            continue
+        home = getattr(obj, "__module__", None)
+        name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+        if not isinstance(home, str) or not isinstance(name, str):
             return None
-    home = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None)
-    if not isinstance(home, str) or not isinstance(qualname, str):
+        full = f"{home}.{name}"
+        # Sphinx itself tried the name with the role's object type; "obj"
+        # also finds what a role does not cover (a zope.interface
+        # interface named with :class:).
+        reftypes = ["obj"] if full == dotted else [node["reftype"], "obj"]
+        domain = env.get_domain("py")
+        for reftype in reftypes:
+            found = domain.resolve_xref(
+                env, node["refdoc"], app.builder, reftype, full, node, contnode
+            )
+            if found is not None:
+                return found
         return None
-    full = f"{home}.{qualname}"
-    if full == f"{modname}.{target}":
-        return None  # already tried by Sphinx itself
-    return env.get_domain("py").resolve_xref(
-        env, node["refdoc"], app.builder, node["reftype"], full, node, contnode
-    )
+    return None
 
 
-_MISSING = object()
+def plain_interface_names() -> None:
+    """
+    zope.interface classes print as ``<InterfaceClass a.b.IName>``, and
+    autodoc writes annotations (``list[IName]``, ``IName | None``) with
+    ``repr()``: in this build only, they print as the dotted names they are,
+    so they link and nested annotations still parse.
+    """
+    from zope.interface.interface import InterfaceClass
+
+    def dotted(self: Any) -> str:
+        return f"{self.__module__}.{self.__name__}"
+
+    InterfaceClass.__repr__ = dotted  # type: ignore[method-assign]
+
+
+def public_bases(
+    app: Sphinx, name: str, obj: Any, options: Any, bases: list[Any]
+) -> None:
+    """
+    ``show-inheritance`` lists public bases only: a private base class
+    (``_Resolving``) is an implementation detail with no page to link to.
+    """
+    bases[:] = [b for b in bases if not getattr(b, "__name__", "").startswith("_")]
 
 
 # -- hooks -------------------------------------------------------------------
@@ -329,4 +377,15 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("framedclient_api_modules", [], "env", list)
     app.connect("builder-inited", generate)
     app.connect("missing-reference", resolve_imported)
+    app.connect("autodoc-process-bases", public_bases)
+    # sphinxcontrib.zopeext documents interfaces with objtype "interface"
+    # but registers no object type for it, so no role could find them:
+    # :class: (and :interface:, :obj:) should.
+    from sphinx.domains import ObjType
+    from sphinx.domains.python import PythonDomain
+
+    PythonDomain.object_types.setdefault(
+        "interface", ObjType("interface", "interface", "class", "obj")
+    )
+    plain_interface_names()
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

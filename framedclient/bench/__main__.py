@@ -18,6 +18,16 @@ Examples::
     # the chaos soak (see framedclient.bench.soak)
     python -m framedclient.bench soak --help
 
+    # HTTP req/s through twist framedclient with 1 and 2 --workers
+    python -m framedclient.bench gateway --workers 1,2
+
+    # full-size hostile clients: non-reading 16 MB replies, slowloris
+    python -m framedclient.bench hostile non-reading
+    python -m framedclient.bench hostile slowloris
+    # Redis and memcached clients side by side (framedclient.bench.keyvalue)
+    python -m framedclient.bench redis --concurrency 50
+    python -m framedclient.bench memcache --concurrency 50
+
 See ``docs/benchmarks.md`` for what every column means.
 """
 
@@ -226,6 +236,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framedclient.bench.soak import main as soak_main
 
         return soak_main(argv[1:])
+    if argv[:1] == ["hostile"]:
+        # Full-size non-reading and slowloris clients against the gateway.
+        from framedclient.bench.hostile import main as hostile_main
+
+        return hostile_main(argv[1:])
+    if argv[:1] == ["gateway"]:
+        # HTTP req/s through twist framedclient --workers N.
+        from framedclient.bench.gateway import main as gateway_main
+
+        return gateway_main(argv[1:])
+    if argv[:1] in (["redis"], ["memcache"]):
+        # Real protocols against real servers (framedclient.bench.keyvalue).
+        from framedclient.bench.keyvalue import main as keyvalue_main
+
+        return keyvalue_main(argv)
     parser = build_parser()
     # The command recorded in the Markdown is the one to type again.
     command = "python -m framedclient.bench " + shlex.join(

@@ -12,7 +12,8 @@ keeps both free of Twisted so they can be fuzzed and reused from anywhere.
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from framedclient.framing import Framer
 
@@ -28,6 +29,7 @@ __all__ = [
     "Codec",
     "Kind",
     "Matching",
+    "Message",
 ]
 
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
@@ -75,6 +77,62 @@ class Matching(enum.Enum):
     EXCLUSIVE = "exclusive"
 
 
+class Message:
+    """
+    A message with header fields: what a structured codec (a
+    :class:`~framedclient.codecs.header.HeaderCodec` declared with
+    ``fields``) takes as a request and gives back as a reply.
+
+    As a request, ``fields`` sets the header fields the caller chooses
+    (opcode, flags...); the codec fills in the rest: the request ID, the
+    constants and the lengths it computes.  ``parts`` names the pieces of
+    the body for codecs that declare them (memcached's extras, key and
+    value); the codec joins them in its order and writes their lengths.
+
+    As a reply, ``fields`` holds every declared field as received (the ID
+    and the status included), ``body`` everything after the header, and
+    ``parts`` the body cut into its declared pieces.
+
+    :ivar fields: header field values by name.
+    :ivar body: the bytes after the header.
+    :ivar parts: the body's named pieces (empty if the codec declares none).
+    """
+
+    __slots__ = ("body", "fields", "parts")
+
+    def __init__(
+        self,
+        fields: Mapping[str, int] | None = None,
+        body: bytes = b"",
+        parts: Mapping[str, bytes] | None = None,
+    ) -> None:
+        self.fields: dict[str, int] = dict(fields) if fields else {}
+        self.body = body
+        self.parts: dict[str, bytes] = dict(parts) if parts else {}
+
+    def __len__(self) -> int:
+        """
+        Bytes of payload, header aside: what the client counts against its
+        byte limits (``max_queued_bytes``).
+        """
+        return len(self.body) + sum(len(p) for p in self.parts.values())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return (
+            self.fields == other.fields
+            and self.body == other.body
+            and self.parts == other.parts
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dict
+
+    def __repr__(self) -> str:
+        parts = f", parts={self.parts!r}" if self.parts else ""
+        return f"Message(fields={self.fields!r}, body={self.body!r}{parts})"
+
+
 class Codec(Protocol):
     """
     What the protocol layer needs to know about a wire format.
@@ -86,6 +144,18 @@ class Codec(Protocol):
     :class:`~framedclient.errors.ProtocolError` (usually
     :class:`~framedclient.errors.CorruptFrame`) for a frame it cannot parse,
     which closes that connection and nothing else.
+
+    Messages, not only bytes (contract v2): the request ``body`` is whatever
+    the caller passed to ``request()`` (``bytes``, or a :class:`Message` for
+    codecs with header fields), and the reply body is whatever the caller
+    should get back (``bytes``, or a :class:`Message` that keeps the reply's
+    header fields).  For an :attr:`~Kind.ERROR` frame, ``decode`` may return a
+    :class:`~framedclient.errors.RemoteError` (with its ``code``) as the
+    body: the caller's Deferred fails with exactly that error.  Error bodies
+    that are bytes become ``RemoteError(body.decode())``, as before.
+    ``encode`` raises ``ValueError``/``TypeError`` for a request it cannot
+    carry: that request fails alone with
+    :class:`~framedclient.errors.InvalidRequest` and nothing is sent.
     """
 
     #: How replies are matched to requests.
@@ -107,13 +177,13 @@ class Codec(Protocol):
         """
         ...
 
-    def encode(self, kind: int, request_id: int, body: bytes) -> bytes:
+    def encode(self, kind: int, request_id: int, body: Any) -> bytes:
         """
         The bytes on the wire for one message.
         """
         ...
 
-    def decode(self, frame: bytes) -> tuple[int, int, bytes]:
+    def decode(self, frame: bytes) -> tuple[int, int, Any]:
         """
         ``(kind, request_id, body)`` for one frame.
         """

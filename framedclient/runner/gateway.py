@@ -66,6 +66,8 @@ import io
 import json
 import math
 import resource
+import socket
+import struct
 from collections import deque
 from collections.abc import Callable
 from importlib import resources
@@ -85,13 +87,19 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from framedclient import __version__
 from framedclient.client import FramedClient
-from framedclient.codecs import Codec
+from framedclient.codecs import Codec, Message
 from framedclient.errors import INTERNAL, OK, OUTCOMES, RemoteError, outcome_of
 from framedclient.metrics import (
     PROMETHEUS_CONTENT_TYPE,
     CounterSample,
     GaugeSample,
     prometheus_text,
+)
+from framedclient.runner.cluster import (
+    Merged,
+    WorkerEntry,
+    merge_reports,
+    samples_to_json,
 )
 from framedclient.runner.codecspec import codec_overhead
 from framedclient.runner.listening import ListeningService
@@ -105,6 +113,7 @@ __all__ = [
     "MAX_TIMEOUT",
     "OUTCOME_KINDS",
     "RETRY_AFTER",
+    "Cluster",
     "Gateway",
     "GatewayChannel",
     "GatewayRequest",
@@ -151,6 +160,10 @@ ERROR_STATUSES: dict[str, tuple[int, str]] = {
         "processed, but the gateway holds too many unread replies; retry later",
     ),
     "internal": (500, "a bug in the gateway; see its log"),
+    "workers_unavailable": (
+        503,
+        "the worker supervisor did not answer with the other workers' figures",
+    ),
 }
 
 #: Error kind -> the message an HTTP caller gets instead of the library's
@@ -192,6 +205,21 @@ OUTCOME_KINDS: dict[str, str] = {
     "invalid_request": "bad_body",
     "request_too_large": "too_large",
 }
+
+
+class Cluster(Protocol):
+    """
+    Where a worker of ``twist framedclient --workers N`` gets the figures of
+    every worker (see :mod:`framedclient.runner.workers`).
+
+    :ivar worker: this worker's index.
+    """
+
+    worker: int
+
+    def entries(self) -> Deferred[list[WorkerEntry]]:
+        """Every worker slot with a fresh report; fails if unreachable."""
+        ...
 
 
 class HTTPRequest(Protocol):
@@ -609,6 +637,9 @@ class Gateway:
         #: completed requests per second, for the status page's chart;
         #: sampling runs while the :class:`GatewayService` does.
         self.throughput = ThroughputHistory(clock, get_client)
+        #: in a worker of ``--workers N``: the figures of all workers, which
+        #: /metrics, /v1/stats, /debug/state and /v1/throughput then serve.
+        self.cluster: Cluster | None = None
 
     def resource(self) -> IResource:
         """
@@ -690,6 +721,25 @@ class Gateway:
         if self.extra_stats is not None:
             stats.update(self.extra_stats())
         return stats
+
+    def report(self, client: FramedClient) -> dict[str, Any]:
+        """
+        This process's figures for the other workers of ``--workers N``
+        (:mod:`framedclient.runner.cluster` adds them up): metrics
+        losslessly, the /metrics samples, /v1/stats, /debug/state and the
+        throughput history, all JSON-able.
+        """
+        state = client.debug_state()
+        state.pop("metrics", None)
+        return {
+            "metrics": client.metrics.export(),
+            "samples": samples_to_json([*client.gauges(), *self.gauges()]),
+            "stats": self.stats(client),
+            "state": state,
+            "throughput": self.throughput.as_json(),
+            # Facts every worker shares (codec, pool size): not summed.
+            "facts": sorted(self.describe),
+        }
 
     def _connection_stats(self) -> dict[str, int]:
         factory = self.connections
@@ -820,7 +870,11 @@ class _JSONResource(Resource):
         super().__init__()  # type: ignore[no-untyped-call]
         self.gateway = gateway
 
-    def render(self, request: HTTPRequest) -> bytes:
+    #: Whether a worker of ``--workers N`` answers with the sum of every
+    #: worker's figures (:meth:`render_merged`) rather than its own.
+    merged_view = False
+
+    def render(self, request: HTTPRequest) -> bytes | int:
         refused = _not_get(request, self.path())
         if refused is not None:
             return refused
@@ -829,12 +883,45 @@ class _JSONResource(Resource):
             return error_body(
                 request, "closed", HTTP_MESSAGES["closed"], "the gateway is stopped"
             )
+        cluster = self.gateway.cluster
+        if cluster is not None and self.merged_view:
+            return self._render_cluster(request, cluster)
         return self.render_client(request, client)
+
+    def _render_cluster(self, request: HTTPRequest, cluster: Cluster) -> int:
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def answer(entries: list[WorkerEntry]) -> None:
+            if not gone:
+                request.write(
+                    self.render_merged(request, merge_reports(entries, cluster.worker))
+                )
+                request.finish()
+
+        def failed(failure: Failure) -> None:
+            if not gone:
+                request.write(
+                    error_body(
+                        request,
+                        "workers_unavailable",
+                        "the worker supervisor did not answer with the other "
+                        "workers' figures; retry after Retry-After seconds",
+                        str(failure.value) or type(failure.value).__name__,
+                    )
+                )
+                request.finish()
+
+        cluster.entries().addCallbacks(answer, failed).addErrback(_log_bug)
+        return NOT_DONE_YET
 
     def path(self) -> str:
         raise NotImplementedError
 
     def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
+        raise NotImplementedError
+
+    def render_merged(self, request: HTTPRequest, merged: Merged) -> bytes:
         raise NotImplementedError
 
 
@@ -844,8 +931,13 @@ class StatsResource(_JSONResource):
     def path(self) -> str:
         return "/v1/stats"
 
+    merged_view = True
+
     def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
         return _json_body(request, 200, self.gateway.stats(client))
+
+    def render_merged(self, request: HTTPRequest, merged: Merged) -> bytes:
+        return _json_body(request, 200, merged.stats())
 
 
 class DebugStateResource(_JSONResource):
@@ -854,8 +946,13 @@ class DebugStateResource(_JSONResource):
     def path(self) -> str:
         return "/debug/state"
 
+    merged_view = True
+
     def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
         return _json_body(request, 200, client.debug_state())
+
+    def render_merged(self, request: HTTPRequest, merged: Merged) -> bytes:
+        return _json_body(request, 200, merged.debug_state())
 
 
 class LiveResource(Resource):
@@ -916,10 +1013,18 @@ class MetricsResource(_JSONResource):
     def path(self) -> str:
         return "/metrics"
 
+    merged_view = True
+
     def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
         body = prometheus_text(
             client.metrics, [*client.gauges(), *self.gateway.gauges()]
         )
+        request.setHeader(b"content-type", PROMETHEUS_CONTENT_TYPE.encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        return body
+
+    def render_merged(self, request: HTTPRequest, merged: Merged) -> bytes:
+        body = prometheus_text(merged.metrics, merged.samples())
         request.setHeader(b"content-type", PROMETHEUS_CONTENT_TYPE.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
         return body
@@ -1001,8 +1106,13 @@ class ThroughputResource(_JSONResource):
     def path(self) -> str:
         return "/v1/throughput"
 
+    merged_view = True
+
     def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
         return _json_body(request, 200, self.gateway.throughput.as_json())
+
+    def render_merged(self, request: HTTPRequest, merged: Merged) -> bytes:
+        return _json_body(request, 200, merged.throughput())
 
 
 def _json_safe(value: Any) -> Any:
@@ -1128,9 +1238,12 @@ class RequestResource(Resource):
             if not upstream.called:
                 upstream.cancel()
 
-        def replied(reply: bytes) -> None:
+        def replied(reply: bytes | Message) -> None:
             if gone:
                 return
+            if isinstance(reply, Message):
+                # A codec with header fields: HTTP carries the body.
+                reply = reply.body
             if not gateway.replies.reserve(len(reply)):
                 # Refused, not queued: the reply is already in memory, and
                 # waiting would hold it outside the budget.
@@ -1273,6 +1386,7 @@ class _TrackingFactory(WrappingFactory):
                     )
                 transport: Any = wrapper.transport
                 transport.abortConnection()
+                _release_descriptor(transport)
                 return True
         return False
 
@@ -1290,6 +1404,32 @@ class _TrackingFactory(WrappingFactory):
         d: Deferred[None] = Deferred()
         self._gone_waiters.append(d)
         return d
+
+
+def _release_descriptor(transport: Any) -> None:
+    """
+    Close an aborted connection's socket now, with the reset
+    ``abortConnection`` would send.
+
+    ``abortConnection`` closes the socket on the next reactor turn, but one
+    turn of Twisted's accept loop may accept a hundred connections, each
+    evicting one at the cap: the descriptors of the evicted would pile up
+    above the cap, and at ``RLIMIT_NOFILE`` Twisted's EMFILE recovery
+    accepts and resets everything waiting in the backlog, the health probes
+    included.  Twisted's own close later finds the socket closed and
+    ignores it.
+    """
+    sock = getattr(transport, "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 class GatewayService(ListeningService):
@@ -1310,8 +1450,9 @@ class GatewayService(ListeningService):
         description: str,
         gateway: Gateway,
         limits: HTTPLimits | None = None,
+        inherited: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(reactor, description)
+        super().__init__(reactor, description, inherited)
         self.gateway = gateway
         self.limits = limits if limits is not None else HTTPLimits()
         self.factory = _TrackingFactory(

@@ -8,10 +8,11 @@ listen: one line, then exit status 1.
 from __future__ import annotations
 
 import errno
+import os
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
@@ -20,8 +21,10 @@ from twisted.python.failure import Failure
 __all__ = [
     "DEFAULT_BACKLOG",
     "ListeningService",
+    "address_of",
     "describe_listen_failure",
     "fail_startup",
+    "url_of",
     "with_backlog",
 ]
 
@@ -59,17 +62,39 @@ class ListeningService(Service):
         is taken, the endpoint string is wrong).
     """
 
-    def __init__(self, reactor: Any, description: str) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        description: str,
+        inherited: tuple[int, int] | None = None,
+    ) -> None:
         self._reactor = reactor
         self.description = description
+        #: ``(file descriptor, address family)`` of a listening socket that
+        #: another process opened (a worker of ``--workers N``): it is
+        #: adopted instead of listening on ``description``.
+        self.inherited = inherited
         self.port: IListeningPort | None = None
         self.listening: Deferred[IListeningPort] = Deferred()
 
     def _listen(self, factory: IProtocolFactory) -> None:
         from twisted.internet.endpoints import serverFromString
 
-        endpoint = serverFromString(self._reactor, with_backlog(self.description))  # type: ignore[no-untyped-call]
-        d: Deferred[IListeningPort] = endpoint.listen(factory)
+        d: Deferred[IListeningPort]
+        if self.inherited is not None:
+            fd, family = self.inherited
+            try:
+                # adoptStreamPort works on its own copy of the descriptor.
+                adopted = self._reactor.adoptStreamPort(fd, family, factory)
+            except Exception:
+                d = fail()
+            else:
+                d = succeed(adopted)
+            finally:
+                os.close(fd)
+        else:
+            endpoint = serverFromString(self._reactor, with_backlog(self.description))  # type: ignore[no-untyped-call]
+            d = endpoint.listen(factory)
 
         def listening(port: IListeningPort) -> IListeningPort:
             self.port = port
@@ -148,3 +173,30 @@ def exit_failed() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
+
+
+def url_of(port: IListeningPort, description: str) -> str:
+    """
+    The URL people type for the HTTP listener ``port`` (a wildcard
+    address shown as loopback).
+    """
+    address = port.getHost()
+    host = getattr(address, "host", None)
+    number = getattr(address, "port", None)
+    if host is None or number is None:
+        return f"{description} ({address})"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    shown = f"[{host}]" if ":" in host else host
+    scheme = "https" if description.lower().startswith(("ssl:", "tls:")) else "http"
+    return f"{scheme}://{shown}:{number}/"
+
+
+def address_of(port: IListeningPort, description: str) -> str:
+    """``HOST:PORT`` of ``port``, or the description for other kinds."""
+    address = port.getHost()
+    host = getattr(address, "host", None)
+    number = getattr(address, "port", None)
+    if host is None or number is None:
+        return f"{description} ({address})"
+    return f"{host}:{number}"

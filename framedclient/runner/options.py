@@ -38,7 +38,7 @@ from framedclient.config import (
     Switch,
     setting_of,
 )
-from framedclient.runner.codecspec import parse_codec
+from framedclient.runner.codecspec import codec_help, parse_codec
 from framedclient.runner.replies import DEFAULT_MAX_REPLY_BYTES, DEFAULT_WRITE_DEADLINE
 
 __all__ = [
@@ -68,18 +68,7 @@ ENDPOINT is any Twisted endpoint string: client endpoints for --upstream
 (tcp:HOST:PORT, tls:HOST:PORT, unix:PATH, ...), server endpoints for --http
 and --listen (tcp:PORT:interface=ADDR, ssl:..., unix:..., systemd:...).
 
---codec (every key optional; BYTES and N are integers):
-  fc1[:max-frame=BYTES]                  the reference protocol (default)
-  lines[:delimiter=crlf|lf|nul,max-frame=BYTES]     text lines, in order
-  netstring[:max-frame=BYTES]            netstrings, in order
-  redis[:max-frame=BYTES]                Redis RESP2, in order (bodies are
-                                         RESP commands)
-  length:size=1|2|3|4|8,order=big|little,adjust=N,header=BYTES,
-         id-offset=N,id-size=1|2|4|8,kind-offset=N,kind-size=1|2|4|8,
-         kinds=NAME:VALUE;NAME:VALUE...,max-frame=BYTES
-    a length field, then a header with the request ID (and a kind field),
-    then the body; e.g. length:size=2,order=little,header=8,id-size=4,
-    kind-offset=4 (see docs/gateway.md for the byte diagram)
+{codecs}
 
 --backoff:
   grpc                                   gRPC's policy (default)
@@ -148,7 +137,13 @@ def check_client_endpoint(option: str, value: str) -> str:
     :raises usage.UsageError: if ``value`` is not a client endpoint string.
     """
     from framedclient._endpoints import client_from_string
+    from framedclient.discovery import parse_discovery
 
+    try:
+        if parse_discovery(value) is not None:
+            return value  # srv: or dns:, well formed
+    except ValueError as error:
+        raise usage.UsageError(f"--{option} {error}") from None
     try:
         with warnings.catch_warnings():
             # HostnameEndpoint (tls:) warns that the placeholder is not a
@@ -262,6 +257,15 @@ def config_options() -> list[ConfigOption]:
 
 _CONFIG_OPTIONS = config_options()
 
+#: Settings whose default the config computes from other settings: passed
+#: to ClientConfig only when given on the command line.
+_DERIVED_DEFAULTS = frozenset(
+    field.name
+    for field in attrs.fields(ClientConfig)
+    if isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
+    and getattr(field.default, "takes_self", False)
+)
+
 #: The runner's own options (not client settings): name, metavar, default,
 #: help.
 _RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
@@ -317,6 +321,15 @@ _RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
         "not draining) before it is disconnected and the reply's bytes freed.",
     ),
     (
+        "workers",
+        "N",
+        "1",
+        "Processes that serve the same --http (and --listen) socket, each "
+        "with its own upstream pool, under a supervisor that restarts them; "
+        "/metrics and /v1/stats add them up. 1: a single process. tcp: and "
+        "tcp6: endpoints only.",
+    ),
+    (
         "drain-timeout",
         "S",
         "10",
@@ -327,8 +340,11 @@ _RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
 
 _UPSTREAM_HELP = (
     "Client endpoint of the upstream server (tcp:HOST:PORT, tls:HOST:PORT, "
-    "unix:PATH, ...); repeat for several (each gets --pool-size connections). "
-    "Default: an embedded fc1 reference server."
+    "unix:PATH, ...), or hosts found through DNS and followed as they change: "
+    "srv:_SERVICE._PROTO.NAME (SRV records, with priority and weight) or "
+    "dns:NAME:PORT (every A/AAAA address), either with @NAMESERVER[:PORT] to "
+    "ask that server; repeat for several (each host gets --pool-size "
+    "connections). Default: an embedded fc1 reference server."
 )
 
 
@@ -389,6 +405,8 @@ class Options(usage.Options):
         self["upstream"] = []
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        # What a --workers N supervisor starts its workers with.
+        self["argv"] = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as error:
@@ -416,6 +434,8 @@ class Options(usage.Options):
             text: str = super().getUsage(width)
         finally:
             self.longdesc = longdesc
+        # The codecs installed now, plugins of other packages included.
+        longdesc = longdesc.replace("{codecs}", codec_help((width or 80) - 2))
         paragraphs = [
             # Paragraphs with indented lines are tables: keep them as written.
             p.strip("\n")
@@ -435,15 +455,23 @@ class Options(usage.Options):
         self["codec-spec"] = self["codec"]
         values: dict[str, object] = {}
         raws: dict[str, str] = {}
+        derived = []
         for o in _CONFIG_OPTIONS:
             if o.flag is not None:
                 values[o.field] = o.flag if self[o.option] else not o.flag
                 continue
             raw = self[o.option]
+            if raw is o.default and o.field in _DERIVED_DEFAULTS:
+                # Not given: the config derives it (from the codec's ID
+                # space); the same number typed out is checked as given.
+                derived.append(o)
+                continue
             raws[o.field] = raw
             self[o.option] = values[o.field] = o.parse(raw)
         try:
             self["config"] = ClientConfig(**values)  # type: ignore[arg-type]
+            for o in derived:
+                self[o.option] = getattr(self["config"], o.field)
         except InvalidSetting as error:
             option = next(o for o in _CONFIG_OPTIONS if o.field == error.setting)
             raise usage.UsageError(
@@ -456,9 +484,14 @@ class Options(usage.Options):
         for name in ("http-header-timeout", "http-body-timeout"):
             self[name] = _optional_seconds(name, self[name])
         self["http-max-connections"] = _max_connections(self["http-max-connections"])
+        self["workers"] = _workers(self["workers"])
         check_server_endpoint("http", self["http"])
         if self["listen"] is not None:
             check_server_endpoint("listen", self["listen"])
+        if self["workers"] > 1:
+            for name in ("http", "listen"):
+                _check_shareable(name, self[name])
+        if self["listen"] is not None:
             codec: Codec = self["codec"]
             if codec.matching is not Matching.BY_ID:
                 # The proxy tells its clients' replies apart by request ID.
@@ -466,6 +499,14 @@ class Options(usage.Options):
                     f"--listen: codec {self['codec-spec']!r} has no request IDs, "
                     f"so the proxy could not route replies; use fc1 or a length: "
                     f"codec with an id field"
+                )
+            if getattr(codec, "declared", False):
+                # Its replies are messages and it reads only replies: the
+                # proxy would have to decode its clients' requests too.
+                raise usage.UsageError(
+                    f"--listen: codec {self['codec-spec']!r} declares header "
+                    f"fields, which the proxy does not forward; use fc1 or a "
+                    f"length: codec"
                 )
 
 
@@ -515,3 +556,39 @@ def _max_connections(raw: str) -> int | None:
             f"--http-max-connections {raw!r}: must be a positive whole number or 'auto'"
         )
     return value
+
+
+#: The most ``--workers``: more processes than this is a typo, not a
+#: machine.
+MAX_WORKERS = 256
+
+
+def _workers(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_WORKERS:
+        raise usage.UsageError(
+            f"--workers {raw!r}: must be a whole number from 1 to {MAX_WORKERS} "
+            f"(1: a single process)"
+        )
+    return value
+
+
+def _check_shareable(option: str, description: str | None) -> None:
+    """
+    :raises usage.UsageError: if ``--workers`` cannot share the listening
+        socket of ``description``: only TCP sockets are shared (a worker
+        that stopped would remove a ``unix:`` socket's file from under the
+        others; ``ssl:`` and ``systemd:`` are not adopted by Twisted).
+    """
+    if description is None:
+        return
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind not in ("tcp", "tcp6"):
+        raise usage.UsageError(
+            f"--{option} {description!r}: --workers above 1 shares tcp: and "
+            f"tcp6: listening sockets only; use one of those (put TLS in "
+            f"front) or --workers 1"
+        )

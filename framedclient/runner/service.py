@@ -28,6 +28,7 @@ keeps its own signal handling.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +49,7 @@ from framedclient.client import FramedClient
 from framedclient.codecs import Codec
 from framedclient.config import ClientConfig
 from framedclient.connection import Connection
+from framedclient.runner.allocator import limit_heap_retention
 from framedclient.runner.backend import EmbeddedBackendService
 from framedclient.runner.gateway import (
     Gateway,
@@ -57,14 +59,22 @@ from framedclient.runner.gateway import (
 )
 from framedclient.runner.listening import (
     ListeningService,
+    address_of,
     describe_listen_failure,
     fail_startup,
+    url_of,
 )
 from framedclient.runner.options import Options
 from framedclient.runner.replies import (
     DEFAULT_MAX_REPLY_BYTES,
     DEFAULT_WRITE_DEADLINE,
     ReplyBudget,
+)
+from framedclient.runner.workers import (
+    ENVIRONMENT,
+    WorkerLink,
+    WorkerRole,
+    WorkerSupervisor,
 )
 from framedclient.service import FramedClientService
 
@@ -163,8 +173,9 @@ class ProxyService(ListeningService):
         description: str,
         get_client: Callable[[], FramedClient | None],
         codec: Codec,
+        inherited: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(reactor, description)
+        super().__init__(reactor, description, inherited)
         self._get_client = get_client
         self.codec = codec
         self.factory: Any = None
@@ -203,10 +214,14 @@ class RunnerService(MultiService):
         the startup line is logged; fails if a listener could not start.
     """
 
-    def __init__(self, reactor: Any, options: Options) -> None:
+    def __init__(
+        self, reactor: Any, options: Options, worker: WorkerRole | None = None
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._reactor = reactor
         self.options = options
+        #: set when this process is one of the ``--workers N``.
+        self.worker = worker
         #: Every client setting, from the options generated from it.
         self.config: ClientConfig = options["config"]
         self.codec: Codec = self.config.codec
@@ -229,6 +244,7 @@ class RunnerService(MultiService):
         describe = {
             "codec": options["codec-spec"],
             "pool_size": self.config.pool_size,
+            "worker_count": 1 if worker is None else options["workers"],
         }
         self.gateway = Gateway(
             lambda: self.client_service.client,
@@ -244,8 +260,16 @@ class RunnerService(MultiService):
                 ),
             ),
         )
+        self.link: WorkerLink | None = None
+        if worker is not None:
+            self.link = WorkerLink(reactor, worker, self._report, self._orphaned)
+            self.gateway.cluster = self.link
         self.http = GatewayService(
-            reactor, options["http"], self.gateway, self._http_limits()
+            reactor,
+            options["http"],
+            self.gateway,
+            self._http_limits(),
+            inherited=worker.http if worker is not None else None,
         )
         self.http.setServiceParent(self)  # type: ignore[no-untyped-call]
 
@@ -256,6 +280,7 @@ class RunnerService(MultiService):
                 options["listen"],
                 lambda: self.client_service.client,
                 self.codec,
+                inherited=worker.listen if worker is not None else None,
             )
             self.proxy.setServiceParent(self)  # type: ignore[no-untyped-call]
 
@@ -316,8 +341,7 @@ class RunnerService(MultiService):
         # attempt; a flapping upstream would flood the log past the rate
         # limit below.
         client.factory.noisy = False
-        for connection in client.pool:
-            connection.add_listener(self._state_changed)
+        client.add_connection_listener(self._state_changed)
         return client
 
     def _state_changed(self, connection: Connection, old: str, new: str) -> None:
@@ -341,6 +365,17 @@ class RunnerService(MultiService):
                 error=error,
             )
 
+    def _report(self) -> dict[str, Any] | None:
+        client = self.client
+        return None if client is None else self.gateway.report(client)
+
+    def _orphaned(self) -> None:
+        # The supervisor died (killed with SIGKILL, say): stop rather than
+        # serve on without anyone to restart or stop this worker.
+        _log.warn("framedclient worker: the supervisor is gone; stopping")
+        if self._reactor.running:
+            self._reactor.stop()
+
     def _extra_stats(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"upstreams": self.upstreams_description()}
         if self.proxy is not None and self.proxy.factory is not None:
@@ -353,6 +388,10 @@ class RunnerService(MultiService):
         # twist starts the services before it runs the reactor; an embedding
         # application usually starts them on a running reactor.
         self.standalone = not self._reactor.running
+        if self.standalone:
+            # This process is ours: give freed reply buffers back to the
+            # kernel (see framedclient.runner.allocator).
+            limit_heap_retention()
         super().startService()  # type: ignore[no-untyped-call]
         waits: list[Deferred[Any]] = [self.http.listening]
         if self.proxy is not None:
@@ -363,11 +402,16 @@ class RunnerService(MultiService):
             self._reactor.callWhenRunning(self._install_sigterm)
 
     def _listening(self, ports: list[IListeningPort]) -> None:
-        self.http_url = _url(ports[0], self.options["http"])
+        self.http_url = url_of(ports[0], self.options["http"])
         if self.proxy is not None:
-            self.proxy_address = _address(ports[1], self.proxy.description)
+            self.proxy_address = address_of(ports[1], self.proxy.description)
         config = self.config
         upstreams = ",".join(self.upstreams_description())
+        if self.link is not None:
+            # The supervisor logs the startup line once every worker serves.
+            self.link.ready(upstreams=self.upstreams_description())
+            self.ready.callback(self.http_url)
+            return
         _log.info(
             "framedclient ready: http={http_url} proxy={proxy} upstream={upstreams} "
             "codec={codec} pool_size={pool_size} max_in_flight={max_in_flight} "
@@ -405,6 +449,11 @@ class RunnerService(MultiService):
             reactor.callFromThread(self._sigterm)
 
         signal.signal(signal.SIGTERM, on_sigterm)
+        if self.link is not None:
+            # Ctrl-C reaches every process of the terminal's group; the
+            # supervisor stops its workers itself (SIGTERM), so a worker
+            # must not stop on its own, nor be restarted for doing so.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def _sigterm(self) -> None:
         if self._sigterm_received:
@@ -421,6 +470,8 @@ class RunnerService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        if self.link is not None:
+            self.link.closing = True
         client = self.client
         _log.info(
             "framedclient stopping: draining {in_flight} in-flight and {queued} "
@@ -453,32 +504,19 @@ class RunnerService(MultiService):
         _log.info("framedclient stopped")
 
 
-def _url(port: IListeningPort, description: str) -> str:
-    address = port.getHost()
-    host = getattr(address, "host", None)
-    number = getattr(address, "port", None)
-    if host is None or number is None:
-        return f"{description} ({address})"
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
-    shown = f"[{host}]" if ":" in host else host
-    scheme = "https" if description.lower().startswith(("ssl:", "tls:")) else "http"
-    return f"{scheme}://{shown}:{number}/"
-
-
-def _address(port: IListeningPort, description: str) -> str:
-    address = port.getHost()
-    host = getattr(address, "host", None)
-    number = getattr(address, "port", None)
-    if host is None or number is None:
-        return f"{description} ({address})"
-    return f"{host}:{number}"
-
-
-def makeService(options: Options) -> RunnerService:
+def makeService(options: Options) -> RunnerService | WorkerSupervisor:
     """
-    The ``twist framedclient`` entry point (see :class:`RunnerService`).
+    The ``twist framedclient`` entry point: a :class:`RunnerService`, or
+    with ``--workers N`` (N > 1) the
+    :class:`~framedclient.runner.workers.WorkerSupervisor` of N of them.
     """
     from twisted.internet import reactor
 
+    role = WorkerRole.from_environment()
+    if role is not None:
+        # Read once: nothing this worker starts is a worker.
+        os.environ.pop(ENVIRONMENT, None)
+        return RunnerService(reactor, options, role)
+    if options.get("workers", 1) > 1:
+        return WorkerSupervisor(reactor, options)
     return RunnerService(reactor, options)

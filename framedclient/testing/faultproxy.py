@@ -1270,10 +1270,12 @@ class FaultProxy:
         self.schedule = schedule if schedule is not None else FaultSchedule()
         self._clock: IReactorTime = clock if clock is not None else reactor
         self.close_grace = close_grace
+        #: Faults injected so far, by kind (:data:`FAULT_KINDS`).
         self.faults: Counter[str] = Counter()
         self.connections_accepted = 0
         self.connections_refused = 0
         self.upstream_failures = 0
+        #: The listening port while listening, else ``None``.
         self.port: IListeningPort | None = None
         self._links: dict[int, ProxiedConnection] = {}
         self._next_index = 0

@@ -1,0 +1,562 @@
+"""
+``python -m framedclient.bench redis|memcache``: framedclient's Redis and
+memcached clients side by side with the libraries a user would otherwise
+pick, against one real server, in one run.
+
+The server (``redis-server`` or ``memcached``) runs pinned to one CPU; each
+client runs in a process of its own pinned to another, one after the
+other, doing the same closed loop: ``concurrency`` callers, each sending a
+GET of one key (a ``value_size``-byte value) as soon as its previous reply
+came, every reply checked.  The physical reference (``redis-benchmark``,
+``memaslap``; C programs that do nothing but the loop) runs on the client's
+CPU too, when installed.
+
+Every figure is a rate (replies per second) and a cost (replies per CPU
+second of the client process: on a machine busy with other work the cost
+is the steadier of the two), and a ratio to framedclient's.
+
+Clients (``--clients``):
+
+- redis: ``framedclient`` (:class:`~framedclient.codecs.redis.RedisClient`,
+  one connection), ``txredisapi`` (one connection), ``txredisapi-pool``
+  (a pool of 4), ``redis-asyncio`` (redis-py's asyncio client, a pool of
+  ``concurrency`` connections), ``redis-benchmark``;
+- memcache: ``framedclient``
+  (:class:`~framedclient.codecs.memcache.MemcacheClient`, one connection),
+  ``pymemcache-threads`` (pymemcache's pooled client in 8 threads),
+  ``memaslap`` (Debian's ``memcaslap``; its default mix of 90 % GET).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from framedclient.bench.machine import describe_machine, machine_line
+from framedclient.bench.serverproc import child_setup
+
+__all__ = ["MEMCACHE_CLIENTS", "REDIS_CLIENTS", "main"]
+
+REDIS_CLIENTS = (
+    "framedclient",
+    "txredisapi",
+    "txredisapi-pool",
+    "redis-asyncio",
+    "redis-benchmark",
+)
+MEMCACHE_CLIENTS = ("framedclient", "pymemcache-threads", "memaslap")
+KEY = b"bench:key"
+
+
+def _cpu() -> float:
+    # CPU seconds of this process (all threads), for the measured loop only.
+    t = os.times()
+    return t.user + t.system
+
+
+def _value(size: int) -> bytes:
+    return (b"0123456789abcdef" * (size // 16 + 1))[:size]
+
+
+# -- the servers ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    import socket
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{proc.args!r} did not start") from None
+            time.sleep(0.05)
+
+
+def _start_server(protocol: str, cpu: int | None, workdir: str) -> tuple[Any, int]:
+    port = _free_port()
+    if protocol == "redis":
+        program = shutil.which("redis-server")
+        args = [
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ]
+    else:
+        program = shutil.which("memcached")
+        args = ["-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1"]
+        if os.geteuid() == 0:
+            args += ["-u", "root"]  # memcached refuses root without it
+    if program is None:
+        package = "redis-server" if protocol == "redis" else "memcached"
+        raise SystemExit(
+            f"{package} is not installed (apt-get install {package}); the "
+            f"comparison needs a real server"
+        )
+    proc = subprocess.Popen(
+        [program, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=child_setup(cpu),
+    )
+    try:
+        _wait_port(port, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, port
+
+
+# -- one client run (a child process) ---------------------------------------------
+
+
+def _closed_loop_twisted(
+    get: Callable[[bytes], Any], value: bytes, concurrency: int, total: int
+) -> Any:
+    """
+    ``concurrency`` callback chains sending GETs until ``total`` replies
+    came; fires with the seconds and the CPU seconds it took.
+    """
+    from twisted.internet.defer import Deferred
+
+    left = [total]
+    done: Deferred[tuple[float, float]] = Deferred()
+    active = [concurrency]
+    start = time.perf_counter()
+    cpu_start = _cpu()
+
+    def step(reply: object) -> None:
+        if reply != value:
+            raise AssertionError(f"wrong reply {reply!r}")
+        if left[0] > 0:
+            left[0] -= 1
+            get(KEY).addCallback(step).addErrback(fail)
+        else:
+            active[0] -= 1
+            if not active[0] and not done.called:
+                done.callback((time.perf_counter() - start, _cpu() - cpu_start))
+
+    def fail(failure: Any) -> None:
+        if not done.called:
+            done.errback(failure)
+
+    for _ in range(concurrency):
+        left[0] -= 1
+        get(KEY).addCallback(step).addErrback(fail)
+    return done
+
+
+async def _twisted_main(
+    reactor: Any, kind: str, port: int, value: bytes, c: int, n: int
+) -> tuple[float, float]:
+    get: Callable[[bytes], Any]
+    if kind == "framedclient-redis":
+        from framedclient.codecs.redis import RedisClient
+
+        redis = RedisClient.from_endpoint(
+            reactor, f"tcp:127.0.0.1:{port}", pool_size=1, max_in_flight=max(c, 1024)
+        )
+        await redis.when_ready()
+        await redis.set(KEY, value)
+        get = redis.get
+    elif kind.startswith("txredisapi"):
+        import txredisapi
+
+        if kind == "txredisapi":
+            conn = await txredisapi.Connection("127.0.0.1", port, reconnect=False)
+        else:
+            conn = await txredisapi.ConnectionPool(
+                "127.0.0.1", port, poolsize=4, reconnect=False
+            )
+        await conn.set(KEY, value)
+        # txredisapi decodes replies to str.
+        text = value.decode()
+
+        def get(key: bytes) -> Any:
+            return conn.get(key).addCallback(lambda r: value if r == text else r)
+
+    elif kind == "framedclient-memcache":
+        from framedclient.codecs.memcache import MemcacheClient
+
+        memcache = MemcacheClient.from_endpoint(
+            reactor, f"tcp:127.0.0.1:{port}", pool_size=1, max_in_flight=max(c, 1024)
+        )
+        await memcache.when_ready()
+        await memcache.set(KEY, value)
+        get = memcache.get
+    else:
+        raise ValueError(f"unknown client {kind!r}")
+    await _closed_loop_twisted(get, value, c, max(1000, n // 10))  # warm-up
+    measured: tuple[float, float] = await _closed_loop_twisted(get, value, c, n)
+    return measured
+
+
+def _run_twisted(
+    kind: str, port: int, value: bytes, c: int, n: int
+) -> tuple[float, float]:
+    from twisted.internet import task
+    from twisted.internet.defer import ensureDeferred
+
+    result: list[tuple[float, float]] = []
+
+    def main(reactor: Any) -> Any:
+        d = ensureDeferred(_twisted_main(reactor, kind, port, value, c, n))
+        return d.addCallback(result.append)
+
+    try:
+        task.react(main)
+    except SystemExit as e:
+        if e.code:
+            raise
+    return result[0]
+
+
+def _run_redis_asyncio(port: int, value: bytes, c: int, n: int) -> tuple[float, float]:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    async def run() -> tuple[float, float]:
+        client = aioredis.Redis(host="127.0.0.1", port=port, max_connections=c)
+        await client.set(KEY, value)
+
+        async def worker(count: int) -> None:
+            for _ in range(count):
+                if await client.get(KEY) != value:
+                    raise AssertionError("wrong reply")
+
+        async def loop(total: int) -> tuple[float, float]:
+            start, cpu_start = time.perf_counter(), _cpu()
+            await asyncio.gather(*(worker(total // c) for _ in range(c)))
+            return time.perf_counter() - start, _cpu() - cpu_start
+
+        await loop(max(1000, n // 10))
+        measured = await loop(n)
+        await client.aclose()
+        return measured
+
+    return asyncio.run(run())
+
+
+def _run_pymemcache(port: int, value: bytes, c: int, n: int) -> tuple[float, float]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pymemcache.client.base import PooledClient
+
+    client = PooledClient(("127.0.0.1", port), max_pool_size=8)
+    client.set(KEY, value)
+
+    def get() -> None:
+        if client.get(KEY) != value:
+            raise AssertionError("wrong reply")
+
+    def loop(total: int) -> tuple[float, float]:
+        start, cpu_start = time.perf_counter(), _cpu()
+        with ThreadPoolExecutor(8) as pool:
+            # Every request queued at once: the 8 threads are never idle.
+            for f in [pool.submit(get) for _ in range(total)]:
+                f.result()
+        return time.perf_counter() - start, _cpu() - cpu_start
+
+    loop(max(1000, n // 10))
+    return loop(n)
+
+
+def run_client(kind: str, port: int, value_size: int, concurrency: int, n: int) -> None:
+    """
+    One measurement, in this process; prints a JSON line.
+    """
+    value = _value(value_size)
+    if kind == "redis-asyncio":
+        seconds, cpu = _run_redis_asyncio(port, value, concurrency, n)
+    elif kind == "pymemcache-threads":
+        seconds, cpu = _run_pymemcache(port, value, concurrency, n)
+    else:
+        seconds, cpu = _run_twisted(kind, port, value, concurrency, n)
+    print(json.dumps({"requests": n, "seconds": seconds, "cpu": cpu}))
+
+
+# -- the physical references ---------------------------------------------------------
+
+
+def _redis_benchmark(
+    port: int, value_size: int, c: int, n: int, cpu: int | None
+) -> dict[str, Any] | None:
+    program = shutil.which("redis-benchmark")
+    if program is None:
+        return None
+    # SET first: GET of the (literal) key the GET test uses must find a value.
+    args = [program, "-h", "127.0.0.1", "-p", str(port), "-c", str(c)]
+    args += ["-d", str(value_size), "--csv"]
+    subprocess.run([*args, "-n", "1000", "-t", "set"], capture_output=True, check=True)
+    start = time.perf_counter()
+    done = subprocess.run(
+        [*args, "-n", str(n), "-t", "get"],
+        capture_output=True,
+        check=True,
+        preexec_fn=child_setup(cpu),
+    )
+    seconds = time.perf_counter() - start
+    match = re.search(r'"GET","([\d.]+)"', done.stdout.decode())
+    if match is None:
+        raise RuntimeError(f"no GET rate in redis-benchmark's output: {done.stdout!r}")
+    rate = float(match[1])
+    return {"requests": n, "seconds": n / rate, "cpu": None, "wall": seconds}
+
+
+def _memaslap(
+    port: int, value_size: int, c: int, cpu: int | None
+) -> dict[str, Any] | None:
+    program = shutil.which("memaslap") or shutil.which("memcaslap")
+    if program is None:
+        return None
+    done = subprocess.run(
+        [
+            program,
+            "-s",
+            f"127.0.0.1:{port}",
+            "-T",
+            "1",
+            "-c",
+            str(c),
+            "-t",
+            "5s",
+            "-X",
+            str(value_size),
+            "-B",
+        ],
+        capture_output=True,
+        check=False,
+        preexec_fn=child_setup(cpu),
+    )
+    match = re.search(r"Ops:\s*(\d+)\s+TPS:\s*(\d+)", done.stdout.decode())
+    if match is None:
+        raise RuntimeError(f"no TPS in memaslap's output: {done.stdout[-500:]!r}")
+    ops, tps = int(match[1]), int(match[2])
+    return {"requests": ops, "seconds": ops / tps, "cpu": None}
+
+
+# -- the driver ----------------------------------------------------------------------
+
+
+def _cpus(pin: bool) -> tuple[int | None, int | None]:
+    if not pin or not hasattr(os, "sched_getaffinity"):
+        return None, None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None, None
+    return allowed[0], allowed[1]
+
+
+def _child(
+    kind: str, port: int, args: argparse.Namespace, cpu: int | None
+) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "framedclient.bench.keyvalue",
+        "client",
+        kind,
+        "--port",
+        str(port),
+        "--value-size",
+        str(args.value_size),
+        "--concurrency",
+        str(args.concurrency),
+        "--requests",
+        str(args.requests),
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        timeout=600,
+        preexec_fn=child_setup(cpu),
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} failed:\n{done.stderr.decode()[-3000:]}"
+        )
+    result: dict[str, Any] = json.loads(done.stdout.decode().splitlines()[-1])
+    return result
+
+
+def compare(protocol: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """
+    Run every chosen client ``args.runs`` times against one server; the
+    best run of each is kept (the least disturbed by the rest of the
+    machine).
+    """
+    server_cpu, client_cpu = _cpus(args.pin)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as workdir:
+        proc, port = _start_server(protocol, server_cpu, workdir)
+        try:
+            for kind in args.clients:
+                best: dict[str, Any] | None = None
+                for _ in range(args.runs):
+                    if kind == "redis-benchmark":
+                        result = _redis_benchmark(
+                            port,
+                            args.value_size,
+                            args.concurrency,
+                            args.requests,
+                            client_cpu,
+                        )
+                    elif kind == "memaslap":
+                        result = _memaslap(
+                            port, args.value_size, args.concurrency, client_cpu
+                        )
+                    else:
+                        child = (
+                            "framedclient-" + protocol
+                            if kind == "framedclient"
+                            else kind
+                        )
+                        result = _child(child, port, args, client_cpu)
+                    if result is None:
+                        break
+                    result["rate"] = result["requests"] / result["seconds"]
+                    if best is None or result["rate"] > best["rate"]:
+                        best = result
+                if best is not None:
+                    rows.append({"client": kind, **best})
+                    print(f"  {kind}: {best['rate']:,.0f} req/s", file=sys.stderr)
+                else:
+                    print(f"  {kind}: not installed, skipped", file=sys.stderr)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    return rows
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:  # pragma: no cover - no getloadavg
+        return "unknown"
+
+
+def render(protocol: str, rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """
+    A Markdown table: each client's rate and cost, and framedclient's
+    ratio to it.
+    """
+    ours = next((r for r in rows if r["client"] == "framedclient"), None)
+    lines = [
+        f"{protocol} GET, {args.value_size}-byte value, {args.concurrency} concurrent "
+        f"callers, {args.requests:,} requests, best of {args.runs}; "
+        f"server and client {'pinned to different CPUs' if args.pin else 'not pinned'}",
+        f"machine: {machine_line(describe_machine())}; load average {_load()}",
+        "",
+        "| client | req/s | req per client CPU s | framedclient / this (rate) "
+        "| framedclient / this (CPU) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        per_cpu = r["requests"] / r["cpu"] if r.get("cpu") else None
+        ratio = ours["rate"] / r["rate"] if ours else None
+        ours_cpu = ours["requests"] / ours["cpu"] if ours and ours.get("cpu") else None
+        cpu_ratio = ours_cpu / per_cpu if ours_cpu and per_cpu else None
+        lines.append(
+            f"| {r['client']} | {r['rate']:,.0f} | "
+            f"{f'{per_cpu:,.0f}' if per_cpu else '-'} | "
+            f"{f'{ratio:.2f}x' if ratio else '-'} | "
+            f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def build_parser(protocol: str) -> argparse.ArgumentParser:
+    choices = REDIS_CLIENTS if protocol == "redis" else MEMCACHE_CLIENTS
+    parser = argparse.ArgumentParser(
+        prog=f"python -m framedclient.bench {protocol}",
+        description=f"framedclient's {protocol} client side by side with other "
+        f"clients of a real {protocol} server, in one run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--clients",
+        type=lambda text: [k for k in text.split(",") if k],
+        default=list(choices),
+        help=f"which clients, comma-separated, from: {', '.join(choices)}",
+    )
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--value-size", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin the server and the clients to different CPUs",
+    )
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["client"]:
+        parser = argparse.ArgumentParser(prog="keyvalue client")
+        parser.add_argument("kind")
+        parser.add_argument("--port", type=int, required=True)
+        parser.add_argument("--value-size", type=int, default=64)
+        parser.add_argument("--concurrency", type=int, default=50)
+        parser.add_argument("--requests", type=int, default=100_000)
+        a = parser.parse_args(argv[1:])
+        run_client(a.kind, a.port, a.value_size, a.concurrency, a.requests)
+        return 0
+    if argv[:1] not in (["redis"], ["memcache"]):
+        print(
+            "usage: python -m framedclient.bench redis|memcache [options]",
+            file=sys.stderr,
+        )
+        return 2
+    protocol = argv[0]
+    args = build_parser(protocol).parse_args(argv[1:])
+    choices = REDIS_CLIENTS if protocol == "redis" else MEMCACHE_CLIENTS
+    unknown = [k for k in args.clients if k not in choices]
+    if unknown:
+        print(f"unknown clients {unknown}; choose from {choices}", file=sys.stderr)
+        return 2
+    rows = compare(protocol, args)
+    print(render(protocol, rows, args))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(
+                {"protocol": protocol, "args": vars(args), "rows": rows}, f, indent=2
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""
+:class:`MemcacheClient`: memcached's binary protocol through
+:class:`~framedclient.FramedClient` (pooled, self-healing connections, many
+requests in flight on each, replies matched by the opaque field).
+
+Import it from :mod:`framedclient.codecs.memcache`::
+
+    mc = MemcacheClient.from_endpoint(reactor, "tcp:127.0.0.1:11211")
+    await mc.set(b"k", b"v", expire=60)
+    await mc.get(b"k")                      # b"v"; None on a miss
+    await mc.get_many([b"k", b"other"])     # {b"k": b"v"}
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any, Unpack
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+
+from framedclient.client import ClientKeywords, FramedClient
+from framedclient.codecs.base import Message
+from framedclient.codecs.memcache import (
+    GetMany,
+    KeyExists,
+    KeyNotFound,
+    MemcacheCodec,
+    NotStored,
+    Opcode,
+)
+from framedclient.errors import InvalidRequest
+
+__all__ = ["MAX_KEY_LENGTH", "InvalidKey", "MemcacheClient"]
+
+#: memcached's longest key, in bytes.
+MAX_KEY_LENGTH = 250
+
+_FLAGS_EXPIRE = struct.Struct(">II")
+_COUNTER = struct.Struct(">QQI")
+_EXPIRE = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+# INCR/DECR with this expiration fail on a missing key instead of creating it.
+_NO_CREATE = 0xFFFFFFFF
+# Bytes no key may hold: space and the control characters (memcached's
+# text protocol cannot carry them, and the binary one is kept compatible).
+_BAD_KEY_BYTES = bytes(range(0x21)) + b"\x7f"
+
+Key = bytes | str
+
+
+class InvalidKey(InvalidRequest):
+    """
+    A key memcached cannot take (empty, over 250 bytes, with a space or a
+    control byte).  Raised at the call; nothing was sent.
+    """
+
+
+def check_key(key: Key) -> bytes:
+    """
+    ``key`` as bytes, checked.
+
+    :raises InvalidKey: empty, longer than :data:`MAX_KEY_LENGTH` bytes, or
+        holding a space or a control byte.
+    :raises TypeError: neither bytes nor str.
+    """
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    elif not isinstance(key, bytes):
+        raise TypeError(f"a key must be bytes or str, got {type(key).__name__}")
+    if not key:
+        raise InvalidKey("a memcached key cannot be empty; nothing was sent")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKey(
+            f"a memcached key is at most {MAX_KEY_LENGTH} bytes, this one has "
+            f"{len(key)} ({key[:20]!r}...); nothing was sent"
+        )
+    if key.translate(None, _BAD_KEY_BYTES) != key:
+        raise InvalidKey(
+            f"a memcached key cannot hold spaces or control bytes: {key!r}; "
+            f"nothing was sent"
+        )
+    return key
+
+
+def _check_expire(expire: int) -> int:
+    if isinstance(expire, bool) or not isinstance(expire, int) or expire < 0:
+        raise ValueError(
+            f"expire must be a whole number of seconds >= 0, got {expire!r}"
+        )
+    return expire
+
+
+def _value(reply: Message) -> bytes:
+    return reply.parts["value"]
+
+
+def _on(errors: tuple[type[Exception], ...], result: Any) -> Any:
+    # What a method returns instead of failing for these statuses.
+    def handle(failure: Failure) -> Any:
+        failure.trap(*errors)  # type: ignore[no-untyped-call]
+        return result
+
+    return handle
+
+
+def _true(_: object) -> bool:
+    return True
+
+
+def _cas_of(reply: Message) -> tuple[bytes, int]:
+    return reply.parts["value"], reply.fields["cas"]
+
+
+def _counter(reply: Message) -> int:
+    (value,) = _U64.unpack(reply.parts["value"])
+    return int(value)
+
+
+def _hits(replies: list[Any]) -> dict[bytes, bytes]:
+    found: dict[bytes, bytes] = {}
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+        found[reply.parts["key"]] = reply.parts["value"]
+    return found
+
+
+class MemcacheClient:
+    """
+    A memcached client (binary protocol) over a
+    :class:`~framedclient.FramedClient`.
+
+    Every method checks its keys first (:class:`InvalidKey`, nothing sent)
+    and returns a Deferred.  A status other than success fails it with the
+    :class:`~framedclient.codecs.memcache.MemcacheError` subclass for that
+    status (``ValueTooLarge``, ``NonNumericValue``, ...; ``code`` is the
+    status), except where a method says what it returns instead (a miss is
+    ``None``, a refused ``add`` is ``False``).
+
+    :param client: a client whose codec is a
+        :class:`~framedclient.codecs.memcache.MemcacheCodec`;
+        :meth:`from_endpoint` makes one.
+    :ivar client: the :class:`~framedclient.FramedClient` underneath.
+    """
+
+    def __init__(self, client: FramedClient) -> None:
+        if not isinstance(client.codec, MemcacheCodec):
+            raise TypeError(
+                f"MemcacheClient needs a client with a MemcacheCodec, got "
+                f"{client.codec!r}"
+            )
+        self.client = client
+
+    @classmethod
+    def from_endpoint(
+        cls, reactor: Any, endpoint: str | Any, **options: Unpack[ClientKeywords]
+    ) -> MemcacheClient:
+        """
+        Connect to memcached at ``endpoint`` (``"tcp:127.0.0.1:11211"``);
+        the keywords are :meth:`FramedClient.from_endpoint`'s.
+        """
+        codec = options.setdefault("codec", MemcacheCodec())
+        if not isinstance(codec, MemcacheCodec):
+            raise TypeError(f"codec must be a MemcacheCodec, got {codec!r}")
+        return cls(FramedClient.from_endpoint(reactor, endpoint, **options))
+
+    def when_ready(self) -> Deferred[None]:
+        return self.client.when_ready()
+
+    def close(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        Stop taking requests, let those in flight finish, close the
+        connections.
+        """
+        return self.client.close(timeout)
+
+    def _send(
+        self,
+        opcode: int,
+        key: bytes = b"",
+        value: bytes = b"",
+        extras: bytes = b"",
+        cas: int = 0,
+    ) -> Deferred[Any]:
+        fields = {"opcode": opcode}
+        if cas:
+            fields["cas"] = cas
+        parts = {"key": key}
+        if value:
+            parts["value"] = value
+        if extras:
+            parts["extras"] = extras
+        return self.client.request(Message(fields=fields, parts=parts))
+
+    # -- reading -------------------------------------------------------------
+
+    def get(self, key: Key) -> Deferred[bytes | None]:
+        """The value, or ``None`` on a miss."""
+        # A bytes body is a GET of that key (the codec's short path).
+        d = self.client.request(check_key(key))
+        return d.addCallbacks(_value, _on((KeyNotFound,), None))
+
+    def gets(self, key: Key) -> Deferred[tuple[bytes, int] | None]:
+        """``(value, cas)``, or ``None`` on a miss; ``cas`` is for :meth:`cas`."""
+        d = self._send(Opcode.GET, check_key(key))
+        return d.addCallbacks(_cas_of, _on((KeyNotFound,), None))
+
+    def get_many(self, keys: Iterable[Key]) -> Deferred[dict[bytes, bytes]]:
+        """
+        The values of the keys that exist, in one request (quiet gets and a
+        ``NOOP``: memcached sends nothing for a miss).
+        """
+        checked = [check_key(k) for k in keys]
+        if not checked:
+            return succeed({})
+        return self.client.request(GetMany(checked)).addCallback(_hits)
+
+    # -- writing -------------------------------------------------------------
+
+    def _store(
+        self, opcode: int, key: Key, value: bytes, flags: int, expire: int, cas: int = 0
+    ) -> Deferred[Any]:
+        if not isinstance(value, bytes):
+            raise TypeError(f"value must be bytes, got {type(value).__name__}")
+        if not 0 <= flags <= 0xFFFFFFFF:
+            raise ValueError(f"flags must fit in 32 bits, got {flags!r}")
+        extras = _FLAGS_EXPIRE.pack(flags, _check_expire(expire))
+        return self._send(opcode, check_key(key), value, extras, cas)
+
+    def set(
+        self, key: Key, value: bytes, flags: int = 0, expire: int = 0
+    ) -> Deferred[None]:
+        """
+        Store ``value`` (``expire``: seconds, or a Unix time past 30 days;
+        0 for never).
+        """
+        d = self._store(Opcode.SET, key, value, flags, expire)
+        return d.addCallback(lambda _: None)
+
+    def add(
+        self, key: Key, value: bytes, flags: int = 0, expire: int = 0
+    ) -> Deferred[bool]:
+        """Store only if the key is absent: ``False`` if it exists."""
+        d = self._store(Opcode.ADD, key, value, flags, expire)
+        return d.addCallbacks(_true, _on((KeyExists,), False))
+
+    def replace(
+        self, key: Key, value: bytes, flags: int = 0, expire: int = 0
+    ) -> Deferred[bool]:
+        """Store only if the key exists: ``False`` if it is absent."""
+        d = self._store(Opcode.REPLACE, key, value, flags, expire)
+        return d.addCallbacks(_true, _on((KeyNotFound, NotStored), False))
+
+    def cas(
+        self, key: Key, value: bytes, cas: int, flags: int = 0, expire: int = 0
+    ) -> Deferred[bool]:
+        """
+        Store only if the item is unchanged since :meth:`gets` returned
+        ``cas``: ``False`` if it changed or is gone.
+        """
+        if isinstance(cas, bool) or not isinstance(cas, int) or not 0 < cas < 2**64:
+            raise ValueError(f"cas must be the number gets() returned, got {cas!r}")
+        d = self._store(Opcode.SET, key, value, flags, expire, cas)
+        return d.addCallbacks(_true, _on((KeyExists, KeyNotFound), False))
+
+    def delete(self, key: Key) -> Deferred[bool]:
+        """``True`` if the key existed."""
+        d = self._send(Opcode.DELETE, check_key(key))
+        return d.addCallbacks(_true, _on((KeyNotFound,), False))
+
+    def touch(self, key: Key, expire: int) -> Deferred[bool]:
+        """A new expiration time for ``key``: ``False`` if it is absent."""
+        extras = _EXPIRE.pack(_check_expire(expire))
+        d = self._send(Opcode.TOUCH, check_key(key), extras=extras)
+        return d.addCallbacks(_true, _on((KeyNotFound,), False))
+
+    def _counter(
+        self, opcode: int, key: Key, delta: int, initial: int | None, expire: int
+    ) -> Deferred[int]:
+        if (
+            isinstance(delta, bool)
+            or not isinstance(delta, int)
+            or not 0 <= delta < 2**64
+        ):
+            raise ValueError(
+                f"delta must be a whole number in 0..2**64-1, got {delta!r}"
+            )
+        if initial is None:
+            extras = _COUNTER.pack(delta, 0, _NO_CREATE)
+        else:
+            if not 0 <= initial < 2**64:
+                raise ValueError(f"initial must fit in 64 bits, got {initial!r}")
+            extras = _COUNTER.pack(delta, initial, _check_expire(expire))
+        d = self._send(opcode, check_key(key), extras=extras)
+        return d.addCallback(_counter)
+
+    def incr(
+        self, key: Key, delta: int = 1, initial: int | None = None, expire: int = 0
+    ) -> Deferred[int]:
+        """
+        Add ``delta`` to a counter (wrapping at 2**64); the new value.  A
+        missing key fails with ``KeyNotFound``, unless ``initial`` is given:
+        then it is created with that value (and ``expire``).
+        """
+        return self._counter(Opcode.INCREMENT, key, delta, initial, expire)
+
+    def decr(
+        self, key: Key, delta: int = 1, initial: int | None = None, expire: int = 0
+    ) -> Deferred[int]:
+        """Like :meth:`incr`, subtracting; a counter stops at 0."""
+        return self._counter(Opcode.DECREMENT, key, delta, initial, expire)
+
+    def version(self) -> Deferred[str]:
+        """The server's version string."""
+        d = self._send(Opcode.VERSION)
+        return d.addCallback(
+            lambda reply: reply.parts["value"].decode("ascii", "replace")
+        )

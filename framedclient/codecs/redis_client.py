@@ -1,0 +1,451 @@
+"""
+:class:`RedisClient`: Redis through :class:`~framedclient.FramedClient`,
+with the everyday commands, pipelines, transactions and AUTH/SELECT done
+on each new connection.
+
+Everything goes through :class:`~framedclient.codecs.redis.RedisCodec`,
+so each reply reaches its own caller: one command per request, several
+only as one :class:`~framedclient.codecs.redis.CommandBatch` (a pipeline
+or a transaction) that takes exactly its own replies.  Import it from
+:mod:`framedclient.codecs.redis`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, Unpack
+
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.python.failure import Failure
+
+from framedclient.client import ClientKeywords, FramedClient, Lease
+from framedclient.codecs.redis import (
+    CommandBatch,
+    RedisCodec,
+    RespError,
+    RespValue,
+    command,
+    parse_reply,
+)
+from framedclient.errors import RemoteError
+from framedclient.protocol import FramedProtocol
+
+__all__ = ["Pipeline", "RedisClient", "RedisLease"]
+
+Arg = bytes | str | int | float
+T = TypeVar("T")
+
+
+def _arg(value: Arg) -> bytes | str | int:
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def _value(ok: bool, body: Any) -> RespValue:
+    # One reply of a batch: an error reply is a value there, not a failure.
+    if ok:
+        return parse_reply(body)
+    if isinstance(body, RespError):
+        return body  # a reply the codec discarded (ReplyDiscarded)
+    return RespError(body.decode("utf-8", "replace"))
+
+
+def _as_resp_error(failure: Any) -> Any:
+    # A command's error reply raises RespError (a RemoteError) with
+    # Redis's text and its code; other failures pass unchanged.
+    error = failure.value
+    if type(error) is RemoteError:
+        raise RespError(error.message) from None
+    return failure
+
+
+def _ok(reply: RespValue) -> bool:
+    # SET answers +OK, or nil when NX/XX was not met.
+    return reply == b"OK"
+
+
+def _pairs(reply: RespValue) -> dict[bytes, bytes]:
+    items = reply if isinstance(reply, list) else []
+    return {items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}  # type: ignore[misc]
+
+
+class RedisCommands:
+    """
+    The commands shared by :class:`RedisClient` and :class:`RedisLease`.
+    Each returns a Deferred that fires with the parsed reply, or fails with
+    :class:`~framedclient.codecs.redis.RespError` for Redis's error reply
+    (or with the request's other errors: timeout, connection lost, ...).
+    """
+
+    def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
+        raise NotImplementedError
+
+    def execute(self, *args: Arg, timeout: float | None = None) -> Deferred[RespValue]:
+        """
+        Any command: ``execute("HINCRBY", "h", "f", 2)``.  Arguments are
+        bytes, str (UTF-8), int or float.  Bulk strings come back as bytes,
+        integers as int, nil as ``None``, arrays as lists (nested errors as
+        :class:`~framedclient.codecs.redis.RespError` values).
+        """
+        if not args:
+            raise ValueError("execute() needs a command name")
+        d = self._request(command(*map(_arg, args)), timeout)
+        return d.addCallbacks(parse_reply, _as_resp_error)
+
+    def _convert(self, convert: Callable[[RespValue], T], *args: Arg) -> Deferred[T]:
+        return self.execute(*args).addCallback(convert)
+
+    def ping(self) -> Deferred[RespValue]:
+        return self.execute("PING")
+
+    def get(self, key: Arg) -> Deferred[bytes | None]:
+        if key.__class__ is bytes:
+            # The everyday command, built at once (what command() makes).
+            body = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)  # type: ignore[arg-type]
+            d = self._request(body, None)
+            return d.addCallbacks(parse_reply, _as_resp_error)
+        return self.execute("GET", key)  # type: ignore[return-value]
+
+    def set(
+        self,
+        key: Arg,
+        value: Arg,
+        *,
+        ex: float | None = None,
+        px: int | None = None,
+        nx: bool = False,
+        xx: bool = False,
+    ) -> Deferred[bool]:
+        """
+        ``SET``; fires with ``True`` when the value was set, ``False`` when
+        ``nx``/``xx`` stopped it.
+
+        :param ex: expire after this many seconds (whole seconds).
+        :param px: expire after this many milliseconds.
+        """
+        if nx and xx:
+            raise ValueError("nx and xx exclude each other")
+        if ex is not None and px is not None:
+            raise ValueError("give ex or px, not both")
+        args: list[Arg] = ["SET", key, value]
+        if ex is not None:
+            if ex != int(ex) or ex <= 0:
+                raise ValueError(
+                    f"ex must be a positive whole number of seconds, got {ex!r}"
+                )
+            args += ["EX", int(ex)]
+        if px is not None:
+            if px <= 0:
+                raise ValueError(
+                    f"px must be a positive number of milliseconds, got {px!r}"
+                )
+            args += ["PX", px]
+        if nx:
+            args.append("NX")
+        if xx:
+            args.append("XX")
+        return self._convert(_ok, *args)
+
+    def delete(self, *keys: Arg) -> Deferred[int]:
+        """``DEL``: how many of ``keys`` existed."""
+        return self.execute("DEL", *keys)  # type: ignore[return-value]
+
+    def exists(self, *keys: Arg) -> Deferred[int]:
+        """``EXISTS``: how many of ``keys`` exist (a key named twice counts twice)."""
+        return self.execute("EXISTS", *keys)  # type: ignore[return-value]
+
+    def incr(self, key: Arg, amount: int = 1) -> Deferred[int]:
+        """``INCR``/``INCRBY``: the new value."""
+        if amount == 1:
+            return self.execute("INCR", key)  # type: ignore[return-value]
+        return self.execute("INCRBY", key, amount)  # type: ignore[return-value]
+
+    def mget(self, *keys: Arg) -> Deferred[list[bytes | None]]:
+        return self.execute("MGET", *keys)  # type: ignore[return-value]
+
+    def mset(self, mapping: Mapping[Arg, Arg]) -> Deferred[bool]:
+        args: list[Arg] = ["MSET"]
+        for k, v in mapping.items():
+            args += [k, v]
+        return self._convert(_ok, *args)
+
+    def expire(self, key: Arg, seconds: int) -> Deferred[bool]:
+        """``EXPIRE``: whether the key exists (and now expires)."""
+        return self._convert(bool, "EXPIRE", key, seconds)
+
+    def ttl(self, key: Arg) -> Deferred[int]:
+        """``TTL``: seconds left; -1 without expiry, -2 for a missing key."""
+        return self.execute("TTL", key)  # type: ignore[return-value]
+
+    def hget(self, key: Arg, field: Arg) -> Deferred[bytes | None]:
+        return self.execute("HGET", key, field)  # type: ignore[return-value]
+
+    def hset(self, key: Arg, mapping: Mapping[Arg, Arg]) -> Deferred[int]:
+        """``HSET key field value ...``: how many fields were added."""
+        if not mapping:
+            raise ValueError("hset needs at least one field")
+        args: list[Arg] = ["HSET", key]
+        for k, v in mapping.items():
+            args += [k, v]
+        return self.execute(*args)  # type: ignore[return-value]
+
+    def hgetall(self, key: Arg) -> Deferred[dict[bytes, bytes]]:
+        return self._convert(_pairs, "HGETALL", key)
+
+    def lpush(self, key: Arg, *values: Arg) -> Deferred[int]:
+        """``LPUSH``: the list's length after the push."""
+        if not values:
+            raise ValueError("lpush needs at least one value")
+        return self.execute("LPUSH", key, *values)  # type: ignore[return-value]
+
+    def rpop(self, key: Arg) -> Deferred[bytes | None]:
+        return self.execute("RPOP", key)  # type: ignore[return-value]
+
+    def pipeline(self, timeout: float | None = None) -> Pipeline:
+        """
+        Commands sent as one unit, their replies returned together; see
+        :class:`Pipeline`.
+        """
+        return Pipeline(self._request, timeout)
+
+    def transaction(
+        self, *commands: Sequence[Arg], timeout: float | None = None
+    ) -> Deferred[list[RespValue] | None]:
+        """
+        ``MULTI``, ``commands``, ``EXEC`` as one unit: Redis runs them with
+        nothing in between.  Fires with the commands' replies (an error
+        reply as a :class:`~framedclient.codecs.redis.RespError` value),
+        ``None`` when a key watched on this connection changed
+        (:meth:`RedisLease.watch`); fails with ``RespError`` when Redis
+        refused to queue a command (``EXECABORT``: nothing ran).
+        """
+        if not commands:
+            return succeed([])
+        batch = CommandBatch.of(
+            [command("MULTI")]
+            + [command(*map(_arg, c)) for c in commands]
+            + [command("EXEC")]
+        )
+        return self._request(batch, timeout).addCallback(_exec_reply)
+
+
+def _exec_reply(parts: list[tuple[bool, bytes]]) -> list[RespValue] | None:
+    ok, body = parts[-1]
+    if not ok:
+        queued = [b.decode("utf-8", "replace") for o, b in parts[1:-1] if not o]
+        message = body.decode("utf-8", "replace")
+        if queued:
+            message += f" ({'; '.join(queued)})"
+        raise RespError(message)
+    result = parse_reply(body)
+    if result is None or isinstance(result, list):
+        return result
+    raise RespError(f"EXEC answered {result!r}, not an array")  # pragma: no cover
+
+
+class Pipeline:
+    """
+    Commands queued with :meth:`add`, sent by :meth:`execute` as one
+    :class:`~framedclient.codecs.redis.CommandBatch`: one request, one
+    connection, one timeout, exactly one reply per command back to this
+    caller, in order.  Not a transaction: other clients' commands may run
+    between them (use :meth:`RedisClient.transaction` for that).
+    """
+
+    def __init__(
+        self,
+        request: Callable[[bytes, float | None], Deferred[Any]],
+        timeout: float | None,
+    ) -> None:
+        self._send = request
+        self._timeout = timeout
+        self._commands: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def add(self, *args: Arg) -> Pipeline:
+        """
+        Queue one command (as :meth:`RedisClient.execute` takes it);
+        returns the pipeline, so calls chain.
+        """
+        if not args:
+            raise ValueError("add() needs a command name")
+        self._commands.append(command(*map(_arg, args)))
+        return self
+
+    def execute(self) -> Deferred[list[RespValue]]:
+        """
+        Send the queued commands; fires with their replies in order (an
+        error reply as a :class:`~framedclient.codecs.redis.RespError`
+        value, so one failed command hides no other reply).  The pipeline
+        is empty again afterwards.
+        """
+        commands, self._commands = self._commands, []
+        if not commands:
+            return succeed([])
+        d = self._send(CommandBatch.of(commands), self._timeout)
+        return d.addCallback(lambda parts: [_value(ok, body) for ok, body in parts])
+
+
+class RedisClient(RedisCommands):
+    """
+    A Redis client over a :class:`~framedclient.FramedClient` (pooled,
+    self-healing connections, many commands in flight on each).
+
+    :param client: a client whose codec is a
+        :class:`~framedclient.codecs.redis.RedisCodec`;
+        :meth:`from_endpoint` makes one.
+
+    :ivar client: the :class:`~framedclient.FramedClient` underneath
+        (``stats()``, ``metrics``, ``close()``).
+    """
+
+    def __init__(self, client: FramedClient) -> None:
+        if not isinstance(client.codec, RedisCodec):
+            raise TypeError(
+                f"RedisClient needs a client with a RedisCodec, got {client.codec!r}"
+            )
+        self.client = client
+
+    @classmethod
+    def from_endpoint(
+        cls,
+        reactor: Any,
+        endpoint: str | Any,
+        *,
+        password: str | bytes | None = None,
+        username: str | bytes | None = None,
+        db: int = 0,
+        **options: Unpack[ClientKeywords],
+    ) -> RedisClient:
+        """
+        Connect to Redis at ``endpoint`` (``"tcp:127.0.0.1:6379"``, ...);
+        the keywords are :meth:`FramedClient.from_endpoint`'s (``pool_size``,
+        ``request_timeout``, ``codec=RedisCodec(max_frame=...)``, ...).
+
+        :param password: sent as ``AUTH`` on each new connection before it
+            is used (with ``username`` for Redis 6 ACLs); a refusal is a
+            failed connection attempt (retried with backoff).
+        :param db: ``SELECT``-ed on each new connection.
+        """
+        if db < 0:
+            raise ValueError(f"db must be 0 or more, got {db}")
+        if username is not None and password is None:
+            raise ValueError("username needs a password")
+        codec = options.setdefault("codec", RedisCodec())
+        if not isinstance(codec, RedisCodec):
+            raise TypeError(f"codec must be a RedisCodec, got {codec!r}")
+        setup: list[bytes] = []
+        if password is not None:
+            auth: list[bytes | str] = ["AUTH"]
+            if username is not None:
+                auth.append(username)
+            auth.append(password)
+            setup.append(command(*auth))
+        if db:
+            setup.append(command("SELECT", db))
+        user_prepare = options.get("prepare")
+        if setup:
+            options["prepare"] = _prepare(setup, user_prepare)
+        return cls(FramedClient.from_endpoint(reactor, endpoint, **options))
+
+    def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
+        return self.client.request(body, timeout)
+
+    def when_ready(self) -> Deferred[None]:
+        return self.client.when_ready()
+
+    def close(self, timeout: float | None = None) -> Deferred[None]:
+        return self.client.close(timeout)
+
+    def lease(self, timeout: float | None = None) -> RedisLease:
+        """
+        A connection for this caller alone: ``async with redis.lease() as
+        conn:``, for ``WATCH`` and what must follow it on the same
+        connection.
+        """
+        return RedisLease(self.client.lease(timeout))
+
+
+class RedisLease(RedisCommands):
+    """
+    A whole connection borrowed from a :class:`RedisClient`, with the same
+    commands; for optimistic transactions::
+
+        async with redis.lease() as conn:
+            await conn.watch("balance")
+            balance = int(await conn.get("balance") or 0)
+            replies = await conn.transaction(("SET", "balance", balance + 1))
+            # None: "balance" changed meanwhile; try again
+
+    Leaving the block ``UNWATCH``-es what a transaction did not, so the
+    connection goes back to the pool clean.
+    """
+
+    def __init__(self, lease: Lease) -> None:
+        self._lease = lease
+        self._watching = False
+
+    async def __aenter__(self) -> RedisLease:
+        await self._lease.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            if self._watching and self._lease.protocol is not None:
+                self._watching = False
+                try:
+                    await self._request(command("UNWATCH"), None)
+                except Exception:
+                    # The connection is broken; the pool replaces it.
+                    pass
+        finally:
+            await self._lease.__aexit__(*exc)
+
+    def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
+        return self._lease.request(body, timeout)
+
+    def watch(self, *keys: Arg) -> Deferred[RespValue]:
+        """
+        ``WATCH keys``: the next :meth:`transaction` on this lease runs only
+        if none of them changed meanwhile.
+        """
+        if not keys:
+            raise ValueError("watch needs at least one key")
+        self._watching = True
+        return self.execute("WATCH", *keys)
+
+    def transaction(
+        self, *commands: Sequence[Arg], timeout: float | None = None
+    ) -> Deferred[list[RespValue] | None]:
+        # EXEC (or DISCARD) ends any WATCH.
+        self._watching = False
+        return super().transaction(*commands, timeout=timeout)
+
+
+def _first_error(failure: Failure) -> Failure:
+    # gatherResults wraps the first failure in FirstError.
+    error = failure.value
+    if isinstance(error, FirstError):
+        sub: Failure = error.subFailure
+        return sub
+    return failure
+
+
+def _prepare(
+    setup: list[bytes], user_prepare: Callable[[FramedProtocol], Any] | None
+) -> Callable[[FramedProtocol], Deferred[Any]]:
+    def prepare(proto: FramedProtocol) -> Deferred[Any]:
+        # AUTH and SELECT go out together; an error reply fails the
+        # connection attempt.
+        sent = [proto.request(body, math.inf) for body in setup]
+        d: Deferred[Any] = gatherResults(sent, consumeErrors=True)
+        d.addErrback(_first_error)
+        if user_prepare is not None:
+            d.addCallback(lambda _: user_prepare(proto))
+        return d
+
+    return prepare

@@ -1,0 +1,39 @@
+"""
+``python -m framedclient.bench redis|memcache``: a short run of
+framedclient's clients against the real servers gives a table with a rate
+and a CPU cost per client (baseline libraries are in the bench extra and
+not needed here).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from framedclient.bench.keyvalue import build_parser, compare, main, render
+
+from .servers import require_program
+
+
+@pytest.mark.parametrize(
+    ("protocol", "program", "package"),
+    [("redis", "redis-server", "redis-server"), ("memcache", "memcached", "memcached")],
+)
+def test_a_short_comparison_measures_framedclient_and_renders_a_table(
+    protocol, program, package
+):
+    require_program(program, package)
+    args = build_parser(protocol).parse_args(
+        ["--clients", "framedclient", "--requests", "2000", "--runs", "1"]
+    )
+    rows = compare(protocol, args)
+    assert [r["client"] for r in rows] == ["framedclient"]
+    assert rows[0]["requests"] == 2000 and rows[0]["rate"] > 0 and rows[0]["cpu"] > 0
+    table = render(protocol, rows, args)
+    assert f"{protocol} GET" in table and "| framedclient |" in table
+    assert "pinned" in table and "load average" in table
+
+
+def test_unknown_clients_are_refused(capsys):
+    assert main(["redis", "--clients", "framedclient,nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["postgres"]) == 2

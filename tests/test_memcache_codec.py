@@ -1,0 +1,131 @@
+"""
+memcached's binary header, declared with HeaderCodec alone, against the
+byte examples of the protocol's specification (in memory; the client on
+top of it is tested against a real memcached).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from framedclient.codecs import ERROR, REPLY, REQUEST, Message
+from framedclient.codecs.memcache import (
+    MEMCACHE_BINARY,
+    KeyExists,
+    KeyNotFound,
+    MemcacheError,
+    Opcode,
+    memcache_binary_codec,
+)
+from framedclient.errors import CorruptFrame, FrameTooLarge
+
+# The specification's examples (opaque 0, cas 0 unless said).
+GET_HELLO = (
+    bytes.fromhex("80 00 0005 00 00 0000 00000005 00000000 0000000000000000") + b"Hello"
+)
+GET_HIT = (
+    bytes.fromhex("81 00 0000 04 00 0000 00000009 00000000 0000000000000001 deadbeef")
+    + b"World"
+)
+GET_MISS = (
+    bytes.fromhex("81 00 0000 00 00 0001 00000009 00000000 0000000000000000")
+    + b"Not found"
+)
+ADD_HELLO = (
+    bytes.fromhex(
+        "80 02 0005 08 00 0000 00000012 00000000 0000000000000000 deadbeef 00000e10"
+    )
+    + b"HelloWorld"
+)
+
+
+def decode(wire: bytes) -> tuple[int, int, object]:
+    (frame,) = MEMCACHE_BINARY.new_framer().feed(wire)
+    return MEMCACHE_BINARY.decode(frame)
+
+
+def test_get_request_matches_the_specification():
+    request = Message(fields={"opcode": Opcode.GET}, parts={"key": b"Hello"})
+    assert MEMCACHE_BINARY.encode(REQUEST, 0, request) == GET_HELLO
+
+
+def test_add_request_with_extras_matches_the_specification():
+    extras = struct.pack(">II", 0xDEADBEEF, 0xE10)
+    request = Message(
+        fields={"opcode": Opcode.ADD},
+        parts={"extras": extras, "key": b"Hello", "value": b"World"},
+    )
+    assert MEMCACHE_BINARY.encode(REQUEST, 0, request) == ADD_HELLO
+
+
+def test_opaque_is_the_request_id():
+    wire = MEMCACHE_BINARY.encode(
+        REQUEST, 0xCAFE, Message(fields={"opcode": Opcode.NOOP})
+    )
+    assert wire[12:16] == b"\x00\x00\xca\xfe"
+    assert MEMCACHE_BINARY.max_id == 2**32 - 1
+
+
+def test_hit_keeps_flags_cas_and_value():
+    kind, request_id, reply = decode(GET_HIT)
+    assert (kind, request_id) == (REPLY, 0)
+    assert isinstance(reply, Message)
+    assert reply.fields["cas"] == 1
+    assert reply.fields["status"] == 0
+    assert reply.parts == {"extras": b"\xde\xad\xbe\xef", "key": b"", "value": b"World"}
+
+
+def test_miss_is_key_not_found_with_status_and_server_text():
+    kind, _, error = decode(GET_MISS)
+    assert kind == ERROR
+    assert isinstance(error, KeyNotFound)
+    assert isinstance(error, MemcacheError)
+    assert error.code == 1
+    assert error.reply.body == b"Not found"
+
+
+def test_other_statuses_map_to_their_classes_or_carry_the_code():
+    exists = bytearray(GET_MISS)
+    exists[7] = 2
+    assert isinstance(decode(bytes(exists))[2], KeyExists)
+    odd = bytearray(GET_MISS)
+    odd[6:8] = b"\x00\x42"
+    kind, _, error = decode(bytes(odd))
+    assert kind == ERROR
+    assert type(error) is not KeyNotFound
+    assert error.code == 0x42
+
+
+def test_request_magic_in_a_reply_is_a_corrupt_frame():
+    with pytest.raises(CorruptFrame, match="magic"):
+        decode(GET_HELLO)
+
+
+def test_lengths_past_the_body_are_a_corrupt_frame():
+    bad = bytearray(GET_HIT)
+    bad[4] = 20  # 20 bytes of extras in a 9-byte body
+    with pytest.raises(CorruptFrame):
+        decode(bytes(bad))
+
+
+def test_vbucket_is_the_status_field_of_a_request():
+    wire = MEMCACHE_BINARY.encode(
+        REQUEST,
+        1,
+        Message(fields={"opcode": Opcode.GET, "status": 7}, parts={"key": b"k"}),
+    )
+    assert wire[6:8] == b"\x00\x07"
+
+
+def test_key_over_the_length_field_is_refused():
+    with pytest.raises(ValueError, match="key of 65536 bytes does not fit"):
+        MEMCACHE_BINARY.encode(REQUEST, 1, Message(parts={"key": b"k" * 65536}))
+
+
+def test_reply_over_max_frame_is_refused_before_buffering():
+    codec = memcache_binary_codec(max_frame=100)
+    framer = codec.new_framer()
+    with pytest.raises(FrameTooLarge):
+        framer.feed(bytes.fromhex("81 00 0000 00 00 0000 00001000") + bytes(12))

@@ -16,7 +16,7 @@ nothing else is allocated, and the slot comes back when the connection
 calls :meth:`FramedClient.request_settled` (the client is the connections'
 :class:`~framedclient.protocol.RequestOwner`).  Everything else (waiting for
 a slot, waiting for a connection, retrying) goes through a small
-:class:`_Call` object that tracks where the request is, so cancelling it
+``_Call`` object that tracks where the request is, so cancelling it
 always does the right thing, and that holds the request's overall deadline
 across attempts.
 """
@@ -45,6 +45,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from framedclient._endpoints import endpoint_name
 from framedclient.balance import Balancer
 from framedclient.codecs import Message
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
@@ -248,7 +249,7 @@ class FramedClient:
         (``pool_size=2, request_timeout=1.0``), one per
         :class:`~framedclient.config.ClientConfig` field, which documents
         them all (limits, timeouts, codec, backoff, ``abandoned_ttl``, ...).
-        Not both.  The settings in force are in :attr:`config`.
+        Not both.  The settings in force are in ``config``.
     :param prepare: run on each new connection before it is used.
     :param retry_budget: limits retries of idempotent requests; 20 % of
         requests plus 10 per second by default.
@@ -258,7 +259,11 @@ class FramedClient:
     :param balancer: which ready connection takes each request (see
         :mod:`framedclient.balance`); least-loaded by default.
     :param start: start connecting at once.
-    :param names: one label per endpoint, for logs and the status page.
+    :param names: one label per endpoint, for logs, ``debug_state()`` and
+        the status page; each connection is named ``LABEL/N``.  By default
+        the endpoint in endpoint-string form (``tcp:HOST:PORT``,
+        ``tls:HOST:PORT``, ``unix:PATH``, or the ``str()`` of an endpoint
+        that defines one).
     :param discovery: more sources of hosts, whose host sets may change
         while the client runs (see :mod:`framedclient.discovery`;
         :meth:`from_endpoint` makes them from ``srv:`` and ``dns:``
@@ -1166,7 +1171,7 @@ def _static_hosts(
     hosts = []
     seen: dict[str, int] = {}
     for e, endpoint in enumerate(endpoints):
-        name = names[e] if names else f"upstream{e}"
+        name = names[e] if names else endpoint_name(endpoint)
         # The same endpoint twice is two hosts (twice the connections), as
         # it always was.
         seen[name] = n = seen.get(name, 0) + 1

@@ -5,6 +5,7 @@ The everyday names live here; the layers behind them (framing, codec,
 protocol, connection, pool) are importable from their own modules.
 """
 
+from framedclient._version import __version__ as __version__
 from framedclient.backoff import ExponentialBackoff, FullJitterBackoff
 from framedclient.client import FramedClient, Lease
 from framedclient.codecs import FC1Codec, HeaderCodec, Kind, Matching, PipelinedCodec
@@ -28,8 +29,6 @@ from framedclient.framing import Delimited, LengthPrefixed, Netstring
 from framedclient.metrics import Metrics
 from framedclient.protocol import FramedClientFactory, FramedProtocol, ProtocolConfig
 from framedclient.service import FramedClientService
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ClientClosed",

@@ -1,6 +1,6 @@
 """
 Client endpoint strings, parsed with a useful error when the TLS extra is
-missing.
+missing; and readable names for endpoint objects.
 
 Twisted's ``twisted.internet.endpoints`` imports its TLS names
 (``optionsForClientTLS``, ``CertificateOptions``, ...) only when pyOpenSSL
@@ -10,9 +10,11 @@ nothing about what to install.  Both the library
 (:meth:`~framedclient.client.FramedClient.from_endpoint`) and the runner's
 option checks parse through :func:`client_from_string`, so they say the same.
 
-Twisted's endpoint objects have no readable ``str()``, so
-:func:`endpoint_name` names them in endpoint-string form, for the
-``upstream`` of metrics, ``debug_state()`` and the ketama ring.
+Twisted's endpoint objects have no readable ``str()``: their ``repr()``
+(``<TCP4ClientEndpoint object at 0x7f...>``) changes from run to run, so as a
+connection's name in metrics labels, ``debug_state()`` and the status page it
+would split one upstream into many series and tell the reader nothing.
+:func:`endpoint_name` names them in endpoint-string form instead.
 """
 
 from __future__ import annotations
@@ -49,36 +51,42 @@ def client_from_string(reactor: Any, description: str) -> IStreamClientEndpoint:
     return endpoint
 
 
+def _host_port(host: object, port: object) -> str:
+    text = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
+    # IPv6 literals in brackets, as in URLs, so the port stays readable.
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
 def endpoint_name(endpoint: object) -> str:
     """
-    A stable, readable name for a client endpoint object: ``tcp:HOST:PORT``
-    (``tls:HOST:PORT`` for TLS-wrapped ones), ``unix:PATH``; an endpoint
-    with a ``__str__`` of its own names itself; anything else is named by
-    its class.
+    A stable, readable name for a client endpoint object: ``tcp:HOST:PORT``,
+    ``tls:HOST:PORT``, ``unix:PATH``, like the endpoint strings that build
+    them; an endpoint with its own ``__str__`` names itself; anything else is
+    named by its class.
 
-    Twisted keeps the address in private attributes (``_host``/``_hostText``,
-    ``_port``, ``_path``) with no public reader, so they are read
-    defensively: one missing in some release degrades to the class name,
+    Twisted's endpoints keep their address in private attributes and offer
+    no public way to read it back, so this looks at them defensively: an
+    attribute missing in some Twisted release degrades to the class name,
     never to an error.
     """
     cls = type(endpoint)
     if cls.__str__ is not object.__str__:
         return str(endpoint)
+    name = cls.__name__
     inner = getattr(endpoint, "_wrappedEndpoint", None)
     if inner is not None:
-        named = endpoint_name(inner)
         wrapper = getattr(endpoint, "_wrapperFactory", None)
+        named = endpoint_name(inner)
         if getattr(wrapper, "__qualname__", "").startswith("wrapClientTLS."):
-            return "tls:" + named[4:] if named.startswith("tcp:") else named
+            address = named.split(":", 1)[1] if named.startswith("tcp:") else named
+            return f"tls:{address}"
         return named
     path = getattr(endpoint, "_path", None)
-    if path is not None and "UNIX" in cls.__name__:
+    if path is not None and "UNIX" in name:
         return f"unix:{path.decode() if isinstance(path, bytes) else path}"
     host = getattr(endpoint, "_hostText", None) or getattr(endpoint, "_host", None)
     port = getattr(endpoint, "_port", None)
     if host is not None and port is not None:
-        text = host.decode("ascii", "replace") if isinstance(host, bytes) else str(host)
-        # IPv6 literals in brackets, as in URLs, so the port stays readable.
-        address = f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
-        return f"tcp:{address}"
-    return cls.__name__
+        scheme = "ssl" if name.startswith("SSL") else "tcp"
+        return f"{scheme}:{_host_port(host, port)}"
+    return name

@@ -16,7 +16,7 @@ nothing else is allocated, and the slot comes back when the connection
 calls :meth:`FramedClient.request_settled` (the client is the connections'
 :class:`~framedclient.protocol.RequestOwner`).  Everything else (waiting for
 a slot, waiting for a connection, retrying) goes through a small
-:class:`_Call` object that tracks where the request is, so cancelling it
+``_Call`` object that tracks where the request is, so cancelling it
 always does the right thing, and that holds the request's overall deadline
 across attempts.
 """
@@ -266,7 +266,7 @@ class FramedClient:
         (``pool_size=2, request_timeout=1.0``), one per
         :class:`~framedclient.config.ClientConfig` field, which documents
         them all (limits, timeouts, codec, backoff, ``abandoned_ttl``, ...).
-        Not both.  The settings in force are in :attr:`config`.
+        Not both.  The settings in force are in ``config``.
     :param prepare: run on each new connection before it is used.
     :param retry_budget: limits retries of idempotent requests; 20 % of
         requests plus 10 per second by default.
@@ -281,8 +281,10 @@ class FramedClient:
     :param start: start connecting at once.
     :param names: one label per endpoint: the ``upstream`` of metrics,
         ``debug_state()``, logs and the status page, and (scheme dropped)
-        its ketama node name.  By default the endpoint in endpoint-string
-        form (``tcp:HOST:PORT``).
+        its ketama node name; each connection is named ``LABEL/N``.  By
+        default the endpoint in endpoint-string form (``tcp:HOST:PORT``,
+        ``tls:HOST:PORT``, ``unix:PATH``, or the ``str()`` of an endpoint
+        that defines one).
     :param discovery: more sources of hosts, whose host sets may change
         while the client runs (see :mod:`framedclient.discovery`;
         :meth:`from_endpoint` makes them from ``srv:`` and ``dns:``

@@ -15,7 +15,7 @@ definition:
 - the keywords of :class:`~framedclient.client.FramedClient` (one per
   :class:`ClientConfig` field, see :func:`resolve_client_config`);
 - the options of ``twist framedclient`` (generated in
-  :mod:`framedclient.runner.options`), so every setting is reachable from
+  ``framedclient.runner.options``), so every setting is reachable from
   the command line and ``--help`` cannot drift;
 - the options table in ``docs/gateway.md`` (a test compares it with what the
   options render) and the ``:param:`` lists of the two classes here.
@@ -666,9 +666,9 @@ def _check_codec_fit(
 @attrs.frozen(kw_only=True)
 class ProtocolConfig:
     """
-    The settings of one connection (:class:`~framedclient.protocol.
-    FramedProtocol`).  Every bound has a default, because nothing may be
-    unbounded.
+    The settings of one connection
+    (:class:`~framedclient.protocol.FramedProtocol`).  Every bound has a
+    default, because nothing may be unbounded.
 
     ``request_timeout`` means what it means on :class:`ClientConfig`: the
     overall deadline of one request, from the call to its outcome.  A

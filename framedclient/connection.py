@@ -16,7 +16,7 @@ States and what moves between them::
                  connecting, ready ──▶ closing ──(connect_failed, lost)──▶ closed
 
 The machine owns its state.  Every input is defined in every state (the
-table is in :func:`_build`), so no :class:`automat.NoTransition` can escape:
+table is in ``_build()``), so no :class:`automat.NoTransition` can escape:
 
 - ``start``, ``connected``, ``connect_failed``, ``lost``, ``retry`` and
   ``goaway`` come from the connection's own attempts, timers and protocols.
@@ -27,7 +27,8 @@ table is in :func:`_build`), so no :class:`automat.NoTransition` can escape:
   :class:`~framedclient.errors.ClientClosed`; ``idle``, ``connecting`` and
   ``backing_off`` park it until ``ready`` (fired), ``closing`` (failed) or,
   with ``fail_after``, enough ``connect_failed`` (failed with
-  :class:`ConnectFailed`).  Cancelling the waiter's Deferred removes it.
+  :class:`~framedclient.errors.ConnectFailed`).  Cancelling the waiter's
+  Deferred removes it.
 - ``close`` / ``abort``: drain or drop the current connection (``abort``
   also drops those retired by GOAWAY) and stop.  ``close()``'s Deferred
   fires in ``closed`` once no retired connection is left (``drained(proto)``
@@ -35,10 +36,10 @@ table is in :func:`_build`), so no :class:`automat.NoTransition` can escape:
 - ``state_name()`` and ``ready_protocol()`` are queries each state answers;
   nothing outside the machine keeps a copy of the state.
 
-Transitions change only the :class:`_Core` and schedule timers.  Everything
+Transitions change only the ``_Core`` and schedule timers.  Everything
 that can call back into user code or into the machine (listeners, waiters'
 Deferreds, starting an attempt, closing a protocol) is queued as an *effect*
-and performed by :meth:`_Core.feed` once the machine has settled, in order.
+and performed by ``_Core.feed()`` once the machine has settled, in order.
 So listeners and callbacks always find a machine at rest that they may
 query and drive, and they hear of each change in the order it happened
 (the connection may have moved on by then: ask ``state`` for the present).
@@ -796,7 +797,8 @@ class Connection:
         """
         The ready protocol, now or when there is one.
 
-        :param fail_after: fail with :class:`ConnectFailed` after this many
+        :param fail_after: fail with
+            :class:`~framedclient.errors.ConnectFailed` after this many
             consecutive failed attempts from now (``None``: wait until
             closed).  Fails with :class:`~framedclient.errors.ClientClosed`
             if the connection is closed first.  Cancelling the Deferred

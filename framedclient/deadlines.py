@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DeadlineQueue", "DeadlineTimer", "Deadlines"]
 
+#: The type of the items a :class:`DeadlineQueue` holds.
 T = TypeVar("T")
 
 

@@ -822,7 +822,7 @@ def sources_from(
     :raises TypeError: something that is neither a string nor an endpoint.
     :raises ValueError: a malformed ``srv:``/``dns:`` string.
     """
-    from framedclient._endpoints import client_from_string
+    from framedclient._endpoints import client_from_string, endpoint_name
 
     if isinstance(endpoints, (str, bytes)) or not isinstance(endpoints, Sequence):
         endpoints = [endpoints]
@@ -856,5 +856,5 @@ def sources_from(
             )
         else:
             resolved.append(e)
-            described.append(repr(e) if names is None else names[i])
+            described.append(endpoint_name(e) if names is None else names[i])
     return resolved, described, sources

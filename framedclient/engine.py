@@ -17,7 +17,7 @@ have passed), :meth:`~RequestEngine.withdraw_unwritten` (GOAWAY) and
 through the :class:`EngineActions` the adapter passes at construction:
 deliver an outcome, send a cancel frame, wake me at this time, I am idle.
 
-Every way a request can end goes through :meth:`RequestEngine._settle`,
+Every way a request can end goes through one private method (``_settle``),
 which changes its state, frees its slot and hands the outcome to
 ``deliver`` exactly once.  A written request that is abandoned (timed out
 or cancelled) keeps its ID reserved as a *tombstone* until its late reply
@@ -50,22 +50,39 @@ __all__ = [
 ]
 
 # Request states.  Plain ints: compared on every reply.
-QUEUED = 0  # accepted, bytes not yet handed to the transport
-SENT = 1  # bytes written, waiting for the reply
-ABANDONED = 2  # written, then cancelled or timed out: ID reserved (tombstone)
-DONE = 3  # settled and in no table
+#: Request state: accepted, bytes not yet handed to the transport.
+QUEUED = 0
+#: Request state: bytes written, waiting for the reply.
+SENT = 1
+#: Request state: written, then cancelled or timed out; its ID stays
+#: reserved (a tombstone) so a late reply cannot reach another request.
+ABANDONED = 2
+#: Request state: settled and in no table.
+DONE = 3
 
 # How a request ended: the ``exit`` given to EngineActions.deliver.
-REPLY = 0  # value: the reply body
-ERROR_REPLY = 1  # value: the error reply's body
-TIMEOUT = 2  # value: RequestTimeout
-CANCELLED = 3  # value: None (the canceller's Deferred fails by itself)
-LOST = 4  # value: ConnectionLost (its ``written`` says if a retry is safe)
+#: Exit: a reply; the value is its body.
+REPLY = 0
+#: Exit: an error reply; the value is its body.
+ERROR_REPLY = 1
+#: Exit: the deadline passed; the value is a ``RequestTimeout``.
+TIMEOUT = 2
+#: Exit: cancelled; the value is ``None`` (the canceller's Deferred fails
+#: by itself).
+CANCELLED = 3
+#: Exit: the connection was lost; the value is a ``ConnectionLost``, whose
+#: ``written`` says whether a retry is safe.
+LOST = 4
 
 # What reply() found.
+#: :meth:`RequestEngine.reply` found the request and settled it.
 MATCHED = 0
-LATE = 1  # the reply of an abandoned request: dropped
-UNKNOWN = 2  # an ID never sent, already answered, or not written yet
+#: :meth:`RequestEngine.reply` found an abandoned request: the reply is
+#: dropped.
+LATE = 1
+#: :meth:`RequestEngine.reply` found no request: an ID never sent, already
+#: answered, or not written yet.
+UNKNOWN = 2
 
 
 class EngineActions(Protocol):

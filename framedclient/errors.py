@@ -260,6 +260,8 @@ class RemoteError(FramedClientError):
             text = f"server replied with error {code}: {message}"
         super().__init__(text)
         self.message = message
+        #: The status number the reply carried (memcached's status, DNS's
+        #: RCODE), or ``None`` for codecs without one.
         self.code = code
         self.reply = reply
 

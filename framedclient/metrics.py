@@ -111,7 +111,8 @@ class MetricsRecorder(Protocol):
         """
         A request ended without a reply.
 
-        :param outcome: one of :data:`OUTCOMES` other than ``"ok"``.
+        :param outcome: one of :data:`~framedclient.errors.OUTCOMES` other
+            than ``"ok"``.
         :param latency: seconds from sending the request to its failure, or
             ``None`` if it was never sent (shed, unavailable, closed).
         """
@@ -410,8 +411,8 @@ class Metrics:
     :ivar latency: :class:`LatencyHistogram` of successful requests.
     :ivar failure_latency: :class:`LatencyHistogram` of sent requests that
         failed.
-    :ivar outcomes: requests by outcome; every key of :data:`OUTCOMES` is
-        present.
+    :ivar outcomes: requests by outcome; every key of
+        :data:`~framedclient.errors.OUTCOMES` is present.
     :ivar dropped_late: replies to requests that had already timed out or
         been cancelled.
     :ivar dropped_unknown: replies with an unknown or already-answered ID.
@@ -480,8 +481,8 @@ class Metrics:
             :attr:`~framedclient.errors.FramedClientError.outcome` (or
             :func:`~framedclient.errors.outcome_of` for any exception).
         :raises ValueError: if ``outcome`` is ``"ok"`` or not in
-            :data:`OUTCOMES`: a typo would otherwise vanish into a counter
-            nobody reads.
+            :data:`~framedclient.errors.OUTCOMES`: a typo would otherwise
+            vanish into a counter nobody reads.
         """
         outcomes = self._outcomes
         if outcome == "ok" or outcome not in outcomes:
@@ -634,7 +635,10 @@ class Metrics:
 
     @property
     def outcomes(self) -> dict[str, int]:
-        """Requests by outcome; every key of :data:`OUTCOMES` is present."""
+        """
+        Requests by outcome; every key of
+        :data:`~framedclient.errors.OUTCOMES` is present.
+        """
         own = self._outcomes
         # Each success is one latency observation: counting it twice on the
         # hot path would cost a dictionary update per reply.
@@ -1193,7 +1197,7 @@ def prometheus_text(
     Exposed metrics:
 
     - ``framedclient_requests_total{outcome}`` (counter, every outcome of
-      :data:`OUTCOMES`);
+      :data:`~framedclient.errors.OUTCOMES`);
     - ``framedclient_request_latency_seconds{outcome="ok"|"error"}``
       (histogram with the ``buckets`` bounds and ``+Inf``; the label is
       ``outcome``, like on ``framedclient_requests_total``);

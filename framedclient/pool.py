@@ -220,10 +220,11 @@ class Pool:
         connections join or leave.  ``None``: the connections' own
         ``max_in_flight``.
 
-    A connection that is leased (see :meth:`lease`) or not accepting (full,
-    draining, not ready) is skipped.  The balancer sees only the ready
-    connections of eligible hosts (not ejected, no probe out), so any
-    policy honours host health unchanged; when no eligible host has a ready
+    A connection that is leased (see
+    :meth:`FramedClient.lease() <framedclient.client.FramedClient.lease>`)
+    or not accepting (full, draining, not ready) is skipped.  The balancer
+    sees only the ready connections of eligible hosts (not ejected, no probe
+    out), so any policy honours host health unchanged; when no eligible host has a ready
     connection, it sees every ready connection (a degraded host serves
     better than none).  The first request picked for a probing host is its
     probe.

@@ -913,11 +913,12 @@ class FramedClientFactory(ClientFactory):
         proto = await endpoint.connect(factory)
         reply = await proto.request(b"hello")
 
-    Keyword arguments are those of :class:`ProtocolConfig`.
+    Keyword arguments are those of :class:`~framedclient.config.ProtocolConfig`.
 
     :param owner: given to every protocol built (see :class:`RequestOwner`).
-    :param per_connection_metrics: give each protocol a :class:`Metrics` of
-        its own (its requests, latency, bytes) instead of sharing
+    :param per_connection_metrics: give each protocol a
+        :class:`~framedclient.metrics.Metrics` of its own (its requests,
+        latency, bytes) instead of sharing
         ``metrics``; ``on_built`` is how the owner finds them.
     :param on_built: called with each protocol built.
     :param health: the health of the host this factory's connections lead

@@ -1,7 +1,8 @@
 """
-:class:`FramedClientService`: a :class:`FramedClient` as a node in a Twisted
-application's service graph, so it starts with the application and drains
-when the application stops (``twist``, ``twistd``, ``MultiService``).
+:class:`FramedClientService`: a :class:`~framedclient.client.FramedClient`
+as a node in a Twisted application's service graph, so it starts with the
+application and drains when the application stops (``twist``, ``twistd``,
+``MultiService``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """
-Suite-wide test machinery: a per-test timeout that works under the reactor.
+Suite-wide test machinery: the fast default run (tests marked ``slow`` run
+with ``--slow``), and a per-test timeout that works under the reactor.
 
 Every test gets a timeout (``timeout`` in ``pyproject.toml``; a slow test
 raises its own with ``@pytest.mark.timeout(SECONDS)``).  pytest-timeout
@@ -94,3 +95,28 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
     item.cancel_timeout = cancel  # type: ignore[attr-defined]
     timer.start()
     return True
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow",
+        action="store_true",
+        default=False,
+        help="also run the tests marked slow (real processes, browsers); "
+        "without it they are deselected, unless -m selects by marker",
+    )
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """
+    Deselect the slow tests for a quick inner loop; ``--slow`` keeps them,
+    and an explicit ``-m`` (``-m slow``) decides on its own.
+    """
+    if config.getoption("--slow") or config.getoption("-m"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]

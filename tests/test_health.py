@@ -297,7 +297,7 @@ def test_debug_state_shows_each_host():
     hosts = fleet.client.debug_state()["hosts"]
     assert [h["state"] for h in hosts] == ["live", "live"]
     # Unnamed endpoints are named by endpoint_name(), told apart by #N.
-    assert [h["name"] for h in hosts] == ["MemoryEndpoint", "MemoryEndpoint#2"]
+    assert [h["name"] for h in hosts] == ["memory", "memory#2"]
 
 
 # -- black holes --------------------------------------------------------------------

@@ -633,7 +633,6 @@ async def test_lines_codec_answers_in_order_and_refuses_a_body_with_a_newline():
 
 @pytest_twisted.ensureDeferred
 async def test_listen_starts_the_multiplexing_proxy_on_the_pool():
-    pytest.importorskip("framedclient.runner.proxy")
     async with running("--listen", LOOPBACK, "--pool-size", "2") as runner:
         proxy = runner.service.proxy
         assert proxy is not None and proxy.port is not None

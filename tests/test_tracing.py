@@ -44,8 +44,8 @@ def test_each_request_is_a_span_under_the_callers_span():
     assert span.kind == trace.SpanKind.CLIENT
     attributes = dict(span.attributes or {})
     assert attributes == {
-        "framedclient.upstream": "MemoryEndpoint",
-        "framedclient.connection": "MemoryEndpoint/0",
+        "framedclient.upstream": "memory",
+        "framedclient.connection": "memory/0",
         "framedclient.attempt": 1,
         "framedclient.hedge": False,
         "framedclient.outcome": "ok",

@@ -149,7 +149,7 @@ class Codec(Protocol):
     the caller passed to ``request()`` (``bytes``, or a :class:`Message` for
     codecs with header fields), and the reply body is whatever the caller
     should get back (``bytes``, or a :class:`Message` that keeps the reply's
-    header fields).  For an :data:`ERROR` frame, ``decode`` may return a
+    header fields).  For an :attr:`~Kind.ERROR` frame, ``decode`` may return a
     :class:`~framedclient.errors.RemoteError` (with its ``code``) as the
     body: the caller's Deferred fails with exactly that error.  Error bodies
     that are bytes become ``RemoteError(body.decode())``, as before.

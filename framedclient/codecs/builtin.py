@@ -18,24 +18,24 @@ is::
 and the length field's value plus ``adjust`` is the number of bytes after it
 (``adjust=-2`` when a 2-byte length counts itself).  Keys, all optional:
 
-==============  ==========================================================
-``size``        bytes of the length field: 1, 2, 3, 4 or 8 (default 4)
-``order``       ``big`` or ``little``, for every field (default ``big``)
-``adjust``      added to the length value to get the bytes after the
-                field (default 0)
-``header``      bytes of header after the length field (default: just
-                enough for the id and kind fields)
-``id-offset``   where the request ID starts in the header (default 0)
-``id-size``     bytes of the ID: 1, 2, 4 or 8 (default 4)
-``kind-offset`` where a message-kind field starts; absent: every frame
-                from the server is a reply (no error replies, no pings)
-``kind-size``   bytes of the kind field: 1, 2, 4 or 8 (default 1)
-``kinds``       kind values, ``name:value`` pairs joined by ``;``
-                (default fc1's: request:0;reply:1;error:2;ping:3;pong:4;
-                cancel:5;goaway:6); request and reply are required
-``max-frame``   largest whole frame accepted, in bytes (default 16 MiB,
-                or what the length field can express if less)
-==============  ==========================================================
+===============  ==========================================================
+``size``         bytes of the length field: 1, 2, 3, 4 or 8 (default 4)
+``order``        ``big`` or ``little``, for every field (default ``big``)
+``adjust``       added to the length value to get the bytes after the
+                 field (default 0)
+``header``       bytes of header after the length field (default: just
+                 enough for the id and kind fields)
+``id-offset``    where the request ID starts in the header (default 0)
+``id-size``      bytes of the ID: 1, 2, 4 or 8 (default 4)
+``kind-offset``  where a message-kind field starts; absent: every frame
+                 from the server is a reply (no error replies, no pings)
+``kind-size``    bytes of the kind field: 1, 2, 4 or 8 (default 1)
+``kinds``        kind values, ``name:value`` pairs joined by ``;``
+                 (default fc1's: request:0;reply:1;error:2;ping:3;pong:4;
+                 cancel:5;goaway:6); request and reply are required
+``max-frame``    largest whole frame accepted, in bytes (default 16 MiB,
+                 or what the length field can express if less)
+===============  ==========================================================
 """
 
 from __future__ import annotations

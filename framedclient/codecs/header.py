@@ -6,7 +6,8 @@ and the codec builds and reads it, behind any framer.
 Each field plays one role:
 
 - the **request ID** (``id_field``): written by the codec, read back to
-  match the reply; its width is the codec's ID space (:attr:`max_id`);
+  match the reply; its width is the codec's ID space
+  (:attr:`~framedclient.codecs.base.Codec.max_id`);
 - the **status** (``status_field``): read from replies; a value in ``ok`` is
   a success, any other fails the request with a
   :class:`~framedclient.errors.RemoteError` carrying that ``code`` (a

@@ -115,6 +115,8 @@ class ReplyDiscarded(RespError):
     """
 
 
+#: A decoded RESP2 reply: bulk and simple strings as ``bytes``, integers,
+#: arrays (nested), errors inside arrays, and ``None`` for nil.
 RespValue: TypeAlias = "bytes | int | list[RespValue] | RespError | None"
 
 

@@ -9,7 +9,7 @@ everything with ``twist`` (and for the gateway's demos and tests); see
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, Service
@@ -20,7 +20,11 @@ from twisted.python.failure import Failure
 
 from framedclient.codecs import DEFAULT_MAX_FRAME, FC1Codec
 from framedclient.runner.listening import fail_startup
-from framedclient.runner.options import check_server_endpoint, usage_exit
+from framedclient.runner.options import (
+    check_server_endpoint,
+    usage_exit,
+    version_exit,
+)
 from framedclient.server import ReferenceServerFactory
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
@@ -69,6 +73,12 @@ class Options(usage.Options):
             super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as error:
             usage_exit("framedserver", error)
+
+    def opt_version(self) -> NoReturn:
+        """
+        Print framedclient's version (and Twisted's and Python's) and exit.
+        """
+        version_exit()
 
     def postOptions(self) -> None:
         if self["port"] is not None:

@@ -1491,9 +1491,12 @@ class GatewayService(ListeningService):
         super().__init__(reactor, description, inherited)
         self.gateway = gateway
         self.limits = limits if limits is not None else HTTPLimits()
-        self.factory = _TrackingFactory(
-            gateway.site(self.limits), self.limits.max_connections
-        )
+        site = gateway.site(self.limits)
+        # The HTTP deadlines (header, body, linger) run on this service's
+        # clock, like everything else it schedules: a test that gives it a
+        # task.Clock leaves no timer on the real reactor.
+        site.reactor = reactor
+        self.factory = _TrackingFactory(site, self.limits.max_connections)
         gateway.connections = self.factory
 
     def startService(self) -> None:

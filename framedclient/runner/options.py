@@ -49,6 +49,7 @@ __all__ = [
     "config_options",
     "options_table",
     "usage_exit",
+    "version_exit",
 ]
 
 DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
@@ -99,6 +100,25 @@ def usage_exit(command: str, error: usage.UsageError) -> NoReturn:
     )
     sys.stderr.flush()
     raise UsageExit(2)
+
+
+def version_exit() -> NoReturn:
+    """
+    Print framedclient's version, then the Twisted and Python it runs on, and
+    exit with status 0.  ``usage.Options`` would
+    print Twisted's version alone, which says nothing about this package.
+    """
+    import platform
+
+    import twisted
+    from framedclient._version import __version__
+
+    print(
+        f"framedclient {__version__} (Twisted {twisted.__version__}, "
+        f"Python {platform.python_version()})"
+    )
+    sys.stdout.flush()
+    raise SystemExit(0)
 
 
 class _PlaceholderReactor:
@@ -391,6 +411,12 @@ class Options(usage.Options):
             super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as error:
             usage_exit("framedclient", error)
+
+    def opt_version(self) -> NoReturn:
+        """
+        Print framedclient's version (and Twisted's and Python's) and exit.
+        """
+        version_exit()
 
     def opt_upstream(self, endpoint: str) -> None:
         self["upstream"].append(check_client_endpoint("upstream", endpoint))

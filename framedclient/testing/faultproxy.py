@@ -586,9 +586,10 @@ class _Segment:
         self.pos = 0
 
 
-class _Side(Protocol):
+class ProxySide(Protocol):
     """
-    One of the proxy's two sockets for a proxied connection.
+    One of the proxy's two sockets for a proxied connection (the proxy
+    builds them; they appear in :class:`ProxiedConnection`'s signature).
     """
 
     def __init__(self, proxy: FaultProxy, role: Direction) -> None:
@@ -712,7 +713,7 @@ class Flow:
     # -- internals -----------------------------------------------------------
 
     @property
-    def _dst(self) -> _Side | None:
+    def _dst(self) -> ProxySide | None:
         link = self._link
         return link._server if self.direction == TO_SERVER else link._client
 
@@ -915,7 +916,7 @@ class ProxiedConnection:
     """
 
     def __init__(
-        self, proxy: FaultProxy, index: int, plan: ConnectionPlan, client: _Side
+        self, proxy: FaultProxy, index: int, plan: ConnectionPlan, client: ProxySide
     ) -> None:
         self._proxy = proxy
         self._clock = proxy._clock
@@ -923,7 +924,7 @@ class ProxiedConnection:
         self.plan = plan
         self.client_address: IAddress = client.transport.getPeer()  # type: ignore[union-attr]
         self._client = client
-        self._server: _Side | None = None
+        self._server: ProxySide | None = None
         self._connect_d: Deferred[Any] | None = None
         self._closing = False
         self.closed = False
@@ -1018,7 +1019,7 @@ class ProxiedConnection:
         """
         _set_no_delay(self._client)
         self._client.set_paused(True)
-        server = _Side(self._proxy, TO_SERVER)
+        server = ProxySide(self._proxy, TO_SERVER)
         server.link = self
         d = endpoint.connect(_OneShotFactory(server))
         self._connect_d = d
@@ -1026,7 +1027,7 @@ class ProxiedConnection:
 
     def _connected(self, proto: object) -> None:
         self._connect_d = None
-        assert isinstance(proto, _Side)
+        assert isinstance(proto, ProxySide)
         self._server = proto
         if self._closing or self.closed:
             # Raced with a close: drop the new connection too.
@@ -1062,7 +1063,7 @@ class ProxiedConnection:
         )
         self._abort()
 
-    def _side_lost(self, side: _Side) -> None:
+    def _side_lost(self, side: ProxySide) -> None:
         if self.closed:
             return
         other = self._server if side is self._client else self._client
@@ -1082,7 +1083,7 @@ class ProxiedConnection:
         toward_other._close_bucket()
         toward_other._deliver()
 
-    def _close_side(self, side: _Side) -> None:
+    def _close_side(self, side: ProxySide) -> None:
         if side.lost or side.transport is None:
             return
         # A registered producer keeps a TCP transport open after
@@ -1175,10 +1176,10 @@ class _OneShotFactory(Factory):
 
     noisy = False
 
-    def __init__(self, proto: _Side) -> None:
+    def __init__(self, proto: ProxySide) -> None:
         self._proto = proto
 
-    def buildProtocol(self, addr: IAddress | None) -> _Side:
+    def buildProtocol(self, addr: IAddress | None) -> ProxySide:
         return self._proto
 
 
@@ -1188,11 +1189,11 @@ class _ListeningFactory(Factory):
     def __init__(self, proxy: FaultProxy) -> None:
         self._proxy = proxy
 
-    def buildProtocol(self, addr: IAddress | None) -> _Side:
-        return _Side(self._proxy, TO_CLIENT)
+    def buildProtocol(self, addr: IAddress | None) -> ProxySide:
+        return ProxySide(self._proxy, TO_CLIENT)
 
 
-def _set_no_delay(side: _Side) -> None:
+def _set_no_delay(side: ProxySide) -> None:
     # Small writes (split pieces, single frames) must leave at once: with
     # Nagle's algorithm the kernel would coalesce them behind delayed ACKs,
     # undoing split and adding 40 ms stalls.
@@ -1265,13 +1266,16 @@ class FaultProxy:
             self._upstream: IStreamClientEndpoint = endpoint_type(reactor, host, port)
         else:
             self._upstream = upstream
+        #: What goes wrong and how often, for connections accepted from now on.
         self.schedule = schedule if schedule is not None else FaultSchedule()
         self._clock: IReactorTime = clock if clock is not None else reactor
         self.close_grace = close_grace
+        #: Faults injected so far, by kind (:data:`FAULT_KINDS`).
         self.faults: Counter[str] = Counter()
         self.connections_accepted = 0
         self.connections_refused = 0
         self.upstream_failures = 0
+        #: The listening port while listening, else ``None``.
         self.port: IListeningPort | None = None
         self._links: dict[int, ProxiedConnection] = {}
         self._next_index = 0
@@ -1279,7 +1283,7 @@ class FaultProxy:
         self._stopped = False
         # Refused sockets until their (aborted) transports are gone, so
         # stop() can wait for them too.
-        self._refused: set[_Side] = set()
+        self._refused: set[ProxySide] = set()
 
     def __repr__(self) -> str:
         where = self.client_description if self.port is not None else "not listening"
@@ -1438,7 +1442,7 @@ class FaultProxy:
 
     # -- internals ----------------------------------------------------------------
 
-    def _accept(self, client: _Side) -> None:
+    def _accept(self, client: ProxySide) -> None:
         index = self._next_index
         self._next_index += 1
         schedule = self.schedule

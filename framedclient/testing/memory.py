@@ -8,6 +8,10 @@ test calls :meth:`MemoryServer.flush` (or :meth:`MemoryPair.flush`), and time
 passes when it calls :meth:`MemoryServer.advance`.  The transports are
 :mod:`twisted.test.iosim`'s ``FakeTransport`` (the ones ``treq.testing`` is
 built on), so the protocols under test see ordinary Twisted transports.
+``twisted.test`` is Twisted's own test package, but no public module has a
+connected transport pair (``twisted.internet.testing`` has one-sided
+``StringTransport`` only), and ``treq.testing`` depends on the same module,
+so it is used rather than copied.
 
 Two ways in:
 
@@ -97,7 +101,10 @@ class MemoryPump(IOPump):  # type: ignore[misc]
         pause_at: int = 64 * 1024,
     ) -> None:
         super().__init__(client, server, client_io, server_io, False, clock=clock)  # type: ignore[no-untyped-call]
+        #: Whether the server reads what the client writes (see
+        #: :meth:`MemoryConnection.stop_reading`).
         self.server_reading = True
+        #: Held bytes at which the client's producer is paused.
         self.pause_at = pause_at
         self._held: list[bytes] = []
         #: bytes written by the client and not yet delivered to the server.
@@ -271,7 +278,7 @@ def connected_pair(
     :param clock: the clock both sides run on; a new ``Clock`` by default.
     :param greet: flush once before returning, so that whatever the server
         sends on connecting has arrived (as ``iosim`` does).
-    :param config: more :class:`~framedclient.protocol.ProtocolConfig`
+    :param config: more :class:`~framedclient.config.ProtocolConfig`
         fields for the client (``request_timeout``, ``max_write_buffer``,
         ``heartbeat_interval``, ...).
     :return: ``(client, server, pump)``, already connected (both
@@ -381,8 +388,13 @@ class MemoryServer:
             if server_factory is not None
             else _default_server_factory(None, self.clock)
         )
+        #: Every connection accepted, open or closed, oldest first.
         self.connections: list[MemoryConnection] = []
+        #: Connection attempts seen, whatever became of them.
         self.attempts = 0
+        #: What the next connection attempts meet: ``"accept"``,
+        #: ``"refuse"`` or ``"hang"`` (see :meth:`refuse`, :meth:`hang`,
+        #: :meth:`accept`).
         self.mode = "accept"
         self._connecting: list[tuple[IProtocolFactory, Deferred[IProtocol]]] = []
 
@@ -541,6 +553,10 @@ class MemoryEndpoint:
 
     def __repr__(self) -> str:
         return f"<MemoryEndpoint {self.server!r}>"
+
+    def __str__(self) -> str:
+        # The connections' names: "memory/0", "memory/1", ...
+        return "memory"
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:  # noqa: N803
         return self.server._connect(protocolFactory)

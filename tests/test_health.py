@@ -293,7 +293,8 @@ def test_debug_state_shows_each_host():
     fleet = Fleet(2, pool_size=1)
     hosts = fleet.client.debug_state()["hosts"]
     assert [h["state"] for h in hosts] == ["live", "live"]
-    assert [h["name"] for h in hosts] == ["upstream0", "upstream1"]
+    names = [h["name"] for h in hosts]
+    assert len(set(names)) == 2, f"each host has a name of its own: {names}"
 
 
 # -- black holes --------------------------------------------------------------------

@@ -70,6 +70,9 @@ framedclient_api_modules = [
     "framedclient.connection",
     "framedclient.pool",
     "framedclient.balance",
+    "framedclient.ketama",
+    "framedclient.hedging",
+    "framedclient.tracing",
     "framedclient.membership",
     "framedclient.health",
     "framedclient.discovery",
@@ -97,7 +100,7 @@ exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
 # intersphinx inventories are fetched), so only those are exempt, by prefix.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(twisted|zope|automat|attrs|attr|prometheus_client|hypothesis)\..*"),
+    (r"py:.*", r"(twisted|zope|automat|attrs|attr|prometheus_client|hypothesis|opentelemetry)\..*"),
     # zope.interface classes in annotations, as autodoc prints them.
     (r"py:class", r"<InterfaceClass (twisted|zope)\..*"),
 ]
@@ -110,8 +113,12 @@ nitpick_ignore = [
         "IProtocol",
         "IProtocolFactory",
         "IReactorTime",
+        "Deferred",
         "Metric",
     )
+] + [
+    # Private helpers named in signatures of public methods.
+    ("py:class", "framedclient.hedging._Hedged"),
 ]
 
 autodoc_default_options = {

@@ -100,7 +100,11 @@ exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
 # intersphinx inventories are fetched), so only those are exempt, by prefix.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(twisted|zope|automat|attrs|attr|prometheus_client|hypothesis|opentelemetry)\..*"),
+    (
+        r"py:.*",
+        r"(twisted|zope|automat|attrs|attr|prometheus_client|hypothesis"
+        r"|opentelemetry)\..*",
+    ),
     # zope.interface classes in annotations, as autodoc prints them.
     (r"py:class", r"<InterfaceClass (twisted|zope)\..*"),
 ]

@@ -467,7 +467,10 @@ class RedisCodec:
     second one would hand its reply to the next caller); a
     :class:`CommandBatch` must hold as many as it says.  Anything else
     fails that request alone with
-    :class:`~framedclient.errors.InvalidRequest`, nothing sent.
+    :class:`~framedclient.errors.InvalidRequest`, nothing sent.  What
+    :func:`command` returned (and :meth:`CommandBatch.of` joined from such
+    results alone) is whole by construction and is not parsed again: the
+    check costs about a microsecond per command, a tenth of a GET.
 
     A top-level error reply (``-ERR ...``) fails its request with
     :class:`~framedclient.errors.RemoteError` carrying Redis's message (an

@@ -746,7 +746,9 @@ class FramedClient:
             ``timeout`` not a number, ``key`` not bytes or str.
         :raises ValueError: ``timeout`` is not positive.
         """
-        if body.__class__ is not bytes or timeout is not None:
+        if timeout is not None or not isinstance(body, bytes):
+            # (isinstance: a codec's own bytes subclass, e.g. a Redis
+            # command made by command(), takes this fast path too.)
             check_request(body, timeout)
         if self._closing:
             self._events.record_failure(ClientClosed.outcome, None)

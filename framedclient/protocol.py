@@ -412,7 +412,7 @@ class FramedProtocol(Protocol):
             ``timeout`` not a number.
         :raises ValueError: ``timeout`` is not positive.
         """
-        if body.__class__ is not bytes or (
+        if not isinstance(body, bytes) or (
             timeout is not None
             and (timeout.__class__ is not float or not timeout > 0.0)
         ):

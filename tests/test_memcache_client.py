@@ -27,7 +27,7 @@ from framedclient.codecs.memcache import (
     Opcode,
     ValueTooLarge,
 )
-from framedclient.codecs.memcache_client import InvalidKey
+from framedclient.codecs.memcache_client import InvalidKey, _value, check_key
 from framedclient.errors import ConnectionLost, RemoteError, Unavailable
 
 from .servers import memcached_server
@@ -409,4 +409,20 @@ def test_the_short_paths_agree_with_the_declared_codec(
         assert type(mine[2]) is type(declared[2]) and mine[2].code == declared[2].code
         assert mine[:2] == declared[:2]
     else:
+        # get() reads the value alone first; the whole message, made later,
+        # is still the declared codec's.
+        assert _value(mine[2]) == declared[2].parts["value"]
         assert mine == declared
+        assert len(mine[2]) == len(declared[2])
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys | st.text(max_size=260))
+def test_a_key_is_accepted_exactly_when_memcached_can_take_it(key):
+    raw = key.encode() if isinstance(key, str) else key
+    acceptable = 0 < len(raw) <= 250 and all(0x20 < b != 0x7F for b in raw)
+    if acceptable:
+        assert check_key(key) == raw
+    else:
+        with pytest.raises(InvalidKey):
+            check_key(key)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import deferLater
@@ -24,6 +26,7 @@ from framedclient.codecs.redis import (
     command,
     parse_reply,
 )
+from framedclient.codecs.redis_client import RedisCommands
 from framedclient.errors import (
     ConnectFailed,
     ConnectionLost,
@@ -491,3 +494,20 @@ async def test_a_batch_through_the_plain_client_gives_ok_body_pairs(server):
             await client.request(CommandBatch(batch, 3))
     finally:
         await client.close(timeout=2)
+
+
+@given(st.binary(max_size=40) | st.text(max_size=10))
+def test_get_sends_the_command_that_command_makes_and_as_trusted(key):
+    # get() builds its command by hand for speed: the bytes, and the trust
+    # the codec gives command()'s results, must be command()'s own.
+    sent: list[bytes] = []
+
+    class Capture(RedisCommands):
+        def _request(self, body: bytes, timeout: float | None) -> Deferred[object]:
+            sent.append(body)
+            return Deferred()
+
+    Capture().get(key)
+    (body,) = sent
+    expected = command("GET", key)
+    assert body == expected and body.__class__ is expected.__class__

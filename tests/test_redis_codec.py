@@ -6,6 +6,8 @@ CI=true).
 
 from __future__ import annotations
 
+import array
+
 import pytest
 import pytest_twisted
 from hypothesis import given, settings
@@ -16,7 +18,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from framedclient import FramedClient, RemoteError
-from framedclient.codecs import ERROR
+from framedclient.codecs import ERROR, REQUEST
 from framedclient.codecs.redis import (
     CommandBatch,
     RedisCodec,
@@ -24,6 +26,7 @@ from framedclient.codecs.redis import (
     RespError,
     RespFramer,
     command,
+    count_commands,
     parse_reply,
 )
 from framedclient.errors import (
@@ -365,3 +368,109 @@ def test_singles_and_batches_each_get_exactly_their_own_replies(requests, data):
         else:
             assert result == [(True, r) for r in expected]
     assert proto.engine.entries == 0 and proto.unknown_replies == 0
+
+
+# -- commands the client built itself: trusted, not parsed again --------------
+
+arguments = st.lists(
+    st.binary(max_size=30)
+    | st.text(max_size=10)
+    | st.integers(-(2**70), 2**70)
+    | st.binary(max_size=30).map(bytearray)
+    | st.lists(st.integers(-(2**31), 2**31 - 1), max_size=4).map(
+        lambda items: memoryview(array.array("i", items))
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+def _as_bytes(arg) -> bytes:
+    if isinstance(arg, str):
+        return arg.encode()
+    if isinstance(arg, int):
+        return str(arg).encode()
+    return bytes(arg)
+
+
+@settings(max_examples=300, deadline=None)
+@given(arguments)
+def test_a_command_sent_unchecked_is_exactly_the_one_the_check_accepts(args):
+    # command() builds one whole command whatever its arguments (a
+    # memoryview of 4-byte items included); the codec's short path for it
+    # sends what the full check would have accepted, byte for byte.
+    codec = RedisCodec()
+    body = command(*args)
+    checked = bytes(body)
+    assert count_commands(checked) == 1
+    assert codec.encode(REQUEST, 1, body) == codec.encode(REQUEST, 1, checked)
+    assert parse_reply(checked) == [_as_bytes(a) for a in args]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(arguments, min_size=1, max_size=5))
+def test_a_batch_of_commands_sent_unchecked_holds_as_many_as_it_says(commands):
+    batch = CommandBatch.of([command(*args) for args in commands])
+    assert count_commands(bytes(batch)) == batch.expected_replies == len(commands)
+    assert RedisCodec().encode(REQUEST, 1, batch) == bytes(batch)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        command("SET", "a", "1") + command("PING"),  # joined: plain bytes
+        bytes(command("PING")) + command("PING"),
+        (command("PING") * 2)[:-1],  # repeated then cut
+        command("GET", "a")[:-2],  # cut short
+        b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPING\r\n",  # written by hand
+    ],
+)
+def test_a_users_body_is_still_checked_when_made_from_commands(body):
+    # Only command()'s own result is trusted: whatever a user derives from
+    # it is plain bytes again, and two commands in it are refused.
+    assert body.__class__ is bytes
+    proto, transport, clock = connected()
+    d = proto.request(body)
+    clock.advance(0)
+    (refused,) = outcomes([d])
+    assert refused.check(InvalidRequest)
+    assert transport.value() == b""
+
+
+def test_a_batch_that_says_one_command_but_holds_two_is_still_refused():
+    two = command("PING") + command("PING")
+    for batch in (CommandBatch(two, 1), CommandBatch.of([two])):
+        proto, transport, clock = connected()
+        d = proto.request(batch)
+        clock.advance(0)
+        (refused,) = outcomes([d])
+        assert refused.check(InvalidRequest)
+        assert "holds 2" in str(refused.value)
+        assert transport.value() == b""
+
+
+def test_a_command_without_arguments_is_refused_as_before():
+    proto, transport, clock = connected()
+    d = proto.request(command())
+    clock.advance(0)
+    (refused,) = outcomes([d])
+    assert refused.check(InvalidRequest)
+    assert transport.value() == b""
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(values, min_size=1, max_size=8), st.integers(16, 200))
+def test_whole_bulk_strings_cut_at_once_agree_with_the_byte_by_byte_parse(
+    replies, max_frame
+):
+    # Fed whole, top-level bulk strings take the framer's short path; fed a
+    # byte at a time they never can: both give the same frames, limits
+    # included.
+    stream = b"".join(to_resp(v) for v in replies)
+    whole = RespFramer(max_frame, max_bulk=max_frame - 8).feed(stream)
+    slow = RespFramer(max_frame, max_bulk=max_frame - 8)
+    parts = []
+    for i in range(len(stream)):
+        parts += slow.feed(stream[i : i + 1])
+    assert whole == parts
+    assert len(whole) == len(replies)

@@ -449,41 +449,101 @@ class MemcacheCodec:
         return REPLY, request_id, [decode(hit)[2] for hit in gathered.hits]
 
     def _decode_one(self, frame: bytes) -> tuple[int, int, object]:
-        # A successful reply, read at once into the message the declared
-        # codec makes (tested to be equal); anything else (an error status,
-        # a malformed frame) takes the declared codec's path.
+        # A successful reply, read at once into a message equal to the one
+        # the declared codec makes (tested); anything else (an error
+        # status, a malformed frame) takes the declared codec's path.
         if len(frame) >= HEADER_SIZE:
-            magic, opcode, nkey, nextras, dtype, status, nbody, opaque, cas = (
-                _HEADER.unpack_from(frame)
-            )
+            header = _HEADER.unpack_from(frame)
             if (
-                magic == RESPONSE_MAGIC
-                and not status
-                and nbody == len(frame) - HEADER_SIZE
-                and nkey + nextras <= nbody
+                header[0] == RESPONSE_MAGIC
+                and not header[5]
+                and header[6] == len(frame) - HEADER_SIZE
+                and header[2] + header[3] <= header[6]
             ):
-                reply = Message.__new__(Message)
-                reply.fields = {
-                    "magic": magic,
-                    "opcode": opcode,
-                    "key_length": nkey,
-                    "extras_length": nextras,
-                    "data_type": dtype,
-                    "status": status,
-                    "total_body_length": nbody,
-                    "opaque": opaque,
-                    "cas": cas,
-                }
-                body = frame[HEADER_SIZE:]
-                reply.body = body
-                value_at = nextras + nkey
-                reply.parts = {
-                    "extras": body[:nextras],
-                    "key": body[nextras:value_at],
-                    "value": body[value_at:],
-                }
-                return REPLY, opaque, reply
+                return REPLY, header[7], _Reply(frame, header)
         return self._inner.decode(frame)
+
+
+_FIELD_NAMES = (
+    "magic",
+    "opcode",
+    "key_length",
+    "extras_length",
+    "data_type",
+    "status",
+    "total_body_length",
+    "opaque",
+    "cas",
+)
+
+
+class _Reply(Message):
+    """
+    A successful reply from :class:`MemcacheCodec`'s short path: a
+    :class:`~framedclient.codecs.base.Message` whose header fields, body
+    and parts are made from the frame when first read, since a GET reads
+    only the value (making them all at once cost half the codec's time per
+    reply).  Equal to the message the declared codec makes of the frame.
+    """
+
+    __slots__ = ("_body", "_fields", "_frame", "_header", "_parts")
+
+    def __init__(self, frame: bytes, header: tuple[int, ...]) -> None:
+        # (Message's own slots stay empty: the properties below replace them.)
+        self._frame = frame
+        self._header = header
+        self._fields: dict[str, int] | None = None
+        self._body: bytes | None = None
+        self._parts: dict[str, bytes] | None = None
+
+    @property
+    def value(self) -> bytes:
+        """``parts["value"]``, without making the other parts."""
+        parts = self._parts
+        if parts is not None:
+            return parts["value"]
+        header = self._header
+        return self._frame[HEADER_SIZE + header[3] + header[2] :]
+
+    @property  # type: ignore[override]
+    def fields(self) -> dict[str, int]:
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = dict(zip(_FIELD_NAMES, self._header, strict=True))
+        return fields
+
+    @fields.setter
+    def fields(self, value: dict[str, int]) -> None:
+        self._fields = value
+
+    @property  # type: ignore[override]
+    def body(self) -> bytes:
+        body = self._body
+        if body is None:
+            body = self._body = self._frame[HEADER_SIZE:]
+        return body
+
+    @body.setter
+    def body(self, value: bytes) -> None:
+        self._body = value
+
+    @property  # type: ignore[override]
+    def parts(self) -> dict[str, bytes]:
+        parts = self._parts
+        if parts is None:
+            frame = self._frame
+            key_at = HEADER_SIZE + self._header[3]
+            value_at = key_at + self._header[2]
+            parts = self._parts = {
+                "extras": frame[HEADER_SIZE:key_at],
+                "key": frame[key_at:value_at],
+                "value": frame[value_at:],
+            }
+        return parts
+
+    @parts.setter
+    def parts(self, value: dict[str, bytes]) -> None:
+        self._parts = value
 
 
 def __getattr__(name: str) -> Any:

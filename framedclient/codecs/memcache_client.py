@@ -29,6 +29,7 @@ from framedclient.codecs.memcache import (
     MemcacheCodec,
     NotStored,
     Opcode,
+    _Reply,
 )
 from framedclient.errors import InvalidRequest
 
@@ -65,6 +66,12 @@ def check_key(key: Key) -> bytes:
         holding a space or a control byte.
     :raises TypeError: neither bytes nor str.
     """
+    if (
+        key.__class__ is bytes
+        and 0 < len(key) <= MAX_KEY_LENGTH
+        and key.translate(None, _BAD_KEY_BYTES) == key
+    ):
+        return key  # the usual key, in one test
     if isinstance(key, str):
         key = key.encode("utf-8")
     elif not isinstance(key, bytes):
@@ -93,6 +100,8 @@ def _check_expire(expire: int) -> int:
 
 
 def _value(reply: Message) -> bytes:
+    if reply.__class__ is _Reply:
+        return reply.value  # type: ignore[attr-defined, no-any-return]
     return reply.parts["value"]
 
 
@@ -103,6 +112,10 @@ def _on(errors: tuple[type[Exception], ...], result: Any) -> Any:
         return result
 
     return handle
+
+
+# get()'s: made once, not per call.
+_none_on_miss = _on((KeyNotFound,), None)
 
 
 def _true(_: object) -> bool:
@@ -200,7 +213,7 @@ class MemcacheClient:
         """The value, or ``None`` on a miss."""
         # A bytes body is a GET of that key (the codec's short path).
         d = self.client.request(check_key(key))
-        return d.addCallbacks(_value, _on((KeyNotFound,), None))
+        return d.addCallbacks(_value, _none_on_miss)
 
     def gets(self, key: Key) -> Deferred[tuple[bytes, int] | None]:
         """``(value, cas)``, or ``None`` on a miss; ``cas`` is for :meth:`cas`."""

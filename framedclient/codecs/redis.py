@@ -223,6 +223,31 @@ class RespFramer:
         while True:
             pos = self._pos
             end = len(buf)
+            if not stack and not self._bulk:
+                # New replies that are bulk strings (GETs'): each one that
+                # is all here and within the limits is cut at once.
+                # Anything else (nil, not all here yet, too large,
+                # malformed) takes the general path below, which decides
+                # the same way.
+                while pos < end and buf[pos] == 0x24:
+                    eol = buf.find(b"\r\n", pos)
+                    if eol < 0:
+                        break
+                    digits = buf[pos + 1 : eol]
+                    if not digits.isdigit():
+                        break
+                    n = int(digits)
+                    stop = eol + 4 + n
+                    if (
+                        stop > end
+                        or n > self.max_bulk
+                        or stop - pos > self.max_frame
+                        or buf[stop - 2 : stop] != b"\r\n"
+                    ):
+                        break
+                    frames.append(bytes(buf[pos:stop]))
+                    pos = stop
+                self._pos = self._start = pos
             if self._bulk:
                 if self._discard is not None:
                     # Drop what has come of a discarded bulk string.
@@ -313,6 +338,23 @@ class RespFramer:
                 self._start = pos
 
 
+class _Command(bytes):
+    """
+    One whole RESP command, made by :func:`command` (or by
+    :class:`RedisClient` the same way): correct by construction, so
+    :meth:`RedisCodec.encode` sends it without parsing it again.
+
+    Trust goes with the exact class, and only :func:`command` makes one:
+    anything derived from it (``+``, slices, ``bytes(...)``) is plain
+    ``bytes`` again and is checked like any body a user wrote.
+    """
+
+    __slots__ = ()
+
+    # What the engine reads off a body that is not plain bytes: one reply.
+    expected_replies = 1
+
+
 class CommandBatch(bytes):
     """
     Several RESP commands sent as **one request** that takes exactly as many
@@ -342,10 +384,23 @@ class CommandBatch(bytes):
         """
         A batch of ``commands`` (each made by :func:`command`).
         """
-        return cls(b"".join(commands), len(commands))
+        data = b"".join(commands)
+        if cls is CommandBatch and all(c.__class__ is _Command for c in commands):
+            # Whole commands, one each: the codec need not count them again.
+            return _CommandList(data, len(commands))
+        return cls(data, len(commands))
 
     def __repr__(self) -> str:
         return f"<CommandBatch of {self.expected_replies} commands, {len(self)} bytes>"
+
+
+class _CommandList(CommandBatch):
+    """
+    A :class:`CommandBatch` that :meth:`CommandBatch.of` joined from
+    :func:`command`'s results alone: it holds exactly as many whole commands
+    as it says, by construction, so :meth:`RedisCodec.encode` does not
+    count them again.
+    """
 
 
 def _command_end(body: bytes, pos: int) -> int:
@@ -412,7 +467,10 @@ class RedisCodec:
     second one would hand its reply to the next caller); a
     :class:`CommandBatch` must hold as many as it says.  Anything else
     fails that request alone with
-    :class:`~framedclient.errors.InvalidRequest`, nothing sent.
+    :class:`~framedclient.errors.InvalidRequest`, nothing sent.  What
+    :func:`command` returned (and :meth:`CommandBatch.of` joined from such
+    results alone) is whole by construction and is not parsed again: the
+    check costs about a microsecond per command, a tenth of a GET.
 
     A top-level error reply (``-ERR ...``) fails its request with
     :class:`~framedclient.errors.RemoteError` carrying Redis's message (an
@@ -458,8 +516,14 @@ class RedisCodec:
             raise ValueError(f"RESP has no {Kind(kind).name} frames")
         if len(body) > self.max_frame:
             raise FrameTooLarge(len(body), self.max_frame)
-        if body.__class__ is bytes:
-            # The usual case, checked without counting past one command.
+        cls = body.__class__
+        if cls is _Command or cls is _CommandList:
+            # Made by command() / CommandBatch.of() from command()s: whole
+            # commands, as many as it says, by construction.
+            return body
+        if cls is bytes:
+            # A body from elsewhere, checked without counting past one
+            # command.
             try:
                 end = _command_end(body, 0)
             except (ValueError, IndexError):
@@ -496,15 +560,27 @@ class RedisCodec:
 def command(*args: bytes | str | int) -> bytes:
     """
     One Redis command as a RESP array of bulk strings.
+
+    Each argument becomes exact ``bytes`` first (text as UTF-8, integers
+    in decimal, anything else through ``bytes()``: a ``memoryview``'s
+    length in bytes is not its ``len()``), so the lengths written are the
+    lengths sent and the result is always exactly one command; the codec
+    relies on that to skip re-checking it.
     """
+    if not args:
+        # No command at all: the codec refuses it (checked like raw bytes).
+        return b"*0\r\n"
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        if isinstance(arg, str):
-            arg = arg.encode()
-        elif isinstance(arg, int):
-            arg = b"%d" % arg
+        if arg.__class__ is not bytes:
+            if isinstance(arg, str):
+                arg = str.encode(arg)
+            elif isinstance(arg, int):
+                arg = b"%d" % int(arg)
+            else:
+                arg = bytes(arg)
         parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)
+    return _Command(b"".join(parts))
 
 
 def parse_reply(frame: bytes) -> RespValue:

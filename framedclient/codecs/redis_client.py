@@ -25,6 +25,7 @@ from framedclient.codecs.redis import (
     RedisCodec,
     RespError,
     RespValue,
+    _Command,
     command,
     parse_reply,
 )
@@ -102,8 +103,11 @@ class RedisCommands:
 
     def get(self, key: Arg) -> Deferred[bytes | None]:
         if key.__class__ is bytes:
-            # The everyday command, built at once (what command() makes).
-            body = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)  # type: ignore[arg-type]
+            # The everyday command, built at once: what command() makes,
+            # so as trusted (the codec does not parse it again).
+            body = _Command(
+                b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)  # type: ignore[arg-type]
+            )
             d = self._request(body, None)
             return d.addCallbacks(parse_reply, _as_resp_error)
         return self.execute("GET", key)  # type: ignore[return-value]

@@ -102,6 +102,11 @@ setup(
             "psutil>=5.9",
             # Both Redis reply parsers are tested against each other.
             "hiredis>=2.0",
+            # An independent ketama implementation to place keys against.
+            "uhashring>=2.1",
+            # Spans checked with the SDK's in-memory exporter.
+            "opentelemetry-api>=1.20",
+            "opentelemetry-sdk>=1.20",
         ],
         # Lint, types, packaging and the documentation site (.ci/run).
         "dev": [
@@ -109,11 +114,6 @@ setup(
             "mypy-zope>=1.0",
             "ruff>=0.5",
             "build>=1.0",
-            "uhashring>=2.1",
-            "opentelemetry-api>=1.20",
-            "opentelemetry-sdk>=1.20",
-            # Both Redis reply parsers are tested against each other.
-            "hiredis>=2.0",
             "sphinx>=8",
             "myst-parser>=4",
             "sphinxcontrib-zopeext>=0.4",

@@ -234,6 +234,15 @@ async def test_status_page_shows_what_debug_state_reports_while_load_runs():
             assert groups == ["U:" + upstream] + [
                 u["name"] for u in final["state"]["upstreams"]
             ]
+            # The upstream's row says its health state and its ejections.
+            heading = await deferToThread(
+                driver.execute_script,
+                "const r = document.querySelector('#connections tr[data-upstream]');"
+                "return [r.dataset.health, r.textContent];",
+            )
+            assert final["state"]["by_upstream"][upstream]["health"]["live"] == 1
+            assert heading[0] == "live"
+            assert heading[1].endswith(" · live · ejections 0"), heading[1]
 
             # One connection's histogram: its own successful requests.
             busiest = max(

@@ -216,8 +216,14 @@ class _HeapClock(Clock):
         heap = self._heap
         while heap:
             when, _, call = heap[0]
-            if call.cancelled or call.called or when != call.getTime():
+            if call.cancelled or call.called or when > call.getTime():
+                # Gone, or moved earlier by reset() (which pushed it anew).
                 heapq.heappop(heap)
+                continue
+            if when < call.getTime():
+                # Moved later by reset() or delay(), which push nothing.
+                heapq.heappop(heap)
+                self._push(call)
                 continue
             return call
         return None
@@ -230,11 +236,7 @@ class _HeapClock(Clock):
         return head.getTime() if head is not None else float("inf")
 
     def getDelayedCalls(self) -> list[DelayedCall]:
-        live = {
-            id(c): c
-            for when, _, c in self._heap
-            if not (c.cancelled or c.called) and when == c.getTime()
-        }
+        live = {id(c): c for _, _, c in self._heap if not (c.cancelled or c.called)}
         return list(live.values())
 
     def advance(self, amount: float) -> None:

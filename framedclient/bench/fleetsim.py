@@ -85,6 +85,10 @@ class FleetConfig:
     :ivar health: host health on (the default settings) or off
         (``failure_accrual=None``: hosts are never ejected; black-hole
         detection still closes silent connections).
+    :ivar hedge_after: hedge after this many seconds (the requests are
+        then idempotent: two hosts may see a request, the first and the
+        hedge, but still no host sees it twice); ``None``: no hedging, and
+        requests are not idempotent.
     :ivar seed: seeds the arrivals, the keys and every random choice of the
         clients (p2c's draws, jitter), so a run is repeatable.
     """
@@ -97,6 +101,7 @@ class FleetConfig:
     slow_delay: float = 0.2
     dead: str = "silent"
     health: bool = True
+    hedge_after: float | None = None
     seed: int = 1
 
 
@@ -117,7 +122,8 @@ class PolicyResult:
     :ivar to_dead: requests the dead host received.
     :ivar lost: requests whose Deferred never fired (must be 0).
     :ivar wrong: replies that were not the request's body (must be 0).
-    :ivar twice: request bodies a host received more than once (must be 0).
+    :ivar twice: request bodies a host received more than once (must be 0;
+        a hedge goes to another host, so hedging does not count here).
     :ivar seconds: real seconds the simulation took.
     """
 
@@ -287,6 +293,8 @@ class _Fleet:
         names = [f"tcp:10.0.0.{i + 1}:9000" for i in range(config.hosts)]
         # Health off: hosts are never ejected (the other settings stay).
         options: dict[str, Any] = {} if config.health else {"failure_accrual": None}
+        if config.hedge_after is not None:
+            options["hedge_after"] = config.hedge_after
         self.clients = [
             FramedClient(
                 [s.endpoint() for s in self.servers],
@@ -393,6 +401,7 @@ def simulate(config: FleetConfig, policy: str) -> PolicyResult:
     failed: Counter[str] = Counter()
     wrong = 0
     keyed = policy == "ketama"
+    hedged = config.hedge_after is not None
 
     def ended(result: object, number: int, body: bytes, start: float) -> None:
         nonlocal wrong
@@ -417,7 +426,7 @@ def simulate(config: FleetConfig, policy: str) -> PolicyResult:
         body = b"c%d-%d" % (index, number)
         key = b"k%d" % rng.getrandbits(32) if keyed else None
         fired.append(0)
-        fleet.clients[index].request(body, key=key).addBoth(
+        fleet.clients[index].request(body, key=key, idempotent=hedged).addBoth(
             ended, number, body, clock.seconds()
         )
         if number % 5000 == 4999:
@@ -464,7 +473,13 @@ def markdown_table(config: FleetConfig, results: Sequence[PolicyResult]) -> str:
         f"per client for {config.duration:g} simulated s (seed {config.seed}); "
         f"hosts reply in {_ms(config.delay)} ms, one in {_ms(config.slow_delay)} ms, "
         f"one is dead ({config.dead}); "
-        f"{'default health settings' if config.health else 'health off'}, pool_size=1.",
+        f"{'default health settings' if config.health else 'health off'}, "
+        + (
+            f"hedged after {_ms(config.hedge_after)} ms, "
+            if config.hedge_after is not None
+            else ""
+        )
+        + "pool_size=1.",
         "",
         "| policy | requests | ok | failed | p50 ms | p99 ms | p99 ms (all) "
         "| to slow host | to dead host | lost / twice / wrong |",
@@ -525,6 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-health", action="store_true",
         help="never eject a host (failure_accrual=None), to compare",
     )
+    parser.add_argument(
+        "--hedge-after", type=_positive(float), default=None, metavar="SECONDS",
+        help="idempotent requests, hedged after SECONDS (hedge_after=)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
         "--policies",
@@ -554,6 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         slow_delay=args.slow_delay,
         dead=args.dead,
         health=not args.no_health,
+        hedge_after=args.hedge_after,
         seed=args.seed,
     )
     results = []

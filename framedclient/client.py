@@ -68,6 +68,7 @@ from framedclient.errors import (
     Unavailable,
     outcome_of,
 )
+from framedclient.health import STATES as HEALTH_STATES
 from framedclient.health import HealthBoard, HostHealth
 from framedclient.hedging import HEDGE_EVENTS, Hedger, default_hedge_budget
 from framedclient.ketama import key_bytes
@@ -1258,6 +1259,14 @@ class FramedClient:
             group["ready"] += conn["state"] == "ready"
         for proto, upstream in self.pool.ready_upstreams().items():
             by_upstream[upstream]["in_flight"] += proto.table_size
+        # Each group's health as counts by state (one host: a single 1), so
+        # that the groups of several worker processes add up.
+        for host in self.health.hosts:
+            if host.name in by_upstream:
+                by_upstream[host.name]["health"] = {
+                    s: int(host.state == s) for s in HEALTH_STATES
+                }
+                by_upstream[host.name]["ejections"] = host.total_ejections
         state["by_upstream"] = by_upstream
         state["hosts"] = self.health.debug_state()
         state["discovery"] = self._membership.debug_state()
@@ -1384,6 +1393,7 @@ class FramedClient:
                     labels,
                 )
             )
+        samples.extend(self._health_samples())
         hedges = self.hedges()
         for event in HEDGE_EVENTS:
             samples.append(
@@ -1393,6 +1403,62 @@ class FramedClient:
                     "(no_budget, no_host).",
                     hedges[event],
                     {"result": event},
+                )
+            )
+        return samples
+
+
+    def _health_samples(self) -> list[Sample]:
+        """
+        Each host's health: its state as one gauge per state (1 for the
+        state it is in, so that summed over ``--workers`` processes the
+        value counts the workers that see the host in that state), and
+        its ejections, probes and black-hole closes so far.
+        """
+        samples: list[Sample] = []
+        for host in self.health.hosts:
+            labels = {"upstream": host.name}
+            for state in HEALTH_STATES:
+                samples.append(
+                    GaugeSample(
+                        "framedclient_upstream_health",
+                        "1 for the health state the upstream is in (live takes "
+                        "requests; ejected, probing and probe_sent are out), "
+                        "else 0.",
+                        int(host.state == state),
+                        {**labels, "state": state},
+                    )
+                )
+            samples.append(
+                CounterSample(
+                    "framedclient_upstream_ejections_total",
+                    "Times the upstream was ejected for consecutive failures.",
+                    host.total_ejections,
+                    labels,
+                )
+            )
+            samples.append(
+                CounterSample(
+                    "framedclient_upstream_probes_total",
+                    "Probe requests sent to the upstream when its ejection "
+                    "window ended.",
+                    host.total_probes,
+                    labels,
+                )
+            )
+            own = self._upstream_metrics.get(host.name)
+            black_holes = (
+                own.totals().connection_events.get("black_hole", 0)
+                if own is not None
+                else 0
+            )
+            samples.append(
+                CounterSample(
+                    "framedclient_upstream_black_holes_total",
+                    "Connections to the upstream closed as black holes "
+                    "(written requests timed out in a row, nothing read).",
+                    black_holes,
+                    labels,
                 )
             )
         return samples

@@ -42,7 +42,15 @@ from twisted.logger import Logger
 
 from framedclient.backoff import ExponentialBackoff
 
-__all__ = ["EJECTED", "LIVE", "PROBE_SENT", "PROBING", "HealthBoard", "HostHealth"]
+__all__ = [
+    "EJECTED",
+    "LIVE",
+    "PROBE_SENT",
+    "PROBING",
+    "STATES",
+    "HealthBoard",
+    "HostHealth",
+]
 
 _log = Logger()
 
@@ -54,6 +62,9 @@ EJECTED = "ejected"
 PROBING = "probing"
 #: The probe is out: no other request until its outcome is known.
 PROBE_SENT = "probe_sent"
+
+#: Every state, in the order the status page and ``/metrics`` list them.
+STATES: tuple[str, ...] = (LIVE, EJECTED, PROBING, PROBE_SENT)
 
 #: The longest an ejection window grows to (unless ``ejection_time`` is
 #: longer): a host that stays broken is still probed every minute.
@@ -78,6 +89,8 @@ class HostHealth:
     :ivar ejections: ejections in a row (reset when the host revives);
         sets the length of the next window.
     :ivar total_ejections: every ejection so far.
+    :ivar total_probes: every probe sent so far (a request handed to the
+        host when its window ended, to learn whether it is back).
     :ivar ejected_until: when the current window ends (``-inf`` unless
         ejected).
     """
@@ -91,6 +104,7 @@ class HostHealth:
         "name",
         "state",
         "total_ejections",
+        "total_probes",
     )
 
     def __init__(self, name: str, board: HealthBoard) -> None:
@@ -100,6 +114,7 @@ class HostHealth:
         self.failures = 0
         self.ejections = 0
         self.total_ejections = 0
+        self.total_probes = 0
         self.ejected_until = -math.inf
         self._timer: IDelayedCall | None = None
 
@@ -168,6 +183,7 @@ class HostHealth:
         if self.state != PROBING:
             return
         board = self._board
+        self.total_probes += 1
         self._cancel_timer()
         self._timer = board.clock.callLater(board.ejection_time, self._probe_lapsed)
         self._set(PROBE_SENT)
@@ -184,6 +200,7 @@ class HostHealth:
             "state": self.state,
             "failures": self.failures,
             "ejections": self.total_ejections,
+            "probes": self.total_probes,
             "ejected_for": max(0.0, self.ejected_until - self._board.clock.seconds())
             if self.state == EJECTED
             else None,

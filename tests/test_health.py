@@ -457,3 +457,69 @@ def test_an_idempotent_request_lost_with_its_host_is_retried_on_another_host():
     served = [sum(c.client.ok_count for c in s.connections) for s in fleet.servers]
     assert served == [0, 6]
     assert client.metrics.retries == 6
+
+
+def _health_series(client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted((s.labels or {}).items()))): s.value
+        for s in client.gauges()
+        if s.name.startswith(
+            (
+                "framedclient_upstream_health",
+                "framedclient_upstream_ejections",
+                "framedclient_upstream_probes",
+                "framedclient_upstream_black_holes",
+            )
+        )
+    }
+
+
+def test_metrics_show_each_hosts_state_ejections_probes_and_black_holes():
+    # Host 0 accepts connections and never answers.
+    fleet = Fleet(
+        2,
+        silent=(0,),
+        pool_size=1,
+        failure_accrual=2,
+        black_hole_after=2,
+        request_timeout=1.0,
+        abandoned_ttl=0.5,
+    )
+    client = fleet.client
+    sick, well = (h.name for h in client.health.hosts)
+    # The health series carry the same upstream label as the other
+    # per-upstream series, so one PromQL selector joins them.
+    assert {sick, well} == set(client.pool.upstreams)
+    for _ in range(2):
+        outcomes([client.request(b"x") for _ in range(2)])  # one per host
+        fleet.flush()
+        fleet.advance(1.5)
+    got = _health_series(client)
+    up = "framedclient_upstream_health"
+    assert got[up, (("state", "ejected"), ("upstream", sick))] == 1
+    assert got[up, (("state", "live"), ("upstream", sick))] == 0
+    assert got[up, (("state", "live"), ("upstream", well))] == 1
+    states = [v for (n, labels), v in got.items() if n == up and ("upstream", sick) in labels]
+    assert sorted(states) == [0, 0, 0, 1], "one state at a time"
+    assert got["framedclient_upstream_ejections_total", (("upstream", sick),)] == 1
+    assert got["framedclient_upstream_ejections_total", (("upstream", well),)] == 0
+    assert got["framedclient_upstream_black_holes_total", (("upstream", sick),)] == 1
+    assert got["framedclient_upstream_black_holes_total", (("upstream", well),)] == 0
+    assert got["framedclient_upstream_probes_total", (("upstream", sick),)] == 0
+    host = client.health.hosts[0]
+    fleet.advance(host.ejected_until - fleet.clock.seconds())
+    assert host.state == PROBING
+    sent = 0
+    while host.state == PROBING and sent < 4:
+        client.request(b"probe").addBoth(lambda _: None)
+        sent += 1
+    fleet.flush()
+    got = _health_series(client)
+    assert got["framedclient_upstream_probes_total", (("upstream", sick),)] == 1
+    assert got[up, (("state", "probe_sent"), ("upstream", sick))] == 1
+    groups = client.debug_state()["by_upstream"]
+    assert groups[sick]["health"]["probe_sent"] == 1
+    assert groups[sick]["ejections"] == 1
+    assert groups[well]["health"] == {
+        "live": 1, "ejected": 0, "probing": 0, "probe_sent": 0
+    }

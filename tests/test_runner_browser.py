@@ -234,6 +234,15 @@ async def test_status_page_shows_what_debug_state_reports_while_load_runs():
             assert groups == ["U:" + upstream] + [
                 u["name"] for u in final["state"]["upstreams"]
             ]
+            # The upstream's row says its health state and its ejections.
+            heading = await deferToThread(
+                driver.execute_script,
+                "const r = document.querySelector('#connections tr[data-upstream]');"
+                "return [r.dataset.health, r.textContent];",
+            )
+            assert final["state"]["by_upstream"][upstream]["health"]["live"] == 1
+            assert heading[0] == "live"
+            assert heading[1].endswith(" · live · ejections 0"), heading[1]
 
             # One connection's histogram: its own successful requests.
             busiest = max(
@@ -543,10 +552,23 @@ async def test_status_page_shows_the_workers_and_their_sums_and_fits_400_px():
                 "rows": _poll(rows, 10, "the workers table was not shown"),
                 "visible": driver.find_element("id", "workers-section").is_displayed(),
                 "sum_ok": _value(driver, "sum-ok"),
+                # Each worker judges host health itself: the upstream's row
+                # counts the workers that see it live.
+                "heading": _poll(
+                    lambda: driver.execute_script(
+                        "const r = document.querySelector("
+                        "'#connections tr[data-upstream]');"
+                        "return r && r.textContent.includes('ejections') "
+                        "? r.textContent : null;"
+                    ),
+                    10,
+                    "no upstream row with its health",
+                ),
                 "narrow": _layout_at(driver, 400),
             }
 
         seen = await _with_page(runner, steps)
+    assert seen["heading"].endswith(" · live 2 · ejections 0"), seen["heading"]
     assert seen["visible"] is True
     assert seen["rows"]["0"]["ok"] == seen["rows"]["1"]["ok"] == "5"
     assert seen["rows"]["1"]["restarts"] == "1"

@@ -260,3 +260,54 @@ def test_per_upstream_histograms_merge_across_workers_and_outlive_a_dead_one():
         'framedclient_upstream_request_latency_seconds_count{outcome="ok",upstream="tcp:db:1"} 10.0'
         in text
     )
+
+
+def with_client_samples(rep: dict[str, Any], eject: bool) -> dict[str, Any]:
+    """``rep`` plus the per-upstream samples of a real two-host client."""
+    from framedclient.client import FramedClient
+    from framedclient.testing import MemoryServer
+
+    clock = Clock()
+    servers = [MemoryServer(clock=clock) for _ in range(2)]
+    client = FramedClient(
+        [s.endpoint() for s in servers],
+        clock,
+        names=["tcp:db:1", "tcp:db:2"],
+        failure_accrual=1,
+    )
+    for s in servers:
+        s.flush()
+    if eject:
+        client.health.host("tcp:db:1").failed()
+    rep["samples"] += samples_to_json(client._health_samples())
+    client.health.stop()
+    return rep
+
+
+def test_host_health_adds_up_across_workers_and_ejections_outlive_a_dead_one():
+    # Worker 0 ejected db:1, worker 1 did not; a dead worker had ejected it too.
+    dead = retire(None, with_client_samples(report([]), eject=True))
+    merged = merge_reports(
+        [
+            entry(0, with_client_samples(report([]), eject=True)),
+            entry(1, with_client_samples(report([]), eject=False)),
+            entry(2, None, restarts=1, retired=dead),
+        ],
+        0,
+    )
+    got = {
+        (s.name, tuple(sorted((s.labels or {}).items()))): s.value
+        for s in merged.samples()
+    }
+    health = "framedclient_upstream_health"
+    # The state gauge counts the live workers that see the host in each
+    # state (the dead worker's view died with it) ...
+    assert got[health, (("state", "ejected"), ("upstream", "tcp:db:1"))] == 1
+    assert got[health, (("state", "live"), ("upstream", "tcp:db:1"))] == 1
+    assert got[health, (("state", "live"), ("upstream", "tcp:db:2"))] == 2
+    # ... while ejections are counted once each, the dead worker's included.
+    ejections = "framedclient_upstream_ejections_total"
+    assert got[ejections, (("upstream", "tcp:db:1"),)] == 2
+    assert got[ejections, (("upstream", "tcp:db:2"),)] == 0
+    text = prometheus_text(merged.metrics, merged.samples()).decode()
+    assert 'framedclient_upstream_ejections_total{upstream="tcp:db:1"} 2.0' in text

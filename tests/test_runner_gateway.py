@@ -482,6 +482,9 @@ async def test_metrics_pass_promtool_check_metrics():
         await runner.post(b"!error:x")
         await runner.post(b"!drop")
         _, _, body = await runner.get("/metrics")
+    # The host-health families are in what promtool checks.
+    for family in (b"upstream_health", b"upstream_ejections_total", b"upstream_probes_total"):
+        assert b"# TYPE framedclient_" + family in body
     result = subprocess.run(
         [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30
     )

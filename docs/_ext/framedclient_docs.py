@@ -205,6 +205,7 @@ def metrics_table(root: Path, generated: Path) -> None:
 def label_values() -> str:
     from framedclient.connection import STATES
     from framedclient.errors import OUTCOMES
+    from framedclient.health import STATES as HEALTH_STATES
     from framedclient.metrics import CONNECTION_EVENTS
 
     def listed(values: tuple[str, ...]) -> str:
@@ -218,6 +219,7 @@ def label_values() -> str:
         f"| `event` | `framedclient_connection_events_total` "
         f"| {listed(CONNECTION_EVENTS)} |\n"
         f"| `state` | `framedclient_connections` | {listed(STATES)} |\n"
+        f"| `state` | `framedclient_upstream_health` | {listed(HEALTH_STATES)} |\n"
         "| `kind` | `framedclient_dropped_replies_total` | `late` (the reply of "
         "a request that timed out or was cancelled), `unknown` |\n"
         "| `code` | `framedclient_http_responses_total` | the HTTP status of "

@@ -27,6 +27,9 @@ Examples::
     # Redis and memcached clients side by side (framedclient.bench.keyvalue)
     python -m framedclient.bench redis --concurrency 50
     python -m framedclient.bench memcache --concurrency 50
+    # each pick policy with 50 clients x 20 hosts, one slow and one dead,
+    # simulated on the in-memory kit (framedclient.bench.fleetsim)
+    python -m framedclient.bench fleet-sim
 
 See ``docs/benchmarks.md`` for what every column means.
 """
@@ -246,6 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framedclient.bench.gateway import main as gateway_main
 
         return gateway_main(argv[1:])
+    if argv[:1] == ["fleet-sim"]:
+        # 50 clients x 20 hosts (one slow, one dead) on the in-memory kit.
+        from framedclient.bench.fleetsim import main as fleet_main
+
+        return fleet_main(argv[1:])
     if argv[:1] in (["redis"], ["memcache"]):
         # Real protocols against real servers (framedclient.bench.keyvalue).
         from framedclient.bench.keyvalue import main as keyvalue_main

@@ -1,0 +1,128 @@
+"""
+The fleet simulation (``python -m framedclient.bench fleet-sim``), scaled
+down: many clients, one slow and one dead host, every pick policy.
+"""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from framedclient.bench.__main__ import main as bench_main
+from framedclient.bench.fleetsim import POLICIES, FleetConfig, PolicyResult, simulate
+
+#: 5 clients x 10 hosts for a simulated minute: about 6,000 requests per
+#: policy, a second or two of real time for all four.
+SMALL = FleetConfig(clients=5, hosts=10, rate=20.0, duration=60.0)
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, PolicyResult]:
+    return {policy: simulate(SMALL, policy) for policy in POLICIES}
+
+
+def test_no_request_is_lost_sent_twice_or_answered_wrong(results):
+    for policy, r in results.items():
+        assert r.requests > 5_000, policy
+        assert (r.lost, r.twice, r.wrong) == (0, 0, 0), policy
+        assert r.ok + sum(r.failed.values()) == r.requests, policy
+        assert set(r.failed) <= {"timeout", "connection_lost"}, policy
+
+
+def test_load_aware_policies_keep_99_percent_ok_despite_the_dead_host(results):
+    # A silent host's connections fill up with unanswered requests, so the
+    # policies that look at load stop picking it before health ejects it.
+    for policy in ("p2c", "least_loaded"):
+        assert results[policy].ok_rate >= 0.99, (policy, results[policy])
+        assert results[policy].to_dead < results["round_robin"].to_dead, policy
+
+
+def test_health_keeps_requests_off_the_dead_host():
+    # Without ejection, round robin keeps handing the dead host its share.
+    off = simulate(attrs.evolve(SMALL, health=False), "round_robin")
+    on = simulate(SMALL, "round_robin")
+    share = off.requests / SMALL.hosts
+    assert off.to_dead > share / 2
+    assert on.to_dead < off.to_dead / 4
+    assert on.ok_rate > off.ok_rate
+    assert (off.lost, off.twice, off.wrong) == (0, 0, 0)
+
+
+def test_ketama_sends_the_dead_hosts_keys_elsewhere_once_it_is_ejected(results):
+    r = results["ketama"]
+    # Random keys put about 1/10 of the requests on the dead host's arcs;
+    # after the first ejections they go to the next host on the ring.
+    assert r.to_dead < r.requests / SMALL.hosts / 4
+    assert r.ok_rate > 0.98
+
+
+def test_no_policy_hides_the_slow_host_but_hedging_does(results):
+    # About 1/10 of the requests land on the 200 ms host with every policy
+    # (each client holds too few requests there for load to tell), so the
+    # tail is the slow host's; a hedge after 10 ms takes it out.
+    for policy, r in results.items():
+        assert r.p99 >= SMALL.slow_delay, policy
+    hedged = simulate(attrs.evolve(SMALL, hedge_after=0.01), "p2c")
+    assert hedged.p99 < SMALL.slow_delay / 4
+    assert hedged.ok_rate >= results["p2c"].ok_rate
+    # A hedge goes to another host: still no host sees a request twice.
+    assert (hedged.lost, hedged.twice, hedged.wrong) == (0, 0, 0)
+
+
+def test_the_same_seed_gives_the_same_results():
+    config = FleetConfig(clients=3, hosts=5, rate=20.0, duration=10.0, seed=7)
+    a, b = simulate(config, "p2c"), simulate(config, "p2c")
+    assert attrs.evolve(a, seconds=0) == attrs.evolve(b, seconds=0)
+
+
+def test_the_command_prints_a_markdown_table(capsys):
+    code = bench_main(
+        [
+            "fleet-sim",
+            *("--clients", "2", "--hosts", "4", "--duration", "3"),
+            *("--policies", "p2c,ketama"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| policy | requests | ok |")
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| p2c", "| ketama"]
+
+
+def test_bad_arguments_get_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench_main(["fleet-sim", "--hosts", "2"])
+    assert exc.value.code == 2
+    assert "--hosts must be at least 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_main(["fleet-sim", "--policies", "p2c,fastest"])
+    assert "unknown policies fastest" in capsys.readouterr().err
+
+
+def test_the_heap_clock_runs_timers_like_twisteds_clock():
+    # The simulation's clock must keep Clock's contract, or every figure
+    # in the table is off: order by time then by scheduling, cancel,
+    # reset and delay.
+    from framedclient.bench.fleetsim import _HeapClock
+
+    clock = _HeapClock()
+    ran: list[str] = []
+    clock.callLater(2, ran.append, "b")
+    clock.callLater(1, ran.append, "a")
+    clock.callLater(2, ran.append, "b2")
+    gone = clock.callLater(1.5, ran.append, "cancelled")
+    later = clock.callLater(0.5, ran.append, "reset")
+    pushed = clock.callLater(0.7, ran.append, "delayed")
+    gone.cancel()
+    later.reset(3)
+    pushed.delay(3)
+    assert clock.next_time() == 1
+    assert len(clock.getDelayedCalls()) == 5
+    clock.advance(2)
+    assert ran == ["a", "b", "b2"]
+    clock.advance(1)
+    assert ran[3:] == ["reset"]
+    clock.advance(0.7)
+    assert ran[4:] == ["delayed"]
+    assert clock.getDelayedCalls() == [] and clock.next_time() == float("inf")

@@ -152,6 +152,7 @@ class Hedger:
             return first
         hedged = _Hedged(self, first, upstream, body, timeout, key, delay)
         hedged.context = context
+        hedged.first_proto = proto
         return hedged.outer
 
     def hedge(self, h: _Hedged) -> None:
@@ -187,10 +188,12 @@ class _Hedged:
         "done",
         "first",
         "first_failure",
+        "first_proto",
         "hedger",
         "key",
         "outer",
         "second",
+        "sent_at",
         "timer",
         "upstream",
     )
@@ -210,8 +213,10 @@ class _Hedged:
         self.upstream = upstream
         self.body = body
         self.key = key
-        self.deadline = clock.seconds() + timeout
+        self.sent_at = clock.seconds()
+        self.deadline = self.sent_at + timeout
         self.done = False
+        self.first_proto: FramedProtocol | None = None
         self.first_failure: Failure | None = None
         self.context: object = None
         self.second: Deferred[Any] | None = None
@@ -250,12 +255,30 @@ class _Hedged:
         self.body = b""  # the body is not needed any more
         if hedge and not isinstance(result, Failure):
             self.hedger.counts["won"] += 1
+            self._first_lost()
         if other is not None and not other.called:
             other.cancel()
         if isinstance(result, Failure):
             self.outer.errback(result)
         else:
             self.outer.callback(result)
+
+    def _first_lost(self) -> None:
+        # The hedge answered while the first copy's connection has read
+        # nothing since that copy went out: a failure of its host, as a
+        # timeout would be.  Without this a silent host is never ejected
+        # while hedging is on: each of its copies is cancelled by a winning
+        # hedge, and a cancel is neither a failure nor a timeout.  A host
+        # that answers anything meanwhile (other replies, the cancel's
+        # answer of an earlier copy read since) is only slow: not counted.
+        proto = self.first_proto
+        if (
+            proto is not None
+            and not self.first.called
+            and proto.health is not None
+            and proto.silent_since(self.sent_at)
+        ):
+            proto.health.failed()
 
     def cancel(self, outer: Deferred[Any]) -> None:
         # The caller cancelled: both copies go (cancel frames sent); then

@@ -291,6 +291,15 @@ class FramedProtocol(Protocol):
         engine = self.engine
         return engine.live + engine.tombstones
 
+    def silent_since(self, when: float) -> bool:
+        """
+        Whether nothing at all has been read from the peer since ``when``
+        (a clock reading): a request that went out then and lost to a
+        hedge with nothing read meanwhile is a sign of a silent peer, as
+        much as a timeout is.
+        """
+        return self._liveness.last_read <= when
+
     @property
     def late_replies(self) -> int:
         """

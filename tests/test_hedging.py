@@ -135,7 +135,9 @@ def test_without_budget_the_request_waits_for_its_own_host():
 
 
 def test_the_default_budget_hedges_about_one_request_in_ten():
-    fleet = Fleet(hedge_budget=None)
+    # Host health off: the slow host loses every copy to a hedge and would
+    # be ejected (see below), which is not what this test counts.
+    fleet = Fleet(hedge_budget=None, failure_accrual=None)
     for key in SLOW_KEYS[:40] * 5:
         results(fleet.client.request(b"x", key=key, idempotent=True, timeout=30))
         fleet.advance(0.01, step=0.01)
@@ -286,3 +288,36 @@ def test_every_hedged_request_fires_once_whatever_happens(seed):
     assert [f for f in timers if getattr(f, "__name__", "") == "fire"] == []
     hedges = fleet.client.stats()["hedges"]
     assert hedges["won"] > 0  # the chaos did hedge
+
+
+def test_a_host_that_loses_every_copy_to_a_hedge_is_ejected():
+    # The first host never answers (a silent host): every copy sent there
+    # is cancelled by a winning hedge.  Five in a row with nothing read
+    # from it meanwhile eject it, as five timeouts would; the requests
+    # then go to the other host without waiting for a hedge.
+    fleet = Fleet(slow_delay=3600.0)
+    slow = fleet.client.health.hosts[0]
+    for key in SLOW_KEYS[:5]:
+        seen = results(fleet.client.request(b"x", key=key, idempotent=True, timeout=30))
+        fleet.advance(0.06)
+        assert seen == [b"x"]
+    assert slow.state == "ejected"
+    sent = fleet.client.stats()["hedges"]["sent"]
+    seen = results(fleet.client.request(b"x", key=SLOW_KEYS[5], idempotent=True))
+    fleet.flush()
+    assert seen == [b"x"], "answered at once by the other host"
+    assert fleet.client.stats()["hedges"]["sent"] == sent
+
+
+def test_a_slow_host_that_answers_meanwhile_is_not_ejected_for_lost_hedges():
+    # Copies that lose to hedges while the host answers something else on
+    # the same connection (here: the cancel of the copy before, which the
+    # reference server answers at once) are only slow: no failure counted.
+    fleet = Fleet(slow_delay=0.2)
+    slow = fleet.client.health.hosts[0]
+    for key in SLOW_KEYS[:20]:
+        results(fleet.client.request(b"x", key=key, idempotent=True, timeout=30))
+        fleet.advance(0.03)
+    fleet.advance(0.1)
+    assert fleet.client.stats()["hedges"]["won"] == 20
+    assert slow.state == "live"

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from framedclient.bench.keyvalue import server_argv
+
 __all__ = [
     "RealServer",
     "free_port",
@@ -105,23 +107,7 @@ class RealServer:
 def redis_server(workdir: str, *extra: str) -> Iterator[RealServer]:
     path = require_program("redis-server", "redis-server")
     port = free_port()
-    server = RealServer(
-        [
-            path,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-            *extra,
-        ],
-        port,
-    )
+    server = RealServer(server_argv("redis", path, port, workdir, *extra), port)
     server.start()
     try:
         yield server
@@ -133,9 +119,8 @@ def redis_server(workdir: str, *extra: str) -> Iterator[RealServer]:
 def memcached_server() -> Iterator[RealServer]:
     path = require_program("memcached", "memcached")
     port = free_port()
-    argv = [path, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64"]
-    if os.geteuid() == 0:
-        argv += ["-u", "root"]  # memcached refuses root without it (CI is root)
+    # memcached refuses to run as root without -u root (CI is root).
+    argv = server_argv("memcached", path, port, "", "-m", "64")
     server = RealServer(argv, port)
     server.start()
     try:

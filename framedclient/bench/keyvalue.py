@@ -95,35 +95,36 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
             time.sleep(0.05)
 
 
-def _start_server(protocol: str, cpu: int | None, workdir: str) -> tuple[Any, int]:
-    port = _free_port()
+def server_argv(
+    protocol: str, program: str, port: int, workdir: str, *extra: str
+) -> list[str]:
+    """
+    The command line of a throwaway ``redis-server`` or ``memcached`` on
+    127.0.0.1:``port`` (no persistence; memcached without UDP): one
+    spelling for the bench and the test fixtures (``tests/servers.py``).
+    """
     if protocol == "redis":
-        program = shutil.which("redis-server")
-        args = [
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ]
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", workdir]
     else:
-        program = shutil.which("memcached")
-        args = ["-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "1"]
+        args = ["-l", "127.0.0.1", "-p", str(port), "-U", "0"]
         if os.geteuid() == 0:
             args += ["-u", "root"]  # memcached refuses root without it
+    return [program, *args, *extra]
+
+
+def _start_server(protocol: str, cpu: int | None, workdir: str) -> tuple[Any, int]:
+    port = _free_port()
+    program = shutil.which("redis-server" if protocol == "redis" else "memcached")
     if program is None:
         package = "redis-server" if protocol == "redis" else "memcached"
         raise SystemExit(
             f"{package} is not installed (apt-get install {package}); the "
             f"comparison needs a real server"
         )
+    extra = () if protocol == "redis" else ("-t", "1")
     proc = subprocess.Popen(
-        [program, *args],
+        server_argv(protocol, program, port, workdir, *extra),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         preexec_fn=child_setup(cpu),

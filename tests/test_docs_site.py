@@ -1,0 +1,140 @@
+"""
+The documentation site builds from what setup.py says it needs: the promise
+of ``pip install -e '.[dev]' && bash .ci/docs`` (README, "Development").
+
+The whole build (``bash .ci/docs``, with ``-W``) runs in CI; these tests hold
+the parts of it a contributor's environment can silently get wrong.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import runpy
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requirement_name(spec: str) -> str:
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
+    assert match, spec
+    return _normal(match.group(1))
+
+
+def setup_requirements(extra: str) -> set[str]:
+    """
+    The distributions ``pip install -e '.[EXTRA]'`` asks for by name:
+    ``install_requires`` and the extra, read from setup.py's text (the
+    installed metadata may be older than the checkout).
+    """
+    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    call = next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setup"
+    )
+    keywords = {k.arg: k.value for k in call.keywords}
+
+    def names(node: ast.AST) -> set[str]:
+        assert isinstance(node, ast.List)
+        # f"twisted>={TWISTED_FLOOR}": the name is the literal start.
+        return {_requirement_name(ast.unparse(item).lstrip("f'\"")) for item in node.elts}
+
+    extras = keywords["extras_require"]
+    assert isinstance(extras, ast.Dict)
+    chosen = [
+        value
+        for key, value in zip(extras.keys, extras.values, strict=True)
+        if isinstance(key, ast.Constant) and key.value == extra
+    ]
+    assert chosen, f"setup.py has no {extra!r} extra"
+    return names(keywords["install_requires"]) | names(chosen[0])
+
+
+def installed_closure(names: set[str]) -> set[str]:
+    """
+    ``names`` and everything they require unconditionally, as installed here.
+    """
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for spec in requires:
+            if "extra ==" not in spec:
+                todo.append(_requirement_name(spec))
+    return seen
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """
+    The top-level packages a module imports when it is imported (the
+    statements of its body; imports inside functions, ``if TYPE_CHECKING``
+    or ``try`` blocks are optional by construction).
+    """
+    found: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def documented_modules() -> list[str]:
+    conf = runpy.run_path(str(ROOT / "docs" / "conf.py"))
+    modules = conf["framedclient_api_modules"]
+    return list(modules() if callable(modules) else modules)
+
+
+def module_file(name: str) -> Path:
+    base = ROOT.joinpath(*name.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def test_the_dev_extra_installs_every_package_the_api_pages_import() -> None:
+    # autodoc imports every documented module; with -W a module that cannot
+    # be imported stops the build (framedclient.tracing without
+    # opentelemetry-api did, in a venv with only the dev extra).
+    allowed = installed_closure(setup_requirements("dev"))
+    distributions = importlib.metadata.packages_distributions()
+    stdlib = set(__import__("sys").stdlib_module_names) | {"__future__"}
+    missing: dict[str, list[str]] = {}
+    for name in documented_modules():
+        for package in sorted(top_level_imports(module_file(name)) - stdlib):
+            if package == "framedclient":
+                continue
+            provided_by = {_normal(d) for d in distributions.get(package, [])}
+            if not provided_by & allowed:
+                missing.setdefault(name, []).append(package)
+    assert not missing, (
+        f"documented modules import packages the dev extra does not install: "
+        f"{missing}; add them to setup.py's dev extra"
+    )
+
+
+def test_the_dev_extra_installs_the_theme_and_the_extensions() -> None:
+    conf = runpy.run_path(str(ROOT / "docs" / "conf.py"))
+    needed = {conf["html_theme"]} | {
+        ext.split(".")[0] for ext in conf["extensions"] if ext != "framedclient_docs"
+    }
+    distributions = importlib.metadata.packages_distributions()
+    allowed = installed_closure(setup_requirements("dev"))
+    for package in sorted(needed):
+        provided_by = {_normal(d) for d in distributions.get(package, [])}
+        assert provided_by & allowed, (
+            f"docs/conf.py uses {package!r}, which setup.py's dev extra does "
+            f"not install"
+        )

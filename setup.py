@@ -117,6 +117,7 @@ setup(
             "sphinx>=8",
             "myst-parser>=4",
             "sphinxcontrib-zopeext>=0.4",
+            "furo>=2024.1",
             # autodoc imports every documented module, framedclient.tracing
             # included (tests/test_docs_site.py checks the list is whole).
             "opentelemetry-api>=1.20",

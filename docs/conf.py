@@ -138,12 +138,26 @@ autodoc_member_order = "bysource"
 # the signature line once ("description" would repeat them per parameter).
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
+# Names in signatures and in a page's table of contents without their
+# module, which the page title already says: "FramedClient.request", not
+# "framedclient.client.FramedClient.request".
+add_module_names = False
+toc_object_entries_show_parents = "hide"
 
 myst_heading_anchors = 3
 myst_enable_extensions = ["colon_fence"]
 
 graphviz_output_format = "svg"
 
-html_theme = "alabaster"
+# Furo (as attrs, pip and black use): readable at any width, a sidebar
+# that shows the whole site.  Its own CSS is widened a little in
+# _static/framedclient.css so that code blocks fit (tests/test_docs_site.py).
+html_theme = "furo"
 html_title = f"framedclient {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["framedclient.css"]
+
+# Sphinx's "smart quotes" also turn -- into an en dash: "--pool-size" in
+# the option tables became an en dash and "pool-size", which breaks when copied into a
+# shell.  Every quote and dash in these pages stays as typed.
+smartquotes = False

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
 import runpy
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,10 +47,16 @@ def setup_requirements(extra: str) -> set[str]:
     )
     keywords = {k.arg: k.value for k in call.keywords}
 
+    def text(item: ast.expr) -> str:
+        # f"twisted>={TWISTED_FLOOR}": the name is the literal start.
+        if isinstance(item, ast.JoinedStr):
+            item = item.values[0]
+        assert isinstance(item, ast.Constant), ast.unparse(item)
+        return str(item.value)
+
     def names(node: ast.AST) -> set[str]:
         assert isinstance(node, ast.List)
-        # f"twisted>={TWISTED_FLOOR}": the name is the literal start.
-        return {_requirement_name(ast.unparse(item).lstrip("f'\"")) for item in node.elts}
+        return {_requirement_name(text(item)) for item in node.elts}
 
     extras = keywords["extras_require"]
     assert isinstance(extras, ast.Dict)
@@ -138,3 +150,115 @@ def test_the_dev_extra_installs_the_theme_and_the_extensions() -> None:
             f"docs/conf.py uses {package!r}, which setup.py's dev extra does "
             f"not install"
         )
+
+
+# -- the built site, in headless Chromium ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """
+    The site as ``bash .ci/docs`` builds it (with -W: a warning fails here).
+    """
+    out = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "docs")],
+        cwd=ROOT,
+        env={**os.environ, "DOCS_OUT": str(out)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from .test_runner_browser import _require_browser, _start_browser
+
+    driver = _start_browser(_require_browser(), str(tmp_path_factory.mktemp("profile")))
+    driver.set_window_size(1400, 1000)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _pages(site: Path) -> list[Path]:
+    return sorted(site.glob("*.html")) + sorted(site.glob("api/*.html"))
+
+
+_CUT = """
+const cut = [];
+for (const e of document.querySelectorAll('pre'))
+    if (e.scrollWidth > e.clientWidth + 1) cut.push('code: ' + e.textContent.slice(0, 80));
+for (const e of document.querySelectorAll('.sidebar-tree a'))
+    if (e.scrollWidth > e.clientWidth + 1) cut.push('sidebar: ' + e.textContent);
+return cut;
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_code_and_sidebar_names_are_not_cut_at_1400_px(
+    site: Path, browser: Any
+) -> None:
+    cut = {}
+    for page in _pages(site):
+        browser.get(page.as_uri())
+        found = browser.execute_script(_CUT)
+        if found:
+            cut[str(page.relative_to(site))] = found
+    assert len(_pages(site)) > 20
+    assert not cut, f"cut behind a scrollbar at 1,400 px: {cut}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_state_diagram_labels_are_as_large_as_the_text(
+    site: Path, browser: Any
+) -> None:
+    browser.get((site / "states.html").as_uri())
+    shown, svg = browser.execute_script(
+        """
+        const o = document.querySelector('object.graphviz');
+        return [o.getBoundingClientRect().width, o.data];
+        """
+    )
+    # The drawing itself, opened alone (a file:// page cannot look inside
+    # its <object>): its natural width and its labels' sizes.
+    browser.get(svg)
+    natural, fonts = browser.execute_script(
+        """
+        const svg = document.querySelector('svg');
+        return [svg.getBoundingClientRect().width,
+                [...svg.querySelectorAll('text')].map(
+                    t => parseFloat(getComputedStyle(t).fontSize))];
+        """
+    )
+    sizes = [size * shown / natural for size in fonts]
+    assert sizes, "no labels found in the state diagram"
+    # Body text is 16 px; below 12 px the labels were unreadable (issue 21).
+    assert min(sizes) >= 12, sorted(sizes)[:5]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_option_names_are_printed_as_typed(site: Path) -> None:
+    cli = (site / "cli.html").read_text(encoding="utf-8")
+    assert "--pool-size" in cli
+    # Smart quotes turned "--" into an en dash; copied into a shell it fails.
+    assert "\u2013pool-size" not in cli and "&#8211;pool-size" not in cli
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_front_page_starts_a_newcomer_and_holds_no_contributor_notes(
+    site: Path,
+) -> None:
+    front = (site / "index.html").read_text(encoding="utf-8")
+    assert "Start here" in front
+    for step in ("tutorial.html", "redis-service.html", "deploy.html"):
+        assert f'href="{step}' in front, step
+    assert "sample:" not in front and "not run" not in front

@@ -245,10 +245,14 @@ def state_machine(generated: Path) -> None:
             stays[start.name].append(symbol)
         else:
             moves[(start.name, end.name)].append(symbol)
+    # Top to bottom, with the body text's size: drawn left to right the
+    # graph was wider than the page and shrunk until its labels were too
+    # small to read (tests/test_docs_site.py measures them on the page).
     lines = [
         "digraph connection {",
-        '  rankdir=LR; node [shape=box, style=rounded, fontname="sans-serif"];',
-        '  edge [fontname="sans-serif", fontsize=10];',
+        "  rankdir=TB; nodesep=0.5;",
+        '  node [shape=box, style=rounded, fontname="sans-serif", fontsize=16];',
+        '  edge [fontname="sans-serif", fontsize=14];',
     ]
     for state in states:
         bold = ", penwidth=2" if state == initial else ""

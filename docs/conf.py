@@ -123,6 +123,8 @@ nitpick_ignore = [
 ] + [
     # Private helpers named in signatures of public methods.
     ("py:class", "framedclient.hedging._Hedged"),
+    # The type variable of a decorator's signature.
+    ("py:class", "framedclient.config._F"),
 ]
 
 autodoc_default_options = {
@@ -134,6 +136,9 @@ autodoc_default_options = {
     "ignore-module-all": True,
 }
 autodoc_member_order = "bysource"
+# A class's page shows its constructor's docstring too: FramedClient's lists
+# every setting there (framedclient.config.documents_settings).
+autoclass_content = "both"
 # Signatures read better without repeating every annotation; the types are in
 # the signature line once ("description" would repeat them per parameter).
 autodoc_typehints = "signature"
@@ -158,6 +163,6 @@ html_static_path = ["_static"]
 html_css_files = ["framedclient.css"]
 
 # Sphinx's "smart quotes" also turn -- into an en dash: "--pool-size" in
-# the option tables became an en dash and "pool-size", which breaks when copied into a
-# shell.  Every quote and dash in these pages stays as typed.
+# the option tables became an en dash and "pool-size", which breaks when
+# copied into a shell.  Every quote and dash in these pages stays as typed.
 smartquotes = False

@@ -49,7 +49,12 @@ from twisted.python.failure import Failure
 from framedclient._endpoints import endpoint_name
 from framedclient.balance import Ketama, WeightedRoundRobin, make_balancer
 from framedclient.codecs import Message
-from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
+from framedclient.config import (
+    ClientConfig,
+    ClientSettings,
+    documents_settings,
+    resolve_client_config,
+)
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
 from framedclient.discovery import (
@@ -302,6 +307,7 @@ class FramedClient:
         endpoints (one host each): failure accrual, ejections, probes.
     """
 
+    @documents_settings
     def __init__(
         self,
         endpoints: Sequence[IStreamClientEndpoint],
@@ -519,6 +525,7 @@ class FramedClient:
         return prepare
 
     @classmethod
+    @documents_settings
     def from_endpoint(
         cls,
         reactor: Any,

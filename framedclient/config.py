@@ -35,9 +35,12 @@ and ``None`` is accepted only where it has a meaning ("off").
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
+import textwrap
+import typing
 from collections.abc import Callable, Mapping
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 import attrs
 
@@ -61,8 +64,10 @@ __all__ = [
     "Setting",
     "Share",
     "Switch",
+    "documents_settings",
     "resolve_client_config",
     "setting_of",
+    "settings_docs",
 ]
 
 #: The attrs metadata key under which each field keeps its :class:`Setting`.
@@ -1041,3 +1046,116 @@ def _document(cls: type) -> None:
 
 _document(ProtocolConfig)
 _document(ClientConfig)
+
+
+# -- the settings, published where users look for them ---------------------------
+
+
+class _Default:
+    """
+    A default shown in a signature by its text (``codec=fc1``): a default
+    made fresh for each client has no value to show.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _default_text(field: attrs.Attribute[Any]) -> str:
+    setting = setting_of(field)
+    if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+        return setting.default_text or "a new one"
+    return setting.kind.show(field.default, cli=False)
+
+
+def settings_docs() -> list[tuple[str, str, str, str]]:
+    """
+    ``(name, type, default, help)`` for each :class:`ClientConfig` field, in
+    definition order: what the docstrings, the signatures and the settings
+    table of the documentation show.
+    """
+    return [
+        (
+            field.name,
+            str(field.type),
+            _default_text(field),
+            setting_of(field).doc(),
+        )
+        for field in attrs.fields(ClientConfig)
+    ]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def documents_settings(func: _F) -> _F:
+    """
+    Publish every :class:`ClientConfig` setting on ``func``, a callable that
+    takes them through ``**settings`` (``FramedClient.__init__``,
+    ``from_endpoint``): its signature lists each as a keyword with its
+    default, and its docstring gets a "name (type, default X): help" line
+    per setting.
+
+    Why: the settings arrive through ``**`` (one definition, here, for
+    the client, the command line and the docs), so without this ``help()``,
+    IDE tooltips and the API reference would show none of them.  Type
+    checkers see them through ``Unpack[ClientSettings]``.
+
+    A ``**`` parameter typed with :class:`ClientSettings` alone is replaced
+    by the settings; any other (``**options`` that also take collaborators)
+    stays, after them.
+    """
+    signature = inspect.signature(func)
+    # The types themselves, not their text (this module's annotations are
+    # strings): help() shows "pool_size: int = 4".
+    types = typing.get_type_hints(ClientConfig)
+    kept = []
+    var_keyword = None
+    for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            var_keyword = parameter
+        else:
+            kept.append(parameter)
+    if var_keyword is None:
+        raise TypeError(f"{func.__qualname__} takes no **settings to document")
+    taken = {parameter.name for parameter in kept}
+    for field in attrs.fields(ClientConfig):
+        if field.name in taken:
+            continue
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = _Default(_default_text(field))
+        kept.append(
+            inspect.Parameter(
+                field.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=default,
+                annotation=types[field.name],
+            )
+        )
+    if "Unpack[ClientSettings]" not in str(var_keyword.annotation):
+        kept.append(var_keyword)
+    func.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]
+    lines = [
+        inspect.cleandoc(func.__doc__ or ""),
+        "",
+        *textwrap.wrap(
+            "Settings, each a keyword (the fields of "
+            ":class:`~framedclient.config.ClientConfig`; ``twist framedclient`` "
+            "takes each as an option, ``pool_size`` as ``--pool-size``):",
+            76,
+        ),
+        "",
+    ]
+    for name, kind, default, help in settings_docs():
+        lines += textwrap.wrap(
+            f":param {name}: ({kind}, default {default}) {help}",
+            76,
+            subsequent_indent="    ",
+            break_on_hyphens=False,
+        )
+    func.__doc__ = "\n".join(lines) + "\n"
+    return func

@@ -262,3 +262,22 @@ def test_the_front_page_starts_a_newcomer_and_holds_no_contributor_notes(
     for step in ("tutorial.html", "redis-service.html", "deploy.html"):
         assert f'href="{step}' in front, step
     assert "sample:" not in front and "not run" not in front
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_every_setting_is_on_the_pages_with_its_default(site: Path) -> None:
+    from framedclient.config import settings_docs
+
+    page = (site / "client.html").read_text(encoding="utf-8")
+    api = (site / "api" / "framedclient.client.html").read_text(encoding="utf-8")
+    table = page[page.index('id="settings"') :]
+    for name, _kind, default, _help in settings_docs():
+        row = re.search(
+            rf'<span class="pre">{name}</span>.*?</td>\s*<td><p><code[^>]*>'
+            rf'<span class="pre">(?P<default>[^<]*)</span>',
+            table,
+            re.S,
+        )
+        assert row and row["default"] == default, name
+        assert f"<strong>{name}</strong>" in api, name

@@ -6,6 +6,7 @@ code, from the code itself, so they cannot drift:
   ``framedclient_api_modules``, and their table of contents;
 - ``_generated/gateway-options.md`` and ``_generated/framedserver-options.md``:
   every command-line option, from the option definitions;
+- ``_generated/settings.md``: every client setting, its default and help;
 - ``_generated/metrics.md``: every metric ``twist framedclient`` exposes,
   scraped from a gateway started for the purpose on 127.0.0.1;
 - ``_generated/connection-states.dot`` and
@@ -31,6 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import attrs
 from sphinx.application import Sphinx
 from sphinx.errors import ExtensionError
 
@@ -84,6 +86,29 @@ def option_tables(generated: Path) -> None:
         rows.append(f"| `--{long} VALUE` | {shown} | {_cell(help)} |")
     rows.append("| `--version` | | print framedclient's version and exit |")
     _write(generated / "framedserver-options.md", "\n".join(rows) + "\n")
+
+
+def settings_table(generated: Path) -> None:
+    """
+    Every client setting once, with its default and what it does, from
+    :func:`framedclient.config.settings_docs` (what ``help()`` shows too).
+    """
+    from framedclient.config import ClientConfig, setting_of, settings_docs
+
+    options = {
+        field.name: setting_of(field).option or field.name.replace("_", "-")
+        for field in attrs.fields(ClientConfig)
+    }
+    rows = [
+        "| setting | default | meaning | option |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, kind, default, help in settings_docs():
+        rows.append(
+            f"| `{name}` ({_cell(kind)}) | `{_cell(default)}` | {_cell(help)} "
+            f"| `--{options[name]}` |"
+        )
+    _write(generated / "settings.md", "\n".join(rows) + "\n")
 
 
 # -- metrics -------------------------------------------------------------------
@@ -367,6 +392,28 @@ def public_bases(
     bases[:] = [b for b in bases if not getattr(b, "__name__", "").startswith("_")]
 
 
+def keep_published_signatures() -> None:
+    """
+    ``autodoc_preserve_defaults`` rewrites each default from the source
+    text, matching the signature's defaults one by one to the ``def``
+    line's; a signature that lists more than the ``def`` does (the settings
+    :func:`framedclient.config.documents_settings` publishes on
+    ``FramedClient.__init__`` and ``from_endpoint``) cannot be matched and
+    failed the build.  Those signatures show their defaults already.
+    """
+    from sphinx.ext.autodoc import preserve_defaults
+
+    original = preserve_defaults.update_default_value
+
+    def update(obj: Any, bound_method: bool) -> None:
+        function = getattr(obj, "__func__", obj)
+        if "__signature__" in getattr(function, "__dict__", {}):
+            return
+        original(obj, bound_method)
+
+    preserve_defaults.update_default_value = update
+
+
 # -- hooks -------------------------------------------------------------------
 
 
@@ -375,6 +422,7 @@ def generate(app: Sphinx) -> None:
     generated = srcdir / "_generated"
     api_pages(srcdir, list(app.config.framedclient_api_modules))
     option_tables(generated)
+    settings_table(generated)
     metrics_table(srcdir.parent, generated)
     state_machine(generated)
 
@@ -394,4 +442,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
         "interface", ObjType("interface", "interface", "class", "obj")
     )
     plain_interface_names()
+    keep_published_signatures()
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

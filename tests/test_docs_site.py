@@ -106,9 +106,16 @@ def top_level_imports(path: Path) -> set[str]:
 
 
 def documented_modules() -> list[str]:
+    import sys
+
     conf = runpy.run_path(str(ROOT / "docs" / "conf.py"))
-    modules = conf["framedclient_api_modules"]
-    return list(modules() if callable(modules) else modules)
+    sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+    try:
+        import framedclient_docs
+    finally:
+        sys.path.remove(str(ROOT / "docs" / "_ext"))
+    modules: list[str] = framedclient_docs.api_modules(conf["framedclient_api_exclude"])
+    return modules
 
 
 def module_file(name: str) -> Path:
@@ -281,3 +288,21 @@ def test_every_setting_is_on_the_pages_with_its_default(site: Path) -> None:
         )
         assert row and row["default"] == default, name
         assert f"<strong>{name}</strong>" in api, name
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_api_reference_starts_with_the_public_names(site: Path) -> None:
+    import framedclient
+
+    index = (site / "api" / "index.html").read_text(encoding="utf-8")
+    links = re.findall(r'href="(framedclient[^"#]*)\.html"', index)
+    assert links[0] == "framedclient", links[:3]
+    first = (site / "api" / "framedclient.html").read_text(encoding="utf-8")
+    documented = re.findall(r'<dt class="sig[^"]*" id="framedclient\.(\w+)"', first)
+    assert set(documented) == set(framedclient.__all__) - {"__version__"}
+    assert documented[0] == "FramedClient"
+    # Described once: the module page names it, without a second entry.
+    client = (site / "api" / "framedclient.client.html").read_text(encoding="utf-8")
+    assert 'id="framedclient.client.FramedClient"' not in client
+    assert 'id="framedclient.FramedClient"' in first

@@ -2,8 +2,9 @@
 Generates, at every build, the parts of the documentation that describe the
 code, from the code itself, so they cannot drift:
 
-- ``api/``: one autodoc page per module named in ``conf.py``'s
-  ``framedclient_api_modules``, and their table of contents;
+- ``api/``: the public API (``framedclient.__all__``) on one page, then one
+  autodoc page per public module (``conf.py``'s ``framedclient_api_exclude``
+  leaves some out), and their table of contents;
 - ``_generated/gateway-options.md`` and ``_generated/framedserver-options.md``:
   every command-line option, from the option definitions;
 - ``_generated/settings.md``: every client setting, its default and help;
@@ -22,6 +23,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pkgutil
 import re
 import signal
 import subprocess
@@ -50,25 +52,125 @@ def _cell(text: str) -> str:
 # -- API pages ---------------------------------------------------------------
 
 
-def api_pages(srcdir: Path, modules: list[str]) -> None:
+def api_modules(exclude: list[str]) -> list[str]:
+    """
+    Every public module of framedclient: not private (no ``_`` at the start
+    of any part of its name), not ``__main__``, not under ``exclude``.
+    """
+    import framedclient
+
+    found = []
+    for info in pkgutil.walk_packages(framedclient.__path__, "framedclient."):
+        parts = info.name.split(".")
+        if any(part.startswith("_") for part in parts):
+            continue
+        if any(info.name == e or info.name.startswith(e + ".") for e in exclude):
+            continue
+        found.append(info.name)
+    return sorted(found)
+
+
+def public_api() -> dict[str, list[tuple[str, Any]]]:
+    """
+    ``framedclient.__all__`` in groups, clients first: the names a user
+    imports, each documented once, on the reference's first page.
+    """
+    import framedclient
+
+    groups: dict[str, list[tuple[str, Any]]] = {
+        "Clients": [],
+        "Framing and codecs": [],
+        "Errors": [],
+        "More": [],
+    }
+    for name in framedclient.__all__:
+        obj = getattr(framedclient, name)
+        home = getattr(obj, "__module__", "")
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            groups["Errors"].append((name, obj))
+        elif home.startswith(
+            ("framedclient.client", "framedclient.clients", "framedclient.service")
+        ) or home == "framedclient.config":
+            groups["Clients"].append((name, obj))
+        elif home.startswith(("framedclient.framing", "framedclient.codecs")):
+            groups["Framing and codecs"].append((name, obj))
+        else:
+            groups["More"].append((name, obj))
+    # The one name every program starts from comes first.
+    groups["Clients"].sort(key=lambda item: item[0] != "FramedClient")
+    return {title: names for title, names in groups.items() if names}
+
+
+def _directive(obj: Any) -> str:
+    if isinstance(obj, type):
+        return "autoexception" if issubclass(obj, BaseException) else "autoclass"
+    if callable(obj):
+        return "autofunction"
+    return "autodata"
+
+
+def api_pages(srcdir: Path, exclude: list[str]) -> None:
     api = srcdir / "api"
+    modules = api_modules(exclude)
+    groups = public_api()
+    public = {id(obj) for names in groups.values() for _name, obj in names}
     wanted = {f"{name}.rst" for name in modules} | {"index.rst"}
     if api.is_dir():
         for stale in api.glob("*.rst"):
             if stale.name not in wanted:
                 stale.unlink()
-    toc = "\n".join(f"   {name}" for name in modules)
+    toc = "\n".join(f"   {name}" for name in modules if name != "framedclient")
     _write(
         api / "index.rst",
         "API reference\n=============\n\n"
-        "Generated from the docstrings, one page per module.\n\n"
-        f".. toctree::\n   :maxdepth: 1\n\n{toc}\n",
+        "Generated from the docstrings. :doc:`framedclient` documents what "
+        "``from framedclient import ...`` offers: start there. The modules "
+        "behind it follow, one page each, for the layers you may extend or "
+        "replace (framing, codecs, pick policies, discovery) and for the "
+        "details.\n\n"
+        ".. toctree::\n   :maxdepth: 1\n   :caption: The public API\n\n"
+        "   framedclient\n\n"
+        f".. toctree::\n   :maxdepth: 1\n   :caption: Modules\n\n{toc}\n",
+    )
+    sections = []
+    for title, names in groups.items():
+        body = "\n\n".join(
+            f".. {_directive(obj)}:: framedclient.{name}" for name, obj in names
+        )
+        sections.append(f"{title}\n{'-' * len(title)}\n\n{body}\n")
+    title = "``framedclient``: the public API"
+    _write(
+        api / "framedclient.rst",
+        f"{title}\n{'=' * len(title)}\n\n"
+        ".. automodule:: framedclient\n   :no-members:\n\n"
+        "Each name here is ``from framedclient import NAME``; the modules "
+        "that define them have pages of their own (see the "
+        ":doc:`index`), which list what else they hold.\n\n"
+        + "\n".join(sections),
     )
     for name in modules:
+        if name == "framedclient":
+            continue
+        module = importlib.import_module(name)
+        # Documented on the first page: listed here by name only, so that
+        # each object has one description and every reference one target.
+        moved = sorted(
+            member
+            for member, obj in vars(module).items()
+            if id(obj) in public and getattr(obj, "__module__", None) == name
+        )
+        options = f"   :exclude-members: {', '.join(moved)}\n" if moved else ""
+        note = (
+            "\nAlso defined here, documented with the public API: "
+            + ", ".join(f":class:`~framedclient.{m}`" for m in moved)
+            + ".\n"
+            if moved
+            else ""
+        )
         title = f"``{name}``"
         _write(
             api / f"{name}.rst",
-            f"{title}\n{'=' * len(title)}\n\n.. automodule:: {name}\n",
+            f"{title}\n{'=' * len(title)}\n\n.. automodule:: {name}\n{options}{note}",
         )
 
 
@@ -324,46 +426,76 @@ def _lookup(dotted: str) -> Any:
     return _MISSING
 
 
+def _public_aliases(full: str) -> list[str]:
+    """
+    ``full`` (``framedclient.client.FramedClient.request``) as documented on
+    the public API page (``framedclient.FramedClient.request``), if it is a
+    name of ``framedclient.__all__`` or one of its members.
+    """
+    import framedclient
+
+    aliases = []
+    for name in framedclient.__all__:
+        obj = getattr(framedclient, name)
+        home = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+        if full == home or full.startswith(home + "."):
+            aliases.append(f"framedclient.{name}{full[len(home):]}")
+    return aliases
+
+
 def resolve_imported(app: Sphinx, env: Any, node: Any, contnode: Any) -> Any:
     """
     Resolve a name in a docstring the way Python would: a short name to the
     object it is bound to in the docstring's module (``:class:`Kind``` in a
     module that imports ``Kind``), a re-exported name
     (``framedclient.FramedClient``) to the object it re-exports, documented
-    in the module that defines it.  A name bound to nothing, or to an object
-    that is not documented, stays unresolved (and fails the build).
+    in the module that defines it or, for the names of
+    ``framedclient.__all__``, on the public API page (whose docstrings still
+    speak in their own module's names).  A name bound to nothing, or to an
+    object that is not documented, stays unresolved (and fails the build).
     """
     if node.get("refdomain") != "py" or node.get("reftype") == "mod":
         return None
     target = node["reftarget"].lstrip("~.")
     modname = node.get("py:module")
     classname = node.get("py:class")
-    candidates = [target]
+    scopes: list[str] = []
     if modname:
         if classname:
-            candidates.insert(0, f"{modname}.{classname.split('.')[0]}.{target}")
-        candidates.insert(0, f"{modname}.{target}")
+            scopes.append(f"{modname}.{classname.split('.')[0]}")
+            # A class documented on the public API page: its docstrings
+            # name things as its own module does.
+            documented = _lookup(f"{modname}.{classname}")
+            home = getattr(documented, "__module__", None)
+            if isinstance(home, str) and home != modname:
+                scopes += [f"{home}.{classname.split('.')[-1]}", home]
+        scopes.append(modname)
+    candidates = [f"{scope}.{target}" for scope in scopes] + [target]
+    domain = env.get_domain("py")
     for dotted in candidates:
         obj = _lookup(dotted)
-        if obj is _MISSING:
-            continue
         home = getattr(obj, "__module__", None)
         name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
-        if not isinstance(home, str) or not isinstance(name, str):
-            return None
-        full = f"{home}.{name}"
-        # Sphinx itself tried the name with the role's object type; "obj"
-        # also finds what a role does not cover (a zope.interface
-        # interface named with :class:).
-        reftypes = ["obj"] if full == dotted else [node["reftype"], "obj"]
-        domain = env.get_domain("py")
-        for reftype in reftypes:
-            found = domain.resolve_xref(
-                env, node["refdoc"], app.builder, reftype, full, node, contnode
-            )
-            if found is not None:
-                return found
-        return None
+        if obj is _MISSING:
+            # An attribute set per instance (documented with :ivar:) of a
+            # class on the public API page.
+            fulls = _public_aliases(dotted)
+        elif not isinstance(home, str) or not isinstance(name, str):
+            # A constant or an enum member, bound where it is defined.
+            fulls = [dotted, *_public_aliases(dotted)]
+        else:
+            fulls = [f"{home}.{name}"]
+            fulls += _public_aliases(fulls[0])
+        for full in fulls:
+            # Sphinx itself tried the name with the role's object type; "obj"
+            # also finds what a role does not cover (a zope.interface
+            # interface named with :class:).
+            for reftype in (node["reftype"], "obj"):
+                found = domain.resolve_xref(
+                    env, node["refdoc"], app.builder, reftype, full, node, contnode
+                )
+                if found is not None:
+                    return found
     return None
 
 
@@ -420,7 +552,7 @@ def keep_published_signatures() -> None:
 def generate(app: Sphinx) -> None:
     srcdir = Path(app.srcdir)
     generated = srcdir / "_generated"
-    api_pages(srcdir, list(app.config.framedclient_api_modules))
+    api_pages(srcdir, list(app.config.framedclient_api_exclude))
     option_tables(generated)
     settings_table(generated)
     metrics_table(srcdir.parent, generated)
@@ -428,7 +560,7 @@ def generate(app: Sphinx) -> None:
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    app.add_config_value("framedclient_api_modules", [], "env", list)
+    app.add_config_value("framedclient_api_exclude", [], "env", list)
     app.connect("builder-inited", generate)
     app.connect("missing-reference", resolve_imported)
     app.connect("autodoc-process-bases", public_bases)

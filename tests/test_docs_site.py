@@ -306,3 +306,43 @@ def test_the_api_reference_starts_with_the_public_names(site: Path) -> None:
     client = (site / "api" / "framedclient.client.html").read_text(encoding="utf-8")
     assert 'id="framedclient.client.FramedClient"' not in client
     assert 'id="framedclient.FramedClient"' in first
+
+
+# -- the README, as GitHub shows it (it is not part of the Sphinx build) -----
+
+
+def _slug(heading: str) -> str:
+    # GitHub's anchors: lower case, punctuation dropped, spaces to dashes.
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _readme_links() -> list[tuple[str, str]]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return [
+        (path, anchor)
+        for path, anchor in re.findall(
+            r"\]\(((?!https?:)[^)#\s]+)(?:#([^)\s]+))?\)", text
+        )
+    ]
+
+
+def test_the_readme_links_to_pages_and_sections_that_exist() -> None:
+    links = _readme_links()
+    assert len(links) > 10
+    for path, anchor in links:
+        target = ROOT / path
+        assert target.exists(), f"README links to {path}, which does not exist"
+        if anchor:
+            headings = re.findall(
+                r"^#+ (.+)$", target.read_text(encoding="utf-8"), re.M
+            )
+            assert anchor in {_slug(h) for h in headings}, f"{path}#{anchor}"
+
+
+def test_the_readme_sends_readers_to_the_page_with_the_systemd_unit() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    sentence = re.search(r"\[([^\]]+)\]\(([^)#]+)[^)]*\) a systemd unit", text)
+    assert sentence, "the README no longer says where the systemd unit is"
+    page = (ROOT / sentence.group(2)).read_text(encoding="utf-8")
+    assert "[Service]" in page and "ExecStart=" in page, sentence.group(2)

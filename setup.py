@@ -61,6 +61,7 @@ setup(
     packages=[
         "framedclient",
         "framedclient.codecs",
+        "framedclient.metrics",
         "framedclient.runner",
         "framedclient.bench",
         "framedclient.testing",

@@ -183,6 +183,30 @@ def _check_label_name(name: str) -> None:
         )
 
 
+def _check_metrics(metrics: object, call: str, example: str) -> None:
+    """
+    Refuse anything but a :class:`~framedclient.metrics.recorder.Metrics`
+    where one is expected, naming what to pass instead, so a mistake shows
+    at the call rather than as an ``AttributeError`` at the first scrape.
+    """
+    if isinstance(metrics, Metrics):
+        return
+    got = type(metrics).__name__
+    if isinstance(getattr(metrics, "metrics", None), Metrics):
+        # A FramedClient (or a protocol client, or anything else that
+        # keeps its figures in .metrics): say what to write instead.
+        raise TypeError(
+            f"{call}(metrics=...) takes a framedclient.metrics.Metrics, got "
+            f"{got}: pass client.metrics instead, as in {example}, where the "
+            f"second argument adds the client's in-flight, queue and "
+            f"connection gauges"
+        )
+    raise TypeError(
+        f"{call}(metrics=...) takes a framedclient.metrics.Metrics (such as "
+        f"client.metrics), got {got}"
+    )
+
+
 class PrometheusCollector:
     """
     A ``prometheus_client`` collector that reads a :class:`Metrics` at
@@ -204,6 +228,10 @@ class PrometheusCollector:
     :param buckets: the latency bucket bounds to expose, a strictly
         increasing subset of :data:`LATENCY_BUCKET_BOUNDS` (so the
         cumulative counts are exact, not estimates).
+    :raises TypeError: if ``metrics`` is not a
+        :class:`~framedclient.metrics.recorder.Metrics` (a
+        ``FramedClient`` is refused with the fix: pass ``client.metrics``,
+        and ``client.gauges``), or ``gauges`` is not callable.
     :raises ValueError: if a label name or bucket bound is invalid.
     """
 
@@ -215,6 +243,17 @@ class PrometheusCollector:
         labels: Mapping[str, str] | None = None,
         buckets: Sequence[float] = PROMETHEUS_BUCKETS,
     ) -> None:
+        _check_metrics(
+            metrics,
+            "PrometheusCollector",
+            "PrometheusCollector(client.metrics, client.gauges)",
+        )
+        if gauges is not None and not callable(gauges):
+            raise TypeError(
+                f"PrometheusCollector(gauges=...) takes a callable it calls at "
+                f"each scrape, such as client.gauges (not client.gauges()), got "
+                f"{type(gauges).__name__}; for fixed samples pass lambda: samples"
+            )
         const_labels = dict(labels or {})
         for name in const_labels:
             _check_label_name(name)
@@ -512,10 +551,25 @@ def prometheus_text(
         ``prometheus_client`` when it is installed and with the built-in
         writer otherwise; ``True`` insists on ``prometheus_client``;
         ``False`` always uses the built-in writer.
+    :raises TypeError: if ``metrics`` is not a
+        :class:`~framedclient.metrics.recorder.Metrics` (a
+        ``FramedClient`` is refused with the fix: pass ``client.metrics``,
+        and ``client.gauges()``), or ``gauges`` is a callable rather than
+        the samples it returns.
     :raises ValueError: if a name, label or bound is invalid.
     :raises ImportError: if ``use_prometheus_client`` is ``True`` and
         ``prometheus_client`` is not installed.
     """
+    _check_metrics(
+        metrics,
+        "prometheus_text",
+        "prometheus_text(client.metrics, client.gauges())",
+    )
+    if callable(gauges) and not isinstance(gauges, Iterable):
+        raise TypeError(
+            "prometheus_text(gauges=...) takes the samples themselves, got a "
+            "callable: call it (client.gauges(), not client.gauges)"
+        )
     samples = list(gauges)
     collector = PrometheusCollector(
         metrics, lambda: samples, labels=labels, buckets=buckets

@@ -59,7 +59,8 @@ PROMETHEUS_BUCKETS: tuple[float, ...] = (
 )
 """The bucket bounds exposed to Prometheus by default: 1, 2.5 and 5 per
 decade from 100 µs to 100 s.  Each is one of
-:data:`LATENCY_BUCKET_BOUNDS`, so the cumulative counts are exact."""
+:data:`~framedclient.metrics.histogram.LATENCY_BUCKET_BOUNDS`, so the
+cumulative counts are exact."""
 
 
 class GaugeSample(NamedTuple):
@@ -226,7 +227,8 @@ class PrometheusCollector:
     :param labels: constant labels added to every sample (for example
         ``{"target": "db1"}`` when one process runs several clients).
     :param buckets: the latency bucket bounds to expose, a strictly
-        increasing subset of :data:`LATENCY_BUCKET_BOUNDS` (so the
+        increasing subset of
+        :data:`~framedclient.metrics.histogram.LATENCY_BUCKET_BOUNDS` (so the
         cumulative counts are exact, not estimates).
     :raises TypeError: if ``metrics`` is not a
         :class:`~framedclient.metrics.recorder.Metrics` (a

@@ -68,7 +68,9 @@ exposition in coarser buckets can check its bounds once and count exactly
 
 def format_float(value: float) -> str:
     """
-    Format a number the way the Prometheus text format spells it.
+    Format a number the way the Prometheus text format spells it; a
+    histogram's snapshot spells its bucket bounds the same way, so its keys
+    read like the ``le`` labels of ``/metrics``.
     """
     if value == math.inf:
         return "+Inf"

@@ -6,6 +6,7 @@ twemproxy (``distribution: ketama``, ``hash: md5``) and uhashring.
 from __future__ import annotations
 
 from hashlib import md5
+from itertools import pairwise
 
 import pytest
 from uhashring import HashRing
@@ -156,7 +157,7 @@ def test_a_key_hashing_exactly_onto_a_point_goes_to_that_points_owner():
     on_a_point = {ketama_hash(f"{n}-{i}".encode()): f"{n}-{i}" for n in FIVE for i in range(40)}
     exact = [
         (on_a_point[value], owner)
-        for (value, owner), (_, after) in zip(points, points[1:])
+        for (value, owner), (_, after) in pairwise(points)
         if value in on_a_point and after != owner
     ]
     assert len(exact) > 100  # the case is hit, many times over

@@ -50,6 +50,7 @@ from framedclient._endpoints import endpoint_name
 from framedclient.balance import Ketama, WeightedRoundRobin, make_balancer
 from framedclient.codecs import Message
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
+from framedclient.validation import Switch, check_argument
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
 from framedclient.discovery import (
@@ -336,6 +337,7 @@ class FramedClient:
                     f"{endpoint!r}"
                 )
         self.config = config = resolve_client_config(config, settings)
+        check_argument(Switch(), "start", start, "FramedClient")
         self._clock = clock
         self.codec = config.codec
         # Client-level events (retries, requests shed or timed out before a

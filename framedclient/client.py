@@ -544,7 +544,9 @@ class FramedClient:
             installed (the message says what to install).
         :raises TypeError: something that is neither an endpoint string nor
             an endpoint.
-        :raises ValueError: a malformed ``srv:``/``dns:`` string.
+        :raises ValueError: a malformed endpoint string (no host, no port,
+            a port out of 1-65535, a malformed ``srv:``/``dns:`` string...),
+            quoted in the message.
         """
         # The settings first: the discovery sources need the refresh ones.
         rest: dict[str, Any] = dict(options)

@@ -12,8 +12,8 @@ everywhere: at the call, naming the argument, with what it accepts.
 The rule the kinds enforce: a bool is never a number, a string is never a
 number or a bool, and ``None`` is accepted only where it has a meaning
 ("off").  ``timeout="5"`` used to fail later, far from the typo;
-``pool_size=True`` used to be taken as 1, and a flag given ``"no"`` as
-true.
+``pool_size=True`` used to be taken as 1, ``ExponentialBackoff(initial=True)``
+too; and a flag is a ``bool``, because ``"no"`` is a true string.
 
 This module imports nothing from framedclient, so any layer may use it.
 """

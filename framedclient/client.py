@@ -50,7 +50,6 @@ from framedclient._endpoints import endpoint_name
 from framedclient.balance import Ketama, WeightedRoundRobin, make_balancer
 from framedclient.codecs import Message
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
-from framedclient.validation import Switch, check_argument
 from framedclient.connection import Connection, PrepareHook
 from framedclient.deadlines import DeadlineQueue
 from framedclient.discovery import (
@@ -89,6 +88,7 @@ from framedclient.protocol import (
     PendingRequest,
 )
 from framedclient.retry import RetryBudget, retry_delay
+from framedclient.validation import Switch, check_argument
 
 __all__ = ["FramedClient", "Lease"]
 

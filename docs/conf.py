@@ -52,6 +52,7 @@ framedclient_api_modules = [
     "framedclient",
     "framedclient.client",
     "framedclient.config",
+    "framedclient.validation",
     "framedclient.errors",
     "framedclient.framing",
     "framedclient.codecs",

@@ -88,6 +88,7 @@ from framedclient.protocol import (
     PendingRequest,
 )
 from framedclient.retry import RetryBudget, retry_delay
+from framedclient.validation import Switch, check_argument
 
 __all__ = ["FramedClient", "Lease"]
 
@@ -336,6 +337,7 @@ class FramedClient:
                     f"{endpoint!r}"
                 )
         self.config = config = resolve_client_config(config, settings)
+        check_argument(Switch(), "start", start, "FramedClient")
         self._clock = clock
         self.codec = config.codec
         # Client-level events (retries, requests shed or timed out before a
@@ -542,7 +544,9 @@ class FramedClient:
             installed (the message says what to install).
         :raises TypeError: something that is neither an endpoint string nor
             an endpoint.
-        :raises ValueError: a malformed ``srv:``/``dns:`` string.
+        :raises ValueError: a malformed endpoint string (no host, no port,
+            a port out of 1-65535, a malformed ``srv:``/``dns:`` string...),
+            quoted in the message.
         """
         # The settings first: the discovery sources need the refresh ones.
         rest: dict[str, Any] = dict(options)

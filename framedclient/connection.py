@@ -90,6 +90,7 @@ from twisted.python.failure import Failure
 from framedclient.backoff import BackoffLike, BackoffPolicy, as_backoff_policy
 from framedclient.errors import ClientClosed, ConnectFailed, ConnectionLost
 from framedclient.protocol import FramedClientFactory, FramedProtocol
+from framedclient.validation import Seconds, check_argument
 
 __all__ = ["STATES", "ConnectFailed", "Connection"]  # ConnectFailed: from errors
 
@@ -655,13 +656,8 @@ def _check_seconds(name: str, value: object) -> float:
     (or trip an assertion in Twisted's ``addTimeout``) while still opening a
     socket per attempt, so it is refused here, where the mistake is made.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(
-            f"{name} must be a finite number of seconds > 0, got {value!r}"
-        )
-    return float(value)
+    check_argument(Seconds(), name, value, "Connection")
+    return float(value)  # type: ignore[arg-type]
 
 
 class Connection:

@@ -32,6 +32,7 @@ from framedclient.deadlines import DeadlineQueue
 from framedclient.errors import Overloaded
 from framedclient.health import PROBING, HealthBoard, HostHealth
 from framedclient.protocol import FramedProtocol
+from framedclient.validation import Count, Seconds, check_argument
 
 __all__ = ["Limiter", "Pool"]
 
@@ -81,19 +82,11 @@ class Limiter:
         max_pending: int,
         acquire_timeout: float | None = None,
     ) -> None:
-        if not isinstance(max_in_flight, int) or max_in_flight < 1:
-            raise ValueError(
-                f"max_in_flight must be a positive integer, got {max_in_flight!r}"
-            )
-        if not isinstance(max_pending, int) or max_pending < 0:
-            raise ValueError(
-                f"max_pending must be an integer >= 0, got {max_pending!r}"
-            )
-        if acquire_timeout is not None and not acquire_timeout > 0:
-            raise ValueError(
-                f"acquire_timeout must be a positive number of seconds or None, "
-                f"got {acquire_timeout!r}"
-            )
+        check_argument(Count(1), "max_in_flight", max_in_flight, "Limiter")
+        check_argument(Count(0), "max_pending", max_pending, "Limiter")
+        check_argument(
+            Seconds(optional=True), "acquire_timeout", acquire_timeout, "Limiter"
+        )
         self._clock = clock
         self.max_in_flight = max_in_flight
         self.max_pending = max_pending

@@ -15,6 +15,7 @@ from framedclient.codecs.memcache import (
     MEMCACHE_BINARY,
     KeyExists,
     KeyNotFound,
+    MemcacheClient,
     MemcacheError,
     Opcode,
     memcache_binary_codec,
@@ -129,3 +130,46 @@ def test_reply_over_max_frame_is_refused_before_buffering():
     framer = codec.new_framer()
     with pytest.raises(FrameTooLarge):
         framer.feed(bytes.fromhex("81 00 0000 00 00 0000 00001000") + bytes(12))
+
+
+# memcached's key limit is 250 bytes whatever type the key is given as: a
+# ``str`` key is checked as its UTF-8 bytes, exactly like a ``bytes`` key.
+@pytest.mark.parametrize(
+    ("key", "accepted"),
+    [
+        ("k" * 250, True),
+        ("k" * 251, False),
+        ("é" * 125, True),  # 250 bytes in UTF-8
+        ("é" * 124 + "kk", True),
+        ("é" * 125 + "k", False),  # 125 characters... but 251 bytes
+        (b"k" * 250, True),
+        (b"k" * 251, False),
+    ],
+)
+def test_a_key_of_up_to_250_bytes_is_taken_whether_str_or_bytes(key, accepted):
+    from twisted.internet import reactor
+
+    from framedclient.codecs.memcache_client import InvalidKey, check_key
+
+    raw = key.encode() if isinstance(key, str) else key
+    mc = MemcacheClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    calls = (
+        lambda: mc.get(key),
+        lambda: mc.set(key, b"v"),
+        lambda: mc.delete(key),
+        lambda: mc.get_many([b"fine", key]),
+    )
+    if accepted:
+        assert check_key(key) == raw
+        waiting = [call() for call in calls]  # queued, nothing refused
+        assert mc.client.queued == len(calls)
+        for d in waiting:
+            d.addErrback(lambda failure: None)
+            d.cancel()
+    else:
+        with pytest.raises(InvalidKey, match="at most 250 bytes, this one has 251"):
+            check_key(key)
+        for call in calls:
+            with pytest.raises(InvalidKey):
+                call()
+        assert mc.client.queued == 0

@@ -1488,8 +1488,11 @@ class Lease:
     ) -> Deferred[Any]:
         """
         A request on the leased connection (same contract as
-        :meth:`FramedProtocol.request`; no retries: the conversation is
-        bound to this connection).
+        :meth:`FramedProtocol.request`).  It is bound to this connection:
+        never retried, hedged or moved; if the connection dies or sends
+        GOAWAY before it is answered, it fails with
+        :class:`~framedclient.errors.ConnectionLost` (``written`` tells
+        whether it may have run).
         """
         proto = self.protocol
         if proto is None:
@@ -1500,9 +1503,9 @@ class Lease:
         # connection's request_settled() gives the slot back.
         limiter = self._client._limiter
         if limiter.try_acquire():
-            return proto.request(body, timeout)
+            return proto.request_bound(body, timeout)
         d: Deferred[bytes] = limiter.acquire().addCallback(
-            lambda _: proto.request(body, timeout)
+            lambda _: proto.request_bound(body, timeout)
         )
         return d
 

@@ -466,6 +466,23 @@ class FramedProtocol(Protocol):
             self._flush_call = self._clock.callLater(0, self._flush)
         return r  # type: ignore[return-value]
 
+    def request_bound(
+        self, body: bytes | Message, timeout: float | None = None
+    ) -> Deferred[Any]:
+        """
+        :meth:`request`, for a request that may only ever run on this
+        connection (a lease's: a WATCH or a transaction is state of this
+        connection alone).  It is never offered to the owner to re-send
+        elsewhere: if the connection dies or sends GOAWAY first, it fails
+        with ``ConnectionLost`` (``written`` tells whether it may have run).
+        """
+        d = self.request(body, timeout)
+        if isinstance(d, PendingRequest):
+            # Without its body the request cannot be re-sent (see
+            # Request.body), on any path: lost, GOAWAY, retry.
+            d.body = None
+        return d
+
     def _refuse(self, error: FramedClientError) -> Deferred[bytes]:
         # Refused before it was held: nothing was sent.
         if self._owner is not None:

@@ -59,7 +59,7 @@ from framedclient.discovery import (
     StaticHosts,
     sources_from,
 )
-from framedclient.engine import check_request
+from framedclient.engine import check_flag, check_request
 from framedclient.errors import (
     ClientClosed,
     ConnectionLost,
@@ -744,13 +744,23 @@ class FramedClient:
             (``balancer="ketama"``: the key's upstream); ``str`` keys are
             UTF-8 encoded.  Other policies ignore it.
         :raises TypeError: ``body`` is neither bytes nor a Message,
-            ``timeout`` not a number, ``key`` not bytes or str.
+            ``timeout`` not a number, ``key`` not bytes or str,
+            ``idempotent`` not a bool, ``wait_for_ready`` not a bool or
+            ``None`` (a truthy string such as ``"no"`` is refused, not read
+            as true).  A ``bytearray`` body is copied at the call: changing
+            it afterwards does not change what is sent.
         :raises ValueError: ``timeout`` is not positive.
         """
-        if timeout is not None or not isinstance(body, bytes):
+        if (
+            timeout is not None
+            or not isinstance(body, bytes)
+            or (idempotent is not False and idempotent is not True)
+            or wait_for_ready is not None
+        ):
             # (isinstance: a codec's own bytes subclass, e.g. a Redis
             # command made by command(), takes this fast path too.)
-            check_request(body, timeout)
+            body = check_request(body, timeout, idempotent)
+            check_flag("wait_for_ready", wait_for_ready, optional=True)
         if self._closing:
             self._events.record_failure(ClientClosed.outcome, None)
             return fail(ClientClosed("the client is closed; create a new one"))

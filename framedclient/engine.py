@@ -46,6 +46,7 @@ __all__ = [
     "EngineActions",
     "Request",
     "RequestEngine",
+    "check_flag",
     "check_request",
 ]
 
@@ -179,13 +180,19 @@ class Request:
         return self.state == SENT or self.state == ABANDONED
 
 
-def check_request(body: object, timeout: object) -> None:
+def check_request(
+    body: object, timeout: object, idempotent: object = False
+) -> bytes | Message:
     """
     The one rule for a request's arguments, at every layer: a wrong type or
     value raises ``TypeError``/``ValueError`` naming the argument at the
     call, whatever path the request would take; what only the codec or the
     connection can judge later (a body too large for the frame) fails the
     request's Deferred with a :class:`~framedclient.errors.FramedClientError`.
+
+    :return: the body to send: a ``bytearray`` is copied to ``bytes`` here,
+        so a request that waits (for a slot, a connection, a retry) is sent
+        as it was at the call, whatever the caller does with its buffer.
     """
     if not isinstance(body, (bytes, bytearray, Message)):
         hint = " (encode text first: body.encode())" if isinstance(body, str) else ""
@@ -202,6 +209,24 @@ def check_request(body: object, timeout: object) -> None:
                 f"timeout must be a positive number of seconds (math.inf for "
                 f"none), got {timeout!r}"
             )
+    check_flag("idempotent", idempotent)
+    if isinstance(body, bytearray):
+        return bytes(body)
+    return body
+
+
+def check_flag(name: str, value: object, *, optional: bool = False) -> None:
+    """
+    A per-call flag must be a ``bool`` (or ``None`` where ``optional``):
+    ``idempotent="no"`` read as true would run a request twice.
+    """
+    if value is True or value is False or (optional and value is None):
+        return
+    allowed = "True, False or None" if optional else "True or False"
+    raise TypeError(
+        f"{name} must be {allowed}, got {type(value).__name__} {value!r} "
+        f"(truthy values such as strings are not taken as flags)"
+    )
 
 
 def _is_live(r: Request) -> bool:

@@ -418,17 +418,21 @@ class FramedProtocol(Protocol):
             full; nothing was sent), or ``CancelledError`` after
             ``cancel()``.
         :raises TypeError: ``body`` is neither bytes nor a Message,
-            ``timeout`` not a number.
+            ``timeout`` not a number, ``idempotent`` not a bool.
         :raises ValueError: ``timeout`` is not positive.
         """
-        if not isinstance(body, bytes) or (
-            timeout is not None
-            and (timeout.__class__ is not float or not timeout > 0.0)
+        if (
+            not isinstance(body, bytes)
+            or (
+                timeout is not None
+                and (timeout.__class__ is not float or not timeout > 0.0)
+            )
+            or (idempotent is not False and idempotent is not True)
         ):
-            # The common case (bytes, a positive float) passed the line
-            # above; everything else is checked properly here.
+            # The common case (bytes, a positive float, a bool) passed the
+            # lines above; everything else is checked properly here.
             try:
-                check_request(body, timeout)
+                body = check_request(body, timeout, idempotent)
             except Exception:
                 # Raised at the call, but the owner counted the call.
                 if self._owner is not None:

@@ -13,25 +13,21 @@ A request takes one of two paths.  The fast path (a slot is free and a
 connection can take it) hands the body straight to the connection the
 pool's balancer picks and returns that connection's Deferred untouched:
 nothing else is allocated, and the slot comes back when the connection
-calls :meth:`FramedClient.request_settled` (the client is the connections'
-:class:`~framedclient.protocol.RequestOwner`).  Everything else (waiting for
-a slot, waiting for a connection, retrying) goes through a small
-``_Call`` object that tracks where the request is, so cancelling it
-always does the right thing, and that holds the request's overall deadline
-across attempts.
+tells its owner.  Everything else (waiting for a slot or a connection,
+retries, routed, traced and hedged requests, leases) belongs to the
+:class:`~framedclient.dispatch.Dispatcher`, the connections'
+:class:`~framedclient.protocol.RequestOwner`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Unpack
 
 import attrs
 from twisted.internet.defer import (
-    CancelledError,
     Deferred,
     fail,
     gatherResults,
@@ -50,8 +46,8 @@ from framedclient._endpoints import endpoint_name
 from framedclient.balance import Ketama, WeightedRoundRobin, make_balancer
 from framedclient.codecs import Message
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
+from framedclient.connection import STATES as CONNECTION_STATES
 from framedclient.connection import Connection, PrepareHook
-from framedclient.deadlines import DeadlineQueue
 from framedclient.discovery import (
     Host,
     HostSource,
@@ -59,18 +55,12 @@ from framedclient.discovery import (
     StaticHosts,
     sources_from,
 )
+from framedclient.dispatch import Dispatcher, Lease
 from framedclient.engine import check_flag, check_request
-from framedclient.errors import (
-    ClientClosed,
-    ConnectionLost,
-    Overloaded,
-    RequestTimeout,
-    Unavailable,
-    outcome_of,
-)
+from framedclient.errors import ClientClosed
 from framedclient.health import STATES as HEALTH_STATES
 from framedclient.health import HealthBoard, HostHealth
-from framedclient.hedging import HEDGE_EVENTS, Hedger, default_hedge_budget
+from framedclient.hedging import HEDGE_EVENTS, default_hedge_budget
 from framedclient.ketama import key_bytes
 from framedclient.membership import Membership
 from framedclient.metrics import (
@@ -82,148 +72,12 @@ from framedclient.metrics import (
     Sample,
 )
 from framedclient.pool import Limiter, Pool
-from framedclient.protocol import (
-    FramedClientFactory,
-    FramedProtocol,
-    PendingRequest,
-)
-from framedclient.retry import RetryBudget, retry_delay
+from framedclient.protocol import FramedClientFactory, FramedProtocol
+from framedclient.retry import RetryBudget
 
 __all__ = ["FramedClient", "Lease"]
 
 _log = Logger()
-
-#: How many times one request may be re-sent because it was never written;
-#: a bound so that a pathological flapping pool cannot spin.
-MAX_ATTEMPTS = 8
-
-# _Call stages.
-_ACQUIRING = 0  # waiting for a limiter slot
-_WAITING = 1  # holds a slot, waiting for a ready connection
-_DELAYED = 2  # holds a slot, waiting out a retry delay
-_SENT = 3  # handed to a connection
-_DONE = 4
-
-
-class _Call:
-    """
-    A request on the slow path.  Also ``outer``'s canceller.
-    """
-
-    __slots__ = (
-        "attempt",
-        "avoid",
-        "body",
-        "client",
-        "context",
-        "current",
-        "deadline",
-        "has_slot",
-        "idempotent",
-        "key",
-        "outer",
-        "queued_bytes",
-        "stage",
-        "timeout",
-        "timer",
-        "wait",
-    )
-
-    def __init__(
-        self,
-        client: FramedClient,
-        body: bytes | Message,
-        deadline: float,
-        timeout: float,
-        idempotent: bool,
-        wait: bool,
-        attempt: int,
-    ) -> None:
-        self.client = client
-        self.body = body
-        self.deadline = deadline
-        self.timeout = timeout
-        self.idempotent = idempotent
-        self.wait = wait
-        self.attempt = attempt
-        self.has_slot = False
-        #: the host a retry should avoid (the one the request died with)
-        self.avoid: HostHealth | None = None
-        self.queued_bytes = 0
-        self.stage = _ACQUIRING
-        self.current: Deferred[Any] | None = None
-        self.timer: IDelayedCall | None = None
-        self.outer: Deferred[bytes] = Deferred(self)
-        #: the routing key (``None``: none)
-        self.key: bytes | None = None
-        #: the caller's tracing context (``None`` when not tracing)
-        self.context: object = None
-        client._slow_live += 1
-
-    def leave(self, stage: int) -> None:
-        """
-        Move on to ``stage``; the client counts the calls still on the slow
-        path (waiting for a slot, a connection or a retry delay) here and
-        only here.
-        """
-        if self.stage < _SENT:
-            self.client._slow_live -= 1
-        self.stage = stage
-
-    def __call__(self, outer: Deferred[bytes]) -> None:
-        stage = self.stage
-        if stage == _ACQUIRING or stage == _SENT:
-            if self.current is not None:
-                # Fails with CancelledError, which we forward to outer.
-                self.current.cancel()
-        elif stage == _WAITING or stage == _DELAYED:
-            self.finish(CancelledError())
-            self.client._forget_call()
-
-    def finish(self, result: bytes | Failure | BaseException) -> None:
-        """
-        The request's final outcome, reached before (or instead of) being
-        handed to a connection.
-        """
-        if self.stage == _DONE:
-            return
-        self.leave(_DONE)
-        self.unqueue()
-        self.client._delayed.discard(self)
-        if self.timer is not None:
-            if self.timer.active():
-                self.timer.cancel()
-            self.timer = None
-        if self.has_slot:
-            self.has_slot = False
-            self.client.request_settled()
-        if isinstance(result, (Failure, BaseException)):
-            # Ended before reaching a connection: its one outcome is
-            # recorded here (a connection records those it took).
-            error = result.value if isinstance(result, Failure) else result
-            self.client._events.record_failure(outcome_of(error), None)
-            self.outer.errback(result)
-        else:
-            self.outer.callback(result)
-
-    def unqueue(self) -> None:
-        """
-        The body no longer waits in the client (sent, or given up).
-        """
-        if self.queued_bytes:
-            self.client._queued_bytes -= self.queued_bytes
-            self.queued_bytes = 0
-
-    def forward(self, result: bytes | Failure) -> None:
-        # The connection's Deferred (and any retries chained to it) ended;
-        # its callbacks already released the slot.
-        self.stage = _DONE
-        self.current = None
-        if isinstance(result, Failure):
-            self.outer.errback(result)
-        else:
-            self.outer.callback(result)
-
 
 class ClientKeywords(ClientSettings, total=False):
     """
@@ -249,10 +103,6 @@ _Endpoints = (
     | HostSource
     | Sequence[str | IStreamClientEndpoint | HostSource]
 )
-
-
-def _call_is_live(call: _Call) -> bool:
-    return call.stage < _SENT
 
 
 class FramedClient:
@@ -356,10 +206,6 @@ class FramedClient:
         self._limiter = Limiter(
             clock, config.max_in_flight, config.max_pending, config.acquire_timeout
         )
-        #: the template of the connection factories: each host gets one of
-        #: its own with this configuration, which hands the host's health to
-        #: the connections it builds
-        self.factory = self._make_factory(None)
         self._factories: dict[tuple[str, str], FramedClientFactory] = {}
         if prepare is not None:
             prepare = self._owned_prepare(prepare)
@@ -395,9 +241,8 @@ class FramedClient:
         # when the upstream's first connection is ready), so /metrics and
         # debug_state() can tell upstreams apart.
         self._upstream_metrics: dict[str, Metrics] = {}
-        # Bound once: the fast path calls them for every request.
+        # Bound once: the fast path calls it for every request.
         self._take = self.pool.take
-        self._release = self._limiter.release
         # The hosts (and their connections) come and go through it.
         self._membership = Membership(
             self.pool,
@@ -410,37 +255,39 @@ class FramedClient:
         )
         # After the pool's listener: it knows the host's connections first.
         self.health.add_listener(self._host_changed)
-        self._budget = retry_budget or RetryBudget(clock)
-        self._tracer: Any = None
+        self._budget = budget = retry_budget or RetryBudget(clock)
+        self._deposit = budget.deposit
+        tracer: Any = None
         if config.tracing and _otel_installed():
             # Imported only here: without OpenTelemetry, or with tracing
             # off, requests pay nothing for it.
             from framedclient.tracing import request_tracer
 
-            self._tracer = request_tracer(tracer_provider)
-        self._hedger: Hedger | None = None
-        if config.hedge_after is not None:
-            self._hedger = Hedger(
-                clock,
-                config.hedge_after,
-                self.pool.take_for,
-                self.pool.upstream_of,
-                self._upstream_latency,
-                self._limiter.release,
-                hedge_budget or default_hedge_budget(clock),
-                self._send_copy,
-            )
-        # Requests with no key, hedging and tracing take the shortest path.
-        self._plain = self._hedger is None and self._tracer is None
-        self._waiting: deque[_Call] = deque()
-        self._delayed: set[_Call] = set()  # retries waiting out their delay
-        self._lease_waiters: deque[Deferred[FramedProtocol]] = deque()
-        self._deadlines: DeadlineQueue[_Call] = DeadlineQueue(
-            clock, _call_is_live, self._expire, self._slow_count, _call_deadline
+            tracer = request_tracer(tracer_provider)
+        self._tracing = tracer is not None
+        #: owns every request off the fast path, and the connections'
+        #: reports (see :mod:`framedclient.dispatch`)
+        self._dispatcher = Dispatcher(
+            clock,
+            self.pool,
+            self._limiter,
+            events=self._events,
+            budget=budget,
+            tracer=tracer,
+            hedge_after=config.hedge_after,
+            hedge_budget=hedge_budget or default_hedge_budget(clock),
+            latency_of=self._upstream_latency,
+            wait_for_ready=config.wait_for_ready,
+            max_queued_bytes=config.max_queued_bytes,
+            max_pending_per_connection=config.max_pending_per_connection,
+            unavailable=self._why_unavailable,
         )
-        self._slow_live = 0
-        self.max_queued_bytes = config.max_queued_bytes
-        self._queued_bytes = 0
+        # Requests with no key, hedging and tracing take the shortest path.
+        self._plain = self._dispatcher.hedger is None and tracer is None
+        #: the template of the connection factories: each host gets one of
+        #: its own with this configuration, which hands the host's health to
+        #: the connections it builds
+        self.factory = self._make_factory(None)
         self._closing = False
         self._closed: Deferred[Any] | None = None
         self._membership.set_sources(
@@ -449,12 +296,20 @@ class FramedClient:
         if start:
             self.start()
 
+    @property
+    def max_queued_bytes(self) -> float:
+        """
+        Bytes of request bodies that may wait in the client (for a slot, a
+        connection or a retry) before new requests are shed.
+        """
+        return self._dispatcher.max_queued_bytes
+
     def _make_factory(self, health: HostHealth | None) -> FramedClientFactory:
         return FramedClientFactory(
             config=self.config.protocol_config(),
             clock=self._clock,
             metrics=self._events,
-            owner=self,
+            owner=self._dispatcher,
             per_connection_metrics=True,
             on_built=self._track,
             health=health,
@@ -504,14 +359,15 @@ class FramedClient:
         """
         ``hook``, run so that the requests it sends (AUTH, SELECT, ...) do
         not touch the limiter: they took no slot, yet each one settled
-        gives a slot back through :meth:`request_settled`.
+        gives a slot back through the owner's ``request_settled()``: they
+        are counted as taken once the hook is done.
         """
 
         def prepare(proto: FramedProtocol) -> Deferred[Any]:
             before = proto.ok_count + proto.failed_count
 
             def settled(result: object) -> object:
-                self._limiter.in_flight += proto.ok_count + proto.failed_count - before
+                self._limiter.take(proto.ok_count + proto.failed_count - before)
                 return result
 
             return maybeDeferred(hook, proto).addBoth(settled)
@@ -668,18 +524,9 @@ class FramedClient:
             return _chain(self._closed)
         self._closing = True
         self._membership.stop()
-        closed_error = ClientClosed("the client is closing; the request was not sent")
-        self._limiter.fail_all(closed_error)
-        waiting, self._waiting = self._waiting, deque()
-        for call in waiting:
-            call.finish(closed_error)
-        delayed, self._delayed = self._delayed, set()
-        for call in delayed:
-            if call.stage == _DELAYED:
-                call.finish(closed_error)
-        leases, self._lease_waiters = self._lease_waiters, deque()
-        for d in leases:
-            d.errback(closed_error)
+        self._dispatcher.close(
+            ClientClosed("the client is closing; the request was not sent")
+        )
         timer: IDelayedCall | None = None
         if timeout is not None:
             timer = self._clock.callLater(timeout, self._abort_all)
@@ -690,7 +537,7 @@ class FramedClient:
         def finished(_: object) -> None:
             if timer is not None and timer.active():
                 timer.cancel()
-            self._deadlines.stop()
+            self._dispatcher.stop()
             self.health.stop()
 
         done.addBoth(finished)
@@ -768,178 +615,25 @@ class FramedClient:
             timeout = self.request_timeout
             if timeout is None:
                 timeout = math.inf
-        self._budget.requests += 1
-        routed: bytes | None = None
-        context: object = None
+        self._deposit()
         if key is None and self._plain:
             proto = self._take()
             if proto is not None:
                 # The fast path: a slot and a connection, and the
                 # connection's own Deferred, nothing added to it.  The slot
-                # comes back through request_settled().
-                return proto.request(body, timeout, idempotent)
-        else:
-            if key is not None:
-                routed = key_bytes(key)
-            if self._tracer is not None:
-                context = self._tracer.context()
-            proto = self.pool.take_for(routed)
-            if proto is not None:
-                if idempotent and self._hedger is not None:
-                    return self._hedger.request(proto, body, timeout, routed, context)
-                return self._send_copy(
-                    proto, body, timeout, idempotent, 1, False, context
-                )
-        # No slot, or a slot but no connection that can take it now.
-        has_slot = self._limiter.try_acquire()
-        size = len(body)
-        if self._queued_bytes + size > self.max_queued_bytes:
-            if has_slot:
-                self._limiter.release()
-            self._events.record_failure(Overloaded.outcome, None)
-            return fail(
-                Overloaded(
-                    f"{self._queued_bytes} bytes of requests already wait in the "
-                    f"client (max_queued_bytes={self.max_queued_bytes}); this "
-                    f"{size}-byte request was shed without being sent"
-                )
+                # comes back through the dispatcher's request_settled().
+                return proto.send(body, timeout, idempotent)
+            return self._dispatcher.submit(
+                body, timeout, idempotent, wait_for_ready, None, False
             )
-        deadline = self._clock.seconds() + timeout
-        call = _Call(
-            self,
+        return self._dispatcher.submit(
             body,
-            deadline,
             timeout,
             idempotent,
-            self.wait_for_ready if wait_for_ready is None else wait_for_ready,
-            1,
+            wait_for_ready,
+            None if key is None else key_bytes(key),
+            True,
         )
-        call.queued_bytes = size
-        call.key = routed
-        call.context = context
-        self._queued_bytes += size
-        if deadline != math.inf:
-            self._deadlines.add(deadline, call)
-        if has_slot:
-            # A slot but no connection that can take it now.
-            call.has_slot = True
-            self._dispatch(call)
-            return call.outer
-        acquired = self._limiter.acquire()
-        if not acquired.called:
-            call.current = acquired
-        # Fires at once when a slot is free (the fast path found no
-        # connection), else when a slot is handed over.
-        acquired.addCallbacks(
-            self._acquired,
-            self._acquire_failed,
-            callbackArgs=(call,),
-            errbackArgs=(call,),
-        )
-        return call.outer
-
-    def _slow_count(self) -> int:
-        return self._slow_live
-
-    def _forget_call(self) -> None:
-        # A parked call was cancelled: it stays in _waiting until _kick
-        # passes it, so rebuild the deque when dead entries dominate (a
-        # stream of cancellations while no connection is ready).
-        waiting = self._waiting
-        if len(waiting) > 64 and len(waiting) > 2 * self._slow_live + 64:
-            self._waiting = deque(c for c in waiting if c.stage == _WAITING)
-
-    def _acquired(self, _: None, call: _Call) -> None:
-        call.current = None
-        call.has_slot = True
-        if call.stage != _ACQUIRING:
-            # Cancelled or expired meanwhile: give the slot back.
-            call.has_slot = False
-            self.request_settled()
-            return
-        self._dispatch(call)
-
-    def _acquire_failed(self, failure: Failure, call: _Call) -> None:
-        call.current = None
-        if call.stage == _ACQUIRING:
-            call.finish(failure)
-
-    def _pick_for(self, call: _Call) -> FramedProtocol | None:
-        if call.avoid is None:
-            if call.key is None:
-                return self.pool.pick()
-            return self.pool.pick_for(call.key)
-        # A retry of a request that died with its host: another host first,
-        # wherever its key would have sent it.
-        return self.pool.pick_avoiding(call.avoid)
-
-    def _dispatch(self, call: _Call, proto: FramedProtocol | None = None) -> None:
-        """
-        Hand a slot-holding call to a connection (``proto``, or the one the
-        pool picks), or park it until one can take it.
-        """
-        if proto is None:
-            proto = self._pick_for(call)
-        if proto is None:
-            if self._closing:
-                call.finish(ClientClosed("the client is closing"))
-                return
-            if not call.wait and not self.pool.ready_count:
-                call.finish(self._unavailable())
-                return
-            call.stage = _WAITING
-            self._waiting.append(call)
-            return
-        remaining = call.deadline - self._clock.seconds()
-        if remaining <= 0:
-            call.finish(
-                RequestTimeout(
-                    call.timeout,
-                    "the deadline passed before the request could be sent",
-                )
-            )
-            return
-        call.leave(_SENT)
-        call.unqueue()
-        call.has_slot = False  # the connection's request_settled() releases it
-        d = self._send_copy(
-            proto,
-            call.body,
-            remaining,
-            call.idempotent,
-            call.attempt,
-            False,
-            call.context,
-        )
-        call.current = d
-        d.addBoth(call.forward)
-
-    def _send_copy(
-        self,
-        proto: FramedProtocol,
-        body: bytes | Message,
-        timeout: float,
-        idempotent: bool,
-        attempt: int,
-        hedge: bool,
-        context: object,
-    ) -> Deferred[Any]:
-        """
-        One copy of a request, on ``proto`` (which holds its slot), traced
-        when tracing is on.
-        """
-        d = proto.request(body, timeout, idempotent, attempt)
-        if self._tracer is not None:
-            pool = self.pool
-            self._tracer.traced(
-                d,
-                pool.upstream_of(proto),
-                pool.connection_name(proto),
-                attempt,
-                hedge,
-                context,
-            )
-        return d
 
     def _upstream_node(self, upstream: str) -> Metrics:
         """
@@ -957,64 +651,12 @@ class FramedClient:
         own = self._upstream_metrics.get(upstream)
         return own.latency if own is not None else None
 
-    def _unavailable(self) -> Unavailable:
+    def _why_unavailable(self) -> str:
         errors = {c.last_error for c in self.pool if c.last_error}
         errors.update(self._membership.errors())
-        detail = "; ".join(sorted(errors)) or (
+        return "; ".join(sorted(errors)) or (
             "still connecting" if len(self.pool) else "no host found yet"
         )
-        return Unavailable(
-            f"no connection is ready ({detail}); the request was not sent. "
-            f"Retry later, or pass wait_for_ready=True to wait for a connection"
-        )
-
-    def _expire(self, call: _Call) -> None:
-        stage = call.stage
-        if stage == _ACQUIRING:
-            acquiring, call.current = call.current, None
-            # Mark done first, so _acquire_failed ignores the cancellation.
-            call.leave(_DONE)
-            call.unqueue()
-            if acquiring is not None and not acquiring.called:
-                acquiring.cancel()
-            error = RequestTimeout(
-                call.timeout,
-                f"no in-flight slot freed up within {call.timeout:g} s "
-                f"(max_in_flight={self._limiter.max_in_flight}); the "
-                f"request was not sent",
-            )
-            self._events.record_failure(error.outcome, None)
-            call.outer.errback(error)
-        elif stage == _WAITING:
-            try:
-                self._waiting.remove(call)
-            except ValueError:
-                pass
-            if self.pool.ready_count:
-                # Connections were ready but none could take it: each was at
-                # its in-flight cap (or its table was full) all along.
-                call.finish(
-                    Overloaded(
-                        f"every ready connection stayed full for the request's "
-                        f"{call.timeout:g} s deadline (max_in_flight_per_connection="
-                        f"{self.pool.in_flight_cap}, max_pending_per_connection="
-                        f"{self.config.max_pending_per_connection}); the request "
-                        f"was not sent"
-                    )
-                )
-                return
-            call.finish(
-                Unavailable(
-                    f"no connection became ready within the request's "
-                    f"{call.timeout:g} s deadline ({self._unavailable()})"
-                )
-            )
-        elif stage == _DELAYED:
-            call.finish(
-                RequestTimeout(
-                    call.timeout, "the deadline passed while waiting to retry"
-                )
-            )
 
     def _track(self, proto: FramedProtocol) -> None:
         own = proto.metrics
@@ -1043,116 +685,10 @@ class FramedClient:
         """
         return self._events
 
-    # -- RequestOwner: what the connections tell us ------------------------------
-
-    def request_settled(self) -> None:
-        """
-        A request's slot is free (see
-        :meth:`~framedclient.protocol.RequestOwner.request_settled`).  Every
-        request a connection accepted ends here exactly once, unless it was
-        handed over to :meth:`request_orphaned`.
-        """
-        self._release()
-        if self._waiting or self._lease_waiters:
-            self._kick()
-
-    def request_orphaned(
-        self,
-        p: PendingRequest,
-        lost: ConnectionLost,
-        host: HostHealth | None = None,
-    ) -> bool:
-        """
-        A connection died (or went away) holding ``p``, which is safe to
-        send again: never written, or idempotent.  Take it over if its
-        deadline, the attempt bound and (for written ones) the retry budget
-        allow; it keeps its in-flight slot, and goes to another host than
-        ``host`` (the connection's) when another can take it.
-        """
-        if self._closing or p.attempt >= MAX_ATTEMPTS or p.body is None:
-            return False
-        now = self._clock.seconds()
-        deadline = p.deadline
-        if now >= deadline:
-            return False
-        delay = 0.0
-        if lost.written:
-            if not self._budget.try_withdraw():
-                return False
-            delay = retry_delay(p.attempt)
-            if now + delay >= deadline:
-                return False
-        self._events.record_retry()
-        call = _Call(
-            self,
-            p.body,
-            deadline,
-            p.timeout if p.timeout else math.inf,
-            p.idempotent,
-            True,
-            p.attempt + 1,
-        )
-        call.has_slot = True
-        call.avoid = host
-        # A retry's body waits in the client too (never refused: it already
-        # holds a slot).
-        call.queued_bytes = len(p.body)
-        self._queued_bytes += call.queued_bytes
-        p.body = None
-        # The caller holds p (it is the caller's Deferred): relay the
-        # retry's outcome to it, and send a cancel of p to the retry.
-        p.redirect = call.outer
-        call.outer.addBoth(_relay, p)
-        if deadline != math.inf:
-            self._deadlines.add(deadline, call)
-        if delay > 0:
-            call.stage = _DELAYED
-            call.timer = self._clock.callLater(delay, self._after_delay, call)
-            self._delayed.add(call)
-        else:
-            call.stage = _ACQUIRING
-            self._dispatch(call)
-        return True
-
-    def _after_delay(self, call: _Call) -> None:
-        call.timer = None
-        self._delayed.discard(call)
-        if call.stage == _DELAYED:
-            call.stage = _ACQUIRING
-            self._dispatch(call)
-
-    def _kick(self) -> None:
-        """
-        Capacity appeared (a connection became ready, a request finished):
-        send parked requests, in order, while connections take them.
-        """
-        waiting = self._waiting
-        while waiting:
-            call = waiting[0]
-            if call.stage != _WAITING:
-                waiting.popleft()
-                continue
-            proto = self._pick_for(call)
-            if proto is None:
-                break
-            waiting.popleft()
-            call.stage = _ACQUIRING
-            self._dispatch(call, proto)
-        leases = self._lease_waiters
-        while leases:
-            if leases[0].called:
-                leases.popleft()
-                continue
-            proto = self.pool.pick_idle()
-            if proto is None:
-                break
-            self.pool.leased.add(proto)
-            leases.popleft().callback(proto)
-
     def _host_changed(self, host: HostHealth) -> None:
-        if host.eligible and self._waiting:
+        if host.eligible and self._dispatcher.has_parked:
             # A host's window ended or it revived: capacity appeared.
-            self._kick()
+            self._dispatcher.kick()
 
     def _connection_changed(self, conn: Connection, old: str, new: str) -> None:
         if new == "ready":
@@ -1161,16 +697,13 @@ class FramedClient:
                 upstream = self.pool.upstream_of(proto)
                 if upstream is not None:
                     self._events.move(proto.metrics, self._upstream_node(upstream))
-            self._kick()
-        elif old == "ready" and not self.pool.ready_count and self._waiting:
-            # Nothing ready any more: callers who asked not to wait (a call
-            # may have parked while the last connection was dying) learn now.
-            waiting, self._waiting = self._waiting, deque()
-            for call in waiting:
-                if call.stage == _WAITING and not call.wait:
-                    call.finish(self._unavailable())
-                elif call.stage == _WAITING:
-                    self._waiting.append(call)
+            self._dispatcher.kick()
+        elif (
+            old == "ready"
+            and not self.pool.ready_count
+            and self._dispatcher.has_parked
+        ):
+            self._dispatcher.nothing_ready()
 
     # -- exclusive use ---------------------------------------------------------
 
@@ -1184,24 +717,11 @@ class FramedClient:
         with nothing in flight, up to ``timeout`` (default:
         ``request_timeout``).
         """
-        return Lease(self, self.request_timeout if timeout is None else timeout)
-
-    def _lease_connection(self, timeout: float | None) -> Deferred[FramedProtocol]:
-        if self._closing:
-            return fail(ClientClosed("the client is closed"))
-        proto = self.pool.pick_idle()
-        if proto is not None and not self._lease_waiters:
-            self.pool.leased.add(proto)
-            return succeed(proto)
-        d: Deferred[FramedProtocol] = Deferred()
-        self._lease_waiters.append(d)
-        if timeout is not None:
-            d.addTimeout(timeout, self._clock)
-        return d
-
-    def _return_lease(self, proto: FramedProtocol) -> None:
-        self.pool.leased.discard(proto)
-        self._kick()
+        return Lease(
+            self._dispatcher,
+            self.request_timeout if timeout is None else timeout,
+            self.request_timeout,
+        )
 
     # -- introspection ---------------------------------------------------------
 
@@ -1214,9 +734,7 @@ class FramedClient:
         """
         Requests waiting for a slot or for a connection.
         """
-        return self._limiter.queued + sum(
-            1 for c in self._waiting if c.stage == _WAITING
-        )
+        return self._limiter.queued + self._dispatcher.parked
 
     def stats(self) -> dict[str, Any]:
         """
@@ -1229,10 +747,10 @@ class FramedClient:
             "max_in_flight": self._limiter.max_in_flight,
             "max_pending": self._limiter.max_pending,
             "shed": self._limiter.shed,
-            "queued_bytes": self._queued_bytes,
+            "queued_bytes": self._dispatcher.queued_bytes,
             "retry_budget": round(self._budget.balance, 3),
             "hedges": self.hedges(),
-            "tracing": self._tracer is not None,
+            "tracing": self._tracing,
             "connections": self.pool.counts_by_state(),
             "closing": self._closing,
             "metrics": self.metrics.snapshot(),
@@ -1247,7 +765,7 @@ class FramedClient:
         state = self.stats()
         # Calls waiting for a slot, a connection or a retry delay: 0 once
         # nothing is queued (a leak shows up here).
-        state["slow_path_calls"] = self._slow_live
+        state.update(self._dispatcher.debug_state())
         state["upstreams"] = connections = self.pool.debug_state()
         # The same connections (by name), grouped by the host they go to:
         # the hosts of the pool, and those gone whose figures remain.
@@ -1293,9 +811,10 @@ class FramedClient:
         hedge answered first), ``no_budget``, ``no_host``; zeros when
         hedging is off.
         """
-        if self._hedger is None:
+        hedger = self._dispatcher.hedger
+        if hedger is None:
             return dict.fromkeys(HEDGE_EVENTS, 0)
-        return dict(self._hedger.counts)
+        return dict(hedger.counts)
 
     def gauges(self) -> list[Sample]:
         """
@@ -1313,9 +832,7 @@ class FramedClient:
             ),
         ]
         counts = self.pool.counts_by_state()
-        from framedclient.connection import STATES
-
-        for state in STATES:
+        for state in CONNECTION_STATES:
             samples.append(
                 GaugeSample(
                     "framedclient_connections",
@@ -1331,8 +848,6 @@ class FramedClient:
         The per-upstream series: connections by state, requests in flight,
         requests by outcome, latency, bytes; and hedges.
         """
-        from framedclient.connection import STATES
-
         samples: list[Sample] = []
         by_state: dict[tuple[str, str], int] = {}
         for conn, upstream in zip(self.pool, self.pool.upstream_names, strict=True):
@@ -1344,7 +859,7 @@ class FramedClient:
         for upstream in in_flight:
             own = self._upstream_node(upstream)
             labels = {"upstream": upstream}
-            for state in STATES:
+            for state in CONNECTION_STATES:
                 samples.append(
                     GaugeSample(
                         "framedclient_upstream_connections",
@@ -1474,52 +989,6 @@ class FramedClient:
         return samples
 
 
-class Lease:
-    """
-    A connection borrowed for exclusive use; see :meth:`FramedClient.lease`.
-    """
-
-    def __init__(self, client: FramedClient, timeout: float | None) -> None:
-        self._client = client
-        self._timeout = timeout
-        self.protocol: FramedProtocol | None = None
-
-    async def __aenter__(self) -> Lease:
-        self.protocol = await self._client._lease_connection(self._timeout)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.protocol is not None:
-            proto, self.protocol = self.protocol, None
-            self._client._return_lease(proto)
-
-    def request(
-        self, body: bytes | Message, timeout: float | None = None
-    ) -> Deferred[Any]:
-        """
-        A request on the leased connection (same contract as
-        :meth:`FramedProtocol.request`).  It is bound to this connection:
-        never retried, hedged or moved; if the connection dies or sends
-        GOAWAY before it is answered, it fails with
-        :class:`~framedclient.errors.ConnectionLost` (``written`` tells
-        whether it may have run).
-        """
-        proto = self.protocol
-        if proto is None:
-            return fail(ClientClosed("the lease is not held (use async with)"))
-        if timeout is None:
-            timeout = self._client.request_timeout
-        # Lease requests count against max_in_flight like any other; the
-        # connection's request_settled() gives the slot back.
-        limiter = self._client._limiter
-        if limiter.try_acquire():
-            return proto.request_bound(body, timeout)
-        d: Deferred[bytes] = limiter.acquire().addCallback(
-            lambda _: proto.request_bound(body, timeout)
-        )
-        return d
-
-
 def _static_hosts(
     endpoints: Sequence[IStreamClientEndpoint], names: Sequence[str] | None
 ) -> StaticHosts:
@@ -1549,17 +1018,6 @@ def _refresh_policy(config: ClientConfig) -> RefreshPolicy:
     return RefreshPolicy(config.dns_refresh_min, config.dns_refresh_max)
 
 
-def _relay(result: bytes | Failure, target: Deferred[bytes]) -> None:
-    if isinstance(result, Failure):
-        target.errback(result)
-    else:
-        target.callback(result)
-
-
-def _call_deadline(call: _Call) -> float:
-    return call.deadline
-
-
 def _chain(d: Deferred[Any]) -> Deferred[None]:
     """
     A new Deferred that fires (with None) when ``d`` does, so several
@@ -1573,19 +1031,6 @@ def _chain(d: Deferred[Any]) -> Deferred[None]:
 
     d.addBoth(done)
     return out
-
-
-def _unique(names: Iterable[str]) -> list[str]:
-    """
-    ``names`` with ``#2``, ``#3``, ... after repeats: two endpoints to one
-    address must still be told apart (metrics labels, the ketama ring).
-    """
-    unique: list[str] = []
-    seen: dict[str, int] = {}
-    for name in names:
-        seen[name] = count = seen.get(name, 0) + 1
-        unique.append(name if count == 1 else f"{name}#{count}")
-    return unique
 
 
 def _otel_installed() -> bool:

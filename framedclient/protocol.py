@@ -68,7 +68,6 @@ from framedclient.engine import (
     LATE,
     LOST,
     TIMEOUT,
-    UNKNOWN,
     Request,
     RequestEngine,
     check_request,
@@ -438,6 +437,20 @@ class FramedProtocol(Protocol):
                 if self._owner is not None:
                     self._owner.request_settled()
                 raise
+        return self.send(body, timeout, idempotent, attempt)
+
+    def send(
+        self,
+        body: bytes | Message,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        attempt: int = 1,
+    ) -> Deferred[Any]:
+        """
+        :meth:`request`, for arguments :func:`~framedclient.engine.check_request`
+        has passed already: the client checks each request once, at its
+        call, and hands it to a connection through here.
+        """
         if self._state != _OPEN or not self._connected:
             return self._refuse(self._refusal())
         engine = self.engine
@@ -507,7 +520,7 @@ class FramedProtocol(Protocol):
 
     # -- EngineActions: what the engine asks of us ---------------------------
 
-    def deliver(self, r: Any, exit: int, value: Any, now: float) -> None:
+    def deliver(self, r: Any, ending: int, value: Any, now: float) -> None:
         """
         ``r`` is a :class:`PendingRequest`: the records this engine makes.
 
@@ -515,7 +528,7 @@ class FramedProtocol(Protocol):
         :class:`~framedclient.engine.EngineActions`).
         """
         owner = self._owner
-        if exit == REPLIED:
+        if ending == REPLIED:
             self.ok_count += 1
             if self._silent_timeouts:
                 self._silent_timeouts = 0
@@ -527,7 +540,7 @@ class FramedProtocol(Protocol):
             self.metrics.record_ok(now - r.started)
             r.callback(value)
             return
-        if exit == LOST:
+        if ending == LOST:
             if (
                 owner is not None
                 and r.body is not None
@@ -537,28 +550,28 @@ class FramedProtocol(Protocol):
                 return
             r.body = None
         self.failed_count += 1
-        if exit == ERROR_REPLY:
+        if ending == ERROR_REPLY:
             # The server answered: it is there, whatever it said.
             self.error_replies += 1
             self._silent_timeouts = 0
             health = self.health
             if health is not None and health.failures:
                 health.succeeded()
-        elif exit == TIMEOUT and r.state == ABANDONED:
+        elif ending == TIMEOUT and r.state == ABANDONED:
             self._silent_timeouts += 1
         if owner is not None:
             owner.request_settled()
         written = (
             r.state == ABANDONED
-            or exit == ERROR_REPLY
-            or (exit == LOST and value.written)
+            or ending == ERROR_REPLY
+            or (ending == LOST and value.written)
         )
         latency = now - r.started if written else None
-        if exit == CANCELLED:
+        if ending == CANCELLED:
             # Deferred.cancel() fails the Deferred with CancelledError.
             self.metrics.record_failure(OUTCOME_CANCELLED, latency)
             return
-        if exit != ERROR_REPLY or isinstance(value, RemoteError):
+        if ending != ERROR_REPLY or isinstance(value, RemoteError):
             # A codec with status codes decodes its error replies into the
             # RemoteError (with its code) the caller gets.
             error = value
@@ -710,8 +723,7 @@ class FramedProtocol(Protocol):
             else:
                 # A request or cancel frame from the server: not a client's
                 # business; count it with the unknown replies.
-                self.engine.unknown_replies += 1
-                found = UNKNOWN
+                found = self.engine.stray_frame()
             if found:
                 if found == LATE:
                     self.metrics.record_dropped_reply(True)

@@ -46,7 +46,6 @@ from framedclient._endpoints import endpoint_name
 from framedclient.balance import Ketama, WeightedRoundRobin, make_balancer
 from framedclient.codecs import Message
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
-from framedclient.connection import STATES as CONNECTION_STATES
 from framedclient.connection import Connection, PrepareHook
 from framedclient.discovery import (
     Host,
@@ -58,22 +57,15 @@ from framedclient.discovery import (
 from framedclient.dispatch import Dispatcher, Lease
 from framedclient.engine import check_flag, check_request
 from framedclient.errors import ClientClosed
-from framedclient.health import STATES as HEALTH_STATES
 from framedclient.health import HealthBoard, HostHealth
 from framedclient.hedging import HEDGE_EVENTS, default_hedge_budget
 from framedclient.ketama import key_bytes
 from framedclient.membership import Membership
-from framedclient.metrics import (
-    CounterSample,
-    GaugeSample,
-    HistogramSample,
-    LatencyHistogram,
-    Metrics,
-    Sample,
-)
+from framedclient.metrics import Metrics, Sample
 from framedclient.pool import Limiter, Pool
 from framedclient.protocol import FramedClientFactory, FramedProtocol
 from framedclient.retry import RetryBudget
+from framedclient.telemetry import ClientTelemetry
 
 __all__ = ["FramedClient", "Lease"]
 
@@ -188,13 +180,6 @@ class FramedClient:
         self.config = config = resolve_client_config(config, settings)
         self._clock = clock
         self.codec = config.codec
-        # Client-level events (retries, requests shed or timed out before a
-        # connection took them, connection attempts) go here; each
-        # connection records its own requests in a Metrics of its own, so
-        # the status page can show per-connection latency at no cost per
-        # request, attached to this one so that reading it (the user's own
-        # object, or a Prometheus scrape) adds them up live.
-        self._events = metrics if metrics is not None else Metrics()
         self.request_timeout = config.request_timeout
         self.wait_for_ready = config.wait_for_ready
         self.health = HealthBoard(
@@ -237,10 +222,14 @@ class FramedClient:
             self.health,
             in_flight_cap=config.in_flight_per_connection,
         )
-        # Each connection's metrics are read through its upstream's (made
-        # when the upstream's first connection is ready), so /metrics and
-        # debug_state() can tell upstreams apart.
-        self._upstream_metrics: dict[str, Metrics] = {}
+        #: every metric of the client, its upstreams and connections, and
+        #: the Prometheus samples made of them
+        self.telemetry = ClientTelemetry(
+            metrics if metrics is not None else Metrics(),
+            self.pool,
+            self.health,
+            self.hedges,
+        )
         # Bound once: the fast path calls it for every request.
         self._take = self.pool.take
         # The hosts (and their connections) come and go through it.
@@ -271,12 +260,12 @@ class FramedClient:
             clock,
             self.pool,
             self._limiter,
-            events=self._events,
+            events=self.telemetry.metrics,
             budget=budget,
             tracer=tracer,
             hedge_after=config.hedge_after,
             hedge_budget=hedge_budget or default_hedge_budget(clock),
-            latency_of=self._upstream_latency,
+            latency_of=self.telemetry.latency_of,
             wait_for_ready=config.wait_for_ready,
             max_queued_bytes=config.max_queued_bytes,
             max_pending_per_connection=config.max_pending_per_connection,
@@ -308,10 +297,10 @@ class FramedClient:
         return FramedClientFactory(
             config=self.config.protocol_config(),
             clock=self._clock,
-            metrics=self._events,
+            metrics=self.telemetry.metrics,
             owner=self._dispatcher,
             per_connection_metrics=True,
-            on_built=self._track,
+            on_built=self.telemetry.track,
             health=health,
         )
 
@@ -609,7 +598,7 @@ class FramedClient:
             body = check_request(body, timeout, idempotent)
             check_flag("wait_for_ready", wait_for_ready, optional=True)
         if self._closing:
-            self._events.record_failure(ClientClosed.outcome, None)
+            self.telemetry.metrics.record_failure(ClientClosed.outcome, None)
             return fail(ClientClosed("the client is closed; create a new one"))
         if timeout is None:
             timeout = self.request_timeout
@@ -635,41 +624,12 @@ class FramedClient:
             True,
         )
 
-    def _upstream_node(self, upstream: str) -> Metrics:
-        """
-        The metrics of ``upstream``, read through the client's: made when
-        its first connection is ready, kept after it leaves (counters never
-        go back).
-        """
-        own = self._upstream_metrics.get(upstream)
-        if own is None:
-            self._upstream_metrics[upstream] = own = Metrics()
-            self._events.attach(own)
-        return own
-
-    def _upstream_latency(self, upstream: str) -> LatencyHistogram | None:
-        own = self._upstream_metrics.get(upstream)
-        return own.latency if own is not None else None
-
     def _why_unavailable(self) -> str:
         errors = {c.last_error for c in self.pool if c.last_error}
         errors.update(self._membership.errors())
         return "; ".join(sorted(errors)) or (
             "still connecting" if len(self.pool) else "no host found yet"
         )
-
-    def _track(self, proto: FramedProtocol) -> None:
-        own = proto.metrics
-        if isinstance(own, Metrics) and own is not self._events:
-            self._events.attach(own)
-            proto.when_closed().addCallback(self._retire_metrics, own)
-
-    def _retire_metrics(self, reason: str, own: Metrics) -> None:
-        # Folded in, not dropped, when the connection ends: the totals only
-        # grow (Prometheus counters must never go back).
-        self._events.detach(own)
-        for upstream in self._upstream_metrics.values():
-            upstream.detach(own)
 
     @property
     def metrics(self) -> Metrics:
@@ -683,7 +643,7 @@ class FramedClient:
         :class:`~framedclient.metrics.PrometheusCollector`, poll it) rather
         than copying it.
         """
-        return self._events
+        return self.telemetry.metrics
 
     def _host_changed(self, host: HostHealth) -> None:
         if host.eligible and self._dispatcher.has_parked:
@@ -692,11 +652,8 @@ class FramedClient:
 
     def _connection_changed(self, conn: Connection, old: str, new: str) -> None:
         if new == "ready":
-            proto = conn.protocol
-            if proto is not None and isinstance(proto.metrics, Metrics):
-                upstream = self.pool.upstream_of(proto)
-                if upstream is not None:
-                    self._events.move(proto.metrics, self._upstream_node(upstream))
+            if conn.protocol is not None:
+                self.telemetry.connection_ready(conn.protocol)
             self._dispatcher.kick()
         elif (
             old == "ready"
@@ -767,35 +724,7 @@ class FramedClient:
         # nothing is queued (a leak shows up here).
         state.update(self._dispatcher.debug_state())
         state["upstreams"] = connections = self.pool.debug_state()
-        # The same connections (by name), grouped by the host they go to:
-        # the hosts of the pool, and those gone whose figures remain.
-        by_upstream: dict[str, dict[str, Any]] = {}
-        for label in [*self.pool.upstreams, *self._upstream_metrics]:
-            own = self._upstream_metrics.get(label)
-            by_upstream.setdefault(
-                label,
-                {
-                    "connections": [],
-                    "ready": 0,
-                    "in_flight": 0,
-                    "metrics": own.snapshot() if own is not None else None,
-                },
-            )
-        for conn in connections:
-            group = by_upstream[conn["upstream"]]
-            group["connections"].append(conn["name"])
-            group["ready"] += conn["state"] == "ready"
-        for proto, upstream in self.pool.ready_upstreams().items():
-            by_upstream[upstream]["in_flight"] += proto.table_size
-        # Each group's health as counts by state (one host: a single 1), so
-        # that the groups of several worker processes add up.
-        for host in self.health.hosts:
-            if host.name in by_upstream:
-                by_upstream[host.name]["health"] = {
-                    s: int(host.state == s) for s in HEALTH_STATES
-                }
-                by_upstream[host.name]["ejections"] = host.total_ejections
-        state["by_upstream"] = by_upstream
+        state["by_upstream"] = self.telemetry.by_upstream(connections)
         state["hosts"] = self.health.debug_state()
         state["discovery"] = self._membership.debug_state()
         get_calls: Callable[[], list[Any]] | None = getattr(
@@ -819,174 +748,9 @@ class FramedClient:
     def gauges(self) -> list[Sample]:
         """
         Current gauge (and per-upstream counter) values for Prometheus
-        exposition.
+        exposition (see :class:`~framedclient.telemetry.ClientTelemetry`).
         """
-        samples: list[Sample] = [
-            GaugeSample(
-                "framedclient_in_flight", "Requests in flight.", self.in_flight
-            ),
-            GaugeSample(
-                "framedclient_queued",
-                "Requests waiting for a slot or a connection.",
-                self.queued,
-            ),
-        ]
-        counts = self.pool.counts_by_state()
-        for state in CONNECTION_STATES:
-            samples.append(
-                GaugeSample(
-                    "framedclient_connections",
-                    "Connections by state.",
-                    counts.get(state, 0),
-                    {"state": state},
-                )
-            )
-        return samples + self._upstream_samples()
-
-    def _upstream_samples(self) -> list[Sample]:
-        """
-        The per-upstream series: connections by state, requests in flight,
-        requests by outcome, latency, bytes; and hedges.
-        """
-        samples: list[Sample] = []
-        by_state: dict[tuple[str, str], int] = {}
-        for conn, upstream in zip(self.pool, self.pool.upstream_names, strict=True):
-            by_state[upstream, conn.state] = by_state.get((upstream, conn.state), 0) + 1
-        upstreams = [*self.pool.upstreams, *self._upstream_metrics]
-        in_flight = dict.fromkeys(upstreams, 0)
-        for proto, upstream in self.pool.ready_upstreams().items():
-            in_flight[upstream] += proto.table_size
-        for upstream in in_flight:
-            own = self._upstream_node(upstream)
-            labels = {"upstream": upstream}
-            for state in CONNECTION_STATES:
-                samples.append(
-                    GaugeSample(
-                        "framedclient_upstream_connections",
-                        "Connections by upstream and state.",
-                        by_state.get((upstream, state), 0),
-                        {**labels, "state": state},
-                    )
-                )
-            samples.append(
-                GaugeSample(
-                    "framedclient_upstream_in_flight",
-                    "Requests (and abandoned IDs) held by the upstream's "
-                    "ready connections.",
-                    in_flight[upstream],
-                    labels,
-                )
-            )
-            totals = own.totals()
-            for outcome, histogram in (
-                ("ok", totals.latency),
-                ("error", totals.failure_latency),
-            ):
-                samples.append(
-                    HistogramSample(
-                        "framedclient_upstream_request_latency_seconds",
-                        "Seconds from sending a request to its end, by upstream; "
-                        "outcome=ok for replies, outcome=error for sent requests "
-                        "that failed.",
-                        histogram,
-                        {**labels, "outcome": outcome},
-                    )
-                )
-            for outcome, count in totals.outcomes.items():
-                samples.append(
-                    CounterSample(
-                        "framedclient_upstream_requests_total",
-                        "Requests that ended on a connection, by upstream and "
-                        "outcome.",
-                        count,
-                        {**labels, "outcome": outcome},
-                    )
-                )
-            samples.append(
-                CounterSample(
-                    "framedclient_upstream_received_bytes_total",
-                    "Bytes read from the upstream.",
-                    totals.bytes_received,
-                    labels,
-                )
-            )
-            samples.append(
-                CounterSample(
-                    "framedclient_upstream_sent_bytes_total",
-                    "Bytes written to the upstream.",
-                    totals.bytes_sent,
-                    labels,
-                )
-            )
-        samples.extend(self._health_samples())
-        hedges = self.hedges()
-        for event in HEDGE_EVENTS:
-            samples.append(
-                CounterSample(
-                    "framedclient_hedges_total",
-                    "Hedged requests: sent, won (answered first), or not sent "
-                    "(no_budget, no_host).",
-                    hedges[event],
-                    {"result": event},
-                )
-            )
-        return samples
-
-
-    def _health_samples(self) -> list[Sample]:
-        """
-        Each host's health: its state as one gauge per state (1 for the
-        state it is in, so that summed over ``--workers`` processes the
-        value counts the workers that see the host in that state), and
-        its ejections, probes and black-hole closes so far.
-        """
-        samples: list[Sample] = []
-        for host in self.health.hosts:
-            labels = {"upstream": host.name}
-            for state in HEALTH_STATES:
-                samples.append(
-                    GaugeSample(
-                        "framedclient_upstream_health",
-                        "1 for the health state the upstream is in (live takes "
-                        "requests; ejected, probing and probe_sent are out), "
-                        "else 0.",
-                        int(host.state == state),
-                        {**labels, "state": state},
-                    )
-                )
-            samples.append(
-                CounterSample(
-                    "framedclient_upstream_ejections_total",
-                    "Times the upstream was ejected for consecutive failures.",
-                    host.total_ejections,
-                    labels,
-                )
-            )
-            samples.append(
-                CounterSample(
-                    "framedclient_upstream_probes_total",
-                    "Probe requests sent to the upstream when its ejection "
-                    "window ended.",
-                    host.total_probes,
-                    labels,
-                )
-            )
-            own = self._upstream_metrics.get(host.name)
-            black_holes = (
-                own.totals().connection_events.get("black_hole", 0)
-                if own is not None
-                else 0
-            )
-            samples.append(
-                CounterSample(
-                    "framedclient_upstream_black_holes_total",
-                    "Connections to the upstream closed as black holes "
-                    "(written requests timed out in a row, nothing read).",
-                    black_holes,
-                    labels,
-                )
-            )
-        return samples
+        return self.telemetry.gauges(self.in_flight, self.queued)
 
 
 def _static_hosts(

@@ -47,7 +47,7 @@ def test_a_keyed_request_retried_after_its_host_died_goes_to_the_keys_next_host(
     moved = 0
     for n in range(24):
         client, endpoints, clock = fleet(balancer="ketama")
-        protos = {name: e.protocols[0] for name, e in zip(NAMES, endpoints)}
+        protos = {name: e.protocols[0] for name, e in zip(NAMES, endpoints, strict=True)}
         key = f"user:{n}"
         owner, next_owner, *_ = ring.nodes_for(key)
         d = client.request(b"get " + key.encode(), key=key)
@@ -65,7 +65,7 @@ def test_a_written_idempotent_keyed_request_retried_goes_to_the_keys_next_host()
     ring = KetamaRing(NAMES)
     for n in range(12):
         client, endpoints, clock = fleet(balancer="ketama")
-        protos = {name: e.protocols[0] for name, e in zip(NAMES, endpoints)}
+        protos = {name: e.protocols[0] for name, e in zip(NAMES, endpoints, strict=True)}
         key = f"session:{n}"
         owner, next_owner, *_ = ring.nodes_for(key)
         d = client.request(b"read", key=key, idempotent=True)

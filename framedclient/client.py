@@ -27,49 +27,34 @@ from collections.abc import Callable, Sequence
 from typing import Any, Unpack
 
 import attrs
-from twisted.internet.defer import (
-    Deferred,
-    fail,
-    gatherResults,
-    maybeDeferred,
-    succeed,
-)
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IReactorTime,
-    IStreamClientEndpoint,
-)
-from twisted.logger import Logger
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
-from framedclient._endpoints import endpoint_name
-from framedclient.balance import Ketama, WeightedRoundRobin, make_balancer
+from framedclient.balance import make_balancer
 from framedclient.codecs import Message
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
-from framedclient.discovery import (
-    Host,
-    HostSource,
-    RefreshPolicy,
-    StaticHosts,
-    sources_from,
-)
+from framedclient.discovery import HostSource, sources_from
 from framedclient.dispatch import Dispatcher, Lease
 from framedclient.engine import check_flag, check_request
 from framedclient.errors import ClientClosed
 from framedclient.health import HealthBoard, HostHealth
 from framedclient.hedging import HEDGE_EVENTS, default_hedge_budget
 from framedclient.ketama import key_bytes
-from framedclient.membership import Membership
 from framedclient.metrics import Metrics, Sample
 from framedclient.pool import Limiter, Pool
-from framedclient.protocol import FramedClientFactory, FramedProtocol
+from framedclient.protocol import FramedClientFactory
 from framedclient.retry import RetryBudget
 from framedclient.telemetry import ClientTelemetry
+from framedclient.upstreams import (
+    Upstreams,
+    check_balancer,
+    refresh_policy,
+    static_hosts,
+)
 
 __all__ = ["FramedClient", "Lease"]
 
-_log = Logger()
 
 class ClientKeywords(ClientSettings, total=False):
     """
@@ -191,30 +176,9 @@ class FramedClient:
         self._limiter = Limiter(
             clock, config.max_in_flight, config.max_pending, config.acquire_timeout
         )
-        self._factories: dict[tuple[str, str], FramedClientFactory] = {}
-        if prepare is not None:
-            prepare = self._owned_prepare(prepare)
-        self._prepare = prepare
-        self._connection_listeners: list[Callable[[Connection, str, str], object]] = []
         balancer = make_balancer(config.balancer)
         if endpoints and not discovery:
-            # Mistakes in a policy's view of a fixed set of upstreams are
-            # refused here, not per request: two upstreams with one ring
-            # name, weights of hosts this client does not have (a typo
-            # would silently weigh 1).
-            labels = [
-                _label(h) for h in _static_hosts(endpoints, names).hosts
-            ]
-            if isinstance(balancer, Ketama):
-                balancer.ring(tuple(labels))
-            elif isinstance(balancer, WeightedRoundRobin):
-                unknown = sorted(set(balancer.weights) - set(labels))
-                if unknown:
-                    raise ValueError(
-                        f"WeightedRoundRobin has weights for {unknown!r}, which "
-                        f"are not upstreams of this client; its upstreams are "
-                        f"{labels!r}"
-                    )
+            check_balancer(balancer, endpoints, names)
         self.pool = Pool(
             [],
             balancer,
@@ -232,16 +196,6 @@ class FramedClient:
         )
         # Bound once: the fast path calls it for every request.
         self._take = self.pool.take
-        # The hosts (and their connections) come and go through it.
-        self._membership = Membership(
-            self.pool,
-            clock,
-            self._new_connection,
-            self._joined,
-            pool_size=config.pool_size,
-            retire_timeout=config.retire_timeout,
-            max_connection_age=config.max_connection_age,
-        )
         # After the pool's listener: it knows the host's connections first.
         self.health.add_listener(self._host_changed)
         self._budget = budget = retry_budget or RetryBudget(clock)
@@ -273,14 +227,22 @@ class FramedClient:
         )
         # Requests with no key, hedging and tracing take the shortest path.
         self._plain = self._dispatcher.hedger is None and tracer is None
-        #: the template of the connection factories: each host gets one of
-        #: its own with this configuration, which hands the host's health to
-        #: the connections it builds
-        self.factory = self._make_factory(None)
+        #: the connections, host by host (see :mod:`framedclient.upstreams`)
+        self.upstreams = Upstreams(
+            config,
+            clock,
+            self.pool,
+            self.health,
+            self._limiter,
+            self._dispatcher,
+            self.telemetry,
+            prepare,
+            self._connection_changed,
+        )
         self._closing = False
         self._closed: Deferred[Any] | None = None
-        self._membership.set_sources(
-            [_static_hosts(endpoints, names), *discovery] if endpoints else discovery
+        self.upstreams.set_sources(
+            [static_hosts(endpoints, names), *discovery] if endpoints else discovery
         )
         if start:
             self.start()
@@ -293,44 +255,13 @@ class FramedClient:
         """
         return self._dispatcher.max_queued_bytes
 
-    def _make_factory(self, health: HostHealth | None) -> FramedClientFactory:
-        return FramedClientFactory(
-            config=self.config.protocol_config(),
-            clock=self._clock,
-            metrics=self.telemetry.metrics,
-            owner=self._dispatcher,
-            per_connection_metrics=True,
-            on_built=self.telemetry.track,
-            health=health,
-        )
-
-    def _new_connection(self, host: Host, index: int) -> Connection:
-        config = self.config
-        factory = self._factories.get(host.key)
-        if factory is None:
-            # One factory per host: it hands the host's health record to
-            # each connection it builds.  Those of hosts that left go.
-            in_use = set(self.health.hosts)
-            self._factories = {
-                k: f for k, f in self._factories.items() if f.health in in_use
-            }
-            factory = self._make_factory(self.health.host(_label(host)))
-            self._factories[host.key] = factory
-        return Connection(
-            host.endpoint,
-            factory,
-            self._clock,
-            backoff=config.backoff,
-            connect_timeout=config.connect_timeout,
-            prepare=self._prepare,
-            name=f"{_label(host)}/{index}",
-            weight=host.weight,
-        )
-
-    def _joined(self, conn: Connection) -> None:
-        conn.add_listener(self._connection_changed)
-        for listener in self._connection_listeners:
-            conn.add_listener(listener)
+    @property
+    def factory(self) -> FramedClientFactory:
+        """
+        The template of the connection factories (each host gets one of its
+        own with this configuration).
+        """
+        return self.upstreams.factory
 
     def add_connection_listener(
         self, listener: Callable[[Connection, str, str], object]
@@ -340,28 +271,7 @@ class FramedClient:
         change of every connection, present and future (hosts that join
         later included); see :meth:`Connection.add_listener`.
         """
-        self._connection_listeners.append(listener)
-        for conn in self._membership.connections():
-            conn.add_listener(listener)
-
-    def _owned_prepare(self, hook: PrepareHook) -> PrepareHook:
-        """
-        ``hook``, run so that the requests it sends (AUTH, SELECT, ...) do
-        not touch the limiter: they took no slot, yet each one settled
-        gives a slot back through the owner's ``request_settled()``: they
-        are counted as taken once the hook is done.
-        """
-
-        def prepare(proto: FramedProtocol) -> Deferred[Any]:
-            before = proto.ok_count + proto.failed_count
-
-            def settled(result: object) -> object:
-                self._limiter.take(proto.ok_count + proto.failed_count - before)
-                return result
-
-            return maybeDeferred(hook, proto).addBoth(settled)
-
-        return prepare
+        self.upstreams.add_listener(listener)
 
     @classmethod
     def from_endpoint(
@@ -399,7 +309,7 @@ class FramedClient:
         }
         config = resolve_client_config(rest.pop("config", None), settings)
         resolved, described, sources = sources_from(
-            reactor, endpoint, names, _refresh_policy(config)
+            reactor, endpoint, names, refresh_policy(config)
         )
         return cls(
             resolved,
@@ -437,15 +347,15 @@ class FramedClient:
         if self._closing:
             raise ClientClosed("the client is closed; its hosts cannot change")
         resolved, described, sources = sources_from(
-            self._clock, endpoints, names, _refresh_policy(self.config)
+            self._clock, endpoints, names, refresh_policy(self.config)
         )
         if not resolved and not sources:
             raise ValueError(
                 "at least one endpoint is needed; close the client to stop using "
                 "every host"
             )
-        static = [_static_hosts(resolved, described)] if resolved else []
-        self._membership.set_sources([*static, *sources])
+        static = [static_hosts(resolved, described)] if resolved else []
+        self.upstreams.set_sources([*static, *sources])
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -454,7 +364,7 @@ class FramedClient:
         Start connecting, and asking the discovery sources (idempotent;
         done by the constructor by default).
         """
-        self._membership.start()
+        self.upstreams.membership.start()
 
     def when_ready(self, fail_after: int | None = None) -> Deferred[None]:
         """
@@ -466,36 +376,7 @@ class FramedClient:
         Like :func:`twisted.internet.defer.race`, cancelling the result
         cancels the wait on every connection, so nothing is left behind.
         """
-        if self.pool.ready_count:
-            return succeed(None)
-        if not len(self.pool):
-            # No host known yet (discovery is still asking): wait for some.
-            hosts = self._membership.when_hosts()
-            hosts.addCallback(lambda _: self.when_ready(fail_after))
-            return hosts
-
-        def cancel_all(_: object) -> None:
-            for w in waits:
-                if not w.called:
-                    w.cancel()
-
-        result: Deferred[None] = Deferred(cancel_all)
-        waits = [conn.when_ready(fail_after) for conn in self.pool]
-        failures: list[Failure] = []
-
-        def won(_: object) -> None:
-            if not result.called:
-                result.callback(None)
-                cancel_all(None)
-
-        def lost(f: Failure) -> None:
-            failures.append(f)
-            if len(failures) == len(waits) and not result.called:
-                result.errback(failures[-1])
-
-        for w in waits:
-            w.addCallbacks(won, lost)
-        return result
+        return self.upstreams.when_ready(fail_after)
 
     def close(self, timeout: float | None = None) -> Deferred[None]:
         """
@@ -512,30 +393,18 @@ class FramedClient:
         if self._closed is not None:
             return _chain(self._closed)
         self._closing = True
-        self._membership.stop()
         self._dispatcher.close(
             ClientClosed("the client is closing; the request was not sent")
         )
-        timer: IDelayedCall | None = None
-        if timeout is not None:
-            timer = self._clock.callLater(timeout, self._abort_all)
-        done = gatherResults(
-            [conn.close(drain=True) for conn in self._membership.connections()]
-        )
+        done = self.upstreams.close(timeout)
 
         def finished(_: object) -> None:
-            if timer is not None and timer.active():
-                timer.cancel()
             self._dispatcher.stop()
             self.health.stop()
 
         done.addBoth(finished)
         self._closed = done
         return _chain(done)
-
-    def _abort_all(self) -> None:
-        for conn in self._membership.connections():
-            conn.close(drain=False)
 
     async def __aenter__(self) -> FramedClient:
         return self
@@ -625,11 +494,8 @@ class FramedClient:
         )
 
     def _why_unavailable(self) -> str:
-        errors = {c.last_error for c in self.pool if c.last_error}
-        errors.update(self._membership.errors())
-        return "; ".join(sorted(errors)) or (
-            "still connecting" if len(self.pool) else "no host found yet"
-        )
+        # The dispatcher is made before the upstreams, which need it.
+        return self.upstreams.why_unavailable()
 
     @property
     def metrics(self) -> Metrics:
@@ -726,7 +592,7 @@ class FramedClient:
         state["upstreams"] = connections = self.pool.debug_state()
         state["by_upstream"] = self.telemetry.by_upstream(connections)
         state["hosts"] = self.health.debug_state()
-        state["discovery"] = self._membership.debug_state()
+        state["discovery"] = self.upstreams.membership.debug_state()
         get_calls: Callable[[], list[Any]] | None = getattr(
             self._clock, "getDelayedCalls", None
         )
@@ -751,35 +617,6 @@ class FramedClient:
         exposition (see :class:`~framedclient.telemetry.ClientTelemetry`).
         """
         return self.telemetry.gauges(self.in_flight, self.queued)
-
-
-def _static_hosts(
-    endpoints: Sequence[IStreamClientEndpoint], names: Sequence[str] | None
-) -> StaticHosts:
-    hosts = []
-    seen: dict[str, int] = {}
-    for e, endpoint in enumerate(endpoints):
-        name = names[e] if names else endpoint_name(endpoint)
-        # The same endpoint twice is two hosts (twice the connections), as
-        # it always was.
-        seen[name] = n = seen.get(name, 0) + 1
-        hosts.append(Host(name, name if n == 1 else f"{name}#{n}", endpoint))
-    return StaticHosts(hosts)
-
-
-def _label(host: Host) -> str:
-    """
-    The upstream a host's connections belong to: its name, with its address
-    when that differs (one ``dns:`` name, several addresses).
-    """
-    if host.address == host.name or host.address.startswith(f"{host.name}#"):
-        # One endpoint, or the same one given again (NAME#2, NAME#3, ...).
-        return host.address
-    return f"{host.name}@{host.address}"
-
-
-def _refresh_policy(config: ClientConfig) -> RefreshPolicy:
-    return RefreshPolicy(config.dns_refresh_min, config.dns_refresh_max)
 
 
 def _chain(d: Deferred[Any]) -> Deferred[None]:

@@ -21,7 +21,6 @@ retries, routed, traced and hedged requests, leases) belongs to the
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Unpack
@@ -35,11 +34,11 @@ from framedclient.codecs import Message
 from framedclient.config import ClientConfig, ClientSettings, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
 from framedclient.discovery import HostSource, sources_from
-from framedclient.dispatch import Dispatcher, Lease
+from framedclient.dispatch import Dispatcher, Lease, make_tracer
 from framedclient.engine import check_flag, check_request
 from framedclient.errors import ClientClosed
-from framedclient.health import HealthBoard, HostHealth
-from framedclient.hedging import HEDGE_EVENTS, default_hedge_budget
+from framedclient.health import HealthBoard
+from framedclient.hedging import default_hedge_budget
 from framedclient.ketama import key_bytes
 from framedclient.metrics import Metrics, Sample
 from framedclient.pool import Limiter, Pool
@@ -47,8 +46,10 @@ from framedclient.protocol import FramedClientFactory
 from framedclient.retry import RetryBudget
 from framedclient.telemetry import ClientTelemetry
 from framedclient.upstreams import (
+    Endpoints,
     Upstreams,
     check_balancer,
+    check_endpoints,
     refresh_policy,
     static_hosts,
 )
@@ -71,15 +72,6 @@ class ClientKeywords(ClientSettings, total=False):
     start: bool
     names: Sequence[str] | None
     discovery: Sequence[HostSource]
-
-
-#: What from_endpoint() and set_endpoints() take.
-_Endpoints = (
-    str
-    | IStreamClientEndpoint
-    | HostSource
-    | Sequence[str | IStreamClientEndpoint | HostSource]
-)
 
 
 class FramedClient:
@@ -145,23 +137,7 @@ class FramedClient:
         discovery: Sequence[HostSource] = (),
         **settings: Unpack[ClientSettings],
     ) -> None:
-        if isinstance(endpoints, (str, bytes)):
-            raise TypeError(
-                f"endpoints must be a sequence of endpoint objects, got "
-                f"{endpoints!r}; use FramedClient.from_endpoint(reactor, "
-                f"{endpoints!r}) for endpoint strings"
-            )
-        endpoints = list(endpoints)
-        discovery = list(discovery)
-        if not endpoints and not discovery:
-            raise ValueError("at least one endpoint is needed")
-        for i, endpoint in enumerate(endpoints):
-            if not callable(getattr(endpoint, "connect", None)):
-                raise TypeError(
-                    f"endpoints[{i}] must be a Twisted client endpoint (an "
-                    f"IStreamClientEndpoint, with connect(factory)), got "
-                    f"{endpoint!r}"
-                )
+        endpoints, discovery = check_endpoints(endpoints, discovery)
         self.config = config = resolve_client_config(config, settings)
         self._clock = clock
         self.codec = config.codec
@@ -192,22 +168,12 @@ class FramedClient:
             metrics if metrics is not None else Metrics(),
             self.pool,
             self.health,
-            self.hedges,
+            lambda: self._dispatcher.hedges(),
         )
         # Bound once: the fast path calls it for every request.
         self._take = self.pool.take
-        # After the pool's listener: it knows the host's connections first.
-        self.health.add_listener(self._host_changed)
         self._budget = budget = retry_budget or RetryBudget(clock)
         self._deposit = budget.deposit
-        tracer: Any = None
-        if config.tracing and _otel_installed():
-            # Imported only here: without OpenTelemetry, or with tracing
-            # off, requests pay nothing for it.
-            from framedclient.tracing import request_tracer
-
-            tracer = request_tracer(tracer_provider)
-        self._tracing = tracer is not None
         #: owns every request off the fast path, and the connections'
         #: reports (see :mod:`framedclient.dispatch`)
         self._dispatcher = Dispatcher(
@@ -216,17 +182,17 @@ class FramedClient:
             self._limiter,
             events=self.telemetry.metrics,
             budget=budget,
-            tracer=tracer,
+            tracer=make_tracer(config.tracing, tracer_provider),
             hedge_after=config.hedge_after,
             hedge_budget=hedge_budget or default_hedge_budget(clock),
             latency_of=self.telemetry.latency_of,
             wait_for_ready=config.wait_for_ready,
             max_queued_bytes=config.max_queued_bytes,
             max_pending_per_connection=config.max_pending_per_connection,
-            unavailable=self._why_unavailable,
+            unavailable=lambda: self.upstreams.why_unavailable(),
         )
         # Requests with no key, hedging and tracing take the shortest path.
-        self._plain = self._dispatcher.hedger is None and tracer is None
+        self._plain = self._dispatcher.plain
         #: the connections, host by host (see :mod:`framedclient.upstreams`)
         self.upstreams = Upstreams(
             config,
@@ -237,7 +203,7 @@ class FramedClient:
             self._dispatcher,
             self.telemetry,
             prepare,
-            self._connection_changed,
+            (self.telemetry.connection_changed, self._dispatcher.connection_changed),
         )
         self._closing = False
         self._closed: Deferred[Any] | None = None
@@ -277,7 +243,7 @@ class FramedClient:
     def from_endpoint(
         cls,
         reactor: Any,
-        endpoint: _Endpoints,
+        endpoint: Endpoints,
         **options: Unpack[ClientKeywords],
     ) -> FramedClient:
         """
@@ -322,7 +288,7 @@ class FramedClient:
 
     def set_endpoints(
         self,
-        endpoints: _Endpoints,
+        endpoints: Endpoints,
         names: Sequence[str] | None = None,
     ) -> None:
         """
@@ -493,10 +459,6 @@ class FramedClient:
             True,
         )
 
-    def _why_unavailable(self) -> str:
-        # The dispatcher is made before the upstreams, which need it.
-        return self.upstreams.why_unavailable()
-
     @property
     def metrics(self) -> Metrics:
         """
@@ -510,23 +472,6 @@ class FramedClient:
         than copying it.
         """
         return self.telemetry.metrics
-
-    def _host_changed(self, host: HostHealth) -> None:
-        if host.eligible and self._dispatcher.has_parked:
-            # A host's window ended or it revived: capacity appeared.
-            self._dispatcher.kick()
-
-    def _connection_changed(self, conn: Connection, old: str, new: str) -> None:
-        if new == "ready":
-            if conn.protocol is not None:
-                self.telemetry.connection_ready(conn.protocol)
-            self._dispatcher.kick()
-        elif (
-            old == "ready"
-            and not self.pool.ready_count
-            and self._dispatcher.has_parked
-        ):
-            self._dispatcher.nothing_ready()
 
     # -- exclusive use ---------------------------------------------------------
 
@@ -557,23 +502,15 @@ class FramedClient:
         """
         Requests waiting for a slot or for a connection.
         """
-        return self._limiter.queued + self._dispatcher.parked
+        return self._dispatcher.queued
 
     def stats(self) -> dict[str, Any]:
         """
-        A JSON-able snapshot: in-flight, queued, shed, connections by
-        state, and the metrics (outcomes, latency percentiles, ...).
+        A JSON-able snapshot: in-flight, queued, shed, hedges, connections
+        by state, and the metrics (outcomes, latency percentiles, ...).
         """
         return {
-            "in_flight": self.in_flight,
-            "queued": self.queued,
-            "max_in_flight": self._limiter.max_in_flight,
-            "max_pending": self._limiter.max_pending,
-            "shed": self._limiter.shed,
-            "queued_bytes": self._dispatcher.queued_bytes,
-            "retry_budget": round(self._budget.balance, 3),
-            "hedges": self.hedges(),
-            "tracing": self._tracing,
+            **self._dispatcher.stats(),
             "connections": self.pool.counts_by_state(),
             "closing": self._closing,
             "metrics": self.metrics.snapshot(),
@@ -601,15 +538,10 @@ class FramedClient:
 
     def hedges(self) -> dict[str, int]:
         """
-        Hedges by what became of them (see
-        :data:`~framedclient.hedging.HEDGE_EVENTS`): ``sent``, ``won`` (the
-        hedge answered first), ``no_budget``, ``no_host``; zeros when
-        hedging is off.
+        Hedges by what became of them: see
+        :meth:`~framedclient.dispatch.Dispatcher.hedges`.
         """
-        hedger = self._dispatcher.hedger
-        if hedger is None:
-            return dict.fromkeys(HEDGE_EVENTS, 0)
-        return dict(hedger.counts)
+        return self._dispatcher.hedges()
 
     def gauges(self) -> list[Sample]:
         """
@@ -632,11 +564,3 @@ def _chain(d: Deferred[Any]) -> Deferred[None]:
 
     d.addBoth(done)
     return out
-
-
-def _otel_installed() -> bool:
-    # find_spec of a top-level name imports nothing.
-    try:
-        return importlib.util.find_spec("opentelemetry") is not None
-    except (ImportError, ValueError):
-        return False

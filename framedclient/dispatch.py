@@ -24,6 +24,7 @@ A request on the slow path is a :class:`Call`; its state is one
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections import deque
 from collections.abc import Callable
@@ -43,18 +44,26 @@ from framedclient.errors import (
     Unavailable,
     outcome_of,
 )
-from framedclient.hedging import Hedger
+from framedclient.hedging import HEDGE_EVENTS, Hedger
 from framedclient.protocol import PendingRequest
 from framedclient.retry import RetryBudget, retry_delay
 
 if TYPE_CHECKING:
     from framedclient.codecs import Message
+    from framedclient.connection import Connection
     from framedclient.health import HostHealth
     from framedclient.metrics import LatencyHistogram, MetricsRecorder
     from framedclient.pool import Limiter, Pool
     from framedclient.protocol import FramedProtocol
 
-__all__ = ["MAX_ATTEMPTS", "Call", "CallState", "Dispatcher", "Lease"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "Call",
+    "CallState",
+    "Dispatcher",
+    "Lease",
+    "make_tracer",
+]
 
 #: How many times one request may be re-sent because it was never written;
 #: a bound so that a pathological flapping pool cannot spin.
@@ -239,6 +248,12 @@ class Dispatcher:
         )
         self._closing = False
         self._release = limiter.release
+        #: whether requests without a key may take the client's fast path
+        #: (no hedging, no tracing)
+        self.plain = self.hedger is None and tracer is None
+        # After the pool's listener: it knows the host's connections first.
+        if pool.health is not None:
+            pool.health.add_listener(self._host_changed)
 
     # -- the one place a call's state changes --------------------------------
 
@@ -672,16 +687,23 @@ class Dispatcher:
             self.pool.leased.add(proto)
             leases.popleft().callback(proto)
 
-    @property
-    def has_parked(self) -> bool:
-        return bool(self._parked)
+    def _host_changed(self, host: HostHealth) -> None:
+        if host.eligible and self._parked:
+            # A host's window ended or it revived: capacity appeared.
+            self.kick()
 
-    def nothing_ready(self) -> None:
+    def connection_changed(self, conn: Connection, old: str, new: str) -> None:
         """
-        The last ready connection went: parked callers who asked not to wait
-        (a call may have parked while the last connection was dying) learn
-        now.
+        A connection's state changed (a connection listener): a ready one
+        is capacity; when the last ready one goes, parked callers who asked
+        not to wait (one may have parked while it was dying) learn now.
         """
+        if new == "ready":
+            self.kick()
+        elif old == "ready" and not self.pool.ready_count and self._parked:
+            self._nothing_ready()
+
+    def _nothing_ready(self) -> None:
         parked, self._parked = self._parked, deque()
         for call in parked:
             if call.state == _WAITING and not call.wait:
@@ -757,11 +779,43 @@ class Dispatcher:
     # -- introspection ---------------------------------------------------------
 
     @property
-    def parked(self) -> int:
+    def queued(self) -> int:
         """
-        Requests holding a slot, waiting for a connection.
+        Requests waiting for a slot, or holding one and waiting for a
+        connection.
         """
-        return sum(1 for c in self._parked if c.state == _WAITING)
+        return self.limiter.queued + sum(
+            1 for c in self._parked if c.state == _WAITING
+        )
+
+    def hedges(self) -> dict[str, int]:
+        """
+        Hedges by what became of them (see
+        :data:`~framedclient.hedging.HEDGE_EVENTS`): ``sent``, ``won`` (the
+        hedge answered first), ``no_budget``, ``no_host``; zeros when
+        hedging is off.
+        """
+        if self.hedger is None:
+            return dict.fromkeys(HEDGE_EVENTS, 0)
+        return dict(self.hedger.counts)
+
+    def stats(self) -> dict[str, Any]:
+        """
+        The requests' part of ``FramedClient.stats()``: slots, queues,
+        budgets, hedges.
+        """
+        limiter = self.limiter
+        return {
+            "in_flight": limiter.in_flight,
+            "queued": self.queued,
+            "max_in_flight": limiter.max_in_flight,
+            "max_pending": limiter.max_pending,
+            "shed": limiter.shed,
+            "queued_bytes": self.queued_bytes,
+            "retry_budget": round(self.budget.balance, 3),
+            "hedges": self.hedges(),
+            "tracing": self._tracer is not None,
+        }
 
     def debug_state(self) -> dict[str, int]:
         """
@@ -821,3 +875,25 @@ class Lease:
             timeout = self._request_timeout
         return self._dispatcher.lease_request(proto, body, timeout)
 
+
+def make_tracer(tracing: bool, tracer_provider: object) -> Any:
+    """
+    The :class:`~framedclient.tracing.RequestTracer` of a client, or
+    ``None``: tracing off, OpenTelemetry not installed, or no provider for
+    spans to go to.
+    """
+    if not tracing or not _otel_installed():
+        return None
+    # Imported only here: without OpenTelemetry, or with tracing off,
+    # requests pay nothing for it.
+    from framedclient.tracing import request_tracer
+
+    return request_tracer(tracer_provider)
+
+
+def _otel_installed() -> bool:
+    # find_spec of a top-level name imports nothing.
+    try:
+        return importlib.util.find_spec("opentelemetry") is not None
+    except (ImportError, ValueError):
+        return False

@@ -95,6 +95,13 @@ class ClientTelemetry:
             if upstream is not None:
                 self.metrics.move(proto.metrics, self.upstream_node(upstream))
 
+    def connection_changed(self, conn: Any, old: str, new: str) -> None:
+        """
+        A connection's state changed (a connection listener).
+        """
+        if new == "ready" and conn.protocol is not None:
+            self.connection_ready(conn.protocol)
+
     def upstream_node(self, upstream: str) -> Metrics:
         """
         The metrics of ``upstream``, read through the client's: made when

@@ -38,8 +38,10 @@ if TYPE_CHECKING:
     from framedclient.telemetry import ClientTelemetry
 
 __all__ = [
+    "Endpoints",
     "Upstreams",
     "check_balancer",
+    "check_endpoints",
     "host_label",
     "refresh_policy",
     "static_hosts",
@@ -47,6 +49,14 @@ __all__ = [
 
 #: Called with ``(connection, old_state, new_state)``.
 ConnectionListener = Callable[[Connection, str, str], object]
+
+#: What ``FramedClient.from_endpoint()`` and ``set_endpoints()`` take.
+Endpoints = (
+    str
+    | IStreamClientEndpoint
+    | HostSource
+    | Sequence[str | IStreamClientEndpoint | HostSource]
+)
 
 
 class Upstreams:
@@ -58,8 +68,8 @@ class Upstreams:
         sends took none, yet each gives one back when it settles, so they
         are counted as taken (:meth:`~framedclient.pool.Limiter.take`) once
         the hook is done.
-    :param on_change: told of every connection's state change first (the
-        client's own listener).
+    :param on_change: told of every connection's state change first, in
+        order (the client's own listeners).
     """
 
     def __init__(
@@ -72,7 +82,7 @@ class Upstreams:
         owner: RequestOwner,
         telemetry: ClientTelemetry,
         prepare: PrepareHook | None,
-        on_change: ConnectionListener,
+        on_change: Sequence[ConnectionListener],
     ) -> None:
         self._config = config
         self._clock = clock
@@ -82,7 +92,7 @@ class Upstreams:
         self._owner = owner
         self._telemetry = telemetry
         self._prepare = self._owned_prepare(prepare) if prepare is not None else None
-        self._listeners: list[ConnectionListener] = [on_change]
+        self._listeners: list[ConnectionListener] = list(on_change)
         self._factories: dict[tuple[str, str], FramedClientFactory] = {}
         #: the template of the connection factories: each host gets one of
         #: its own with this configuration
@@ -233,6 +243,34 @@ class Upstreams:
     def _abort_all(self) -> None:
         for conn in self.membership.connections():
             conn.close(drain=False)
+
+
+def check_endpoints(
+    endpoints: Sequence[IStreamClientEndpoint], discovery: Sequence[HostSource]
+) -> tuple[list[IStreamClientEndpoint], list[HostSource]]:
+    """
+    A client's endpoints and discovery sources, refused at construction when
+    they cannot be: a string (from_endpoint's business), nothing at all, or
+    something that is not a Twisted client endpoint.
+    """
+    if isinstance(endpoints, (str, bytes)):
+        raise TypeError(
+            f"endpoints must be a sequence of endpoint objects, got "
+            f"{endpoints!r}; use FramedClient.from_endpoint(reactor, "
+            f"{endpoints!r}) for endpoint strings"
+        )
+    endpoints = list(endpoints)
+    discovery = list(discovery)
+    if not endpoints and not discovery:
+        raise ValueError("at least one endpoint is needed")
+    for i, endpoint in enumerate(endpoints):
+        if not callable(getattr(endpoint, "connect", None)):
+            raise TypeError(
+                f"endpoints[{i}] must be a Twisted client endpoint (an "
+                f"IStreamClientEndpoint, with connect(factory)), got "
+                f"{endpoint!r}"
+            )
+    return endpoints, discovery
 
 
 def static_hosts(

@@ -19,7 +19,7 @@ belongs to the :class:`Dispatcher`, and only to it:
 - leases: connections borrowed whole, whose requests are bound to them.
 
 A request on the slow path is a :class:`Call`; its state is one
-:class:`CallState`, changed by :meth:`Dispatcher._move` and nowhere else.
+:class:`CallState`, changed by ``Dispatcher._move`` and nowhere else.
 """
 
 from __future__ import annotations
@@ -861,7 +861,7 @@ class Lease:
     ) -> Deferred[Any]:
         """
         A request on the leased connection (same contract as
-        :meth:`FramedProtocol.request`).  It is bound to this connection:
+        :meth:`~framedclient.protocol.FramedProtocol.request`).  It is bound to this connection:
         never retried, hedged or moved; if the connection dies or sends
         GOAWAY before it is answered, it fails with
         :class:`~framedclient.errors.ConnectionLost` (``written`` tells

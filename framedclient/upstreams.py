@@ -5,7 +5,7 @@ A client's upstreams: from hosts to connections, and back when they leave.
 which hands the host's health record to every connection it builds), runs the
 user's ``prepare`` hook on each new one, follows the host set through
 :class:`~framedclient.membership.Membership` (static endpoints, ``srv:`` and
-``dns:`` discovery, :meth:`set_sources`), tells listeners of every state
+``dns:`` discovery, :meth:`Upstreams.set_sources`), tells listeners of every state
 change, and closes them all.  It owns no request: the factories hand each
 connection to the request owner given (the
 :class:`~framedclient.dispatch.Dispatcher`).
@@ -81,7 +81,7 @@ class Upstreams:
         limiter: Limiter,
         owner: RequestOwner,
         telemetry: ClientTelemetry,
-        prepare: PrepareHook | None,
+        prepare: Callable[[FramedProtocol], Any] | None,
         on_change: Sequence[ConnectionListener],
     ) -> None:
         self._config = config

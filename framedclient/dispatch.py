@@ -861,12 +861,12 @@ class Lease:
     ) -> Deferred[Any]:
         """
         A request on the leased connection (same contract as
-        :meth:`~framedclient.protocol.FramedProtocol.request`).  It is bound to this connection:
-        never retried, hedged or moved; if the connection dies or sends
-        GOAWAY before it is answered, it fails with
-        :class:`~framedclient.errors.ConnectionLost` (``written`` tells
-        whether it may have run).  It counts against ``max_in_flight`` like
-        any request.
+        :meth:`~framedclient.protocol.FramedProtocol.request`).  It is bound
+        to this connection: never retried, hedged or moved; if the
+        connection dies or sends GOAWAY before it is answered, it fails
+        with :class:`~framedclient.errors.ConnectionLost` (``written``
+        tells whether it may have run).  It counts against
+        ``max_in_flight`` like any request.
         """
         proto = self.protocol
         if proto is None:

@@ -142,7 +142,6 @@ class FramedClient:
         self._clock = clock
         self.codec = config.codec
         self.request_timeout = config.request_timeout
-        self.wait_for_ready = config.wait_for_ready
         self.health = HealthBoard(
             clock,
             failure_accrual=config.failure_accrual,
@@ -212,6 +211,14 @@ class FramedClient:
         )
         if start:
             self.start()
+
+    @property
+    def wait_for_ready(self) -> bool:
+        """
+        Whether requests wait for a connection by default (the
+        ``wait_for_ready`` setting; ``request(wait_for_ready=)`` overrides).
+        """
+        return self._dispatcher.wait_for_ready
 
     @property
     def max_queued_bytes(self) -> float:

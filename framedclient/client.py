@@ -455,15 +455,20 @@ class FramedClient:
                 # comes back through the dispatcher's request_settled().
                 return proto.send(body, timeout, idempotent)
             return self._dispatcher.submit(
-                body, timeout, idempotent, wait_for_ready, None, False
+                body,
+                timeout,
+                idempotent=idempotent,
+                wait_for_ready=wait_for_ready,
+                key=None,
+                routed=False,
             )
         return self._dispatcher.submit(
             body,
             timeout,
-            idempotent,
-            wait_for_ready,
-            None if key is None else key_bytes(key),
-            True,
+            idempotent=idempotent,
+            wait_for_ready=wait_for_ready,
+            key=None if key is None else key_bytes(key),
+            routed=True,
         )
 
     @property

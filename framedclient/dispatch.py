@@ -271,6 +271,7 @@ class Dispatcher:
         self,
         body: bytes | Message,
         timeout: float,
+        *,
         idempotent: bool,
         wait_for_ready: bool | None,
         key: bytes | None,

@@ -51,6 +51,9 @@ intersphinx_timeout = 1
 framedclient_api_modules = [
     "framedclient",
     "framedclient.client",
+    "framedclient.dispatch",
+    "framedclient.upstreams",
+    "framedclient.telemetry",
     "framedclient.config",
     "framedclient.validation",
     "framedclient.errors",
@@ -121,6 +124,7 @@ nitpick_ignore = [
         "IProtocol",
         "IProtocolFactory",
         "IReactorTime",
+        "IDelayedCall",
         "Deferred",
         "Metric",
     )

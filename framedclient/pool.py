@@ -112,6 +112,18 @@ class Limiter:
             return True
         return False
 
+    def take(self, count: int = 1) -> None:
+        """
+        Count ``count`` slots as held, without asking: the caller saw one
+        free (:meth:`Pool.take` reads :attr:`in_flight` before it picks a
+        connection), or its requests went around the limit and each gives
+        its slot back through :meth:`release` like any other (those of a
+        connection's ``prepare`` hook).  The only way, with
+        :meth:`try_acquire`, :meth:`acquire` and :meth:`release`, that the
+        count changes.
+        """
+        self.in_flight += count
+
     def acquire(self) -> Deferred[None]:
         """
         A slot, now or when one frees up.
@@ -462,7 +474,7 @@ class Pool:
             return None
         proto = self.pick_for(key, avoid)
         if proto is not None and limiter is not None:
-            limiter.in_flight += 1
+            limiter.take()
         return proto
 
     def _pick_by_upstream(
@@ -491,15 +503,16 @@ class Pool:
         A free slot of the limiter and the connection to use it on, in one
         step: the client's fast path.  ``None`` takes nothing (no slot is
         free, or no connection can take a request now); the caller then
-        finds out which with :meth:`Limiter.try_acquire`.  The slot goes
-        back through :meth:`Limiter.release`.
+        finds out which with :meth:`Limiter.try_acquire`.  The slot is
+        taken through :meth:`Limiter.take` and goes back through
+        :meth:`Limiter.release`.
         """
         limiter = self.limiter
         if limiter is not None and limiter.in_flight >= limiter.max_in_flight:
             return None
         proto = self.pick()
         if proto is not None and limiter is not None:
-            limiter.in_flight += 1
+            limiter.take()
         return proto
 
     def pick_idle(self) -> FramedProtocol | None:

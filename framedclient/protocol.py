@@ -68,7 +68,6 @@ from framedclient.engine import (
     LATE,
     LOST,
     TIMEOUT,
-    UNKNOWN,
     Request,
     RequestEngine,
     check_request,
@@ -418,22 +417,40 @@ class FramedProtocol(Protocol):
             full; nothing was sent), or ``CancelledError`` after
             ``cancel()``.
         :raises TypeError: ``body`` is neither bytes nor a Message,
-            ``timeout`` not a number.
+            ``timeout`` not a number, ``idempotent`` not a bool.
         :raises ValueError: ``timeout`` is not positive.
         """
-        if not isinstance(body, bytes) or (
-            timeout is not None
-            and (timeout.__class__ is not float or not timeout > 0.0)
+        if (
+            not isinstance(body, bytes)
+            or (
+                timeout is not None
+                and (timeout.__class__ is not float or not timeout > 0.0)
+            )
+            or (idempotent is not False and idempotent is not True)
         ):
-            # The common case (bytes, a positive float) passed the line
-            # above; everything else is checked properly here.
+            # The common case (bytes, a positive float, a bool) passed the
+            # lines above; everything else is checked properly here.
             try:
-                check_request(body, timeout)
+                body = check_request(body, timeout, idempotent)
             except Exception:
                 # Raised at the call, but the owner counted the call.
                 if self._owner is not None:
                     self._owner.request_settled()
                 raise
+        return self.send(body, timeout, idempotent, attempt)
+
+    def send(
+        self,
+        body: bytes | Message,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        attempt: int = 1,
+    ) -> Deferred[Any]:
+        """
+        :meth:`request`, for arguments :func:`~framedclient.engine.check_request`
+        has passed already: the client checks each request once, at its
+        call, and hands it to a connection through here.
+        """
         if self._state != _OPEN or not self._connected:
             return self._refuse(self._refusal())
         engine = self.engine
@@ -466,6 +483,23 @@ class FramedProtocol(Protocol):
             self._flush_call = self._clock.callLater(0, self._flush)
         return r  # type: ignore[return-value]
 
+    def request_bound(
+        self, body: bytes | Message, timeout: float | None = None
+    ) -> Deferred[Any]:
+        """
+        :meth:`request`, for a request that may only ever run on this
+        connection (a lease's: a WATCH or a transaction is state of this
+        connection alone).  It is never offered to the owner to re-send
+        elsewhere: if the connection dies or sends GOAWAY first, it fails
+        with ``ConnectionLost`` (``written`` tells whether it may have run).
+        """
+        d = self.request(body, timeout)
+        if isinstance(d, PendingRequest):
+            # Without its body the request cannot be re-sent (see
+            # Request.body), on any path: lost, GOAWAY, retry.
+            d.body = None
+        return d
+
     def _refuse(self, error: FramedClientError) -> Deferred[bytes]:
         # Refused before it was held: nothing was sent.
         if self._owner is not None:
@@ -486,7 +520,7 @@ class FramedProtocol(Protocol):
 
     # -- EngineActions: what the engine asks of us ---------------------------
 
-    def deliver(self, r: Any, exit: int, value: Any, now: float) -> None:
+    def deliver(self, r: Any, ending: int, value: Any, now: float) -> None:
         """
         ``r`` is a :class:`PendingRequest`: the records this engine makes.
 
@@ -494,7 +528,7 @@ class FramedProtocol(Protocol):
         :class:`~framedclient.engine.EngineActions`).
         """
         owner = self._owner
-        if exit == REPLIED:
+        if ending == REPLIED:
             self.ok_count += 1
             if self._silent_timeouts:
                 self._silent_timeouts = 0
@@ -506,7 +540,7 @@ class FramedProtocol(Protocol):
             self.metrics.record_ok(now - r.started)
             r.callback(value)
             return
-        if exit == LOST:
+        if ending == LOST:
             if (
                 owner is not None
                 and r.body is not None
@@ -516,28 +550,28 @@ class FramedProtocol(Protocol):
                 return
             r.body = None
         self.failed_count += 1
-        if exit == ERROR_REPLY:
+        if ending == ERROR_REPLY:
             # The server answered: it is there, whatever it said.
             self.error_replies += 1
             self._silent_timeouts = 0
             health = self.health
             if health is not None and health.failures:
                 health.succeeded()
-        elif exit == TIMEOUT and r.state == ABANDONED:
+        elif ending == TIMEOUT and r.state == ABANDONED:
             self._silent_timeouts += 1
         if owner is not None:
             owner.request_settled()
         written = (
             r.state == ABANDONED
-            or exit == ERROR_REPLY
-            or (exit == LOST and value.written)
+            or ending == ERROR_REPLY
+            or (ending == LOST and value.written)
         )
         latency = now - r.started if written else None
-        if exit == CANCELLED:
+        if ending == CANCELLED:
             # Deferred.cancel() fails the Deferred with CancelledError.
             self.metrics.record_failure(OUTCOME_CANCELLED, latency)
             return
-        if exit != ERROR_REPLY or isinstance(value, RemoteError):
+        if ending != ERROR_REPLY or isinstance(value, RemoteError):
             # A codec with status codes decodes its error replies into the
             # RemoteError (with its code) the caller gets.
             error = value
@@ -689,8 +723,7 @@ class FramedProtocol(Protocol):
             else:
                 # A request or cancel frame from the server: not a client's
                 # business; count it with the unknown replies.
-                self.engine.unknown_replies += 1
-                found = UNKNOWN
+                found = self.engine.stray_frame()
             if found:
                 if found == LATE:
                     self.metrics.record_dropped_reply(True)

@@ -61,6 +61,7 @@ setup(
     packages=[
         "framedclient",
         "framedclient.codecs",
+        "framedclient.clients",
         "framedclient.runner",
         "framedclient.bench",
         "framedclient.testing",

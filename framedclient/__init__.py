@@ -8,7 +8,9 @@ protocol, connection, pool) are importable from their own modules.
 from framedclient._version import __version__ as __version__
 from framedclient.backoff import ExponentialBackoff, FullJitterBackoff
 from framedclient.client import FramedClient, Lease
+from framedclient.clients import MemcacheClient, RedisClient
 from framedclient.codecs import FC1Codec, HeaderCodec, Kind, Matching, PipelinedCodec
+from framedclient.config import ClientConfig
 from framedclient.connection import Connection
 from framedclient.errors import (
     ClientClosed,
@@ -32,6 +34,7 @@ from framedclient.service import FramedClientService
 
 __all__ = [
     "ClientClosed",
+    "ClientConfig",
     "ConnectFailed",
     "Connection",
     "ConnectionLost",
@@ -52,12 +55,14 @@ __all__ = [
     "Lease",
     "LengthPrefixed",
     "Matching",
+    "MemcacheClient",
     "Metrics",
     "Netstring",
     "Overloaded",
     "PipelinedCodec",
     "ProtocolConfig",
     "ProtocolError",
+    "RedisClient",
     "RemoteError",
     "RequestTimeout",
     "RequestTooLarge",

@@ -17,17 +17,21 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
+from framedclient.clients.memcache import (
+    InvalidKey,
+    MemcacheClient,
+    _value,
+    check_key,
+)
 from framedclient.codecs import REPLY
 from framedclient.codecs.memcache import (
     GetMany,
     KeyNotFound,
-    MemcacheClient,
     MemcacheCodec,
     NonNumericValue,
     Opcode,
     ValueTooLarge,
 )
-from framedclient.codecs.memcache_client import InvalidKey, _value, check_key
 from framedclient.errors import ConnectionLost, RemoteError, Unavailable
 
 from .servers import memcached_server

@@ -17,16 +17,15 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from framedclient import FramedClient
+from framedclient.clients.redis import RedisClient, RedisCommands
 from framedclient.codecs.redis import (
     CommandBatch,
-    RedisClient,
     RedisCodec,
     ReplyDiscarded,
     RespError,
     command,
     parse_reply,
 )
-from framedclient.codecs.redis_client import RedisCommands
 from framedclient.errors import (
     ConnectFailed,
     ConnectionLost,

@@ -474,3 +474,13 @@ def test_whole_bulk_strings_cut_at_once_agree_with_the_byte_by_byte_parse(
         parts += slow.feed(stream[i : i + 1])
     assert whole == parts
     assert len(whole) == len(replies)
+
+
+@pytest.mark.parametrize("name", ["RedisClient", "RedisLease", "Pipeline"])
+def test_the_clients_old_import_path_says_where_they_moved(name):
+    # The codec no longer imports its client (it sits below the core);
+    # code written for the old path learns the new one at the import.
+    with pytest.raises(
+        ImportError, match=f"from framedclient.clients.redis import {name}"
+    ):
+        exec(f"from framedclient.codecs.redis import {name}", {})

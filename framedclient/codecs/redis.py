@@ -20,8 +20,9 @@ caller.  :meth:`RedisCodec.encode` checks this before anything is sent.
 Several commands go out as one request as a :class:`CommandBatch`: one
 unit that takes exactly as many replies as it holds commands.
 
-Most users want :class:`RedisClient` (everyday commands, pipelines,
-transactions, AUTH/SELECT on connect)::
+Most users want :class:`~framedclient.clients.redis.RedisClient` (everyday
+commands, pipelines, transactions, AUTH/SELECT on connect; ``from
+framedclient import RedisClient``)::
 
     redis = RedisClient.from_endpoint(reactor, "tcp:127.0.0.1:6379")
     await redis.set(b"k", b"v")
@@ -37,9 +38,8 @@ The codec alone serves :class:`~framedclient.FramedClient` with raw bodies::
 
 from __future__ import annotations
 
-import importlib
 import threading
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 from framedclient.codecs.base import ERROR, REPLY, REQUEST, Kind, Matching
 from framedclient.errors import (
@@ -51,13 +51,9 @@ from framedclient.errors import (
 )
 from framedclient.framing import Framer
 
-if TYPE_CHECKING:
-    from framedclient.codecs.redis_client import RedisClient as RedisClient
-
 __all__ = [
     "DEFAULT_MAX_ARRAY",
     "CommandBatch",
-    "RedisClient",
     "RedisCodec",
     "ReplyDiscarded",
     "RespError",
@@ -82,9 +78,10 @@ _DISCARDED = b"!"
 class RespError(RemoteError):
     """
     Redis answered with an error reply (``-WRONGTYPE Operation against a
-    key ...``).  :class:`RedisClient` raises it for a command's error reply
-    and puts it in place of the reply inside arrays, pipelines and
-    transactions, so one failed command does not hide the others' replies.
+    key ...``).  :class:`~framedclient.clients.redis.RedisClient` raises it
+    for a command's error reply and puts it in place of the reply inside
+    arrays, pipelines and transactions, so one failed command does not hide
+    the others' replies.
 
     :ivar message: Redis's error text.
     :ivar prefix: its first word, the kind of error (``ERR``,
@@ -341,8 +338,9 @@ class RespFramer:
 class _Command(bytes):
     """
     One whole RESP command, made by :func:`command` (or by
-    :class:`RedisClient` the same way): correct by construction, so
-    :meth:`RedisCodec.encode` sends it without parsing it again.
+    :class:`~framedclient.clients.redis.RedisClient` the same way): correct
+    by construction, so :meth:`RedisCodec.encode` sends it without parsing
+    it again.
 
     Trust goes with the exact class, and only :func:`command` makes one:
     anything derived from it (``+``, slices, ``bytes(...)``) is plain
@@ -365,7 +363,9 @@ class CommandBatch(bytes):
     batch that times out or is cancelled still consumes all its replies,
     so none reaches the next caller.
 
-    Make one with :meth:`of`; :meth:`RedisClient.pipeline` does it for you.
+    Make one with :meth:`of`;
+    :meth:`~framedclient.clients.redis.RedisClient.pipeline` does it for
+    you.
 
     :ivar expected_replies: how many commands (and so replies) it holds.
     """
@@ -673,8 +673,11 @@ def _parse_value(frame: bytes, pos: int) -> tuple[RespValue, int]:
 
 
 def __getattr__(name: str) -> Any:
-    # RedisClient is exported here, but lives in its own module: it needs
-    # Twisted, and importing the codec must not (it stays sans-IO).
-    if name == "RedisClient":
-        return importlib.import_module("framedclient.codecs.redis_client").RedisClient
+    # RedisClient lived here until it moved above the core; say where it
+    # is now instead of importing it (the codec layer imports no client).
+    if name in ("RedisClient", "RedisLease", "Pipeline"):
+        raise ImportError(
+            f"{name} moved to framedclient.clients.redis: "
+            f"from framedclient.clients.redis import {name}"
+        )
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

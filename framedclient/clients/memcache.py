@@ -3,7 +3,8 @@
 :class:`~framedclient.FramedClient` (pooled, self-healing connections, many
 requests in flight on each, replies matched by the opaque field).
 
-Import it from :mod:`framedclient.codecs.memcache`::
+Import it from :mod:`framedclient` (``from framedclient import
+MemcacheClient``)::
 
     mc = MemcacheClient.from_endpoint(reactor, "tcp:127.0.0.1:11211")
     await mc.set(b"k", b"v", expire=60)

@@ -7,7 +7,7 @@ Everything goes through :class:`~framedclient.codecs.redis.RedisCodec`,
 so each reply reaches its own caller: one command per request, several
 only as one :class:`~framedclient.codecs.redis.CommandBatch` (a pipeline
 or a transaction) that takes exactly its own replies.  Import it from
-:mod:`framedclient.codecs.redis`.
+:mod:`framedclient` (``from framedclient import RedisClient``).
 """
 
 from __future__ import annotations

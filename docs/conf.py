@@ -63,6 +63,7 @@ framedclient_api_modules = [
     "framedclient.clients.redis",
     "framedclient.codecs.memcache",
     "framedclient.clients.memcache",
+    "framedclient.clients.base",
     "framedclient.codecs.dns",
     "framedclient.codecs.builtin",
     "framedclient.codecs.plugin",

@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient
+from framedclient.clients.base import ProtocolClient
 from framedclient.codecs.base import Message
 from framedclient.codecs.memcache import (
     GetMany,
@@ -141,10 +142,13 @@ def _hits(replies: list[Any]) -> dict[bytes, bytes]:
     return found
 
 
-class MemcacheClient:
+class MemcacheClient(ProtocolClient):
     """
     A memcached client (binary protocol) over a
-    :class:`~framedclient.FramedClient`.
+    :class:`~framedclient.FramedClient`, embedded like one
+    (:class:`~framedclient.clients.base.ProtocolClient`: ``async with``,
+    ``start()``/``close()``, ``when_ready()``, ``stats()``, ``metrics``,
+    :class:`~framedclient.FramedClientService`).
 
     Every method checks its keys first (:class:`InvalidKey`, nothing sent)
     and returns a Deferred.  A status other than success fails it with the
@@ -165,7 +169,7 @@ class MemcacheClient:
                 f"MemcacheClient needs a client with a MemcacheCodec, got "
                 f"{client.codec!r}"
             )
-        self.client = client
+        super().__init__(client)
 
     @classmethod
     def from_endpoint(
@@ -179,16 +183,6 @@ class MemcacheClient:
         if not isinstance(codec, MemcacheCodec):
             raise TypeError(f"codec must be a MemcacheCodec, got {codec!r}")
         return cls(FramedClient.from_endpoint(reactor, endpoint, **options))
-
-    def when_ready(self) -> Deferred[None]:
-        return self.client.when_ready()
-
-    def close(self, timeout: float | None = None) -> Deferred[None]:
-        """
-        Stop taking requests, let those in flight finish, close the
-        connections.
-        """
-        return self.client.close(timeout)
 
     def _send(
         self,

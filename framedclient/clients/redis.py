@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient, Lease
+from framedclient.clients.base import ProtocolClient
 from framedclient.codecs.redis import (
     CommandBatch,
     RedisCodec,
@@ -294,17 +295,21 @@ class Pipeline:
         return d.addCallback(lambda parts: [_value(ok, body) for ok, body in parts])
 
 
-class RedisClient(RedisCommands):
+class RedisClient(RedisCommands, ProtocolClient):
     """
     A Redis client over a :class:`~framedclient.FramedClient` (pooled,
     self-healing connections, many commands in flight on each).
+
+    Embedded like a ``FramedClient``
+    (:class:`~framedclient.clients.base.ProtocolClient`): ``async with``,
+    ``start()``/``close()``, ``when_ready()``, ``stats()``, ``metrics``, and
+    :class:`~framedclient.FramedClientService` for ``twistd``/``twist``.
 
     :param client: a client whose codec is a
         :class:`~framedclient.codecs.redis.RedisCodec`;
         :meth:`from_endpoint` makes one.
 
-    :ivar client: the :class:`~framedclient.FramedClient` underneath
-        (``stats()``, ``metrics``, ``close()``).
+    :ivar client: the :class:`~framedclient.FramedClient` underneath.
     """
 
     def __init__(self, client: FramedClient) -> None:
@@ -312,7 +317,7 @@ class RedisClient(RedisCommands):
             raise TypeError(
                 f"RedisClient needs a client with a RedisCodec, got {client.codec!r}"
             )
-        self.client = client
+        super().__init__(client)
 
     @classmethod
     def from_endpoint(
@@ -358,12 +363,6 @@ class RedisClient(RedisCommands):
 
     def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
         return self.client.request(body, timeout)
-
-    def when_ready(self) -> Deferred[None]:
-        return self.client.when_ready()
-
-    def close(self, timeout: float | None = None) -> Deferred[None]:
-        return self.client.close(timeout)
 
     def lease(self, timeout: float | None = None) -> RedisLease:
         """

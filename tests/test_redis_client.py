@@ -510,3 +510,46 @@ def test_get_sends_the_command_that_command_makes_and_as_trusted(key):
     (body,) = sent
     expected = command("GET", key)
     assert body == expected and body.__class__ is expected.__class__
+
+
+# -- arguments of the wrong type: refused at the call, naming the argument -----
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda r: r.mget(["a", "b"]),
+            "mget takes keys as separate arguments, not one list: "
+            "mget('a', 'b') or mget(*keys)",
+        ),
+        (lambda r: r.set("k", {"a": 1}), "set(): value must be bytes, str, int"),
+        (lambda r: r.set("k", None), "set(): value must be bytes, str, int"),
+        (lambda r: r.set("k", True), "no boolean"),
+        (lambda r: r.get(None), "get(): key must be"),
+        (lambda r: r.delete(["a", "b"]), "delete takes keys as separate arguments"),
+        (lambda r: r.lpush("k", ["a"]), "lpush(key, *values)"),
+        (lambda r: r.hset("k", [("f", "v")]), "hset takes a mapping"),
+        (lambda r: r.hset("k", {"f": None}), "hset(): a field or value of mapping"),
+        (lambda r: r.transaction("INCR k"), "each command as a tuple"),
+        (lambda r: r.execute("SET", "k", [1]), "argument 2 of SET"),
+        (lambda r: r.pipeline().add("SET", "k", None), "argument 2 of SET"),
+    ],
+)
+def test_a_wrong_argument_is_refused_at_the_call_naming_it(call, message):
+    redis = RedisClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    with pytest.raises(TypeError) as refused:
+        call(redis)
+    assert message in str(refused.value)
+    assert redis.stats()["in_flight"] == 0 and redis.stats()["queued"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_list_value_is_refused_not_stored_as_its_bytes(redis):
+    # bytes([104, 105]) is b"hi": the old conversion stored text nobody wrote.
+    with pytest.raises(TypeError, match="set\\(\\): value"):
+        redis.set("k", [104, 105])
+    assert await redis.exists("k") == 0
+    # The client carries on.
+    assert await redis.set("k", 0.5) is True
+    assert await redis.get("k") == b"0.5"

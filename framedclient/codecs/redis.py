@@ -41,6 +41,7 @@ from __future__ import annotations
 import threading
 from typing import Any, TypeAlias
 
+from framedclient.codecs.arguments import argument_bytes, refusal
 from framedclient.codecs.base import ERROR, REPLY, REQUEST, Kind, Matching
 from framedclient.errors import (
     CorruptFrame,
@@ -53,6 +54,7 @@ from framedclient.framing import Framer
 
 __all__ = [
     "DEFAULT_MAX_ARRAY",
+    "BadArgument",
     "CommandBatch",
     "RedisCodec",
     "ReplyDiscarded",
@@ -557,15 +559,18 @@ class RedisCodec:
         return REPLY, 0, frame
 
 
-def command(*args: bytes | str | int) -> bytes:
+def command(*args: bytes | str | int | float) -> bytes:
     """
     One Redis command as a RESP array of bulk strings.
 
-    Each argument becomes exact ``bytes`` first (text as UTF-8, integers
-    in decimal, anything else through ``bytes()``: a ``memoryview``'s
-    length in bytes is not its ``len()``), so the lengths written are the
-    lengths sent and the result is always exactly one command; the codec
-    relies on that to skip re-checking it.
+    Each argument becomes exact ``bytes`` first, by the rule of
+    :mod:`framedclient.codecs.arguments`: bytes as they are (a
+    ``bytearray`` or ``memoryview`` copied, its length in bytes), text as
+    UTF-8, integers in decimal, floats by ``repr``; a ``bool``, ``None``, a
+    list or anything else raises :class:`TypeError` naming the argument,
+    and nothing is sent.  So the lengths written are the lengths sent and
+    the result is always exactly one command; the codec relies on that to
+    skip re-checking it.
     """
     if not args:
         # No command at all: the codec refuses it (checked like raw bytes).
@@ -575,12 +580,44 @@ def command(*args: bytes | str | int) -> bytes:
         if arg.__class__ is not bytes:
             if isinstance(arg, str):
                 arg = str.encode(arg)
-            elif isinstance(arg, int):
-                arg = b"%d" % int(arg)
             else:
-                arg = bytes(arg)
+                arg = _other_argument(arg, args)
         parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
     return _Command(b"".join(parts))
+
+
+class BadArgument(TypeError):
+    """
+    An argument of :func:`command` of a type Redis cannot take; a
+    :class:`TypeError` whose message names it by its place in the command.
+
+    :ivar position: its index in the command (0: the command's name).
+    :ivar value: the argument.
+    """
+
+    def __init__(self, message: str, position: int, value: object) -> None:
+        super().__init__(message)
+        self.position = position
+        self.value = value
+
+
+def _other_argument(arg: object, args: tuple[object, ...]) -> bytes:
+    # Not bytes, not str: an int is usual (counters, expiries); the rest is
+    # rare, and a wrong type is refused with its place in the command.
+    if isinstance(arg, int) and arg.__class__ is not bool:
+        return b"%d" % int(arg)
+    if isinstance(arg, (float, bytes, bytearray, memoryview)):
+        return argument_bytes(arg, "")
+    position = next(i for i, a in enumerate(args) if a is arg)
+    name = args[0]
+    if position == 0:
+        where = "the command name (argument 0)"
+    elif isinstance(name, (bytes, str)):
+        shown = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        where = f"argument {position} of {shown.upper()}"
+    else:
+        where = f"argument {position}"
+    raise BadArgument(str(refusal(arg, where)), position, arg)
 
 
 def parse_reply(frame: bytes) -> RespValue:

@@ -553,3 +553,34 @@ async def test_a_list_value_is_refused_not_stored_as_its_bytes(redis):
     # The client carries on.
     assert await redis.set("k", 0.5) is True
     assert await redis.get("k") == b"0.5"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("SUBSCRIBE", "news"),
+        (b"psubscribe", b"n*"),
+        ("MONITOR",),
+        ("client", "reply", "off"),
+        ("HELLO", 3),
+    ],
+)
+def test_commands_that_put_replies_out_of_step_are_refused(args):
+    # RESP2 has no request IDs: after these, later replies would reach the
+    # wrong callers of a shared connection.
+    redis = RedisClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    for call in (
+        lambda: redis.execute(*args),
+        lambda: redis.pipeline().add(*args),
+        lambda: redis.transaction(args),
+    ):
+        with pytest.raises(InvalidRequest, match="cannot run on a shared connection"):
+            call()
+    assert redis.stats()["in_flight"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_hello_2_and_client_commands_other_than_reply_still_run(redis):
+    assert (await redis.execute("CLIENT", "SETNAME", "t")) == b"OK"
+    hello = await redis.execute("HELLO", 2)
+    assert b"proto" in hello

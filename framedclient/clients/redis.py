@@ -32,7 +32,7 @@ from framedclient.codecs.redis import (
     command,
     parse_reply,
 )
-from framedclient.errors import RemoteError
+from framedclient.errors import InvalidRequest, RemoteError
 from framedclient.protocol import FramedProtocol
 
 __all__ = ["Pipeline", "RedisClient", "RedisLease"]
@@ -121,6 +121,7 @@ class RedisCommands:
         """
         if not args:
             raise ValueError("execute() needs a command name")
+        _check_in_step(args)
         d = self._request(command(*args), timeout)
         return d.addCallbacks(parse_reply, _as_resp_error)
 
@@ -272,6 +273,47 @@ class RedisCommands:
         return self._request(batch, timeout).addCallback(_exec_reply)
 
 
+# Commands after which the server's replies no longer pair one to one with
+# the commands sent (RESP2 carries no request IDs): SUBSCRIBE and MONITOR
+# make it send messages nobody asked for, CLIENT REPLY OFF/SKIP makes it
+# answer nothing, HELLO 3 switches to RESP3.  On a shared connection each
+# later caller would get another's reply, so they are refused at the call.
+_OUT_OF_STEP = {
+    "SUBSCRIBE": "it makes the server push messages no command asked for",
+    "PSUBSCRIBE": "it makes the server push messages no command asked for",
+    "SSUBSCRIBE": "it makes the server push messages no command asked for",
+    "MONITOR": "it makes the server stream every command it runs",
+}
+
+
+def _check_in_step(args: Sequence[Arg]) -> None:
+    # Only execute(), Pipeline.add() and transaction() can send these; the
+    # named methods never do, and skip this.
+    name = args[0]
+    if name.__class__ is bytes:
+        name = name.decode("latin-1")  # type: ignore[union-attr]
+    elif name.__class__ is not str:
+        return  # command() refuses it, naming it
+    upper = name.upper()  # type: ignore[union-attr]
+    why = _OUT_OF_STEP.get(upper)
+    if why is None and len(args) > 1:
+        second = args[1]
+        if second.__class__ is bytes:
+            second = second.decode("latin-1")  # type: ignore[union-attr]
+        option = str(second).upper()
+        if upper == "CLIENT" and option == "REPLY":
+            upper = "CLIENT REPLY"
+            why = "OFF and SKIP stop the replies that pair commands with callers"
+        elif upper == "HELLO" and option not in ("2", "AUTH", "SETNAME"):
+            why = "it switches the connection to RESP3, which RedisCodec does not read"
+    if why is not None:
+        raise InvalidRequest(
+            f"{upper} cannot run on a shared connection: {why}, so later "
+            f"replies would reach the wrong callers (RESP2 has no request "
+            f"IDs); nothing was sent"
+        )
+
+
 def _transaction_command(args: Sequence[Arg]) -> bytes:
     if isinstance(args, (bytes, str)):
         # transaction("INCR k"): one string where a command's words go.
@@ -280,6 +322,8 @@ def _transaction_command(args: Sequence[Arg]) -> bytes:
             f"transaction(('SET', 'k', 1), ('INCR', 'k')), got {args!r}; "
             f"nothing was sent"
         )
+    if args:
+        _check_in_step(args)
     return command(*args)
 
 
@@ -337,6 +381,7 @@ class Pipeline:
         """
         if not args:
             raise ValueError("add() needs a command name")
+        _check_in_step(args)
         self._commands.append(command(*args))
         return self
 

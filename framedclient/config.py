@@ -55,10 +55,10 @@ __all__ = [
     "HedgeDelay",
     "InvalidSetting",
     "InvalidSettingType",
-    "Kind",
     "ProtocolConfig",
     "Seconds",
     "Setting",
+    "SettingKind",
     "Share",
     "Switch",
     "resolve_client_config",
@@ -103,7 +103,7 @@ class InvalidSettingType(InvalidSetting, TypeError):
 # -- kinds of settings ---------------------------------------------------------------
 
 
-class Kind:
+class SettingKind:
     """
     One sort of value: how it is checked, read from the command line and
     shown.
@@ -141,7 +141,7 @@ class Kind:
 
 
 @attrs.frozen
-class Count(Kind):
+class Count(SettingKind):
     """
     An integer >= ``minimum`` (bools refused); with ``optional``, also
     ``None`` (``word`` on the command line: ``off``, or ``auto`` where
@@ -179,7 +179,7 @@ class Count(Kind):
 
 
 @attrs.frozen
-class Share(Kind):
+class Share(SettingKind):
     """
     A fraction from 0 to 1 inclusive (bools and strings refused).
     """
@@ -204,7 +204,7 @@ class Share(Kind):
 
 
 @attrs.frozen
-class Seconds(Kind):
+class Seconds(SettingKind):
     """
     A positive, finite number of seconds; with ``optional``, also ``None``
     (``off`` on the command line) for "no limit" / "disabled".
@@ -241,7 +241,7 @@ class Seconds(Kind):
 
 
 @attrs.frozen
-class Switch(Kind):
+class Switch(SettingKind):
     """
     ``True`` or ``False``; on the command line, a flag.
     """
@@ -260,7 +260,7 @@ class Switch(Kind):
 
 
 @attrs.frozen
-class Collaborator(Kind):
+class Collaborator(SettingKind):
     """
     An object providing an interface (a codec, a backoff policy), checked by
     the attributes it must have; ``parse`` reads its command-line spec.
@@ -301,7 +301,7 @@ BALANCER_NAMES = ("p2c", "least_loaded", "round_robin", "ketama")
 
 
 @attrs.frozen
-class BalancerChoice(Kind):
+class BalancerChoice(SettingKind):
     """
     A pick policy: one of :data:`BALANCER_NAMES`, or a policy object (with
     ``pick``, or ``pick_upstream``).
@@ -331,7 +331,7 @@ class BalancerChoice(Kind):
 
 
 @attrs.frozen
-class HedgeDelay(Kind):
+class HedgeDelay(SettingKind):
     """
     When to hedge: ``None`` (never), a positive number of seconds, or a
     latency percentile of the host, ``"p95"`` (``"p99.9"``: between ``p0``
@@ -403,7 +403,7 @@ class Setting:
     """
 
     help: str
-    kind: Kind
+    kind: SettingKind
     off: str | None = None
     option: str | None = None
     cli_help: str | None = None

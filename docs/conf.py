@@ -60,6 +60,7 @@ framedclient_api_modules = [
     "framedclient.codecs.header",
     "framedclient.codecs.pipelined",
     "framedclient.codecs.redis",
+    "framedclient.codecs.arguments",
     "framedclient.clients.redis",
     "framedclient.codecs.memcache",
     "framedclient.clients.memcache",

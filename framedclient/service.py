@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
-__all__ = ["FramedClientService", "ManagedClient"]
+__all__ = ["ClientT", "FramedClientService", "ManagedClient"]
 
 
 class ManagedClient(Protocol):
@@ -36,6 +36,8 @@ class ManagedClient(Protocol):
         """
 
 
+#: The client a :class:`FramedClientService` runs, so that ``service.client``
+#: has the type ``make_client`` returns (a ``RedisClient``, ...).
 ClientT = TypeVar("ClientT", bound=ManagedClient)
 
 

@@ -584,3 +584,22 @@ async def test_hello_2_and_client_commands_other_than_reply_still_run(redis):
     assert (await redis.execute("CLIENT", "SETNAME", "t")) == b"OK"
     hello = await redis.execute("HELLO", 2)
     assert b"proto" in hello
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"nx": "no"}, TypeError, "nx must be True or False, got str 'no'"),
+        ({"xx": 1}, TypeError, "xx must be True or False"),
+        ({"ex": True}, ValueError, "ex must be a positive whole number"),
+        ({"px": 1.5}, ValueError, "px must be a positive whole number"),
+        ({"ex": "10"}, ValueError, "ex must be"),
+    ],
+)
+def test_set_options_of_the_wrong_type_are_refused_not_read_as_truthy(
+    options, error, message
+):
+    redis = RedisClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    with pytest.raises(error, match=message):
+        redis.set("k", "v", **options)
+    assert redis.stats()["in_flight"] == 0

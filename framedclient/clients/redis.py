@@ -167,27 +167,11 @@ class RedisCommands:
         :param ex: expire after this many seconds (whole seconds).
         :param px: expire after this many milliseconds.
         """
-        if nx and xx:
-            raise ValueError("nx and xx exclude each other")
-        if ex is not None and px is not None:
-            raise ValueError("give ex or px, not both")
         args: list[Arg] = ["SET", key, value]
-        if ex is not None:
-            if ex != int(ex) or ex <= 0:
-                raise ValueError(
-                    f"ex must be a positive whole number of seconds, got {ex!r}"
-                )
-            args += ["EX", int(ex)]
-        if px is not None:
-            if px <= 0:
-                raise ValueError(
-                    f"px must be a positive number of milliseconds, got {px!r}"
-                )
-            args += ["PX", px]
-        if nx:
-            args.append("NX")
-        if xx:
-            args.append("XX")
+        if ex is not None or px is not None:
+            args += _expiry(ex, px)
+        if nx is not False or xx is not False:
+            args += _condition(nx, xx)
         return self._convert(_ok, _SET, *args)
 
     def delete(self, *keys: Arg) -> Deferred[int]:
@@ -312,6 +296,42 @@ def _check_in_step(args: Sequence[Arg]) -> None:
             f"replies would reach the wrong callers (RESP2 has no request "
             f"IDs); nothing was sent"
         )
+
+
+def _expiry(ex: float | None, px: int | None) -> list[Arg]:
+    # set()'s expiry, checked: a flag of the wrong type is refused, not
+    # read as a number (True would be 1 second).
+    if ex is not None and px is not None:
+        raise ValueError("give ex or px, not both")
+    if ex is not None:
+        if (
+            isinstance(ex, bool)
+            or not isinstance(ex, (int, float))
+            or ex != int(ex)
+            or ex <= 0
+        ):
+            raise ValueError(
+                f"ex must be a positive whole number of seconds, got {ex!r}"
+            )
+        return ["EX", int(ex)]
+    if isinstance(px, bool) or not isinstance(px, int) or px <= 0:
+        raise ValueError(
+            f"px must be a positive whole number of milliseconds, got {px!r}"
+        )
+    return ["PX", px]
+
+
+def _condition(nx: bool, xx: bool) -> list[Arg]:
+    # A flag is True or False: nx="no" is refused, not read as true.
+    for name, flag in (("nx", nx), ("xx", xx)):
+        if flag is not True and flag is not False:
+            raise TypeError(
+                f"set(): {name} must be True or False, got "
+                f"{type(flag).__name__} {flag!r}; nothing was sent"
+            )
+    if nx and xx:
+        raise ValueError("nx and xx exclude each other")
+    return ["NX"] if nx else ["XX"]
 
 
 def _transaction_command(args: Sequence[Arg]) -> bytes:

@@ -466,3 +466,19 @@ def test_a_wrong_argument_is_refused_at_the_call_naming_it(call, message):
     assert message in str(refused.value)
     assert "nothing was sent" in str(refused.value)
     assert mc.stats()["in_flight"] == 0 and mc.stats()["queued"] == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m.set(b"k", b"v", flags=True), "flags must be a whole number"),
+        (lambda m: m.set(b"k", b"v", flags="1"), "flags must be a whole number"),
+        (lambda m: m.set(b"k", b"v", flags=2**32), "flags must be a whole number"),
+        (lambda m: m.incr(b"n", initial=True), "initial must be a whole number"),
+        (lambda m: m.incr(b"n", initial=-1), "initial must be a whole number"),
+    ],
+)
+def test_numbers_of_the_wrong_type_or_range_are_refused_naming_them(call, message):
+    mc = MemcacheClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    with pytest.raises(ValueError, match=message):
+        call(mc)

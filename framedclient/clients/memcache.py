@@ -102,6 +102,15 @@ def check_key(key: Key, what: str = "key") -> bytes:
     return key
 
 
+def _check_number(name: str, value: object, limit: int) -> None:
+    # A whole number in 0..limit-1; a bool or a str is refused, not read
+    # as a number (True would be 1) or compared (a TypeError naming nothing).
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+        raise ValueError(
+            f"{name} must be a whole number in 0..{limit - 1}, got {value!r}"
+        )
+
+
 def _check_expire(expire: int) -> int:
     if isinstance(expire, bool) or not isinstance(expire, int) or expire < 0:
         raise ValueError(
@@ -255,8 +264,8 @@ class MemcacheClient(ProtocolClient):
     ) -> Deferred[Any]:
         if value.__class__ is not bytes:
             value = argument_bytes(value, f"{call}(): value")
-        if not 0 <= flags <= 0xFFFFFFFF:
-            raise ValueError(f"flags must fit in 32 bits, got {flags!r}")
+        if flags.__class__ is not int or not 0 <= flags <= 0xFFFFFFFF:
+            _check_number("flags", flags, 2**32)
         extras = _FLAGS_EXPIRE.pack(flags, _check_expire(expire))
         return self._send(opcode, check_key(key), value, extras, cas)  # type: ignore[arg-type]
 
@@ -324,8 +333,7 @@ class MemcacheClient(ProtocolClient):
         if initial is None:
             extras = _COUNTER.pack(delta, 0, _NO_CREATE)
         else:
-            if not 0 <= initial < 2**64:
-                raise ValueError(f"initial must fit in 64 bits, got {initial!r}")
+            _check_number("initial", initial, 2**64)
             extras = _COUNTER.pack(delta, initial, _check_expire(expire))
         d = self._send(opcode, check_key(key), extras=extras)
         return d.addCallback(_counter)

@@ -62,6 +62,7 @@ setup(
         "framedclient",
         "framedclient.codecs",
         "framedclient.metrics",
+        "framedclient.clients",
         "framedclient.runner",
         "framedclient.bench",
         "framedclient.testing",

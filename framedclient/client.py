@@ -44,7 +44,7 @@ from framedclient.metrics import Metrics, Sample
 from framedclient.pool import Limiter, Pool
 from framedclient.protocol import FramedClientFactory
 from framedclient.retry import RetryBudget
-from framedclient.telemetry import ClientTelemetry
+from framedclient.metrics.telemetry import ClientTelemetry
 from framedclient.upstreams import (
     Endpoints,
     Upstreams,
@@ -562,7 +562,7 @@ class FramedClient:
     def gauges(self) -> list[Sample]:
         """
         Current gauge (and per-upstream counter) values for Prometheus
-        exposition (see :class:`~framedclient.telemetry.ClientTelemetry`).
+        exposition (see :class:`~framedclient.metrics.telemetry.ClientTelemetry`).
         """
         return self.telemetry.gauges(self.in_flight, self.queued)
 

@@ -51,8 +51,8 @@ from framedclient.validation import (
     Count,
     InvalidSetting,
     InvalidSettingType,
-    Kind,
     Seconds,
+    SettingKind,
     Share,
     Switch,
 )
@@ -68,10 +68,10 @@ __all__ = [
     "HedgeDelay",
     "InvalidSetting",
     "InvalidSettingType",
-    "Kind",
     "ProtocolConfig",
     "Seconds",
     "Setting",
+    "SettingKind",
     "Share",
     "Switch",
     "resolve_client_config",
@@ -86,7 +86,7 @@ METADATA_KEY = "framedclient.setting"
 
 
 @attrs.frozen
-class Collaborator(Kind):
+class Collaborator(SettingKind):
     """
     An object providing an interface (a codec, a backoff policy), checked by
     the attributes it must have; ``parse`` reads its command-line spec.
@@ -127,7 +127,7 @@ BALANCER_NAMES = ("p2c", "least_loaded", "round_robin", "ketama")
 
 
 @attrs.frozen
-class BalancerChoice(Kind):
+class BalancerChoice(SettingKind):
     """
     A pick policy: one of :data:`BALANCER_NAMES`, or a policy object (with
     ``pick``, or ``pick_upstream``).
@@ -157,7 +157,7 @@ class BalancerChoice(Kind):
 
 
 @attrs.frozen
-class HedgeDelay(Kind):
+class HedgeDelay(SettingKind):
     """
     When to hedge: ``None`` (never), a positive number of seconds, or a
     latency percentile of the host, ``"p95"`` (``"p99.9"``: between ``p0``
@@ -229,7 +229,7 @@ class Setting:
     """
 
     help: str
-    kind: Kind
+    kind: SettingKind
     off: str | None = None
     option: str | None = None
     cli_help: str | None = None

@@ -35,7 +35,7 @@ from framedclient.protocol import FramedClientFactory, FramedProtocol, RequestOw
 if TYPE_CHECKING:
     from framedclient.health import HealthBoard
     from framedclient.pool import Limiter, Pool
-    from framedclient.telemetry import ClientTelemetry
+    from framedclient.metrics.telemetry import ClientTelemetry
 
 __all__ = [
     "Endpoints",

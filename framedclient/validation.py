@@ -1,7 +1,7 @@
 """
 The checks every setting and constructor argument goes through.
 
-Each :class:`Kind` is one sort of value (a count, a number of seconds, a
+Each :class:`SettingKind` is one sort of value (a count, a number of seconds, a
 share, a switch...): how it is checked, read from the command line and
 shown.  :mod:`framedclient.config` gives one to each field of its classes;
 the classes below it that take arguments of their own (backoff policies,
@@ -28,9 +28,9 @@ __all__ = [
     "Count",
     "InvalidSetting",
     "InvalidSettingType",
-    "Kind",
     "Number",
     "Seconds",
+    "SettingKind",
     "Share",
     "Switch",
     "check_argument",
@@ -84,7 +84,7 @@ class InvalidSettingType(InvalidSetting, TypeError):
 # -- kinds of settings ---------------------------------------------------------------
 
 
-class Kind:
+class SettingKind:
     """
     One sort of value: how it is checked, read from the command line and
     shown.
@@ -122,7 +122,7 @@ class Kind:
 
 
 @attrs.frozen
-class Count(Kind):
+class Count(SettingKind):
     """
     An integer >= ``minimum`` (bools refused); with ``optional``, also
     ``None`` (``word`` on the command line: ``off``, or ``auto`` where
@@ -160,7 +160,7 @@ class Count(Kind):
 
 
 @attrs.frozen
-class Share(Kind):
+class Share(SettingKind):
     """
     A fraction from 0 to 1 inclusive (bools and strings refused).
     """
@@ -185,7 +185,7 @@ class Share(Kind):
 
 
 @attrs.frozen
-class Seconds(Kind):
+class Seconds(SettingKind):
     """
     A positive, finite number of seconds; with ``optional``, also ``None``
     (``off`` on the command line) for "no limit" / "disabled".
@@ -222,7 +222,7 @@ class Seconds(Kind):
 
 
 @attrs.frozen
-class Switch(Kind):
+class Switch(SettingKind):
     """
     ``True`` or ``False``; on the command line, a flag.
     """
@@ -241,7 +241,7 @@ class Switch(Kind):
 
 
 @attrs.frozen
-class Number(Kind):
+class Number(SettingKind):
     """
     A finite number above ``minimum`` (or at least it, with ``inclusive``),
     and at most ``maximum`` when given; bools and strings refused.  For
@@ -288,7 +288,7 @@ class Number(Kind):
 
 
 def check_argument(
-    kind: Kind, name: str, value: object, owner: str | None = None
+    kind: SettingKind, name: str, value: object, owner: str | None = None
 ) -> None:
     """
     Check the argument ``name`` of ``owner`` (a class or function name) as

@@ -371,7 +371,7 @@ def test_settings_and_constructor_arguments_share_one_error_class():
     from framedclient import config, validation
     from framedclient.pool import Limiter
 
-    for name in ("InvalidSetting", "InvalidSettingType", "Kind", "Count", "Seconds",
+    for name in ("InvalidSetting", "InvalidSettingType", "SettingKind", "Count", "Seconds",
                  "Share", "Switch"):
         assert getattr(config, name) is getattr(validation, name)
     for bad in (

@@ -13,16 +13,22 @@ connection): TCP then says nothing for minutes.  Two settings catch it:
 Any byte from the peer counts as a sign of life, so a busy connection sends
 no pings.  One reactor timer serves both; the hot path only stores the time
 of the last read.
+
+A third check needs no timer of its own: :class:`BlackHoleCheck` looks at
+the requests that time out (a peer that went silent under load, for codecs
+without pings too), and holds the *slow-server rule*: a connection that is
+reading from its peer is never a black hole.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-__all__ = ["Liveness"]
+__all__ = ["BlackHoleCheck", "Liveness"]
 
 _SLACK = 1e-9
 
@@ -143,3 +149,101 @@ class Liveness:
                 self.ping_sent_at = now - _SLACK
                 self._send_ping()
         self._arm(now - _SLACK)
+
+
+class _Written(Protocol):
+    # What BlackHoleCheck reads of a request still waiting on the connection.
+    started: float
+    timeout: float
+
+
+class BlackHoleCheck:
+    """
+    Whether a connection whose requests time out is a black hole (the peer,
+    or the path to it, went silent without closing), by the slow-server
+    rule:
+
+    The connection is closed when ``after`` written requests have timed out
+    at different moments (the timeouts of one deadline wake-up count once:
+    requests sent together share a deadline), with nothing at all (no
+    reply, late reply, error reply, pong, nor any other byte) read from the
+    peer since the first of them was written, and the silence has lasted
+    at least the timeout of every written request still waiting on the
+    connection (a request with a longer deadline is given its whole
+    timeout: a blocking pop, a long query).
+
+    So a slow server that answers late is not a black hole (its late
+    replies are read), nor is a busy one on which some requests time out
+    while others are answered; a peer that says nothing for longer than
+    every timeout of the requests written to it is one.
+
+    The protocol reports each timed-out written request with
+    :meth:`timed_out` while the engine settles a wake-up, then asks
+    :meth:`verdict`.  Reads cost nothing here: a row of silent wake-ups
+    ends when the connection's byte count moves.
+
+    :param after: how many silent timeouts make a black hole; ``None``
+        disables the check.
+    :param liveness: the connection's :class:`Liveness` (its ``last_read``).
+    """
+
+    __slots__ = (
+        "_after",
+        "_hold_until",
+        "_liveness",
+        "_row",
+        "_row_bytes",
+        "_silent",
+        "timeouts",
+    )
+
+    def __init__(self, after: int | None, liveness: Liveness) -> None:
+        self._after = after
+        self._liveness = liveness
+        #: written requests timed out since the last :meth:`verdict`
+        self.timeouts = 0
+        self._silent = False
+        self._row = 0
+        self._row_bytes = -1
+        self._hold_until = -math.inf
+
+    def timed_out(self, started: float) -> None:
+        """
+        A request written at ``started`` (a clock reading) timed out.
+        """
+        self.timeouts += 1
+        if self._liveness.last_read <= started:
+            self._silent = True
+
+    def verdict(
+        self, now: float, bytes_read: int, waiting: Callable[[], Iterable[_Written]]
+    ) -> str | None:
+        """
+        After a wake-up: why the connection is a black hole, or ``None``.
+
+        :param bytes_read: every byte read on the connection so far.
+        :param waiting: the written requests still waiting (called only when
+            the count is reached: O(n)).
+        """
+        silent, self._silent = self._silent, False
+        self.timeouts = 0
+        if not silent or self._after is None:
+            return None
+        if bytes_read != self._row_bytes:
+            # Something was read since the row began: a new row.
+            self._row_bytes = bytes_read
+            self._row = 0
+            self._hold_until = -math.inf
+        self._row += 1
+        if self._row < self._after or now < self._hold_until:
+            return None
+        since = self._liveness.last_read
+        longest = max((r.timeout for r in waiting()), default=0.0)
+        if since + longest > now + _SLACK:
+            self._hold_until = since + longest
+            return None
+        return (
+            f"black hole: {self._row} written requests timed out and nothing "
+            f"was read from the peer for {now - since:.3g} s, longer than any "
+            f"waiting request's timeout; the peer or the path to it went silent"
+        )

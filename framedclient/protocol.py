@@ -67,6 +67,7 @@ from framedclient.engine import (
     ERROR_REPLY,
     LATE,
     LOST,
+    SENT,
     TIMEOUT,
     UNKNOWN,
     Request,
@@ -87,7 +88,7 @@ from framedclient.errors import (
     RemoteError,
     codec_refusal,
 )
-from framedclient.liveness import Liveness
+from framedclient.liveness import BlackHoleCheck, Liveness
 from framedclient.metrics import Metrics, MetricsRecorder
 
 if TYPE_CHECKING:
@@ -202,10 +203,6 @@ class FramedProtocol(Protocol):
         self.own_metrics = own_metrics
         self._owner = owner
         self.health = health
-        # Black-hole detection: written requests timed out in a row with no
-        # answer read meanwhile.
-        self._silent_timeouts = 0
-        self._black_hole_after = config.black_hole_after
         self._in_flight_cap = (
             config.max_in_flight if config.max_in_flight is not None else math.inf
         )
@@ -237,6 +234,7 @@ class FramedProtocol(Protocol):
             self._send_ping,
             self._peer_dead,
         )
+        self._black_hole = BlackHoleCheck(config.black_hole_after, self._liveness)
         self._control: list[bytes] = []
         self._state = _OPEN
         self._connected = False
@@ -496,8 +494,6 @@ class FramedProtocol(Protocol):
         owner = self._owner
         if exit == REPLIED:
             self.ok_count += 1
-            if self._silent_timeouts:
-                self._silent_timeouts = 0
             health = self.health
             if health is not None and health.failures:
                 health.succeeded()
@@ -519,12 +515,11 @@ class FramedProtocol(Protocol):
         if exit == ERROR_REPLY:
             # The server answered: it is there, whatever it said.
             self.error_replies += 1
-            self._silent_timeouts = 0
             health = self.health
             if health is not None and health.failures:
                 health.succeeded()
         elif exit == TIMEOUT and r.state == ABANDONED:
-            self._silent_timeouts += 1
+            self._black_hole.timed_out(r.started)
         if owner is not None:
             owner.request_settled()
         written = (
@@ -559,23 +554,24 @@ class FramedProtocol(Protocol):
             self._finish_draining()
 
     def _wake(self, now: float) -> None:
-        before = self._silent_timeouts
         self.engine.wake(now)
-        silent = self._silent_timeouts
-        if silent > before and self._state != _CLOSED:
+        check = self._black_hole
+        if not check.timeouts:
+            return
+        alive = self._state != _CLOSED
+        if alive and self.health is not None:
             # Timeouts of one wake-up count as one failure of the host: a
             # burst on one bad connection must not eject a host whose other
             # connections are fine.
-            if self.health is not None:
-                self.health.failed()
-            limit = self._black_hole_after
-            if limit is not None and silent >= limit:
-                self.metrics.record_connection_event("black_hole")
-                self._peer_dead(
-                    f"black hole: {silent} requests in a row timed out after "
-                    f"being written, with no reply received meanwhile; the peer "
-                    f"or the path to it went silent"
-                )
+            self.health.failed()
+        reason = check.verdict(now, self.bytes_received, self._written_timeouts)
+        if alive and reason is not None:
+            self.metrics.record_connection_event("black_hole")
+            self._peer_dead(reason)
+
+    def _written_timeouts(self) -> list[Request]:
+        # The written requests still waiting that have a deadline.
+        return [r for r in self.engine.requests() if r.state == SENT and r.timeout]
 
     # -- writing -------------------------------------------------------------
 

@@ -585,8 +585,8 @@ def _black_hole_after(default: int | None) -> Any:
         default,
         Setting(
             "Close and replace a connection once this many written requests "
-            "timed out on it at different moments, with nothing read from the "
-            "peer since the first of them was written and for at least the "
+            "timed out on it with nothing read from the peer since the first "
+            "of them was written, and for at least the "
             "timeout of every request still waiting (a black hole: the peer "
             "went silent without closing).",
             Count(1, optional=True),

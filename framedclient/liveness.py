@@ -153,7 +153,6 @@ class Liveness:
 
 class _Written(Protocol):
     # What BlackHoleCheck reads of a request still waiting on the connection.
-    started: float
     timeout: float
 
 
@@ -163,14 +162,13 @@ class BlackHoleCheck:
     or the path to it, went silent without closing), by the slow-server
     rule:
 
-    The connection is closed when ``after`` written requests have timed out
-    at different moments (the timeouts of one deadline wake-up count once:
-    requests sent together share a deadline), with nothing at all (no
-    reply, late reply, error reply, pong, nor any other byte) read from the
-    peer since the first of them was written, and the silence has lasted
-    at least the timeout of every written request still waiting on the
-    connection (a request with a longer deadline is given its whole
-    timeout: a blocking pop, a long query).
+    The connection is closed when ``after`` written requests have timed
+    out with nothing at all (no reply, late reply, error reply, pong, nor
+    any other byte) read from the peer since the first of them was
+    written, and the silence has lasted at least the timeout of every
+    written request still waiting on the connection (a request with a
+    longer deadline is given its whole timeout: a blocking pop, a long
+    query).
 
     So a slow server that answers late is not a black hole (its late
     replies are read), nor is a busy one on which some requests time out
@@ -179,7 +177,7 @@ class BlackHoleCheck:
 
     The protocol reports each timed-out written request with
     :meth:`timed_out` while the engine settles a wake-up, then asks
-    :meth:`verdict`.  Reads cost nothing here: a row of silent wake-ups
+    :meth:`verdict`.  Reads cost nothing here: a row of silent timeouts
     ends when the connection's byte count moves.
 
     :param after: how many silent timeouts make a black hole; ``None``
@@ -202,7 +200,7 @@ class BlackHoleCheck:
         self._liveness = liveness
         #: written requests timed out since the last :meth:`verdict`
         self.timeouts = 0
-        self._silent = False
+        self._silent = 0
         self._row = 0
         self._row_bytes = -1
         self._hold_until = -math.inf
@@ -213,7 +211,7 @@ class BlackHoleCheck:
         """
         self.timeouts += 1
         if self._liveness.last_read <= started:
-            self._silent = True
+            self._silent += 1
 
     def verdict(
         self, now: float, bytes_read: int, waiting: Callable[[], Iterable[_Written]]
@@ -225,7 +223,7 @@ class BlackHoleCheck:
         :param waiting: the written requests still waiting (called only when
             the count is reached: O(n)).
         """
-        silent, self._silent = self._silent, False
+        silent, self._silent = self._silent, 0
         self.timeouts = 0
         if not silent or self._after is None:
             return None
@@ -234,7 +232,7 @@ class BlackHoleCheck:
             self._row_bytes = bytes_read
             self._row = 0
             self._hold_until = -math.inf
-        self._row += 1
+        self._row += silent
         if self._row < self._after or now < self._hold_until:
             return None
         since = self._liveness.last_read

@@ -67,6 +67,7 @@ from framedclient.errors import (
     RequestTimeout,
     Unavailable,
     outcome_of,
+    unavailable,
 )
 from framedclient.health import STATES as HEALTH_STATES
 from framedclient.health import HealthBoard, HostHealth
@@ -947,15 +948,13 @@ class FramedClient:
         own = self._upstream_metrics.get(upstream)
         return own.latency if own is not None else None
 
-    def _unavailable(self) -> Unavailable:
-        errors = {c.last_error for c in self.pool if c.last_error}
-        errors.update(self._membership.errors())
-        detail = "; ".join(sorted(errors)) or (
-            "still connecting" if len(self.pool) else "no host found yet"
-        )
-        return Unavailable(
-            f"no connection is ready ({detail}); the request was not sent. "
-            f"Retry later, or pass wait_for_ready=True to wait for a connection"
+    def _unavailable(self, waited: float | None = None) -> Unavailable:
+        # The text is built in errors.unavailable.
+        pool = self.pool
+        return unavailable(
+            zip(pool.upstream_names, [c.last_error for c in pool], strict=True),
+            self._membership.errors(),
+            waited,
         )
 
     def _expire(self, call: _Call) -> None:
@@ -993,12 +992,7 @@ class FramedClient:
                     )
                 )
                 return
-            call.finish(
-                Unavailable(
-                    f"no connection became ready within the request's "
-                    f"{call.timeout:g} s deadline ({self._unavailable()})"
-                )
-            )
+            call.finish(self._unavailable(call.timeout))
         elif stage == _DELAYED:
             call.finish(
                 RequestTimeout(

@@ -81,6 +81,7 @@ from twisted.internet.defer import (
     TimeoutError,
     maybeDeferred,
 )
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import (
     IDelayedCall,
     IReactorTime,
@@ -891,6 +892,10 @@ def _describe(failure: Failure) -> str:
     error = failure.value
     if isinstance(error, (TimeoutError, CancelledError)):
         return "connect attempt timed out or was cancelled"
+    if isinstance(error, ConnectionRefusedError):
+        # Twisted's text ("Connection was refused by other side: 111:
+        # Connection refused.") says it twice; this one is shown to users.
+        return "connection refused"
     if isinstance(error, ConnectionLost):
         return error.reason
     return failure.getErrorMessage() or type(error).__name__

@@ -54,6 +54,7 @@ __all__ = [
     "codec_refusal",
     "outcome_of",
     "unavailable",
+    "unframed_timeout",
 ]
 
 OK = "ok"
@@ -385,6 +386,33 @@ def unavailable(
     return Unavailable(
         f"no connection to {where} became ready within the request's "
         f"{waited:g} s deadline ({why}); the request was not sent. {advice}"
+    )
+
+
+def unframed_timeout(
+    timeout: float, protocol: str, peer: str, bytes_read: int
+) -> RequestTimeout:
+    """
+    The :class:`RequestTimeout` of a written request on a connection that
+    has not read one frame of ``protocol`` yet: the commonest cause is a
+    client pointed at a server of another protocol (an fc1 client at a
+    Redis port), which "the server is slow" would hide.
+
+    :param peer: the server's address, as shown to the user.
+    :param bytes_read: bytes read on the connection (none of them a frame).
+    """
+    if bytes_read:
+        seen = (
+            f"{peer} sent {bytes_read} bytes on this connection but not one "
+            f"complete {protocol} frame"
+        )
+    else:
+        seen = f"nothing at all has been read from {peer} since the connection opened"
+    return RequestTimeout(
+        timeout,
+        f"no reply within {timeout:g} s, and {seen}: the server may not speak "
+        f"{protocol} (check that this port serves the codec in use), or it is "
+        f"slow or stuck",
     )
 
 

@@ -86,7 +86,9 @@ from framedclient.errors import (
     Overloaded,
     ProtocolError,
     RemoteError,
+    RequestTimeout,
     codec_refusal,
+    unframed_timeout,
 )
 from framedclient.liveness import BlackHoleCheck, Liveness
 from framedclient.metrics import Metrics, MetricsRecorder
@@ -520,6 +522,8 @@ class FramedProtocol(Protocol):
                 health.succeeded()
         elif exit == TIMEOUT and r.state == ABANDONED:
             self._black_hole.timed_out(r.started)
+            if not self._framed():
+                value = self._unframed_timeout(value.timeout)
         if owner is not None:
             owner.request_settled()
         written = (
@@ -568,6 +572,24 @@ class FramedProtocol(Protocol):
         if alive and reason is not None:
             self.metrics.record_connection_event("black_hole")
             self._peer_dead(reason)
+
+    def _framed(self) -> bool:
+        # Whether the peer has sent one whole frame of our protocol (a
+        # reply, an error reply, a late or unknown reply).
+        engine = self.engine
+        return bool(
+            self.ok_count
+            or self.error_replies
+            or engine.late_replies
+            or engine.unknown_replies
+        )
+
+    def _unframed_timeout(self, timeout: float) -> RequestTimeout:
+        peer: Any = self.transport.getPeer() if self.transport is not None else None
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        where = f"{host}:{port}" if host is not None else "the server"
+        name = getattr(self.codec, "name", None) or type(self.codec).__name__
+        return unframed_timeout(timeout, name, where, self.bytes_received)
 
     def _written_timeouts(self) -> list[Request]:
         # The written requests still waiting that have a deadline.

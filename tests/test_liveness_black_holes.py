@@ -2,23 +2,30 @@
 The slow-server rule: a connection that is reading from its peer is never a
 black hole, and a silent one still is.
 
-Each test runs one client connection against the fc1 reference server
+Most tests run one client connection against the fc1 reference server
 (``framedclient.server``, with its ``!delay:`` and ``!mute`` bodies) over
-in-memory transports on a ``task.Clock``.
+in-memory transports on a ``task.Clock``; the last ones use real servers on
+loopback (redis-server, the reference server).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 
+from framedclient.client import FramedClient
+from framedclient.codecs.redis_client import RedisClient
 from framedclient.errors import ConnectionLost, RequestTimeout
 from framedclient.server import ReferenceServerFactory
 from framedclient.testing.memory import MemoryPair, connected_pair
 
+from .servers import redis_server
 from .wire import outcomes
 
 TICK = 0.001
@@ -211,3 +218,74 @@ def test_a_request_with_a_longer_deadline_is_given_its_whole_timeout():
     assert outcomes([long])[0].check(RequestTimeout)
     assert closed_at and 2.0 <= closed_at[0] <= 2.1, closed_at
     assert black_holes(p) == 1
+
+
+# -- against real servers ------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_blocking_pop_outlives_short_timeouts_queued_behind_it(tmp_path):
+    """
+    Redis answers in order: while a ``BLPOP`` waits (0.5 s), the short
+    ``GET`` requests behind it on the same connection time out one after
+    another with nothing read.  The ``BLPOP`` has a longer timeout, so the
+    connection is not a black hole: the pop gets its answer, and so does
+    the next request.
+    """
+    with redis_server(str(tmp_path)) as server:
+        redis = RedisClient.from_endpoint(
+            reactor, f"tcp:127.0.0.1:{server.port}", pool_size=1
+        )
+        try:
+            await redis.client.when_ready()
+            pop = redis.execute("BLPOP", "nothing-here", "0.5", timeout=3.0)
+            shorts = []
+            for _ in range(10):
+                shorts.append(redis.execute("GET", "k", timeout=0.05))
+                await deferLater(reactor, 0.02, lambda: None)
+            assert await pop is None
+            results = await DeferredList(shorts, consumeErrors=True)
+            assert all(not ok and f.check(RequestTimeout) for ok, f in results)
+            assert await redis.execute("GET", "k", timeout=3.0) is None
+            events = redis.client.metrics.totals().connection_events
+            assert events["black_hole"] == 0
+        finally:
+            await redis.client.close(timeout=2)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_burst_of_slow_requests_keeps_a_busy_loopback_connection():
+    """
+    Issue 23, break 5, on a real socket: 50 callers keep echoes in flight
+    to the reference server while 8 requests it holds for 3 s time out
+    together after 0.2 s: no echo fails, the connection stays.
+    """
+    factory = ReferenceServerFactory(clock=reactor)
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(factory)
+    client = FramedClient.from_endpoint(
+        reactor, f"tcp:127.0.0.1:{port.getHost().port}", pool_size=1
+    )
+    try:
+        await client.when_ready()
+        stop = deferLater(reactor, 0.6, lambda: None)
+        echoes: list[object] = []
+
+        async def caller() -> None:
+            while not stop.called:
+                try:
+                    echoes.append(await client.request(b"echo", timeout=2.0))
+                except Exception as e:  # counted below
+                    echoes.append(e)
+
+        callers = [ensureDeferred(caller()) for _ in range(50)]
+        await deferLater(reactor, 0.1, lambda: None)
+        slow = [client.request(b"!delay:3", timeout=0.2) for _ in range(8)]
+        results = await DeferredList(slow, consumeErrors=True)
+        await DeferredList(callers)
+        assert all(not ok and f.check(RequestTimeout) for ok, f in results)
+        assert len(echoes) > 100
+        assert echoes == [b"echo"] * len(echoes)
+        assert client.metrics.totals().connection_events["black_hole"] == 0
+    finally:
+        await client.close(timeout=2)
+        await port.stopListening()

@@ -165,45 +165,75 @@ class BlackHoleCheck:
     The connection is closed when ``after`` written requests have timed
     out with nothing at all (no reply, late reply, error reply, pong, nor
     any other byte) read from the peer since the first of them was
-    written, and the silence has lasted at least the timeout of every
-    written request still waiting on the connection (a request with a
-    longer deadline is given its whole timeout: a blocking pop, a long
-    query).
+    written, the silence has lasted at least the timeout of every written
+    request still waiting on the connection (a request with a longer
+    deadline is given its whole timeout: a blocking pop, a long query), and
+    it outlasts one more turn of the reactor.
 
     So a slow server that answers late is not a black hole (its late
     replies are read), nor is a busy one on which some requests time out
     while others are answered; a peer that says nothing for longer than
     every timeout of the requests written to it is one.
 
+    The last condition is for a client that stalled (a long callback, a
+    garbage collection, a starved CPU): when it resumes, the reactor runs
+    the timers that fell due before it reads what arrived meanwhile, so
+    timeouts come first although the replies are already in the socket.
+    The verdict is confirmed from a ``callLater(0)``, which the reactor
+    runs after reading.
+
     The protocol reports each timed-out written request with
-    :meth:`timed_out` while the engine settles a wake-up, then asks
-    :meth:`verdict`.  Reads cost nothing here: a row of silent timeouts
+    :meth:`timed_out` while the engine settles a wake-up, then calls
+    :meth:`wake_done`.  Reads cost nothing here: a row of silent timeouts
     ends when the connection's byte count moves.
 
     :param after: how many silent timeouts make a black hole; ``None``
         disables the check.
     :param liveness: the connection's :class:`Liveness` (its ``last_read``).
+    :param clock: schedules the confirmation.
+    :param bytes_read: every byte read on the connection so far.
+    :param waiting: the written requests still waiting (called only when
+        the count is reached: O(n)).
+    :param found: the connection is a black hole: called with the reason.
     """
 
     __slots__ = (
         "_after",
+        "_bytes_read",
+        "_clock",
+        "_confirm",
+        "_found",
         "_hold_until",
         "_liveness",
         "_row",
         "_row_bytes",
         "_silent",
+        "_waiting",
         "timeouts",
     )
 
-    def __init__(self, after: int | None, liveness: Liveness) -> None:
+    def __init__(
+        self,
+        after: int | None,
+        liveness: Liveness,
+        clock: IReactorTime,
+        bytes_read: Callable[[], int],
+        waiting: Callable[[], Iterable[_Written]],
+        found: Callable[[str], object],
+    ) -> None:
         self._after = after
         self._liveness = liveness
-        #: written requests timed out since the last :meth:`verdict`
+        self._clock = clock
+        self._bytes_read = bytes_read
+        self._waiting = waiting
+        self._found = found
+        #: written requests timed out since the last :meth:`wake_done`
         self.timeouts = 0
         self._silent = 0
         self._row = 0
         self._row_bytes = -1
         self._hold_until = -math.inf
+        self._confirm: IDelayedCall | None = None
 
     def timed_out(self, started: float) -> None:
         """
@@ -213,20 +243,16 @@ class BlackHoleCheck:
         if self._liveness.last_read <= started:
             self._silent += 1
 
-    def verdict(
-        self, now: float, bytes_read: int, waiting: Callable[[], Iterable[_Written]]
-    ) -> str | None:
+    def wake_done(self, now: float) -> None:
         """
-        After a wake-up: why the connection is a black hole, or ``None``.
-
-        :param bytes_read: every byte read on the connection so far.
-        :param waiting: the written requests still waiting (called only when
-            the count is reached: O(n)).
+        A deadline wake-up is over: count its silent timeouts, and if they
+        make a black hole, confirm it once the reactor has read.
         """
         silent, self._silent = self._silent, 0
         self.timeouts = 0
         if not silent or self._after is None:
-            return None
+            return
+        bytes_read = self._bytes_read()
         if bytes_read != self._row_bytes:
             # Something was read since the row began: a new row.
             self._row_bytes = bytes_read
@@ -234,14 +260,36 @@ class BlackHoleCheck:
             self._hold_until = -math.inf
         self._row += silent
         if self._row < self._after or now < self._hold_until:
-            return None
+            return
         since = self._liveness.last_read
-        longest = max((r.timeout for r in waiting()), default=0.0)
+        longest = max((r.timeout for r in self._waiting()), default=0.0)
         if since + longest > now + _SLACK:
             self._hold_until = since + longest
-            return None
-        return (
-            f"black hole: {self._row} written requests timed out and nothing "
-            f"was read from the peer for {now - since:.3g} s, longer than any "
-            f"waiting request's timeout; the peer or the path to it went silent"
-        )
+            return
+        if self._confirm is None:
+            reason = (
+                f"black hole: {self._row} written requests timed out and "
+                f"nothing was read from the peer for {now - since:.3g} s, longer "
+                f"than any waiting request's timeout; the peer or the path to "
+                f"it went silent"
+            )
+            self._confirm = self._clock.callLater(
+                0, self._confirmed, bytes_read, reason
+            )
+
+    def _confirmed(self, bytes_read: int, reason: str) -> None:
+        self._confirm = None
+        if self._bytes_read() == bytes_read:
+            self._found(reason)
+        # Otherwise the peer spoke meanwhile: the next silent timeout
+        # starts a new row.
+
+    def stop(self) -> None:
+        """
+        The connection ended: drop a pending confirmation.
+        """
+        confirm = self._confirm
+        if confirm is not None:
+            if confirm.active():
+                confirm.cancel()
+            self._confirm = None

@@ -236,7 +236,14 @@ class FramedProtocol(Protocol):
             self._send_ping,
             self._peer_dead,
         )
-        self._black_hole = BlackHoleCheck(config.black_hole_after, self._liveness)
+        self._black_hole = BlackHoleCheck(
+            config.black_hole_after,
+            self._liveness,
+            clock,
+            self._bytes_read,
+            self._written_timeouts,
+            self._black_hole_found,
+        )
         self._control: list[bytes] = []
         self._state = _OPEN
         self._connected = False
@@ -562,16 +569,20 @@ class FramedProtocol(Protocol):
         check = self._black_hole
         if not check.timeouts:
             return
-        alive = self._state != _CLOSED
-        if alive and self.health is not None:
+        if self._state != _CLOSED and self.health is not None:
             # Timeouts of one wake-up count as one failure of the host: a
             # burst on one bad connection must not eject a host whose other
             # connections are fine.
             self.health.failed()
-        reason = check.verdict(now, self.bytes_received, self._written_timeouts)
-        if alive and reason is not None:
+        check.wake_done(now)
+
+    def _black_hole_found(self, reason: str) -> None:
+        if self._state != _CLOSED:
             self.metrics.record_connection_event("black_hole")
             self._peer_dead(reason)
+
+    def _bytes_read(self) -> int:
+        return self.bytes_received
 
     def _framed(self) -> bool:
         # Whether the peer has sent one whole frame of our protocol (a
@@ -915,6 +926,7 @@ class FramedProtocol(Protocol):
         self._connected = False
         self._timer.cancel()
         self._liveness.stop()
+        self._black_hole.stop()
         for timer in (self._flush_call, self._write_timer):
             if timer is not None and timer.active():
                 timer.cancel()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -151,11 +150,6 @@ class Liveness:
         self._arm(now - _SLACK)
 
 
-class _Written(Protocol):
-    # What BlackHoleCheck reads of a request still waiting on the connection.
-    timeout: float
-
-
 class BlackHoleCheck:
     """
     Whether a connection whose requests time out is a black hole (the peer,
@@ -192,8 +186,8 @@ class BlackHoleCheck:
     :param liveness: the connection's :class:`Liveness` (its ``last_read``).
     :param clock: schedules the confirmation.
     :param bytes_read: every byte read on the connection so far.
-    :param waiting: the written requests still waiting (called only when
-        the count is reached: O(n)).
+    :param waiting: the timeouts of the written requests still waiting
+        that have one (called only when the count is reached: O(n)).
     :param found: the connection is a black hole: called with the reason.
     """
 
@@ -218,7 +212,7 @@ class BlackHoleCheck:
         liveness: Liveness,
         clock: IReactorTime,
         bytes_read: Callable[[], int],
-        waiting: Callable[[], Iterable[_Written]],
+        waiting: Callable[[], Iterable[float]],
         found: Callable[[str], object],
     ) -> None:
         self._after = after
@@ -262,7 +256,7 @@ class BlackHoleCheck:
         if self._row < self._after or now < self._hold_until:
             return
         since = self._liveness.last_read
-        longest = max((r.timeout for r in self._waiting()), default=0.0)
+        longest = max(self._waiting(), default=0.0)
         if since + longest > now + _SLACK:
             self._hold_until = since + longest
             return

@@ -602,9 +602,10 @@ class FramedProtocol(Protocol):
         name = getattr(self.codec, "name", None) or type(self.codec).__name__
         return unframed_timeout(timeout, name, where, self.bytes_received)
 
-    def _written_timeouts(self) -> list[Request]:
-        # The written requests still waiting that have a deadline.
-        return [r for r in self.engine.requests() if r.state == SENT and r.timeout]
+    def _written_timeouts(self) -> list[float]:
+        # The timeouts of the written requests still waiting that have one.
+        requests = self.engine.requests()
+        return [r.timeout for r in requests if r.state == SENT and r.timeout]
 
     # -- writing -------------------------------------------------------------
 

@@ -12,7 +12,9 @@ connection): TCP then says nothing for minutes.  Two settings catch it:
 
 Any byte from the peer counts as a sign of life, so a busy connection sends
 no pings.  One reactor timer serves both; the hot path only stores the time
-of the last read.
+of the last read.  A verdict of death waits one more reactor turn, which
+reads first: after a stall of the client itself, the bytes that arrived
+meanwhile are still signs of life.
 
 A third check needs no timer of its own: :class:`BlackHoleCheck` looks at
 the requests that time out (a peer that went silent under load, for codecs
@@ -129,7 +131,7 @@ class Liveness:
             and self._outstanding()
             and now >= self.last_read + read_timeout
         ):
-            self._dead(
+            self._confirm(
                 f"read timeout: nothing received for {read_timeout:g} s with "
                 f"{self._outstanding()} requests outstanding; the peer is dead "
                 f"or stuck"
@@ -138,7 +140,7 @@ class Liveness:
         if self._heartbeat_interval is not None:
             if self.ping_sent_at is not None:
                 if now >= self.ping_sent_at + self._heartbeat_timeout:
-                    self._dead(
+                    self._confirm(
                         f"heartbeat timeout: no answer to a ping within "
                         f"{self._heartbeat_timeout:g} s; the peer is dead or "
                         f"the connection is half-open"
@@ -148,6 +150,23 @@ class Liveness:
                 self.ping_sent_at = now - _SLACK
                 self._send_ping()
         self._arm(now - _SLACK)
+
+    def _confirm(self, reason: str) -> None:
+        # After a stall of the client (a long callback, a GC pause, a
+        # laptop resumed from sleep) the reactor runs the timers that fell
+        # due before it reads what arrived meanwhile: the verdict waits one
+        # turn (a callLater(0) runs after the reads), and stands only if
+        # nothing was read by then.
+        seen = (self.last_read, self.ping_sent_at)
+        self._timer = self._clock.callLater(0, self._confirmed, seen, reason)
+
+    def _confirmed(self, seen: tuple[float, float | None], reason: str) -> None:
+        self._timer = None
+        # A read moves last_read and clears ping_sent_at.
+        if (self.last_read, self.ping_sent_at) == seen:
+            self._dead(reason)
+        else:
+            self._arm(self._clock.seconds())
 
 
 class BlackHoleCheck:

@@ -194,56 +194,6 @@ def test_a_silent_peer_is_still_a_black_hole_and_counted_once():
     assert got[5:] and all(f.check(ConnectionLost) for f in got[5:])
 
 
-class ReactorClock(Clock):
-    """
-    A ``Clock`` that runs timers as a reactor does: a call scheduled while
-    the due ones run waits for the next turn, after the reads in between.
-    """
-
-    def advance(self, amount: float) -> None:
-        self.rightNow += amount
-        now = self.seconds()
-        for call in [c for c in self.calls if c.getTime() <= now]:
-            if call in self.calls:
-                self.calls.remove(call)
-                call.called = 1
-                call.func(*call.args, **call.kw)
-
-
-def test_replies_waiting_in_the_socket_after_a_client_stall_are_read_first():
-    """
-    The client stalls (a long callback, a GC pause) while a fast server's
-    replies reach its socket; when it resumes, the reactor runs the due
-    timers before it reads, so eight requests time out with nothing read.
-    The replies are there all the same: the connection is not closed.
-    """
-    clock = ReactorClock()
-    p = connected_pair(
-        ReferenceServerFactory(clock=clock), clock=clock, black_hole_after=5
-    )
-    stalled = [p.client.request(b"x", timeout=0.05) for _ in range(8)]
-    clock.advance(0)  # written
-    p.pump.pump(advanceClock=False)  # answered: the replies are on their way
-    clock.advance(0.1)  # the stall ends: timers first
-    assert all(f.check(RequestTimeout) for f in outcomes(stalled))
-    p.pump.pump(advanceClock=False)  # then the reads
-    clock.advance(0)
-    assert p.client.late_replies == 8
-    assert not p.client.is_closed, p.client.close_reason
-    assert black_holes(p) == 0
-    # A peer that really is silent is still found, one turn later.
-    p.client.request(b"!mute")
-    p.flush()
-    silent = [p.client.request(b"x", timeout=0.05) for _ in range(5)]
-    clock.advance(0)
-    clock.advance(0.1)
-    assert not p.client.is_closed, "confirmed after the reads"
-    p.flush()
-    assert p.client.is_closed
-    assert all(f.check(RequestTimeout) for f in outcomes(silent))
-    assert black_holes(p) == 1
-
-
 def test_a_request_with_a_longer_deadline_is_given_its_whole_timeout():
     """
     A silent peer with a 2 s request waiting (a blocking pop, a long

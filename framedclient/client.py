@@ -36,15 +36,15 @@ from framedclient.connection import Connection, PrepareHook
 from framedclient.discovery import HostSource, sources_from
 from framedclient.dispatch import Dispatcher, Lease, make_tracer
 from framedclient.engine import check_flag, check_request
-from framedclient.errors import ClientClosed
+from framedclient.errors import ClientClosed, Unavailable
 from framedclient.health import HealthBoard
 from framedclient.hedging import default_hedge_budget
 from framedclient.ketama import key_bytes
 from framedclient.metrics import Metrics, Sample
+from framedclient.metrics.telemetry import ClientTelemetry
 from framedclient.pool import Limiter, Pool
 from framedclient.protocol import FramedClientFactory
 from framedclient.retry import RetryBudget
-from framedclient.metrics.telemetry import ClientTelemetry
 from framedclient.upstreams import (
     Endpoints,
     Upstreams,
@@ -177,6 +177,9 @@ class FramedClient:
         self._deposit = budget.deposit
         #: owns every request off the fast path, and the connections'
         #: reports (see :mod:`framedclient.dispatch`)
+        def unavailable(waited: float | None) -> Unavailable:
+            return self.upstreams.unavailable(waited)
+
         self._dispatcher = Dispatcher(
             clock,
             self.pool,
@@ -190,7 +193,7 @@ class FramedClient:
             wait_for_ready=config.wait_for_ready,
             max_queued_bytes=config.max_queued_bytes,
             max_pending_per_connection=config.max_pending_per_connection,
-            unavailable=lambda: self.upstreams.why_unavailable(),
+            unavailable=unavailable,
         )
         # Requests with no key, hedging and tracing take the shortest path.
         self._plain = self._dispatcher.plain

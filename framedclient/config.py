@@ -410,10 +410,11 @@ def _black_hole_after(default: int | None) -> Any:
     return _field(
         default,
         Setting(
-            "Close and replace a connection once this many requests in a row "
-            "timed out on it after being written, with no reply or error reply "
-            "received meanwhile (a black hole: the peer went silent without "
-            "closing).",
+            "Close and replace a connection once this many written requests "
+            "timed out on it with nothing read from the peer since the first "
+            "of them was written, and for at least the "
+            "timeout of every request still waiting (a black hole: the peer "
+            "went silent without closing).",
             Count(1, optional=True),
             off="never",
         ),

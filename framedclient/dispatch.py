@@ -193,7 +193,8 @@ class Dispatcher:
     :param hedge_after: ``hedge_after`` (``None``: no hedging), with
         ``hedge_budget`` and ``latency_of`` (an upstream's latency, for
         percentile delays).
-    :param unavailable: why no connection is ready, in a few words.
+    :param unavailable: builds the :class:`Unavailable` for a request no
+        connection can take, given the deadline it waited out (or ``None``).
     """
 
     def __init__(
@@ -211,7 +212,7 @@ class Dispatcher:
         wait_for_ready: bool,
         max_queued_bytes: float,
         max_pending_per_connection: int,
-        unavailable: Callable[[], str],
+        unavailable: Callable[[float | None], Unavailable],
     ) -> None:
         self._clock = clock
         self.pool = pool
@@ -222,7 +223,7 @@ class Dispatcher:
         self.wait_for_ready = wait_for_ready
         self.max_queued_bytes = max_queued_bytes
         self._max_pending_per_connection = max_pending_per_connection
-        self._why_unavailable = unavailable
+        self._unavailable = unavailable
         self.hedger: Hedger | None = None
         if hedge_after is not None:
             self.hedger = Hedger(
@@ -556,10 +557,7 @@ class Dispatcher:
                 return
             self._finish(
                 call,
-                Unavailable(
-                    f"no connection became ready within the request's "
-                    f"{call.timeout:g} s deadline ({self.unavailable()})"
-                ),
+                self.unavailable(call.timeout),
             )
         elif state == _DELAYED:
             self._finish(
@@ -569,15 +567,13 @@ class Dispatcher:
                 ),
             )
 
-    def unavailable(self) -> Unavailable:
+    def unavailable(self, waited: float | None = None) -> Unavailable:
         """
-        The error for a request no connection can take, naming why.
+        The error for a request no connection can take, naming why
+        (``waited``: the deadline it waited out for a connection, ``None``
+        when it asked not to wait).
         """
-        return Unavailable(
-            f"no connection is ready ({self._why_unavailable()}); the request was "
-            f"not sent. Retry later, or pass wait_for_ready=True to wait for a "
-            f"connection"
-        )
+        return self._unavailable(waited)
 
     # -- RequestOwner: what the connections report -------------------------------
 

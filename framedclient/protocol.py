@@ -67,6 +67,7 @@ from framedclient.engine import (
     ERROR_REPLY,
     LATE,
     LOST,
+    SENT,
     TIMEOUT,
     Request,
     RequestEngine,
@@ -84,9 +85,11 @@ from framedclient.errors import (
     Overloaded,
     ProtocolError,
     RemoteError,
+    RequestTimeout,
     codec_refusal,
+    unframed_timeout,
 )
-from framedclient.liveness import Liveness
+from framedclient.liveness import BlackHoleCheck, Liveness
 from framedclient.metrics import Metrics, MetricsRecorder
 
 if TYPE_CHECKING:
@@ -201,10 +204,6 @@ class FramedProtocol(Protocol):
         self.own_metrics = own_metrics
         self._owner = owner
         self.health = health
-        # Black-hole detection: written requests timed out in a row with no
-        # answer read meanwhile.
-        self._silent_timeouts = 0
-        self._black_hole_after = config.black_hole_after
         self._in_flight_cap = (
             config.max_in_flight if config.max_in_flight is not None else math.inf
         )
@@ -235,6 +234,14 @@ class FramedProtocol(Protocol):
             self._outstanding,
             self._send_ping,
             self._peer_dead,
+        )
+        self._black_hole = BlackHoleCheck(
+            config.black_hole_after,
+            self._liveness,
+            clock,
+            self._bytes_read,
+            self._written_timeouts,
+            self._black_hole_found,
         )
         self._control: list[bytes] = []
         self._state = _OPEN
@@ -530,8 +537,6 @@ class FramedProtocol(Protocol):
         owner = self._owner
         if ending == REPLIED:
             self.ok_count += 1
-            if self._silent_timeouts:
-                self._silent_timeouts = 0
             health = self.health
             if health is not None and health.failures:
                 health.succeeded()
@@ -553,12 +558,13 @@ class FramedProtocol(Protocol):
         if ending == ERROR_REPLY:
             # The server answered: it is there, whatever it said.
             self.error_replies += 1
-            self._silent_timeouts = 0
             health = self.health
             if health is not None and health.failures:
                 health.succeeded()
         elif ending == TIMEOUT and r.state == ABANDONED:
-            self._silent_timeouts += 1
+            self._black_hole.timed_out(r.started)
+            if not self._framed():
+                value = self._unframed_timeout(value.timeout)
         if owner is not None:
             owner.request_settled()
         written = (
@@ -593,23 +599,47 @@ class FramedProtocol(Protocol):
             self._finish_draining()
 
     def _wake(self, now: float) -> None:
-        before = self._silent_timeouts
         self.engine.wake(now)
-        silent = self._silent_timeouts
-        if silent > before and self._state != _CLOSED:
+        check = self._black_hole
+        if not check.timeouts:
+            return
+        if self._state != _CLOSED and self.health is not None:
             # Timeouts of one wake-up count as one failure of the host: a
             # burst on one bad connection must not eject a host whose other
             # connections are fine.
-            if self.health is not None:
-                self.health.failed()
-            limit = self._black_hole_after
-            if limit is not None and silent >= limit:
-                self.metrics.record_connection_event("black_hole")
-                self._peer_dead(
-                    f"black hole: {silent} requests in a row timed out after "
-                    f"being written, with no reply received meanwhile; the peer "
-                    f"or the path to it went silent"
-                )
+            self.health.failed()
+        check.wake_done(now)
+
+    def _black_hole_found(self, reason: str) -> None:
+        if self._state != _CLOSED:
+            self.metrics.record_connection_event("black_hole")
+            self._peer_dead(reason)
+
+    def _bytes_read(self) -> int:
+        return self.bytes_received
+
+    def _framed(self) -> bool:
+        # Whether the peer has sent one whole frame of our protocol (a
+        # reply, an error reply, a late or unknown reply).
+        engine = self.engine
+        return bool(
+            self.ok_count
+            or self.error_replies
+            or engine.late_replies
+            or engine.unknown_replies
+        )
+
+    def _unframed_timeout(self, timeout: float) -> RequestTimeout:
+        peer: Any = self.transport.getPeer() if self.transport is not None else None
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        where = f"{host}:{port}" if host is not None else "the server"
+        name = getattr(self.codec, "name", None) or type(self.codec).__name__
+        return unframed_timeout(timeout, name, where, self.bytes_received)
+
+    def _written_timeouts(self) -> list[float]:
+        # The timeouts of the written requests still waiting that have one.
+        requests = self.engine.requests()
+        return [r.timeout for r in requests if r.state == SENT and r.timeout]
 
     # -- writing -------------------------------------------------------------
 
@@ -930,6 +960,7 @@ class FramedProtocol(Protocol):
         self._connected = False
         self._timer.cancel()
         self._liveness.stop()
+        self._black_hole.stop()
         for timer in (self._flush_call, self._write_timer):
             if timer is not None and timer.active():
                 timer.cancel()

@@ -29,13 +29,14 @@ from framedclient.balance import Balancer, Ketama, UpstreamBalancer, WeightedRou
 from framedclient.config import ClientConfig
 from framedclient.connection import Connection, PrepareHook
 from framedclient.discovery import Host, HostSource, RefreshPolicy, StaticHosts
+from framedclient.errors import Unavailable, unavailable
 from framedclient.membership import Membership
 from framedclient.protocol import FramedClientFactory, FramedProtocol, RequestOwner
 
 if TYPE_CHECKING:
     from framedclient.health import HealthBoard
-    from framedclient.pool import Limiter, Pool
     from framedclient.metrics.telemetry import ClientTelemetry
+    from framedclient.pool import Limiter, Pool
 
 __all__ = [
     "Endpoints",
@@ -172,15 +173,20 @@ class Upstreams:
     def set_sources(self, sources: Sequence[HostSource]) -> None:
         self.membership.set_sources(sources)
 
-    def why_unavailable(self) -> str:
+    def unavailable(self, waited: float | None = None) -> Unavailable:
         """
-        Why no connection is ready, in a few words: the connections' and
-        discovery's last errors.
+        The error for a request no connection could take: each upstream and
+        its last connection error, discovery's errors, and advice that fits
+        (see :func:`framedclient.errors.unavailable`).
+
+        :param waited: the deadline the request waited for a connection,
+            ``None`` when it asked not to wait.
         """
-        errors = {c.last_error for c in self.pool if c.last_error}
-        errors.update(self.membership.errors())
-        return "; ".join(sorted(errors)) or (
-            "still connecting" if len(self.pool) else "no host found yet"
+        pool = self.pool
+        return unavailable(
+            zip(pool.upstream_names, [c.last_error for c in pool], strict=True),
+            self.membership.errors(),
+            waited,
         )
 
     def when_ready(self, fail_after: int | None = None) -> Deferred[None]:

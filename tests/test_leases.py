@@ -16,8 +16,8 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 
+from framedclient.clients.redis import RedisClient
 from framedclient.codecs import GOAWAY
-from framedclient.codecs.redis import RedisClient
 from framedclient.errors import ConnectionLost
 
 from .fakes import CODEC, answer_all, drop

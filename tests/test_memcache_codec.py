@@ -15,7 +15,6 @@ from framedclient.codecs.memcache import (
     MEMCACHE_BINARY,
     KeyExists,
     KeyNotFound,
-    MemcacheClient,
     MemcacheError,
     Opcode,
     memcache_binary_codec,
@@ -147,8 +146,9 @@ def test_reply_over_max_frame_is_refused_before_buffering():
     ],
 )
 def test_a_key_of_up_to_250_bytes_is_taken_whether_str_or_bytes(key, accepted):
-    from framedclient.codecs.memcache_client import InvalidKey, check_key
     from twisted.internet import reactor
+
+    from framedclient.clients.memcache import InvalidKey, MemcacheClient, check_key
 
     raw = key.encode() if isinstance(key, str) else key
     mc = MemcacheClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)

@@ -61,6 +61,8 @@ setup(
     packages=[
         "framedclient",
         "framedclient.codecs",
+        "framedclient.metrics",
+        "framedclient.clients",
         "framedclient.runner",
         "framedclient.bench",
         "framedclient.testing",

@@ -81,6 +81,7 @@ nitpick_ignore = [
         "IProtocol",
         "IProtocolFactory",
         "IReactorTime",
+        "IDelayedCall",
         "Deferred",
         "Metric",
     )

@@ -5,10 +5,13 @@ The everyday names live here; the layers behind them (framing, codec,
 protocol, connection, pool) are importable from their own modules.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from framedclient._version import __version__ as __version__
 from framedclient.backoff import ExponentialBackoff, FullJitterBackoff
 from framedclient.client import FramedClient, Lease
 from framedclient.codecs import FC1Codec, HeaderCodec, Kind, Matching, PipelinedCodec
+from framedclient.config import ClientConfig
 from framedclient.connection import Connection
 from framedclient.errors import (
     ClientClosed,
@@ -30,8 +33,13 @@ from framedclient.metrics import Metrics
 from framedclient.protocol import FramedClientFactory, FramedProtocol, ProtocolConfig
 from framedclient.service import FramedClientService
 
+if TYPE_CHECKING:
+    from framedclient.clients.memcache import MemcacheClient
+    from framedclient.clients.redis import RedisClient
+
 __all__ = [
     "ClientClosed",
+    "ClientConfig",
     "ConnectFailed",
     "Connection",
     "ConnectionLost",
@@ -52,14 +60,33 @@ __all__ = [
     "Lease",
     "LengthPrefixed",
     "Matching",
+    "MemcacheClient",
     "Metrics",
     "Netstring",
     "Overloaded",
     "PipelinedCodec",
     "ProtocolConfig",
     "ProtocolError",
+    "RedisClient",
     "RemoteError",
     "RequestTimeout",
     "RequestTooLarge",
     "Unavailable",
 ]
+
+# The protocol clients load their codecs (RESP's parser, memcached's
+# header): imported on first use, so that "import framedclient" (which
+# "twist --help" does through the plugins) stays as cheap as before.
+def __getattr__(name: str) -> Any:
+    if name == "RedisClient":
+        from framedclient.clients import redis
+
+        value: type = redis.RedisClient
+    elif name == "MemcacheClient":
+        from framedclient.clients import memcache
+
+        value = memcache.MemcacheClient
+    else:
+        raise AttributeError(f"module 'framedclient' has no attribute {name!r}")
+    globals()[name] = value
+    return value

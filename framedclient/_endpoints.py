@@ -1,6 +1,15 @@
 """
-Client endpoint strings, parsed with a useful error when the TLS extra is
-missing; and readable names for endpoint objects.
+Client endpoint strings, checked when they are given and parsed with a
+useful error when the TLS extra is missing; and readable names for endpoint
+objects.
+
+Twisted parses ``tcp:127.0.0.1:99999`` into an endpoint that fails only when
+it connects (so a client made from it reports ``Unavailable`` for ever,
+far from the typo), and answers ``tcp:`` with a ``TypeError`` about
+``TCP4ClientEndpoint.__init__``'s arguments.  :func:`client_from_string`
+refuses both at once with a :exc:`ValueError` that quotes the string, says
+what is wrong (no host, no port, a port out of range, no socket path) and
+the form expected.
 
 Twisted's ``twisted.internet.endpoints`` imports its TLS names
 (``optionsForClientTLS``, ``CertificateOptions``, ...) only when pyOpenSSL
@@ -23,22 +32,102 @@ from typing import Any
 
 from twisted.internet.interfaces import IStreamClientEndpoint
 
-__all__ = ["TLS_EXTRA", "client_from_string", "endpoint_name"]
+__all__ = ["TLS_EXTRA", "check_endpoint_string", "client_from_string", "endpoint_name"]
 
 #: What to run to get TLS endpoints.
 TLS_EXTRA = "pip install 'framedclient[tls]'"
 
 
+#: The form of each endpoint type checked here, for error messages.
+_FORMS = {
+    "tcp": "tcp:HOST:PORT",
+    "tls": "tls:HOST:PORT",
+    "ssl": "ssl:HOST:PORT",
+    "unix": "unix:PATH",
+}
+
+
+def _fields(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """
+    The type, positional and ``key=value`` fields of an endpoint string, as
+    Twisted splits them (``:`` separates fields, ``\\`` escapes the next
+    character, so ``tcp:\\:\\:1:80`` is host ``::1``).
+    """
+    fields: list[str] = []
+    current: list[str] = []
+    characters = iter(description)
+    for character in characters:
+        if character == "\\":
+            current.append(next(characters, ""))
+        elif character == ":":
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(character)
+    fields.append("".join(current))
+    positional: list[str] = []
+    named: dict[str, str] = {}
+    for field in fields[1:]:
+        key, equals, value = field.partition("=")
+        if equals:
+            named[key] = value
+        else:
+            positional.append(field)
+    return fields[0].strip().lower(), positional, named
+
+
+def check_endpoint_string(description: str) -> None:
+    """
+    Refuse an obviously malformed ``tcp:``, ``tls:``, ``ssl:`` or ``unix:``
+    string before Twisted parses it (other types are left to Twisted and
+    their plugins).
+
+    :raises ValueError: no host, no port, a port that is not a number from
+        1 to 65535, or no socket path; the message quotes ``description``
+        and shows the form expected.
+    """
+    scheme, positional, named = _fields(description)
+    form = _FORMS.get(scheme)
+    if form is None:
+        return
+    expected = f"; expected {form}"
+    if scheme == "unix":
+        path = named.get("path", positional[0] if positional else "")
+        if not path:
+            raise ValueError(f"{description!r}: no socket path{expected}")
+        return
+    if description.partition(":")[2].startswith("["):
+        raise ValueError(
+            f"{description!r}: an IPv6 address is written with its colons "
+            f"escaped, not in brackets ({scheme}:\\:\\:1:PORT){expected}"
+        )
+    host = named.get("host", positional[0] if positional else "")
+    port = named.get("port", positional[1] if len(positional) > 1 else "")
+    if not host.strip():
+        raise ValueError(f"{description!r}: no host{expected}")
+    if not port.strip():
+        raise ValueError(f"{description!r}: no port{expected}")
+    if not port.strip().isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"{description!r}: the port must be a port number (1-65535), got "
+            f"{port!r}{expected}"
+        )
+
+
 def client_from_string(reactor: Any, description: str) -> IStreamClientEndpoint:
     """
-    ``clientFromString(reactor, description)``.
+    ``clientFromString(reactor, description)``, with the string checked
+    first (:func:`check_endpoint_string`).
 
+    :raises ValueError: a malformed string, or one Twisted cannot parse
+        (an unknown type, a bad option); the message quotes it.
     :raises ImportError: the string needs TLS and the TLS extra (pyOpenSSL,
         service_identity) is not installed; the message says how to install
         it.
     """
     from twisted.internet.endpoints import clientFromString
 
+    check_endpoint_string(description)
     try:
         endpoint: IStreamClientEndpoint = clientFromString(reactor, description)  # type: ignore[no-untyped-call]
     except NameError as error:
@@ -48,6 +137,13 @@ def client_from_string(reactor: Any, description: str) -> IStreamClientEndpoint:
             f"{description!r} needs TLS, and the TLS extra (pyOpenSSL, "
             f"service_identity) is not installed: {TLS_EXTRA}"
         ) from error
+    except (TypeError, ValueError) as error:
+        # Twisted's own words (an unknown type, arguments missing from a
+        # plugin's parser, a timeout that is not a number), with the string.
+        raise ValueError(
+            f"{description!r} is not a client endpoint string Twisted can "
+            f"parse: {error}"
+        ) from None
     return endpoint
 
 

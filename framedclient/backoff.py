@@ -38,12 +38,13 @@ Command lines pick a policy with :func:`parse_backoff`.
 
 from __future__ import annotations
 
-import math
 import random as _random
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
+
+from framedclient.validation import Number, check_argument
 
 __all__ = [
     "BackoffLike",
@@ -82,16 +83,17 @@ class BackoffPolicy(Protocol):
         """
 
 
-def _check(owner: str, name: str, value: float, ok: bool, accepted: str) -> None:
-    """
-    Raise :exc:`ValueError` naming the parameter and its accepted range
-    unless ``ok``.
+#: The kinds of the policies' arguments (see framedclient.validation).
+_POSITIVE = Number(0.0)
+_NOT_NEGATIVE = Number(0.0, inclusive=True)
+_GROWTH = Number(1.0, inclusive=True)
+_SHARE = Number(0.0, inclusive=True, maximum=1.0)
 
-    The conditions are written as ``not (x > 0)`` style positives by the
-    callers so that NaN, which fails every comparison, is rejected too.
-    """
-    if not ok:
-        raise ValueError(f"{owner}: {name} must be {accepted}, got {value!r}")
+
+def _check_max_delay(owner: str, max_delay: float, low: float, low_name: str) -> None:
+    check_argument(
+        Number(low, inclusive=True, bound=low_name), "max_delay", max_delay, owner
+    )
 
 
 def _check_failures(attempt: int) -> None:
@@ -169,40 +171,12 @@ class ExponentialBackoff:
 
     def __attrs_post_init__(self) -> None:
         owner = type(self).__name__
-        _check(
-            owner,
-            "initial",
-            self.initial,
-            self.initial > 0 and math.isfinite(self.initial),
-            "a finite number > 0",
-        )
-        _check(
-            owner,
-            "multiplier",
-            self.multiplier,
-            self.multiplier >= 1 and math.isfinite(self.multiplier),
-            "a finite number >= 1",
-        )
-        _check(
-            owner,
-            "jitter",
-            self.jitter,
-            0 <= self.jitter <= 1,
-            "between 0 and 1 inclusive",
-        )
-        _check(
-            owner,
-            "max_delay",
-            self.max_delay,
-            self.max_delay >= self.initial and math.isfinite(self.max_delay),
-            f"a finite number >= initial ({self.initial!r})",
-        )
-        _check(
-            owner,
-            "min_connect_timeout",
-            self.min_connect_timeout,
-            self.min_connect_timeout > 0 and math.isfinite(self.min_connect_timeout),
-            "a finite number > 0",
+        check_argument(_POSITIVE, "initial", self.initial, owner)
+        check_argument(_GROWTH, "multiplier", self.multiplier, owner)
+        check_argument(_SHARE, "jitter", self.jitter, owner)
+        _check_max_delay(owner, self.max_delay, self.initial, "initial")
+        check_argument(
+            _POSITIVE, "min_connect_timeout", self.min_connect_timeout, owner
         )
         if not callable(self.random):
             raise TypeError(f"{owner}: random must be a zero-argument callable")
@@ -263,26 +237,10 @@ class FullJitterBackoff:
 
     def __attrs_post_init__(self) -> None:
         owner = type(self).__name__
-        _check(
-            owner,
-            "base",
-            self.base,
-            self.base > 0 and math.isfinite(self.base),
-            "a finite number > 0",
-        )
-        _check(
-            owner,
-            "max_delay",
-            self.max_delay,
-            self.max_delay >= self.base and math.isfinite(self.max_delay),
-            f"a finite number >= base ({self.base!r})",
-        )
-        _check(
-            owner,
-            "min_connect_timeout",
-            self.min_connect_timeout,
-            self.min_connect_timeout > 0 and math.isfinite(self.min_connect_timeout),
-            "a finite number > 0",
+        check_argument(_POSITIVE, "base", self.base, owner)
+        _check_max_delay(owner, self.max_delay, self.base, "base")
+        check_argument(
+            _POSITIVE, "min_connect_timeout", self.min_connect_timeout, owner
         )
         if not callable(self.random):
             raise TypeError(f"{owner}: random must be a zero-argument callable")
@@ -330,20 +288,8 @@ class ConstantBackoff:
 
     def __attrs_post_init__(self) -> None:
         owner = type(self).__name__
-        _check(
-            owner,
-            "delay",
-            self._delay,
-            self._delay >= 0 and math.isfinite(self._delay),
-            "a finite number >= 0",
-        )
-        _check(
-            owner,
-            "connect_timeout",
-            self._connect_timeout,
-            self._connect_timeout > 0 and math.isfinite(self._connect_timeout),
-            "a finite number > 0",
-        )
+        check_argument(_NOT_NEGATIVE, "delay", self._delay, owner)
+        check_argument(_POSITIVE, "connect_timeout", self._connect_timeout, owner)
 
     def __repr__(self) -> str:
         return (
@@ -396,12 +342,11 @@ class CallableBackoff:
                 f"CallableBackoff: policy must be a callable taking the number "
                 f"of failed attempts, got {self.policy!r}"
             )
-        _check(
-            type(self).__name__,
+        check_argument(
+            _POSITIVE,
             "min_connect_timeout",
             self.min_connect_timeout,
-            self.min_connect_timeout > 0 and math.isfinite(self.min_connect_timeout),
-            "a finite number > 0",
+            type(self).__name__,
         )
 
     def delay(self, attempt: int) -> float:

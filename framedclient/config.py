@@ -28,8 +28,12 @@ with a text form on the command line (``--codec``, ``--backoff``).
 
 Why validation is strict about types: ``timeout="5"`` used to fail later,
 inside a comparison, far from the typo; and ``pool_size=True`` used to be
-accepted as 1.  A bool is never a number here, a string is never a number,
-and ``None`` is accepted only where it has a meaning ("off").
+accepted as 1.  A bool is never a number here, a string is never a number
+or a bool (``wait_for_ready="no"`` is refused, not taken as true), and
+``None`` is accepted only where it has a meaning ("off").  The kinds of
+values and their checks live in :mod:`framedclient.validation` (re-exported
+here), below every module that takes arguments, so the backoff policies,
+the connection and the limiter check theirs the same way.
 """
 
 from __future__ import annotations
@@ -46,6 +50,15 @@ import attrs
 
 from framedclient.backoff import BackoffLike, parse_backoff
 from framedclient.codecs import Codec, FC1Codec
+from framedclient.validation import (
+    Count,
+    InvalidSetting,
+    InvalidSettingType,
+    Seconds,
+    SettingKind,
+    Share,
+    Switch,
+)
 
 __all__ = [
     "BALANCER_NAMES",
@@ -58,10 +71,10 @@ __all__ = [
     "HedgeDelay",
     "InvalidSetting",
     "InvalidSettingType",
-    "Kind",
     "ProtocolConfig",
     "Seconds",
     "Setting",
+    "SettingKind",
     "Share",
     "Switch",
     "documents_settings",
@@ -74,198 +87,11 @@ __all__ = [
 METADATA_KEY = "framedclient.setting"
 
 
-class InvalidSetting(ValueError):
-    """
-    A setting has a value it cannot take (out of range, or in conflict with
-    another setting).
-
-    :ivar setting: the field name (``"pool_size"``).
-    :ivar value: the value refused.
-    :ivar reason: what is wrong, without the name (``"must be an integer >=
-        1"``), so the command line can say it with the option's name.
-    """
-
-    def __init__(
-        self, setting: str, value: object, reason: str, show_value: bool = True
-    ) -> None:
-        self.setting = setting
-        self.value = value
-        self.reason = reason
-        message = f"{setting} {reason}"
-        if show_value:
-            message += f", got {value!r}"
-        super().__init__(message)
-
-
-class InvalidSettingType(InvalidSetting, TypeError):
-    """
-    A setting was given a value of the wrong type (a bool or a string where
-    a number belongs, ``None`` where it has no meaning).  Also a
-    :exc:`TypeError`.
-    """
-
-
-# -- kinds of settings ---------------------------------------------------------------
-
-
-class Kind:
-    """
-    One sort of value: how it is checked, read from the command line and
-    shown.
-    """
-
-    #: the placeholder in ``--help`` and the docs (``--pool-size N``)
-    metavar = "VALUE"
-
-    def check(self, name: str, value: object) -> None:
-        """
-        :raises InvalidSetting: if ``value`` is not acceptable.
-        """
-        raise NotImplementedError
-
-    def expects(self, cli: bool) -> str:
-        """
-        What is accepted, as the end of "NAME must be ...".
-        """
-        raise NotImplementedError
-
-    def show(self, value: object, cli: bool) -> str:
-        """
-        ``value`` as written in docs (``cli=False``) or on the command line.
-        """
-        return repr(value)
-
-    def parse(self, text: str) -> object:
-        """
-        The value a command-line argument stands for.
-
-        :raises ValueError: if ``text`` is not of this kind (the range is
-            checked by :meth:`check` afterwards).
-        """
-        raise ValueError(text)
+# -- kinds of settings (the plain ones are in framedclient.validation) ---------------
 
 
 @attrs.frozen
-class Count(Kind):
-    """
-    An integer >= ``minimum`` (bools refused); with ``optional``, also
-    ``None`` (``word`` on the command line: ``off``, or ``auto`` where
-    ``None`` means "derived from other settings").
-    """
-
-    minimum: int = 1
-    metavar: str = "N"  # type: ignore[misc]
-    optional: bool = False
-    word: str = "off"
-
-    def expects(self, cli: bool) -> str:
-        text = f"must be an integer >= {self.minimum}"
-        if self.optional:
-            text += f" or {self.word!r}" if cli else " or None"
-        return text
-
-    def check(self, name: str, value: object) -> None:
-        if value is None and self.optional:
-            return
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidSettingType(name, value, self.expects(False))
-        if value < self.minimum:
-            raise InvalidSetting(name, value, self.expects(False))
-
-    def show(self, value: object, cli: bool) -> str:
-        if value is None:
-            return self.word if cli else "None"
-        return str(value)
-
-    def parse(self, text: str) -> object:
-        if self.optional and text.strip().lower() in (self.word, "none", ""):
-            return None
-        return int(text.strip())
-
-
-@attrs.frozen
-class Share(Kind):
-    """
-    A fraction from 0 to 1 inclusive (bools and strings refused).
-    """
-
-    metavar: str = "F"  # type: ignore[misc]
-
-    def expects(self, cli: bool) -> str:
-        return "must be a number from 0 to 1"
-
-    def check(self, name: str, value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidSettingType(name, value, self.expects(False))
-        if not 0 <= value <= 1:
-            raise InvalidSetting(name, value, self.expects(False))
-
-    def show(self, value: object, cli: bool) -> str:
-        assert isinstance(value, (int, float))
-        return f"{value:g}"
-
-    def parse(self, text: str) -> object:
-        return float(text)
-
-
-@attrs.frozen
-class Seconds(Kind):
-    """
-    A positive, finite number of seconds; with ``optional``, also ``None``
-    (``off`` on the command line) for "no limit" / "disabled".
-    """
-
-    optional: bool = False
-    metavar: str = "S"  # type: ignore[misc]
-
-    def expects(self, cli: bool) -> str:
-        text = "must be a positive, finite number of seconds"
-        if self.optional:
-            text += " or 'off'" if cli else " or None"
-        return text
-
-    def check(self, name: str, value: object) -> None:
-        if value is None and self.optional:
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidSettingType(name, value, self.expects(False))
-        # Written as a positive so that NaN fails it.
-        if not (value > 0 and math.isfinite(value)):
-            raise InvalidSetting(name, value, self.expects(False))
-
-    def show(self, value: object, cli: bool) -> str:
-        if value is None:
-            return "off" if cli else "None"
-        assert isinstance(value, (int, float))
-        return f"{value:g}"
-
-    def parse(self, text: str) -> object:
-        if self.optional and text.strip().lower() in ("off", "none", ""):
-            return None
-        return float(text)
-
-
-@attrs.frozen
-class Switch(Kind):
-    """
-    ``True`` or ``False``; on the command line, a flag.
-    """
-
-    metavar: str = ""  # type: ignore[misc]
-
-    def expects(self, cli: bool) -> str:
-        return "must be True or False"
-
-    def check(self, name: str, value: object) -> None:
-        if not isinstance(value, bool):
-            raise InvalidSettingType(name, value, self.expects(False))
-
-    def show(self, value: object, cli: bool) -> str:
-        return str(value)
-
-
-@attrs.frozen
-class Collaborator(Kind):
+class Collaborator(SettingKind):
     """
     An object providing an interface (a codec, a backoff policy), checked by
     the attributes it must have; ``parse`` reads its command-line spec.
@@ -306,7 +132,7 @@ BALANCER_NAMES = ("p2c", "least_loaded", "round_robin", "ketama")
 
 
 @attrs.frozen
-class BalancerChoice(Kind):
+class BalancerChoice(SettingKind):
     """
     A pick policy: one of :data:`BALANCER_NAMES`, or a policy object (with
     ``pick``, or ``pick_upstream``).
@@ -336,7 +162,7 @@ class BalancerChoice(Kind):
 
 
 @attrs.frozen
-class HedgeDelay(Kind):
+class HedgeDelay(SettingKind):
     """
     When to hedge: ``None`` (never), a positive number of seconds, or a
     latency percentile of the host, ``"p95"`` (``"p99.9"``: between ``p0``
@@ -408,7 +234,7 @@ class Setting:
     """
 
     help: str
-    kind: Kind
+    kind: SettingKind
     off: str | None = None
     option: str | None = None
     cli_help: str | None = None
@@ -589,10 +415,11 @@ def _black_hole_after(default: int | None) -> Any:
     return _field(
         default,
         Setting(
-            "Close and replace a connection once this many requests in a row "
-            "timed out on it after being written, with no reply or error reply "
-            "received meanwhile (a black hole: the peer went silent without "
-            "closing).",
+            "Close and replace a connection once this many written requests "
+            "timed out on it with nothing read from the peer since the first "
+            "of them was written, and for at least the "
+            "timeout of every request still waiting (a black hole: the peer "
+            "went silent without closing).",
             Count(1, optional=True),
             off="never",
         ),

@@ -54,13 +54,15 @@ a closed connection holds no protocol, attempt or timer (the core's
 connection ends).
 
 A connection counts as *healthy* once it has been ready for
-``healthy_after`` seconds; losing a healthy connection reconnects at once
-and resets the backoff, while a connection that dies young counts as one
-more failed attempt, so a server that accepts and immediately closes is
-retried with backoff, not in a tight loop.  The same holds for GOAWAY: on a
-healthy connection, or one that the server has answered on, it connects
-anew at once; on a young one not answered on yet it is a failed attempt
-(``early_goaway``), and the connection backs off.
+``healthy_after`` seconds or the server has answered on it (a reply, an
+error reply, a late reply); losing a healthy connection reconnects at once
+and resets the backoff, while a connection that dies young before any
+answer counts as one more failed attempt, so a server that accepts and
+immediately closes is retried with backoff, not in a tight loop, and one
+that drops a working connection now and then does not stall the pool.  The
+same holds for GOAWAY: on a healthy connection it connects anew at once; on
+a young one not answered on yet it is a failed attempt (``early_goaway``),
+and the connection backs off.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ from twisted.internet.defer import (
     TimeoutError,
     maybeDeferred,
 )
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import (
     IDelayedCall,
     IReactorTime,
@@ -90,6 +93,7 @@ from twisted.python.failure import Failure
 from framedclient.backoff import BackoffLike, BackoffPolicy, as_backoff_policy
 from framedclient.errors import ClientClosed, ConnectFailed, ConnectionLost
 from framedclient.protocol import FramedClientFactory, FramedProtocol
+from framedclient.validation import Seconds, check_argument
 
 __all__ = ["STATES", "ConnectFailed", "Connection"]  # ConnectFailed: from errors
 
@@ -293,7 +297,7 @@ class _Core:
         if proto in self.draining:
             self.feed(partial(inputs.drained, proto))
         elif proto is self.protocol:
-            self.connection_lost(reason)
+            self.connection_lost(reason, _served(proto))
             self.feed(inputs.lost)
 
     def protocol_goaway(
@@ -302,7 +306,7 @@ class _Core:
         if proto is not self.protocol:
             return
         age = self.clock.seconds() - self.ready_at
-        if age < self.healthy_after and not proto.answered:
+        if age < self.healthy_after and not _served(proto):
             # A server that sends GOAWAY to every new connection (shutting
             # down, overloaded, misconfigured) would otherwise be reconnected
             # to in a tight loop: a young connection told to go away before
@@ -360,9 +364,16 @@ class _Core:
         self.failed_attempts += 1
         self.next_delay = self.backoff.delay(self.failed_attempts)
 
-    def connection_lost(self, reason: str) -> None:
-        "Record the loss of the live protocol before ``lost`` reaches the machine."
-        healthy = self.clock.seconds() - self.ready_at >= self.healthy_after
+    def connection_lost(self, reason: str, served: bool) -> None:
+        """
+        Record the loss of the live protocol before ``lost`` reaches the
+        machine.  A connection that served requests (``served``) or lived
+        ``healthy_after`` is healthy: reconnect at once, backoff reset.
+        Only one lost young and before it served anything is a failed
+        attempt: a server that drops working connections now and then (a
+        crash, one request in 500) must not keep the pool backing off.
+        """
+        healthy = served or self.clock.seconds() - self.ready_at >= self.healthy_after
         if healthy:
             self.failed_attempts = 0
             self.next_delay = 0.0
@@ -655,13 +666,8 @@ def _check_seconds(name: str, value: object) -> float:
     (or trip an assertion in Twisted's ``addTimeout``) while still opening a
     socket per attempt, so it is refused here, where the mistake is made.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(
-            f"{name} must be a finite number of seconds > 0, got {value!r}"
-        )
-    return float(value)
+    check_argument(Seconds(), name, value, "Connection")
+    return float(value)  # type: ignore[arg-type]
 
 
 class Connection:
@@ -684,7 +690,8 @@ class Connection:
         (handshake, authentication, ``SELECT db``); may return a Deferred;
         if it fails, the attempt fails.
     :param healthy_after: seconds (``> 0``) a connection must stay up before
-        its loss resets the backoff.
+        its loss resets the backoff, unless the server answered on it
+        first (then it resets the backoff however young).
     :param name: shown in logs and :meth:`debug_state`.
     :param weight: the weight of the host it connects to (an SRV weight;
         1 by default), for pick policies that weigh hosts; the client
@@ -867,10 +874,24 @@ class Connection:
         }
 
 
+def _served(proto: FramedProtocol) -> bool:
+    """
+    Whether the server answered anything on ``proto``: a reply, an error
+    reply, or a late reply to a request that had timed out.  Each reconnect
+    after such a connection ends is paid for by work done, so it is never
+    a failed attempt (lost, or sent GOAWAY, however young).
+    """
+    return proto.answered or proto.late_replies > 0
+
+
 def _describe(failure: Failure) -> str:
     error = failure.value
     if isinstance(error, (TimeoutError, CancelledError)):
         return "connect attempt timed out or was cancelled"
+    if isinstance(error, ConnectionRefusedError):
+        # Twisted's text ("Connection was refused by other side: 111:
+        # Connection refused.") says it twice; this one is shown to users.
+        return "connection refused"
     if isinstance(error, ConnectionLost):
         return error.reason
     return failure.getErrorMessage() or type(error).__name__

@@ -46,6 +46,7 @@ __all__ = [
     "EngineActions",
     "Request",
     "RequestEngine",
+    "check_flag",
     "check_request",
 ]
 
@@ -60,7 +61,7 @@ ABANDONED = 2
 #: Request state: settled and in no table.
 DONE = 3
 
-# How a request ended: the ``exit`` given to EngineActions.deliver.
+# How a request ended: the ``ending`` given to EngineActions.deliver.
 #: Exit: a reply; the value is its body.
 REPLY = 0
 #: Exit: an error reply; the value is its body.
@@ -90,9 +91,11 @@ class EngineActions(Protocol):
     What the engine asks of the adapter that drives it.
     """
 
-    def deliver(self, request: Request, exit: int, value: Any, now: float) -> None:
+    def deliver(self, request: Request, ending: int, value: Any, now: float) -> None:
         """
-        ``request`` ended (``exit`` is one of the module's exit codes).
+        ``request`` ended (``ending`` is one of the module's exit codes:
+        :data:`REPLY`, :data:`ERROR_REPLY`, :data:`TIMEOUT`,
+        :data:`CANCELLED`, :data:`LOST`).
         Called exactly once per request, after the engine's own books are
         done, so the callee may send new requests at once.
         """
@@ -126,6 +129,9 @@ class Request:
     (not yet written, or idempotent), so an owner can re-send it when the
     connection dies; ``redirect`` is set once it has been handed over, so
     cancelling the caller's Deferred cancels the re-sent request instead.
+    ``route`` is the owner's to set (and read only when re-sending): what a
+    re-send must keep besides the body, such as a routing key; unset on
+    most requests, so that they pay nothing for it.
     """
 
     __slots__ = (
@@ -139,6 +145,7 @@ class Request:
         "redirect",
         "replies",
         "request_id",
+        "route",
         "started",
         "state",
         "timeout",
@@ -160,6 +167,7 @@ class Request:
     attempt: int
     state: int
     redirect: Any
+    route: Any
     #: reply frames still expected (in-order matching; 1 unless the codec
     #: made a unit of several commands, see :meth:`RequestEngine.open`)
     replies: int
@@ -179,13 +187,19 @@ class Request:
         return self.state == SENT or self.state == ABANDONED
 
 
-def check_request(body: object, timeout: object) -> None:
+def check_request(
+    body: object, timeout: object, idempotent: object = False
+) -> bytes | Message:
     """
     The one rule for a request's arguments, at every layer: a wrong type or
     value raises ``TypeError``/``ValueError`` naming the argument at the
     call, whatever path the request would take; what only the codec or the
     connection can judge later (a body too large for the frame) fails the
     request's Deferred with a :class:`~framedclient.errors.FramedClientError`.
+
+    :return: the body to send: a ``bytearray`` is copied to ``bytes`` here,
+        so a request that waits (for a slot, a connection, a retry) is sent
+        as it was at the call, whatever the caller does with its buffer.
     """
     if not isinstance(body, (bytes, bytearray, Message)):
         hint = " (encode text first: body.encode())" if isinstance(body, str) else ""
@@ -202,6 +216,24 @@ def check_request(body: object, timeout: object) -> None:
                 f"timeout must be a positive number of seconds (math.inf for "
                 f"none), got {timeout!r}"
             )
+    check_flag("idempotent", idempotent)
+    if isinstance(body, bytearray):
+        return bytes(body)
+    return body
+
+
+def check_flag(name: str, value: object, *, optional: bool = False) -> None:
+    """
+    A per-call flag must be a ``bool`` (or ``None`` where ``optional``):
+    ``idempotent="no"`` read as true would run a request twice.
+    """
+    if value is True or value is False or (optional and value is None):
+        return
+    allowed = "True, False or None" if optional else "True or False"
+    raise TypeError(
+        f"{name} must be {allowed}, got {type(value).__name__} {value!r} "
+        f"(truthy values such as strings are not taken as flags)"
+    )
 
 
 def _is_live(r: Request) -> bool:
@@ -545,6 +577,17 @@ class RequestEngine:
         self.unknown_replies += 1
         return UNKNOWN
 
+    def stray_frame(self) -> int:
+        """
+        A frame that is no reply arrived (a request or cancel frame from
+        the peer): not a client's business, counted with the unknown
+        replies.
+
+        :return: :data:`UNKNOWN`.
+        """
+        self.unknown_replies += 1
+        return UNKNOWN
+
     def _unit_reply(self, r: Request, ok: bool, body: Any, now: float) -> int:
         # One of the N reply frames of a unit (in-order matching only).
         r.replies -= 1
@@ -676,7 +719,7 @@ class RequestEngine:
 
     # -- the one exit ----------------------------------------------------------
 
-    def _settle(self, r: Request, exit: int, value: Any, now: float) -> None:
+    def _settle(self, r: Request, ending: int, value: Any, now: float) -> None:
         """
         Every way out of the table for a live request: reply, error reply,
         timeout, cancel, connection lost (the adapter may then hand it to a
@@ -690,7 +733,7 @@ class RequestEngine:
             r.data = None
             if self._by_id:
                 self._pending.pop(r.request_id, None)
-        elif (exit == TIMEOUT or exit == CANCELLED) and not self._losing:
+        elif (ending == TIMEOUT or ending == CANCELLED) and not self._losing:
             r.state = ABANDONED
             r.body = None
             if r.parts is not None:
@@ -700,7 +743,7 @@ class RequestEngine:
             if ttl is not None:
                 r.deadline = now + ttl
                 self._tombstone_deadlines.add(r.deadline, r)
-            if exit == CANCELLED and self.supports_cancel:
+            if ending == CANCELLED and self.supports_cancel:
                 self._send_cancel(r.request_id)
         else:
             r.state = DONE
@@ -709,7 +752,7 @@ class RequestEngine:
         self.live -= 1
         self._settled += 1
         settled = self._settled
-        self._deliver(r, exit, value, now)
+        self._deliver(r, ending, value, now)
         # Idle once: a settle nested in this outcome's callbacks that emptied
         # the table said so already.
         if not self.live and self._settled == settled:

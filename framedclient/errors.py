@@ -30,6 +30,7 @@ raise these errors too, and :mod:`framedclient.metrics` reads
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import ClassVar
 
 __all__ = [
@@ -52,6 +53,8 @@ __all__ = [
     "Unavailable",
     "codec_refusal",
     "outcome_of",
+    "unavailable",
+    "unframed_timeout",
 ]
 
 OK = "ok"
@@ -313,6 +316,104 @@ class RequestTooLarge(InvalidRequest):
         )
         self.length = length
         self.limit = limit
+
+
+#: Upstreams named one by one in an ``Unavailable`` message; beyond, "and N more".
+_NAMED_UPSTREAMS = 4
+
+
+def unavailable(
+    connections: Iterable[tuple[str, str | None]],
+    discovery_errors: Iterable[str] = (),
+    waited: float | None = None,
+) -> Unavailable:
+    """
+    The :class:`Unavailable` for a request no connection could take: it
+    names the upstreams, the last connection error of each (``connection
+    refused``, ``certificate verify failed``) and advice that fits the
+    settings in use, because "no connection is ready" alone sends the
+    reader to the source.
+
+    :param connections: ``(upstream, last_error)`` for each connection of
+        the pool (``last_error`` ``None`` while the first attempt runs).
+    :param discovery_errors: why discovery found no host yet, if it did not.
+    :param waited: the request's deadline, when it waited for a connection
+        (``wait_for_ready``) and the deadline ran out; ``None`` when it
+        asked not to wait.
+    """
+    errors: dict[str, list[str]] = {}
+    for upstream, error in connections:
+        seen = errors.setdefault(upstream, [])
+        if error is not None and error not in seen:
+            seen.append(error)
+    upstreams = list(errors)
+    if not upstreams:
+        where = "any upstream"
+        why = "; ".join(discovery_errors) or "no host found yet"
+    else:
+        where = ", ".join(upstreams[:_NAMED_UPSTREAMS])
+        if len(upstreams) > _NAMED_UPSTREAMS:
+            where += f" and {len(upstreams) - _NAMED_UPSTREAMS} more"
+        described = [
+            (upstream, " / ".join(errors[upstream]) or "still connecting")
+            for upstream in upstreams
+        ]
+        if len(described) == 1:
+            why = described[0][1]
+            if errors[upstreams[0]]:
+                why = f"last error: {why}"
+        else:
+            why = "; ".join(f"{u}: {e}" for u, e in described)
+    connecting = not any(errors.values())
+    if waited is None:
+        return Unavailable(
+            f"no connection to {where} is ready ({why}); the request was not "
+            f"sent. Retry later, or pass wait_for_ready=True to let requests "
+            f"wait for a connection until their deadline"
+        )
+    if connecting and upstreams:
+        advice = (
+            "The connection attempt has not finished (a firewall dropping "
+            "packets, a slow handshake): check the address, or set "
+            "connect_timeout to fail attempts sooner"
+        )
+    else:
+        advice = (
+            "Check that the server is up and reachable there (the client "
+            "keeps reconnecting, with backoff), or give requests a longer "
+            "timeout to wait through a restart"
+        )
+    return Unavailable(
+        f"no connection to {where} became ready within the request's "
+        f"{waited:g} s deadline ({why}); the request was not sent. {advice}"
+    )
+
+
+def unframed_timeout(
+    timeout: float, protocol: str, peer: str, bytes_read: int
+) -> RequestTimeout:
+    """
+    The :class:`RequestTimeout` of a written request on a connection that
+    has not read one frame of ``protocol`` yet: the commonest cause is a
+    client pointed at a server of another protocol (an fc1 client at a
+    Redis port), which "the server is slow" would hide.
+
+    :param peer: the server's address, as shown to the user.
+    :param bytes_read: bytes read on the connection (none of them a frame).
+    """
+    if bytes_read:
+        seen = (
+            f"{peer} sent {bytes_read} bytes on this connection but not one "
+            f"complete {protocol} frame"
+        )
+    else:
+        seen = f"nothing at all has been read from {peer} since the connection opened"
+    return RequestTimeout(
+        timeout,
+        f"no reply within {timeout:g} s, and {seen}: the server may not speak "
+        f"{protocol} (check that this port serves the codec in use), or it is "
+        f"slow or stuck",
+    )
 
 
 def codec_refusal(error: Exception) -> InvalidRequest:

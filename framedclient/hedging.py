@@ -33,7 +33,7 @@ and promises:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -48,7 +48,13 @@ if TYPE_CHECKING:
     from framedclient.metrics import LatencyHistogram
     from framedclient.protocol import FramedProtocol
 
-__all__ = ["HEDGE_EVENTS", "MIN_SAMPLES", "Hedger", "default_hedge_budget"]
+__all__ = [
+    "HEDGE_EVENTS",
+    "MIN_SAMPLES",
+    "Hedger",
+    "SendCopy",
+    "default_hedge_budget",
+]
 
 #: Replies a host must have had before its percentile is trusted.
 MIN_SAMPLES = 50
@@ -69,6 +75,26 @@ def default_hedge_budget(clock: IReactorTime) -> RetryBudget:
     return RetryBudget(clock, ratio=0.1, min_per_second=1.0, cap=10.0)
 
 
+class SendCopy(Protocol):
+    """
+    How a :class:`Hedger` sends one copy of a request on a connection that
+    holds its slot.
+    """
+
+    def __call__(
+        self,
+        proto: FramedProtocol,
+        body: bytes | Message,
+        timeout: float,
+        *,
+        idempotent: bool,
+        attempt: int,
+        hedge: bool,
+        key: bytes | None,
+        context: object,
+    ) -> Deferred[Any]: ...
+
+
 class Hedger:
     """
     Sends hedged requests for one client.
@@ -82,8 +108,9 @@ class Hedger:
         unknown), for percentile delays.
     :param release: gives back a slot ``take`` took (no budget left).
     :param budget: bounds the extra load.
-    :param send: sends one copy: ``send(proto, body, timeout, idempotent,
-        attempt, hedge, context)`` (the client's, which traces it).
+    :param send: sends one copy (the dispatcher's
+        :meth:`~framedclient.dispatch.Dispatcher.send_copy`, which traces
+        it), with keywords: see :class:`SendCopy`.
     """
 
     def __init__(
@@ -95,10 +122,7 @@ class Hedger:
         latency_of: Callable[[str], LatencyHistogram | None],
         release: Callable[[], None],
         budget: RetryBudget,
-        send: Callable[
-            [FramedProtocol, bytes | Message, float, bool, int, bool, object],
-            Deferred[Any],
-        ],
+        send: SendCopy,
     ) -> None:
         self._clock = clock
         self._fixed = after if not isinstance(after, str) else None
@@ -144,10 +168,19 @@ class Hedger:
         Send idempotent ``body`` on ``proto`` (which holds a slot already),
         and a hedge later if it is slow.
         """
-        self.budget.requests += 1
+        self.budget.deposit()
         upstream = self._upstream_of(proto)
         delay = self.delay(upstream) if upstream is not None else None
-        first = self._send(proto, body, timeout, True, 1, False, context)
+        first = self._send(
+            proto,
+            body,
+            timeout,
+            idempotent=True,
+            attempt=1,
+            hedge=False,
+            key=key,
+            context=context,
+        )
         if upstream is None or delay is None or first.called or delay >= timeout:
             return first
         hedged = _Hedged(self, first, upstream, body, timeout, key, delay)
@@ -170,7 +203,14 @@ class Hedger:
         self.counts["sent"] += 1
         remaining = h.deadline - self._clock.seconds()
         h.second = second = self._send(
-            proto, h.body, remaining, True, 1, True, h.context
+            proto,
+            h.body,
+            remaining,
+            idempotent=True,
+            attempt=1,
+            hedge=True,
+            key=h.key,
+            context=h.context,
         )
         second.addBoth(h.settled, True)
 

@@ -32,6 +32,7 @@ from framedclient.deadlines import DeadlineQueue
 from framedclient.errors import Overloaded
 from framedclient.health import PROBING, HealthBoard, HostHealth
 from framedclient.protocol import FramedProtocol
+from framedclient.validation import Count, Seconds, check_argument
 
 __all__ = ["Limiter", "Pool"]
 
@@ -81,19 +82,11 @@ class Limiter:
         max_pending: int,
         acquire_timeout: float | None = None,
     ) -> None:
-        if not isinstance(max_in_flight, int) or max_in_flight < 1:
-            raise ValueError(
-                f"max_in_flight must be a positive integer, got {max_in_flight!r}"
-            )
-        if not isinstance(max_pending, int) or max_pending < 0:
-            raise ValueError(
-                f"max_pending must be an integer >= 0, got {max_pending!r}"
-            )
-        if acquire_timeout is not None and not acquire_timeout > 0:
-            raise ValueError(
-                f"acquire_timeout must be a positive number of seconds or None, "
-                f"got {acquire_timeout!r}"
-            )
+        check_argument(Count(1), "max_in_flight", max_in_flight, "Limiter")
+        check_argument(Count(0), "max_pending", max_pending, "Limiter")
+        check_argument(
+            Seconds(optional=True), "acquire_timeout", acquire_timeout, "Limiter"
+        )
         self._clock = clock
         self.max_in_flight = max_in_flight
         self.max_pending = max_pending
@@ -118,6 +111,18 @@ class Limiter:
             self.in_flight += 1
             return True
         return False
+
+    def take(self, count: int = 1) -> None:
+        """
+        Count ``count`` slots as held, without asking: the caller saw one
+        free (:meth:`Pool.take` reads :attr:`in_flight` before it picks a
+        connection), or its requests went around the limit and each gives
+        its slot back through :meth:`release` like any other (those of a
+        connection's ``prepare`` hook).  The only way, with
+        :meth:`try_acquire`, :meth:`acquire` and :meth:`release`, that the
+        count changes.
+        """
+        self.in_flight += count
 
     def acquire(self) -> Deferred[None]:
         """
@@ -469,7 +474,7 @@ class Pool:
             return None
         proto = self.pick_for(key, avoid)
         if proto is not None and limiter is not None:
-            limiter.in_flight += 1
+            limiter.take()
         return proto
 
     def _pick_by_upstream(
@@ -498,15 +503,16 @@ class Pool:
         A free slot of the limiter and the connection to use it on, in one
         step: the client's fast path.  ``None`` takes nothing (no slot is
         free, or no connection can take a request now); the caller then
-        finds out which with :meth:`Limiter.try_acquire`.  The slot goes
-        back through :meth:`Limiter.release`.
+        finds out which with :meth:`Limiter.try_acquire`.  The slot is
+        taken through :meth:`Limiter.take` and goes back through
+        :meth:`Limiter.release`.
         """
         limiter = self.limiter
         if limiter is not None and limiter.in_flight >= limiter.max_in_flight:
             return None
         proto = self.pick()
         if proto is not None and limiter is not None:
-            limiter.in_flight += 1
+            limiter.take()
         return proto
 
     def pick_idle(self) -> FramedProtocol | None:

@@ -67,8 +67,8 @@ from framedclient.engine import (
     ERROR_REPLY,
     LATE,
     LOST,
+    SENT,
     TIMEOUT,
-    UNKNOWN,
     Request,
     RequestEngine,
     check_request,
@@ -85,9 +85,11 @@ from framedclient.errors import (
     Overloaded,
     ProtocolError,
     RemoteError,
+    RequestTimeout,
     codec_refusal,
+    unframed_timeout,
 )
-from framedclient.liveness import Liveness
+from framedclient.liveness import BlackHoleCheck, Liveness
 from framedclient.metrics import Metrics, MetricsRecorder
 
 if TYPE_CHECKING:
@@ -202,10 +204,6 @@ class FramedProtocol(Protocol):
         self.own_metrics = own_metrics
         self._owner = owner
         self.health = health
-        # Black-hole detection: written requests timed out in a row with no
-        # answer read meanwhile.
-        self._silent_timeouts = 0
-        self._black_hole_after = config.black_hole_after
         self._in_flight_cap = (
             config.max_in_flight if config.max_in_flight is not None else math.inf
         )
@@ -236,6 +234,14 @@ class FramedProtocol(Protocol):
             self._outstanding,
             self._send_ping,
             self._peer_dead,
+        )
+        self._black_hole = BlackHoleCheck(
+            config.black_hole_after,
+            self._liveness,
+            clock,
+            self._bytes_read,
+            self._written_timeouts,
+            self._black_hole_found,
         )
         self._control: list[bytes] = []
         self._state = _OPEN
@@ -418,22 +424,40 @@ class FramedProtocol(Protocol):
             full; nothing was sent), or ``CancelledError`` after
             ``cancel()``.
         :raises TypeError: ``body`` is neither bytes nor a Message,
-            ``timeout`` not a number.
+            ``timeout`` not a number, ``idempotent`` not a bool.
         :raises ValueError: ``timeout`` is not positive.
         """
-        if not isinstance(body, bytes) or (
-            timeout is not None
-            and (timeout.__class__ is not float or not timeout > 0.0)
+        if (
+            not isinstance(body, bytes)
+            or (
+                timeout is not None
+                and (timeout.__class__ is not float or not timeout > 0.0)
+            )
+            or (idempotent is not False and idempotent is not True)
         ):
-            # The common case (bytes, a positive float) passed the line
-            # above; everything else is checked properly here.
+            # The common case (bytes, a positive float, a bool) passed the
+            # lines above; everything else is checked properly here.
             try:
-                check_request(body, timeout)
+                body = check_request(body, timeout, idempotent)
             except Exception:
                 # Raised at the call, but the owner counted the call.
                 if self._owner is not None:
                     self._owner.request_settled()
                 raise
+        return self.send(body, timeout, idempotent, attempt)
+
+    def send(
+        self,
+        body: bytes | Message,
+        timeout: float | None = None,
+        idempotent: bool = False,
+        attempt: int = 1,
+    ) -> Deferred[Any]:
+        """
+        :meth:`request`, for arguments :func:`~framedclient.engine.check_request`
+        has passed already: the client checks each request once, at its
+        call, and hands it to a connection through here.
+        """
         if self._state != _OPEN or not self._connected:
             return self._refuse(self._refusal())
         engine = self.engine
@@ -466,6 +490,23 @@ class FramedProtocol(Protocol):
             self._flush_call = self._clock.callLater(0, self._flush)
         return r  # type: ignore[return-value]
 
+    def request_bound(
+        self, body: bytes | Message, timeout: float | None = None
+    ) -> Deferred[Any]:
+        """
+        :meth:`request`, for a request that may only ever run on this
+        connection (a lease's: a WATCH or a transaction is state of this
+        connection alone).  It is never offered to the owner to re-send
+        elsewhere: if the connection dies or sends GOAWAY first, it fails
+        with ``ConnectionLost`` (``written`` tells whether it may have run).
+        """
+        d = self.request(body, timeout)
+        if isinstance(d, PendingRequest):
+            # Without its body the request cannot be re-sent (see
+            # Request.body), on any path: lost, GOAWAY, retry.
+            d.body = None
+        return d
+
     def _refuse(self, error: FramedClientError) -> Deferred[bytes]:
         # Refused before it was held: nothing was sent.
         if self._owner is not None:
@@ -486,7 +527,7 @@ class FramedProtocol(Protocol):
 
     # -- EngineActions: what the engine asks of us ---------------------------
 
-    def deliver(self, r: Any, exit: int, value: Any, now: float) -> None:
+    def deliver(self, r: Any, ending: int, value: Any, now: float) -> None:
         """
         ``r`` is a :class:`PendingRequest`: the records this engine makes.
 
@@ -494,10 +535,8 @@ class FramedProtocol(Protocol):
         :class:`~framedclient.engine.EngineActions`).
         """
         owner = self._owner
-        if exit == REPLIED:
+        if ending == REPLIED:
             self.ok_count += 1
-            if self._silent_timeouts:
-                self._silent_timeouts = 0
             health = self.health
             if health is not None and health.failures:
                 health.succeeded()
@@ -506,7 +545,7 @@ class FramedProtocol(Protocol):
             self.metrics.record_ok(now - r.started)
             r.callback(value)
             return
-        if exit == LOST:
+        if ending == LOST:
             if (
                 owner is not None
                 and r.body is not None
@@ -516,28 +555,29 @@ class FramedProtocol(Protocol):
                 return
             r.body = None
         self.failed_count += 1
-        if exit == ERROR_REPLY:
+        if ending == ERROR_REPLY:
             # The server answered: it is there, whatever it said.
             self.error_replies += 1
-            self._silent_timeouts = 0
             health = self.health
             if health is not None and health.failures:
                 health.succeeded()
-        elif exit == TIMEOUT and r.state == ABANDONED:
-            self._silent_timeouts += 1
+        elif ending == TIMEOUT and r.state == ABANDONED:
+            self._black_hole.timed_out(r.started)
+            if not self._framed():
+                value = self._unframed_timeout(value.timeout)
         if owner is not None:
             owner.request_settled()
         written = (
             r.state == ABANDONED
-            or exit == ERROR_REPLY
-            or (exit == LOST and value.written)
+            or ending == ERROR_REPLY
+            or (ending == LOST and value.written)
         )
         latency = now - r.started if written else None
-        if exit == CANCELLED:
+        if ending == CANCELLED:
             # Deferred.cancel() fails the Deferred with CancelledError.
             self.metrics.record_failure(OUTCOME_CANCELLED, latency)
             return
-        if exit != ERROR_REPLY or isinstance(value, RemoteError):
+        if ending != ERROR_REPLY or isinstance(value, RemoteError):
             # A codec with status codes decodes its error replies into the
             # RemoteError (with its code) the caller gets.
             error = value
@@ -559,23 +599,47 @@ class FramedProtocol(Protocol):
             self._finish_draining()
 
     def _wake(self, now: float) -> None:
-        before = self._silent_timeouts
         self.engine.wake(now)
-        silent = self._silent_timeouts
-        if silent > before and self._state != _CLOSED:
+        check = self._black_hole
+        if not check.timeouts:
+            return
+        if self._state != _CLOSED and self.health is not None:
             # Timeouts of one wake-up count as one failure of the host: a
             # burst on one bad connection must not eject a host whose other
             # connections are fine.
-            if self.health is not None:
-                self.health.failed()
-            limit = self._black_hole_after
-            if limit is not None and silent >= limit:
-                self.metrics.record_connection_event("black_hole")
-                self._peer_dead(
-                    f"black hole: {silent} requests in a row timed out after "
-                    f"being written, with no reply received meanwhile; the peer "
-                    f"or the path to it went silent"
-                )
+            self.health.failed()
+        check.wake_done(now)
+
+    def _black_hole_found(self, reason: str) -> None:
+        if self._state != _CLOSED:
+            self.metrics.record_connection_event("black_hole")
+            self._peer_dead(reason)
+
+    def _bytes_read(self) -> int:
+        return self.bytes_received
+
+    def _framed(self) -> bool:
+        # Whether the peer has sent one whole frame of our protocol (a
+        # reply, an error reply, a late or unknown reply).
+        engine = self.engine
+        return bool(
+            self.ok_count
+            or self.error_replies
+            or engine.late_replies
+            or engine.unknown_replies
+        )
+
+    def _unframed_timeout(self, timeout: float) -> RequestTimeout:
+        peer: Any = self.transport.getPeer() if self.transport is not None else None
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        where = f"{host}:{port}" if host is not None else "the server"
+        name = getattr(self.codec, "name", None) or type(self.codec).__name__
+        return unframed_timeout(timeout, name, where, self.bytes_received)
+
+    def _written_timeouts(self) -> list[float]:
+        # The timeouts of the written requests still waiting that have one.
+        requests = self.engine.requests()
+        return [r.timeout for r in requests if r.state == SENT and r.timeout]
 
     # -- writing -------------------------------------------------------------
 
@@ -689,8 +753,7 @@ class FramedProtocol(Protocol):
             else:
                 # A request or cancel frame from the server: not a client's
                 # business; count it with the unknown replies.
-                self.engine.unknown_replies += 1
-                found = UNKNOWN
+                found = self.engine.stray_frame()
             if found:
                 if found == LATE:
                     self.metrics.record_dropped_reply(True)
@@ -897,6 +960,7 @@ class FramedProtocol(Protocol):
         self._connected = False
         self._timer.cancel()
         self._liveness.stop()
+        self._black_hole.stop()
         for timer in (self._flush_call, self._write_timer):
             if timer is not None and timer.active():
                 timer.cancel()

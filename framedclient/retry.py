@@ -70,9 +70,9 @@ class RetryBudget:
         self.cap = cap
         self._tokens = min(cap, min_per_second)
         self._last = clock.seconds()
-        #: Requests sent so far (not retries).  Callers on a hot path bump
-        #: this attribute directly; deposits are credited lazily when a
-        #: retry is asked for, so counting a request costs one addition.
+        #: Requests sent so far (not retries), counted by :meth:`deposit`
+        #: only; deposits are credited lazily when a retry is asked for, so
+        #: counting a request costs one addition.
         self.requests = 0
         self._counted = 0
 

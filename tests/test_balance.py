@@ -484,3 +484,39 @@ def test_ketama_follows_the_host_set_moving_only_the_keys_of_a_new_host():
         assert home[["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"].index(node)] == 1
         if node != "10.0.0.3:11211":
             assert node == before.node_for(key)  # keys of the old hosts stay
+
+
+def weighted_sequence(weights: dict[str, float], picks: int) -> str:
+    """
+    The upstreams a WeightedRoundRobin picks, one letter each, with one
+    connection per upstream listed in ``weights``' order.
+    """
+    protos = {name: FakeProto(name, 0) for name in weights}
+    policy = WeightedRoundRobin(weights)
+    conns = grouped(*protos.items())
+    sequence = ""
+    for _ in range(picks):
+        proto = policy.pick_upstream(conns, set(), None)
+        assert proto is not None
+        sequence += proto.name
+    return sequence
+
+
+def test_weighted_round_robin_gives_nginxs_smooth_order_for_5_1_1():
+    # nginx's documented example (ngx_http_upstream_round_robin.c): weights
+    # 5, 1, 1 give a a b a c a a over each cycle of 7, and every cycle repeats.
+    assert weighted_sequence({"a": 5, "b": 1, "c": 1}, 14) == "aabacaa" * 2
+
+
+@pytest.mark.parametrize(
+    ("weights", "cycle"),
+    [
+        ({"a": 4, "b": 2, "c": 1}, "abacaba"),
+        ({"a": 1, "b": 1, "c": 1}, "abc"),
+        ({"a": 2, "b": 3}, "babab"),
+    ],
+)
+def test_weighted_round_robin_cycles_in_nginxs_order_ties_to_the_first_upstream(
+    weights, cycle
+):
+    assert weighted_sequence(weights, 2 * len(cycle)) == cycle * 2

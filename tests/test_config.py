@@ -362,3 +362,25 @@ def test_the_client_request_timeout_is_the_whole_deadline_not_the_connections():
     assert failures == []
     clock.advance(0.1)
     assert failures[0].check(RequestTimeout)
+
+
+def test_settings_and_constructor_arguments_share_one_error_class():
+    # The kinds moved to framedclient.validation (below every module that
+    # takes arguments); config re-exports them, so old imports keep working
+    # and one except clause catches a bad setting and a bad argument alike.
+    from framedclient import config, validation
+    from framedclient.pool import Limiter
+
+    for name in ("InvalidSetting", "InvalidSettingType", "SettingKind", "Count", "Seconds",
+                 "Share", "Switch"):
+        assert getattr(config, name) is getattr(validation, name)
+    for bad in (
+        lambda: ClientConfig(pool_size=0),
+        lambda: ExponentialBackoff(jitter=2),
+        lambda: Limiter(Clock(), 0, 1),
+    ):
+        with pytest.raises(config.InvalidSetting):
+            bad()
+    with pytest.raises(config.InvalidSettingType) as raised:
+        ExponentialBackoff(initial="1")  # type: ignore[arg-type]
+    assert (raised.value.owner, raised.value.setting) == ("ExponentialBackoff", "initial")

@@ -15,10 +15,11 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from framedclient.backoff import ConstantBackoff, ExponentialBackoff
-from framedclient.codecs import GOAWAY
+from framedclient.codecs import ERROR, GOAWAY
 from framedclient.connection import ConnectFailed, Connection
-from framedclient.errors import ClientClosed, ConnectionLost
+from framedclient.errors import ClientClosed, ConnectionLost, Unavailable
 from framedclient.protocol import FramedClientFactory
+from framedclient.testing.memory import memory_client
 
 from .fakes import CODEC, ScriptedEndpoint, answer_all, drop
 from .wire import outcomes
@@ -102,6 +103,70 @@ def test_connection_dying_young_backs_off_instead_of_spinning():
     drop(proto)
     assert conn.state == "backing_off"
     assert conn.debug_state()["next_backoff_delay"] == pytest.approx(1.6)
+
+
+def answer_with_error(proto):
+    """
+    The server answers every written request with an error reply.
+    """
+    transport = proto.transport
+    frames = CODEC.new_framer().feed(transport.value())
+    transport.clear()
+    for frame in frames:
+        _, rid, _ = CODEC.decode(frame)
+        proto.dataReceived(CODEC.encode(ERROR, rid, b"no"))
+
+
+@pytest.mark.parametrize("answer", [answer_all, answer_with_error])
+def test_a_young_connection_that_answered_and_was_dropped_reconnects_at_once(
+    answer,
+):
+    """
+    Issue 23, break 6: a server that drops a working connection within its
+    first second (a crash-prone server, one that drops 0.2 % of its
+    connections) must not keep the pool in backoff: a connection that
+    answered is never a failed attempt, even after earlier failed ones.
+    """
+    conn, endpoint, clock = make()
+    conn.start()
+    endpoint.refuse()
+    clock.advance(1.0)
+    endpoint.refuse()
+    clock.advance(1.6)
+    for _ in range(5):
+        proto = endpoint.accept()
+        d = proto.request(b"work")
+        clock.advance(0)
+        answer(proto)
+        assert outcomes([d]) != ["pending"]
+        clock.advance(0.2)  # younger than healthy_after (1 s)
+        drop(proto)
+        assert conn.state == "backing_off"
+        assert conn.failed_attempts == 0
+        assert conn.debug_state()["next_backoff_delay"] == 0.0
+        clock.advance(0)
+        assert conn.state == "connecting", "reconnects at once"
+    assert conn.connect_failures == 2, "only the refused attempts failed"
+
+
+def test_young_connections_dropped_before_answering_still_back_off_more_each_time():
+    """
+    A server that accepts and then drops every connection before answering
+    anything is retried with a growing backoff, not in a tight loop: such a
+    connection is a failed attempt.
+    """
+    conn, endpoint, clock = make()
+    conn.start()
+    delays = []
+    for _ in range(4):
+        proto = endpoint.accept()
+        proto.request(b"never answered").addErrback(lambda _: None)
+        clock.advance(0.2)
+        drop(proto)
+        assert conn.state == "backing_off"
+        delays.append(conn.debug_state()["next_backoff_delay"])
+        clock.advance(delays[-1])
+    assert delays == pytest.approx([1.0, 1.6, 2.56, 4.096])
 
 
 def test_when_ready_fails_fast_after_n_failed_attempts():
@@ -439,3 +504,36 @@ def test_listeners_see_why_when_backing_off():
     endpoint.refuse()
     assert seen[-1][0] == "backing_off"
     assert "refused" in seen[-1][1]
+
+
+def test_a_server_that_drops_one_request_in_500_does_not_stall_the_pool():
+    """
+    Issue 23, break 6, through the client: a server that drops the
+    connection on 0.2 % of requests (each of the pool's 4 connections is
+    dropped about once a second, young each time) keeps serving: the
+    connections reconnect at once, nothing fails with ``Unavailable``, and
+    only the requests in flight on a dropped connection are lost.
+    """
+    client, server = memory_client(pool_size=4)
+    server.flush()
+    results = []
+    drops = 0
+    ready = []
+    for tick in range(500):  # 5 s at 2,000 requests a second
+        for i in range(20):
+            if (tick * 20 + i) % 500 == 499:
+                drops += 1
+                results.append(client.request(b"!drop"))
+            else:
+                results.append(client.request(b"r"))
+        server.advance(0.01)
+        ready.append(client.pool.ready_count)
+    server.advance(1.0)
+    got = outcomes(results)
+    failures = [r for r in got if isinstance(r, Failure)]
+    assert not [f for f in failures if f.check(Unavailable)]
+    assert all(f.check(ConnectionLost) for f in failures), failures[:3]
+    # What was in flight on the dropped connection (its request included).
+    assert len(failures) <= drops * 10, (len(failures), drops)
+    assert min(ready[50:]) >= 3, "at most the one just dropped is reconnecting"
+    assert got.count(b"r") >= len(got) - drops * 10

@@ -365,3 +365,34 @@ def test_srv_source_with_no_record_reports_it_and_hands_nothing_over():
     seen = updates_of(source)
     assert seen == []
     assert source.last_error == "_fc._tcp.x has no SRV record"
+
+
+def test_a_good_answer_ends_the_outage_the_next_one_backs_off_from_the_minimum():
+    resolver, clock = FakeResolver(), Clock()
+    resolver.zone[("db.x", dns.A)] = [a("db.x", "10.0.0.1", ttl=100)]
+    source = address_source(resolver, clock)
+    seen = updates_of(source)
+
+    def failures_then_asks(seconds: list[float]) -> None:
+        for delay in seconds:
+            asked = len(resolver.queries)
+            clock.advance(delay - 0.1)
+            assert len(resolver.queries) == asked, f"asked before {delay} s"
+            clock.advance(0.1)
+            assert len(resolver.queries) > asked, f"not asked after {delay} s"
+
+    # First outage: 4 failed questions, retried after 5, 10, 20, then 40 s.
+    resolver.broken = DNSServerError("SERVFAIL")
+    failures_then_asks([100, 5, 10, 20])
+    assert source.debug_state()["failures"] == 4
+    assert source.debug_state()["next_refresh"] == 40
+    resolver.broken = None
+    failures_then_asks([40])
+    assert len(seen) == 2 and source.debug_state()["failures"] == 0
+
+    # The next outage starts over: its first retry after 5 s, not 80 s.
+    resolver.broken = DNSServerError("SERVFAIL")
+    failures_then_asks([100])
+    assert source.debug_state()["failures"] == 1
+    assert source.debug_state()["next_refresh"] == 5
+    failures_then_asks([5, 10])

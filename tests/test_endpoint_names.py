@@ -6,6 +6,9 @@ endpoint's ``repr()``, which says nothing and changes from run to run.
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from twisted.internet import reactor
 from twisted.internet.endpoints import (
     HostnameEndpoint,
@@ -17,9 +20,11 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
 
 from framedclient import FramedClient
 from framedclient._endpoints import endpoint_name
+from framedclient.runner.options import check_client_endpoint
 
 
 def test_tcp_endpoints_are_named_host_port():
@@ -86,3 +91,88 @@ def test_connections_to_endpoint_objects_are_named_by_address():
         assert repr(next(iter(client.pool))).startswith(
             "<Connection tcp:10.0.0.1:9000/0 "
         )
+
+
+# -- endpoint strings are checked when they are given --------------------------------
+
+MALFORMED = [
+    # (string, what the message must say)
+    ("tcp:127.0.0.1:99999", "the port must be a port number (1-65535), got '99999'"),
+    ("tcp:127.0.0.1:0", "the port must be a port number (1-65535), got '0'"),
+    ("tcp:127.0.0.1:-1", "the port must be a port number (1-65535), got '-1'"),
+    ("tcp:127.0.0.1:http", "the port must be a port number (1-65535), got 'http'"),
+    ("tcp:host=127.0.0.1:port=70000", "got '70000'"),
+    ("tcp:", "no host; expected tcp:HOST:PORT"),
+    ("tcp::9000", "no host; expected tcp:HOST:PORT"),
+    ("tcp:127.0.0.1", "no port; expected tcp:HOST:PORT"),
+    ("tcp:[::1]:9000", "an IPv6 address is written with its colons escaped"),
+    ("tls:", "no host; expected tls:HOST:PORT"),
+    ("tls:example.com", "no port; expected tls:HOST:PORT"),
+    ("tls:example.com:65536", "got '65536'; expected tls:HOST:PORT"),
+    ("ssl:example.com", "no port; expected ssl:HOST:PORT"),
+    ("unix:", "no socket path; expected unix:PATH"),
+    ("tcp:127.0.0.1:9000:timeout=soon", "not a client endpoint string Twisted can parse"),
+    ("carrier-pigeon:1", "Unknown endpoint type"),
+    ("srv:", "is not a DNS name"),
+    ("srv:example.com", "expected srv:_SERVICE._PROTO.NAME"),
+    ("srv:_fc._tcp.example.com@10.0.0.53:99999", "got '99999'"),
+    ("dns:", "expected dns:NAME:PORT"),
+    ("dns:db.example.com", "expected dns:NAME:PORT"),
+    ("dns:db.example.com:99999", "got '99999'"),
+    ("dns:db.example.com:0", "got '0'"),
+]
+
+
+@pytest.mark.parametrize(("text", "says"), MALFORMED)
+def test_a_malformed_endpoint_string_is_refused_at_construction(text, says):
+    # Before, tcp:127.0.0.1:99999 made a client that failed every request
+    # with Unavailable, and tcp: raised Twisted's TypeError about
+    # TCP4ClientEndpoint.__init__'s arguments.
+    memory = MemoryReactorClock()
+    with pytest.raises(ValueError) as raised:
+        FramedClient.from_endpoint(memory, ["tcp:127.0.0.1:9000", text])
+    message = str(raised.value)
+    assert repr(text) in message and says in message
+    assert memory.tcpClients == [] and memory.unixClients == []  # nothing tried
+
+
+@pytest.mark.parametrize(("text", "says"), MALFORMED)
+def test_a_malformed_endpoint_string_is_refused_by_set_endpoints_keeping_the_hosts(
+    text, says
+):
+    memory = MemoryReactorClock()
+    client = FramedClient.from_endpoint(memory, "tcp:127.0.0.1:9000", pool_size=1)
+    before = [u["name"] for u in client.debug_state()["upstreams"]]
+    with pytest.raises(ValueError, match=re.escape(says)):
+        client.set_endpoints(["tcp:127.0.0.1:9001", text])
+    assert [u["name"] for u in client.debug_state()["upstreams"]] == before
+
+
+@pytest.mark.parametrize(("text", "says"), MALFORMED)
+def test_a_malformed_upstream_option_is_one_usage_error(text, says):
+    with pytest.raises(usage.UsageError) as raised:
+        check_client_endpoint("upstream", text)
+    assert str(raised.value).startswith(f"--upstream {text!r}")
+    assert says in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tcp:127.0.0.1:1",
+        "tcp:127.0.0.1:65535",
+        "tcp:host=127.0.0.1:port=9000",
+        "tcp:localhost:9000:timeout=5",
+        "tcp:\\:\\:1:9000",
+        "tls:example.com:443",
+        "ssl:example.com:443",
+        "unix:/tmp/framedclient.sock",
+        "unix:path=/tmp/framedclient.sock",
+        "srv:_fc._tcp.example.com",
+        "dns:db.example.com:9000",
+    ],
+)
+def test_well_formed_endpoint_strings_are_still_accepted(text):
+    memory = MemoryReactorClock()
+    FramedClient.from_endpoint(memory, text, start=False)
+    assert check_client_endpoint("upstream", text) == text

@@ -627,3 +627,47 @@ def test_a_hand_written_codec_still_works_and_may_return_coded_errors():
     failures: list[Any] = []
     refused.addErrback(failures.append)
     assert (failures[0].value.code, failures[0].value.message) == (9, "refused")
+
+
+def zero_constants() -> HeaderCodec:
+    # A version byte that must be 0, and a reserved bit that must be clear.
+    return HeaderCodec(
+        lambda: LengthPrefixed(length_size=2),
+        header_size=6,
+        fields=[
+            Field("id", 0, 4),
+            Field("version", 4, 1, expect=0),
+            Field("flags", 5, 1, mask=0x7F),
+            Field("reserved", 5, 1, mask=0x80, expect=0),
+        ],
+        id_field="id",
+    )
+
+
+@pytest.mark.parametrize(
+    ("offset", "value", "field"),
+    [(4, 1, "version"), (4, 0xFF, "version"), (5, 0x80, "reserved"), (5, 0xFF, "reserved")],
+)
+def test_a_field_declared_expect_0_refuses_any_other_value(offset, value, field):
+    # 0 is a constant like any other (a version byte, a reserved bit): it
+    # must not be mistaken for "no constant declared".
+    codec = zero_constants()
+    (frame,) = codec.new_framer().feed(codec.encode(REQUEST, 7, b"body"))
+    assert frame[4] == 0 and frame[5] & 0x80 == 0  # written as declared
+    assert codec.decode(frame)[:2] == (REPLY, 7)
+    mangled = bytearray(frame)
+    mangled[offset] = value
+    with pytest.raises(CorruptFrame, match=f"'{field}' is 0x.*, expected 0x0"):
+        codec.decode(bytes(mangled))
+
+
+def test_a_field_declared_expect_0_keeps_the_fields_beside_it():
+    codec = zero_constants()
+    (frame,) = codec.new_framer().feed(
+        codec.encode(REQUEST, 9, Message(fields={"flags": 0x7F}, body=b"x"))
+    )
+    kind, request_id, reply = codec.decode(frame)
+    assert (kind, request_id) == (REPLY, 9)
+    assert reply == Message(
+        fields={"id": 9, "version": 0, "flags": 0x7F, "reserved": 0}, body=b"x"
+    )

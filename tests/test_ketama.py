@@ -5,6 +5,9 @@ twemproxy (``distribution: ketama``, ``hash: md5``) and uhashring.
 
 from __future__ import annotations
 
+from hashlib import md5
+from itertools import pairwise
+
 import pytest
 from uhashring import HashRing
 
@@ -126,3 +129,50 @@ def test_a_ring_needs_unique_nodes():
         KetamaRing([])
     with pytest.raises(ValueError, match="unique"):
         KetamaRing(["a:1", "a:1"])
+
+
+def continuum(nodes: list[str]) -> list[tuple[int, str]]:
+    """
+    The ketama continuum built here from the spec (libketama, twemproxy),
+    independently of :class:`KetamaRing`: ``(point, owner)`` sorted.
+    """
+    points = []
+    for node in nodes:
+        for i in range(40):
+            digest = md5(f"{node}-{i}".encode()).digest()
+            for j in range(4):
+                points.append((int.from_bytes(digest[4 * j : 4 * j + 4], "little"), node))
+    return sorted(points)
+
+
+FIVE = [f"10.0.0.{i}:11211" for i in range(1, 6)]
+
+
+def test_a_key_hashing_exactly_onto_a_point_goes_to_that_points_owner():
+    # libketama and twemproxy take the first point AT or after the hash.  The
+    # key "<node>-<i>" hashes exactly onto the first point of that node's
+    # i-th digest, so such keys hit points exactly; take those whose next
+    # point has another owner, where "after" would give the wrong node.
+    points = continuum(FIVE)
+    on_a_point = {ketama_hash(f"{n}-{i}".encode()): f"{n}-{i}" for n in FIVE for i in range(40)}
+    exact = [
+        (on_a_point[value], owner)
+        for (value, owner), (_, after) in pairwise(points)
+        if value in on_a_point and after != owner
+    ]
+    assert len(exact) > 100  # the case is hit, many times over
+    ring = KetamaRing(FIVE)
+    assert [(key, ring.node_for(key)) for key, _ in exact] == exact
+    assert [(key, next(ring.nodes_for(key))) for key, _ in exact] == exact
+
+
+def test_a_key_past_the_last_point_wraps_to_the_first_points_owner():
+    points = continuum(FIVE)
+    (_, first), (last_point, last) = points[0], points[-1]
+    assert first != last  # else a wrong wrap could not be seen
+    # Here about 1 key in 33,000 hashes past the last point: 4 of these.
+    keys = [k for k in (f"k{i}" for i in range(100000)) if ketama_hash(k.encode()) > last_point]
+    assert len(keys) >= 2
+    ring = KetamaRing(FIVE)
+    assert {ring.node_for(k) for k in keys} == {first}
+    assert {next(ring.nodes_for(k)) for k in keys} == {first}

@@ -17,17 +17,21 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
+from framedclient.clients.memcache import (
+    InvalidKey,
+    MemcacheClient,
+    _value,
+    check_key,
+)
 from framedclient.codecs import REPLY
 from framedclient.codecs.memcache import (
     GetMany,
     KeyNotFound,
-    MemcacheClient,
     MemcacheCodec,
     NonNumericValue,
     Opcode,
     ValueTooLarge,
 )
-from framedclient.codecs.memcache_client import InvalidKey, _value, check_key
 from framedclient.errors import ConnectionLost, RemoteError, Unavailable
 
 from .servers import memcached_server
@@ -59,7 +63,7 @@ async def mc(server):
 @pytest_twisted.ensureDeferred
 async def test_get_set_and_a_miss_is_none(mc):
     assert await mc.get(b"k") is None
-    assert await mc.set(b"k", b"v") is None
+    assert await mc.set(b"k", b"v") is True  # as RedisClient.set
     assert await mc.get(b"k") == b"v"
     assert await mc.get("k") == b"v"  # str keys are UTF-8
 
@@ -290,7 +294,7 @@ def mixed_operation(mc, i: int) -> Deferred:
     key = b"load:%d" % i
     value = b"%d:" % i + bytes([i % 256]) * (i % 70)
     if kind == 0:
-        return mc.set(key, value).addCallback(lambda r: r is None)
+        return mc.set(key, value).addCallback(lambda r: r is True)
     if kind == 1:
         d = mc.set(key, value).addCallback(lambda _: mc.get(key))
         return d.addCallback(lambda r: r == value)
@@ -426,3 +430,55 @@ def test_a_key_is_accepted_exactly_when_memcached_can_take_it(key):
     else:
         with pytest.raises(InvalidKey):
             check_key(key)
+
+
+# -- values and key lists: the same type rule as Redis, refusals that say what to do
+
+
+@pytest_twisted.ensureDeferred
+async def test_str_and_number_values_are_stored_as_redis_would_send_them(mc):
+    assert await mc.set(b"text", "héllo") is True
+    assert await mc.get(b"text") == "héllo".encode()
+    assert await mc.add(b"n", 41) is True
+    assert await mc.incr(b"n") == 42  # stored as decimal text
+    assert await mc.replace(b"n", 0.5) is True
+    assert await mc.get(b"n") == b"0.5"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m.get_many(b"k"), "get_many takes a list of keys, got one bytes"),
+        (lambda m: m.get_many("abc"), "get_many takes a list of keys, got one str"),
+        (lambda m: m.get_many(7), "get_many takes a list of keys, got one int"),
+        (lambda m: m.get_many([b"a", 7]), "get_many(): each key must be bytes or str"),
+        (lambda m: m.get(7), "key must be bytes or str, got int 7"),
+        (lambda m: m.set(b"k", None), "set(): value must be bytes, str, int or float"),
+        (lambda m: m.set(b"k", [104, 105]), "set(): value must be"),
+        (lambda m: m.add(b"k", True), "no boolean"),
+        (lambda m: m.cas(b"k", {"a": 1}, 5), "cas(): value must be"),
+    ],
+)
+def test_a_wrong_argument_is_refused_at_the_call_naming_it(call, message):
+    mc = MemcacheClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    with pytest.raises(TypeError) as refused:
+        call(mc)
+    assert message in str(refused.value)
+    assert "nothing was sent" in str(refused.value)
+    assert mc.stats()["in_flight"] == 0 and mc.stats()["queued"] == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m.set(b"k", b"v", flags=True), "flags must be a whole number"),
+        (lambda m: m.set(b"k", b"v", flags="1"), "flags must be a whole number"),
+        (lambda m: m.set(b"k", b"v", flags=2**32), "flags must be a whole number"),
+        (lambda m: m.incr(b"n", initial=True), "initial must be a whole number"),
+        (lambda m: m.incr(b"n", initial=-1), "initial must be a whole number"),
+    ],
+)
+def test_numbers_of_the_wrong_type_or_range_are_refused_naming_them(call, message):
+    mc = MemcacheClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    with pytest.raises(ValueError, match=message):
+        call(mc)

@@ -129,3 +129,65 @@ def test_reply_over_max_frame_is_refused_before_buffering():
     framer = codec.new_framer()
     with pytest.raises(FrameTooLarge):
         framer.feed(bytes.fromhex("81 00 0000 00 00 0000 00001000") + bytes(12))
+
+
+# memcached's key limit is 250 bytes whatever type the key is given as: a
+# ``str`` key is checked as its UTF-8 bytes, exactly like a ``bytes`` key.
+@pytest.mark.parametrize(
+    ("key", "accepted"),
+    [
+        ("k" * 250, True),
+        ("k" * 251, False),
+        ("é" * 125, True),  # 250 bytes in UTF-8
+        ("é" * 124 + "kk", True),
+        ("é" * 125 + "k", False),  # 125 characters... but 251 bytes
+        (b"k" * 250, True),
+        (b"k" * 251, False),
+    ],
+)
+def test_a_key_of_up_to_250_bytes_is_taken_whether_str_or_bytes(key, accepted):
+    from twisted.internet import reactor
+
+    from framedclient.clients.memcache import InvalidKey, MemcacheClient, check_key
+
+    raw = key.encode() if isinstance(key, str) else key
+    mc = MemcacheClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    calls = (
+        lambda: mc.get(key),
+        lambda: mc.set(key, b"v"),
+        lambda: mc.delete(key),
+        lambda: mc.get_many([b"fine", key]),
+    )
+    if accepted:
+        assert check_key(key) == raw
+        waiting = [call() for call in calls]  # queued, nothing refused
+        assert mc.client.queued == len(calls)
+        for d in waiting:
+            d.addErrback(lambda failure: None)
+            d.cancel()
+    else:
+        with pytest.raises(InvalidKey, match="at most 250 bytes, this one has 251"):
+            check_key(key)
+        for call in calls:
+            with pytest.raises(InvalidKey):
+                call()
+        assert mc.client.queued == 0
+def test_the_clients_old_import_path_says_where_it_moved():
+    # The codec no longer imports its client (it sits below the core);
+    # code written for the old path learns the new one at the import.
+    with pytest.raises(ImportError, match="from framedclient import MemcacheClient"):
+        exec("from framedclient.codecs.memcache import MemcacheClient", {})
+
+
+def test_the_protocol_clients_are_importable_from_the_package():
+    import framedclient
+    from framedclient.clients.memcache import MemcacheClient
+    from framedclient.clients.redis import RedisClient
+    from framedclient.config import ClientConfig
+
+    assert framedclient.MemcacheClient is MemcacheClient
+    assert framedclient.RedisClient is RedisClient
+    assert framedclient.ClientConfig is ClientConfig
+    assert {"MemcacheClient", "RedisClient", "ClientConfig"} <= set(
+        framedclient.__all__
+    )

@@ -5,12 +5,14 @@ Prometheus exposition (through prometheus_client and the built-in writer).
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import math
 import random
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import framedclient.metrics
 from framedclient.metrics import (
     CONNECTION_EVENTS,
     LATENCY_BUCKET_BOUNDS,
@@ -33,6 +36,7 @@ from framedclient.metrics import (
     PrometheusCollector,
     prometheus_text,
 )
+from framedclient.metrics.histogram import BOUND_INDEX
 from framedclient.testing import memory_client
 
 # No bucket is wider than this fraction of its lower bound.
@@ -206,6 +210,18 @@ class TestLatencyHistogram:
         histogram = histogram_of([0.3])
         histogram.merge(LatencyHistogram())
         assert histogram.min == 0.3
+
+    @given(
+        st.lists(st.floats(min_value=0, max_value=200), max_size=50),
+        st.sets(st.sampled_from(LATENCY_BUCKET_BOUNDS), min_size=1, max_size=8),
+    )
+    def test_cumulative_counts_are_the_values_at_or_below_each_bound(
+        self, values: list[float], bounds: set[float]
+    ) -> None:
+        ordered = sorted(bounds)
+        histogram = histogram_of(values)
+        counts = histogram.cumulative_counts([BOUND_INDEX[b] for b in ordered])
+        assert counts == [sum(v <= b for v in values) for b in ordered]
 
 
 class TestMetrics:
@@ -858,3 +874,100 @@ class TestPrometheusCollector:
     def test_invalid_constant_labels_are_rejected_when_constructed(self) -> None:
         with pytest.raises(ValueError, match="clashes"):
             PrometheusCollector(Metrics(), labels={"le": "1"})
+
+    def test_a_client_instead_of_its_metrics_is_refused_with_the_fix(self) -> None:
+        # Issue 21 item 10: accepted before, it failed at the first scrape
+        # with "'FramedClient' object has no attribute 'totals'".
+        client, _server = memory_client()
+        with pytest.raises(TypeError) as raised:
+            PrometheusCollector(client)  # type: ignore[arg-type]
+        message = str(raised.value)
+        assert "got FramedClient" in message
+        assert "PrometheusCollector(client.metrics, client.gauges)" in message
+
+    def test_prometheus_text_of_a_client_is_refused_with_the_fix(self) -> None:
+        client, _server = memory_client()
+        with pytest.raises(TypeError, match=r"pass client\.metrics"):
+            prometheus_text(client)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("wrong", [None, 3, {"ok": 1}])
+    def test_something_else_than_metrics_is_refused_at_construction(
+        self, wrong: Any
+    ) -> None:
+        with pytest.raises(TypeError, match=r"metrics=.*Metrics.*got"):
+            PrometheusCollector(wrong)
+
+    def test_gauges_given_as_a_list_are_refused_with_the_fix(self) -> None:
+        samples = [GaugeSample("framedclient_queued", "Waiters.", 1)]
+        with pytest.raises(TypeError, match=r"gauges=.*callable.*lambda: samples"):
+            PrometheusCollector(Metrics(), samples)  # type: ignore[arg-type]
+
+    def test_prometheus_text_given_the_gauges_method_says_to_call_it(self) -> None:
+        client, _server = memory_client()
+        with pytest.raises(TypeError, match=r"client\.gauges\(\)"):
+            prometheus_text(client.metrics, client.gauges)  # type: ignore[arg-type]
+
+    def test_a_refused_collector_leaves_the_registry_as_it_was(self) -> None:
+        registry = CollectorRegistry()
+        with pytest.raises(TypeError):
+            registry.register(PrometheusCollector(object()))  # type: ignore[arg-type]
+        assert b"framedclient_requests_total" not in generate_latest(registry)
+
+
+PACKAGE = Path(framedclient.metrics.__file__).parent
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """
+    Modules ``path`` imports when it runs (``if TYPE_CHECKING:`` blocks are
+    for type checkers only).
+    """
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                visit(getattr(node, field, []) or [])
+
+    visit(ast.parse(path.read_text()).body)
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    # telemetry.py reads a client's collaborators (connection and health
+    # states, hedge events) to build its samples: it sits above them
+    # (tests/test_layers.py), and the package's __init__ never imports it.
+    sorted(p for p in PACKAGE.glob("*.py") if p.name != "telemetry.py"),
+    ids=lambda p: p.name,
+)
+def test_metrics_import_nothing_above_them_and_no_event_loop(path: Path) -> None:
+    # Observability sits near the bottom of the layers (docs/design.md):
+    # every layer records into it, so it may not import them back, nor
+    # Twisted (an asyncio or threaded program can read a Metrics).
+    imported = _runtime_imports(path)
+    inside = {m for m in imported if m.split(".")[0] == "framedclient"}
+    allowed = {"framedclient.errors"}
+    assert {
+        m for m in inside if m not in allowed and not m.startswith("framedclient.metrics")
+    } == set()
+    assert not {m for m in imported if m.split(".")[0] in ("twisted", "asyncio", "zope")}
+
+
+def test_every_name_of_the_old_module_is_importable_from_the_package() -> None:
+    # framedclient.metrics was one module; code written against it keeps
+    # working against the package.
+    for name in framedclient.metrics.__all__:
+        assert getattr(framedclient.metrics, name) is not None
+    assert set(framedclient.metrics.__all__) >= {
+        "CONNECTION_EVENTS", "LATENCY_BUCKET_BOUNDS", "OUTCOMES",
+        "PROMETHEUS_BUCKETS", "PROMETHEUS_CONTENT_TYPE", "CounterSample",
+        "GaugeSample", "HistogramSample", "LatencyHistogram", "Metrics",
+        "MetricsRecorder", "PrometheusCollector", "Sample", "prometheus_text",
+    }

@@ -17,16 +17,15 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from framedclient import FramedClient
+from framedclient.clients.redis import RedisClient, RedisCommands
 from framedclient.codecs.redis import (
     CommandBatch,
-    RedisClient,
     RedisCodec,
     ReplyDiscarded,
     RespError,
     command,
     parse_reply,
 )
-from framedclient.codecs.redis_client import RedisCommands
 from framedclient.errors import (
     ConnectFailed,
     ConnectionLost,
@@ -511,3 +510,96 @@ def test_get_sends_the_command_that_command_makes_and_as_trusted(key):
     (body,) = sent
     expected = command("GET", key)
     assert body == expected and body.__class__ is expected.__class__
+
+
+# -- arguments of the wrong type: refused at the call, naming the argument -----
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda r: r.mget(["a", "b"]),
+            "mget takes keys as separate arguments, not one list: "
+            "mget('a', 'b') or mget(*keys)",
+        ),
+        (lambda r: r.set("k", {"a": 1}), "set(): value must be bytes, str, int"),
+        (lambda r: r.set("k", None), "set(): value must be bytes, str, int"),
+        (lambda r: r.set("k", True), "no boolean"),
+        (lambda r: r.get(None), "get(): key must be"),
+        (lambda r: r.delete(["a", "b"]), "delete takes keys as separate arguments"),
+        (lambda r: r.lpush("k", ["a"]), "lpush(key, *values)"),
+        (lambda r: r.hset("k", [("f", "v")]), "hset takes a mapping"),
+        (lambda r: r.hset("k", {"f": None}), "hset(): a field or value of mapping"),
+        (lambda r: r.transaction("INCR k"), "each command as a tuple"),
+        (lambda r: r.execute("SET", "k", [1]), "argument 2 of SET"),
+        (lambda r: r.pipeline().add("SET", "k", None), "argument 2 of SET"),
+    ],
+)
+def test_a_wrong_argument_is_refused_at_the_call_naming_it(call, message):
+    redis = RedisClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    with pytest.raises(TypeError) as refused:
+        call(redis)
+    assert message in str(refused.value)
+    assert redis.stats()["in_flight"] == 0 and redis.stats()["queued"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_list_value_is_refused_not_stored_as_its_bytes(redis):
+    # bytes([104, 105]) is b"hi": the old conversion stored text nobody wrote.
+    with pytest.raises(TypeError, match="set\\(\\): value"):
+        redis.set("k", [104, 105])
+    assert await redis.exists("k") == 0
+    # The client carries on.
+    assert await redis.set("k", 0.5) is True
+    assert await redis.get("k") == b"0.5"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("SUBSCRIBE", "news"),
+        (b"psubscribe", b"n*"),
+        ("MONITOR",),
+        ("client", "reply", "off"),
+        ("HELLO", 3),
+    ],
+)
+def test_commands_that_put_replies_out_of_step_are_refused(args):
+    # RESP2 has no request IDs: after these, later replies would reach the
+    # wrong callers of a shared connection.
+    redis = RedisClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    for call in (
+        lambda: redis.execute(*args),
+        lambda: redis.pipeline().add(*args),
+        lambda: redis.transaction(args),
+    ):
+        with pytest.raises(InvalidRequest, match="cannot run on a shared connection"):
+            call()
+    assert redis.stats()["in_flight"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_hello_2_and_client_commands_other_than_reply_still_run(redis):
+    assert (await redis.execute("CLIENT", "SETNAME", "t")) == b"OK"
+    hello = await redis.execute("HELLO", 2)
+    assert b"proto" in hello
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"nx": "no"}, TypeError, "nx must be True or False, got str 'no'"),
+        ({"xx": 1}, TypeError, "xx must be True or False"),
+        ({"ex": True}, ValueError, "ex must be a positive whole number"),
+        ({"px": 1.5}, ValueError, "px must be a positive whole number"),
+        ({"ex": "10"}, ValueError, "ex must be"),
+    ],
+)
+def test_set_options_of_the_wrong_type_are_refused_not_read_as_truthy(
+    options, error, message
+):
+    redis = RedisClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    with pytest.raises(error, match=message):
+        redis.set("k", "v", **options)
+    assert redis.stats()["in_flight"] == 0

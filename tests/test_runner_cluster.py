@@ -279,7 +279,7 @@ def with_client_samples(rep: dict[str, Any], eject: bool) -> dict[str, Any]:
         s.flush()
     if eject:
         client.health.host("tcp:db:1").failed()
-    rep["samples"] += samples_to_json(client._health_samples())
+    rep["samples"] += samples_to_json(client.telemetry.health_samples())
     client.health.stop()
     return rep
 

@@ -17,6 +17,7 @@ SANS_IO = [
     "errors",
     "framing",
     "codecs/__init__",
+    "codecs/arguments",
     "codecs/base",
     "codecs/fc1",
     "codecs/header",

@@ -246,9 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return hostile_main(argv[1:])
     if argv[:1] == ["gateway"]:
         # HTTP req/s through twist framedclient --workers N.
-        from framedclient.bench.gateway import main as gateway_main
+        # (framedclient.bench.http_load: named for what it measures, so it
+        # is not mistaken for the gateway itself, framedclient.runner.gateway.)
+        from framedclient.bench.http_load import main as http_load_main
 
-        return gateway_main(argv[1:])
+        return http_load_main(argv[1:])
     if argv[:1] == ["fleet-sim"]:
         # 50 clients x 20 hosts (one slow, one dead) on the in-memory kit.
         from framedclient.bench.fleetsim import main as fleet_main

@@ -43,13 +43,19 @@ from framedclient.bench.measure import (
     auto_request_count,
     closed_loop_result,
     current_rss,
+    held_body,
+    scale_requests,
+    settle_seconds,
+    warmup_count,
 )
 
 __all__ = [
     "AMP_MAX_PAYLOAD",
+    "AmpClient",
     "AsyncioFC1Client",
     "Echo",
     "EchoLocator",
+    "RawClient",
     "RawFC1Protocol",
     "amp_echo_body",
     "main",
@@ -172,6 +178,93 @@ def serve_amp(port: int, host: str) -> int:
     listening.addCallbacks(started, failed)
     reactor.run()
     return 0
+
+
+# -- the Twisted baselines as the load generator drives them -----------------
+
+_Requester = Callable[[bytes], "Deferred[bytes]"]
+
+
+class RawClient:
+    """
+    ``K`` connections of :class:`RawFC1Protocol`, as the load generator
+    drives a client kind: :meth:`connect`, :meth:`requesters`,
+    :meth:`close`.
+    """
+
+    fallback: str | None = None
+
+    def __init__(self, reactor: Any, host: str, port: int, connections: int) -> None:
+        self._reactor = reactor
+        self._host = host
+        self._port = port
+        self._connections = connections
+        self.protos: list[RawFC1Protocol] = []
+
+    async def connect(self) -> None:
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        endpoint = TCP4ClientEndpoint(self._reactor, self._host, self._port)
+        for _ in range(self._connections):
+            connecting = connectProtocol(endpoint, RawFC1Protocol())  # type: ignore[no-untyped-call]
+            self.protos.append(await connecting)
+
+    def requesters(self) -> list[_Requester]:
+        """
+        One request function per connection; loops use them round-robin.
+        """
+        return [p.request for p in self.protos]
+
+    async def close(self) -> None:
+        for p in self.protos:
+            p.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class AmpClient:
+    """
+    ``K`` AMP connections calling :class:`Echo`, driven like
+    :class:`RawClient`.
+    """
+
+    fallback: str | None = None
+
+    def __init__(self, reactor: Any, host: str, port: int, connections: int) -> None:
+        self._reactor = reactor
+        self._host = host
+        self._port = port
+        self._connections = connections
+        self.protos: list[amp.AMP] = []
+
+    async def connect(self) -> None:
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        endpoint = TCP4ClientEndpoint(self._reactor, self._host, self._port)
+        for _ in range(self._connections):
+            protocol = amp.AMP()  # type: ignore[no-untyped-call]
+            connecting = connectProtocol(endpoint, protocol)  # type: ignore[no-untyped-call]
+            self.protos.append(await connecting)
+
+    def requesters(self) -> list[_Requester]:
+        """
+        One request function per connection; loops use them round-robin.
+        """
+
+        def bind(proto: amp.AMP) -> _Requester:
+            call_remote = proto.callRemote
+
+            def request(body: bytes) -> Deferred[bytes]:
+                d: Deferred[bytes] = call_remote(  # type: ignore[no-untyped-call]
+                    Echo, body=body
+                ).addCallback(amp_echo_body)
+                return d
+
+            return request
+
+        return [bind(p) for p in self.protos]
+
+    async def close(self) -> None:
+        for p in self.protos:
+            p.transport.loseConnection()  # type: ignore[union-attr]
 
 
 # -- asyncio -----------------------------------------------------------------
@@ -305,10 +398,6 @@ class _AsyncioClosedLoop:
                     )
 
 
-def _warmup_count(concurrency: int) -> int:
-    return max(500, 4 * concurrency)
-
-
 async def _asyncio_closed_loop(
     host: str,
     port: int,
@@ -322,7 +411,7 @@ async def _asyncio_closed_loop(
         body = b"x" * payload
         senders = [c.send for c in clients]
         # Two warm-up rounds, as in loadgen: the second one's rate sizes the run.
-        warmup_total = _warmup_count(concurrency)
+        warmup_total = warmup_count(concurrency)
         await _AsyncioClosedLoop(senders).run(concurrency, warmup_total, body)
         warmup_start = time.perf_counter()
         await _AsyncioClosedLoop(senders).run(concurrency, warmup_total, body)
@@ -411,8 +500,6 @@ async def _asyncio_fail_all(
 async def _asyncio_scale(
     host: str, port: int, inflight: int, payload: int, requests: int | None
 ) -> dict[str, Any]:
-    from framedclient.bench.loadgen import held_body, scale_requests, settle_seconds
-
     body = b"x" * payload
     held = held_body(payload)
     settle = settle_seconds(inflight)
@@ -457,7 +544,7 @@ async def _asyncio_scale(
     try:
         warm = _AsyncioClosedLoop([client.send])
         warm_start = time.perf_counter()
-        warm_total = _warmup_count(min(inflight, 1024))
+        warm_total = warmup_count(min(inflight, 1024))
         await warm.run(min(inflight, 1024), warm_total, body)
         total = scale_requests(
             inflight, requests, warm_total, time.perf_counter() - warm_start
@@ -491,7 +578,7 @@ def run_asyncio_scale(
     host: str, port: int, inflight: int, payload: int, requests: int | None
 ) -> dict[str, Any]:
     """
-    The scale measurements (see :func:`framedclient.bench.loadgen.run_scale`)
+    The scale measurements (the ``scale`` mode of :mod:`framedclient.bench.loadgen`)
     for the asyncio baseline.
     """
     return asyncio.run(_asyncio_scale(host, port, inflight, payload, requests))

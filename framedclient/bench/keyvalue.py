@@ -17,12 +17,12 @@ is the steadier of the two), and a ratio to framedclient's.
 
 Clients (``--clients``):
 
-- redis: ``framedclient`` (:class:`~framedclient.codecs.redis.RedisClient`,
+- redis: ``framedclient`` (:class:`~framedclient.clients.redis.RedisClient`,
   one connection), ``txredisapi`` (one connection), ``txredisapi-pool``
   (a pool of 4), ``redis-asyncio`` (redis-py's asyncio client, a pool of
   ``concurrency`` connections), ``redis-benchmark``;
 - memcache: ``framedclient``
-  (:class:`~framedclient.codecs.memcache.MemcacheClient`, one connection),
+  (:class:`~framedclient.clients.memcache.MemcacheClient`, one connection),
   ``pymemcache-threads`` (pymemcache's pooled client in 8 threads),
   ``memaslap`` (Debian's ``memcaslap``; its default mix of 90 % GET).
 """
@@ -182,7 +182,7 @@ async def _twisted_main(
 ) -> tuple[float, float]:
     get: Callable[[bytes], Any]
     if kind == "framedclient-redis":
-        from framedclient.codecs.redis import RedisClient
+        from framedclient.clients.redis import RedisClient
 
         redis = RedisClient.from_endpoint(
             reactor, f"tcp:127.0.0.1:{port}", pool_size=1, max_in_flight=max(c, 1024)
@@ -209,7 +209,7 @@ async def _twisted_main(
         get = conn.get
 
     elif kind == "framedclient-memcache":
-        from framedclient.codecs.memcache import MemcacheClient
+        from framedclient.clients.memcache import MemcacheClient
 
         memcache = MemcacheClient.from_endpoint(
             reactor, f"tcp:127.0.0.1:{port}", pool_size=1, max_in_flight=max(c, 1024)

@@ -54,6 +54,10 @@ from framedclient.bench.measure import (
     auto_request_count,
     closed_loop_result,
     current_rss,
+    held_body,
+    scale_requests,
+    settle_seconds,
+    warmup_count,
 )
 
 if TYPE_CHECKING:
@@ -62,10 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLIENT_KINDS",
     "SCALE_KINDS",
-    "held_body",
     "main",
-    "scale_requests",
-    "settle_seconds",
 ]
 
 #: Every client kind the load generator can drive.
@@ -84,41 +85,6 @@ FAIL_ALL_TIMEOUT = 60.0
 SCALE_REQUEST_TIMEOUT = 600.0
 
 _Requester = Callable[[bytes], Any]  # bytes -> Deferred[bytes]
-
-
-def held_body(payload: int) -> bytes:
-    """
-    A request body of ``payload`` bytes (or just over, if the prefix needs
-    more) that the reference server holds for 600 s before echoing.
-    """
-    prefix = b"!delay:600 "
-    return prefix + b"x" * max(1, payload - len(prefix))
-
-
-def settle_seconds(inflight: int) -> float:
-    """
-    How long to let a burst of ``inflight`` requests reach the server before
-    measuring memory: the bytes must leave the client's write buffer, or
-    the buffer would be counted as per-request memory.
-    """
-    return 0.3 + inflight * 3e-6
-
-
-def scale_requests(
-    inflight: int, requested: int | None, warmup_requests: int, warmup_seconds: float
-) -> int:
-    """
-    Requests for the scale mode's closed loop: enough for a ~2 s run, and at
-    least three times ``inflight`` so most requests are sent in steady state
-    rather than in the opening burst.
-    """
-    if requested:
-        return max(requested, inflight)
-    return max(3 * inflight, auto_request_count(warmup_requests, warmup_seconds))
-
-
-def _warmup_count(concurrency: int) -> int:
-    return max(500, 4 * concurrency)
 
 
 # -- Twisted clients -----------------------------------------------------------
@@ -234,81 +200,6 @@ class _FramedClientKind:
         await self.client.close()
 
 
-class _RawClient:
-    """
-    ``K`` connections of the hand-written
-    :class:`~framedclient.bench.baselines.RawFC1Protocol`.
-    """
-
-    fallback: str | None = None
-
-    def __init__(self, reactor: Any, host: str, port: int, connections: int) -> None:
-        self._reactor = reactor
-        self._host = host
-        self._port = port
-        self._connections = connections
-        self.protos: list[Any] = []
-
-    async def connect(self) -> None:
-        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
-        from framedclient.bench.baselines import RawFC1Protocol
-
-        endpoint = TCP4ClientEndpoint(self._reactor, self._host, self._port)
-        for _ in range(self._connections):
-            connecting = connectProtocol(endpoint, RawFC1Protocol())  # type: ignore[no-untyped-call]
-            self.protos.append(await connecting)
-
-    def requesters(self) -> list[_Requester]:
-        return [p.request for p in self.protos]
-
-    async def close(self) -> None:
-        for p in self.protos:
-            p.transport.loseConnection()
-
-
-class _AmpClient:
-    """
-    ``K`` AMP connections calling ``Echo``.
-    """
-
-    fallback: str | None = None
-
-    def __init__(self, reactor: Any, host: str, port: int, connections: int) -> None:
-        self._reactor = reactor
-        self._host = host
-        self._port = port
-        self._connections = connections
-        self.protos: list[Any] = []
-
-    async def connect(self) -> None:
-        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-        from twisted.protocols.amp import AMP
-
-        endpoint = TCP4ClientEndpoint(self._reactor, self._host, self._port)
-        for _ in range(self._connections):
-            protocol = AMP()  # type: ignore[no-untyped-call]
-            connecting = connectProtocol(endpoint, protocol)  # type: ignore[no-untyped-call]
-            self.protos.append(await connecting)
-
-    def requesters(self) -> list[_Requester]:
-        from framedclient.bench.baselines import Echo, amp_echo_body
-
-        def bind(proto: Any) -> _Requester:
-            call_remote = proto.callRemote
-
-            def request(body: bytes) -> Any:
-                return call_remote(Echo, body=body).addCallback(amp_echo_body)
-
-            return request
-
-        return [bind(p) for p in self.protos]
-
-    async def close(self) -> None:
-        for p in self.protos:
-            p.transport.loseConnection()
-
-
 def _make_client(
     kind: str,
     reactor: Any,
@@ -331,10 +222,13 @@ def _make_client(
             return proto
     if kind == "proto":
         return _ProtoClient(reactor, host, port, connections, inflight, request_timeout)
-    if kind == "raw":
-        return _RawClient(reactor, host, port, connections)
-    if kind == "amp":
-        return _AmpClient(reactor, host, port, connections)
+    if kind in ("raw", "amp"):
+        # Imported here: the runner imports this module for its kind names
+        # and should not load the baselines' Twisted protocols for that.
+        from framedclient.bench.baselines import AmpClient, RawClient
+
+        baseline = RawClient if kind == "raw" else AmpClient
+        return baseline(reactor, host, port, connections)
     raise ValueError(f"unknown Twisted client kind {kind!r}")
 
 
@@ -445,7 +339,7 @@ async def _closed_loop(
         requesters = client.requesters()
         # Two warm-up rounds: the first pays for cold caches and connection
         # setup, the second's rate sizes the measured run.
-        warmup_total = _warmup_count(concurrency)
+        warmup_total = warmup_count(concurrency)
         await _ClosedLoop(reactor).run(requesters, concurrency, warmup_total, body)
         warmup_start = time.perf_counter()
         await _ClosedLoop(reactor).run(requesters, concurrency, warmup_total, body)
@@ -632,7 +526,7 @@ async def _scale(
     try:
         requesters = c.requesters()
         warm_c = min(inflight, 1024)
-        warm_total = _warmup_count(warm_c)
+        warm_total = warmup_count(warm_c)
         warm_start = time.perf_counter()
         await _ClosedLoop(reactor).run(requesters, warm_c, warm_total, body)
         total = scale_requests(

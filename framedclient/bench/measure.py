@@ -25,10 +25,14 @@ __all__ = [
     "auto_request_count",
     "closed_loop_result",
     "current_rss",
+    "held_body",
     "latency_summary",
     "peak_rss",
     "percentile",
     "quantile_curve",
+    "scale_requests",
+    "settle_seconds",
+    "warmup_count",
 ]
 
 #: The latency percentiles every run reports (``p50`` ... ``p999``).
@@ -140,6 +144,46 @@ def auto_request_count(warmup_requests: int, warmup_seconds: float) -> int:
     """
     rate = warmup_requests / max(warmup_seconds, 1e-6)
     return int(min(max(rate * TARGET_RUN_SECONDS, 1_000), 2_000_000))
+
+
+def warmup_count(concurrency: int) -> int:
+    """
+    Requests in one warm-up round of a closed loop with ``concurrency``
+    loops: enough for every loop to send a few, and for the caches and the
+    connection setup to be paid for before anything is measured.
+    """
+    return max(500, 4 * concurrency)
+
+
+def held_body(payload: int) -> bytes:
+    """
+    A request body of ``payload`` bytes (or just over, if the prefix needs
+    more) that the reference server holds for 600 s before echoing.
+    """
+    prefix = b"!delay:600 "
+    return prefix + b"x" * max(1, payload - len(prefix))
+
+
+def settle_seconds(inflight: int) -> float:
+    """
+    How long to let a burst of ``inflight`` requests reach the server before
+    measuring memory: the bytes must leave the client's write buffer, or
+    the buffer would be counted as per-request memory.
+    """
+    return 0.3 + inflight * 3e-6
+
+
+def scale_requests(
+    inflight: int, requested: int | None, warmup_requests: int, warmup_seconds: float
+) -> int:
+    """
+    Requests for the scale mode's closed loop: enough for a ~2 s run, and at
+    least three times ``inflight`` so most requests are sent in steady state
+    rather than in the opening burst.
+    """
+    if requested:
+        return max(requested, inflight)
+    return max(3 * inflight, auto_request_count(warmup_requests, warmup_seconds))
 
 
 def closed_loop_result(

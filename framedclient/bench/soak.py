@@ -169,7 +169,7 @@ _ALWAYS_SHOWN = (
 _PER_REQUEST_TYPES = (
     "framedclient.protocol.PendingRequest",
     "framedclient.engine.Request",
-    "framedclient.client._Call",
+    "framedclient.dispatch.Call",
     "framedclient.pool._Waiter",
 )
 

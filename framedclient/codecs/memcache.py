@@ -30,10 +30,9 @@ message (the server's text is in ``reply.body``).
 from __future__ import annotations
 
 import enum
-import importlib
 import struct
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from framedclient.codecs.base import (
     DEFAULT_MAX_FRAME,
@@ -47,9 +46,6 @@ from framedclient.codecs.header import BODY, ErrorSpec, Field, HeaderCodec
 from framedclient.errors import ProtocolError, RemoteError
 from framedclient.framing import Framer, LengthPrefixed
 
-if TYPE_CHECKING:
-    from framedclient.codecs.memcache_client import MemcacheClient as MemcacheClient
-
 __all__ = [
     "HEADER_SIZE",
     "MEMCACHE_BINARY",
@@ -62,7 +58,6 @@ __all__ = [
     "InvalidArguments",
     "KeyExists",
     "KeyNotFound",
-    "MemcacheClient",
     "MemcacheCodec",
     "MemcacheError",
     "NonNumericValue",
@@ -387,7 +382,7 @@ class QuietRepliesFramer:
 class MemcacheCodec:
     """
     memcached's binary protocol for
-    :class:`~framedclient.codecs.memcache_client.MemcacheClient`: the
+    :class:`~framedclient.clients.memcache.MemcacheClient`: the
     declared :func:`memcache_binary_codec` for single commands, plus
     :class:`GetMany` requests (quiet gets and a ``NOOP`` as one request,
     their hits gathered by :class:`QuietRepliesFramer`).
@@ -547,9 +542,11 @@ class _Reply(Message):
 
 
 def __getattr__(name: str) -> Any:
-    # MemcacheClient is exported here, but lives in its own module: it
-    # needs Twisted, and importing the codec must not (it stays sans-IO).
+    # MemcacheClient lived here until it moved above the core; say where it
+    # is now instead of importing it (the codec layer imports no client).
     if name == "MemcacheClient":
-        module = importlib.import_module("framedclient.codecs.memcache_client")
-        return module.MemcacheClient
+        raise ImportError(
+            "MemcacheClient moved to framedclient.clients.memcache: "
+            "from framedclient import MemcacheClient"
+        )
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,8 +20,9 @@ caller.  :meth:`RedisCodec.encode` checks this before anything is sent.
 Several commands go out as one request as a :class:`CommandBatch`: one
 unit that takes exactly as many replies as it holds commands.
 
-Most users want :class:`RedisClient` (everyday commands, pipelines,
-transactions, AUTH/SELECT on connect)::
+Most users want :class:`~framedclient.clients.redis.RedisClient` (everyday
+commands, pipelines, transactions, AUTH/SELECT on connect; ``from
+framedclient import RedisClient``)::
 
     redis = RedisClient.from_endpoint(reactor, "tcp:127.0.0.1:6379")
     await redis.set(b"k", b"v")
@@ -37,10 +38,10 @@ The codec alone serves :class:`~framedclient.FramedClient` with raw bodies::
 
 from __future__ import annotations
 
-import importlib
 import threading
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
+from framedclient.codecs.arguments import argument_bytes, refusal
 from framedclient.codecs.base import ERROR, REPLY, REQUEST, Kind, Matching
 from framedclient.errors import (
     CorruptFrame,
@@ -51,13 +52,10 @@ from framedclient.errors import (
 )
 from framedclient.framing import Framer
 
-if TYPE_CHECKING:
-    from framedclient.codecs.redis_client import RedisClient as RedisClient
-
 __all__ = [
     "DEFAULT_MAX_ARRAY",
+    "BadArgument",
     "CommandBatch",
-    "RedisClient",
     "RedisCodec",
     "ReplyDiscarded",
     "RespError",
@@ -82,9 +80,10 @@ _DISCARDED = b"!"
 class RespError(RemoteError):
     """
     Redis answered with an error reply (``-WRONGTYPE Operation against a
-    key ...``).  :class:`RedisClient` raises it for a command's error reply
-    and puts it in place of the reply inside arrays, pipelines and
-    transactions, so one failed command does not hide the others' replies.
+    key ...``).  :class:`~framedclient.clients.redis.RedisClient` raises it
+    for a command's error reply and puts it in place of the reply inside
+    arrays, pipelines and transactions, so one failed command does not hide
+    the others' replies.
 
     :ivar message: Redis's error text.
     :ivar prefix: its first word, the kind of error (``ERR``,
@@ -341,8 +340,9 @@ class RespFramer:
 class _Command(bytes):
     """
     One whole RESP command, made by :func:`command` (or by
-    :class:`RedisClient` the same way): correct by construction, so
-    :meth:`RedisCodec.encode` sends it without parsing it again.
+    :class:`~framedclient.clients.redis.RedisClient` the same way): correct
+    by construction, so :meth:`RedisCodec.encode` sends it without parsing
+    it again.
 
     Trust goes with the exact class, and only :func:`command` makes one:
     anything derived from it (``+``, slices, ``bytes(...)``) is plain
@@ -365,7 +365,9 @@ class CommandBatch(bytes):
     batch that times out or is cancelled still consumes all its replies,
     so none reaches the next caller.
 
-    Make one with :meth:`of`; :meth:`RedisClient.pipeline` does it for you.
+    Make one with :meth:`of`;
+    :meth:`~framedclient.clients.redis.RedisClient.pipeline` does it for
+    you.
 
     :ivar expected_replies: how many commands (and so replies) it holds.
     """
@@ -557,15 +559,18 @@ class RedisCodec:
         return REPLY, 0, frame
 
 
-def command(*args: bytes | str | int) -> bytes:
+def command(*args: bytes | str | int | float) -> bytes:
     """
     One Redis command as a RESP array of bulk strings.
 
-    Each argument becomes exact ``bytes`` first (text as UTF-8, integers
-    in decimal, anything else through ``bytes()``: a ``memoryview``'s
-    length in bytes is not its ``len()``), so the lengths written are the
-    lengths sent and the result is always exactly one command; the codec
-    relies on that to skip re-checking it.
+    Each argument becomes exact ``bytes`` first, by the rule of
+    :mod:`framedclient.codecs.arguments`: bytes as they are (a
+    ``bytearray`` or ``memoryview`` copied, its length in bytes), text as
+    UTF-8, integers in decimal, floats by ``repr``; a ``bool``, ``None``, a
+    list or anything else raises :class:`TypeError` naming the argument,
+    and nothing is sent.  So the lengths written are the lengths sent and
+    the result is always exactly one command; the codec relies on that to
+    skip re-checking it.
     """
     if not args:
         # No command at all: the codec refuses it (checked like raw bytes).
@@ -575,12 +580,44 @@ def command(*args: bytes | str | int) -> bytes:
         if arg.__class__ is not bytes:
             if isinstance(arg, str):
                 arg = str.encode(arg)
-            elif isinstance(arg, int):
-                arg = b"%d" % int(arg)
             else:
-                arg = bytes(arg)
+                arg = _other_argument(arg, args)
         parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
     return _Command(b"".join(parts))
+
+
+class BadArgument(TypeError):
+    """
+    An argument of :func:`command` of a type Redis cannot take; a
+    :class:`TypeError` whose message names it by its place in the command.
+
+    :ivar position: its index in the command (0: the command's name).
+    :ivar value: the argument.
+    """
+
+    def __init__(self, message: str, position: int, value: object) -> None:
+        super().__init__(message)
+        self.position = position
+        self.value = value
+
+
+def _other_argument(arg: object, args: tuple[object, ...]) -> bytes:
+    # Not bytes, not str: an int is usual (counters, expiries); the rest is
+    # rare, and a wrong type is refused with its place in the command.
+    if isinstance(arg, int) and arg.__class__ is not bool:
+        return b"%d" % int(arg)
+    if isinstance(arg, (float, bytes, bytearray, memoryview)):
+        return argument_bytes(arg, "")
+    position = next(i for i, a in enumerate(args) if a is arg)
+    name = args[0]
+    if position == 0:
+        where = "the command name (argument 0)"
+    elif isinstance(name, (bytes, str)):
+        shown = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        where = f"argument {position} of {shown.upper()}"
+    else:
+        where = f"argument {position}"
+    raise BadArgument(str(refusal(arg, where)), position, arg)
 
 
 def parse_reply(frame: bytes) -> RespValue:
@@ -673,8 +710,11 @@ def _parse_value(frame: bytes, pos: int) -> tuple[RespValue, int]:
 
 
 def __getattr__(name: str) -> Any:
-    # RedisClient is exported here, but lives in its own module: it needs
-    # Twisted, and importing the codec must not (it stays sans-IO).
-    if name == "RedisClient":
-        return importlib.import_module("framedclient.codecs.redis_client").RedisClient
+    # RedisClient lived here until it moved above the core; say where it
+    # is now instead of importing it (the codec layer imports no client).
+    if name in ("RedisClient", "RedisLease", "Pipeline"):
+        raise ImportError(
+            f"{name} moved to framedclient.clients.redis: "
+            f"from framedclient.clients.redis import {name}"
+        )
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,9 +32,9 @@ from framedclient.config import (
     Collaborator,
     Count,
     InvalidSetting,
-    Kind,
     Seconds,
     Setting,
+    SettingKind,
     Switch,
     setting_of,
 )
@@ -513,7 +513,7 @@ class Options(usage.Options):
                 )
 
 
-def _parsed(option: str, raw: str, kind: Kind) -> object:
+def _parsed(option: str, raw: str, kind: SettingKind) -> object:
     # A gateway option read and checked like a setting of the same kind.
     try:
         value = kind.parse(raw)

@@ -7,7 +7,7 @@ Everything goes through :class:`~framedclient.codecs.redis.RedisCodec`,
 so each reply reaches its own caller: one command per request, several
 only as one :class:`~framedclient.codecs.redis.CommandBatch` (a pipeline
 or a transaction) that takes exactly its own replies.  Import it from
-:mod:`framedclient.codecs.redis`.
+:mod:`framedclient` (``from framedclient import RedisClient``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient, Lease
+from framedclient.clients.base import ProtocolClient
+from framedclient.codecs.arguments import refusal
 from framedclient.codecs.redis import (
+    BadArgument,
     CommandBatch,
     RedisCodec,
     RespError,
@@ -29,7 +32,7 @@ from framedclient.codecs.redis import (
     command,
     parse_reply,
 )
-from framedclient.errors import RemoteError
+from framedclient.errors import InvalidRequest, RemoteError
 from framedclient.protocol import FramedProtocol
 
 __all__ = ["Pipeline", "RedisClient", "RedisLease"]
@@ -38,10 +41,30 @@ Arg = bytes | str | int | float
 T = TypeVar("T")
 
 
-def _arg(value: Arg) -> bytes | str | int:
-    if isinstance(value, float):
-        return repr(value)
-    return value
+def _named(error: BadArgument, call: str, names: tuple[str, ...]) -> TypeError:
+    # command() names an argument by its place; a method names it as its
+    # caller wrote it.  names[i] is the argument at place i + 1, the last
+    # one standing for all the rest (the keys of mget, the values of lpush).
+    name = names[min(error.position, len(names)) - 1]
+    value = error.value
+    if error.position >= len(names) and isinstance(value, (list, tuple, set)):
+        # mget(["a", "b"]): one list where the method takes many arguments.
+        before = "".join(f"{n}, " for n in names[:-1])
+        return TypeError(
+            f"{call} takes {name} as separate arguments, not one "
+            f"{type(value).__name__}: {call}({before}'a', 'b') or "
+            f"{call}({before}*{name}); nothing was sent"
+        )
+    return refusal(value, f"{call}(): {name}")
+
+
+def _build(call: str, names: tuple[str, ...], args: tuple[Arg, ...]) -> bytes:
+    try:
+        return command(*args)
+    except BadArgument as e:
+        if e.position == 0:
+            raise
+        raise _named(e, call, names) from None
 
 
 def _value(ok: bool, body: Any) -> RespValue:
@@ -67,6 +90,10 @@ def _ok(reply: RespValue) -> bool:
     return reply == b"OK"
 
 
+_GET = ("get", "key")
+_SET = ("set", "key", "value", "option")
+
+
 def _pairs(reply: RespValue) -> dict[bytes, bytes]:
     items = reply if isinstance(reply, list) else []
     return {items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)}  # type: ignore[misc]
@@ -86,17 +113,28 @@ class RedisCommands:
     def execute(self, *args: Arg, timeout: float | None = None) -> Deferred[RespValue]:
         """
         Any command: ``execute("HINCRBY", "h", "f", 2)``.  Arguments are
-        bytes, str (UTF-8), int or float.  Bulk strings come back as bytes,
-        integers as int, nil as ``None``, arrays as lists (nested errors as
+        bytes, str (UTF-8), int or float; anything else (``bool``, ``None``,
+        a list, a dict) raises :class:`TypeError` naming the argument, and
+        nothing is sent.  Bulk strings come back as bytes, integers as int,
+        nil as ``None``, arrays as lists (nested errors as
         :class:`~framedclient.codecs.redis.RespError` values).
         """
         if not args:
             raise ValueError("execute() needs a command name")
-        d = self._request(command(*map(_arg, args)), timeout)
+        _check_in_step(args)
+        d = self._request(command(*args), timeout)
         return d.addCallbacks(parse_reply, _as_resp_error)
 
-    def _convert(self, convert: Callable[[RespValue], T], *args: Arg) -> Deferred[T]:
-        return self.execute(*args).addCallback(convert)
+    def _call(self, names: tuple[str, ...], *args: Arg) -> Deferred[Any]:
+        # A method's command: names[0] is the method, the rest name its
+        # arguments for a refusal (see _named).
+        body = _build(names[0], names[1:], args)
+        return self._request(body, None).addCallbacks(parse_reply, _as_resp_error)
+
+    def _convert(
+        self, convert: Callable[[RespValue], T], names: tuple[str, ...], *args: Arg
+    ) -> Deferred[T]:
+        return self._call(names, *args).addCallback(convert)
 
     def ping(self) -> Deferred[RespValue]:
         return self.execute("PING")
@@ -110,7 +148,7 @@ class RedisCommands:
             )
             d = self._request(body, None)
             return d.addCallbacks(parse_reply, _as_resp_error)
-        return self.execute("GET", key)  # type: ignore[return-value]
+        return self._call(_GET, "GET", key)
 
     def set(
         self,
@@ -129,83 +167,67 @@ class RedisCommands:
         :param ex: expire after this many seconds (whole seconds).
         :param px: expire after this many milliseconds.
         """
-        if nx and xx:
-            raise ValueError("nx and xx exclude each other")
-        if ex is not None and px is not None:
-            raise ValueError("give ex or px, not both")
         args: list[Arg] = ["SET", key, value]
-        if ex is not None:
-            if ex != int(ex) or ex <= 0:
-                raise ValueError(
-                    f"ex must be a positive whole number of seconds, got {ex!r}"
-                )
-            args += ["EX", int(ex)]
-        if px is not None:
-            if px <= 0:
-                raise ValueError(
-                    f"px must be a positive number of milliseconds, got {px!r}"
-                )
-            args += ["PX", px]
-        if nx:
-            args.append("NX")
-        if xx:
-            args.append("XX")
-        return self._convert(_ok, *args)
+        if ex is not None or px is not None:
+            args += _expiry(ex, px)
+        if nx is not False or xx is not False:
+            args += _condition(nx, xx)
+        return self._convert(_ok, _SET, *args)
 
     def delete(self, *keys: Arg) -> Deferred[int]:
         """``DEL``: how many of ``keys`` existed."""
-        return self.execute("DEL", *keys)  # type: ignore[return-value]
+        return self._call(("delete", "keys"), "DEL", *keys)
 
     def exists(self, *keys: Arg) -> Deferred[int]:
         """``EXISTS``: how many of ``keys`` exist (a key named twice counts twice)."""
-        return self.execute("EXISTS", *keys)  # type: ignore[return-value]
+        return self._call(("exists", "keys"), "EXISTS", *keys)
 
     def incr(self, key: Arg, amount: int = 1) -> Deferred[int]:
         """``INCR``/``INCRBY``: the new value."""
         if amount == 1:
-            return self.execute("INCR", key)  # type: ignore[return-value]
-        return self.execute("INCRBY", key, amount)  # type: ignore[return-value]
+            return self._call(("incr", "key"), "INCR", key)
+        return self._call(("incr", "key", "amount"), "INCRBY", key, amount)
 
     def mget(self, *keys: Arg) -> Deferred[list[bytes | None]]:
-        return self.execute("MGET", *keys)  # type: ignore[return-value]
+        return self._call(("mget", "keys"), "MGET", *keys)
 
     def mset(self, mapping: Mapping[Arg, Arg]) -> Deferred[bool]:
         args: list[Arg] = ["MSET"]
-        for k, v in mapping.items():
+        for k, v in _items("mset", mapping):
             args += [k, v]
-        return self._convert(_ok, *args)
+        return self._convert(_ok, ("mset", "a key or value of mapping"), *args)
 
     def expire(self, key: Arg, seconds: int) -> Deferred[bool]:
         """``EXPIRE``: whether the key exists (and now expires)."""
-        return self._convert(bool, "EXPIRE", key, seconds)
+        return self._convert(bool, ("expire", "key", "seconds"), "EXPIRE", key, seconds)
 
     def ttl(self, key: Arg) -> Deferred[int]:
         """``TTL``: seconds left; -1 without expiry, -2 for a missing key."""
-        return self.execute("TTL", key)  # type: ignore[return-value]
+        return self._call(("ttl", "key"), "TTL", key)
 
     def hget(self, key: Arg, field: Arg) -> Deferred[bytes | None]:
-        return self.execute("HGET", key, field)  # type: ignore[return-value]
+        return self._call(("hget", "key", "field"), "HGET", key, field)
 
     def hset(self, key: Arg, mapping: Mapping[Arg, Arg]) -> Deferred[int]:
         """``HSET key field value ...``: how many fields were added."""
-        if not mapping:
-            raise ValueError("hset needs at least one field")
         args: list[Arg] = ["HSET", key]
-        for k, v in mapping.items():
+        for k, v in _items("hset", mapping):
             args += [k, v]
-        return self.execute(*args)  # type: ignore[return-value]
+        if len(args) == 2:
+            raise ValueError("hset needs at least one field")
+        return self._call(("hset", "key", "a field or value of mapping"), *args)
 
     def hgetall(self, key: Arg) -> Deferred[dict[bytes, bytes]]:
-        return self._convert(_pairs, "HGETALL", key)
+        return self._convert(_pairs, ("hgetall", "key"), "HGETALL", key)
 
     def lpush(self, key: Arg, *values: Arg) -> Deferred[int]:
         """``LPUSH``: the list's length after the push."""
         if not values:
             raise ValueError("lpush needs at least one value")
-        return self.execute("LPUSH", key, *values)  # type: ignore[return-value]
+        return self._call(("lpush", "key", "values"), "LPUSH", key, *values)
 
     def rpop(self, key: Arg) -> Deferred[bytes | None]:
-        return self.execute("RPOP", key)  # type: ignore[return-value]
+        return self._call(("rpop", "key"), "RPOP", key)
 
     def pipeline(self, timeout: float | None = None) -> Pipeline:
         """
@@ -229,10 +251,112 @@ class RedisCommands:
             return succeed([])
         batch = CommandBatch.of(
             [command("MULTI")]
-            + [command(*map(_arg, c)) for c in commands]
+            + [_transaction_command(c) for c in commands]
             + [command("EXEC")]
         )
         return self._request(batch, timeout).addCallback(_exec_reply)
+
+
+# Commands after which the server's replies no longer pair one to one with
+# the commands sent (RESP2 carries no request IDs): SUBSCRIBE and MONITOR
+# make it send messages nobody asked for, CLIENT REPLY OFF/SKIP makes it
+# answer nothing, HELLO 3 switches to RESP3.  On a shared connection each
+# later caller would get another's reply, so they are refused at the call.
+_OUT_OF_STEP = {
+    "SUBSCRIBE": "it makes the server push messages no command asked for",
+    "PSUBSCRIBE": "it makes the server push messages no command asked for",
+    "SSUBSCRIBE": "it makes the server push messages no command asked for",
+    "MONITOR": "it makes the server stream every command it runs",
+}
+
+
+def _check_in_step(args: Sequence[Arg]) -> None:
+    # Only execute(), Pipeline.add() and transaction() can send these; the
+    # named methods never do, and skip this.
+    name = args[0]
+    if name.__class__ is bytes:
+        name = name.decode("latin-1")  # type: ignore[union-attr]
+    elif name.__class__ is not str:
+        return  # command() refuses it, naming it
+    upper = name.upper()  # type: ignore[union-attr]
+    why = _OUT_OF_STEP.get(upper)
+    if why is None and len(args) > 1:
+        second = args[1]
+        if second.__class__ is bytes:
+            second = second.decode("latin-1")  # type: ignore[union-attr]
+        option = str(second).upper()
+        if upper == "CLIENT" and option == "REPLY":
+            upper = "CLIENT REPLY"
+            why = "OFF and SKIP stop the replies that pair commands with callers"
+        elif upper == "HELLO" and option not in ("2", "AUTH", "SETNAME"):
+            why = "it switches the connection to RESP3, which RedisCodec does not read"
+    if why is not None:
+        raise InvalidRequest(
+            f"{upper} cannot run on a shared connection: {why}, so later "
+            f"replies would reach the wrong callers (RESP2 has no request "
+            f"IDs); nothing was sent"
+        )
+
+
+def _expiry(ex: float | None, px: int | None) -> list[Arg]:
+    # set()'s expiry, checked: a flag of the wrong type is refused, not
+    # read as a number (True would be 1 second).
+    if ex is not None and px is not None:
+        raise ValueError("give ex or px, not both")
+    if ex is not None:
+        if (
+            isinstance(ex, bool)
+            or not isinstance(ex, (int, float))
+            or ex != int(ex)
+            or ex <= 0
+        ):
+            raise ValueError(
+                f"ex must be a positive whole number of seconds, got {ex!r}"
+            )
+        return ["EX", int(ex)]
+    if isinstance(px, bool) or not isinstance(px, int) or px <= 0:
+        raise ValueError(
+            f"px must be a positive whole number of milliseconds, got {px!r}"
+        )
+    return ["PX", px]
+
+
+def _condition(nx: bool, xx: bool) -> list[Arg]:
+    # A flag is True or False: nx="no" is refused, not read as true.
+    for name, flag in (("nx", nx), ("xx", xx)):
+        if flag is not True and flag is not False:
+            raise TypeError(
+                f"set(): {name} must be True or False, got "
+                f"{type(flag).__name__} {flag!r}; nothing was sent"
+            )
+    if nx and xx:
+        raise ValueError("nx and xx exclude each other")
+    return ["NX"] if nx else ["XX"]
+
+
+def _transaction_command(args: Sequence[Arg]) -> bytes:
+    if isinstance(args, (bytes, str)):
+        # transaction("INCR k"): one string where a command's words go.
+        raise TypeError(
+            f"transaction takes each command as a tuple of its words: "
+            f"transaction(('SET', 'k', 1), ('INCR', 'k')), got {args!r}; "
+            f"nothing was sent"
+        )
+    if args:
+        _check_in_step(args)
+    return command(*args)
+
+
+def _items(call: str, mapping: Mapping[Arg, Arg]) -> Any:
+    # hset/mset take field -> value pairs; a list of pairs or a string is a
+    # likely slip, refused with the shape they take.
+    items = getattr(mapping, "items", None)
+    if items is None:
+        raise TypeError(
+            f"{call} takes a mapping (a dict of field -> value), got "
+            f"{type(mapping).__name__}: {call}(..., {{'f': 'v'}}); nothing was sent"
+        )
+    return items()
 
 
 def _exec_reply(parts: list[tuple[bool, bytes]]) -> list[RespValue] | None:
@@ -277,7 +401,8 @@ class Pipeline:
         """
         if not args:
             raise ValueError("add() needs a command name")
-        self._commands.append(command(*map(_arg, args)))
+        _check_in_step(args)
+        self._commands.append(command(*args))
         return self
 
     def execute(self) -> Deferred[list[RespValue]]:
@@ -294,17 +419,21 @@ class Pipeline:
         return d.addCallback(lambda parts: [_value(ok, body) for ok, body in parts])
 
 
-class RedisClient(RedisCommands):
+class RedisClient(RedisCommands, ProtocolClient):
     """
     A Redis client over a :class:`~framedclient.FramedClient` (pooled,
     self-healing connections, many commands in flight on each).
+
+    Embedded like a ``FramedClient``
+    (:class:`~framedclient.clients.base.ProtocolClient`): ``async with``,
+    ``start()``/``close()``, ``when_ready()``, ``stats()``, ``metrics``, and
+    :class:`~framedclient.FramedClientService` for ``twistd``/``twist``.
 
     :param client: a client whose codec is a
         :class:`~framedclient.codecs.redis.RedisCodec`;
         :meth:`from_endpoint` makes one.
 
-    :ivar client: the :class:`~framedclient.FramedClient` underneath
-        (``stats()``, ``metrics``, ``close()``).
+    :ivar client: the :class:`~framedclient.FramedClient` underneath.
     """
 
     def __init__(self, client: FramedClient) -> None:
@@ -312,7 +441,7 @@ class RedisClient(RedisCommands):
             raise TypeError(
                 f"RedisClient needs a client with a RedisCodec, got {client.codec!r}"
             )
-        self.client = client
+        super().__init__(client)
 
     @classmethod
     def from_endpoint(
@@ -358,12 +487,6 @@ class RedisClient(RedisCommands):
 
     def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
         return self.client.request(body, timeout)
-
-    def when_ready(self) -> Deferred[None]:
-        return self.client.when_ready()
-
-    def close(self, timeout: float | None = None) -> Deferred[None]:
-        return self.client.close(timeout)
 
     def lease(self, timeout: float | None = None) -> RedisLease:
         """
@@ -419,8 +542,9 @@ class RedisLease(RedisCommands):
         """
         if not keys:
             raise ValueError("watch needs at least one key")
+        body = _build("watch", ("keys",), ("WATCH", *keys))
         self._watching = True
-        return self.execute("WATCH", *keys)
+        return self._request(body, None).addCallbacks(parse_reply, _as_resp_error)
 
     def transaction(
         self, *commands: Sequence[Arg], timeout: float | None = None

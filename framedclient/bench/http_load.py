@@ -1,6 +1,8 @@
 """
 ``python -m framedclient.bench gateway``: HTTP requests per second through
-``twist framedclient`` with 1, 2, ... ``--workers``, side by side.
+``twist framedclient`` with 1, 2, ... ``--workers``, side by side.  (This
+module loads the gateway, :mod:`framedclient.runner.gateway`, from outside;
+it is named for what it measures.)
 
 For each worker count it starts ``twist framedclient --workers N`` on a free
 loopback port against the embedded demo backend, waits for ``/readyz``, runs

@@ -3,7 +3,8 @@
 :class:`~framedclient.FramedClient` (pooled, self-healing connections, many
 requests in flight on each, replies matched by the opaque field).
 
-Import it from :mod:`framedclient.codecs.memcache`::
+Import it from :mod:`framedclient` (``from framedclient import
+MemcacheClient``)::
 
     mc = MemcacheClient.from_endpoint(reactor, "tcp:127.0.0.1:11211")
     await mc.set(b"k", b"v", expire=60)
@@ -21,6 +22,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient
+from framedclient.clients.base import ProtocolClient
+from framedclient.codecs.arguments import argument_bytes
 from framedclient.codecs.base import Message
 from framedclient.codecs.memcache import (
     GetMany,
@@ -49,6 +52,9 @@ _NO_CREATE = 0xFFFFFFFF
 _BAD_KEY_BYTES = bytes(range(0x21)) + b"\x7f"
 
 Key = bytes | str
+#: What a value may be: the rule of :mod:`framedclient.codecs.arguments`,
+#: the same as Redis arguments (str as UTF-8, numbers in decimal).
+Value = bytes | str | int | float
 
 
 class InvalidKey(InvalidRequest):
@@ -58,9 +64,11 @@ class InvalidKey(InvalidRequest):
     """
 
 
-def check_key(key: Key) -> bytes:
+def check_key(key: Key, what: str = "key") -> bytes:
     """
     ``key`` as bytes, checked.
+
+    :param what: names the key in an error message (``"get_many(): a key"``).
 
     :raises InvalidKey: empty, longer than :data:`MAX_KEY_LENGTH` bytes, or
         holding a space or a control byte.
@@ -75,7 +83,10 @@ def check_key(key: Key) -> bytes:
     if isinstance(key, str):
         key = key.encode("utf-8")
     elif not isinstance(key, bytes):
-        raise TypeError(f"a key must be bytes or str, got {type(key).__name__}")
+        raise TypeError(
+            f"{what} must be bytes or str, got {type(key).__name__} {key!r:.40}; "
+            f"nothing was sent"
+        )
     if not key:
         raise InvalidKey("a memcached key cannot be empty; nothing was sent")
     if len(key) > MAX_KEY_LENGTH:
@@ -89,6 +100,15 @@ def check_key(key: Key) -> bytes:
             f"nothing was sent"
         )
     return key
+
+
+def _check_number(name: str, value: object, limit: int) -> None:
+    # A whole number in 0..limit-1; a bool or a str is refused, not read
+    # as a number (True would be 1) or compared (a TypeError naming nothing).
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
+        raise ValueError(
+            f"{name} must be a whole number in 0..{limit - 1}, got {value!r}"
+        )
 
 
 def _check_expire(expire: int) -> int:
@@ -140,10 +160,13 @@ def _hits(replies: list[Any]) -> dict[bytes, bytes]:
     return found
 
 
-class MemcacheClient:
+class MemcacheClient(ProtocolClient):
     """
     A memcached client (binary protocol) over a
-    :class:`~framedclient.FramedClient`.
+    :class:`~framedclient.FramedClient`, embedded like one
+    (:class:`~framedclient.clients.base.ProtocolClient`: ``async with``,
+    ``start()``/``close()``, ``when_ready()``, ``stats()``, ``metrics``,
+    :class:`~framedclient.FramedClientService`).
 
     Every method checks its keys first (:class:`InvalidKey`, nothing sent)
     and returns a Deferred.  A status other than success fails it with the
@@ -164,7 +187,7 @@ class MemcacheClient:
                 f"MemcacheClient needs a client with a MemcacheCodec, got "
                 f"{client.codec!r}"
             )
-        self.client = client
+        super().__init__(client)
 
     @classmethod
     def from_endpoint(
@@ -178,16 +201,6 @@ class MemcacheClient:
         if not isinstance(codec, MemcacheCodec):
             raise TypeError(f"codec must be a MemcacheCodec, got {codec!r}")
         return cls(FramedClient.from_endpoint(reactor, endpoint, **options))
-
-    def when_ready(self) -> Deferred[None]:
-        return self.client.when_ready()
-
-    def close(self, timeout: float | None = None) -> Deferred[None]:
-        """
-        Stop taking requests, let those in flight finish, close the
-        connections.
-        """
-        return self.client.close(timeout)
 
     def _send(
         self,
@@ -225,7 +238,14 @@ class MemcacheClient:
         The values of the keys that exist, in one request (quiet gets and a
         ``NOOP``: memcached sends nothing for a miss).
         """
-        checked = [check_key(k) for k in keys]
+        if isinstance(keys, (bytes, str)) or not hasattr(keys, "__iter__"):
+            # get_many(b"k") would take b"k" as the keys 107; "abc" as three.
+            raise TypeError(
+                f"get_many takes a list of keys, got one {type(keys).__name__} "
+                f"{keys!r:.40}: get_many([key]) (or get(key) for one); nothing "
+                f"was sent"
+            )
+        checked = [check_key(k, "get_many(): each key") for k in keys]
         if not checked:
             return succeed({})
         return self.client.request(GetMany(checked)).addCallback(_hits)
@@ -233,41 +253,51 @@ class MemcacheClient:
     # -- writing -------------------------------------------------------------
 
     def _store(
-        self, opcode: int, key: Key, value: bytes, flags: int, expire: int, cas: int = 0
+        self,
+        call: str,
+        opcode: int,
+        key: Key,
+        value: Value,
+        flags: int,
+        expire: int,
+        cas: int = 0,
     ) -> Deferred[Any]:
-        if not isinstance(value, bytes):
-            raise TypeError(f"value must be bytes, got {type(value).__name__}")
-        if not 0 <= flags <= 0xFFFFFFFF:
-            raise ValueError(f"flags must fit in 32 bits, got {flags!r}")
+        if value.__class__ is not bytes:
+            value = argument_bytes(value, f"{call}(): value")
+        if flags.__class__ is not int or not 0 <= flags <= 0xFFFFFFFF:
+            _check_number("flags", flags, 2**32)
         extras = _FLAGS_EXPIRE.pack(flags, _check_expire(expire))
-        return self._send(opcode, check_key(key), value, extras, cas)
+        return self._send(opcode, check_key(key), value, extras, cas)  # type: ignore[arg-type]
 
     def set(
-        self, key: Key, value: bytes, flags: int = 0, expire: int = 0
-    ) -> Deferred[None]:
+        self, key: Key, value: Value, flags: int = 0, expire: int = 0
+    ) -> Deferred[bool]:
         """
         Store ``value`` (``expire``: seconds, or a Unix time past 30 days;
-        0 for never).
+        0 for never); fires with ``True`` once stored, as
+        :meth:`RedisClient.set <framedclient.clients.redis.RedisClient.set>`
+        does.  ``value`` is bytes, str (UTF-8), int or float, as a Redis
+        argument; anything else raises :class:`TypeError`, nothing sent.
         """
-        d = self._store(Opcode.SET, key, value, flags, expire)
-        return d.addCallback(lambda _: None)
+        d = self._store("set", Opcode.SET, key, value, flags, expire)
+        return d.addCallback(_true)
 
     def add(
-        self, key: Key, value: bytes, flags: int = 0, expire: int = 0
+        self, key: Key, value: Value, flags: int = 0, expire: int = 0
     ) -> Deferred[bool]:
         """Store only if the key is absent: ``False`` if it exists."""
-        d = self._store(Opcode.ADD, key, value, flags, expire)
+        d = self._store("add", Opcode.ADD, key, value, flags, expire)
         return d.addCallbacks(_true, _on((KeyExists,), False))
 
     def replace(
-        self, key: Key, value: bytes, flags: int = 0, expire: int = 0
+        self, key: Key, value: Value, flags: int = 0, expire: int = 0
     ) -> Deferred[bool]:
         """Store only if the key exists: ``False`` if it is absent."""
-        d = self._store(Opcode.REPLACE, key, value, flags, expire)
+        d = self._store("replace", Opcode.REPLACE, key, value, flags, expire)
         return d.addCallbacks(_true, _on((KeyNotFound, NotStored), False))
 
     def cas(
-        self, key: Key, value: bytes, cas: int, flags: int = 0, expire: int = 0
+        self, key: Key, value: Value, cas: int, flags: int = 0, expire: int = 0
     ) -> Deferred[bool]:
         """
         Store only if the item is unchanged since :meth:`gets` returned
@@ -275,7 +305,7 @@ class MemcacheClient:
         """
         if isinstance(cas, bool) or not isinstance(cas, int) or not 0 < cas < 2**64:
             raise ValueError(f"cas must be the number gets() returned, got {cas!r}")
-        d = self._store(Opcode.SET, key, value, flags, expire, cas)
+        d = self._store("cas", Opcode.SET, key, value, flags, expire, cas)
         return d.addCallbacks(_true, _on((KeyExists, KeyNotFound), False))
 
     def delete(self, key: Key) -> Deferred[bool]:
@@ -303,8 +333,7 @@ class MemcacheClient:
         if initial is None:
             extras = _COUNTER.pack(delta, 0, _NO_CREATE)
         else:
-            if not 0 <= initial < 2**64:
-                raise ValueError(f"initial must fit in 64 bits, got {initial!r}")
+            _check_number("initial", initial, 2**64)
             extras = _COUNTER.pack(delta, initial, _check_expire(expire))
         d = self._send(opcode, check_key(key), extras=extras)
         return d.addCallback(_counter)

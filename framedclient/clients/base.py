@@ -1,0 +1,81 @@
+"""
+:class:`ProtocolClient`: what every protocol client shares with
+:class:`~framedclient.FramedClient` itself, so that a Redis or memcached
+client is embedded the same way: ``async with``, ``start()``/``close()``,
+``when_ready()``, ``stats()`` and ``metrics``, and
+:class:`~framedclient.FramedClientService` (hence ``twistd`` and ``twist``).
+
+A protocol client holds one ``FramedClient`` and adds command methods; the
+lifecycle and the figures are the ``FramedClient``'s, passed through here
+once instead of in every client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from twisted.internet.defer import Deferred
+
+from framedclient.client import FramedClient
+from framedclient.metrics import Metrics
+
+__all__ = ["ProtocolClient"]
+
+
+class ProtocolClient:
+    """
+    The lifecycle and introspection of a protocol client, delegated to the
+    :class:`~framedclient.FramedClient` underneath.
+
+    :param client: the client the commands go through.
+    :ivar client: that :class:`~framedclient.FramedClient` (for what this
+        class does not pass through: ``lease``, ``set_endpoints``, ...).
+    """
+
+    def __init__(self, client: FramedClient) -> None:
+        self.client = client
+
+    def start(self) -> None:
+        """
+        Start connecting (idempotent).  ``from_endpoint`` starts the client
+        unless given ``start=False``, as
+        :class:`~framedclient.FramedClientService` wants it.
+        """
+        self.client.start()
+
+    def when_ready(self, fail_after: int | None = None) -> Deferred[None]:
+        """
+        Fires once a connection is ready; see
+        :meth:`FramedClient.when_ready <framedclient.FramedClient.when_ready>`.
+        """
+        return self.client.when_ready(fail_after)
+
+    def close(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        Stop taking requests, let those in flight finish (for at most
+        ``timeout`` seconds), close the connections; fires when they are
+        gone.
+        """
+        return self.client.close(timeout)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def stats(self) -> dict[str, Any]:
+        """The client's JSON-able snapshot (in flight, connections, metrics)."""
+        return self.client.stats()
+
+    def debug_state(self) -> dict[str, Any]:
+        """:meth:`stats` plus each connection in detail."""
+        return self.client.debug_state()
+
+    @property
+    def metrics(self) -> Metrics:
+        """
+        The client's metrics tree (outcomes, latency), as
+        :class:`~framedclient.metrics.PrometheusCollector` takes it.
+        """
+        return self.client.metrics

@@ -904,10 +904,16 @@ def settings_docs() -> list[tuple[str, str, str, str]]:
     definition order: what the docstrings, the signatures and the settings
     table of the documentation show.
     """
+    # The types as written in ClientSettings (attrs.resolve_types() may
+    # have replaced the fields' own text with the objects).
+    written = {
+        name: getattr(hint, "__forward_arg__", hint)
+        for name, hint in ClientSettings.__annotations__.items()
+    }
     return [
         (
             field.name,
-            str(field.type),
+            str(written[field.name]),
             _default_text(field),
             setting_of(field).doc(),
         )

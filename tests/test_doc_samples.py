@@ -35,8 +35,6 @@ from pathlib import Path
 
 import pytest
 
-import framedclient
-
 from .servers import memcached_server, redis_server
 
 pytestmark = pytest.mark.slow
@@ -204,29 +202,9 @@ def test_the_pages_have_samples_and_markers_are_valid() -> None:
     assert any(s.page.name == "README.md" for s in SAMPLES)
 
 
-def _param(sample: Sample) -> object:
-    # RedisClient and MemcacheClient become top-level names and
-    # FramedClientService citizens in the "clients" work of issue 17; until
-    # that lands here, the samples written for it fail (strictly: once it
-    # lands they must pass, and this mark goes).
-    if "from framedclient import" in sample.code and (
-        ("RedisClient" in sample.code and not hasattr(framedclient, "RedisClient"))
-        or (
-            "MemcacheClient" in sample.code
-            and not hasattr(framedclient, "MemcacheClient")
-        )
-    ):
-        return pytest.param(
-            sample,
-            id=sample.name,
-            marks=pytest.mark.xfail(
-                strict=True, reason="framedclient does not export the client yet"
-            ),
-        )
-    return pytest.param(sample, id=sample.name)
-
-
-@pytest.mark.parametrize("sample", [_param(s) for s in SAMPLES if s.mode != "not run"])
+@pytest.mark.parametrize(
+    "sample", [s for s in SAMPLES if s.mode != "not run"], ids=lambda s: s.name
+)
 def test_sample_runs_as_written(
     sample: Sample, reference_port: int, tmp_path: Path
 ) -> None:

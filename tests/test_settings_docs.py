@@ -98,3 +98,12 @@ def test_a_callable_without_keyword_settings_is_refused() -> None:
 
     with pytest.raises(TypeError, match="takes no \\*\\*settings"):
         documents_settings(plain)
+
+
+def test_the_types_shown_are_as_written_also_after_attrs_resolves_them() -> None:
+    # tests/test_config.py (and any user) may call attrs.resolve_types(),
+    # which swaps the fields' type text for the objects.
+    attrs.resolve_types(ClientConfig)
+    kinds = {name: kind for name, kind, _, _ in settings_docs()}
+    assert kinds["codec"] == "Codec"
+    assert kinds["request_timeout"] == "float | None"

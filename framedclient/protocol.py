@@ -301,6 +301,15 @@ class FramedProtocol(Protocol):
         return self._liveness.last_read <= when
 
     @property
+    def last_read(self) -> float:
+        """
+        When bytes were last read from the peer (or work started after an
+        idle spell): while requests are out, ``now - last_read`` is a floor
+        for their latency, which a latency-aware pick uses.
+        """
+        return self._liveness.last_read
+
+    @property
     def late_replies(self) -> int:
         """
         Replies that arrived after their request timed out or was cancelled
@@ -499,8 +508,12 @@ class FramedProtocol(Protocol):
             if self._silent_timeouts:
                 self._silent_timeouts = 0
             health = self.health
-            if health is not None and health.failures:
-                health.succeeded()
+            if health is not None:
+                # The host's latency estimate and success rate (the pick
+                # and outlier detection feed on them).
+                health.settled(now - r.started, True, now)
+                if health.failures:
+                    health.succeeded()
             if owner is not None:
                 owner.request_settled()
             self.metrics.record_ok(now - r.started)
@@ -533,6 +546,10 @@ class FramedProtocol(Protocol):
             or (exit == LOST and value.written)
         )
         latency = now - r.started if written else None
+        if latency is not None and exit != CANCELLED and self.health is not None:
+            # A written request that failed: a failure for the host's
+            # success rate (error replies too), its time a latency sample.
+            self.health.settled(latency, False, now)
         if exit == CANCELLED:
             # Deferred.cancel() fails the Deferred with CancelledError.
             self.metrics.record_failure(OUTCOME_CANCELLED, latency)

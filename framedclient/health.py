@@ -42,7 +42,7 @@ latencies.  A latency above the current estimate replaces it at once (the
 peak: a host that turns slow is seen as slow on its first slow reply); a
 lower one pulls it down as an exponentially weighted moving average whose
 weight depends on the time since the last sample; and between samples the
-estimate decays towards zero with time constant ``decay_time`` (2 s), so a
+estimate decays towards zero with time constant ``decay_time`` (2.5 s), so a
 host that was slow is forgotten within seconds and gets a new trial.  The
 estimate is kept as a *rank*, ``ln(cost) + t / decay_time`` (``t``: when it
 was last updated): two hosts' estimates decayed to any common instant
@@ -103,8 +103,8 @@ COLD = -math.inf
 MAX_EJECTION = 60.0
 
 #: How long a host's latency estimate takes to forget by a factor e, in
-#: seconds: a 200 ms spell falls to a 1 ms host's level in about 10 s.
-DECAY_TIME = 2.0
+#: seconds: a 200 ms spell falls to a 1 ms host's level in about 13 s.
+DECAY_TIME = 2.5
 
 HealthListener = Callable[["HostHealth"], object]
 
@@ -240,7 +240,16 @@ class HostHealth:
         if now >= self._bucket_end:
             self._rotate(now)
         if ok:
-            self._now[0] += 1
+            counts = self._now
+            counts[0] += 1
+            if (
+                counts[1] + self._before[1]
+                and sum(counts) + sum(self._before) == board.success_rate_min_volume
+                and self.state == LIVE
+                and board.success_rate_factor is not None
+            ):
+                # Failures came before the volume did: judge now.
+                self._judge(now)
         else:
             self._now[1] += 1
             if self.state == LIVE and board.success_rate_factor is not None:

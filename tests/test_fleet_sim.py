@@ -134,3 +134,38 @@ def test_the_heap_clock_runs_timers_like_twisteds_clock():
     clock.advance(0.7)
     assert ran[4:] == ["delayed"]
     assert clock.getDelayedCalls() == [] and clock.next_time() == float("inf")
+
+
+# -- the scenarios of issue 20, scaled down --------------------------------------------
+
+
+def test_a_host_failing_30_percent_at_random_is_ejected_by_success_rate():
+    # Never 5 failures in a row: consecutive-failure ejection alone would
+    # never see it.
+    flaky = attrs.evolve(SMALL, scenario="flaky")
+    on = simulate(flaky, "p2c")
+    off = simulate(attrs.evolve(flaky, health=False), "p2c")
+    assert (on.lost, on.twice, on.wrong) == (0, 0, 0)
+    assert set(on.failed) == {"remote_error"}
+    assert on.ejected_all is not None and on.ejected_all < 15.0
+    assert off.ejected_half is None
+    # About 1/10 of the requests at 30 % is 3 % failed without ejection.
+    assert off.ok_rate < 0.98 < 0.99 <= on.ok_rate
+
+
+def test_a_host_that_slows_down_for_10_s_gets_its_share_back_within_10_s():
+    slowdown = attrs.evolve(SMALL, scenario="slowdown")
+    r = simulate(slowdown, "p2c")
+    assert (r.lost, r.twice, r.wrong) == (0, 0, 0)
+    assert r.share_back is not None and r.share_back <= 10.0
+    # While slow it got next to nothing: less than a tenth of its share of
+    # the 10 s spell are missing from the whole run's count.
+    blind = simulate(slowdown, "least_loaded")
+    assert blind.to_slow - r.to_slow > 0.6 * blind.requests / SMALL.hosts / 6
+
+
+def test_one_slow_host_among_healthy_ones_gets_under_one_percent():
+    r = simulate(attrs.evolve(SMALL, scenario="slow"), "p2c")
+    assert r.ok_rate == 1.0 and (r.lost, r.twice, r.wrong) == (0, 0, 0)
+    assert r.p99 < SMALL.slow_delay / 20
+    assert r.to_slow < r.requests * 0.01

@@ -675,3 +675,15 @@ def test_error_replies_count_against_a_hosts_success_rate():
         client.request(body).addErrback(lambda f: None)
         fleet.flush()
     assert [h.state for h in client.health.hosts].count(EJECTED) == 1
+
+
+def test_failures_before_the_volume_is_reached_are_judged_when_it_is():
+    b, clock = board(hosts=6, success_rate_min_volume=10)
+    for h in b.hosts[1:]:
+        feed(h, 20, 0)
+    flaky = b.hosts[0]
+    feed(flaky, 0, 4)
+    feed(flaky, 5, 0)
+    assert flaky.state == LIVE, "9 requests: too few to judge"
+    feed(flaky, 1, 0)
+    assert flaky.state == EJECTED, "the 10th, a success, completes the volume"

@@ -384,10 +384,14 @@ def hosts_from_srv(
     make_endpoint: MakeEndpoint,
 ) -> tuple[list[Host], float | None, list[str]]:
     """
-    One host per SRV record whose target has an address (its first, IPv4
-    preferred), with the record's priority and weight; the smallest TTL of
-    the records and addresses used; and the targets left out for want of an
-    address.
+    One host per address of each SRV record's target (IPv4 first), each
+    with the record's priority and weight; the smallest TTL of the records
+    and addresses used; and the targets left out for want of an address.
+
+    Why every address, each with the record's weight (as Envoy's DNS
+    clusters do): a target name with several addresses is several servers
+    (a load balancer's pool, a Kubernetes service name), and connecting to
+    the first alone would leave the others idle.
     """
     hosts = []
     ttls: list[int] = []
@@ -397,17 +401,22 @@ def hosts_from_srv(
         if not known:
             missing.append(target)
             continue
-        address, address_ttl = known[0]
-        ttls += [ttl, address_ttl]
-        hosts.append(
-            Host(
-                f"{target}:{port}",
-                _host_port(address, port),
-                make_endpoint(address, port),
-                weight=weight,
-                priority=priority,
+        ttls.append(ttl)
+        seen: set[str] = set()
+        for address, address_ttl in known:
+            ttls.append(address_ttl)
+            if address in seen:
+                continue
+            seen.add(address)
+            hosts.append(
+                Host(
+                    f"{target}:{port}",
+                    _host_port(address, port),
+                    make_endpoint(address, port),
+                    weight=weight,
+                    priority=priority,
+                )
             )
-        )
     return hosts, (min(ttls) if ttls else None), missing
 
 

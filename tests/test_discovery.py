@@ -365,3 +365,32 @@ def test_srv_source_with_no_record_reports_it_and_hands_nothing_over():
     seen = updates_of(source)
     assert seen == []
     assert source.last_error == "_fc._tcp.x has no SRV record"
+
+
+def test_every_address_of_an_srv_target_is_a_host_with_the_records_weight():
+    records = srv_records(
+        [
+            srv("_fc._tcp.x", "a.x", 9001, priority=1, weight=30),
+            srv("_fc._tcp.x", "b.x", 9002, weight=10),
+        ]
+    )
+    hosts, ttl, missing = hosts_from_srv(
+        records,
+        {
+            "a.x": [("10.0.0.1", 15), ("10.0.0.2", 20), ("::1", 25)],
+            "b.x": [("10.0.0.9", 40), ("10.0.0.9", 40)],  # a repeated answer
+        },
+        endpoint_of,
+    )
+    assert [(h.name, h.address, h.priority, h.weight) for h in hosts] == [
+        ("a.x:9001", "10.0.0.1:9001", 1, 30),
+        ("a.x:9001", "10.0.0.2:9001", 1, 30),
+        ("a.x:9001", "[::1]:9001", 1, 30),
+        ("b.x:9002", "10.0.0.9:9002", 0, 10),
+    ]
+    assert len({h.key for h in hosts}) == 4, "each address is a host of its own"
+    assert [h.endpoint for h in hosts[:2]] == [
+        "endpoint 10.0.0.1 9001",
+        "endpoint 10.0.0.2 9001",
+    ]
+    assert ttl == 15 and missing == []

@@ -394,3 +394,34 @@ def test_every_address_of_an_srv_target_is_a_host_with_the_records_weight():
         "endpoint 10.0.0.2 9001",
     ]
     assert ttl == 15 and missing == []
+
+
+def test_srv_and_dns_with_tls_name_their_trust_roots_and_print_back():
+    query = parse_discovery("srv+tls:_fc._tcp.example.com:trustRoots=/etc/ca@10.0.0.53")
+    assert query == ServiceQuery(
+        "_fc._tcp.example.com", (("10.0.0.53", 53),), tls=True, trust_roots="/etc/ca"
+    )
+    assert str(query) == "srv+tls:_fc._tcp.example.com:trustRoots=/etc/ca@10.0.0.53:53"
+    assert parse_discovery("srv+tls:_fc._tcp.example.com") == ServiceQuery(
+        "_fc._tcp.example.com", tls=True
+    )
+    assert parse_discovery("dns+tls:db.example.com:9000") == AddressQuery(
+        "db.example.com", 9000, tls=True
+    )
+    assert parse_discovery("srv:_fc._tcp.example.com") == ServiceQuery(
+        "_fc._tcp.example.com", tls=False
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "srv:_fc._tcp.example.com:trustRoots=/etc/ca",  # TLS options need +tls
+        "srv+tls:_fc._tcp.example.com:verify=no",
+        "dns+tls:db.example.com:9000:trustRoots=",
+    ],
+)
+def test_tls_options_where_they_do_not_belong_are_refused(text):
+    with pytest.raises(ValueError, match="trustRoots=DIRECTORY") as caught:
+        parse_discovery(text)
+    assert repr(text) in str(caught.value)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import re
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -69,6 +70,7 @@ __all__ = [
     "hosts_from_addresses",
     "hosts_from_srv",
     "parse_discovery",
+    "split_weight",
 ]
 
 _log = Logger()
@@ -927,6 +929,31 @@ def source_for(
     return AddressHosts(query, reactor, resolver, policy, make)
 
 
+_WEIGHT = re.compile(r"(?<!\\):weight=([^:]*)")
+
+
+def split_weight(description: str) -> tuple[str, int | None]:
+    """
+    An endpoint string less its ``:weight=N`` option, and ``N`` (``None``
+    without one): ``tcp:10.0.0.1:9000:weight=3`` is a host with three
+    times the connections, hence the requests, of a host of weight 1 (as an
+    SRV record's weight does for ``srv:`` hosts), from the command line too
+    (``--upstream``).
+
+    :raises ValueError: a weight that is not a whole number >= 1, or two.
+    """
+    found = _WEIGHT.findall(description)
+    if not found:
+        return description, None
+    if len(found) > 1 or not found[0].isdigit() or int(found[0]) < 1:
+        raise ValueError(
+            f"{description!r}: weight= takes one whole number >= 1 (a host's "
+            f"share of the connections relative to weight 1), got "
+            f"{', '.join(repr(f) for f in found)}"
+        )
+    return _WEIGHT.sub("", description), int(found[0])
+
+
 def _is_source(thing: object) -> bool:
     return all(
         callable(getattr(thing, name, None)) for name in ("start", "stop", "refresh")
@@ -947,9 +974,14 @@ def sources_from(
     (``names``, else the strings) and the host sources (given, or made from
     ``srv:``/``dns:`` strings).
 
+    Endpoint strings may carry ``:weight=N`` (see :func:`split_weight`);
+    when one does, every fixed endpoint becomes a host of one
+    :class:`StaticHosts` source, with its weight (1 when not given), so that
+    weights share the connections among all of them.
+
     :raises ImportError: a ``tls:`` string without the TLS extra.
     :raises TypeError: something that is neither a string nor an endpoint.
-    :raises ValueError: a malformed ``srv:``/``dns:`` string.
+    :raises ValueError: a malformed ``srv:``/``dns:`` string or weight.
     """
     from framedclient._endpoints import client_from_string, endpoint_name
 
@@ -962,6 +994,8 @@ def sources_from(
         )
     resolved: list[IStreamClientEndpoint] = []
     described: list[str] = []
+    weights: list[int] = []
+    weighted = False
     sources: list[HostSource] = []
     for i, e in enumerate(endpoints):
         if isinstance(e, str):
@@ -969,9 +1003,13 @@ def sources_from(
             if query is not None:
                 sources.append(source_for(query, reactor, policy))
                 continue
+            e, weight = split_weight(e)
             # ImportError naming the extra, for tls: without pyOpenSSL.
             resolved.append(client_from_string(reactor, e))
             described.append(e if names is None else names[i])
+            weights.append(1 if weight is None else weight)
+            if weight is not None:
+                weighted = True
         elif isinstance(e, (bytes, bytearray)):
             raise TypeError(
                 f"an endpoint string must be str, got bytes {e!r}: decode it"
@@ -986,4 +1024,15 @@ def sources_from(
         else:
             resolved.append(e)
             described.append(endpoint_name(e) if names is None else names[i])
+            weights.append(1)
+    if weighted:
+        hosts = []
+        seen: dict[str, int] = {}
+        for endpoint, name, weight in zip(resolved, described, weights, strict=True):
+            # Named as the client names fixed endpoints (the same endpoint
+            # twice is two hosts).
+            seen[name] = n = seen.get(name, 0) + 1
+            address = name if n == 1 else f"{name}#{n}"
+            hosts.append(Host(name, address, endpoint, weight=weight))
+        return [], [], [StaticHosts(hosts, "weighted"), *sources]
     return resolved, described, sources

@@ -216,6 +216,20 @@ class HostHealth:
             return COLD
         return math.log(waited) + now / self._board.decay_time
 
+    def waited(self, latency: float, now: float) -> None:
+        """
+        A written request to this host was given up after ``latency``
+        seconds without an answer (cancelled: a hedge won, the caller
+        stopped waiting): its latency is at least that, so it raises the
+        estimate when higher (the peak) and is no sample otherwise, nor an
+        outcome for the success rate.
+        """
+        tau = self._board.decay_time
+        if latency > self.cost * math.exp(-(now - self.stamp) / tau):
+            self.cost = latency
+            self.stamp = now
+            self.rank = math.log(latency) + now / tau
+
     def settled(self, latency: float, ok: bool, now: float) -> None:
         """
         A written request to this host ended after ``latency`` seconds, at

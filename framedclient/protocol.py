@@ -546,10 +546,14 @@ class FramedProtocol(Protocol):
             or (exit == LOST and value.written)
         )
         latency = now - r.started if written else None
-        if latency is not None and exit != CANCELLED and self.health is not None:
-            # A written request that failed: a failure for the host's
-            # success rate (error replies too), its time a latency sample.
-            self.health.settled(latency, False, now)
+        if latency is not None and self.health is not None:
+            if exit == CANCELLED:
+                # Given up (a hedge won): a floor for the host's latency.
+                self.health.waited(latency, now)
+            else:
+                # A written request that failed: a failure for the host's
+                # success rate (error replies too), its time a sample.
+                self.health.settled(latency, False, now)
         if exit == CANCELLED:
             # Deferred.cancel() fails the Deferred with CancelledError.
             self.metrics.record_failure(OUTCOME_CANCELLED, latency)

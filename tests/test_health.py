@@ -687,3 +687,28 @@ def test_failures_before_the_volume_is_reached_are_judged_when_it_is():
     assert flaky.state == LIVE, "9 requests: too few to judge"
     feed(flaky, 1, 0)
     assert flaky.state == EJECTED, "the 10th, a success, completes the volume"
+
+
+def test_a_request_given_up_raises_the_estimate_to_its_wait_and_no_lower():
+    b, clock = board(hosts=1, decay_time=2.0)
+    host = b.hosts[0]
+    host.settled(0.001, True, 0.0)
+    host.waited(0.010, 0.5)  # a hedge won after 10 ms: at least 10 ms
+    assert host.latency(0.5) == pytest.approx(0.010)
+    host.waited(0.002, 0.5)  # a shorter wait says nothing new
+    assert host.latency(0.5) == pytest.approx(0.010)
+    assert host.success_rate(0.5) == (1.0, 1), "not an outcome"
+
+
+def test_a_hedged_copy_cancelled_on_a_slow_host_feeds_its_estimate():
+    fleet = Fleet(2, pool_size=1, hedge_after=0.01, balancer="round_robin")
+    client = fleet.client
+    fleet.servers[0].open_connections[0].stop_reading(pause_at=1 << 30)
+    # Round robin: one of the two lands on host 0, which reads nothing; its
+    # hedge, 10 ms later, is answered by host 1 and the copy is cancelled.
+    ds = [client.request(b"a", idempotent=True), client.request(b"b", idempotent=True)]
+    fleet.flush()
+    fleet.advance(0.05, step=0.005)
+    assert outcomes(ds) == [b"a", b"b"]
+    stalled = client.health.hosts[0]
+    assert stalled.latency(fleet.clock.seconds()) >= 0.009, "at least its wait"

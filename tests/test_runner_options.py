@@ -14,6 +14,7 @@ from pathlib import Path
 import attrs
 import pytest
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.usage import UsageError
 
 from framedclient.backoff import ConstantBackoff, parse_backoff
 from framedclient.codecs import ERROR, REPLY, REQUEST, HeaderCodec, Matching
@@ -443,3 +444,11 @@ def test_narrow_id_codec_works_with_default_pending_cap():
     options = parse("--codec", "length:size=2,id-size=2")
     assert options["config"].max_pending_per_connection == 65_534
     assert options["max-pending-per-connection"] == 65_534
+
+
+def test_an_upstream_may_carry_a_weight_and_a_bad_one_is_refused():
+    assert parse("--upstream", "tcp:127.0.0.1:9000:weight=3")["upstream"] == [
+        "tcp:127.0.0.1:9000:weight=3"
+    ]
+    with pytest.raises(UsageError, match=r"--upstream .*weight= takes"):
+        Options().opt_upstream("tcp:127.0.0.1:9000:weight=0")

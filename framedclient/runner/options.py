@@ -137,11 +137,12 @@ def check_client_endpoint(option: str, value: str) -> str:
     :raises usage.UsageError: if ``value`` is not a client endpoint string.
     """
     from framedclient._endpoints import client_from_string
-    from framedclient.discovery import parse_discovery
+    from framedclient.discovery import parse_discovery, split_weight
 
     try:
         if parse_discovery(value) is not None:
             return value  # srv: or dns:, well formed
+        endpoint, _ = split_weight(value)  # the host's weight, if any
     except ValueError as error:
         raise usage.UsageError(f"--{option} {error}") from None
     try:
@@ -149,7 +150,7 @@ def check_client_endpoint(option: str, value: str) -> str:
             # HostnameEndpoint (tls:) warns that the placeholder is not a
             # full reactor; the real one will be.
             warnings.simplefilter("ignore", DeprecationWarning)
-            client_from_string(_PlaceholderReactor(), value)
+            client_from_string(_PlaceholderReactor(), endpoint)
     except ImportError as error:  # the TLS extra is missing
         raise usage.UsageError(f"--{option} {error}") from None
     except Exception as error:
@@ -343,8 +344,9 @@ _UPSTREAM_HELP = (
     "unix:PATH, ...), or hosts found through DNS and followed as they change: "
     "srv:_SERVICE._PROTO.NAME (SRV records, with priority and weight) or "
     "dns:NAME:PORT (every A/AAAA address), either with @NAMESERVER[:PORT] to "
-    "ask that server; repeat for several (each host gets --pool-size "
-    "connections). Default: an embedded fc1 reference server."
+    "ask that server (srv+tls:/dns+tls: for TLS); repeat for several (each "
+    "host gets --pool-size connections; :weight=N gives a host N times as "
+    "many). Default: an embedded fc1 reference server."
 )
 
 

@@ -450,9 +450,8 @@ def options_table() -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    rows = {
-        "upstream": f"| `--upstream ENDPOINT` | embedded server | {cell(_UPSTREAM_HELP)} |"
-    }
+    upstream = f"| `--upstream ENDPOINT` | embedded server | {cell(_UPSTREAM_HELP)} |"
+    rows = {"upstream": upstream}
     for o in _CONFIG_OPTIONS:
         if o.flag is not None:
             rows[o.option] = f"| `--{o.option}` | off | {cell(o.help)} |"

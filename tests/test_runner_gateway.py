@@ -32,10 +32,10 @@ from twisted.web.test.requesthelper import DummyRequest
 from framedclient import __version__
 from framedclient.client import FramedClient
 from framedclient.codecs import REPLY, Codec
+from framedclient.runner.app import RunnerService, makeService
 from framedclient.runner.codecspec import parse_codec
 from framedclient.runner.gateway import RETRY_AFTER, Gateway
 from framedclient.runner.options import Options
-from framedclient.runner.service import RunnerService, makeService
 from framedclient.server import ReferenceServerFactory, listen
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
@@ -709,7 +709,7 @@ def test_state_changes_are_logged_rate_limited():
     from twisted.internet.task import Clock
     from twisted.logger import Logger
 
-    from framedclient.runner.service import RateLimitedLog
+    from framedclient.runner.app import RateLimitedLog
 
     events: list[dict[str, Any]] = []
     clock = Clock()

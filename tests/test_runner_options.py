@@ -19,6 +19,7 @@ from framedclient.backoff import ConstantBackoff, parse_backoff
 from framedclient.codecs import ERROR, REPLY, REQUEST, HeaderCodec, Matching
 from framedclient.config import ClientConfig, Count, Seconds, Share
 from framedclient.errors import FrameTooLarge
+from framedclient.runner.app import RunnerService
 from framedclient.runner.codecspec import codec_overhead, parse_codec
 from framedclient.runner.options import (
     DEFAULT_HTTP,
@@ -26,7 +27,6 @@ from framedclient.runner.options import (
     config_options,
     options_table,
 )
-from framedclient.runner.service import RunnerService
 
 TWIST = str(Path(sys.executable).with_name("twist"))
 ROOT = Path(__file__).resolve().parents[1]

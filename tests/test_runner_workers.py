@@ -21,8 +21,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 
+from framedclient.runner.app import RunnerService, makeService
 from framedclient.runner.options import Options, UsageExit
-from framedclient.runner.service import RunnerService, makeService
 from tests.test_runner_process import TwistProcess, http_client, spawn
 
 pytestmark = pytest.mark.slow

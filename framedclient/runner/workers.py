@@ -72,6 +72,7 @@ from framedclient.runner.listening import (
     url_of,
     with_backlog,
 )
+from framedclient.runner.stopping import HTTP_CLOSE_TIMEOUT, GracefulStop
 
 __all__ = [
     "COLLECT_INTERVAL",
@@ -412,7 +413,7 @@ class WorkerSupervisor(Service):
         self._waiting: list[Deferred[None]] = []
         self._collector = LoopingCall(self._collect_quietly)
         self._collector.clock = reactor
-        self._sigterm_received = False
+        self._graceful_stop = GracefulStop(reactor)
 
     # -- starting --------------------------------------------------------------
 
@@ -431,7 +432,7 @@ class WorkerSupervisor(Service):
         d = gatherResults(listening, consumeErrors=True)
         d.addCallbacks(self._listening, self._listen_failed)
         if self.standalone:
-            self.reactor.callWhenRunning(self._install_sigterm)
+            self.reactor.callWhenRunning(self._graceful_stop.install)
 
     def _listening(self, ports: list[IListeningPort]) -> None:
         for port in ports:
@@ -641,20 +642,6 @@ class WorkerSupervisor(Service):
 
     # -- stopping --------------------------------------------------------------
 
-    def _install_sigterm(self) -> None:
-        def on_sigterm(signum: int, frame: object) -> None:
-            self.reactor.callFromThread(self._sigterm)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-
-    def _sigterm(self) -> None:
-        if self._sigterm_received:
-            _log.info("SIGTERM again: already stopping")
-            return
-        self._sigterm_received = True
-        _log.info("SIGTERM: stopping gracefully")
-        self.reactor.stop()
-
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)  # type: ignore[no-untyped-call]
         return Deferred.fromCoroutine(self._stop())
@@ -682,7 +669,6 @@ class WorkerSupervisor(Service):
         ended = [s.ended for s in running if s.ended is not None]
         for slot in running:
             _signal(slot, "TERM")
-        from framedclient.runner.service import HTTP_CLOSE_TIMEOUT
 
         limit = self.drain_timeout + HTTP_CLOSE_TIMEOUT + STOP_MARGIN
         all_ended = DeferredList(ended, consumeErrors=True)

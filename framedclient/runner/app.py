@@ -16,20 +16,15 @@ closing HTTP connections before their replies arrive would lose them.  So
 and proxy ports), drain (client and proxy, up to ``--drain-timeout``), close
 HTTP connections once their responses are written, stop the backend.
 
-SIGTERM under ``twist``: Twisted's handler stops the reactor, and ``twist``
-then re-kills itself with the same signal so that the exit status says
-"killed by SIGTERM".  A service that drained cleanly should exit 0 (that is
-what supervisors and ``systemctl stop`` expect of a graceful stop), so when
-started before the reactor runs (which is what ``twist`` does) the runner
-installs its own SIGTERM handler that stops the reactor without recording
-the signal.  An application that embeds the service on a running reactor
-keeps its own signal handling.
+SIGTERM stops the reactor without the exit status saying "killed" when the
+service was started before the reactor ran (as ``twist`` does): see
+:mod:`framedclient.runner.stopping`.  An application that embeds the
+service on a running reactor keeps its own signal handling.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -70,6 +65,7 @@ from framedclient.runner.replies import (
     DEFAULT_WRITE_DEADLINE,
     ReplyBudget,
 )
+from framedclient.runner.stopping import HTTP_CLOSE_TIMEOUT, GracefulStop
 from framedclient.runner.workers import (
     ENVIRONMENT,
     WorkerLink,
@@ -81,10 +77,6 @@ from framedclient.service import FramedClientService
 __all__ = ["Options", "ProxyService", "RateLimitedLog", "RunnerService", "makeService"]
 
 _log = Logger(namespace="framedclient.runner")
-
-#: Seconds the HTTP connections get to flush their last responses after the
-#: drain, before they are aborted.
-HTTP_CLOSE_TIMEOUT = 5.0
 
 
 class RateLimitedLog:
@@ -231,7 +223,9 @@ class RunnerService(MultiService):
         self.http_url: str | None = None
         self.proxy_address: str | None = None
         self.standalone = False
-        self._sigterm_received = False
+        self._graceful_stop = GracefulStop(
+            reactor, " (drain ends within --drain-timeout)"
+        )
 
         self.backend: EmbeddedBackendService | None = None
         if not options["upstream"]:
@@ -399,7 +393,10 @@ class RunnerService(MultiService):
         d = gatherResults(waits, consumeErrors=True)
         d.addCallbacks(self._listening, self._listen_failed)
         if self.standalone:
-            self._reactor.callWhenRunning(self._install_sigterm)
+            # A worker is stopped by its supervisor, Ctrl-C or not.
+            self._reactor.callWhenRunning(
+                self._graceful_stop.install, self.link is not None
+            )
 
     def _listening(self, ports: list[IListeningPort]) -> None:
         self.http_url = url_of(ports[0], self.options["http"])
@@ -441,29 +438,6 @@ class RunnerService(MultiService):
                 reason=describe_listen_failure(failure),
             )
         self.ready.errback(sub if sub is not None else failure)
-
-    def _install_sigterm(self) -> None:
-        reactor = self._reactor
-
-        def on_sigterm(signum: int, frame: object) -> None:
-            reactor.callFromThread(self._sigterm)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-        if self.link is not None:
-            # Ctrl-C reaches every process of the terminal's group; the
-            # supervisor stops its workers itself (SIGTERM), so a worker
-            # must not stop on its own, nor be restarted for doing so.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def _sigterm(self) -> None:
-        if self._sigterm_received:
-            _log.info(
-                "SIGTERM again: already stopping (drain ends within --drain-timeout)"
-            )
-            return
-        self._sigterm_received = True
-        _log.info("SIGTERM: stopping gracefully")
-        self._reactor.stop()
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)  # type: ignore[no-untyped-call]

@@ -71,7 +71,7 @@ class _Reactor:
     def stop(self) -> None:
         self.stops += 1
 
-    def callFromThread(self, f, *args):  # noqa: N802 - Twisted's name
+    def callFromThread(self, f, *args):
         f(*args)
 
 

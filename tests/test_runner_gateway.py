@@ -286,11 +286,11 @@ async def test_dropped_connection_is_502_connection_lost():
 
 
 @pytest_twisted.ensureDeferred
-async def test_body_larger_than_the_codec_carries_is_400_and_the_limit_is_exact():
+async def test_body_larger_than_the_codec_carries_is_413_and_the_limit_is_exact():
     async with running("--codec", "fc1:max-frame=1024") as runner:
         limit = 1024 - 13  # fc1 header: u32 length, u64 id, u8 kind
         code, _, body = await runner.post(b"x" * (limit + 1))
-        assert code == 400
+        assert code == 413
         kind, message = error_of(body)
         assert kind == "too_large"
         assert str(limit) in message
@@ -302,13 +302,13 @@ async def test_body_larger_than_the_codec_carries_is_400_and_the_limit_is_exact(
 
 
 @pytest_twisted.ensureDeferred
-async def test_chunked_body_over_the_limit_is_400():
+async def test_chunked_body_over_the_limit_is_413():
     async with running("--codec", "fc1:max-frame=1024") as runner:
         producer = FileBodyProducer(io.BytesIO(b"z" * 1200))
         # An unknown length makes the agent send the body chunked.
         producer.length = UNKNOWN_LENGTH
         response = await runner.http.post(runner.url + "/v1/request", data=producer)
-        assert response.code == 400
+        assert response.code == 413
         assert error_of(await response.content())[0] == "too_large"
 
 
@@ -609,7 +609,7 @@ async def test_length_codec_from_the_command_line_reaches_a_server_speaking_it()
             assert (code, reply) == (200, b"olleh")
             # size=2: at most 65535 - 8 header bytes of body.
             code, _, body = await runner.post(b"x" * 65535)
-            assert (code, error_of(body)[0]) == (400, "too_large")
+            assert (code, error_of(body)[0]) == (413, "too_large")
     finally:
         await port.stopListening()
 

@@ -314,7 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         address = port.getHost()
         host = getattr(address, "host", args.host)
         print(
-            f"framedserver listening on {host}:{getattr(address, 'port', '?')}",
+            # Named as started (python -m framedclient.server), not as the
+            # twist plugin: an operator greps for what they ran.
+            f"framedclient.server (fc1 reference server) listening on "
+            f"{host}:{getattr(address, 'port', '?')}",
             flush=True,
         )
 

@@ -243,9 +243,13 @@ async def test_dead_upstream_error_is_worded_for_http_callers():
         payload = json.loads(body)
         assert payload["error"] == "unavailable"
         assert "retry" in payload["message"]
-        # Library advice stays out of the message, and in the detail.
+        # The gateway's own option, not the library's keyword (issue 21):
+        # neither in the message nor in the detail, which keeps the
+        # library's diagnosis (the connect error).
+        assert "--fail-fast" in payload["message"]
         assert "wait_for_ready" not in payload["message"]
-        assert "wait_for_ready" in payload["detail"]
+        assert "wait_for_ready" not in payload["detail"]
+        assert "refused" in payload["detail"].lower()
 
 
 @pytest_twisted.ensureDeferred
@@ -272,6 +276,8 @@ async def test_waiting_for_a_connection_past_the_timeout_is_503_unavailable():
         code, _, body = await runner.post(b"hello", "?timeout=0.1")
         assert code == 503
         assert error_of(body)[0] == "unavailable"
+        assert "within the request's timeout" in error_of(body)[1]
+        assert b"wait_for_ready" not in body
 
 
 @pytest_twisted.ensureDeferred

@@ -65,6 +65,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import resource
 import socket
 import struct
@@ -297,6 +298,32 @@ def for_http(kind: str, message: str) -> tuple[str, str | None]:
     if http_message is None:
         return message, None
     return http_message, message
+
+
+def unavailable_for_http(message: str, fail_fast: bool) -> tuple[str, str]:
+    """
+    The message and detail of a 503 ``unavailable``: worded with the
+    gateway's own option (``--fail-fast``), where the library's text
+    advises on its keyword (``wait_for_ready``), which an HTTP caller or
+    operator cannot pass.  The detail keeps the library's diagnosis (the
+    connect errors), without its advice.
+    """
+    if fail_fast:
+        http_message = (
+            "no upstream connection is ready, so the request was not sent; "
+            "the gateway runs with --fail-fast, which answers at once instead "
+            "of waiting for a connection (without it a request waits up to "
+            "its timeout); retry after Retry-After seconds"
+        )
+    else:
+        http_message = (
+            "no upstream connection became ready within the request's "
+            "timeout, so the request was not sent; retry after Retry-After "
+            "seconds"
+        )
+    sentences = re.split(r"(?<=[.;])\s+", message)
+    detail = " ".join(s for s in sentences if "wait_for_ready" not in s).strip()
+    return http_message, detail or message
 
 
 def classify(failure: Failure) -> tuple[str, str]:
@@ -1337,7 +1364,13 @@ class RequestResource(Resource):
             if kind == "internal":
                 _log.failure("Unexpected error for an HTTP request", failure)
             gateway.count(ERROR_STATUSES[kind][0])
-            request.write(error_body(request, kind, *for_http(kind, message)))
+            detail: str | None
+            if kind == "unavailable":
+                fail_fast = not getattr(client, "wait_for_ready", True)
+                text, detail = unavailable_for_http(message, fail_fast)
+            else:
+                text, detail = for_http(kind, message)
+            request.write(error_body(request, kind, text, detail))
             request.finish()
 
         request.notifyFinish().addErrback(disconnected)
@@ -1423,6 +1456,11 @@ class _TrackingFactory(WrappingFactory):
 
     noisy = False
     protocols: dict[ProtocolWrapper, int]
+
+    def logPrefix(self) -> str:
+        # Twisted logs "<prefix> starting on PORT" (by default the class
+        # names, "GatewaySite (_TrackingFactory)").
+        return "framedclient HTTP"
 
     def __init__(self, site: Site, max_connections: int | None = None) -> None:
         super().__init__(site)  # type: ignore[no-untyped-call]

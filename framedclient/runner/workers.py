@@ -238,6 +238,14 @@ class _NoAccept(Factory):
 
     noisy = False
 
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def logPrefix(self) -> str:
+        # Twisted logs "<prefix> starting on PORT": the socket's purpose,
+        # not this class's name.
+        return f"framedclient {self._what} (shared by the workers)"
+
     def buildProtocol(self, addr: IAddress | None) -> None:
         return None
 
@@ -426,8 +434,8 @@ class WorkerSupervisor(Service):
         if self.options.get("listen") is not None:
             descriptions.append(self.options["listen"])
         listening = [
-            serverFromString(self.reactor, with_backlog(d)).listen(_NoAccept())  # type: ignore[no-untyped-call]
-            for d in descriptions
+            serverFromString(self.reactor, with_backlog(d)).listen(_NoAccept(what))  # type: ignore[no-untyped-call]
+            for d, what in zip(descriptions, ("HTTP", "proxy"), strict=False)
         ]
         d = gatherResults(listening, consumeErrors=True)
         d.addCallbacks(self._listening, self._listen_failed)

@@ -489,7 +489,11 @@ async def test_metrics_pass_promtool_check_metrics():
         await runner.post(b"!drop")
         _, _, body = await runner.get("/metrics")
     # The host-health families are in what promtool checks.
-    for family in (b"upstream_health", b"upstream_ejections_total", b"upstream_probes_total"):
+    for family in (
+        b"upstream_health",
+        b"upstream_ejections_total",
+        b"upstream_probes_total",
+    ):
         assert b"# TYPE framedclient_" + family in body
     result = subprocess.run(
         [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30
@@ -747,15 +751,27 @@ async def test_requests_are_routed_by_key_and_hedged_when_idempotent():
     ]
     ring = KetamaRing([ring_node_name(u) for u in upstreams])
     fast_key = next(
-        k for k in (f"k{i}" for i in range(100)) if ring.node_for(k) == ring_node_name(upstreams[1])
+        k
+        for k in (f"k{i}" for i in range(100))
+        if ring.node_for(k) == ring_node_name(upstreams[1])
     )
     slow_key = next(
-        k for k in (f"k{i}" for i in range(100)) if ring.node_for(k) == ring_node_name(upstreams[0])
+        k
+        for k in (f"k{i}" for i in range(100))
+        if ring.node_for(k) == ring_node_name(upstreams[0])
     )
     try:
         async with running(
-            "--upstream", upstreams[0], "--upstream", upstreams[1],
-            "--pool-size", "1", "--balancer", "ketama", "--hedge-after", "0.05",
+            "--upstream",
+            upstreams[0],
+            "--upstream",
+            upstreams[1],
+            "--pool-size",
+            "1",
+            "--balancer",
+            "ketama",
+            "--hedge-after",
+            "0.05",
         ) as runner:
             await wait_until(lambda: runner.client.pool.ready_count == 2)
             # The key's host, by query parameter or header.
@@ -776,3 +792,49 @@ async def test_requests_are_routed_by_key_and_hedged_when_idempotent():
     finally:
         await slow_port.stopListening()
         await fast_port.stopListening()
+
+
+# -- /v1/config and the status page's first snapshot ----------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_config_says_each_setting_with_its_unit_and_the_tracing_done():
+    async with running(
+        "--max-write-buffer",
+        "1048576",
+        "--backoff",
+        "constant:0.5",
+        "--hedge-after",
+        "p95",
+    ) as runner:
+        code, body = await runner.get_json("/v1/config")
+        _, stats = await runner.get_json("/v1/stats")
+    assert code == 200
+    shown = body["shown"]
+    assert set(shown) == set(body["config"])  # one text per setting
+    assert shown["max_write_buffer"] == "1 MiB"
+    assert shown["max_pending_per_connection"] == "100000"
+    assert shown["request_timeout"] == "5 s"
+    assert shown["read_timeout"] == "off"
+    assert shown["max_in_flight_per_connection"] == "auto"
+    assert shown["backoff"] == "constant:0.5"
+    assert shown["codec"] == "fc1"
+    assert shown["hedge_after"] == "p95"
+    assert shown["tracing"].startswith("on" if stats["tracing"] else "off")
+    # The raw values stay as they were.
+    assert body["config"]["max_write_buffer"] == 1048576
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_status_page_carries_a_first_snapshot_safe_inside_its_script():
+    async with running() as runner:
+        code, _, html = await runner.get("/")
+    assert code == 200
+    start = html.index(b'<script type="application/json" id="initial">')
+    end = html.index(b"</script>", start)
+    data = html[start:end].split(b">", 1)[1]
+    snapshot = json.loads(data)
+    assert snapshot["config"]["version"] == __version__
+    assert snapshot["stats"]["ready"] == 4
+    assert len(snapshot["state"]["upstreams"]) == 4
+    assert b"<!--initial-->" not in html

@@ -247,6 +247,7 @@ class RunnerService(MultiService):
 
         describe = {
             "codec": options["codec-spec"],
+            "backoff": options.get("backoff-spec") or "grpc",
             "pool_size": self.config.pool_size,
             "worker_count": 1 if worker is None else options["workers"],
         }

@@ -105,6 +105,7 @@ from framedclient.runner.cluster import (
 from framedclient.runner.codecspec import codec_overhead
 from framedclient.runner.listening import ListeningService
 from framedclient.runner.replies import ReplyBudget, ReplyWriter
+from framedclient.runner.settingtext import setting_texts
 
 __all__ = [
     "ERROR_STATUSES",
@@ -728,7 +729,7 @@ class Gateway:
         The resource tree rooted at ``/``.
         """
         root = _Root()
-        root.putChild(b"", StatusPage())
+        root.putChild(b"", StatusPage(self))
         v1 = _Root()
         v1.putChild(b"request", RequestResource(self))
         v1.putChild(b"stats", StatsResource(self))
@@ -1209,23 +1210,35 @@ class ConfigResource(_JSONResource):
     """
     ``GET /v1/config``: the running version and the client's effective
     settings (every :class:`~framedclient.config.ClientConfig` field;
-    objects such as the codec and backoff policy as their ``repr``).
+    objects such as the codec and backoff policy as their ``repr``), and
+    under ``"shown"`` each as the status page shows it (units, specs, the
+    tracing actually done; :mod:`framedclient.runner.settingtext`).
     """
 
     def path(self) -> str:
         return "/v1/config"
 
     def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
-        config = client.config
-        settings = {
-            field.name: _json_safe(getattr(config, field.name))
-            for field in attrs.fields(type(config))
-        }
-        return _json_body(
-            request,
-            200,
-            {"version": __version__, **self.gateway.describe, "config": settings},
-        )
+        return _json_body(request, 200, config_payload(self.gateway, client))
+
+
+def config_payload(gateway: Gateway, client: FramedClient) -> dict[str, Any]:
+    """
+    The body of ``GET /v1/config`` (also embedded in the status page).
+    """
+    config = client.config
+    settings = {
+        field.name: _json_safe(getattr(config, field.name))
+        for field in attrs.fields(type(config))
+    }
+    describe = gateway.describe
+    shown = setting_texts(
+        config,
+        codec=str(describe.get("codec", type(config.codec).__name__)),
+        backoff=describe.get("backoff"),
+        tracing_active=bool(client.stats().get("tracing")),
+    )
+    return {"version": __version__, **describe, "config": settings, "shown": shown}
 
 
 class StatusPage(Resource):
@@ -1239,8 +1252,29 @@ class StatusPage(Resource):
     isLeaf = True
     _html: bytes | None = None
 
-    def __init__(self) -> None:
+    #: Where :meth:`render` puts the first snapshot, in ``status.html``.
+    MARKER = b"<!--initial-->"
+
+    def __init__(self, gateway: Gateway | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
+
+    def initial(self) -> dict[str, Any]:
+        """
+        What the page shows before its first poll returns (a slow link, a
+        screenshot): the settings, and in a single process the figures
+        too.  With ``--workers N`` the figures are every worker's sum,
+        which takes a round trip to the supervisor: the page polls them.
+        """
+        gateway = self.gateway
+        client = gateway.get_client() if gateway is not None else None
+        if gateway is None or client is None:
+            return {}
+        snapshot: dict[str, Any] = {"config": config_payload(gateway, client)}
+        if gateway.cluster is None:
+            snapshot["stats"] = gateway.stats(client)
+            snapshot["state"] = client.debug_state()
+        return snapshot
 
     @classmethod
     def html(cls) -> bytes:
@@ -1257,6 +1291,18 @@ class StatusPage(Resource):
         if refused is not None:
             return refused
         body = self.html()
+        snapshot = self.initial()
+        if snapshot:
+            data = json.dumps(_finite(snapshot), separators=(",", ":"), default=repr)
+            # Inside <script>, "</" could end the element early.
+            data = data.replace("</", "<\\/")
+            body = body.replace(
+                self.MARKER,
+                b'<script type="application/json" id="initial">'
+                + data.encode("utf-8")
+                + b"</script>",
+                1,
+            )
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(

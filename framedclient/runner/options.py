@@ -630,6 +630,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self["codec-spec"] = self["codec"]
+        self["backoff-spec"] = self["backoff"]
         values: dict[str, object] = {}
         raws: dict[str, str] = {}
         for o in _CONFIG_OPTIONS:

@@ -419,11 +419,6 @@ class RunnerService(MultiService):
             self.proxy_address = address_of(ports[1], self.proxy.description)
         config = self.config
         upstreams = ",".join(self.upstreams_description())
-        if self.link is not None:
-            # The supervisor logs the startup line once every worker serves.
-            self.link.ready(upstreams=self.upstreams_description())
-            self.ready.callback(self.http_url)
-            return
         self._startup = {
             "http_url": self.http_url,
             "proxy": self.proxy_address or "off",
@@ -467,6 +462,19 @@ class RunnerService(MultiService):
             "pool_size={pool_size} max_in_flight={max_in_flight} "
             "max_pending={max_pending} request_timeout={request_timeout}"
         )
+        if self.link is not None:
+            # The supervisor logs the startup line once every worker has
+            # said whether its upstream is reachable.
+            if self._announced is None:
+                self.link.ready(
+                    upstreams=self.upstreams_description(),
+                    upstream_ready=not_reachable is None,
+                    upstream_error=not_reachable,
+                )
+            else:
+                self.link.upstream_ready()
+            self._announced = "ready" if not_reachable is None else "listening"
+            return
         if not_reachable is None:
             self._announced = "ready"
             _log.info("framedclient ready: " + settings, **self._startup)

@@ -22,14 +22,16 @@ from framedclient.runner.codecspec import parse_codec
 from framedclient.runner.gateway import Gateway, GatewayService, HTTPLimits
 
 GIB = 1 << 30
-#: fc1's default max frame, less its 13-byte header.
-LIMIT = parse_codec("fc1").max_frame - 13
+#: A small fc1 frame keeps the bodies sent here small; less its 13-byte
+#: header.
+CODEC = "fc1:max-frame=65536"
+LIMIT = parse_codec(CODEC).max_frame - 13
 
 
 @asynccontextmanager
 async def gateway_port() -> AsyncIterator[tuple[Gateway, int]]:
     # Default limits: a 60 s body deadline, which the answers must not wait for.
-    gateway = Gateway(lambda: None, reactor, parse_codec("fc1"))
+    gateway = Gateway(lambda: None, reactor, parse_codec(CODEC))
     service = GatewayService(
         reactor, "tcp:0:interface=127.0.0.1", gateway, HTTPLimits()
     )
@@ -148,3 +150,21 @@ async def test_an_obs_folded_transfer_encoding_is_refused_with_400():
     assert took < 5
     assert also_tab.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert gateway.responses == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_chunked_body_past_the_limit_is_413_at_once_not_read_to_its_end():
+    head = (
+        b"POST /v1/request HTTP/1.1\r\nHost: gateway\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    # One chunk announced far larger than the limit, sent in part: the rest
+    # never comes, so only an answer at the crossing ends this before the
+    # 60 s body deadline.
+    chunk = b"%x\r\n" % (4 * LIMIT) + b"z" * (LIMIT + 4096)
+    async with gateway_port() as (gateway, port):
+        answer, took = await deferToThread(exchange, port, head, chunk)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:80]
+    assert body_of(answer)["error"] == "too_large"
+    assert took < 5
+    assert gateway.responses == {413: 1}

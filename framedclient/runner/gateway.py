@@ -486,12 +486,19 @@ class GatewayChannel(HTTPChannel):
         if self.phase == "headers":
             self._arm("body", self.limits.body_timeout)
 
-    def _refuse_body(self, length: int, limit: int) -> None:
+    def refuse_chunked_body(self, limit: int) -> None:
+        """
+        Answer 413 for a chunked body that grew past ``limit``, at once.
+        """
+        self._refuse_body(None, limit)
+
+    def _refuse_body(self, length: int | None, limit: int) -> None:
+        size = "request body" if length is None else f"request body of {length} bytes"
         payload = {
             "error": "too_large",
             "message": (
-                f"request body of {length} bytes exceeds {limit} bytes, the "
-                f"most the codec can carry in one frame; nothing was sent"
+                f"{size} exceeds {limit} bytes, the most the codec can carry "
+                f"in one frame; nothing was sent"
             ),
         }
         count = getattr(getattr(self, "site", None), "count", None)
@@ -611,10 +618,9 @@ class GatewayRequest(Request):
     """
     A request whose body is stored only up to the site's ``max_body``.
 
-    A chunked body that grows beyond it is read and dropped, and
-    :attr:`body_too_large` is set, so the resource can answer 413 while the
-    connection stays in sync (a ``Content-Length`` above it never gets
-    here: the channel answers 413 before reading the body).
+    A chunked body that grows beyond it is answered 413 by the channel at
+    once, and the connection closes (a ``Content-Length`` above it never
+    gets here: the channel answers 413 before reading the body).
     """
 
     body_too_large = False
@@ -636,10 +642,14 @@ class GatewayRequest(Request):
             return
         assert self.content is not None
         if self.content.tell() + len(data) > self._max_body():
-            # Chunked body that grew too large: drop what we kept too.
+            # Chunked body that grew too large: drop what we kept too, and
+            # answer 413 now rather than read the rest (it may never end).
             self.body_too_large = True
             self.content.close()
             self.content = io.BytesIO()
+            refuse = getattr(self.channel, "refuse_chunked_body", None)
+            if refuse is not None:
+                refuse(self._max_body())
             return
         super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 

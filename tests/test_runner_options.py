@@ -285,6 +285,17 @@ def test_a_mistyped_option_gets_a_did_you_mean(capsys, typo, meant):
     assert len(error.splitlines()) == 1
 
 
+def test_twist_framedserver_suggests_too(capsys):
+    from framedclient.runner.framedserver import Options as ServerOptions
+
+    with pytest.raises(SystemExit) as exit:
+        ServerOptions().parseOptions(["--prot", "9000"])
+    assert exit.value.code == 2
+    assert (
+        "option --prot not recognized; did you mean --port?" in capsys.readouterr().err
+    )
+
+
 def test_an_option_like_nothing_gets_no_suggestion(capsys):
     with pytest.raises(SystemExit):
         parse("--zzzzzz")

@@ -52,6 +52,7 @@ __all__ = [
     "options_table",
     "usage_exit",
     "version_exit",
+    "with_suggestion",
 ]
 
 DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
@@ -193,6 +194,19 @@ def usage_exit(command: str, error: usage.UsageError) -> NoReturn:
     )
     sys.stderr.flush()
     raise UsageExit(2)
+
+
+def with_suggestion(error: usage.UsageError, names: Sequence[str]) -> usage.UsageError:
+    """
+    ``error`` with the closest of ``names`` (options, without ``--``) named
+    when it is getopt's "option --uptream not recognized": the operator sees
+    the fix, not only the typo.
+    """
+    match = re.fullmatch(r"option --(\S+) not recognized", str(error))
+    if match is None:
+        return error
+    hint = did_you_mean(match.group(1), names, quote="--{}")
+    return usage.UsageError(f"{error}{hint}")
 
 
 def version_exit() -> NoReturn:
@@ -509,19 +523,7 @@ class Options(usage.Options):
         try:
             super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as error:
-            usage_exit("framedclient", self._suggest(error))
-
-    def _suggest(self, error: usage.UsageError) -> usage.UsageError:
-        """
-        ``error`` with the closest option named when it is getopt's
-        "option --uptream not recognized": the operator sees the fix, not
-        only the typo.
-        """
-        match = re.fullmatch(r"option --(\S+) not recognized", str(error))
-        if match is None:
-            return error
-        hint = did_you_mean(match.group(1), self._names(), quote="--{}")
-        return usage.UsageError(f"{error}{hint}")
+            usage_exit("framedclient", with_suggestion(error, self._names()))
 
     def opt_version(self) -> NoReturn:
         """

@@ -584,13 +584,18 @@ async def test_status_page_shows_the_workers_and_their_sums_and_fits_400_px():
 #: connections table needs its own scrollbar.
 _WRAPPED = """
 const wrapped = [];
-for (const dd of document.querySelectorAll('#config dd')) {
-  for (const node of dd.childNodes) {
-    if (node.nodeType !== Node.TEXT_NODE || !node.textContent.trim()) continue;
-    const range = document.createRange();
-    range.selectNodeContents(node);
-    const lines = new Set(Array.from(range.getClientRects()).map((r) => Math.round(r.top)));
-    if (lines.size > 1) wrapped.push(dd.parentNode.dataset.setting + ': ' + node.textContent);
+// Every word (or value segment between <wbr>s) must sit on one line.
+for (const el of document.querySelectorAll('#config dt, #config dd')) {
+  for (const node of el.childNodes) {
+    if (node.nodeType !== Node.TEXT_NODE) continue;
+    const text = node.textContent;
+    for (const match of text.matchAll(/\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const lines = new Set(Array.from(range.getClientRects()).map((r) => Math.round(r.top)));
+      if (lines.size > 1) wrapped.push(el.parentNode.dataset.setting + ': ' + match[0]);
+    }
   }
 }
 const box = document.querySelector('#connections').closest('.scroll');

@@ -582,7 +582,7 @@ async def test_status_page_shows_the_workers_and_their_sums_and_fits_400_px():
 #: Every text segment of the configuration panel's values that spans more
 #: than one line (a number or word broken in two), and whether the
 #: connections table needs its own scrollbar.
-_WRAPPED = """
+_WRAPPED = r"""
 const wrapped = [];
 // Every word (or value segment between <wbr>s) must sit on one line.
 for (const el of document.querySelectorAll('#config dt, #config dd')) {

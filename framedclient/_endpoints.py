@@ -24,15 +24,28 @@ Twisted's endpoint objects have no readable ``str()``: their ``repr()``
 connection's name in metrics labels, ``debug_state()`` and the status page it
 would split one upstream into many series and tell the reader nothing.
 :func:`endpoint_name` names them in endpoint-string form instead.
+
+:func:`describe_listen_failure` says in one line why listening failed; it
+is here, below everything, because the reference server
+(``python -m framedclient.server``) and the runner both report it.
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.python.failure import Failure
 
-__all__ = ["TLS_EXTRA", "check_endpoint_string", "client_from_string", "endpoint_name"]
+__all__ = [
+    "TLS_EXTRA",
+    "check_endpoint_string",
+    "client_from_string",
+    "describe_listen_failure",
+    "endpoint_name",
+]
 
 #: What to run to get TLS endpoints.
 TLS_EXTRA = "pip install 'framedclient[tls]'"
@@ -186,3 +199,27 @@ def endpoint_name(endpoint: object) -> str:
         scheme = "ssl" if name.startswith("SSL") else "tcp"
         return f"{scheme}:{_host_port(host, port)}"
     return name
+
+
+def describe_listen_failure(failure: Failure) -> str:
+    """
+    Why listening failed, in one line that says what to do when the port is
+    taken (the common case: another instance is still running).
+
+    Unwraps the ``FirstError`` of a ``gatherResults`` over several
+    listeners.
+    """
+    error = failure.value
+    sub = getattr(error, "subFailure", None)
+    if sub is not None:
+        error = sub.value
+    if isinstance(error, CannotListenError):
+        where = f"{error.interface or '*'}:{error.port}"
+        if getattr(error.socketError, "errno", None) == errno.EADDRINUSE:
+            return (
+                f"port {error.port} is already in use ({where}): stop the "
+                f"process listening there or choose another port"
+            )
+        reason = getattr(error.socketError, "strerror", None) or error.socketError
+        return f"cannot listen on {where}: {reason}"
+    return " ".join(str(error).split()) or type(error).__name__

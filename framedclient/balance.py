@@ -10,9 +10,12 @@ Built in, by the names ``FramedClient(balancer=...)``, ``ClientConfig`` and
 ``--balancer`` accept:
 
 - ``"p2c"`` (the default), :class:`PowerOfTwoChoices`: two connections at
-  random, the less loaded wins (Finagle's and tower's default).  Cheap and
-  close to least-loaded, without every client herding onto the one
-  connection that looks emptiest;
+  random, the one whose host's peak-EWMA latency x (in flight + 1) is lower
+  wins (Finagle's and Linkerd's default).  Cheap, sees a slow host as well
+  as a busy one, without every client herding onto the one connection that
+  looks best;
+  ``PowerOfTwoChoices(latency=False)`` compares in-flight counts only (the
+  default before latency was weighed);
 - ``"least_loaded"``, :class:`LeastLoaded`: a scan for the emptiest
   connection, ties rotating;
 - ``"round_robin"``, :class:`RoundRobin`: each ready connection in turn;
@@ -38,13 +41,16 @@ ignored by a :class:`Balancer`.
 
 from __future__ import annotations
 
+import math
 import random as _random
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from framedclient.health import COLD
 from framedclient.ketama import KetamaRing
 
 if TYPE_CHECKING:
+    from framedclient.health import HostHealth
     from framedclient.protocol import FramedProtocol
 
 __all__ = [
@@ -188,13 +194,57 @@ class LeastLoaded:
         return best
 
 
+#: The score of a cold host (no latency sample yet) with requests out: it
+#: loses to every host with a sample, so a new host gets one request per
+#: connection at a time until its first reply (Finagle's penalty).
+_PENALTY = 1e300
+
+
+def _score(proto: FramedProtocol, host: HostHealth, rank: float) -> float:
+    # ln(latency x (in flight + 1)), up to a common additive term.
+    load = proto.table_size
+    if not load:
+        return rank
+    if rank == COLD:
+        return _PENALTY + load
+    # Requests out and nothing read for a while: they have waited at least
+    # that long, whatever the decayed estimate says.
+    return max(rank, host.waiting_rank(proto.last_read)) + math.log1p(load)
+
+
+def _cheaper(a: FramedProtocol, b: FramedProtocol) -> bool:
+    """
+    Whether ``a`` costs less than ``b``: peak-EWMA latency x (in flight +
+    1), compared in log space (see :mod:`framedclient.health`).  Without
+    hosts (connections made outside a client), the one with fewer requests.
+    """
+    ha = a.health
+    hb = b.health
+    if ha is None or hb is None:
+        return a.table_size < b.table_size
+    ra = ha.rank
+    rb = hb.rank
+    if ha is hb or ra == rb:
+        # One host (or two alike): its connections differ by load only.
+        return a.table_size < b.table_size
+    return _score(a, ha, ra) < _score(b, hb, rb)
+
+
 class PowerOfTwoChoices:
     """
-    Two candidate connections; the one with fewer requests in its table
-    wins (the random one on a tie).  By default one candidate is drawn at
-    random and the other is the last winner ("load balancing with
-    memory": Shah and Prabhakar; Mitzenmacher, Prabhakar and Shah); with
-    ``memory=False`` both are drawn at random (Finagle's and tower's p2c).
+    Two candidate connections; the cheaper one wins (the random one on a
+    tie).  The cost of a connection is its host's peak-EWMA latency
+    multiplied by the requests it has in flight plus one (Finagle's and
+    Linkerd's ``PeakEwma``; see :mod:`framedclient.health` and
+    ``docs/scaling.md``), so a slow host loses nearly every comparison
+    until its estimate has decayed, then gets one trial; a host with no
+    sample yet wins while it has nothing in flight.  With
+    ``latency=False``, the one with fewer requests in its table wins.
+
+    By default one candidate is drawn at random and the other is the last
+    winner ("load balancing with memory": Shah and Prabhakar; Mitzenmacher,
+    Prabhakar and Shah); with ``memory=False`` both are drawn at random
+    (Finagle's and tower's p2c).
 
     Why not always the least loaded: many clients (or one client's bursts
     between two reactor turns) that all pick "the emptiest" pile onto the
@@ -214,15 +264,21 @@ class PowerOfTwoChoices:
     :param random: a ``random()`` function; pass a seeded
         ``random.Random(seed).random`` for reproducible picks.
     :param memory: keep the last winner as one of the two candidates.
+    :param latency: compare peak-EWMA latency x (in flight + 1) rather
+        than in-flight counts alone.
     """
 
-    __slots__ = ("_last", "_random", "memory")
+    __slots__ = ("_last", "_random", "latency", "memory")
 
     def __init__(
-        self, random: Callable[[], float] | None = None, memory: bool = True
+        self,
+        random: Callable[[], float] | None = None,
+        memory: bool = True,
+        latency: bool = True,
     ) -> None:
         self._random = random if random is not None else _random.random
         self.memory = memory
+        self.latency = latency
         # The last winner's index in ``ready`` (-1: none), not the
         # connection itself, so a closed connection is never kept alive
         # here; after the pool changes it may name another connection,
@@ -230,7 +286,7 @@ class PowerOfTwoChoices:
         self._last = -1
 
     def __repr__(self) -> str:
-        return f"PowerOfTwoChoices(memory={self.memory})"
+        return f"PowerOfTwoChoices(memory={self.memory}, latency={self.latency})"
 
     def pick(
         self, ready: Sequence[FramedProtocol], leased: Container[FramedProtocol]
@@ -256,7 +312,12 @@ class PowerOfTwoChoices:
         # On a tie the random one wins, so an idle pool (sequential callers,
         # a quiet client over several hosts) uses every connection.
         if b.accepting and b not in leased and not (
-            a_ok and a.table_size < b.table_size
+            a_ok
+            and (
+                _cheaper(a, b)
+                if self.latency
+                else a.table_size < b.table_size
+            )
         ):
             winner, index = b, i
         elif a_ok:

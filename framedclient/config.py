@@ -43,7 +43,7 @@ import inspect
 import math
 import textwrap
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypedDict, TypeVar
 
 import attrs
@@ -77,6 +77,7 @@ __all__ = [
     "SettingKind",
     "Share",
     "Switch",
+    "did_you_mean",
     "documents_settings",
     "resolve_client_config",
     "setting_of",
@@ -256,7 +257,10 @@ class Setting:
             return self.cli_help
         if self.off is None:
             return self.help
-        return f"{self.help} 'off': {self.off}."
+        # The word that stands for None: 'off', or 'auto' where None means
+        # "derived from other settings".
+        word = getattr(self.kind, "word", "off")
+        return f"{self.help} {word!r}: {self.off}."
 
 
 def setting_of(field: attrs.Attribute[Any]) -> Setting:
@@ -821,6 +825,17 @@ class ClientSettings(TypedDict, total=False):
     dns_refresh_max: float
 
 
+def did_you_mean(word: str, names: Iterable[str], quote: str = "{!r}") -> str:
+    """
+    ``"; did you mean 'pool_size'?"`` for the name closest to a mistyped
+    ``word``, or ``""``: a typo's message then says what was meant.
+
+    :param quote: how the suggestion is written (``"--{}"`` for options).
+    """
+    close = difflib.get_close_matches(word, list(names), n=1)
+    return f"; did you mean {quote.format(close[0])}?" if close else ""
+
+
 def resolve_client_config(
     config: ClientConfig | None, settings: Mapping[str, object]
 ) -> ClientConfig:
@@ -835,8 +850,7 @@ def resolve_client_config(
     names = attrs.fields_dict(ClientConfig)
     for key in settings:
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(key, names)
             raise TypeError(
                 f"FramedClient got an unexpected keyword argument {key!r}{hint} "
                 f"(settings are the fields of ClientConfig)"

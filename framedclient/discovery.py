@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import re
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -65,9 +66,11 @@ __all__ = [
     "ServiceHosts",
     "ServiceQuery",
     "StaticHosts",
+    "TLSEndpoints",
     "hosts_from_addresses",
     "hosts_from_srv",
     "parse_discovery",
+    "split_weight",
 ]
 
 _log = Logger()
@@ -178,32 +181,76 @@ class StaticHosts:
 @attrs.frozen
 class ServiceQuery:
     """
-    ``srv:_SERVICE._PROTO.NAME[@SERVER[:PORT],...]``.
+    ``srv:_SERVICE._PROTO.NAME[@SERVER[:PORT],...]``, or ``srv+tls:`` for
+    TLS connections (``srv+tls:NAME[:trustRoots=DIR][@SERVER...]``).
 
     :ivar name: the SRV name asked (``_fc._tcp.example.com``).
     :ivar servers: the name servers to ask, ``()`` for the system's.
+    :ivar tls: connect with TLS, verifying each server's certificate
+        against its SRV target's name.
+    :ivar trust_roots: a directory of PEM CA certificates to trust instead
+        of the platform's (``None``: the platform's).
     """
 
     name: str
     servers: tuple[tuple[str, int], ...] = ()
+    tls: bool = False
+    trust_roots: str | None = None
 
     def __str__(self) -> str:
-        return "srv:" + self.name + _servers_text(self.servers)
+        return (
+            ("srv+tls:" if self.tls else "srv:")
+            + self.name
+            + _tls_text(self.trust_roots)
+            + _servers_text(self.servers)
+        )
 
 
 @attrs.frozen
 class AddressQuery:
     """
     ``dns:NAME:PORT[@SERVER[:PORT],...]``: every A/AAAA address of ``NAME``
-    is a host, at ``port``.
+    is a host, at ``port``; ``dns+tls:`` connects with TLS, verifying the
+    certificates against ``NAME``.
     """
 
     name: str
     port: int
     servers: tuple[tuple[str, int], ...] = ()
+    tls: bool = False
+    trust_roots: str | None = None
 
     def __str__(self) -> str:
-        return f"dns:{self.name}:{self.port}" + _servers_text(self.servers)
+        return (
+            ("dns+tls:" if self.tls else "dns:")
+            + f"{self.name}:{self.port}"
+            + _tls_text(self.trust_roots)
+            + _servers_text(self.servers)
+        )
+
+
+def _tls_text(trust_roots: str | None) -> str:
+    return "" if trust_roots is None else f":trustRoots={trust_roots}"
+
+
+def _tls_options(
+    parts: list[str], tls: bool, description: str
+) -> tuple[list[str], str | None]:
+    """
+    ``parts`` less the trailing ``KEY=VALUE`` options, and the trust roots
+    they name.
+    """
+    trust_roots = None
+    while parts and "=" in parts[-1]:
+        key, _, value = parts.pop().partition("=")
+        if not tls or key != "trustRoots" or not value:
+            raise ValueError(
+                f"{description!r}: unknown option {key + '=' + value!r}; "
+                f"srv+tls: and dns+tls: take trustRoots=DIRECTORY, the others "
+                f"none"
+            )
+        trust_roots = value
+    return parts, trust_roots
 
 
 def _servers_text(servers: tuple[tuple[str, int], ...]) -> str:
@@ -271,11 +318,14 @@ def parse_discovery(description: str) -> ServiceQuery | AddressQuery | None:
     """
     scheme, colon, rest = description.partition(":")
     scheme = scheme.strip().lower()
-    if not colon or scheme not in ("srv", "dns"):
+    if not colon or scheme not in ("srv", "dns", "srv+tls", "dns+tls"):
         return None
+    tls = scheme.endswith("+tls")
     rest, at, servers_text = rest.partition("@")
     servers = _parse_servers(servers_text, description) if at else ()
-    if scheme == "srv":
+    parts, trust_roots = _tls_options(rest.strip().split(":"), tls, description)
+    rest = ":".join(parts)
+    if scheme.startswith("srv"):
         name = _check_name(rest.strip(), description)
         first = name.split(".")
         if (
@@ -287,7 +337,7 @@ def parse_discovery(description: str) -> ServiceQuery | AddressQuery | None:
                 f"{description!r}: expected srv:_SERVICE._PROTO.NAME (e.g. "
                 f"srv:_fc._tcp.example.com), optionally @NAMESERVER[:PORT]"
             )
-        return ServiceQuery(name, servers)
+        return ServiceQuery(name, servers, tls, trust_roots)
     name, colon, port_text = rest.strip().rpartition(":")
     if not colon:
         raise ValueError(
@@ -298,6 +348,8 @@ def parse_discovery(description: str) -> ServiceQuery | AddressQuery | None:
         _check_name(name, description),
         _port(port_text, "the port", description),
         servers,
+        tls,
+        trust_roots,
     )
 
 
@@ -345,6 +397,7 @@ def hosts_from_addresses(
     hosts = []
     ttls: list[int] = []
     seen: set[str] = set()
+    make_endpoint = _for_name(make_endpoint, name)
     for address, ttl in addresses:
         ttls.append(ttl)
         if address in seen:
@@ -384,10 +437,14 @@ def hosts_from_srv(
     make_endpoint: MakeEndpoint,
 ) -> tuple[list[Host], float | None, list[str]]:
     """
-    One host per SRV record whose target has an address (its first, IPv4
-    preferred), with the record's priority and weight; the smallest TTL of
-    the records and addresses used; and the targets left out for want of an
-    address.
+    One host per address of each SRV record's target (IPv4 first), each
+    with the record's priority and weight; the smallest TTL of the records
+    and addresses used; and the targets left out for want of an address.
+
+    Why every address, each with the record's weight (as Envoy's DNS
+    clusters do): a target name with several addresses is several servers
+    (a load balancer's pool, a Kubernetes service name), and connecting to
+    the first alone would leave the others idle.
     """
     hosts = []
     ttls: list[int] = []
@@ -397,17 +454,23 @@ def hosts_from_srv(
         if not known:
             missing.append(target)
             continue
-        address, address_ttl = known[0]
-        ttls += [ttl, address_ttl]
-        hosts.append(
-            Host(
-                f"{target}:{port}",
-                _host_port(address, port),
-                make_endpoint(address, port),
-                weight=weight,
-                priority=priority,
+        ttls.append(ttl)
+        seen: set[str] = set()
+        make = _for_name(make_endpoint, target)
+        for address, address_ttl in known:
+            ttls.append(address_ttl)
+            if address in seen:
+                continue
+            seen.add(address)
+            hosts.append(
+                Host(
+                    f"{target}:{port}",
+                    _host_port(address, port),
+                    make(address, port),
+                    weight=weight,
+                    priority=priority,
+                )
             )
-        )
     return hosts, (min(ttls) if ttls else None), missing
 
 
@@ -510,6 +573,72 @@ def tcp_endpoint_maker(reactor: Any) -> MakeEndpoint:
         return TCP4ClientEndpoint(reactor, address, port)  # type: ignore[no-untyped-call]
 
     return make
+
+
+def _for_name(make_endpoint: MakeEndpoint, name: str) -> MakeEndpoint:
+    for_name = getattr(make_endpoint, "for_name", None)
+    return make_endpoint if for_name is None else for_name(name)  # type: ignore[no-any-return]
+
+
+class TLSEndpoints:
+    """
+    TLS endpoints to an IP address that verify the server's certificate
+    against a DNS name (``srv+tls:``, ``dns+tls:``): the connection goes to
+    the address DNS gave, and the certificate must be valid for the name
+    the host was found under (the SRV target, the ``dns+tls:`` name), as
+    with a ``tls:HOST:PORT`` endpoint.
+
+    :param tcp: makes the TCP endpoint under the TLS.
+    :param trust_roots: a directory of PEM CA certificates to trust, or
+        ``None`` for the platform's.
+    :raises ImportError: the TLS extra is not installed (the message says
+        how to install it).
+    """
+
+    def __init__(self, tcp: MakeEndpoint, trust_roots: str | None = None) -> None:
+        try:
+            from twisted.internet import ssl
+
+            ssl.optionsForClientTLS  # noqa: B018 (missing without pyOpenSSL)
+        except (ImportError, AttributeError) as error:
+            from framedclient._endpoints import TLS_EXTRA
+
+            raise ImportError(
+                f"srv+tls: and dns+tls: need TLS, and the TLS extra (pyOpenSSL, "
+                f"service_identity) is not installed: {TLS_EXTRA}"
+            ) from error
+        self._tcp = tcp
+        self._trust: Any = None
+        if trust_roots is not None:
+            from twisted.python.filepath import FilePath
+
+            certificates = [
+                ssl.Certificate.loadPEM(child.getContent())
+                for child in FilePath(trust_roots).children()
+                if child.isfile()
+            ]
+            if not certificates:
+                raise ValueError(
+                    f"trustRoots={trust_roots!r} holds no PEM certificate"
+                )
+            self._trust = ssl.trustRootFromCertificates(certificates)  # type: ignore[no-untyped-call]
+
+    def for_name(self, name: str) -> MakeEndpoint:
+        """
+        Endpoints whose certificate must be valid for ``name``.
+        """
+        from twisted.internet.endpoints import wrapClientTLS
+        from twisted.internet.ssl import optionsForClientTLS
+
+        options = optionsForClientTLS(name, trustRoot=self._trust)
+
+        def make(address: str, port: int) -> IStreamClientEndpoint:
+            return wrapClientTLS(options, self._tcp(address, port))  # type: ignore[no-any-return]
+
+        return make
+
+    def __call__(self, address: str, port: int) -> IStreamClientEndpoint:
+        return self.for_name(address)(address, port)
 
 
 def _answers(result: tuple[list[Any], list[Any], list[Any]]) -> list[Any]:
@@ -781,6 +910,8 @@ def source_for(
     that is an IP address needs no DNS: a :class:`StaticHosts` of one.
     """
     make = make_endpoint if make_endpoint is not None else tcp_endpoint_maker(reactor)
+    if query.tls:
+        make = TLSEndpoints(make, query.trust_roots)
     if isinstance(query, AddressQuery):
         try:
             ipaddress.ip_address(query.name)
@@ -796,6 +927,31 @@ def source_for(
     if isinstance(query, ServiceQuery):
         return ServiceHosts(query, reactor, resolver, policy, make)
     return AddressHosts(query, reactor, resolver, policy, make)
+
+
+_WEIGHT = re.compile(r"(?<!\\):weight=([^:]*)")
+
+
+def split_weight(description: str) -> tuple[str, int | None]:
+    """
+    An endpoint string less its ``:weight=N`` option, and ``N`` (``None``
+    without one): ``tcp:10.0.0.1:9000:weight=3`` is a host with three
+    times the connections, hence the requests, of a host of weight 1 (as an
+    SRV record's weight does for ``srv:`` hosts), from the command line too
+    (``--upstream``).
+
+    :raises ValueError: a weight that is not a whole number >= 1, or two.
+    """
+    found = _WEIGHT.findall(description)
+    if not found:
+        return description, None
+    if len(found) > 1 or not found[0].isdigit() or int(found[0]) < 1:
+        raise ValueError(
+            f"{description!r}: weight= takes one whole number >= 1 (a host's "
+            f"share of the connections relative to weight 1), got "
+            f"{', '.join(repr(f) for f in found)}"
+        )
+    return _WEIGHT.sub("", description), int(found[0])
 
 
 def _is_source(thing: object) -> bool:
@@ -818,9 +974,14 @@ def sources_from(
     (``names``, else the strings) and the host sources (given, or made from
     ``srv:``/``dns:`` strings).
 
+    Endpoint strings may carry ``:weight=N`` (see :func:`split_weight`);
+    when one does, every fixed endpoint becomes a host of one
+    :class:`StaticHosts` source, with its weight (1 when not given), so that
+    weights share the connections among all of them.
+
     :raises ImportError: a ``tls:`` string without the TLS extra.
     :raises TypeError: something that is neither a string nor an endpoint.
-    :raises ValueError: a malformed ``srv:``/``dns:`` string.
+    :raises ValueError: a malformed ``srv:``/``dns:`` string or weight.
     """
     from framedclient._endpoints import client_from_string, endpoint_name
 
@@ -833,6 +994,8 @@ def sources_from(
         )
     resolved: list[IStreamClientEndpoint] = []
     described: list[str] = []
+    weights: list[int] = []
+    weighted = False
     sources: list[HostSource] = []
     for i, e in enumerate(endpoints):
         if isinstance(e, str):
@@ -840,9 +1003,13 @@ def sources_from(
             if query is not None:
                 sources.append(source_for(query, reactor, policy))
                 continue
+            e, weight = split_weight(e)
             # ImportError naming the extra, for tls: without pyOpenSSL.
             resolved.append(client_from_string(reactor, e))
             described.append(e if names is None else names[i])
+            weights.append(1 if weight is None else weight)
+            if weight is not None:
+                weighted = True
         elif isinstance(e, (bytes, bytearray)):
             raise TypeError(
                 f"an endpoint string must be str, got bytes {e!r}: decode it"
@@ -857,4 +1024,15 @@ def sources_from(
         else:
             resolved.append(e)
             described.append(endpoint_name(e) if names is None else names[i])
+            weights.append(1)
+    if weighted:
+        hosts = []
+        seen: dict[str, int] = {}
+        for endpoint, name, weight in zip(resolved, described, weights, strict=True):
+            # Named as the client names fixed endpoints (the same endpoint
+            # twice is two hosts).
+            seen[name] = n = seen.get(name, 0) + 1
+            address = name if n == 1 else f"{name}#{n}"
+            hosts.append(Host(name, address, endpoint, weight=weight))
+        return [], [], [StaticHosts(hosts, "weighted"), *sources]
     return resolved, described, sources

@@ -24,10 +24,35 @@ longest to fail: a client never ejects itself into refusing all work, and
 a fleet-wide fault (a bad deploy, a network partition) shows up as errors,
 not as an empty pool.
 
-Costs on the hot path: a connection tells its host about a success only
-while the host has failures on record (one integer test per reply), and the
-pool rebuilds its list of eligible connections only when a host changes
-state.
+Outlier detection by success rate (Envoy's ``success_rate`` rule): each
+host counts the outcomes of its written requests over a sliding window
+(``success_rate_window``, 10 s).  When a host reports a failure (a timeout,
+a lost request, or an error reply: the caller got no answer it could use),
+the success rates of the hosts with at least ``success_rate_min_volume``
+requests in the window are compared: if at least
+``success_rate_min_hosts`` hosts have that volume and the host's rate is
+below ``mean - success_rate_factor x stdev`` of them, it is ejected like a
+host with consecutive failures (same windows, probe, cap).  This finds a
+host that fails a share of its requests without ever failing
+``failure_accrual`` in a row.
+
+Latency (peak EWMA, for :class:`~framedclient.balance.PowerOfTwoChoices`):
+each host keeps Finagle's and Linkerd's *peak EWMA* of its requests'
+latencies.  A latency above the current estimate replaces it at once (the
+peak: a host that turns slow is seen as slow on its first slow reply); a
+lower one pulls it down as an exponentially weighted moving average whose
+weight depends on the time since the last sample; and between samples the
+estimate decays towards zero with time constant ``decay_time`` (2.5 s), so a
+host that was slow is forgotten within seconds and gets a new trial.  The
+estimate is kept as a *rank*, ``ln(cost) + t / decay_time`` (``t``: when it
+was last updated): two hosts' estimates decayed to any common instant
+compare as their ranks do, so a pick compares two numbers and needs neither
+the clock nor ``exp``.
+
+Costs on the hot path: each settled request updates its host's estimate
+and counts (an ``exp`` and a few additions); the success rates are compared
+only when a host reports a failure; the pool rebuilds its list of eligible
+connections only when a host changes state.
 """
 
 from __future__ import annotations
@@ -43,6 +68,8 @@ from twisted.logger import Logger
 from framedclient.backoff import ExponentialBackoff
 
 __all__ = [
+    "COLD",
+    "DECAY_TIME",
     "EJECTED",
     "LIVE",
     "PROBE_SENT",
@@ -66,9 +93,18 @@ PROBE_SENT = "probe_sent"
 #: Every state, in the order the status page and ``/metrics`` list them.
 STATES: tuple[str, ...] = (LIVE, EJECTED, PROBING, PROBE_SENT)
 
+#: The rank of a host with no latency estimate yet (a cold host): it wins
+#: every comparison while it has no request out, so each new host gets a
+#: fair trial at once.
+COLD = -math.inf
+
 #: The longest an ejection window grows to (unless ``ejection_time`` is
 #: longer): a host that stays broken is still probed every minute.
 MAX_EJECTION = 60.0
+
+#: How long a host's latency estimate takes to forget by a factor e, in
+#: seconds: a 200 ms spell falls to a 1 ms host's level in about 13 s.
+DECAY_TIME = 2.5
 
 HealthListener = Callable[["HostHealth"], object]
 
@@ -93,15 +129,27 @@ class HostHealth:
         host when its window ended, to learn whether it is back).
     :ivar ejected_until: when the current window ends (``-inf`` unless
         ejected).
+    :ivar cost: the peak-EWMA latency estimate in seconds as of
+        :attr:`stamp` (0: no sample yet); see :meth:`latency`.
+    :ivar rank: ``ln(cost) + stamp / decay_time`` (:data:`COLD` without a
+        sample): what a pick compares.
     """
 
     __slots__ = (
+        "_before",
         "_board",
+        "_bucket_end",
+        "_now",
+        "_revived_at",
+        "_streak",
         "_timer",
+        "cost",
         "ejected_until",
         "ejections",
         "failures",
         "name",
+        "rank",
+        "stamp",
         "state",
         "total_ejections",
         "total_probes",
@@ -117,6 +165,18 @@ class HostHealth:
         self.total_probes = 0
         self.ejected_until = -math.inf
         self._timer: IDelayedCall | None = None
+        self.cost = 0.0
+        self.stamp = 0.0
+        self.rank = COLD
+        # Outcomes [ok, failed] in the current half window and the one
+        # before it; the current one ends at _bucket_end.
+        self._now = [0, 0]
+        self._before = [0, 0]
+        self._bucket_end = -math.inf
+        # Ejections in a row before the last revival, and when it was: an
+        # ejection soon after a revival continues the streak (see _eject).
+        self._streak = 0
+        self._revived_at = -math.inf
 
     def __repr__(self) -> str:
         return f"<HostHealth {self.name} {self.state} failures={self.failures}>"
@@ -136,6 +196,123 @@ class HostHealth:
         """
         return self.state != LIVE
 
+    def latency(self, now: float) -> float:
+        """
+        The latency estimate decayed to ``now``, in seconds (0 before the
+        first sample).
+        """
+        return self.cost * math.exp(-(now - self.stamp) / self._board.decay_time)
+
+    def waiting_rank(self, since: float) -> float:
+        """
+        The rank of a latency of ``now - since`` measured now: what a
+        connection that has read nothing since ``since`` while requests are
+        out costs at least (so a host that stopped answering does not look
+        cheaper as its estimate decays).
+        """
+        now = self._board.clock.seconds()
+        waited = now - since
+        if waited <= 0.0:
+            return COLD
+        return math.log(waited) + now / self._board.decay_time
+
+    def waited(self, latency: float, now: float) -> None:
+        """
+        A written request to this host was given up after ``latency``
+        seconds without an answer (cancelled: a hedge won, the caller
+        stopped waiting): its latency is at least that, so it raises the
+        estimate when higher (the peak) and is no sample otherwise, nor an
+        outcome for the success rate.
+        """
+        tau = self._board.decay_time
+        if latency > self.cost * math.exp(-(now - self.stamp) / tau):
+            self.cost = latency
+            self.stamp = now
+            self.rank = math.log(latency) + now / tau
+
+    def settled(self, latency: float, ok: bool, now: float) -> None:
+        """
+        A written request to this host ended after ``latency`` seconds, at
+        ``now``: answered (``ok``), or failed (timed out, lost, or answered
+        with an error).  Feeds the latency estimate and the success rate,
+        and may eject the host by the success-rate rule.
+        """
+        board = self._board
+        tau = board.decay_time
+        td = now - self.stamp
+        w = math.exp(-td / tau) if td > 0.0 else 1.0
+        current = self.cost * w
+        if latency > current:
+            # The peak: a slow reply counts in full at once.
+            cost = latency
+        else:
+            cost = current * w + latency * (1.0 - w)
+        if cost > 0.0:
+            self.cost = cost
+            self.stamp = now
+            self.rank = math.log(cost) + now / tau
+        if now >= self._bucket_end:
+            self._rotate(now)
+        if ok:
+            counts = self._now
+            counts[0] += 1
+            if (
+                counts[1] + self._before[1]
+                and sum(counts) + sum(self._before) == board.success_rate_min_volume
+                and self.state == LIVE
+                and board.success_rate_factor is not None
+            ):
+                # Failures came before the volume did: judge now.
+                self._judge(now)
+        else:
+            self._now[1] += 1
+            if self.state == LIVE and board.success_rate_factor is not None:
+                self._judge(now)
+
+    def success_rate(self, now: float) -> tuple[float, int] | None:
+        """
+        The share of requests answered over the window, and their number
+        (``None`` when there were none).
+        """
+        if now >= self._bucket_end:
+            self._rotate(now)
+        ok = self._now[0] + self._before[0]
+        total = ok + self._now[1] + self._before[1]
+        return (ok / total, total) if total else None
+
+    def _rotate(self, now: float) -> None:
+        half = self._board.success_rate_window / 2
+        if now >= self._bucket_end + half:
+            self._before = [0, 0]
+        else:
+            self._before = self._now
+        self._now = [0, 0]
+        self._bucket_end = now + half
+
+    def _judge(self, now: float) -> None:
+        board = self._board
+        volume = board.success_rate_min_volume
+        rates: list[float] = []
+        mine: float | None = None
+        for h in board.hosts:
+            found = h.success_rate(now)
+            if found is not None and found[1] >= volume:
+                rates.append(found[0])
+                if h is self:
+                    mine = found[0]
+        if mine is None or len(rates) < board.success_rate_min_hosts:
+            return
+        mean = sum(rates) / len(rates)
+        stdev = math.sqrt(sum((r - mean) ** 2 for r in rates) / len(rates))
+        assert board.success_rate_factor is not None
+        threshold = mean - board.success_rate_factor * stdev
+        if mine < threshold and board.may_eject():
+            self._eject(
+                f"its success rate {mine:.1%} over the last "
+                f"{board.success_rate_window:g} s is below the threshold "
+                f"{threshold:.1%} (mean {mean:.1%} of {len(rates)} hosts)"
+            )
+
     def succeeded(self) -> None:
         """
         The server answered a request (a reply or an error reply: it is
@@ -148,6 +325,8 @@ class HostHealth:
             return
         self.failures = 0
         if state != LIVE:
+            self._streak = self.ejections
+            self._revived_at = self._board.clock.seconds()
             self.ejections = 0
             self._cancel_timer()
             self._set(LIVE)
@@ -166,13 +345,13 @@ class HostHealth:
         if state != LIVE:
             # The probe (or a request still out from before) failed: the
             # host was already counted as ejected.
-            self._eject()
+            self._eject(f"{self.failures} consecutive failures")
         elif (
             board.failure_accrual is not None
             and self.failures >= board.failure_accrual
             and board.may_eject()
         ):
-            self._eject()
+            self._eject(f"{self.failures} consecutive failures")
 
     def probe_sent(self) -> None:
         """
@@ -208,22 +387,29 @@ class HostHealth:
 
     # -- transitions ----------------------------------------------------------
 
-    def _eject(self) -> None:
+    def _eject(self, why: str) -> None:
         board = self._board
+        now = board.clock.seconds()
+        if self.state == LIVE and self._streak:
+            # Ejected again soon after a revival (a host that fails a share
+            # of its requests answers some probes): the streak goes on,
+            # less one for each ejection window it stayed in use, so such a
+            # host is out for longer each time, as Envoy does.
+            kept = self._streak - int((now - self._revived_at) / board.ejection_time)
+            self.ejections = max(0, kept)
+            self._streak = 0
         self.ejections += 1
         self.total_ejections += 1
         window = board.window(self.ejections)
-        now = board.clock.seconds()
         self.ejected_until = now + window
         self._cancel_timer()
         self._timer = board.clock.callLater(window, self._window_over)
         _log.warn(
-            "Host {name} ejected for {window:.1f} s after {failures} consecutive "
-            "failures (ejection {ejections} in a row); requests go to the other "
-            "hosts",
+            "Host {name} ejected for {window:.1f} s: {why} (ejection "
+            "{ejections} in a row); requests go to the other hosts",
             name=self.name,
             window=window,
-            failures=self.failures,
+            why=why,
             ejections=self.ejections,
         )
         self._set(EJECTED)
@@ -263,7 +449,8 @@ class HealthBoard:
 
     :param clock: time and timers.
     :param failure_accrual: consecutive failures that eject a host; ``None``
-        never ejects (hosts are still tracked, for the status page).
+        never ejects, by this rule or by success rate (hosts are still
+        tracked, for the status page and the pick's latency estimates).
     :param ejection_time: the first ejection window, in seconds; each
         ejection in a row lasts 1.6 times longer, up to
         :data:`MAX_EJECTION` (or ``ejection_time`` if longer), each
@@ -272,6 +459,17 @@ class HealthBoard:
         all hosts (rounded down); never all of them.
     :param random: ``[0, 1)`` floats for the jitter (inject a constant in
         tests).
+    :param decay_time: the time constant, in seconds, with which a host's
+        latency estimate forgets (see the module docstring).
+    :param success_rate_factor: a host whose success rate is below the
+        hosts' mean less this many standard deviations is ejected (Envoy's
+        ``success_rate_stdev_factor``, 1900, is 1.9 here); ``None``: no
+        ejection by success rate.
+    :param success_rate_window: seconds of outcomes a success rate covers.
+    :param success_rate_min_volume: requests a host needs in the window for
+        its success rate to count.
+    :param success_rate_min_hosts: hosts with that volume needed before any
+        is judged (fewer say nothing about what is normal).
     """
 
     def __init__(
@@ -282,7 +480,39 @@ class HealthBoard:
         ejection_time: float = 5.0,
         max_ejected_share: float = 0.5,
         random: Callable[[], float] = _random.random,
+        decay_time: float = DECAY_TIME,
+        success_rate_factor: float | None = 1.9,
+        success_rate_window: float = 10.0,
+        success_rate_min_volume: int = 5,
+        success_rate_min_hosts: int = 5,
     ) -> None:
+        for label, value in (
+            ("decay_time", decay_time),
+            ("success_rate_window", success_rate_window),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (value > 0 and math.isfinite(value))
+            ):
+                raise ValueError(
+                    f"{label} must be a finite number of seconds > 0, got {value!r}"
+                )
+        if success_rate_factor is not None and (
+            isinstance(success_rate_factor, bool)
+            or not isinstance(success_rate_factor, (int, float))
+            or not (success_rate_factor >= 0 and math.isfinite(success_rate_factor))
+        ):
+            raise ValueError(
+                f"success_rate_factor must be a finite number >= 0 or None, got "
+                f"{success_rate_factor!r}"
+            )
+        for label, count in (
+            ("success_rate_min_volume", success_rate_min_volume),
+            ("success_rate_min_hosts", success_rate_min_hosts),
+        ):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"{label} must be an integer >= 1, got {count!r}")
         if failure_accrual is not None and (
             isinstance(failure_accrual, bool)
             or not isinstance(failure_accrual, int)
@@ -301,6 +531,17 @@ class HealthBoard:
         self.failure_accrual = failure_accrual
         self.ejection_time = float(ejection_time)
         self.max_ejected_share = _check_share(max_ejected_share)
+        self.decay_time = float(decay_time)
+        # failure_accrual=None means "never eject" (the setting's promise):
+        # by this rule either.
+        self.success_rate_factor = (
+            None
+            if success_rate_factor is None or failure_accrual is None
+            else float(success_rate_factor)
+        )
+        self.success_rate_window = float(success_rate_window)
+        self.success_rate_min_volume = success_rate_min_volume
+        self.success_rate_min_hosts = success_rate_min_hosts
         self._windows = ExponentialBackoff(
             initial=self.ejection_time,
             multiplier=1.6,

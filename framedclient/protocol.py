@@ -307,6 +307,15 @@ class FramedProtocol(Protocol):
         return self._liveness.last_read <= when
 
     @property
+    def last_read(self) -> float:
+        """
+        When bytes were last read from the peer (or work started after an
+        idle spell): while requests are out, ``now - last_read`` is a floor
+        for their latency, which a latency-aware pick uses.
+        """
+        return self._liveness.last_read
+
+    @property
     def late_replies(self) -> int:
         """
         Replies that arrived after their request timed out or was cancelled
@@ -538,8 +547,12 @@ class FramedProtocol(Protocol):
         if ending == REPLIED:
             self.ok_count += 1
             health = self.health
-            if health is not None and health.failures:
-                health.succeeded()
+            if health is not None:
+                # The host's latency estimate and success rate (the pick
+                # and outlier detection feed on them).
+                health.settled(now - r.started, True, now)
+                if health.failures:
+                    health.succeeded()
             if owner is not None:
                 owner.request_settled()
             self.metrics.record_ok(now - r.started)
@@ -573,6 +586,14 @@ class FramedProtocol(Protocol):
             or (ending == LOST and value.written)
         )
         latency = now - r.started if written else None
+        if latency is not None and self.health is not None:
+            if ending == CANCELLED:
+                # Given up (a hedge won): a floor for the host's latency.
+                self.health.waited(latency, now)
+            else:
+                # A written request that failed: a failure for the host's
+                # success rate (error replies too), its time a sample.
+                self.health.settled(latency, False, now)
         if ending == CANCELLED:
             # Deferred.cancel() fails the Deferred with CancelledError.
             self.metrics.record_failure(OUTCOME_CANCELLED, latency)

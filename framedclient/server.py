@@ -314,7 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         address = port.getHost()
         host = getattr(address, "host", args.host)
         print(
-            f"framedserver listening on {host}:{getattr(address, 'port', '?')}",
+            # Named as started (python -m framedclient.server), not as the
+            # twist plugin: an operator greps for what they ran.
+            f"framedclient.server (fc1 reference server) listening on "
+            f"{host}:{getattr(address, 'port', '?')}",
             flush=True,
         )
 
@@ -322,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def failed(failure: Failure) -> None:
         # One line, no traceback: the usual cause is the port being taken.
-        from framedclient.runner.listening import describe_listen_failure
+        from framedclient._endpoints import describe_listen_failure
 
         print(
             f"framedserver: cannot start: {describe_listen_failure(failure)}",

@@ -6,6 +6,7 @@ weights and ketama spread load or route by key as documented.
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from twisted.internet.task import Clock
@@ -23,12 +24,16 @@ from framedclient.balance import (
 )
 from framedclient.client import FramedClient
 from framedclient.config import InvalidSetting
+from framedclient.health import HealthBoard
 from framedclient.ketama import KetamaRing
 
 from .fakes import ScriptedEndpoint, answer_all
 
 
 class FakeProto:
+    #: Connections made outside a client have no host: p2c compares loads.
+    health = None
+
     def __init__(self, name: str, load: int, accepting: bool = True) -> None:
         self.name = name
         self.table_size = load
@@ -520,3 +525,79 @@ def test_weighted_round_robin_cycles_in_nginxs_order_ties_to_the_first_upstream(
     weights, cycle
 ):
     assert weighted_sequence(weights, 2 * len(cycle)) == cycle * 2
+# -- p2c by peak-EWMA latency x (in flight + 1) --------------------------------------
+
+
+class HostedProto(FakeProto):
+    def __init__(self, name: str, health, load: int = 0, last_read: float = 0.0):
+        super().__init__(name, load)
+        self.health = health
+        self.last_read = last_read
+
+
+def two_hosts(decay_time: float = 2.0):
+    clock = Clock()
+    board = HealthBoard(clock, decay_time=decay_time)
+    return clock, board.host("fast"), board.host("slow")
+
+
+def picks(protos, n: int = 200) -> Counter:
+    policy = PowerOfTwoChoices(random.Random(3).random)
+    return Counter(policy.pick(protos, set()).name for _ in range(n))  # type: ignore[union-attr]
+
+
+def test_p2c_sends_nothing_to_a_slow_host_while_a_fast_one_is_idle():
+    clock, fast, slow = two_hosts()
+    fast.settled(0.001, True, 0.0)
+    slow.settled(0.200, True, 0.0)
+    protos = [HostedProto("fast", fast), HostedProto("slow", slow)]
+    assert picks(protos) == {"fast": 200}
+    # Without latency, the same two idle connections split evenly.
+    blind = PowerOfTwoChoices(random.Random(3).random, latency=False)
+    counted = Counter(blind.pick(protos, set()).name for _ in range(200))  # type: ignore[arg-type,union-attr]
+    assert min(counted.values()) > 50
+
+
+def test_p2c_weighs_latency_by_the_requests_in_flight_plus_one():
+    clock, fast, slow = two_hosts()
+    fast.settled(0.001, True, 0.0)
+    slow.settled(0.200, True, 0.0)
+    # 1 ms x 300 in flight costs more than 200 ms x 1.
+    busy = HostedProto("fast", fast, load=299, last_read=0.0)
+    assert picks([busy, HostedProto("slow", slow)]) == {"slow": 200}
+    busy.table_size = 150
+    assert picks([busy, HostedProto("slow", slow)]) == {"fast": 200}
+
+
+def test_a_cold_host_gets_a_trial_then_one_request_at_a_time_until_it_replies():
+    clock, warm, cold = two_hosts()
+    warm.settled(0.001, True, 0.0)
+    idle_cold = HostedProto("cold", cold)
+    assert picks([HostedProto("warm", warm), idle_cold]) == {"cold": 200}
+    idle_cold.table_size = 1
+    assert picks([HostedProto("warm", warm), idle_cold]) == {"warm": 200}
+
+
+def test_a_slow_host_gets_a_new_trial_once_its_spell_has_decayed():
+    clock, fast, slow = two_hosts(decay_time=2.0)
+    slow.settled(0.200, True, 0.0)
+    protos = [HostedProto("fast", fast), HostedProto("slow", slow)]
+    fast.settled(0.001, True, 5.0)
+    assert picks(protos) == {"fast": 200}, "5 s later, still slower"
+    fast.settled(0.001, True, 12.0)
+    assert picks(protos) == {"slow": 200}, "12 s later: 0.5 ms < 1 ms, a trial"
+
+
+def test_a_connection_that_reads_nothing_with_requests_out_does_not_get_cheaper():
+    clock, fast, silent = two_hosts(decay_time=2.0)
+    silent.settled(5.0, False, 0.0)  # a timeout
+    clock.advance(20.0)
+    fast.settled(0.001, True, 20.0)
+    waiting = HostedProto("silent", silent, load=1, last_read=20.0)
+    # Its estimate has decayed to ~0.2 ms, but one request has been out,
+    # unanswered, for 10 ms: it costs more than the fast host.
+    clock.advance(0.01)
+    assert picks([HostedProto("fast", fast), waiting]) == {"fast": 200}
+    assert picks([HostedProto("fast", fast), HostedProto("silent", silent)]) == {
+        "silent": 200
+    }, "with nothing out, its decayed estimate wins: one trial"

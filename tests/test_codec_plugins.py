@@ -178,3 +178,104 @@ def test_plugin_file_imports_no_codec_module():
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+# -- plugins that fail ----------------------------------------------------------------
+
+FAILING_PLUGINS = """
+from framedclient.codecs.plugin import CodecPlugin
+
+crashing = CodecPlugin("crashing", "raises TypeError", "", "failing_codec.crash")
+missing = CodecPlugin("missing", "needs a module not installed", "", "failing_codec_dep.make")
+"""
+
+FAILING_CODEC = """
+def crash(options):
+    return 1 + "x"
+"""
+
+
+@pytest.fixture
+def failing(third_party: Path) -> Path:
+    """
+    A package whose codec factories fail: one raises TypeError, one's
+    module cannot be imported (a dependency is missing).
+    """
+    plugins = third_party / "twisted" / "plugins"
+    (plugins / "failing_codecs.py").write_text(FAILING_PLUGINS)
+    (third_party / "failing_codec.py").write_text(FAILING_CODEC)
+    (third_party / "failing_codec_dep.py").write_text("import not_installed_dep\n")
+    return third_party
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("crashing", "factory 'failing_codec.crash' failed (TypeError: "),
+        (
+            "missing",
+            "factory 'failing_codec_dep.make' cannot be imported "
+            "(ModuleNotFoundError: No module named 'not_installed_dep')",
+        ),
+    ],
+)
+def test_a_failing_codec_plugin_is_one_line_and_exit_2(failing, capsys, name, says):
+    with pytest.raises(SystemExit) as exit:
+        parse("--codec", name)
+    assert exit.value.code == 2
+    error = capsys.readouterr().err
+    assert len(error.splitlines()) == 1, error
+    assert f"--codec: invalid codec {name!r}: the {name!r} codec plugin's " in error
+    assert says in error
+    assert "Traceback" not in error
+
+
+def test_twist_reports_a_failing_codec_plugin_in_one_line(failing: Path):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(failing)])
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted", "framedclient", "--codec", "crashing"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.count("\n") == 1
+    assert "the 'crashing' codec plugin's factory" in result.stderr
+
+
+@pytest.fixture
+def broken_module(third_party: Path) -> Path:
+    (third_party / "twisted" / "plugins" / "broken_codecs.py").write_text(
+        "raise RuntimeError('this plugin file is broken')\n"
+    )
+    return third_party
+
+
+def test_a_plugin_module_that_raises_is_one_line_once_not_tracebacks(
+    broken_module, capsys
+):
+    from twisted.logger import globalLogPublisher
+
+    from framedclient.codecs.plugin import broken_plugin_modules
+    from framedclient.runner.codecspec import installed_codecs
+
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        first = installed_codecs()
+        second = installed_codecs()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    # The other codecs, its neighbours' included, are still there.
+    assert "shouting" in first and "fc1" in first and first.keys() == second.keys()
+    assert [e for e in logged if e.get("log_failure") or e.get("isError")] == []
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert "plugin module twisted.plugins.broken_codecs failed to import" in error
+    assert "RuntimeError: this plugin file is broken" in error
+    assert "broken_codecs.py:1" in error
+    assert list(broken_plugin_modules()) == ["twisted.plugins.broken_codecs"]

@@ -396,3 +396,61 @@ def test_a_good_answer_ends_the_outage_the_next_one_backs_off_from_the_minimum()
     assert source.debug_state()["failures"] == 1
     assert source.debug_state()["next_refresh"] == 5
     failures_then_asks([5, 10])
+def test_every_address_of_an_srv_target_is_a_host_with_the_records_weight():
+    records = srv_records(
+        [
+            srv("_fc._tcp.x", "a.x", 9001, priority=1, weight=30),
+            srv("_fc._tcp.x", "b.x", 9002, weight=10),
+        ]
+    )
+    hosts, ttl, missing = hosts_from_srv(
+        records,
+        {
+            "a.x": [("10.0.0.1", 15), ("10.0.0.2", 20), ("::1", 25)],
+            "b.x": [("10.0.0.9", 40), ("10.0.0.9", 40)],  # a repeated answer
+        },
+        endpoint_of,
+    )
+    assert [(h.name, h.address, h.priority, h.weight) for h in hosts] == [
+        ("a.x:9001", "10.0.0.1:9001", 1, 30),
+        ("a.x:9001", "10.0.0.2:9001", 1, 30),
+        ("a.x:9001", "[::1]:9001", 1, 30),
+        ("b.x:9002", "10.0.0.9:9002", 0, 10),
+    ]
+    assert len({h.key for h in hosts}) == 4, "each address is a host of its own"
+    assert [h.endpoint for h in hosts[:2]] == [
+        "endpoint 10.0.0.1 9001",
+        "endpoint 10.0.0.2 9001",
+    ]
+    assert ttl == 15 and missing == []
+
+
+def test_srv_and_dns_with_tls_name_their_trust_roots_and_print_back():
+    query = parse_discovery("srv+tls:_fc._tcp.example.com:trustRoots=/etc/ca@10.0.0.53")
+    assert query == ServiceQuery(
+        "_fc._tcp.example.com", (("10.0.0.53", 53),), tls=True, trust_roots="/etc/ca"
+    )
+    assert str(query) == "srv+tls:_fc._tcp.example.com:trustRoots=/etc/ca@10.0.0.53:53"
+    assert parse_discovery("srv+tls:_fc._tcp.example.com") == ServiceQuery(
+        "_fc._tcp.example.com", tls=True
+    )
+    assert parse_discovery("dns+tls:db.example.com:9000") == AddressQuery(
+        "db.example.com", 9000, tls=True
+    )
+    assert parse_discovery("srv:_fc._tcp.example.com") == ServiceQuery(
+        "_fc._tcp.example.com", tls=False
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "srv:_fc._tcp.example.com:trustRoots=/etc/ca",  # TLS options need +tls
+        "srv+tls:_fc._tcp.example.com:verify=no",
+        "dns+tls:db.example.com:9000:trustRoots=",
+    ],
+)
+def test_tls_options_where_they_do_not_belong_are_refused(text):
+    with pytest.raises(ValueError, match="trustRoots=DIRECTORY") as caught:
+        parse_discovery(text)
+    assert repr(text) in str(caught.value)

@@ -209,7 +209,7 @@ def test_gateway_maps_every_failure_outcome_to_a_status() -> None:
         (RemoteError("no such key"), 500, "remote_error"),
         (ConnectionLost(True), 502, "connection_lost"),
         (FrameTooLarge(10, 5), 502, "protocol_error"),
-        (RequestTooLarge(10, 5), 400, "too_large"),
+        (RequestTooLarge(10, 5), 413, "too_large"),
         (InvalidRequest("newline"), 400, "bad_body"),
         (CancelledError(), 503, "cancelled"),
         (KeyError("bug"), 500, "internal"),

@@ -56,15 +56,23 @@ def test_ketama_sends_the_dead_hosts_keys_elsewhere_once_it_is_ejected(results):
     assert r.ok_rate > 0.98
 
 
-def test_no_policy_hides_the_slow_host_but_hedging_does(results):
-    # About 1/10 of the requests land on the 200 ms host with every policy
-    # (each client holds too few requests there for load to tell), so the
-    # tail is the slow host's; a hedge after 10 ms takes it out.
-    for policy, r in results.items():
-        assert r.p99 >= SMALL.slow_delay, policy
-    hedged = simulate(attrs.evolve(SMALL, hedge_after=0.01), "p2c")
+def test_p2c_sees_the_slow_host_and_the_policies_blind_to_latency_do_not(results):
+    # The default pick compares peak-EWMA latency x (in flight + 1): the
+    # 200 ms host gets a trial now and then, and the tail stays fast.
+    p2c = results["p2c"]
+    assert p2c.p99 < SMALL.slow_delay / 20
+    assert p2c.to_slow < p2c.requests * 0.01
+    # The others see in-flight counts (ties at this load) or nothing:
+    # about 1/10 of the requests land on the slow host and set the tail.
+    for policy in ("least_loaded", "round_robin", "ketama"):
+        assert results[policy].p99 >= SMALL.slow_delay, policy
+        assert results[policy].to_slow > results[policy].requests / SMALL.hosts / 2
+
+
+def test_hedging_hides_the_slow_host_from_a_policy_blind_to_latency(results):
+    hedged = simulate(attrs.evolve(SMALL, hedge_after=0.01), "least_loaded")
     assert hedged.p99 < SMALL.slow_delay / 4
-    assert hedged.ok_rate >= results["p2c"].ok_rate
+    assert hedged.ok_rate >= results["least_loaded"].ok_rate
     # A hedge goes to another host: still no host sees a request twice.
     assert (hedged.lost, hedged.twice, hedged.wrong) == (0, 0, 0)
 
@@ -126,3 +134,38 @@ def test_the_heap_clock_runs_timers_like_twisteds_clock():
     clock.advance(0.7)
     assert ran[4:] == ["delayed"]
     assert clock.getDelayedCalls() == [] and clock.next_time() == float("inf")
+
+
+# -- the scenarios of issue 20, scaled down --------------------------------------------
+
+
+def test_a_host_failing_30_percent_at_random_is_ejected_by_success_rate():
+    # Never 5 failures in a row: consecutive-failure ejection alone would
+    # never see it.
+    flaky = attrs.evolve(SMALL, scenario="flaky")
+    on = simulate(flaky, "p2c")
+    off = simulate(attrs.evolve(flaky, health=False), "p2c")
+    assert (on.lost, on.twice, on.wrong) == (0, 0, 0)
+    assert set(on.failed) == {"remote_error"}
+    assert on.ejected_all is not None and on.ejected_all < 15.0
+    assert off.ejected_half is None
+    # About 1/10 of the requests at 30 % is 3 % failed without ejection.
+    assert off.ok_rate < 0.98 < 0.99 <= on.ok_rate
+
+
+def test_a_host_that_slows_down_for_10_s_gets_its_share_back_within_10_s():
+    slowdown = attrs.evolve(SMALL, scenario="slowdown")
+    r = simulate(slowdown, "p2c")
+    assert (r.lost, r.twice, r.wrong) == (0, 0, 0)
+    assert r.share_back is not None and r.share_back <= 10.0
+    # While slow it got next to nothing: less than a tenth of its share of
+    # the 10 s spell are missing from the whole run's count.
+    blind = simulate(slowdown, "least_loaded")
+    assert blind.to_slow - r.to_slow > 0.6 * blind.requests / SMALL.hosts / 6
+
+
+def test_one_slow_host_among_healthy_ones_gets_under_one_percent():
+    r = simulate(attrs.evolve(SMALL, scenario="slow"), "p2c")
+    assert r.ok_rate == 1.0 and (r.lost, r.twice, r.wrong) == (0, 0, 0)
+    assert r.p99 < SMALL.slow_delay / 20
+    assert r.to_slow < r.requests * 0.01

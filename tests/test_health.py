@@ -6,6 +6,7 @@ on a Clock and the in-memory kit.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
@@ -523,3 +524,191 @@ def test_metrics_show_each_hosts_state_ejections_probes_and_black_holes():
     assert groups[well]["health"] == {
         "live": 1, "ejected": 0, "probing": 0, "probe_sent": 0
     }
+
+
+# -- latency estimates (peak EWMA) ------------------------------------------------
+
+
+def test_a_slow_reply_counts_in_full_at_once_and_fast_ones_pull_it_down():
+    b, clock = board(hosts=1, decay_time=2.0)
+    host = b.hosts[0]
+    assert host.latency(0.0) == 0.0, "no sample yet: cold"
+    host.settled(0.001, True, 0.0)
+    host.settled(0.200, True, 0.1)
+    assert host.latency(0.1) == pytest.approx(0.200), "the peak, not an average"
+    for i in range(2, 12):
+        host.settled(0.001, True, i * 0.1)
+    # Ten fast replies in a second pull it down, but not to 1 ms at once.
+    assert 0.001 < host.latency(1.1) < 0.2 * 0.7
+
+
+def test_an_unused_hosts_estimate_forgets_a_slow_spell_in_seconds():
+    b, clock = board(hosts=1, decay_time=2.0)
+    host = b.hosts[0]
+    host.settled(0.200, True, 0.0)
+    assert host.latency(2.0) == pytest.approx(0.200 / math.e)
+    assert host.latency(12.0) < 0.001, "below a 1 ms host's within 12 s"
+
+
+def test_ranks_compare_as_the_estimates_decayed_to_any_instant():
+    b, clock = board(hosts=2, decay_time=2.0)
+    slow, fast = b.hosts
+    slow.settled(0.200, True, 0.0)
+    for t in (1.0, 5.0, 10.0, 11.0, 20.0):
+        fast.settled(0.001, True, t)
+        for now in (t, t + 0.5, t + 3.0):
+            assert (slow.rank < fast.rank) == (slow.latency(now) < fast.latency(now))
+    assert slow.rank < fast.rank, "by t=20 the slow spell is forgotten"
+
+
+def test_the_client_feeds_each_hosts_estimate_from_its_replies():
+    fleet = Fleet(2, pool_size=1)
+    client = fleet.client
+    ds = [client.request(b"!delay:0.3"), client.request(b"fast")]
+    fleet.flush()
+    fleet.advance(0.5)
+    assert outcomes(ds)[1] == b"fast"
+    estimates = sorted(h.latency(fleet.clock.seconds()) for h in client.health.hosts)
+    assert estimates[0] < 0.01 < 0.2 < estimates[1]
+
+
+# -- outlier detection by success rate ---------------------------------------------
+
+
+def feed(host, ok: int, failed: int, now: float = 1.0) -> None:
+    for _ in range(ok):
+        host.settled(0.001, True, now)
+    for _ in range(failed):
+        host.settled(0.001, False, now)
+
+
+def test_a_host_whose_success_rate_is_far_below_the_others_is_ejected():
+    b, clock = board(hosts=6, success_rate_min_volume=10)
+    for h in b.hosts[1:]:
+        feed(h, 19, 1)
+    flaky = b.hosts[0]
+    feed(flaky, 14, 5)
+    assert flaky.state == EJECTED and flaky.failures == 0
+    assert [h.state for h in b.hosts[1:]] == [LIVE] * 5
+    # Like any ejection: a window, then one probe, revived by an answer.
+    clock.advance(flaky.ejected_until)
+    assert flaky.state == PROBING
+
+
+def test_success_rates_within_the_spread_of_the_others_eject_no_one():
+    b, clock = board(hosts=6, success_rate_min_volume=10)
+    for i, h in enumerate(b.hosts):
+        feed(h, 20 - i, i)  # 100 % down to 75 %, evenly spread
+    assert [h.state for h in b.hosts] == [LIVE] * 6
+
+
+def test_too_few_requests_or_too_few_hosts_say_nothing():
+    b, clock = board(hosts=6, success_rate_min_volume=10)
+    for h in b.hosts[1:]:
+        feed(h, 20, 0)
+    feed(b.hosts[0], 5, 4)  # 9 requests: below the volume
+    assert b.hosts[0].state == LIVE
+    b, clock = board(hosts=6, success_rate_min_volume=10, success_rate_min_hosts=7)
+    for h in b.hosts[1:]:
+        feed(h, 20, 0)
+    feed(b.hosts[0], 10, 10)  # 6 hosts with the volume, 7 needed
+    assert b.hosts[0].state == LIVE
+
+
+def test_outcomes_older_than_the_window_do_not_count():
+    b, clock = board(hosts=6, success_rate_min_volume=10, success_rate_window=10.0)
+    flaky = b.hosts[0]
+    feed(flaky, 0, 9, now=0.0)  # just below the volume...
+    feed(flaky, 1, 0, now=6.0)  # (the next half window)
+    for h in b.hosts[1:]:
+        feed(h, 20, 0, now=20.0)
+    # ...and 20 s later they are gone: one failure now is 1 of 1.
+    feed(flaky, 0, 1, now=20.0)
+    assert flaky.state == LIVE
+
+
+def test_the_success_rate_rule_never_passes_the_ejected_share():
+    b, clock = board(hosts=6, success_rate_min_volume=10, max_ejected_share=0.2)
+    for h in b.hosts[2:]:
+        feed(h, 20, 0)
+    feed(b.hosts[0], 10, 10)
+    feed(b.hosts[1], 10, 10)
+    assert [h.state for h in b.hosts[:2]] == [EJECTED, LIVE], "1 of 6 at most"
+
+
+def test_the_success_rate_rule_is_off_with_none_and_with_accrual_off():
+    for kw in ({"success_rate_factor": None}, {"failure_accrual": None}):
+        b, clock = board(hosts=6, success_rate_min_volume=10, **kw)
+        for h in b.hosts[1:]:
+            feed(h, 20, 0)
+        feed(b.hosts[0], 10, 10)
+        assert b.hosts[0].state == LIVE, kw
+
+
+def test_a_host_ejected_again_soon_after_its_revival_is_out_for_longer():
+    b, clock = board(hosts=6, success_rate_min_volume=10)
+    for h in b.hosts[1:]:
+        feed(h, 20, 0, now=0.0)
+    flaky = b.hosts[0]
+    feed(flaky, 10, 5, now=0.0)
+    assert flaky.state == EJECTED and flaky.ejected_until == 5.0
+    clock.advance(5.0)
+    flaky.succeeded()  # its probe was answered
+    assert flaky.state == LIVE
+    clock.advance(1.0)
+    for h in b.hosts[1:]:
+        feed(h, 5, 0, now=6.0)
+    feed(flaky, 0, 1, now=6.0)
+    assert flaky.state == EJECTED
+    assert flaky.ejected_until == 6.0 + 5.0 * 1.6, "the second in a row"
+
+
+def test_error_replies_count_against_a_hosts_success_rate():
+    fleet = Fleet(5, pool_size=1, balancer="round_robin", request_timeout=1.0)
+    client = fleet.client
+    for h in client.health.hosts:
+        assert h.state == LIVE
+    # Round robin: one host gets requests 0, 5, 10, ...; it errs on every
+    # other one (answered, so never a consecutive failure).
+    for i in range(60):
+        body = b"!error:flaky" if i % 5 == 0 and i % 10 < 5 else b"ok"
+        client.request(body).addErrback(lambda f: None)
+        fleet.flush()
+    assert [h.state for h in client.health.hosts].count(EJECTED) == 1
+
+
+def test_failures_before_the_volume_is_reached_are_judged_when_it_is():
+    b, clock = board(hosts=6, success_rate_min_volume=10)
+    for h in b.hosts[1:]:
+        feed(h, 20, 0)
+    flaky = b.hosts[0]
+    feed(flaky, 0, 4)
+    feed(flaky, 5, 0)
+    assert flaky.state == LIVE, "9 requests: too few to judge"
+    feed(flaky, 1, 0)
+    assert flaky.state == EJECTED, "the 10th, a success, completes the volume"
+
+
+def test_a_request_given_up_raises_the_estimate_to_its_wait_and_no_lower():
+    b, clock = board(hosts=1, decay_time=2.0)
+    host = b.hosts[0]
+    host.settled(0.001, True, 0.0)
+    host.waited(0.010, 0.5)  # a hedge won after 10 ms: at least 10 ms
+    assert host.latency(0.5) == pytest.approx(0.010)
+    host.waited(0.002, 0.5)  # a shorter wait says nothing new
+    assert host.latency(0.5) == pytest.approx(0.010)
+    assert host.success_rate(0.5) == (1.0, 1), "not an outcome"
+
+
+def test_a_hedged_copy_cancelled_on_a_slow_host_feeds_its_estimate():
+    fleet = Fleet(2, pool_size=1, hedge_after=0.01, balancer="round_robin")
+    client = fleet.client
+    fleet.servers[0].open_connections[0].stop_reading(pause_at=1 << 30)
+    # Round robin: one of the two lands on host 0, which reads nothing; its
+    # hedge, 10 ms later, is answered by host 1 and the copy is cancelled.
+    ds = [client.request(b"a", idempotent=True), client.request(b"b", idempotent=True)]
+    fleet.flush()
+    fleet.advance(0.05, step=0.005)
+    assert outcomes(ds) == [b"a", b"b"]
+    stalled = client.health.hosts[0]
+    assert stalled.latency(fleet.clock.seconds()) >= 0.009, "at least its wait"

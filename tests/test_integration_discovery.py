@@ -262,3 +262,89 @@ async def test_twist_framedclient_takes_an_srv_upstream(fleet):
         assert fleet.servers["c"].requests == 1
         code, state = await runner.get_json("/debug/state")
         assert state["discovery"]["sources"][0]["source"] == fleet.srv
+
+
+# -- srv+tls: the certificate must be valid for the SRV target's name ---------------------
+
+
+def tls_files(tmp_path: Any, dns_name: str) -> tuple[str, str]:
+    """
+    A CA directory and a server PEM (key and certificate) for ``dns_name``.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.test_tls import _name, _validity, cert_pem, key_pem, make_ca
+
+    ca_key, ca = make_ca("framedclient srv+tls test CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        _validity(x509.CertificateBuilder())
+        .subject_name(_name(dns_name))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    roots = tmp_path / "roots"
+    roots.mkdir()
+    (roots / "ca.pem").write_bytes(cert_pem(ca))
+    server_pem = tmp_path / "server.pem"
+    server_pem.write_bytes(key_pem(key) + cert_pem(cert))
+    return str(roots), str(server_pem)
+
+
+@pytest.mark.timeout(30)
+@pytest_twisted.ensureDeferred
+async def test_srv_with_tls_connects_to_the_address_and_verifies_the_target_name(
+    tmp_path,
+):
+    roots, server_pem = tls_files(tmp_path, "a.example.test")
+    zone = Zone()
+    factory = CountingServer()
+    port = await listen(
+        reactor, f"ssl:0:interface=127.0.0.1:privateKey={server_pem}", factory
+    )
+    dns_port, dns_ports = await dns_server(zone)
+    clients = []
+    try:
+        # a.example.test: the name on the certificate; b.example.test: the
+        # same server under a name the certificate does not carry.
+        zone.serve({"a": port.getHost().port})
+        good = FramedClient.from_endpoint(
+            reactor,
+            f"srv+tls:{SERVICE}:trustRoots={roots}@127.0.0.1:{dns_port}",
+            pool_size=1,
+            backoff=FAST,
+        )
+        clients.append(good)
+        await good.when_ready().addTimeout(10, reactor)
+        assert await good.request(b"over tls") == b"over tls"
+        zone.serve({"b": port.getHost().port})
+        wrong = FramedClient.from_endpoint(
+            reactor,
+            f"srv+tls:{SERVICE}:trustRoots={roots}@127.0.0.1:{dns_port}",
+            pool_size=1,
+            backoff=FAST,
+            wait_for_ready=False,
+        )
+        clients.append(wrong)
+        await wait_until(
+            lambda: any(
+                "certificate" in str(c.last_error) or "hostname" in str(c.last_error)
+                for c in wrong.pool
+            )
+        )
+        assert wrong.pool.ready_count == 0
+        assert factory.requests == 1, "nothing sent over the unverified connection"
+    finally:
+        for client in clients:
+            await client.close()
+        factory.drop_all()
+        await port.stopListening()
+        for p in dns_ports:
+            await p.stopListening()

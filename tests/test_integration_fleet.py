@@ -240,3 +240,79 @@ async def test_a_server_that_sends_goaway_at_once_sees_a_few_attempts_per_second
     assert all(f >= 2 for f in failures), failures
     # (one connection per slot may be accepted but not told to go yet)
     assert accepted - 4 <= sum(failures) <= accepted
+
+
+# -- a slow host among fast ones, at C=64 -----------------------------------------------
+
+
+async def closed_loop(
+    client: FramedClient, concurrency: int, seconds: float
+) -> list[float]:
+    """
+    ``concurrency`` callers, each sending its next request when the last
+    one is answered, for ``seconds``; every latency, in seconds.
+    """
+    latencies: list[float] = []
+    end = reactor.seconds() + seconds
+    done: Deferred[None] = Deferred()
+    running = concurrency
+
+    def send(_: object = None) -> None:
+        nonlocal running
+        now = reactor.seconds()
+        if now >= end:
+            running -= 1
+            if not running:
+                done.callback(None)
+            return
+        client.request(b"x" * 16).addCallback(answered, now)
+
+    def answered(reply: bytes, started: float) -> None:
+        assert reply == b"x" * 16
+        latencies.append(reactor.seconds() - started)
+        send()
+
+    for _ in range(concurrency):
+        send()
+    await done
+    return latencies
+
+
+def p99(latencies: list[float]) -> float:
+    ordered = sorted(latencies)
+    return ordered[int(0.99 * len(ordered))]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest_twisted.ensureDeferred
+async def test_a_host_50ms_slow_does_not_set_the_tail_at_c64():
+    fast = [ServerProcess(REFERENCE_SERVER_COMMAND) for _ in range(2)]
+    slow = ServerProcess((*REFERENCE_SERVER_COMMAND, "--delay", "0.05"))
+    try:
+        for s in (*fast, slow):
+            s.start()
+        fast_ends = [f"tcp:127.0.0.1:{s.port}" for s in fast]
+        # The fast hosts alone: the tail to stay close to.
+        alone = FramedClient.from_endpoint(reactor, fast_ends)
+        await closed_loop(alone, 64, 1.0)  # warm up
+        baseline = await closed_loop(alone, 64, 3.0)
+        await alone.close()
+        client = FramedClient.from_endpoint(
+            reactor, [*fast_ends, f"tcp:127.0.0.1:{slow.port}"]
+        )
+        await closed_loop(client, 64, 1.0)
+        mixed = await closed_loop(client, 64, 3.0)
+        await client.close()
+    finally:
+        for s in (*fast, slow):
+            s.stop()
+    slow_share = sum(1 for t in mixed if t >= 0.05) / len(mixed)
+    print(
+        f"\nC=64, 3 s: fast hosts alone p99 {p99(baseline) * 1000:.1f} ms "
+        f"({len(baseline)} requests); with a 50 ms host p99 "
+        f"{p99(mixed) * 1000:.1f} ms ({len(mixed)} requests, "
+        f"{slow_share:.2%} took >= 50 ms)"
+    )
+    assert p99(mixed) <= 2 * p99(baseline)
+    assert slow_share < 0.01

@@ -418,3 +418,38 @@ def test_without_max_connection_age_connections_are_kept():
     source.push([fleet.host("a")])
     fleet.advance(1000.0, step=50.0)
     assert [c.connects for c in client.pool] == [1]
+
+
+# -- weights on endpoint strings (and so on the command line) ----------------------------
+
+
+def test_a_weight_on_an_endpoint_string_shares_the_connections():
+    client = FramedClient.from_endpoint(
+        Clock(),
+        ["tcp:10.0.0.1:9000:weight=3", "tcp:10.0.0.2:9000", "tcp:10.0.0.3:9000"],
+        pool_size=4,
+        start=False,
+    )
+    try:
+        per_host: dict[str, int] = {}
+        for conn in client.pool:
+            host = conn.name.rpartition("/")[0]
+            per_host[host] = per_host.get(host, 0) + 1
+        # Weights 3, 1, 1 (mean 5/3): 4 x 3 / (5/3) = 7.2 -> 7; 4 / (5/3) -> 2.
+        assert per_host == {
+            "tcp:10.0.0.1:9000": 7,
+            "tcp:10.0.0.2:9000": 2,
+            "tcp:10.0.0.3:9000": 2,
+        }
+        hosts = client.debug_state()["discovery"]["hosts"]
+        assert {h["name"]: h["weight"] for h in hosts}["tcp:10.0.0.1:9000"] == 3
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("weight", ["0", "-1", "1.5", "x", ""])
+def test_a_bad_weight_is_refused_at_the_call_naming_it(weight):
+    with pytest.raises(ValueError, match="weight= takes one whole number >= 1"):
+        FramedClient.from_endpoint(
+            Clock(), [f"tcp:10.0.0.1:9000:weight={weight}"], start=False
+        )

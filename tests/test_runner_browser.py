@@ -575,3 +575,118 @@ async def test_status_page_shows_the_workers_and_their_sums_and_fits_400_px():
     assert seen["rows"]["0"]["pid"] == "100"
     assert seen["sum_ok"] == "10"
     _assert_fits(seen["narrow"])
+
+
+# -- what the panels say (issue 21) ------------------------------------------------
+
+#: Every text segment of the configuration panel's values that spans more
+#: than one line (a number or word broken in two), and whether the
+#: connections table needs its own scrollbar.
+_WRAPPED = r"""
+const wrapped = [];
+// Every word (or value segment between <wbr>s) must sit on one line.
+for (const el of document.querySelectorAll('#config dt, #config dd')) {
+  for (const node of el.childNodes) {
+    if (node.nodeType !== Node.TEXT_NODE) continue;
+    const text = node.textContent;
+    for (const match of text.matchAll(/\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const lines = new Set(Array.from(range.getClientRects()).map((r) => Math.round(r.top)));
+      if (lines.size > 1) wrapped.push(el.parentNode.dataset.setting + ': ' + match[0]);
+    }
+  }
+}
+const box = document.querySelector('#connections').closest('.scroll');
+return {wrapped: wrapped, tableScrolls: box.scrollWidth > box.clientWidth,
+        shown: Object.fromEntries(Array.from(document.querySelectorAll('#config [data-setting]'))
+          .map((d) => [d.dataset.setting, d.querySelector('dd').textContent]))};
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_settings_show_units_and_no_number_wraps_at_1400_and_400_px():
+    async with running("--pool-size", "3") as runner:
+        for _ in range(20):
+            await runner.post(b"hello")
+
+        def steps(driver: Any) -> dict[str, Any]:
+            _poll(lambda: _updated(driver), 10, "the page did not update")
+            _poll(
+                lambda: driver.execute_script(
+                    "return document.querySelectorAll('#config dd').length;"
+                ),
+                10,
+                "the configuration was not shown",
+            )
+            seen = {}
+            for width in (1400, 400):
+                layout = _layout_at(driver, width)
+                seen[width] = {**layout, **driver.execute_script(_WRAPPED)}
+            seen["p50"] = driver.execute_script(
+                "const e = document.getElementById('sum-p50');"
+                "return [e.textContent, e.dataset.value];"
+            )
+            return seen
+
+        seen = await _with_page(runner, steps)
+        stats = await deferToThread(_fetch_json, runner.url + "/v1/stats")
+    for width in (1400, 400):
+        _assert_fits(seen[width])
+        assert seen[width]["wrapped"] == [], (width, seen[width]["wrapped"])
+    assert seen[1400]["tableScrolls"] is False
+    shown = seen[1400]["shown"]
+    assert shown["request_timeout"] == "5 s"
+    assert shown["max_write_buffer"] == "8 MiB"
+    assert shown["max_queued_bytes"] == "64 MiB"
+    assert shown["max_pending_per_connection"] == "100000"
+    assert shown["acquire_timeout"] == "off"
+    assert shown["max_in_flight_per_connection"] == "auto"
+    assert shown["backoff"] == "grpc"  # the spec, not a repr
+    assert shown["pool_size"] == "3"
+    # The truth about tracing: what /v1/stats says.
+    assert shown["tracing"].startswith("on" if stats["tracing"] else "off")
+    # p50 is a bucket bound (or the slowest request), not an interpolation.
+    text, value = seen["p50"]
+    assert text.startswith("≤ ")
+    latency = stats["latency"]
+    bounds = [float(k) for k in latency["buckets"] if k != "+Inf"]
+    assert any(
+        abs(float(value) - b) <= 1e-12 * max(b, 1) for b in [*bounds, latency["max"]]
+    ), (value, bounds, latency["max"])
+
+
+#: Before the page's scripts run: every fetch hangs, as on a slow link.
+_HANG_FETCH = "window.fetch = () => new Promise(() => {});"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_page_shows_figures_and_settings_before_its_first_poll_returns():
+    from framedclient import __version__
+
+    async with running("--pool-size", "3") as runner:
+
+        def steps(driver: Any) -> dict[str, Any]:
+            driver.execute_cdp_cmd(
+                "Page.addScriptToEvaluateOnNewDocument", {"source": _HANG_FETCH}
+            )
+            driver.get(runner.url + "/")
+            return driver.execute_script(
+                "const b = document.body;"
+                "return {updates: b.dataset.updates, initial: b.dataset.initial,"
+                " version: document.getElementById('sum-version').textContent,"
+                " ready: document.getElementById('sum-ready').dataset.value,"
+                " dot: document.getElementById('status').dataset.state,"
+                " settings: document.querySelectorAll('#config dd').length,"
+                " rows: document.querySelectorAll('#connections tr[data-conn]').length};"
+            )
+
+        seen = await _with_page(runner, steps)
+    assert seen["updates"] == "0"  # no poll returned
+    assert seen["initial"] == "true"
+    assert seen["version"] == __version__
+    assert seen["ready"] == "3"
+    assert seen["dot"] == "ready"
+    assert seen["settings"] > 20
+    assert seen["rows"] == 3

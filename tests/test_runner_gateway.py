@@ -32,10 +32,10 @@ from twisted.web.test.requesthelper import DummyRequest
 from framedclient import __version__
 from framedclient.client import FramedClient
 from framedclient.codecs import REPLY, Codec
+from framedclient.runner.app import RunnerService, makeService
 from framedclient.runner.codecspec import parse_codec
 from framedclient.runner.gateway import RETRY_AFTER, Gateway
 from framedclient.runner.options import Options
-from framedclient.runner.service import RunnerService, makeService
 from framedclient.server import ReferenceServerFactory, listen
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
@@ -243,9 +243,13 @@ async def test_dead_upstream_error_is_worded_for_http_callers():
         payload = json.loads(body)
         assert payload["error"] == "unavailable"
         assert "retry" in payload["message"]
-        # Library advice stays out of the message, and in the detail.
+        # The gateway's own option, not the library's keyword (issue 21):
+        # neither in the message nor in the detail, which keeps the
+        # library's diagnosis (the connect error).
+        assert "--fail-fast" in payload["message"]
         assert "wait_for_ready" not in payload["message"]
-        assert "wait_for_ready" in payload["detail"]
+        assert "wait_for_ready" not in payload["detail"]
+        assert "refused" in payload["detail"].lower()
 
 
 @pytest_twisted.ensureDeferred
@@ -272,6 +276,8 @@ async def test_waiting_for_a_connection_past_the_timeout_is_503_unavailable():
         code, _, body = await runner.post(b"hello", "?timeout=0.1")
         assert code == 503
         assert error_of(body)[0] == "unavailable"
+        assert "within the request's timeout" in error_of(body)[1]
+        assert b"wait_for_ready" not in body
 
 
 @pytest_twisted.ensureDeferred
@@ -286,11 +292,11 @@ async def test_dropped_connection_is_502_connection_lost():
 
 
 @pytest_twisted.ensureDeferred
-async def test_body_larger_than_the_codec_carries_is_400_and_the_limit_is_exact():
+async def test_body_larger_than_the_codec_carries_is_413_and_the_limit_is_exact():
     async with running("--codec", "fc1:max-frame=1024") as runner:
         limit = 1024 - 13  # fc1 header: u32 length, u64 id, u8 kind
         code, _, body = await runner.post(b"x" * (limit + 1))
-        assert code == 400
+        assert code == 413
         kind, message = error_of(body)
         assert kind == "too_large"
         assert str(limit) in message
@@ -302,13 +308,13 @@ async def test_body_larger_than_the_codec_carries_is_400_and_the_limit_is_exact(
 
 
 @pytest_twisted.ensureDeferred
-async def test_chunked_body_over_the_limit_is_400():
+async def test_chunked_body_over_the_limit_is_413():
     async with running("--codec", "fc1:max-frame=1024") as runner:
         producer = FileBodyProducer(io.BytesIO(b"z" * 1200))
         # An unknown length makes the agent send the body chunked.
         producer.length = UNKNOWN_LENGTH
         response = await runner.http.post(runner.url + "/v1/request", data=producer)
-        assert response.code == 400
+        assert response.code == 413
         assert error_of(await response.content())[0] == "too_large"
 
 
@@ -483,7 +489,11 @@ async def test_metrics_pass_promtool_check_metrics():
         await runner.post(b"!drop")
         _, _, body = await runner.get("/metrics")
     # The host-health families are in what promtool checks.
-    for family in (b"upstream_health", b"upstream_ejections_total", b"upstream_probes_total"):
+    for family in (
+        b"upstream_health",
+        b"upstream_ejections_total",
+        b"upstream_probes_total",
+    ):
         assert b"# TYPE framedclient_" + family in body
     result = subprocess.run(
         [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30
@@ -609,7 +619,7 @@ async def test_length_codec_from_the_command_line_reaches_a_server_speaking_it()
             assert (code, reply) == (200, b"olleh")
             # size=2: at most 65535 - 8 header bytes of body.
             code, _, body = await runner.post(b"x" * 65535)
-            assert (code, error_of(body)[0]) == (400, "too_large")
+            assert (code, error_of(body)[0]) == (413, "too_large")
     finally:
         await port.stopListening()
 
@@ -709,7 +719,7 @@ def test_state_changes_are_logged_rate_limited():
     from twisted.internet.task import Clock
     from twisted.logger import Logger
 
-    from framedclient.runner.service import RateLimitedLog
+    from framedclient.runner.app import RateLimitedLog
 
     events: list[dict[str, Any]] = []
     clock = Clock()
@@ -741,15 +751,27 @@ async def test_requests_are_routed_by_key_and_hedged_when_idempotent():
     ]
     ring = KetamaRing([ring_node_name(u) for u in upstreams])
     fast_key = next(
-        k for k in (f"k{i}" for i in range(100)) if ring.node_for(k) == ring_node_name(upstreams[1])
+        k
+        for k in (f"k{i}" for i in range(100))
+        if ring.node_for(k) == ring_node_name(upstreams[1])
     )
     slow_key = next(
-        k for k in (f"k{i}" for i in range(100)) if ring.node_for(k) == ring_node_name(upstreams[0])
+        k
+        for k in (f"k{i}" for i in range(100))
+        if ring.node_for(k) == ring_node_name(upstreams[0])
     )
     try:
         async with running(
-            "--upstream", upstreams[0], "--upstream", upstreams[1],
-            "--pool-size", "1", "--balancer", "ketama", "--hedge-after", "0.05",
+            "--upstream",
+            upstreams[0],
+            "--upstream",
+            upstreams[1],
+            "--pool-size",
+            "1",
+            "--balancer",
+            "ketama",
+            "--hedge-after",
+            "0.05",
         ) as runner:
             await wait_until(lambda: runner.client.pool.ready_count == 2)
             # The key's host, by query parameter or header.
@@ -770,3 +792,49 @@ async def test_requests_are_routed_by_key_and_hedged_when_idempotent():
     finally:
         await slow_port.stopListening()
         await fast_port.stopListening()
+
+
+# -- /v1/config and the status page's first snapshot ----------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_config_says_each_setting_with_its_unit_and_the_tracing_done():
+    async with running(
+        "--max-write-buffer",
+        "1048576",
+        "--backoff",
+        "constant:0.5",
+        "--hedge-after",
+        "p95",
+    ) as runner:
+        code, body = await runner.get_json("/v1/config")
+        _, stats = await runner.get_json("/v1/stats")
+    assert code == 200
+    shown = body["shown"]
+    assert set(shown) == set(body["config"])  # one text per setting
+    assert shown["max_write_buffer"] == "1 MiB"
+    assert shown["max_pending_per_connection"] == "100000"
+    assert shown["request_timeout"] == "5 s"
+    assert shown["read_timeout"] == "off"
+    assert shown["max_in_flight_per_connection"] == "auto"
+    assert shown["backoff"] == "constant:0.5"
+    assert shown["codec"] == "fc1"
+    assert shown["hedge_after"] == "p95"
+    assert shown["tracing"].startswith("on" if stats["tracing"] else "off")
+    # The raw values stay as they were.
+    assert body["config"]["max_write_buffer"] == 1048576
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_status_page_carries_a_first_snapshot_safe_inside_its_script():
+    async with running() as runner:
+        code, _, html = await runner.get("/")
+    assert code == 200
+    start = html.index(b'<script type="application/json" id="initial">')
+    end = html.index(b"</script>", start)
+    data = html[start:end].split(b">", 1)[1]
+    snapshot = json.loads(data)
+    assert snapshot["config"]["version"] == __version__
+    assert snapshot["stats"]["ready"] == 4
+    assert len(snapshot["state"]["upstreams"]) == 4
+    assert b"<!--initial-->" not in html

@@ -14,11 +14,13 @@ from pathlib import Path
 import attrs
 import pytest
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.usage import UsageError
 
 from framedclient.backoff import ConstantBackoff, parse_backoff
 from framedclient.codecs import ERROR, REPLY, REQUEST, HeaderCodec, Matching
 from framedclient.config import ClientConfig, Count, Seconds, Share
 from framedclient.errors import FrameTooLarge
+from framedclient.runner.app import RunnerService
 from framedclient.runner.codecspec import codec_overhead, parse_codec
 from framedclient.runner.options import (
     DEFAULT_HTTP,
@@ -26,7 +28,6 @@ from framedclient.runner.options import (
     config_options,
     options_table,
 )
-from framedclient.runner.service import RunnerService
 
 TWIST = str(Path(sys.executable).with_name("twist"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,10 +201,108 @@ def test_off_turns_an_optional_duration_off(option):
 
 
 def test_help_lists_every_setting_with_its_help_text():
-    text = "".join(Options().getUsage(width=80).split())
+    options = Options()
+    options.complete_help = True  # --help-all
+    text = "".join(options.getUsage(width=80).split())
     for option in CONFIG_OPTIONS:
         assert f"--{option.option}" in text
         assert "".join(option.help.split()) in text, option.option
+
+
+def usage_text(complete: bool) -> str:
+    options = Options()
+    options.complete_help = complete
+    return options.getUsage(width=80)
+
+
+def test_help_explains_first_then_groups_everyday_options_upstream_first():
+    text = usage_text(complete=False)
+    positions = [
+        text.index(marker)
+        for marker in (
+            "Keep a pool of connections",  # the explanation, before the list
+            "Upstream and codec:",
+            "--upstream=ENDPOINT",
+            "--codec=SPEC",
+            "Requests and limits:",
+            "--request-timeout=S",
+            "HTTP gateway, proxy and processes:",
+            "--http=ENDPOINT",
+            "Logging, tracing and help:",
+            "--help-all",
+        )
+    ]
+    assert positions == sorted(positions)
+    # Everyday options only: a page, not 247 lines.
+    assert len(text.splitlines()) < 120
+    assert "--abandoned-ttl" not in text
+    assert "--max-pending-per-connection" not in text
+    assert "`twist framedclient --help-all` lists all" in " ".join(text.split())
+
+
+def test_help_all_lists_every_option_once_in_its_group():
+    text = usage_text(complete=True)
+    names = [o.rstrip("=") for o in Options().longOpt]
+    for name in names:
+        assert (
+            text.count(f"\n  --{name}=")
+            + text.count(f"\n  --{name} ")
+            + text.count(f"\n  --{name}\n")
+            == 1
+        ), name
+    assert "Other options:" not in text  # every option has its group
+    assert "full-jitter:base=S,max=S" in text
+
+
+def test_an_option_missing_from_the_groups_is_still_listed(monkeypatch):
+    from framedclient.runner import options as module
+
+    groups = [(t, [n for n in m if n != "balancer"]) for t, m in module.OPTION_GROUPS]
+    monkeypatch.setattr(module, "OPTION_GROUPS", groups)
+    text = usage_text(complete=True)
+    assert text.index("Other options:") < text.index("--balancer=")
+
+
+def test_help_of_an_auto_setting_names_auto_not_off():
+    text = " ".join(usage_text(complete=True).split())
+    assert "'auto': ceil(" in text
+    assert "'off': ceil(" not in text
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("--uptream", "--upstream"),
+        ("--pool-sise", "--pool-size"),
+        ("--workrs", "--workers"),
+    ],
+)
+def test_a_mistyped_option_gets_a_did_you_mean(capsys, typo, meant):
+    with pytest.raises(SystemExit) as exit:
+        parse(typo, "4")
+    assert exit.value.code == 2
+    error = capsys.readouterr().err
+    assert f"option {typo} not recognized; did you mean {meant}?" in error
+    assert len(error.splitlines()) == 1
+
+
+def test_twist_framedserver_suggests_too(capsys):
+    from framedclient.runner.framedserver import Options as ServerOptions
+
+    with pytest.raises(SystemExit) as exit:
+        ServerOptions().parseOptions(["--prot", "9000"])
+    assert exit.value.code == 2
+    assert (
+        "option --prot not recognized; did you mean --port?" in capsys.readouterr().err
+    )
+
+
+def test_an_option_like_nothing_gets_no_suggestion(capsys):
+    with pytest.raises(SystemExit):
+        parse("--zzzzzz")
+    error = capsys.readouterr().err
+    assert "not recognized" in error
+    assert "did you mean" not in error
 
 
 def test_docs_show_the_generated_options_table():
@@ -334,7 +433,7 @@ def test_twist_exits_2_with_one_line_for_invalid_values(argv):
 
 @pytest.mark.slow
 def test_help_documents_every_option_with_its_default():
-    result = twist("framedclient", "--help")
+    result = twist("framedclient", "--help-all")
     assert result.returncode == 0
     text = result.stdout
     for option in Options.optParameters:
@@ -443,3 +542,11 @@ def test_narrow_id_codec_works_with_default_pending_cap():
     options = parse("--codec", "length:size=2,id-size=2")
     assert options["config"].max_pending_per_connection == 65_534
     assert options["max-pending-per-connection"] == 65_534
+
+
+def test_an_upstream_may_carry_a_weight_and_a_bad_one_is_refused():
+    assert parse("--upstream", "tcp:127.0.0.1:9000:weight=3")["upstream"] == [
+        "tcp:127.0.0.1:9000:weight=3"
+    ]
+    with pytest.raises(UsageError, match=r"--upstream .*weight= takes"):
+        Options().opt_upstream("tcp:127.0.0.1:9000:weight=0")

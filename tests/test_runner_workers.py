@@ -21,8 +21,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 
+from framedclient.runner.app import RunnerService, makeService
 from framedclient.runner.options import Options, UsageExit
-from framedclient.runner.service import RunnerService, makeService
 from tests.test_runner_process import TwistProcess, http_client, spawn
 
 pytestmark = pytest.mark.slow
@@ -270,3 +270,46 @@ async def test_ctrl_c_to_the_whole_group_stops_the_workers_once_without_restarts
         assert not any(
             "restarting it in" in str(e.get("log_format")) for e in proc.events
         ), proc.log_text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_supervisor_says_ready_only_once_every_worker_has_an_upstream():
+    from framedclient.server import listen
+    from tests.test_runner_gateway import free_port
+
+    port = free_port()  # nothing listens there yet
+    proc = spawn(
+        "http_url",
+        "framedclient",
+        *("--workers", "2", "--http", "tcp:0:interface=127.0.0.1"),
+        *("--pool-size", "1", "--backoff", "constant:0.1"),
+        *("--upstream", f"tcp:127.0.0.1:{port}"),
+    )
+    try:
+        startup = await proc.found
+        assert startup["log_format"].startswith(
+            "framedclient listening; upstream not reachable yet in 2 of 2 workers"
+        ), proc.log_text()
+        assert "refused" in startup["reason"].lower()
+        assert ready_lines(proc) == []
+        server = await listen(reactor, f"tcp:{port}:interface=127.0.0.1")
+        try:
+            for _ in range(500):
+                if ready_lines(proc):
+                    break
+                await deferLater(reactor, 0.02, lambda: None)
+            else:
+                raise AssertionError(proc.log_text())
+        finally:
+            await server.stopListening()
+        assert len(ready_lines(proc)) == 1  # once
+    finally:
+        if proc.transport.pid is not None:  # type: ignore[attr-defined]
+            for pid in worker_pids(proc):
+                _kill(pid)
+            proc.transport.signalProcess("KILL")
+            await proc.ended
+
+
+def ready_lines(proc: TwistProcess) -> list[str]:
+    return [m for m in proc.messages() if m.startswith("framedclient ready")]

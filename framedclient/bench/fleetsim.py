@@ -1,6 +1,18 @@
 """
 ``python -m framedclient.bench fleet-sim``: many clients, many hosts, one
-slow and one dead, simulated on the in-memory kit.
+slow and one dead (or another scenario), simulated on the in-memory kit.
+
+Scenarios (``--scenario``), each about host 0:
+
+- ``slow-dead`` (the default): host 0 replies in ``slow_delay``, host 1
+  accepts connections and never answers (or refuses them);
+- ``slow``: host 0 replies in ``slow_delay``, every other host is well;
+- ``flaky``: host 0 answers ``flaky_share`` of its requests (30 %) with an
+  error reply, at random but never 5 in a row (so consecutive-failure
+  ejection never sees it): only ejection by success rate finds it;
+- ``slowdown``: host 0 replies in ``slow_delay`` from ``slow_from`` to
+  ``slow_until`` (20 s to 30 s), at the healthy delay before and after; the
+  table says when it got its share back.
 
 What a fleet sees cannot be measured on one machine with real sockets (50
 client processes and 20 servers), but the client's decisions can be: every
@@ -33,6 +45,7 @@ idempotent, so nothing may be sent again once written).
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
 import random
 import sys
@@ -51,11 +64,13 @@ from twisted.python.failure import Failure
 
 from framedclient.client import FramedClient
 from framedclient.codecs import REQUEST, FC1Codec
+from framedclient.health import EJECTED
 from framedclient.server import ReferenceServerFactory
 from framedclient.testing import MemoryServer
 
 __all__ = [
     "POLICIES",
+    "SCENARIOS",
     "FleetConfig",
     "PolicyResult",
     "main",
@@ -65,6 +80,9 @@ __all__ = [
 
 #: The pick policies compared, in table order.
 POLICIES: tuple[str, ...] = ("p2c", "least_loaded", "round_robin", "ketama")
+
+#: The scenarios (see the module docstring).
+SCENARIOS: tuple[str, ...] = ("slow-dead", "slow", "flaky", "slowdown")
 
 
 @attrs.frozen
@@ -91,6 +109,10 @@ class FleetConfig:
         requests are not idempotent.
     :ivar seed: seeds the arrivals, the keys and every random choice of the
         clients (p2c's draws, jitter), so a run is repeatable.
+    :ivar scenario: one of :data:`SCENARIOS`.
+    :ivar flaky_share: the share of requests the flaky host fails.
+    :ivar slow_from: when the ``slowdown`` host turns slow, in seconds.
+    :ivar slow_until: when it recovers.
     """
 
     clients: int = 50
@@ -103,6 +125,10 @@ class FleetConfig:
     health: bool = True
     hedge_after: float | None = None
     seed: int = 1
+    scenario: str = "slow-dead"
+    flaky_share: float = 0.3
+    slow_from: float = 20.0
+    slow_until: float = 30.0
 
 
 @attrs.frozen
@@ -125,6 +151,12 @@ class PolicyResult:
     :ivar twice: request bodies a host received more than once (must be 0;
         a hedge goes to another host, so hedging does not count here).
     :ivar seconds: real seconds the simulation took.
+    :ivar ejected_half: when half the clients had ejected host 0 (seconds
+        from the start; ``None``: never).
+    :ivar ejected_all: when every client had.
+    :ivar share_back: seconds after ``slow_until`` until host 0 received at
+        least 80 % of its fair share of a second's requests again
+        (``None``: not in this scenario, or never).
     """
 
     policy: str
@@ -140,6 +172,9 @@ class PolicyResult:
     wrong: int
     twice: int
     seconds: float
+    ejected_half: float | None = None
+    ejected_all: float | None = None
+    share_back: float | None = None
 
     @property
     def ok_rate(self) -> float:
@@ -158,21 +193,62 @@ class _Counting(ProtocolWrapper):
         self._seen = factory.seen
 
     def dataReceived(self, data: bytes) -> None:
-        decode = self.factory.codec.decode
+        factory = self.factory
+        codec = factory.codec
+        decode = codec.decode
+        second = int(factory.clock.seconds())
+        fail = factory.fail
+        rewritten: list[bytes] = []
         for frame in self._framer.feed(data):
-            kind, _, body = decode(frame)
+            kind, request_id, body = decode(frame)
             if kind == REQUEST:
                 self._seen[body] += 1
+                factory.per_second[second] += 1
+                if fail is not None and fail():
+                    body = b"!error:flaky"
+            if fail is not None:
+                # Frames come out of the framer without their length prefix.
+                rewritten.append(codec.encode(kind, request_id, body))
+        if fail is not None:
+            data = b"".join(rewritten)
         super().dataReceived(data)  # type: ignore[no-untyped-call]
 
 
 class _CountingFactory(WrappingFactory):
     protocol = _Counting  # type: ignore[assignment]
 
-    def __init__(self, wrapped: IProtocolFactory, seen: Counter[bytes]) -> None:
+    def __init__(
+        self,
+        wrapped: IProtocolFactory,
+        seen: Counter[bytes],
+        clock: Clock,
+        fail: Callable[[], bool] | None = None,
+    ) -> None:
         super().__init__(wrapped)  # type: ignore[no-untyped-call]
         self.codec = FC1Codec()
         self.seen = seen
+        self.clock = clock
+        #: whether the next request fails (``None``: none does)
+        self.fail = fail
+        #: requests received in each second of the run
+        self.per_second: Counter[int] = Counter()
+
+
+def _flaky(share: float, rng: random.Random) -> Callable[[], bool]:
+    """
+    Fails ``share`` of the calls at random, never 5 in a row.
+    """
+    in_a_row = 0
+
+    def fail() -> bool:
+        nonlocal in_a_row
+        if in_a_row < 4 and rng.random() < share:
+            in_a_row += 1
+            return True
+        in_a_row = 0
+        return False
+
+    return fail
 
     def registerProtocol(self, p: Any) -> None:
         # WrappingFactory keeps every protocol ever made; a simulation
@@ -277,17 +353,38 @@ class _Fleet:
         #: memory addresses, so that a seed gives one result.)
         self.dirty: dict[Any, None] = {}
         self.watched: set[Any] = set()
+        self.counting: list[_CountingFactory] = []
+        scenario = config.scenario
+        dead = scenario == "slow-dead"
         for i in range(config.hosts):
             inner: IProtocolFactory
-            if i == 1 and config.dead == "silent":
+            if i == 1 and dead and config.dead == "silent":
                 inner = Factory.forProtocol(Protocol)
             else:
-                delay = config.slow_delay if i == 0 else config.delay
-                inner = ReferenceServerFactory(clock=self.clock, delay=delay)
+                slow = i == 0 and scenario in ("slow-dead", "slow")
+                delay = config.slow_delay if slow else config.delay
+                inner = reference = ReferenceServerFactory(
+                    clock=self.clock, delay=delay
+                )
+                if i == 0 and scenario == "slowdown":
+                    self.clock.callLater(
+                        config.slow_from, setattr, reference, "delay",
+                        config.slow_delay,
+                    )
+                    self.clock.callLater(
+                        config.slow_until, setattr, reference, "delay", config.delay
+                    )
             seen: Counter[bytes] = Counter()
             self.seen.append(seen)
-            server = MemoryServer(_CountingFactory(inner, seen), clock=self.clock)
-            if i == 1 and config.dead == "refuse":
+            fail = (
+                _flaky(config.flaky_share, random.Random(config.seed + 1))
+                if i == 0 and scenario == "flaky"
+                else None
+            )
+            counting = _CountingFactory(inner, seen, self.clock, fail)
+            self.counting.append(counting)
+            server = MemoryServer(counting, clock=self.clock)
+            if i == 1 and dead and config.dead == "refuse":
                 server.refuse()
             self.servers.append(server)
         names = [f"tcp:10.0.0.{i + 1}:9000" for i in range(config.hosts)]
@@ -306,7 +403,19 @@ class _Fleet:
             )
             for _ in range(config.clients)
         ]
+        #: when each client first ejected host 0
+        self.ejected: dict[int, float] = {}
+        for index, client in enumerate(self.clients):
+            client.health.add_listener(functools.partial(self._health_changed, index))
         self.settle()
+
+    def _health_changed(self, index: int, host: Any) -> None:
+        if (
+            host.state == EJECTED
+            and host.name.startswith("tcp:10.0.0.1:")
+            and index not in self.ejected
+        ):
+            self.ejected[index] = self.clock.seconds()
 
     def settle(self) -> None:
         """
@@ -442,6 +551,19 @@ def simulate(config: FleetConfig, policy: str) -> PolicyResult:
     ordered = sorted(latencies)
     ordered_all = sorted(all_latencies)
     received = [sum(seen.values()) for seen in fleet.seen]
+    ejected = sorted(fleet.ejected.values())
+    half = (config.clients + 1) // 2
+    share_back = None
+    if config.scenario == "slowdown":
+        host0 = fleet.counting[0].per_second
+        total: Counter[int] = Counter()
+        for counting in fleet.counting:
+            total.update(counting.per_second)
+        fair = 0.8 / config.hosts
+        for second in range(int(config.slow_until), int(config.duration)):
+            if total[second] and host0[second] >= fair * total[second]:
+                share_back = second + 1 - config.slow_until
+                break
     return PolicyResult(
         policy=policy,
         requests=len(fired),
@@ -456,6 +578,9 @@ def simulate(config: FleetConfig, policy: str) -> PolicyResult:
         wrong=wrong,
         twice=sum(1 for seen in fleet.seen for n in seen.values() if n > 1),
         seconds=time.perf_counter() - started,
+        ejected_half=ejected[half - 1] if len(ejected) >= half else None,
+        ejected_all=ejected[-1] if len(ejected) == config.clients else None,
+        share_back=share_back,
     )
 
 
@@ -463,16 +588,43 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f}"
 
 
+def _scenario_text(config: FleetConfig) -> str:
+    slow = _ms(config.slow_delay)
+    return {
+        "slow-dead": f"one in {slow} ms, one is dead ({config.dead})",
+        "slow": f"one in {slow} ms",
+        "flaky": f"one fails {config.flaky_share:.0%} of its requests at random "
+        f"(error replies, never 5 in a row)",
+        "slowdown": f"one in {slow} ms from {config.slow_from:g} s to "
+        f"{config.slow_until:g} s",
+    }[config.scenario]
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}"
+
+
 def markdown_table(config: FleetConfig, results: Sequence[PolicyResult]) -> str:
     """
     The results as a Markdown table, one row per policy.
     """
+    scenario = config.scenario
+    host0 = {"flaky": "flaky host", "slowdown": "slowing host"}.get(
+        scenario, "slow host"
+    )
+    extra_head = extra_rule = ""
+    if scenario == "flaky":
+        extra_head = " ejected by half / all clients, s |"
+        extra_rule = "--:|"
+    elif scenario == "slowdown":
+        extra_head = " share back after, s |"
+        extra_rule = "--:|"
+    dead = scenario == "slow-dead"
     lines = [
         f"{config.clients} clients \N{MULTIPLICATION SIGN} {config.hosts} hosts, "
         f"{config.rate:g} req/s "
         f"per client for {config.duration:g} simulated s (seed {config.seed}); "
-        f"hosts reply in {_ms(config.delay)} ms, one in {_ms(config.slow_delay)} ms, "
-        f"one is dead ({config.dead}); "
+        f"hosts reply in {_ms(config.delay)} ms, {_scenario_text(config)}; "
         f"{'default health settings' if config.health else 'health off'}, "
         + (
             f"hedged after {_ms(config.hedge_after)} ms, "
@@ -482,15 +634,24 @@ def markdown_table(config: FleetConfig, results: Sequence[PolicyResult]) -> str:
         + "pool_size=1.",
         "",
         "| policy | requests | ok | failed | p50 ms | p99 ms | p99 ms (all) "
-        "| to slow host | to dead host | lost / twice / wrong |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f"| to {host0} |{' to dead host |' if dead else ''} lost / twice / wrong |"
+        + extra_head,
+        "|---|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if dead else "") + "--:|"
+        + extra_rule,
     ]
     for r in results:
+        extra = ""
+        if scenario == "flaky":
+            extra = f" {_seconds(r.ejected_half)} / {_seconds(r.ejected_all)} |"
+        elif scenario == "slowdown":
+            extra = f" {_seconds(r.share_back)} |"
         lines.append(
             f"| {r.policy} | {r.requests:,} | {r.ok_rate * 100:.2f} % "
             f"| {sum(r.failed.values()):,} | {_ms(r.p50)} | {_ms(r.p99)} "
-            f"| {_ms(r.p99_all)} | {r.to_slow:,} | {r.to_dead:,} "
-            f"| {r.lost} / {r.twice} / {r.wrong} |"
+            f"| {_ms(r.p99_all)} | {r.to_slow:,} |"
+            + (f" {r.to_dead:,} |" if dead else "")
+            + f" {r.lost} / {r.twice} / {r.wrong} |"
+            + extra
         )
     return "\n".join(lines) + "\n"
 
@@ -546,6 +707,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
+        "--scenario", choices=SCENARIOS, default=defaults.scenario,
+        help="what host 0 (and host 1) do: slow-dead (one slow, one dead), "
+        "slow (one slow), flaky (one failing 30 %% at random), slowdown (one "
+        "slow from 20 s to 30 s); default %(default)s",
+    )
+    parser.add_argument(
         "--policies",
         default=",".join(POLICIES),
         help="comma-separated pick policies (default %(default)s)",
@@ -575,6 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         health=not args.no_health,
         hedge_after=args.hedge_after,
         seed=args.seed,
+        scenario=args.scenario,
     )
     results = []
     for policy in policies:

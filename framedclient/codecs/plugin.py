@@ -28,6 +28,7 @@ message for options it cannot accept; :func:`option_keys` and
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CodecPlugin",
+    "CodecPluginFailed",
     "ICodecPlugin",
+    "broken_plugin_modules",
     "codec_plugins",
     "int_option",
     "option_keys",
@@ -68,6 +71,13 @@ class ICodecPlugin(Interface):  # type: ignore[misc]
         """
 
 
+class CodecPluginFailed(ValueError):
+    """
+    A codec plugin's factory could not be imported, or raised something
+    other than :exc:`ValueError`: the plugin's fault, not the options'.
+    """
+
+
 @implementer(IPlugin, ICodecPlugin)
 @attrs.frozen
 class CodecPlugin:
@@ -88,12 +98,34 @@ class CodecPlugin:
     factory: str | Callable[[str], Codec]
 
     def codec(self, options: str) -> Codec:
+        """
+        :raises ValueError: for options the factory refuses, and also when
+            the factory cannot be imported or fails otherwise (naming the
+            plugin and its factory: a bug of the plugin's package, which
+            the operator reports, not a traceback).
+        """
         factory = self.factory
         if isinstance(factory, str):
             from twisted.python.reflect import namedAny
 
-            factory = namedAny(factory)  # type: ignore[no-untyped-call]
-        return factory(options)  # type: ignore[operator,no-any-return]
+            try:
+                factory = namedAny(factory)  # type: ignore[no-untyped-call]
+            except Exception as error:
+                raise self._failed("cannot be imported", error) from error
+        try:
+            return factory(options)  # type: ignore[operator,no-any-return]
+        except ValueError:
+            raise  # the options' fault: the message says which
+        except Exception as error:
+            raise self._failed("failed", error) from error
+
+    def _failed(self, what: str, error: Exception) -> CodecPluginFailed:
+        text = " ".join(f"{type(error).__name__}: {error}".split())
+        return CodecPluginFailed(
+            f"the {self.name!r} codec plugin's factory {self.factory!r} "
+            f"{what} ({text}); this is a bug or a missing "
+            f"dependency of the package that installs it"
+        )
 
 
 def codec_plugins() -> dict[str, ICodecPlugin]:
@@ -104,19 +136,67 @@ def codec_plugins() -> dict[str, ICodecPlugin]:
     then the plugin Twisted lists first: a package cannot silently change
     what ``--codec fc1`` means.
     """
-    from twisted.plugin import getPlugins
+    import twisted.plugin
 
     import twisted.plugins
 
     found: dict[str, ICodecPlugin] = {}
+    # Twisted logs a plugin module that fails to import as a traceback, on
+    # every scan (it caches only modules that load); this scan records the
+    # failure instead, for one line that names the module.
+    names = vars(twisted.plugin)
+    logged = names["log"]
+    _BROKEN.clear()
+    names["log"] = _RecordFailures()
+    try:
+        scanned = list(twisted.plugin.getPlugins(ICodecPlugin, twisted.plugins))
+    finally:
+        names["log"] = logged
     # Built-ins are the plugins whose factory lives in framedclient.
     plugins = sorted(
-        getPlugins(ICodecPlugin, twisted.plugins),
+        scanned,
         key=lambda p: not str(getattr(p, "factory", "")).startswith("framedclient."),
     )
     for plugin in plugins:
         found.setdefault(str(plugin.name).lower(), plugin)
     return found
+
+
+#: Plugin modules that failed to import, by module name: what went wrong, in
+#: one line (see :func:`broken_plugin_modules`).
+_BROKEN: dict[str, str] = {}
+
+
+class _RecordFailures:
+    """
+    Stands in for ``twisted.python.log`` inside :func:`twisted.plugin.getPlugins`
+    during :func:`codec_plugins`: its only use there is ``log.err()`` in an
+    ``except`` block, for a plugin module that raised on import.
+    """
+
+    def err(self, *args: object, **kwargs: object) -> None:
+        error, tb = sys.exc_info()[1:]
+        module = "a plugin module"
+        where = ""
+        while tb is not None:
+            frame_module = tb.tb_frame.f_locals.get("pluginModule")
+            if frame_module is not None:
+                module = str(getattr(frame_module, "name", module))
+            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        text = " ".join(f"{type(error).__name__}: {error}".split())
+        _BROKEN[module] = f"{text} ({where})" if where else text
+
+
+def broken_plugin_modules() -> dict[str, str]:
+    """
+    The plugin modules that raised on import during the last
+    :func:`codec_plugins`,
+    by name, each with its error and where it was raised: a package's broken
+    plugin file then costs the operator one line saying which file and why
+    (its codecs are missing), not a traceback per scan.
+    """
+    return dict(_BROKEN)
 
 
 def option_keys(options: str, known: Collection[str]) -> dict[str, str]:

@@ -18,17 +18,24 @@ can show it as is.
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from collections.abc import Mapping
 
 from framedclient.codecs import Codec
-from framedclient.codecs.plugin import codec_plugins
+from framedclient.codecs.plugin import (
+    CodecPluginFailed,
+    ICodecPlugin,
+    broken_plugin_modules,
+    codec_plugins,
+)
 
 __all__ = [
     "accepted_codec_forms",
     "codec_help",
     "codec_overhead",
     "describe_codec",
+    "installed_codecs",
     "parse_codec",
 ]
 
@@ -43,17 +50,49 @@ def parse_codec(spec: str) -> Codec:
     """
     name, _, params = spec.strip().partition(":")
     name = name.strip().lower()
-    plugins = codec_plugins()
+    plugins = installed_codecs()
     try:
         plugin = plugins.get(name)
         if plugin is None:
             raise ValueError(f"unknown codec {name!r}")
         codec: Codec = plugin.codec(params)
         return codec
+    except CodecPluginFailed as error:
+        # The spec is fine; the forms would not help.
+        raise ValueError(f"invalid codec {spec!r}: {error}") from None
     except ValueError as error:
         raise ValueError(
             f"invalid codec {spec!r}: {error}; {accepted_codec_forms(plugins)}"
         ) from None
+    except Exception as error:
+        # A plugin of its own making (not a CodecPlugin) that failed.
+        text = " ".join(f"{type(error).__name__}: {error}".split())
+        raise ValueError(
+            f"invalid codec {spec!r}: the {name!r} codec plugin failed "
+            f"({text}); this is a bug of the package that installs it"
+        ) from None
+
+
+def installed_codecs() -> dict[str, ICodecPlugin]:
+    """
+    The installed codec plugins, as :func:`codec_plugins` finds them; a
+    plugin module that failed to import is said once per process on stderr,
+    in one line naming the module and its error (its codecs are missing),
+    where Twisted would print a traceback on every scan.
+    """
+    plugins = codec_plugins()
+    for module, error in broken_plugin_modules().items():
+        if module not in _REPORTED:
+            _REPORTED.add(module)
+            sys.stderr.write(
+                f"framedclient: warning: plugin module {module} failed to "
+                f"import, its codecs are not available: {error}\n"
+            )
+            sys.stderr.flush()
+    return plugins
+
+
+_REPORTED: set[str] = set()
 
 
 def accepted_codec_forms(plugins: Mapping[str, object] | None = None) -> str:
@@ -61,7 +100,7 @@ def accepted_codec_forms(plugins: Mapping[str, object] | None = None) -> str:
     ``accepted forms: 'fc1[:max-frame=BYTES]', ...``: one form per
     installed codec, for error messages.
     """
-    found = codec_plugins() if plugins is None else plugins
+    found = installed_codecs() if plugins is None else plugins
     forms = []
     for name, plugin in found.items():
         options = getattr(plugin, "options_help", "")
@@ -75,7 +114,7 @@ def codec_help(width: int = 80) -> str:
     options and description (indented, so the usage text keeps it as is).
     """
     lines = ["--codec NAME[:options] (every key optional; BYTES and N are integers):"]
-    for name, plugin in codec_plugins().items():
+    for name, plugin in installed_codecs().items():
         options = getattr(plugin, "options_help", "")
         form = f"  {name}[:{options}]" if options else f"  {name}"
         # Long forms break after a comma: they hold no spaces to break at.

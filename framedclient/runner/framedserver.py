@@ -24,6 +24,7 @@ from framedclient.runner.options import (
     check_server_endpoint,
     usage_exit,
     version_exit,
+    with_suggestion,
 )
 from framedclient.server import ReferenceServerFactory
 
@@ -72,7 +73,8 @@ class Options(usage.Options):
         try:
             super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as error:
-            usage_exit("framedserver", error)
+            names = [o.rstrip("=") for o in self.longOpt]
+            usage_exit("framedserver", with_suggestion(error, names))
 
     def opt_version(self) -> NoReturn:
         """

@@ -65,6 +65,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import resource
 import socket
 import struct
@@ -104,6 +105,7 @@ from framedclient.runner.cluster import (
 from framedclient.runner.codecspec import codec_overhead
 from framedclient.runner.listening import ListeningService
 from framedclient.runner.replies import ReplyBudget, ReplyWriter
+from framedclient.runner.settingtext import setting_texts
 
 __all__ = [
     "ERROR_STATUSES",
@@ -151,7 +153,7 @@ ERROR_STATUSES: dict[str, tuple[int, str]] = {
     "protocol_error": (502, "the upstream broke the protocol"),
     "bad_timeout": (400, "timeout must be a positive number of seconds"),
     "bad_idempotent": (400, "idempotent must be 1, true, 0 or false"),
-    "too_large": (400, "the body is larger than the codec can carry"),
+    "too_large": (413, "the body is larger than the codec can carry"),
     "bad_body": (400, "the codec cannot carry this body"),
     "method_not_allowed": (405, "wrong HTTP method"),
     "not_found": (404, "no such endpoint"),
@@ -299,6 +301,32 @@ def for_http(kind: str, message: str) -> tuple[str, str | None]:
     return http_message, message
 
 
+def unavailable_for_http(message: str, fail_fast: bool) -> tuple[str, str]:
+    """
+    The message and detail of a 503 ``unavailable``: worded with the
+    gateway's own option (``--fail-fast``), where the library's text
+    advises on its keyword (``wait_for_ready``), which an HTTP caller or
+    operator cannot pass.  The detail keeps the library's diagnosis (the
+    connect errors), without its advice.
+    """
+    if fail_fast:
+        http_message = (
+            "no upstream connection is ready, so the request was not sent; "
+            "the gateway runs with --fail-fast, which answers at once instead "
+            "of waiting for a connection (without it a request waits up to "
+            "its timeout); retry after Retry-After seconds"
+        )
+    else:
+        http_message = (
+            "no upstream connection became ready within the request's "
+            "timeout, so the request was not sent; retry after Retry-After "
+            "seconds"
+        )
+    sentences = re.split(r"(?<=[.;])\s+", message)
+    detail = " ".join(s for s in sentences if "wait_for_ready" not in s).strip()
+    return http_message, detail or message
+
+
 def classify(failure: Failure) -> tuple[str, str]:
     """
     The error kind (a key of :data:`ERROR_STATUSES`, hence the HTTP status)
@@ -325,7 +353,8 @@ LINGER = 2.0
 #: The largest ``Content-Length`` or chunk size the gateway parses: larger
 #: ones (``2**80``) are not a body anybody sends but an attempt to hold the
 #: connection, and get a 400 at once.  Bodies above the codec's limit but
-#: below this still get the JSON ``too_large`` answer.
+#: below this get the JSON ``too_large`` answer, 413, as soon as the headers
+#: are in (:meth:`GatewayChannel.allHeadersReceived`).
 MAX_DECLARED_LENGTH = (1 << 63) - 1
 
 #: Descriptors kept free below ``RLIMIT_NOFILE`` besides two per upstream
@@ -433,12 +462,57 @@ class GatewayChannel(HTTPChannel):
             # What is left in line mode holds no CRLF: a bare LF ends a line.
             self.reject(b"400 Bad Request")
 
+    def lineReceived(self, line: bytes) -> None:
+        if line[:1] in (b" ", b"\t") and not self._HTTPChannel__first_line:  # type: ignore[attr-defined]
+            # An obs-folded header line (RFC 9112, 5.2): twisted.web joins
+            # it to the previous header, so a folded Transfer-Encoding
+            # would be read differently by a proxy in front that does not.
+            # Refused, as the RFC allows, rather than guessed at.
+            self.reject(b"400 Bad Request")
+            return
+        super().lineReceived(line)  # type: ignore[no-untyped-call]
+
     def allHeadersReceived(self) -> None:
+        limit: int | None = getattr(getattr(self, "site", None), "max_body", None)
+        length: int | None = self.length
+        if limit is not None and length is not None and length > limit:
+            # Answered now, before any body byte is read and before
+            # twisted.web would send "100 Continue": the client learns at
+            # once, and a 1 GiB body costs neither bandwidth nor the body
+            # deadline's wait.  The connection closes, its framing unread.
+            self._refuse_body(length, limit)
+            return
         super().allHeadersReceived()  # type: ignore[no-untyped-call]
         if self.phase == "headers":
             self._arm("body", self.limits.body_timeout)
 
+    def refuse_chunked_body(self, limit: int) -> None:
+        """
+        Answer 413 for a chunked body that grew past ``limit``, at once.
+        """
+        self._refuse_body(None, limit)
+
+    def _refuse_body(self, length: int | None, limit: int) -> None:
+        size = "request body" if length is None else f"request body of {length} bytes"
+        payload = {
+            "error": "too_large",
+            "message": (
+                f"{size} exceeds {limit} bytes, the most the codec can carry "
+                f"in one frame; nothing was sent"
+            ),
+        }
+        count = getattr(getattr(self, "site", None), "count", None)
+        if count is not None:
+            count(413)
+        self.reject(
+            b"413 Content Too Large",
+            json.dumps(payload, separators=(",", ":")).encode("utf-8"),
+        )
+
     def allContentReceived(self) -> None:
+        if self.phase == "rejected":
+            # Answered already (413 before the body): nothing to serve.
+            return
         self._disarm()
         self.phase = "handling"
         super().allContentReceived()  # type: ignore[no-untyped-call]
@@ -487,21 +561,25 @@ class GatewayChannel(HTTPChannel):
         """
         return self.phase in ("idle", "headers")
 
-    def reject(self, status: bytes) -> None:
+    def reject(self, status: bytes, body: bytes = b"") -> None:
         """
-        Answer ``status`` with an empty body, stop reading requests, and
-        close once the client has read the answer (or after :data:`LINGER`
-        seconds).
+        Answer ``status`` (with a JSON ``body`` if given, else an empty one),
+        stop reading requests, and close once the client has read the answer
+        (or after :data:`LINGER` seconds).
         """
         if self.phase == "rejected" or self.transport is None:
             return
         self._disarm()
         self.phase = "rejected"
         self.persistent = False
+        content_type = b"Content-Type: application/json\r\n" if body else b""
         self.transport.write(
             b"HTTP/1.1 "
             + status
-            + b"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            + b"\r\nConnection: close\r\n"
+            + content_type
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
         )
         # Stop LineReceiver's loop over what is buffered, and read nothing
         # more: the framing is lost.
@@ -540,8 +618,9 @@ class GatewayRequest(Request):
     """
     A request whose body is stored only up to the site's ``max_body``.
 
-    Bytes beyond it are read and dropped, and :attr:`body_too_large` is set,
-    so the resource can answer 400 while the connection stays in sync.
+    A chunked body that grows beyond it is answered 413 by the channel at
+    once, and the connection closes (a ``Content-Length`` above it never
+    gets here: the channel answers 413 before reading the body).
     """
 
     body_too_large = False
@@ -563,10 +642,14 @@ class GatewayRequest(Request):
             return
         assert self.content is not None
         if self.content.tell() + len(data) > self._max_body():
-            # Chunked body that grew too large: drop what we kept too.
+            # Chunked body that grew too large: drop what we kept too, and
+            # answer 413 now rather than read the rest (it may never end).
             self.body_too_large = True
             self.content.close()
             self.content = io.BytesIO()
+            refuse = getattr(self.channel, "refuse_chunked_body", None)
+            if refuse is not None:
+                refuse(self._max_body())
             return
         super().handleContentChunk(data)  # type: ignore[no-untyped-call]
 
@@ -583,11 +666,20 @@ class GatewaySite(Site):
     protocol = GatewayChannel  # type: ignore[assignment]
 
     def __init__(
-        self, resource: IResource, max_body: int, limits: HTTPLimits | None = None
+        self,
+        resource: IResource,
+        max_body: int,
+        limits: HTTPLimits | None = None,
+        count: Callable[[int], None] | None = None,
     ) -> None:
+        """
+        :param count: counts a response status the channel answers itself
+            (413 before the body), as the resources count theirs.
+        """
         super().__init__(resource, requestFactory=GatewayRequest)  # type: ignore[no-untyped-call]
         self.max_body = max_body
         self.limits = limits if limits is not None else HTTPLimits()
+        self.count = count
 
     def log(self, request: object) -> None:
         pass
@@ -647,7 +739,7 @@ class Gateway:
         The resource tree rooted at ``/``.
         """
         root = _Root()
-        root.putChild(b"", StatusPage())
+        root.putChild(b"", StatusPage(self))
         v1 = _Root()
         v1.putChild(b"request", RequestResource(self))
         v1.putChild(b"stats", StatsResource(self))
@@ -664,7 +756,7 @@ class Gateway:
         return root
 
     def site(self, limits: HTTPLimits | None = None) -> GatewaySite:
-        return GatewaySite(self.resource(), self.max_body, limits)
+        return GatewaySite(self.resource(), self.max_body, limits, self.count)
 
     def count(self, status: int) -> None:
         self.responses[status] = self.responses.get(status, 0) + 1
@@ -1128,23 +1220,35 @@ class ConfigResource(_JSONResource):
     """
     ``GET /v1/config``: the running version and the client's effective
     settings (every :class:`~framedclient.config.ClientConfig` field;
-    objects such as the codec and backoff policy as their ``repr``).
+    objects such as the codec and backoff policy as their ``repr``), and
+    under ``"shown"`` each as the status page shows it (units, specs, the
+    tracing actually done; :mod:`framedclient.runner.settingtext`).
     """
 
     def path(self) -> str:
         return "/v1/config"
 
     def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
-        config = client.config
-        settings = {
-            field.name: _json_safe(getattr(config, field.name))
-            for field in attrs.fields(type(config))
-        }
-        return _json_body(
-            request,
-            200,
-            {"version": __version__, **self.gateway.describe, "config": settings},
-        )
+        return _json_body(request, 200, config_payload(self.gateway, client))
+
+
+def config_payload(gateway: Gateway, client: FramedClient) -> dict[str, Any]:
+    """
+    The body of ``GET /v1/config`` (also embedded in the status page).
+    """
+    config = client.config
+    settings = {
+        field.name: _json_safe(getattr(config, field.name))
+        for field in attrs.fields(type(config))
+    }
+    describe = gateway.describe
+    shown = setting_texts(
+        config,
+        codec=str(describe.get("codec", type(config.codec).__name__)),
+        backoff=describe.get("backoff"),
+        tracing_active=bool(client.stats().get("tracing")),
+    )
+    return {"version": __version__, **describe, "config": settings, "shown": shown}
 
 
 class StatusPage(Resource):
@@ -1158,8 +1262,29 @@ class StatusPage(Resource):
     isLeaf = True
     _html: bytes | None = None
 
-    def __init__(self) -> None:
+    #: Where :meth:`render` puts the first snapshot, in ``status.html``.
+    MARKER = b"<!--initial-->"
+
+    def __init__(self, gateway: Gateway | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
+
+    def initial(self) -> dict[str, Any]:
+        """
+        What the page shows before its first poll returns (a slow link, a
+        screenshot): the settings, and in a single process the figures
+        too.  With ``--workers N`` the figures are every worker's sum,
+        which takes a round trip to the supervisor: the page polls them.
+        """
+        gateway = self.gateway
+        client = gateway.get_client() if gateway is not None else None
+        if gateway is None or client is None:
+            return {}
+        snapshot: dict[str, Any] = {"config": config_payload(gateway, client)}
+        if gateway.cluster is None:
+            snapshot["stats"] = gateway.stats(client)
+            snapshot["state"] = client.debug_state()
+        return snapshot
 
     @classmethod
     def html(cls) -> bytes:
@@ -1176,6 +1301,18 @@ class StatusPage(Resource):
         if refused is not None:
             return refused
         body = self.html()
+        snapshot = self.initial()
+        if snapshot:
+            data = json.dumps(_finite(snapshot), separators=(",", ":"), default=repr)
+            # Inside <script>, "</" could end the element early.
+            data = data.replace("</", "<\\/")
+            body = body.replace(
+                self.MARKER,
+                b'<script type="application/json" id="initial">'
+                + data.encode("utf-8")
+                + b"</script>",
+                1,
+            )
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(
@@ -1283,7 +1420,13 @@ class RequestResource(Resource):
             if kind == "internal":
                 _log.failure("Unexpected error for an HTTP request", failure)
             gateway.count(ERROR_STATUSES[kind][0])
-            request.write(error_body(request, kind, *for_http(kind, message)))
+            detail: str | None
+            if kind == "unavailable":
+                fail_fast = not getattr(client, "wait_for_ready", True)
+                text, detail = unavailable_for_http(message, fail_fast)
+            else:
+                text, detail = for_http(kind, message)
+            request.write(error_body(request, kind, text, detail))
             request.finish()
 
         request.notifyFinish().addErrback(disconnected)
@@ -1369,6 +1512,11 @@ class _TrackingFactory(WrappingFactory):
 
     noisy = False
     protocols: dict[ProtocolWrapper, int]
+
+    def logPrefix(self) -> str:
+        # Twisted logs "<prefix> starting on PORT" (by default the class
+        # names, "GatewaySite (_TrackingFactory)").
+        return "framedclient HTTP"
 
     def __init__(self, site: Site, max_connections: int | None = None) -> None:
         super().__init__(site)  # type: ignore[no-untyped-call]

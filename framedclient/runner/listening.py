@@ -7,16 +7,16 @@ listen: one line, then exit status 1.
 
 from __future__ import annotations
 
-import errno
 import os
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from framedclient._endpoints import describe_listen_failure
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -116,30 +116,6 @@ class ListeningService(Service):
         result: Deferred[None] = Deferred()
         d.addBoth(lambda _: None).chainDeferred(result)
         return result
-
-
-def describe_listen_failure(failure: Failure) -> str:
-    """
-    Why listening failed, in one line that says what to do when the port is
-    taken (the common case: another instance is still running).
-
-    Unwraps the ``FirstError`` of a ``gatherResults`` over several
-    listeners.
-    """
-    error = failure.value
-    sub = getattr(error, "subFailure", None)
-    if sub is not None:
-        error = sub.value
-    if isinstance(error, CannotListenError):
-        where = f"{error.interface or '*'}:{error.port}"
-        if getattr(error.socketError, "errno", None) == errno.EADDRINUSE:
-            return (
-                f"port {error.port} is already in use ({where}): stop the "
-                f"process listening there or choose another port"
-            )
-        reason = getattr(error.socketError, "strerror", None) or error.socketError
-        return f"cannot listen on {where}: {reason}"
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def fail_startup(reactor: Any, program: str, failure: Failure) -> None:

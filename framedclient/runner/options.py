@@ -17,6 +17,7 @@ importing ``twisted.internet.reactor`` here would break ``--reactor``.
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 import warnings
@@ -36,6 +37,7 @@ from framedclient.config import (
     Setting,
     SettingKind,
     Switch,
+    did_you_mean,
     setting_of,
 )
 from framedclient.runner.codecspec import codec_help, parse_codec
@@ -50,10 +52,12 @@ __all__ = [
     "options_table",
     "usage_exit",
     "version_exit",
+    "with_suggestion",
 ]
 
 DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
 
+#: The explanation ``--help`` opens with, before the options.
 _LONGDESC = """\
 Keep a pool of connections to an upstream framed-protocol server and expose
 it over HTTP (POST /v1/request, GET /metrics, /healthz, /debug/state, and a
@@ -67,7 +71,13 @@ ephemeral loopback port and used as the upstream, so a bare
 ENDPOINT is any Twisted endpoint string: client endpoints for --upstream
 (tcp:HOST:PORT, tls:HOST:PORT, unix:PATH, ...), server endpoints for --http
 and --listen (tcp:PORT:interface=ADDR, ssl:..., unix:..., systemd:...).
+Durations are in seconds (decimals allowed); 'off' disables the optional
+ones.  SIGTERM stops accepting, lets in-flight requests finish for up to
+--drain-timeout seconds, then exits with status 0.
+"""
 
+#: What follows the options in ``--help-all``: the spec languages.
+_FORMS = """\
 {codecs}
 
 --backoff:
@@ -75,11 +85,95 @@ and --listen (tcp:PORT:interface=ADDR, ssl:..., unix:..., systemd:...).
   grpc:initial=S,multiplier=X,jitter=F,max=S
   full-jitter:base=S,max=S
   constant:S
-
-Durations are in seconds (decimals allowed); 'off' disables the optional
-ones.  SIGTERM stops accepting, lets in-flight requests finish for up to
---drain-timeout seconds, then exits with status 0.
 """
+
+#: The options by what an operator sets them for, in the order ``--help``
+#: shows them: the upstream first, logging last.  An option missing here
+#: (a new setting) is shown under "Other options", so none is ever hidden.
+OPTION_GROUPS: list[tuple[str, list[str]]] = [
+    (
+        "Upstream and codec",
+        [
+            "upstream",
+            "codec",
+            "pool-size",
+            "balancer",
+            "backoff",
+            "connect-timeout",
+            "heartbeat",
+            "heartbeat-timeout",
+            "max-connection-age",
+            "retire-timeout",
+            "dns-refresh-min",
+            "dns-refresh-max",
+        ],
+    ),
+    (
+        "Requests and limits",
+        [
+            "request-timeout",
+            "max-in-flight",
+            "max-pending",
+            "fail-fast",
+            "acquire-timeout",
+            "hedge-after",
+            "max-in-flight-per-connection",
+            "max-pending-per-connection",
+            "max-write-buffer",
+            "max-queued-bytes",
+            "write-timeout",
+            "read-timeout",
+            "abandoned-ttl",
+        ],
+    ),
+    (
+        "Health",
+        ["black-hole-after", "failure-accrual", "ejection-time", "max-ejected-share"],
+    ),
+    (
+        "HTTP gateway, proxy and processes",
+        [
+            "http",
+            "listen",
+            "workers",
+            "drain-timeout",
+            "http-max-connections",
+            "http-header-timeout",
+            "http-body-timeout",
+            "http-reply-budget",
+            "http-write-timeout",
+        ],
+    ),
+    ("Logging, tracing and help", ["no-tracing", "version", "help", "help-all"]),
+]
+
+#: The options plain ``--help`` shows: what most runs set.  The rest are in
+#: ``--help-all`` and docs/gateway.md, as ``curl --help`` and
+#: ``curl --help all`` split them.
+EVERYDAY_OPTIONS = frozenset(
+    {
+        "upstream",
+        "codec",
+        "pool-size",
+        "request-timeout",
+        "max-in-flight",
+        "fail-fast",
+        "http",
+        "listen",
+        "workers",
+        "drain-timeout",
+        "no-tracing",
+        "version",
+        "help",
+        "help-all",
+    }
+)
+
+_LOGGING_NOTE = (
+    "Logs go to stdout: text on a terminal, JSON lines otherwise; twist's own "
+    "--log-format, --log-level and --log-file (before 'framedclient') change "
+    "that."
+)
 
 
 class UsageExit(SystemExit):
@@ -100,6 +194,19 @@ def usage_exit(command: str, error: usage.UsageError) -> NoReturn:
     )
     sys.stderr.flush()
     raise UsageExit(2)
+
+
+def with_suggestion(error: usage.UsageError, names: Sequence[str]) -> usage.UsageError:
+    """
+    ``error`` with the closest of ``names`` (options, without ``--``) named
+    when it is getopt's "option --uptream not recognized": the operator sees
+    the fix, not only the typo.
+    """
+    match = re.fullmatch(r"option --(\S+) not recognized", str(error))
+    if match is None:
+        return error
+    hint = did_you_mean(match.group(1), names, quote="--{}")
+    return usage.UsageError(f"{error}{hint}")
 
 
 def version_exit() -> NoReturn:
@@ -137,11 +244,12 @@ def check_client_endpoint(option: str, value: str) -> str:
     :raises usage.UsageError: if ``value`` is not a client endpoint string.
     """
     from framedclient._endpoints import client_from_string
-    from framedclient.discovery import parse_discovery
+    from framedclient.discovery import parse_discovery, split_weight
 
     try:
         if parse_discovery(value) is not None:
             return value  # srv: or dns:, well formed
+        endpoint, _ = split_weight(value)  # the host's weight, if any
     except ValueError as error:
         raise usage.UsageError(f"--{option} {error}") from None
     try:
@@ -149,7 +257,7 @@ def check_client_endpoint(option: str, value: str) -> str:
             # HostnameEndpoint (tls:) warns that the placeholder is not a
             # full reactor; the real one will be.
             warnings.simplefilter("ignore", DeprecationWarning)
-            client_from_string(_PlaceholderReactor(), value)
+            client_from_string(_PlaceholderReactor(), endpoint)
     except ImportError as error:  # the TLS extra is missing
         raise usage.UsageError(f"--{option} {error}") from None
     except Exception as error:
@@ -343,8 +451,9 @@ _UPSTREAM_HELP = (
     "unix:PATH, ...), or hosts found through DNS and followed as they change: "
     "srv:_SERVICE._PROTO.NAME (SRV records, with priority and weight) or "
     "dns:NAME:PORT (every A/AAAA address), either with @NAMESERVER[:PORT] to "
-    "ask that server; repeat for several (each host gets --pool-size "
-    "connections). Default: an embedded fc1 reference server."
+    "ask that server (srv+tls:/dns+tls: for TLS); repeat for several (each "
+    "host gets --pool-size connections; :weight=N gives a host N times as "
+    "many). Default: an embedded fc1 reference server."
 )
 
 
@@ -357,23 +466,29 @@ def options_table() -> str:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    rows = [
-        "| option | default | meaning |",
-        "| --- | --- | --- |",
-        f"| `--upstream ENDPOINT` | embedded server | {cell(_UPSTREAM_HELP)} |",
-    ]
+    upstream = f"| `--upstream ENDPOINT` | embedded server | {cell(_UPSTREAM_HELP)} |"
+    rows = {"upstream": upstream}
     for o in _CONFIG_OPTIONS:
         if o.flag is not None:
-            rows.append(f"| `--{o.option}` | off | {cell(o.help)} |")
+            rows[o.option] = f"| `--{o.option}` | off | {cell(o.help)} |"
         else:
             metavar = o.setting.kind.metavar
-            rows.append(
+            rows[o.option] = (
                 f"| `--{o.option} {metavar}` | `{o.default}` | {cell(o.help)} |"
             )
     for name, metavar, default, help in _RUNNER_PARAMETERS:
         shown = "off" if default is None else f"`{default}`"
-        rows.append(f"| `--{name} {metavar}` | {shown} | {cell(help)} |")
-    return "\n".join(rows) + "\n"
+        rows[name] = f"| `--{name} {metavar}` | {shown} | {cell(help)} |"
+    # In --help's order: the upstream first.
+    order = [n for _, members in OPTION_GROUPS for n in members if n in rows]
+    order += [n for n in rows if n not in order]
+    return (
+        "\n".join(
+            ["| option | default | meaning |", "| --- | --- | --- |"]
+            + [rows[n] for n in order]
+        )
+        + "\n"
+    )
 
 
 class Options(usage.Options):
@@ -410,7 +525,7 @@ class Options(usage.Options):
         try:
             super().parseOptions(options)  # type: ignore[no-untyped-call]
         except usage.UsageError as error:
-            usage_exit("framedclient", error)
+            usage_exit("framedclient", with_suggestion(error, self._names()))
 
     def opt_version(self) -> NoReturn:
         """
@@ -424,35 +539,102 @@ class Options(usage.Options):
     # usage.Options shows a method's docstring in --help.
     opt_upstream.__doc__ = _UPSTREAM_HELP
 
+    def opt_help(self) -> NoReturn:
+        """
+        Print the everyday options and exit (--help-all: every option).
+        """
+        self._help(complete=False)
+
+    def opt_help_all(self) -> NoReturn:
+        """
+        Print every option, the codec and backoff forms, and exit.
+        """
+        self._help(complete=True)
+
+    def _help(self, complete: bool) -> NoReturn:
+        self.complete_help = complete
+        print(self.__str__())
+        sys.stdout.flush()
+        raise SystemExit(0)
+
+    #: Whether :meth:`getUsage` lists every option (``--help-all``) or the
+    #: everyday ones (``--help``).
+    complete_help = False
+
     def getUsage(self, width: int | None = None) -> str:
         """
-        The usage text, with :attr:`longdesc`'s paragraphs kept apart
-        (``usage.Options`` wraps it into one block).
+        The explanation, then the options grouped by purpose (everyday ones
+        only unless :attr:`complete_help`), then the codec list: an operator
+        reads what the program is before forty options, and finds
+        ``--upstream`` first rather than near the bottom of an alphabetical
+        list.
         """
-        longdesc, self.longdesc = self.longdesc, ""
-        try:
-            text: str = super().getUsage(width)
-        finally:
-            self.longdesc = longdesc
-        # The codecs installed now, plugins of other packages included.
-        longdesc = longdesc.replace("{codecs}", codec_help((width or 80) - 2))
-        paragraphs = [
-            # Paragraphs with indented lines are tables: keep them as written.
-            p.strip("\n")
-            if "\n  " in p
-            else textwrap.fill(
-                " ".join(p.split()),
-                width or 80,
-                break_on_hyphens=False,
-                break_long_words=False,
+        width = width or 80
+        sections = [_paragraphs(self.longdesc, width)]
+        for title, names in self._groups():
+            shown = [n for n in names if self.complete_help or n in EVERYDAY_OPTIONS]
+            if shown:
+                lines = [f"{title}:"]
+                lines.extend(self._describe(name, width) for name in shown)
+                sections.append("\n".join(lines))
+        forms = _FORMS.replace("{codecs}", codec_help(width - 2))
+        if not self.complete_help:
+            forms = forms.split("\n\n--backoff:")[0]
+        sections.append(_paragraphs(forms, width))
+        sections.append(_paragraphs(_LOGGING_NOTE, width))
+        if self.complete_help:
+            pointer = "docs/gateway.md#options has the same options as a table."
+        else:
+            total = len(self._names())
+            pointer = (
+                f"These are the everyday options; `twist framedclient "
+                f"--help-all` lists all {total}, with the --backoff forms "
+                f"(docs/gateway.md#options has them as a table)."
             )
-            for p in longdesc.split("\n\n")
-            if p.strip()
+        sections.append(_paragraphs(pointer, width))
+        # A blank line after twist's "Usage: ..." synopsis.
+        return "\n" + "\n\n".join(sections) + "\n"
+
+    def _names(self) -> list[str]:
+        return [o.rstrip("=") for o in self.longOpt]
+
+    def _groups(self) -> list[tuple[str, list[str]]]:
+        names = self._names()
+        grouped = {n for _, members in OPTION_GROUPS for n in members}
+        groups = [
+            (title, [n for n in members if n in names])
+            for title, members in OPTION_GROUPS
         ]
-        return text + "\n" + "\n\n".join(paragraphs) + "\n"
+        other = sorted(n for n in names if n not in grouped)
+        if other:
+            groups.append(("Other options", other))
+        return groups
+
+    def _describe(self, name: str, width: int) -> str:
+        takes_value = f"{name}=" in self.longOpt
+        head = f"  --{name}"
+        if takes_value:
+            head += f"={_METAVARS.get(name, 'VALUE')}"
+        doc = " ".join((self.docs.get(name) or "").split())
+        default = self.defaults.get(name)
+        if takes_value and default is not None:
+            doc += f" [default: {default}]"
+        column = 34
+        body = textwrap.wrap(
+            doc,
+            max(width - column, 30),
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+        if len(head) + 2 > column:
+            first = [head]
+        else:
+            first = [head.ljust(column) + (body.pop(0) if body else "")]
+        return "\n".join(first + [" " * column + line for line in body])
 
     def postOptions(self) -> None:
         self["codec-spec"] = self["codec"]
+        self["backoff-spec"] = self["backoff"]
         values: dict[str, object] = {}
         raws: dict[str, str] = {}
         for o in _CONFIG_OPTIONS:
@@ -511,6 +693,33 @@ class Options(usage.Options):
                     f"fields, which the proxy does not forward; use fc1 or a "
                     f"length: codec"
                 )
+
+
+#: The placeholder each option's value is shown with in ``--help``.
+_METAVARS: dict[str, str] = {
+    "upstream": "ENDPOINT",
+    **{o.option: o.setting.kind.metavar for o in _CONFIG_OPTIONS if o.flag is None},
+    **{name: metavar for name, metavar, _, _ in _RUNNER_PARAMETERS},
+}
+
+
+def _paragraphs(text: str, width: int) -> str:
+    """
+    ``text`` with each paragraph filled to ``width``; paragraphs with
+    indented lines are tables and stay as written.
+    """
+    return "\n\n".join(
+        p.strip("\n")
+        if "\n  " in p
+        else textwrap.fill(
+            " ".join(p.split()),
+            width,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+        for p in text.split("\n\n")
+        if p.strip()
+    )
 
 
 def _parsed(option: str, raw: str, kind: SettingKind) -> object:

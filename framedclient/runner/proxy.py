@@ -587,6 +587,10 @@ class ProxyFactory(ServerFactory):
 
     noisy = False
 
+    def logPrefix(self) -> str:
+        # Twisted logs "<prefix> starting on PORT".
+        return "framedclient proxy"
+
     def __init__(
         self,
         client: FramedClient,

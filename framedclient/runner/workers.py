@@ -72,6 +72,7 @@ from framedclient.runner.listening import (
     url_of,
     with_backlog,
 )
+from framedclient.runner.stopping import HTTP_CLOSE_TIMEOUT, GracefulStop
 
 __all__ = [
     "COLLECT_INTERVAL",
@@ -237,6 +238,14 @@ class _NoAccept(Factory):
 
     noisy = False
 
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def logPrefix(self) -> str:
+        # Twisted logs "<prefix> starting on PORT": the socket's purpose,
+        # not this class's name.
+        return f"framedclient {self._what} (shared by the workers)"
+
     def buildProtocol(self, addr: IAddress | None) -> None:
         return None
 
@@ -312,6 +321,13 @@ class WorkerLink:
     def ready(self, **facts: Any) -> None:
         """Tell the supervisor this worker serves (with what it says at startup)."""
         self.channel.notify("ready", pid=os.getpid(), **facts)
+
+    def upstream_ready(self) -> None:
+        """
+        Tell the supervisor that an upstream connection is now ready, after
+        :meth:`ready` said none was.
+        """
+        self.channel.notify("upstream_ready")
 
 
 def worker_command(plugin_argv: list[str]) -> list[str]:
@@ -407,12 +423,13 @@ class WorkerSupervisor(Service):
         self.stopping = False
         self.standalone = False
         self.failed_workers = 0
-        self._announced = False
+        #: The startup line logged: None, "listening" or "ready".
+        self._announced: str | None = None
         self._collecting: Deferred[Any] | None = None
         self._waiting: list[Deferred[None]] = []
         self._collector = LoopingCall(self._collect_quietly)
         self._collector.clock = reactor
-        self._sigterm_received = False
+        self._graceful_stop = GracefulStop(reactor)
 
     # -- starting --------------------------------------------------------------
 
@@ -425,13 +442,13 @@ class WorkerSupervisor(Service):
         if self.options.get("listen") is not None:
             descriptions.append(self.options["listen"])
         listening = [
-            serverFromString(self.reactor, with_backlog(d)).listen(_NoAccept())  # type: ignore[no-untyped-call]
-            for d in descriptions
+            serverFromString(self.reactor, with_backlog(d)).listen(_NoAccept(what))  # type: ignore[no-untyped-call]
+            for d, what in zip(descriptions, ("HTTP", "proxy"), strict=False)
         ]
         d = gatherResults(listening, consumeErrors=True)
         d.addCallbacks(self._listening, self._listen_failed)
         if self.standalone:
-            self.reactor.callWhenRunning(self._install_sigterm)
+            self.reactor.callWhenRunning(self._graceful_stop.install)
 
     def _listening(self, ports: list[IListeningPort]) -> None:
         for port in ports:
@@ -494,7 +511,11 @@ class WorkerSupervisor(Service):
         slot.pid = process.pid
         slot.ended = Deferred()
         channel = ControlChannel(
-            {"ready": lambda m: self._worker_ready(slot, m), "entries": self._entries},
+            {
+                "ready": lambda m: self._worker_ready(slot, m),
+                "upstream_ready": lambda _: self._upstream_ready(slot),
+                "entries": self._entries,
+            },
             lambda reason: self._channel_lost(slot, channel),
         )
         slot.channel = channel
@@ -517,12 +538,26 @@ class WorkerSupervisor(Service):
             worker=slot.index,
             pid=message.get("pid"),
         )
-        if self._announced or not all(s.ready for s in self.slots):
+        if self._announced is not None or not all(s.ready for s in self.slots):
             return
-        self._announced = True
         self._announce()
 
+    def _upstream_ready(self, slot: _Slot) -> None:
+        slot.facts["upstream_ready"] = True
+        if self._announced == "listening" and self._all_upstreams_ready():
+            self._announce()
+
+    def _all_upstreams_ready(self) -> bool:
+        # A worker of an older message format says nothing: ready.
+        return all(s.facts.get("upstream_ready", True) for s in self.slots)
+
     def _announce(self) -> None:
+        """
+        Log the startup line once every worker listens: "framedclient
+        ready" when every one has an upstream connection, else "framedclient
+        listening; upstream not reachable yet", and "ready" later, once they
+        all have.
+        """
         config = self.options["config"]
         facts = self.slots[0].facts
         proxy = "off"
@@ -533,11 +568,34 @@ class WorkerSupervisor(Service):
             if not self.options["upstream"]
             else ",".join(facts.get("upstreams", []))
         )
-        _log.info(
-            "framedclient ready: http={http_url} workers={workers} proxy={proxy} "
+        settings = (
+            "http={http_url} workers={workers} proxy={proxy} "
             "upstream={upstreams} codec={codec} pool_size={pool_size} "
             "max_in_flight={max_in_flight} max_pending={max_pending} "
-            "request_timeout={request_timeout}",
+            "request_timeout={request_timeout}"
+        )
+        errors = [
+            s.facts.get("upstream_error") or "no connection yet"
+            for s in self.slots
+            if not s.facts.get("upstream_ready", True)
+        ]
+        first = self._announced is None
+        if errors:
+            self._announced = "listening"
+            emit = _log.warn
+            line = (
+                f"framedclient listening; upstream not reachable yet in "
+                f"{len(errors)} of {self.count} workers: {{reason}} (retrying; "
+                f"'framedclient ready' follows once every worker has a "
+                f"connection): " + settings
+            )
+        else:
+            self._announced = "ready"
+            emit = _log.info
+            line = "framedclient ready: " + settings
+        emit(
+            line,
+            reason=errors[0] if errors else None,
             http_url=self.http_url,
             workers=self.count,
             pids=[s.pid for s in self.slots],
@@ -552,7 +610,8 @@ class WorkerSupervisor(Service):
             else f"{config.request_timeout:g}s",
         )
         assert self.http_url is not None
-        self.ready.callback(self.http_url)
+        if first:
+            self.ready.callback(self.http_url)
 
     # -- the figures -----------------------------------------------------------
 
@@ -641,20 +700,6 @@ class WorkerSupervisor(Service):
 
     # -- stopping --------------------------------------------------------------
 
-    def _install_sigterm(self) -> None:
-        def on_sigterm(signum: int, frame: object) -> None:
-            self.reactor.callFromThread(self._sigterm)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-
-    def _sigterm(self) -> None:
-        if self._sigterm_received:
-            _log.info("SIGTERM again: already stopping")
-            return
-        self._sigterm_received = True
-        _log.info("SIGTERM: stopping gracefully")
-        self.reactor.stop()
-
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)  # type: ignore[no-untyped-call]
         return Deferred.fromCoroutine(self._stop())
@@ -682,7 +727,6 @@ class WorkerSupervisor(Service):
         ended = [s.ended for s in running if s.ended is not None]
         for slot in running:
             _signal(slot, "TERM")
-        from framedclient.runner.service import HTTP_CLOSE_TIMEOUT
 
         limit = self.drain_timeout + HTTP_CLOSE_TIMEOUT + STOP_MARGIN
         all_ended = DeferredList(ended, consumeErrors=True)

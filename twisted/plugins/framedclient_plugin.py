@@ -12,7 +12,7 @@ from twisted.application.service import ServiceMaker
 
 framedclient = ServiceMaker(
     "framedclient",
-    "framedclient.runner.service",
+    "framedclient.runner.app",
     "Gateway to a framed-protocol server: connection pool, HTTP API, "
     "metrics, health, live status page, multiplexing proxy.",
     "framedclient",

@@ -16,22 +16,18 @@ closing HTTP connections before their replies arrive would lose them.  So
 and proxy ports), drain (client and proxy, up to ``--drain-timeout``), close
 HTTP connections once their responses are written, stop the backend.
 
-SIGTERM under ``twist``: Twisted's handler stops the reactor, and ``twist``
-then re-kills itself with the same signal so that the exit status says
-"killed by SIGTERM".  A service that drained cleanly should exit 0 (that is
-what supervisors and ``systemctl stop`` expect of a graceful stop), so when
-started before the reactor runs (which is what ``twist`` does) the runner
-installs its own SIGTERM handler that stops the reactor without recording
-the signal.  An application that embeds the service on a running reactor
-keeps its own signal handling.
+SIGTERM stops the reactor without the exit status saying "killed" when the
+service was started before the reactor ran (as ``twist`` does): see
+:mod:`framedclient.runner.stopping`.  An application that embeds the
+service on a running reactor keeps its own signal handling.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Callable
-from typing import Any
+import sys
+from collections.abc import Callable, Sequence
+from typing import IO, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import (
@@ -70,6 +66,7 @@ from framedclient.runner.replies import (
     DEFAULT_WRITE_DEADLINE,
     ReplyBudget,
 )
+from framedclient.runner.stopping import HTTP_CLOSE_TIMEOUT, GracefulStop
 from framedclient.runner.workers import (
     ENVIRONMENT,
     WorkerLink,
@@ -82,9 +79,9 @@ __all__ = ["Options", "ProxyService", "RateLimitedLog", "RunnerService", "makeSe
 
 _log = Logger(namespace="framedclient.runner")
 
-#: Seconds the HTTP connections get to flush their last responses after the
-#: drain, before they are aborted.
-HTTP_CLOSE_TIMEOUT = 5.0
+#: Seconds after the listeners are up that the startup line waits for an
+#: upstream connection (or a failed attempt) before saying it has none.
+STARTUP_GRACE = 3.0
 
 
 class RateLimitedLog:
@@ -210,8 +207,9 @@ class RunnerService(MultiService):
     Everything ``twist framedclient`` runs; see the module docstring for the
     start and stop order.
 
-    :ivar ready: fires with the HTTP base URL once every listener is up and
-        the startup line is logged; fails if a listener could not start.
+    :ivar ready: fires with the HTTP base URL once every listener is up
+        (the upstream may not be: "framedclient ready" is logged once a
+        connection is); fails if a listener could not start.
     """
 
     def __init__(
@@ -231,7 +229,13 @@ class RunnerService(MultiService):
         self.http_url: str | None = None
         self.proxy_address: str | None = None
         self.standalone = False
-        self._sigterm_received = False
+        #: The startup line's fields, once listening; which line was logged.
+        self._startup: dict[str, Any] | None = None
+        self._announced: str | None = None
+        self._startup_timer: IDelayedCall | None = None
+        self._graceful_stop = GracefulStop(
+            reactor, " (drain ends within --drain-timeout)"
+        )
 
         self.backend: EmbeddedBackendService | None = None
         if not options["upstream"]:
@@ -243,6 +247,7 @@ class RunnerService(MultiService):
 
         describe = {
             "codec": options["codec-spec"],
+            "backoff": options.get("backoff-spec") or "grpc",
             "pool_size": self.config.pool_size,
             "worker_count": 1 if worker is None else options["workers"],
         }
@@ -346,6 +351,10 @@ class RunnerService(MultiService):
 
     def _state_changed(self, connection: Connection, old: str, new: str) -> None:
         error = connection.last_error
+        if new == "ready":
+            self._announce(None)
+        elif old == "connecting" and new == "backing_off":
+            self._announce(str(error or "the connection attempt failed"))
         if old == "ready" and new not in ("closing", "closed"):
             self.state_log.emit(
                 "warn",
@@ -399,7 +408,10 @@ class RunnerService(MultiService):
         d = gatherResults(waits, consumeErrors=True)
         d.addCallbacks(self._listening, self._listen_failed)
         if self.standalone:
-            self._reactor.callWhenRunning(self._install_sigterm)
+            # A worker is stopped by its supervisor, Ctrl-C or not.
+            self._reactor.callWhenRunning(
+                self._graceful_stop.install, self.link is not None
+            )
 
     def _listening(self, ports: list[IListeningPort]) -> None:
         self.http_url = url_of(ports[0], self.options["http"])
@@ -407,27 +419,74 @@ class RunnerService(MultiService):
             self.proxy_address = address_of(ports[1], self.proxy.description)
         config = self.config
         upstreams = ",".join(self.upstreams_description())
-        if self.link is not None:
-            # The supervisor logs the startup line once every worker serves.
-            self.link.ready(upstreams=self.upstreams_description())
-            self.ready.callback(self.http_url)
-            return
-        _log.info(
-            "framedclient ready: http={http_url} proxy={proxy} upstream={upstreams} "
-            "codec={codec} pool_size={pool_size} max_in_flight={max_in_flight} "
-            "max_pending={max_pending} request_timeout={request_timeout}",
-            http_url=self.http_url,
-            proxy=self.proxy_address or "off",
-            upstreams=upstreams,
-            codec=self.options["codec-spec"],
-            pool_size=config.pool_size,
-            max_in_flight=config.max_in_flight,
-            max_pending=config.max_pending,
-            request_timeout="off"
+        self._startup = {
+            "http_url": self.http_url,
+            "proxy": self.proxy_address or "off",
+            "upstreams": upstreams,
+            "codec": self.options["codec-spec"],
+            "pool_size": config.pool_size,
+            "max_in_flight": config.max_in_flight,
+            "max_pending": config.max_pending,
+            "request_timeout": "off"
             if config.request_timeout is None
             else f"{config.request_timeout:g}s",
-        )
+        }
+        client = self.client
+        if client is not None and client.pool.ready_count:
+            self._announce(None)
+        else:
+            # "ready" waits for an upstream connection: the first one up,
+            # or the first attempt that fails, or the grace period, says.
+            self._startup_timer = self._reactor.callLater(
+                STARTUP_GRACE, self._announce, "no connection yet, still connecting"
+            )
         self.ready.callback(self.http_url)
+
+    def _announce(self, not_reachable: str | None) -> None:
+        """
+        Log the startup line: "framedclient ready" once an upstream
+        connection is ready (``not_reachable`` is ``None``), else
+        "framedclient listening; upstream not reachable yet: <why>", to be
+        followed by "framedclient ready" when a connection comes up.  An
+        operator who reads "ready" can send requests.
+        """
+        if self._startup is None or self._announced == "ready":
+            return
+        if not_reachable is not None and self._announced == "listening":
+            return
+        if self._startup_timer is not None and self._startup_timer.active():
+            self._startup_timer.cancel()
+        self._startup_timer = None
+        settings = (
+            "http={http_url} proxy={proxy} upstream={upstreams} codec={codec} "
+            "pool_size={pool_size} max_in_flight={max_in_flight} "
+            "max_pending={max_pending} request_timeout={request_timeout}"
+        )
+        if self.link is not None:
+            # The supervisor logs the startup line once every worker has
+            # said whether its upstream is reachable.
+            if self._announced is None:
+                self.link.ready(
+                    upstreams=self.upstreams_description(),
+                    upstream_ready=not_reachable is None,
+                    upstream_error=not_reachable,
+                )
+            else:
+                self.link.upstream_ready()
+            self._announced = "ready" if not_reachable is None else "listening"
+            return
+        if not_reachable is None:
+            self._announced = "ready"
+            _log.info("framedclient ready: " + settings, **self._startup)
+        else:
+            self._announced = "listening"
+            _log.warn(
+                "framedclient listening; upstream not reachable yet: {reason} "
+                "(retrying; 'framedclient ready' follows once a connection is "
+                "up): " + settings,
+                reason=not_reachable,
+                **self._startup,
+            )
 
     def _listen_failed(self, failure: Failure) -> None:
         sub = getattr(failure.value, "subFailure", None)
@@ -442,34 +501,13 @@ class RunnerService(MultiService):
             )
         self.ready.errback(sub if sub is not None else failure)
 
-    def _install_sigterm(self) -> None:
-        reactor = self._reactor
-
-        def on_sigterm(signum: int, frame: object) -> None:
-            reactor.callFromThread(self._sigterm)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-        if self.link is not None:
-            # Ctrl-C reaches every process of the terminal's group; the
-            # supervisor stops its workers itself (SIGTERM), so a worker
-            # must not stop on its own, nor be restarted for doing so.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def _sigterm(self) -> None:
-        if self._sigterm_received:
-            _log.info(
-                "SIGTERM again: already stopping (drain ends within --drain-timeout)"
-            )
-            return
-        self._sigterm_received = True
-        _log.info("SIGTERM: stopping gracefully")
-        self._reactor.stop()
-
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)  # type: ignore[no-untyped-call]
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        if self._startup_timer is not None and self._startup_timer.active():
+            self._startup_timer.cancel()
         if self.link is not None:
             self.link.closing = True
         client = self.client
@@ -517,6 +555,47 @@ def makeService(options: Options) -> RunnerService | WorkerSupervisor:
         # Read once: nothing this worker starts is a worker.
         os.environ.pop(ENVIRONMENT, None)
         return RunnerService(reactor, options, role)
+    note = log_format_note(sys.argv[1:], sys.stdout)
+    if note is not None:
+        sys.stderr.write(note + "\n")
+        sys.stderr.flush()
     if options.get("workers", 1) > 1:
         return WorkerSupervisor(reactor, options)
     return RunnerService(reactor, options)
+
+
+def log_format_note(argv: Sequence[str], stdout: IO[str]) -> str | None:
+    """
+    The line that says where the log goes and in which format when ``twist``
+    chose JSON on its own (its log file is not a terminal and no
+    ``--log-format`` was given), else ``None``: someone who pipes the output
+    through ``less`` or ``tee`` otherwise sees JSON with no word why.
+
+    :param argv: ``twist``'s arguments (``sys.argv[1:]``); its own options
+        come before the plugin name.
+    :param stdout: where ``twist`` logs by default.
+    """
+    if "framedclient" not in argv:
+        return None  # not started by twist (an embedding, a test)
+    twist_options = list(argv[: argv.index("framedclient")])
+    log_file = "-"
+    for i, arg in enumerate(twist_options):
+        if arg.startswith("--log-format"):
+            return None  # asked for by name: nothing to explain
+        if arg.startswith("--log-file="):
+            log_file = arg.split("=", 1)[1]
+        elif arg == "--log-file" and i + 1 < len(twist_options):
+            log_file = twist_options[i + 1]
+    if log_file == "+":
+        return None  # stderr: a terminal, or where this note would go too
+    if log_file == "-":
+        isatty = getattr(stdout, "isatty", None)
+        if isatty is not None and isatty():
+            return None
+        where = "stdout (not a terminal)"
+    else:
+        where = f"{log_file} (a file)"
+    return (
+        f"framedclient: twist writes the log to {where} as JSON lines; "
+        f"'twist --log-format text framedclient ...' writes text"
+    )

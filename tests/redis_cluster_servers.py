@@ -112,15 +112,23 @@ class RedisCluster:
 
     def wait_until_ok(self, timeout: float = 30.0) -> None:
         """
-        Until every node says ``cluster_state:ok`` and all see the same
-        slot owners (what a client reads must be what every node answers).
+        Until every node says ``cluster_state:ok``, all see the same slot
+        owners (what a client reads must be what every node answers), and
+        every replica is in sync with its master (``CLUSTER SLOTS`` lists
+        a replica only then).
         """
         deadline = time.monotonic() + timeout
         while True:
             try:
                 states = [self.cli(p, "CLUSTER", "INFO") for p in self.ports]
                 views = {self._slots_view(p) for p in self.ports}
-                if all("cluster_state:ok" in s for s in states) and len(views) == 1:
+                replicas = [self.cli(p, "INFO", "replication") for p in self.ports]
+                synced = sum("master_link_status:up" in r for r in replicas)
+                if (
+                    all("cluster_state:ok" in s for s in states)
+                    and len(views) == 1
+                    and synced == len(self.ports) // 2
+                ):
                     return
             except subprocess.SubprocessError:
                 pass

@@ -16,10 +16,13 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
 
 from framedclient import RedisClient
 from framedclient.clients.cluster import CrossSlot, RedisClusterClient
+from framedclient.clients.cluster_map import parse_cluster_shards, parse_cluster_slots
 from framedclient.clients.slots import key_slot
+from framedclient.errors import ConnectionLost
 
 from .redis_cluster_servers import RedisCluster, redis_cluster
 
@@ -254,3 +257,48 @@ async def test_ask_on_a_migrating_slot_sends_asking_once_and_keeps_the_map(
         assert client.stats()["moved"] == 0
     finally:
         finish_slot(cluster, slot, target)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cluster_slots_and_cluster_shards_give_the_same_map(cluster) -> None:
+    node = node_client(cluster.ports[0])
+    asked = f"127.0.0.1:{cluster.ports[0]}"
+    try:
+        shards = parse_cluster_shards(await node.execute("CLUSTER", "SHARDS"), asked)
+        slots = parse_cluster_slots(await node.execute("CLUSTER", "SLOTS"), asked)
+    finally:
+        await node.close()
+    assert shards.covered() == slots.covered() == 16384
+    assert shards.masters == slots.masters
+    assert len(shards.masters) == 3
+    assert all(shards.owner(s) == slots.owner(s) for s in range(0, 16384, 97))
+    assert {m: sorted(r) for m, r in shards.replicas.items()} == {
+        m: sorted(r) for m, r in slots.replicas.items()
+    }
+    assert all(len(r) == 1 for r in shards.replicas.values()), shards.replicas
+    for slot in (0, 5461, 5462, 16383):
+        assert shards.owner(slot) == f"127.0.0.1:{cluster.owner(slot)}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_lost_after_it_was_sent_is_not_sent_again(
+    cluster, client
+) -> None:
+    key = "lost:{w1}"
+    await client.set(key, 5)
+    owner = cluster.owner(key_slot(key))
+    # Writes wait on the master; ours is sent, then its connection killed.
+    cluster.cli(owner, "CLIENT", "PAUSE", "2000", "WRITE")
+    try:
+        incr = client.incr(key)
+        read = client.get(key)
+        await deferLater(reactor, 0.2, lambda: None)
+        cluster.cli(owner, "CLIENT", "KILL", "TYPE", "normal")
+        with pytest.raises(ConnectionLost) as caught:
+            await incr
+        assert caught.value.written is True
+        # A read may be sent again: it changes nothing.
+        assert await read == b"5"
+    finally:
+        cluster.cli(owner, "CLIENT", "UNPAUSE")
+    assert await client.get(key) == b"5"  # the INCR never ran twice, nor once

@@ -165,7 +165,9 @@ def parse_cluster_slots(reply: Any, asked: Address) -> SlotMap:
         if not where:
             continue
         table.assign(int(first), int(last), where[0])
-        table.replicas.setdefault(where[0], []).extend(where[1:])
+        # A master with several slot ranges names its replicas in each.
+        known = table.replicas.setdefault(where[0], [])
+        known += [r for r in where[1:] if r not in known]
     return table
 
 

@@ -1,0 +1,80 @@
+"""
+RedisClusterClient's arguments, refused at the call with what to do, and
+the pure pieces of routing: which words of a command are keys, and what a
+redirect names.  No network.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+
+from framedclient.clients.cluster import RedisClusterClient
+from framedclient.clients.cluster_map import command_keys, parse_redirect
+from framedclient.errors import Unavailable
+
+
+@pytest.mark.parametrize(
+    ("seeds", "error", "match"),
+    [
+        (None, TypeError, "seeds must be an endpoint string or a list of them"),
+        ([7000], TypeError, "seeds must be an endpoint string or a list of them"),
+        ([], ValueError, "seeds is empty: give at least one node's endpoint"),
+    ],
+)
+def test_bad_seeds_are_refused_naming_the_argument(seeds, error, match) -> None:
+    with pytest.raises(error, match=match):
+        RedisClusterClient.from_endpoint(Clock(), seeds, start=False)
+
+
+def test_a_database_other_than_0_is_refused() -> None:
+    with pytest.raises(ValueError, match="db must be 0: a Redis Cluster has only"):
+        RedisClusterClient.from_endpoint(Clock(), "tcp:127.0.0.1:7000", db=2)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("max_redirects", -1), ("retry_delay", -0.5)]
+)
+def test_negative_retry_settings_are_refused(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be 0 or more"):
+        RedisClusterClient.from_endpoint(
+            Clock(), "tcp:127.0.0.1:7000", start=False, **{name: value}
+        )
+
+
+def test_node_for_before_the_map_is_known_says_to_wait() -> None:
+    client = RedisClusterClient.from_endpoint(
+        Clock(), "tcp:127.0.0.1:7000", start=False
+    )
+    with pytest.raises(Unavailable, match="await when_ready"):
+        client.node_for("k")
+
+
+@pytest.mark.parametrize(
+    ("words", "keys"),
+    [
+        ([b"GET", b"k"], [b"k"]),
+        ([b"set", b"k", b"v", b"EX", b"5"], [b"k"]),
+        ([b"MSET", b"a", b"1", b"b", b"2"], [b"a", b"b"]),
+        ([b"DEL", b"a", b"b", b"c"], [b"a", b"b", b"c"]),
+        ([b"BLPOP", b"a", b"b", b"0"], [b"a", b"b"]),
+        ([b"RENAME", b"a", b"b"], [b"a", b"b"]),
+        ([b"EVAL", b"return 1", b"2", b"a", b"b", b"arg"], [b"a", b"b"]),
+        ([b"EVAL", b"return 1", b"0"], []),
+        ([b"PING"], []),
+        ([b"HSET", b"h", b"f", b"v"], [b"h"]),
+    ],
+)
+def test_command_keys(words: list[bytes], keys: list[bytes]) -> None:
+    assert command_keys(words) == keys
+
+
+def test_parse_redirect() -> None:
+    assert parse_redirect("MOVED 3999 127.0.0.1:6381") == (
+        "MOVED",
+        3999,
+        "127.0.0.1:6381",
+    )
+    assert parse_redirect("ASK 12 10.0.0.2:7000") == ("ASK", 12, "10.0.0.2:7000")
+    assert parse_redirect("ERR unknown command") is None
+    assert parse_redirect("MOVED x y") is None

@@ -302,3 +302,20 @@ async def test_a_write_lost_after_it_was_sent_is_not_sent_again(
     finally:
         cluster.cli(owner, "CLIENT", "UNPAUSE")
     assert await client.get(key) == b"5"  # the INCR never ran twice, nor once
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_transaction_whose_slot_moved_runs_once_on_the_new_owner(
+    cluster, client
+) -> None:
+    key = "{tx9}:n"
+    await client.set(key, 1)
+    slot = key_slot(key)
+    source = cluster.owner(slot)
+    target = next(p for p in cluster.masters().values() if p != source)
+    move_slot(cluster, slot, target)
+    # Queued on the old owner, each command answers MOVED and EXEC
+    # EXECABORT: nothing ran there, so it is sent again to the new owner.
+    assert await client.transaction(("INCR", key), ("INCR", key)) == [2, 3]
+    assert client.stats()["moved"] >= 1
+    assert await client.get(key) == b"3"

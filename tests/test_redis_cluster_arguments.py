@@ -7,10 +7,19 @@ redirect names.  No network.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from framedclient.clients.cluster import RedisClusterClient
-from framedclient.clients.cluster_map import command_keys, parse_redirect
+from framedclient.clients.cluster_map import (
+    CrossSlot,
+    command_keys,
+    command_route,
+    parse_redirect,
+)
+from framedclient.clients.slots import key_slot
+from framedclient.codecs.redis import command
 from framedclient.errors import Unavailable
 
 
@@ -78,3 +87,28 @@ def test_parse_redirect() -> None:
     assert parse_redirect("ASK 12 10.0.0.2:7000") == ("ASK", 12, "10.0.0.2:7000")
     assert parse_redirect("ERR unknown command") is None
     assert parse_redirect("MOVED x y") is None
+
+
+words_st = st.lists(st.binary(max_size=12), min_size=1, max_size=6)
+
+
+@given(
+    name=st.sampled_from(
+        [b"GET", b"set", b"MGET", b"DEL", b"MSET", b"EVAL", b"PING", b"HSET", b"X"]
+    ),
+    args=words_st,
+)
+def test_command_route_finds_the_slot_command_keys_names(
+    name: bytes, args: list[bytes]
+) -> None:
+    words = [name, *args]
+    if name == b"EVAL":
+        words = [name, b"return 1", b"%d" % (len(args) - 1), *args[1:]]
+    keys = command_keys(words)
+    slots = {key_slot(k) for k in keys}
+    if len(slots) > 1:
+        with pytest.raises(CrossSlot):
+            command_route(command(*words))
+        return
+    expected = slots.pop() if slots else None
+    assert command_route(command(*words)) == (name.upper(), expected)

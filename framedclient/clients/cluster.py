@@ -46,6 +46,7 @@ from framedclient.clients.cluster_map import (
     CrossSlot,
     SlotMap,
     command_keys,
+    command_route,
     command_words,
     parse_cluster_shards,
     parse_cluster_slots,
@@ -53,17 +54,30 @@ from framedclient.clients.cluster_map import (
     slot_of,
     split_commands,
 )
-from framedclient.clients.redis import Arg, RedisClient, RedisCommands, _first_error
+from framedclient.clients.redis import (
+    Arg,
+    RedisClient,
+    RedisCommands,
+    _as_resp_error,
+    _first_error,
+)
 from framedclient.clients.slots import key_slot
 from framedclient.codecs.arguments import argument_bytes
-from framedclient.codecs.redis import CommandBatch, RespError, command
+from framedclient.codecs.redis import (
+    CommandBatch,
+    RespError,
+    _Command,
+    command,
+    parse_reply,
+)
 from framedclient.errors import ConnectionLost, RemoteError, Unavailable
 
 __all__ = ["CrossSlot", "RedisClusterClient"]
 
 # Commands that only read: safe to send again after a connection lost once
-# they were written (and sent with idempotent=True, so a node's own client
-# may retry them too).
+# they were written.  This client re-sends them itself (after a map refresh,
+# to the slot's owner then); not idempotent=True to the node's client, which
+# would retry on the same node and costs a deadline entry per request.
 _READ_ONLY = frozenset(
     {
         b"GET", b"MGET", b"EXISTS", b"TTL", b"PTTL", b"TYPE", b"STRLEN",
@@ -357,13 +371,12 @@ class RedisClusterClient(RedisCommands):
     def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
         if isinstance(body, CommandBatch):
             return self._batch(body, timeout)
-        words = command_words(body)
-        slot = slot_of(words[0].decode("ascii", "replace"), command_keys(words))
-        read_only = words[0].upper() in _READ_ONLY
-        owner = self._owner(slot)
+        name, slot = command_route(body)
+        read_only = name in _READ_ONLY
+        owner = self._map.owner(slot) if slot is not None else self._owner(slot)
         if owner is None:
             return ensureDeferred(self._single(body, slot, read_only, timeout, 0))
-        d = self._node(owner).client.request(body, timeout, idempotent=read_only)
+        d = self._node(owner).client.request(body, timeout)
         return d.addErrback(self._single_failed, body, slot, read_only, timeout)
 
     def _owner(self, slot: int | None) -> Address | None:
@@ -410,9 +423,7 @@ class RedisClusterClient(RedisCommands):
                 owner = self._owner(slot)
                 if owner is None:
                     raise Unavailable(f"no master serves slot {slot} in the map")
-                return await self._node(owner).client.request(
-                    body, timeout, idempotent=read_only
-                )
+                return await self._node(owner).client.request(body, timeout)
             except Exception as e:
                 error = e
 
@@ -585,6 +596,20 @@ class RedisClusterClient(RedisCommands):
             # ASK (a slot being migrated): wait for the migration to end.
             await self._sleep(tries)
             await self._refresh()
+
+    def get(self, key: Arg) -> Deferred[bytes | None]:
+        if key.__class__ is bytes:
+            # The everyday command, routed without parsing it back.
+            slot = key_slot(key)  # type: ignore[arg-type]
+            owner = self._map.owner(slot)
+            if owner is not None:
+                body = _Command(
+                    b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)  # type: ignore[arg-type]
+                )
+                d = self._node(owner).client.request(body, None)
+                d.addErrback(self._single_failed, body, slot, True, None)
+                return d.addCallbacks(parse_reply, _as_resp_error)
+        return super().get(key)
 
     # -- multi-key commands split per slot -----------------------------------
 

@@ -20,6 +20,7 @@ __all__ = [
     "CrossSlot",
     "SlotMap",
     "command_keys",
+    "command_route",
     "command_words",
     "parse_cluster_shards",
     "parse_cluster_slots",
@@ -276,6 +277,7 @@ _KEY_SPECS: dict[bytes, tuple[int, int, int] | None] = {
     b"KEYS": None,
     b"PUBLISH": None,
 }
+_FIRST = (1, 1, 1)
 _NUMKEYS = {b"EVAL", b"EVALSHA", b"EVAL_RO", b"EVALSHA_RO", b"FCALL", b"FCALL_RO"}
 
 
@@ -286,7 +288,7 @@ def command_keys(words: Sequence[bytes]) -> list[bytes]:
         if len(words) < 3:
             return []
         return list(words[3 : 3 + int(words[2])])
-    spec = _KEY_SPECS.get(name, (1, 1, 1))
+    spec = _KEY_SPECS.get(name, _FIRST)
     if spec is None:
         return []
     first, last, step = spec
@@ -310,3 +312,31 @@ def slot_of(what: str, keys: Sequence[bytes]) -> int | None:
                 slots.setdefault(key_slot(k), []).append(k)
             raise CrossSlot(what, slots)
     return slot
+
+
+def command_route(body: bytes) -> tuple[bytes, int | None]:
+    """
+    The name (upper case) of the one RESP command in ``body`` and the slot
+    of its keys (``None`` without keys).  Reads only the first two words
+    of a command whose one key is its first argument (``GET``, ``SET``,
+    ``INCR``...), the common case.
+
+    :raises CrossSlot: its keys are in different slots.
+    """
+    end = body.index(b"\r\n")
+    count = int(body[1:end])
+    pos = end + 2
+    end = body.index(b"\r\n", pos)
+    size = int(body[pos + 1 : end])
+    pos = end + 2
+    name = body[pos : pos + size].upper()
+    if _KEY_SPECS.get(name, _FIRST) is _FIRST and name not in _NUMKEYS:
+        if count < 2:
+            return name, None
+        pos += size + 2
+        end = body.index(b"\r\n", pos)
+        size = int(body[pos + 1 : end])
+        pos = end + 2
+        return name, key_slot(body[pos : pos + size])
+    keys = command_keys(command_words(body))
+    return name, slot_of(name.decode("ascii", "replace"), keys)

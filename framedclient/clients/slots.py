@@ -15,35 +15,21 @@ routes with them, and a program may use them to group keys itself.
 
 from __future__ import annotations
 
+from binascii import crc_hqx
+
 __all__ = ["SLOTS", "crc16", "hash_tag", "key_slot"]
 
 #: How many hash slots a Redis Cluster has.
 SLOTS = 16384
 
 
-def _table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return tuple(table)
-
-
-_TABLE = _table()
-
-
 def crc16(data: bytes) -> int:
     """
     CRC16/XMODEM of ``data``, as Redis Cluster computes it
-    (``crc16(b"123456789") == 0x31C3``, the specification's check value).
+    (``crc16(b"123456789") == 0x31C3``, the specification's check value):
+    :func:`binascii.crc_hqx` from 0, which is that CRC, computed in C.
     """
-    crc = 0
-    table = _TABLE
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ table[(crc >> 8) ^ byte]
-    return crc
+    return crc_hqx(data, 0)
 
 
 def hash_tag(key: bytes) -> bytes:
@@ -68,10 +54,15 @@ def key_slot(key: bytes | str) -> int:
 
     :raises TypeError: ``key`` is neither bytes nor str.
     """
-    if isinstance(key, str):
-        key = key.encode("utf-8")
-    elif not isinstance(key, (bytes, bytearray, memoryview)):
-        raise TypeError(
-            f"key_slot(): key must be bytes or str, got {type(key).__name__}"
-        )
-    return crc16(hash_tag(bytes(key))) & (SLOTS - 1)
+    if key.__class__ is not bytes:
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        elif isinstance(key, (bytes, bytearray, memoryview)):
+            key = bytes(key)
+        else:
+            raise TypeError(
+                f"key_slot(): key must be bytes or str, got {type(key).__name__}"
+            )
+    if b"{" in key:
+        key = hash_tag(key)
+    return crc_hqx(key, 0) & 0x3FFF

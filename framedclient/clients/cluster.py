@@ -48,6 +48,7 @@ from framedclient.clients.cluster_map import (
     command_keys,
     command_route,
     command_words,
+    key_is_first_argument,
     parse_cluster_shards,
     parse_cluster_slots,
     parse_redirect,
@@ -59,6 +60,7 @@ from framedclient.clients.redis import (
     RedisClient,
     RedisCommands,
     _as_resp_error,
+    _build,
     _first_error,
 )
 from framedclient.clients.slots import key_slot
@@ -372,12 +374,31 @@ class RedisClusterClient(RedisCommands):
         if isinstance(body, CommandBatch):
             return self._batch(body, timeout)
         name, slot = command_route(body)
-        read_only = name in _READ_ONLY
+        return self._send(body, slot, name in _READ_ONLY, timeout)
+
+    def _send(
+        self, body: bytes, slot: int | None, read_only: bool, timeout: float | None
+    ) -> Deferred[Any]:
         owner = self._map.owner(slot) if slot is not None else self._owner(slot)
         if owner is None:
             return ensureDeferred(self._single(body, slot, read_only, timeout, 0))
         d = self._node(owner).client.request(body, timeout)
         return d.addErrback(self._single_failed, body, slot, read_only, timeout)
+
+    def _call(self, names: tuple[str, ...], *args: Arg) -> Deferred[Any]:
+        # A method's command (set, incr, hget...): routed by its arguments,
+        # without parsing the command it makes back.
+        body = _build(names[0], names[1:], args)
+        name = str(args[0]).upper().encode()
+        if len(args) > 1 and key_is_first_argument(name):
+            key = args[1]
+            if key.__class__ is not bytes:
+                key = argument_bytes(key, f"{names[0]}(): key")
+            slot = key_slot(key)  # type: ignore[arg-type]
+            d = self._send(body, slot, name in _READ_ONLY, None)
+        else:
+            d = self._request(body, None)
+        return d.addCallbacks(parse_reply, _as_resp_error)
 
     def _owner(self, slot: int | None) -> Address | None:
         if slot is None:

@@ -22,6 +22,7 @@ __all__ = [
     "command_keys",
     "command_route",
     "command_words",
+    "key_is_first_argument",
     "parse_cluster_shards",
     "parse_cluster_slots",
     "parse_redirect",
@@ -314,6 +315,11 @@ def slot_of(what: str, keys: Sequence[bytes]) -> int | None:
     return slot
 
 
+def key_is_first_argument(name: bytes) -> bool:
+    """Whether command ``name`` (upper case) has one key, its first argument."""
+    return _KEY_SPECS.get(name, _FIRST) is _FIRST and name not in _NUMKEYS
+
+
 def command_route(body: bytes) -> tuple[bytes, int | None]:
     """
     The name (upper case) of the one RESP command in ``body`` and the slot
@@ -330,7 +336,7 @@ def command_route(body: bytes) -> tuple[bytes, int | None]:
     size = int(body[pos + 1 : end])
     pos = end + 2
     name = body[pos : pos + size].upper()
-    if _KEY_SPECS.get(name, _FIRST) is _FIRST and name not in _NUMKEYS:
+    if key_is_first_argument(name):
         if count < 2:
             return name, None
         pos += size + 2

@@ -72,7 +72,12 @@ from framedclient.codecs.redis import (
     command,
     parse_reply,
 )
-from framedclient.errors import ConnectionLost, RemoteError, Unavailable
+from framedclient.errors import (
+    ClientClosed,
+    ConnectionLost,
+    RemoteError,
+    Unavailable,
+)
 
 __all__ = ["CrossSlot", "RedisClusterClient"]
 
@@ -90,6 +95,10 @@ _READ_ONLY = frozenset(
     }
 )  # fmt: skip
 _RETRY_LATER = ("TRYAGAIN", "CLUSTERDOWN")
+# How long a node may take to answer for the slot map before the next one
+# is asked (a dead master must not hold the refresh, nor every caller
+# waiting on it, for a whole request timeout).
+_MAP_TIMEOUT = 2.0
 _ASKING = command("ASKING")
 
 
@@ -154,6 +163,7 @@ class RedisClusterClient(RedisCommands):
         self._nodes: dict[Address, RedisClient] = {}
         self._map = SlotMap()
         self._refreshing: Deferred[None] | None = None
+        self._answered: Address | None = None
         self._loaded = False
         self._counts = {
             "moved": 0,
@@ -325,10 +335,14 @@ class RedisClusterClient(RedisCommands):
             client = self._node(where)
             try:
                 try:
-                    reply = await client.execute("CLUSTER", "SHARDS")
+                    reply = await client.execute(
+                        "CLUSTER", "SHARDS", timeout=_MAP_TIMEOUT
+                    )
                     table = parse_cluster_shards(reply, where)
                 except RespError:
-                    reply = await client.execute("CLUSTER", "SLOTS")
+                    reply = await client.execute(
+                        "CLUSTER", "SLOTS", timeout=_MAP_TIMEOUT
+                    )
                     table = parse_cluster_slots(reply, where)
             except Exception as e:
                 errors.append(f"{where}: {e}")
@@ -336,6 +350,7 @@ class RedisClusterClient(RedisCommands):
             if table.covered() == 0:
                 errors.append(f"{where}: serves no slots (cluster not set up?)")
                 continue
+            self._answered = where
             self._use(table)
             return
         raise Unavailable(
@@ -345,9 +360,11 @@ class RedisClusterClient(RedisCommands):
         )
 
     def _candidates(self) -> list[Address]:
-        # The masters known first (their connections are open), then the
-        # seeds, then the replicas.
-        known = sorted(self._map.masters)
+        # The node that answered last time first, then the masters known
+        # (their connections are open), the seeds, the replicas.  A node
+        # that died costs at most _MAP_TIMEOUT once, not on every refresh.
+        known = [] if self._answered is None else [self._answered]
+        known += [m for m in sorted(self._map.masters) if m not in known]
         for seed in self._seeds:
             # A seed that is not plain TCP (unix:, tls:) is asked through
             # its own endpoint string.
@@ -474,9 +491,7 @@ class RedisClusterClient(RedisCommands):
                     await self._refresh()
                 return None
             raise error
-        if isinstance(error, Unavailable) or (
-            isinstance(error, ConnectionLost) and (not error.written or read_only)
-        ):
+        if self._unsent(error) or (isinstance(error, ConnectionLost) and read_only):
             # The node is gone or unreachable: maybe failed over.
             self._counts["retried"] += 1
             await self._sleep(tries)
@@ -486,6 +501,19 @@ class RedisClusterClient(RedisCommands):
                 pass
             return None
         raise error
+
+    def _unsent(self, error: BaseException) -> bool:
+        """
+        Whether ``error`` proves the command was not sent, so that sending
+        it again cannot run it twice: no connection to the node, a
+        connection lost before the write, or the node's client closed
+        under it by a map refresh (not by our own :meth:`close`).
+        """
+        if isinstance(error, ConnectionLost):
+            return not error.written
+        if isinstance(error, ClientClosed):
+            return not self._closed
+        return isinstance(error, Unavailable)
 
     def _sleep(self, tries: int) -> Deferred[None]:
         delay = min(self._retry_delay * 2 ** (tries - 1), 1.0)
@@ -542,10 +570,8 @@ class RedisClusterClient(RedisCommands):
             ):
                 if not ok:
                     error = value.value
-                    if isinstance(error, ConnectionLost) and error.written:
+                    if not self._unsent(error):
                         raise error  # some of them may have run
-                    if not isinstance(error, (ConnectionLost, Unavailable)):
-                        raise error
                     pending += indexes
                     again = error
                     continue
@@ -591,10 +617,8 @@ class RedisClusterClient(RedisCommands):
                 raise Unavailable(f"no master serves slot {slot} in the map")
             try:
                 parts = await self._node(owner).client.request(batch, timeout)
-            except (ConnectionLost, Unavailable) as e:
-                if (isinstance(e, ConnectionLost) and e.written) or (
-                    tries >= self._max_redirects
-                ):
+            except Exception as e:
+                if not self._unsent(e) or tries >= self._max_redirects:
                     raise
                 tries += 1
                 await self._sleep(tries)

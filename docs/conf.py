@@ -64,6 +64,7 @@ framedclient_api_modules = [
     "framedclient.clients.cluster",
     "framedclient.clients.cluster_map",
     "framedclient.clients.slots",
+    "framedclient.clients.sentinel",
     "framedclient.codecs.memcache",
     "framedclient.clients.memcache",
     "framedclient.clients.base",

@@ -22,7 +22,7 @@ from framedclient import RedisClient
 from framedclient.clients.cluster import CrossSlot, RedisClusterClient
 from framedclient.clients.cluster_map import parse_cluster_shards, parse_cluster_slots
 from framedclient.clients.slots import key_slot
-from framedclient.errors import ConnectionLost
+from framedclient.errors import ClientClosed, ConnectionLost
 
 from .redis_cluster_servers import RedisCluster, redis_cluster
 
@@ -319,3 +319,18 @@ async def test_a_transaction_whose_slot_moved_runs_once_on_the_new_owner(
     assert await client.transaction(("INCR", key), ("INCR", key)) == [2, 3]
     assert client.stats()["moved"] >= 1
     assert await client.get(key) == b"3"
+
+
+@pytest_twisted.ensureDeferred
+async def test_leaving_async_with_closes_every_node(cluster) -> None:
+    async with RedisClusterClient.from_endpoint(
+        reactor, cluster.seeds(), pool_size=1
+    ) as redis:
+        keys = list(keys_on_each_master(cluster, "close:").values())
+        for key in keys:
+            await redis.set(key, "x")
+    for key in keys:
+        with pytest.raises(ClientClosed):
+            await redis.get(key)
+        with pytest.raises(ClientClosed):
+            await redis.set(key, "y")

@@ -306,7 +306,7 @@ class RedisClusterClient(RedisCommands):
         client = self._nodes.get(where)
         if client is None:
             if self._closed:
-                raise Unavailable("the client is closed; create a new one")
+                raise ClientClosed("the client is closed; create a new one")
             endpoint = where if where in self._seeds else _endpoint(where)
             client = RedisClient.from_endpoint(
                 self._reactor, endpoint, start=self._started, **self._options
@@ -316,7 +316,8 @@ class RedisClusterClient(RedisCommands):
 
     def _refresh(self) -> Deferred[None]:
         # At most one refresh in flight: later callers wait for that one.
-        if self._refreshing is None:
+        d = self._refreshing
+        if d is None:
             self._counts["map_refreshes"] += 1
             self._refreshing = d = ensureDeferred(self._load_map())
 
@@ -326,7 +327,7 @@ class RedisClusterClient(RedisCommands):
 
             d.addBoth(done)
         waiter: Deferred[None] = Deferred()
-        self._refreshing.addBoth(_chain(waiter))
+        d.addBoth(_chain(waiter))
         return waiter
 
     async def _load_map(self) -> None:

@@ -334,3 +334,45 @@ async def test_leaving_async_with_closes_every_node(cluster) -> None:
             await redis.get(key)
         with pytest.raises(ClientClosed):
             await redis.set(key, "y")
+
+
+def replica_of(cluster: RedisCluster, port: int) -> int:
+    master_id = cluster.node_id(port)
+    for line in cluster.cli(port, "CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        if "slave" in fields[2] and fields[3] == master_id:
+            return int(fields[1].split(":")[1].split("@")[0])
+    raise LookupError(f"no replica of {port}")
+
+
+def gets_served(cluster: RedisCluster, port: int) -> int:
+    for line in cluster.cli(port, "INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_get:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_reads_go_to_replicas_only_when_asked(cluster, client) -> None:
+    key = "replica:{r5}"
+    await client.set(key, "copied")
+    owner = cluster.owner(key_slot(key))
+    replica = replica_of(cluster, owner)
+    assert await client.node_for(key).execute("WAIT", 1, 2000) == 1
+    before = gets_served(cluster, replica), gets_served(cluster, owner)
+    for _ in range(5):
+        assert await client.get(key) == b"copied"  # the default: the master
+    assert gets_served(cluster, replica) == before[0]
+    readers = RedisClusterClient.from_endpoint(
+        reactor, cluster.seeds()[0], pool_size=1, read_from_replicas=True
+    )
+    try:
+        await readers.when_ready()
+        for _ in range(5):
+            assert await readers.get(key) == b"copied"
+        assert await readers.hgetall("replica:{r5}:none") == {}
+        assert await readers.incr("replica:{r5}:n") == 1  # writes: the master
+    finally:
+        await readers.close()
+    assert gets_served(cluster, replica) == before[0] + 5
+    assert gets_served(cluster, owner) == before[1] + 5

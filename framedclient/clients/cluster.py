@@ -29,7 +29,8 @@ error is raised.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 from twisted.internet.defer import (
@@ -78,6 +79,7 @@ from framedclient.errors import (
     RemoteError,
     Unavailable,
 )
+from framedclient.protocol import FramedProtocol
 
 __all__ = ["CrossSlot", "RedisClusterClient"]
 
@@ -151,9 +153,13 @@ class RedisClusterClient(RedisCommands):
         *,
         max_redirects: int = 5,
         retry_delay: float = 0.05,
+        read_from_replicas: bool = False,
         start: bool = True,
     ) -> None:
         self._reactor = reactor
+        self._read_from_replicas = read_from_replicas
+        self._replicas: dict[Address, RedisClient] = {}
+        self._turn = 0
         self._seeds = list(seeds)
         self._options = node_options
         self._max_redirects = max_redirects
@@ -182,6 +188,7 @@ class RedisClusterClient(RedisCommands):
         *,
         max_redirects: int = 5,
         retry_delay: float = 0.05,
+        read_from_replicas: bool = False,
         start: bool = True,
         **options: Any,
     ) -> RedisClusterClient:
@@ -196,6 +203,12 @@ class RedisClusterClient(RedisCommands):
             is raised.
         :param retry_delay: the first wait before re-sending after
             ``TRYAGAIN``/``CLUSTERDOWN`` or a lost node, doubled each time.
+        :param read_from_replicas: send the read-only commands (``GET``,
+            ``MGET``, ``HGETALL``...; not in pipelines or transactions) to
+            the replicas of their slot's master in turn, after
+            ``READONLY`` on each connection; they may return a value a
+            little older than the master's (replication is asynchronous).
+            Off by default: every command goes to the master.
         :param options: :meth:`RedisClient.from_endpoint
             <framedclient.RedisClient.from_endpoint>`'s keywords
             (``password``, ``pool_size``, ``request_timeout``...), used
@@ -229,6 +242,7 @@ class RedisClusterClient(RedisCommands):
             options,
             max_redirects=max_redirects,
             retry_delay=retry_delay,
+            read_from_replicas=read_from_replicas,
             start=start,
         )
 
@@ -239,7 +253,7 @@ class RedisClusterClient(RedisCommands):
         if self._started or self._closed:
             return
         self._started = True
-        for client in self._nodes.values():
+        for client in [*self._nodes.values(), *self._replicas.values()]:
             client.start()
         self._refresh().addErrback(lambda _: None)  # retried on first use
 
@@ -265,7 +279,8 @@ class RedisClusterClient(RedisCommands):
         ``timeout`` seconds), close every node's connections.
         """
         self._closed = True
-        closing = [c.close(timeout) for c in self._nodes.values()]
+        nodes = [*self._nodes.values(), *self._replicas.values()]
+        closing = [c.close(timeout) for c in nodes]
         return DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
 
     async def __aenter__(self) -> Self:
@@ -284,6 +299,7 @@ class RedisClusterClient(RedisCommands):
             "masters": sorted(self._map.masters),
             **self._counts,
             "nodes": {a: c.stats() for a, c in sorted(self._nodes.items())},
+            "replicas": {a: c.stats() for a, c in sorted(self._replicas.items())},
         }
 
     def node_for(self, key: Arg) -> RedisClient:
@@ -385,6 +401,29 @@ class RedisClusterClient(RedisCommands):
         for where in list(self._nodes):
             if where not in table.masters:
                 self._nodes.pop(where).close()
+        replicas = table.nodes() - table.masters
+        for where in list(self._replicas):
+            if where not in replicas:
+                self._replicas.pop(where).close()
+
+    def _replica(self, master: Address) -> RedisClient | None:
+        # The master's replicas in turn; None without any.
+        replicas = self._map.replicas.get(master)
+        if not replicas:
+            return None
+        self._turn += 1
+        where = replicas[self._turn % len(replicas)]
+        client = self._replicas.get(where)
+        if client is None:
+            if self._closed:
+                raise ClientClosed("the client is closed; create a new one")
+            options = dict(self._options)
+            options["prepare"] = _read_only(options.get("prepare"))
+            client = RedisClient.from_endpoint(
+                self._reactor, _endpoint(where), start=self._started, **options
+            )
+            self._replicas[where] = client
+        return client
 
     # -- sending -------------------------------------------------------------
 
@@ -400,7 +439,12 @@ class RedisClusterClient(RedisCommands):
         owner = self._map.owner(slot) if slot is not None else self._owner(slot)
         if owner is None:
             return ensureDeferred(self._single(body, slot, read_only, timeout, 0))
-        d = self._node(owner).client.request(body, timeout)
+        node = None
+        if read_only and self._read_from_replicas and slot is not None:
+            node = self._replica(owner)
+        if node is None:
+            node = self._node(owner)
+        d = node.client.request(body, timeout)
         return d.addErrback(self._single_failed, body, slot, read_only, timeout)
 
     def _call(self, names: tuple[str, ...], *args: Arg) -> Deferred[Any]:
@@ -648,7 +692,7 @@ class RedisClusterClient(RedisCommands):
             # The everyday command, routed without parsing it back.
             slot = key_slot(key)  # type: ignore[arg-type]
             owner = self._map.owner(slot)
-            if owner is not None:
+            if owner is not None and not self._read_from_replicas:
                 body = _Command(
                     b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)  # type: ignore[arg-type]
                 )
@@ -719,3 +763,17 @@ def _chain(waiter: Deferred[None]) -> Any:
             waiter.callback(None)
 
     return fire
+
+
+def _read_only(
+    user_prepare: Callable[[FramedProtocol], Any] | None,
+) -> Callable[[FramedProtocol], Deferred[Any]]:
+    # A replica answers reads only on a connection that sent READONLY
+    # (else it redirects them to its master with MOVED).
+    def prepare(proto: FramedProtocol) -> Deferred[Any]:
+        d: Deferred[Any] = proto.request(command("READONLY"), math.inf)
+        if user_prepare is not None:
+            d.addCallback(lambda _: user_prepare(proto))
+        return d
+
+    return prepare

@@ -376,3 +376,29 @@ async def test_reads_go_to_replicas_only_when_asked(cluster, client) -> None:
         await readers.close()
     assert gets_served(cluster, replica) == before[0] + 5
     assert gets_served(cluster, owner) == before[1] + 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pipeline_over_a_moved_slot_and_a_migrating_one_keeps_its_order(
+    cluster, client
+) -> None:
+    moved, asked = "{pm1}:k", "{pa1}:k"
+    await client.set(moved, "m")
+    await client.set(asked, "a")
+    slot_moved, slot_asked = key_slot(moved), key_slot(asked)
+    others = [p for p in cluster.masters().values() if p != cluster.owner(slot_moved)]
+    move_slot(cluster, slot_moved, others[0])
+    target = next(
+        p for p in cluster.masters().values() if p != cluster.owner(slot_asked)
+    )
+    move_slot(cluster, slot_asked, target, finish=False)
+    try:
+        pipe = client.pipeline()
+        pipe.add("GET", asked).add("INCR", "{pm1}:n").add("GET", moved)
+        pipe.add("PING").add("GET", asked).add("INCR", "{pm1}:n")
+        assert await pipe.execute() == [b"a", 1, b"m", b"PONG", b"a", 2]
+        assert client.stats()["moved"] >= 1
+        assert client.stats()["ask"] >= 1
+        assert await client.get("{pm1}:n") == b"2"  # each INCR ran once
+    finally:
+        finish_slot(cluster, slot_asked, target)

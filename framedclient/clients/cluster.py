@@ -604,9 +604,7 @@ class RedisClusterClient(RedisCommands):
                     if via_ask:
                         body.append(_ASKING)
                     body.append(commands[i])
-                sent.append(
-                    self._node(where).client.request(CommandBatch.of(body), timeout)
-                )
+                sent.append(_send_batch(self._node(where).client, body, timeout))
             outcomes = await DeferredList(sent, consumeErrors=True)
             pending, asking = [], {}
             again: BaseException | None = None
@@ -777,3 +775,19 @@ def _read_only(
         return d
 
     return prepare
+
+
+def _send_batch(client: Any, commands: list[bytes], timeout: float | None) -> Any:
+    # A batch's reply is its (ok, body) pairs; a batch of one command is
+    # answered as that command alone (a body, or a RemoteError), so it is
+    # put in the same shape.
+    if len(commands) > 1:
+        return client.request(CommandBatch.of(commands), timeout)
+
+    def error_reply(failure: Failure) -> Any:
+        if type(failure.value) is RemoteError:
+            return [(False, failure.value.message.encode("utf-8", "replace"))]
+        return failure
+
+    d = client.request(commands[0], timeout)
+    return d.addCallbacks(lambda body: [(True, body)], error_reply)

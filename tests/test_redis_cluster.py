@@ -323,8 +323,10 @@ async def test_a_transaction_whose_slot_moved_runs_once_on_the_new_owner(
 
 @pytest_twisted.ensureDeferred
 async def test_leaving_async_with_closes_every_node(cluster) -> None:
+    # (Seeds given as a cluster string, as an --upstream would.)
+    seeds = ",".join(f"127.0.0.1:{p}" for p in cluster.ports[:2])
     async with RedisClusterClient.from_endpoint(
-        reactor, cluster.seeds(), pool_size=1
+        reactor, f"redis-cluster:{seeds}", pool_size=1
     ) as redis:
         keys = list(keys_on_each_master(cluster, "close:").values())
         for key in keys:

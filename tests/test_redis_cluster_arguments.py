@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from framedclient.clients.cluster import RedisClusterClient
+from framedclient.clients.cluster import RedisClusterClient, cluster_seeds
 from framedclient.clients.cluster_map import (
     CrossSlot,
     command_keys,
@@ -112,3 +112,27 @@ def test_command_route_finds_the_slot_command_keys_names(
         return
     expected = slots.pop() if slots else None
     assert command_route(command(*words)) == (name.upper(), expected)
+
+
+def test_a_cluster_string_names_its_seeds() -> None:
+    assert cluster_seeds(
+        "redis-cluster:10.0.0.1:7000, db2.example:7001,[::1]:7002"
+    ) == [
+        "tcp:host=10.0.0.1:port=7000",
+        "tcp:host=db2.example:port=7001",
+        "tcp6:host=\\:\\:1:port=7002",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "redis-cluster:",
+        "redis-cluster:10.0.0.1",
+        "redis-cluster:h:0",
+        "redis-cluster:h:x",
+    ],
+)
+def test_a_malformed_cluster_string_is_refused_showing_the_form(text: str) -> None:
+    with pytest.raises(ValueError, match="is not HOST:PORT; write 'redis-cluster:"):
+        RedisClusterClient.from_endpoint(Clock(), text, start=False)

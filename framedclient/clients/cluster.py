@@ -81,7 +81,7 @@ from framedclient.errors import (
 )
 from framedclient.protocol import FramedProtocol
 
-__all__ = ["CrossSlot", "RedisClusterClient"]
+__all__ = ["CrossSlot", "RedisClusterClient", "cluster_seeds"]
 
 # Commands that only read: safe to send again after a connection lost once
 # they were written.  This client re-sends them itself (after a map refresh,
@@ -110,6 +110,34 @@ def _endpoint(where: Address) -> str:
         escaped = host.replace(":", "\\:")
         return f"tcp6:host={escaped}:port={port}"
     return f"tcp:host={host}:port={port}"
+
+
+#: The prefix of a cluster's endpoint string.
+SCHEME = "redis-cluster:"
+
+
+def cluster_seeds(text: str) -> list[str]:
+    """
+    The seed endpoints of ``redis-cluster:HOST:PORT[,HOST:PORT...]``
+    (IPv6 hosts in brackets: ``redis-cluster:[::1]:7000``), as
+    :meth:`RedisClusterClient.from_endpoint` takes them.
+
+    :raises ValueError: ``text`` is not of that form; the message shows it.
+    """
+    if not text.startswith(SCHEME):
+        raise ValueError(f"a cluster endpoint starts with {SCHEME!r}, got {text!r}")
+    seeds = []
+    for part in text[len(SCHEME) :].split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"{text!r}: {part!r} is not HOST:PORT; write "
+                f"'redis-cluster:10.0.0.1:7000,10.0.0.2:7000'"
+            )
+        seeds.append(_endpoint(f"{host}:{port}"))
+    return seeds
 
 
 def _seed_address(seed: str) -> Address | None:
@@ -194,8 +222,10 @@ class RedisClusterClient(RedisCommands):
     ) -> RedisClusterClient:
         """
         Connect to the cluster that the node(s) at ``seeds`` belong to:
-        one endpoint string (``"tcp:10.0.0.1:7000"``) or a list; any one
-        that answers is enough.  The slot map is read at :meth:`start`.
+        one endpoint string (``"tcp:10.0.0.1:7000"``), a list of them, or
+        a cluster string (``"redis-cluster:10.0.0.1:7000,10.0.0.2:7000"``,
+        :func:`cluster_seeds`); any one that answers is enough.  The slot
+        map is read at :meth:`start`.
 
         :param max_redirects: how many times one command is sent again
             (after ``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN`` or a
@@ -217,7 +247,7 @@ class RedisClusterClient(RedisCommands):
         :raises ValueError: no seed, or a ``db`` other than 0.
         """
         if isinstance(seeds, str):
-            seeds = [seeds]
+            seeds = cluster_seeds(seeds) if seeds.startswith(SCHEME) else [seeds]
         elif not isinstance(seeds, (list, tuple)) or not all(
             isinstance(s, str) for s in seeds
         ):

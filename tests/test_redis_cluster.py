@@ -404,3 +404,34 @@ async def test_a_pipeline_over_a_moved_slot_and_a_migrating_one_keeps_its_order(
         assert await client.get("{pm1}:n") == b"2"  # each INCR ran once
     finally:
         finish_slot(cluster, slot_asked, target)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tryagain_during_a_migration_is_retried_until_it_ends(
+    cluster, client
+) -> None:
+    a, b = "{tg7}:a", "{tg7}:b"
+    await client.set(a, "1")
+    await client.set(b, "2")
+    slot = key_slot(a)
+    source = cluster.owner(slot)
+    target = next(p for p in cluster.masters().values() if p != source)
+    cluster.cli(
+        target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", cluster.node_id(source)
+    )
+    cluster.cli(
+        source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", cluster.node_id(target)
+    )
+    cluster.cli(source, "MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS", a)
+
+    def finish() -> None:
+        cluster.cli(
+            source, "MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "KEYS", b
+        )
+        finish_slot(cluster, slot, target)
+
+    # One key left, one still here: the source answers TRYAGAIN until the
+    # migration ends, and the command is sent again (after a growing wait).
+    reactor.callLater(0.3, finish)
+    assert await client.mget(a, b) == [b"1", b"2"]
+    assert client.stats()["retried"] >= 1

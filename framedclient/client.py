@@ -45,6 +45,7 @@ from framedclient.metrics.telemetry import ClientTelemetry
 from framedclient.pool import Limiter, Pool
 from framedclient.protocol import FramedClientFactory
 from framedclient.retry import RetryBudget
+from framedclient.streams import Stream, Subscription, Subscriptions, open_stream
 from framedclient.upstreams import (
     Endpoints,
     Upstreams,
@@ -211,6 +212,7 @@ class FramedClient:
         )
         self._closing = False
         self._closed: Deferred[Any] | None = None
+        self._topics = Subscriptions(self._dispatcher, clock, self.when_ready)
         self.upstreams.set_sources(
             [static_hosts(endpoints, names), *discovery] if endpoints else discovery
         )
@@ -373,6 +375,7 @@ class FramedClient:
         if self._closed is not None:
             return _chain(self._closed)
         self._closing = True
+        self._topics.close()
         self._dispatcher.close(
             ClientClosed("the client is closing; the request was not sent")
         )
@@ -509,6 +512,14 @@ class FramedClient:
             self.request_timeout if timeout is None else timeout,
             self.request_timeout,
         )
+
+    def stream(self, body: bytes | Message, **options: Any) -> Stream:
+        """One reply in parts (``idle_timeout``, ``buffer_bytes``): streams.md."""
+        return open_stream(self._dispatcher, self._clock, body, **options)
+
+    def subscribe(self, topic: bytes, **options: Any) -> Subscription:
+        """The pushes of ``topic``, across reconnects: see docs/streams.md."""
+        return self._topics.subscribe(topic, **options)
 
     # -- introspection ---------------------------------------------------------
 

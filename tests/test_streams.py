@@ -285,9 +285,11 @@ def test_holding_reading_pauses_liveness_so_a_lagging_consumer_is_not_a_dead_pee
     proto.dataReceived(CODEC.encode(PART, rid, b"x"))
     assert proto.reading_held
     clock.advance(30.0)
-    assert not proto.is_closed
+    assert not transport.disconnecting and proto.close_reason is None
     stream.next()
     assert not proto.reading_held
+    clock.advance(1.5)  # reading again: the read timeout applies again
+    assert "read timeout" in (proto.close_reason or "")
 
 
 def test_a_lost_connection_fails_the_stream_after_its_parts() -> None:

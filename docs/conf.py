@@ -73,6 +73,7 @@ framedclient_api_modules = [
     "framedclient.codecs.builtin",
     "framedclient.codecs.plugin",
     "framedclient.protocol",
+    "framedclient.streams",
     "framedclient.connection",
     "framedclient.pool",
     "framedclient.balance",

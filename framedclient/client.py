@@ -45,7 +45,7 @@ from framedclient.metrics.telemetry import ClientTelemetry
 from framedclient.pool import Limiter, Pool
 from framedclient.protocol import FramedClientFactory
 from framedclient.retry import RetryBudget
-from framedclient.streams import Stream, Subscription, Subscriptions, open_stream
+from framedclient.streams import Subscriptions
 from framedclient.upstreams import (
     Endpoints,
     Upstreams,
@@ -176,6 +176,7 @@ class FramedClient:
         self._take = self.pool.take
         self._budget = budget = retry_budget or RetryBudget(clock)
         self._deposit = budget.deposit
+
         #: owns every request off the fast path, and the connections'
         #: reports (see :mod:`framedclient.dispatch`)
         def unavailable(waited: float | None) -> Unavailable:
@@ -212,7 +213,12 @@ class FramedClient:
         )
         self._closing = False
         self._closed: Deferred[Any] | None = None
-        self._topics = Subscriptions(self._dispatcher, clock, self.when_ready)
+        self._topics = topics = Subscriptions(self._dispatcher, clock, self.when_ready)
+        #: ``stream(body, idle_timeout=None, buffer_bytes=...)``: a request
+        #: whose reply comes in parts (:meth:`Subscriptions.stream`)
+        self.stream = topics.stream
+        #: ``subscribe(topic)``: its pushes, across reconnects (docs/streams.md)
+        self.subscribe = topics.subscribe
         self.upstreams.set_sources(
             [static_hosts(endpoints, names), *discovery] if endpoints else discovery
         )
@@ -512,14 +518,6 @@ class FramedClient:
             self.request_timeout if timeout is None else timeout,
             self.request_timeout,
         )
-
-    def stream(self, body: bytes | Message, **options: Any) -> Stream:
-        """One reply in parts (``idle_timeout``, ``buffer_bytes``): streams.md."""
-        return open_stream(self._dispatcher, self._clock, body, **options)
-
-    def subscribe(self, topic: bytes, **options: Any) -> Subscription:
-        """The pushes of ``topic``, across reconnects: see docs/streams.md."""
-        return self._topics.subscribe(topic, **options)
 
     # -- introspection ---------------------------------------------------------
 

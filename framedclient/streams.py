@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -266,6 +267,8 @@ class Stream(Feed):
         self.request_id: int | None = None
         self._request: Deferred[Any] | None = None
         self._acquiring: Deferred[Any] | None = None
+        # A limiter slot taken for it and not yet handed to a connection.
+        self._slot = False
         self._timer: IDelayedCall | None = None
         self._idle_from = 0.0
         self._cancelled = False
@@ -285,7 +288,9 @@ class Stream(Feed):
         return self._timer is not None
 
     def _attach(self, proto: FramedProtocol, body: bytes | Message) -> None:
+        # The slot goes with the request: the connection gives it back.
         self._acquiring = None
+        self._slot = False
         self._proto = proto
         d = proto.open_stream(body, self._on_part)
         request_id = getattr(d, "request_id", None)
@@ -372,6 +377,7 @@ class Stream(Feed):
 def open_stream(
     dispatcher: Dispatcher,
     clock: IReactorTime,
+    when_ready: Callable[[], Deferred[None]],
     body: bytes | Message,
     idle_timeout: float | None = None,
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
@@ -379,7 +385,8 @@ def open_stream(
     """
     Send ``body`` as a streamed request on a connection of the pool; it
     takes a slot of the limiter (``max_in_flight``) until it ends, waiting
-    for one like any request.
+    for one like any request, and waits for a ready connection (``when_ready``)
+    for at most ``idle_timeout`` (then ``Unavailable``).
 
     :param idle_timeout: seconds the stream may wait for its next part
         while nothing is buffered (``None``: no limit); then it fails with
@@ -402,21 +409,38 @@ def open_stream(
         stream._attach(proto, body)
         return stream
 
-    def acquired(_: object) -> None:
+    def acquired(_: object) -> Deferred[None] | None:
         picked = dispatcher.pool.pick()
-        if picked is None:
-            dispatcher.limiter.release()
-            raise dispatcher.unavailable(None)
-        stream._attach(picked, body)
+        if picked is not None:
+            stream._attach(picked, body)
+            return None
+        # No connection is ready yet (the client is starting, or every host
+        # is down): wait for one, for at most the idle timeout.
+        ready = when_ready()
+        stream._acquiring = ready
+        if idle_timeout is not None:
+            ready.addTimeout(idle_timeout, clock)
+        return ready.addCallback(acquired)
 
     def failed(failure: Failure) -> None:
         stream._acquiring = None
-        if not failure.check(CancelledError):  # type: ignore[no-untyped-call]
-            stream._finish(failure)
+        if stream._slot:
+            stream._slot = False
+            dispatcher.limiter.release()
+        if failure.check(CancelledError, defer.TimeoutError):  # type: ignore[no-untyped-call]
+            if stream._done is None:
+                failure = Failure(dispatcher.unavailable(idle_timeout))  # type: ignore[no-untyped-call]
+            else:
+                return
+        stream._finish(failure)
+
+    def slot(_: object) -> Deferred[None] | None:
+        stream._slot = True
+        return acquired(None)
 
     d = dispatcher.limiter.acquire()
     stream._acquiring = d
-    d.addCallback(acquired).addErrback(failed)
+    d.addCallback(slot).addErrback(failed)
     return stream
 
 
@@ -510,8 +534,10 @@ def _relay(result: object, d: Deferred[None]) -> object:
 
 class Subscriptions:
     """
-    The subscriptions of one client.  They share one connection of the pool
-    (the first one picked), where the subscribe commands went; when it is
+    The subscriptions of one client, and the door to its streams
+    (``FramedClient.stream`` and ``.subscribe`` are this object's
+    methods).  Subscriptions share one connection of the pool (the first
+    one picked), where the subscribe commands went; when it is
     lost, every topic is subscribed again on a new connection and each
     subscription gets a gap marker.
 
@@ -541,6 +567,24 @@ class Subscriptions:
         self._closed = False
         #: times the subscriptions moved to a new connection
         self.reconnects = 0
+
+    def stream(
+        self,
+        body: bytes | Message,
+        idle_timeout: float | None = None,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    ) -> Stream:
+        """
+        :func:`open_stream` on this client's connections.
+        """
+        return open_stream(
+            self._dispatcher,
+            self._clock,
+            self._when_ready,
+            body,
+            idle_timeout,
+            buffer_bytes,
+        )
 
     def subscribe(
         self, topic: bytes, buffer_bytes: int = DEFAULT_BUFFER_BYTES

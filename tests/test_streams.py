@@ -312,8 +312,8 @@ def test_bad_stream_arguments_raise_at_the_call() -> None:
     from framedclient.streams import open_stream as client_open
 
     with pytest.raises(TypeError, match="body"):
-        client_open(None, Clock(), "text")  # type: ignore[arg-type]
+        client_open(None, Clock(), None, "text")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="idle_timeout"):
-        client_open(None, Clock(), b"x", idle_timeout=-1)  # type: ignore[arg-type]
+        client_open(None, Clock(), None, b"x", idle_timeout=-1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="buffer_bytes"):
-        client_open(None, Clock(), b"x", buffer_bytes=1.5)  # type: ignore[arg-type]
+        client_open(None, Clock(), None, b"x", buffer_bytes=1.5)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from twisted.internet.task import deferLater
 
 from framedclient import FramedClient
 from framedclient.backoff import ExponentialBackoff
+from framedclient.errors import Unavailable
 from framedclient.server import ReferenceServerFactory, listen
 from framedclient.streams import Stream
 
@@ -156,3 +157,29 @@ async def test_a_subscription_survives_a_reconnect_with_a_gap_marker_and_ends_on
         with pytest.raises(StopAsyncIteration):
             await sub.__anext__()
         assert sub.buffered == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_opened_before_the_client_is_ready_waits_for_a_connection():
+    server = ReferenceServerFactory(clock=reactor)
+    port = await listen(reactor, "tcp:0:interface=127.0.0.1", server)
+    number = port.getHost().port
+    client = FramedClient.from_endpoint(reactor, f"tcp:127.0.0.1:{number}")
+    try:
+        parts = await collect(client.stream(b"!stream:3:4"))
+        assert parts == expected(3, 4)
+    finally:
+        await client.close(timeout=2.0)
+    # With no server at all, the wait ends with Unavailable at idle_timeout,
+    # and gives its slot back.
+    await port.stopListening()
+    client = FramedClient.from_endpoint(
+        reactor, f"tcp:127.0.0.1:{number}", backoff=FAST
+    )
+    try:
+        stream = client.stream(b"!stream:3:4", idle_timeout=0.3)
+        with pytest.raises(Unavailable):
+            await stream.next()
+        assert client.in_flight == 0
+    finally:
+        await client.close(timeout=2.0)

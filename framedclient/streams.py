@@ -27,6 +27,7 @@ from twisted.internet.defer import (
     Deferred,
     ensureDeferred,
     fail,
+    gatherResults,
     succeed,
 )
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -487,49 +488,87 @@ class PushMessage:
 
 class Subscription(Feed):
     """
-    The messages of one topic, for one consumer: what
+    The messages of one or more topics, for one consumer: what
     :meth:`FramedClient.subscribe() <framedclient.client.FramedClient.subscribe>`
     returns.  Iterate it with ``async for message in sub``; each item is a
     :class:`PushMessage`.  After the connection carrying it is lost, it is
-    subscribed again on a new one and yields a marker with ``gap`` true
+    subscribed again on a new one and yields one marker with ``gap`` true
     first.  :meth:`unsubscribe` ends it.
+
+    :ivar topics: what it is subscribed to (channels, or patterns).
     """
 
     def __init__(
-        self, owner: Subscriptions, topic: bytes, clock: IReactorTime, limit: int
+        self,
+        owner: Subscriptions,
+        topics: tuple[bytes, ...],
+        clock: IReactorTime,
+        limit: int,
     ) -> None:
         super().__init__(clock, limit)
-        self.topic = topic
+        self.topics = topics
         self._owner = owner
+        self._unconfirmed = set(topics)
         self._subscribed: Deferred[None] = Deferred()
+        self._gap = False
+
+    @property
+    def topic(self) -> bytes:
+        """
+        The first of :attr:`topics`.
+        """
+        return self.topics[0]
 
     def __repr__(self) -> str:
-        return f"<Subscription {self.topic!r} buffered={len(self._items)}>"
+        return f"<Subscription {list(self.topics)!r} buffered={len(self._items)}>"
 
     def when_subscribed(self) -> Deferred[None]:
         """
-        Fires once the server has confirmed the subscription (the first
-        time); messages published after that reach it.
+        Fires once the server has confirmed every topic (the first time);
+        messages published after that reach it.  Fails if the server
+        refused one.
         """
         d: Deferred[None] = Deferred()
-        if self._subscribed.called:
-            d.callback(None)
-        else:
-            self._subscribed.addBoth(_relay, d)
+        self._subscribed.addBoth(_relay, d)
         return d
+
+    def _confirm(self, topic: bytes) -> None:
+        if self._gap:
+            # Once per reconnect, before anything from the new connection.
+            self._gap = False
+            self._put(PushMessage(topic, b"", True), 0)
+        self._unconfirmed.discard(topic)
+        if not self._unconfirmed and not self._subscribed.called:
+            self._subscribed.callback(None)
+
+    def _refused(self, failure: Failure) -> None:
+        self._finish(failure)
+        if not self._subscribed.called:
+            self._subscribed.errback(failure)
 
     def unsubscribe(self) -> Deferred[None]:
         """
         Stop delivery: iteration ends (what was buffered is dropped) and,
-        when no other subscription of the client wants the topic, the
+        for each topic no other subscription of the client wants, the
         server is told.  Fires once done.
         """
         return self._owner._remove(self)
 
 
 def _relay(result: object, d: Deferred[None]) -> object:
-    d.callback(None)
+    if isinstance(result, Failure):
+        d.errback(result)
+    else:
+        d.callback(None)
     return result
+
+
+def _fc1_subscribe(topic: bytes) -> bytes:
+    return b"!subscribe:" + topic
+
+
+def _fc1_unsubscribe(topic: bytes) -> bytes:
+    return b"!unsubscribe:" + topic
 
 
 class Subscriptions:
@@ -537,12 +576,14 @@ class Subscriptions:
     The subscriptions of one client, and the door to its streams
     (``FramedClient.stream`` and ``.subscribe`` are this object's
     methods).  Subscriptions share one connection of the pool (the first
-    one picked), where the subscribe commands went; when it is
-    lost, every topic is subscribed again on a new connection and each
-    subscription gets a gap marker.
+    one picked), where the subscribe commands went; when it is lost, every
+    topic is subscribed again on a new connection and each subscription
+    gets a gap marker.
 
     :param commands: ``(subscribe, unsubscribe)``: the request body for
         each, given a topic (fc1's reference server by default).
+    :param check: raises for a topic the commands cannot carry, and returns
+        it as bytes.
     """
 
     def __init__(
@@ -551,16 +592,18 @@ class Subscriptions:
         clock: IReactorTime,
         when_ready: Callable[[], Deferred[None]],
         commands: tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]] = (
-            lambda t: b"!subscribe:" + t,
-            lambda t: b"!unsubscribe:" + t,
+            _fc1_subscribe,
+            _fc1_unsubscribe,
         ),
         timeout: float = 10.0,
+        check: Callable[[object], bytes] | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._clock = clock
         self._when_ready = when_ready
         self._commands = commands
         self._timeout = timeout
+        self._check = check or check_topic
         self._by_topic: dict[bytes, list[Subscription]] = {}
         self.proto: FramedProtocol | None = None
         self._connecting = False
@@ -589,22 +632,44 @@ class Subscriptions:
     def subscribe(
         self, topic: bytes, buffer_bytes: int = DEFAULT_BUFFER_BYTES
     ) -> Subscription:
-        check_topic(topic)
+        """
+        A subscription to ``topic`` (see :class:`Subscription`).
+
+        :param buffer_bytes: bytes buffered for a lagging consumer before the
+            connection stops reading.
+        :raises TypeError, ValueError: for a bad topic or ``buffer_bytes``.
+        :raises ClientClosed: the client is closed.
+        """
+        return self.subscribe_all((topic,), buffer_bytes)
+
+    def subscribe_all(
+        self, topics: tuple[object, ...], buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    ) -> Subscription:
+        """
+        One subscription to several topics (their messages in one feed).
+        """
+        if not topics:
+            raise ValueError("subscribe(): give at least one topic")
+        checked = tuple(dict.fromkeys(self._check(t) for t in topics))
         _check_buffer_bytes(buffer_bytes, "subscribe()")
         if self._closed:
             raise ClientClosed("the client is closed")
-        sub = Subscription(self, topic, self._clock, buffer_bytes)
-        subs = self._by_topic.setdefault(topic, [])
-        subs.append(sub)
+        sub = Subscription(self, checked, self._clock, buffer_bytes)
         proto = self.proto
-        if proto is not None:
-            sub._proto = proto
+        sub._proto = proto
+        for topic in checked:
+            subs = self._by_topic.setdefault(topic, [])
+            subs.append(sub)
+            if proto is None:
+                continue
             if len(subs) == 1:
-                self._send_subscribe(proto, topic, gap=False)
+                self._send_subscribe(proto, topic)
+            elif not subs[0]._unconfirmed or topic not in subs[0]._unconfirmed:
+                # Subscribed on this connection already.
+                sub._confirm(topic)
             else:
-                # The topic is subscribed on this connection already.
-                subs[0]._subscribed.addBoth(sub._subscribed.callback)
-        else:
+                self._send_subscribe(proto, topic)
+        if proto is None:
             self._connect()
         return sub
 
@@ -619,6 +684,8 @@ class Subscriptions:
 
         def retry(_: object) -> None:
             self._connecting = False
+            if self._closed:
+                return
             if self._dispatcher.pool.pick() is None:
                 # Ready, but not for us yet (a connection still coming up).
                 self._connecting = True
@@ -632,40 +699,40 @@ class Subscriptions:
         self.proto = proto
         proto.on_push = self._on_push
         proto.when_closed().addCallback(self._lost, proto)
-        gap = self.reconnects > 0
-        for topic, subs in self._by_topic.items():
+        for subs in self._by_topic.values():
             for sub in subs:
-                sub._move(proto)
-            self._send_subscribe(proto, topic, gap)
+                if sub._proto is not proto:
+                    sub._move(proto)
+        for topic in self._by_topic:
+            self._send_subscribe(proto, topic)
 
-    def _send_subscribe(self, proto: FramedProtocol, topic: bytes, gap: bool) -> None:
+    def _send_subscribe(self, proto: FramedProtocol, topic: bytes) -> None:
         d = self._dispatcher.lease_request(
             proto, self._commands[0](topic), self._timeout
         )
 
         def confirmed(_: object) -> None:
-            for sub in self._by_topic.get(topic, ()):
-                if gap:
-                    sub._put(PushMessage(topic, b"", True), 0)
-                if not sub._subscribed.called:
-                    sub._subscribed.callback(None)
+            if self.proto is proto:
+                for sub in list(self._by_topic.get(topic, ())):
+                    sub._confirm(topic)
 
         def refused(failure: Failure) -> None:
             if self.proto is not proto:
                 return  # lost meanwhile: subscribed again on the next one
-            for sub in self._by_topic.pop(topic, ()):
-                sub._finish(failure)
-                if not sub._subscribed.called:
-                    sub._subscribed.errback(failure)
+            for sub in list(self._by_topic.get(topic, ())):
+                self._forget(sub)
+                sub._refused(failure)
 
         d.addCallbacks(confirmed, refused)
 
     def _on_push(self, push: Push) -> None:
-        subs = self._by_topic.get(push.key)
+        key = push.key if push.pattern is None else push.pattern
+        subs = self._by_topic.get(key)
         if not subs:
             return
+        size = len(push.data)
         for sub in subs:
-            sub._put(PushMessage(push.key, push.data), len(push.data))
+            sub._put(PushMessage(push.key, push.data), size)
 
     def _lost(self, reason: str, proto: FramedProtocol) -> None:
         if self.proto is not proto:
@@ -674,28 +741,40 @@ class Subscriptions:
         proto.on_push = None
         for subs in self._by_topic.values():
             for sub in subs:
-                sub._move(None)
+                sub._gap = True
+                sub._unconfirmed.clear()
+                if sub._proto is not None:
+                    sub._move(None)
         self.reconnects += 1
         if self._by_topic:
             self._connect()
 
+    def _forget(self, sub: Subscription) -> list[bytes]:
+        # Take sub out of every topic; the topics nobody wants any more.
+        unwanted = []
+        for topic in sub.topics:
+            subs = self._by_topic.get(topic)
+            if subs and sub in subs:
+                subs.remove(sub)
+                if not subs:
+                    del self._by_topic[topic]
+                    unwanted.append(topic)
+        return unwanted
+
     def _remove(self, sub: Subscription) -> Deferred[None]:
-        subs = self._by_topic.get(sub.topic)
         sub._drop()
         sub._finish(_END)
-        if not subs or sub not in subs:
-            return succeed(None)
-        subs.remove(sub)
-        if subs:
-            return succeed(None)
-        del self._by_topic[sub.topic]
+        unwanted = self._forget(sub)
         proto = self.proto
-        if proto is None:
+        if proto is None or not unwanted:
             return succeed(None)
-        d = self._dispatcher.lease_request(
-            proto, self._commands[1](sub.topic), self._timeout
-        )
-        return d.addBoth(lambda _: None)
+        told = [
+            self._dispatcher.lease_request(
+                proto, self._commands[1](topic), self._timeout
+            )
+            for topic in unwanted
+        ]
+        return gatherResults(told, consumeErrors=True).addBoth(lambda _: None)
 
     def close(self) -> None:
         """
@@ -704,15 +783,16 @@ class Subscriptions:
         self._closed = True
         error = Failure(ClientClosed("the client is closed"))  # type: ignore[no-untyped-call]
         by_topic, self._by_topic = self._by_topic, {}
-        for subs in by_topic.values():
-            for sub in subs:
-                sub._drop()
-                sub._finish(error)
+        ended = {id(sub): sub for subs in by_topic.values() for sub in subs}
+        for sub in ended.values():
+            sub._drop()
+            sub._finish(error)
 
 
-def check_topic(topic: object) -> None:
+def check_topic(topic: object) -> bytes:
     """
-    Raise the error for a topic fc1's reference commands cannot carry.
+    ``topic``, or the error for a topic fc1's reference commands cannot
+    carry.
     """
     if not isinstance(topic, bytes):
         raise TypeError(f"subscribe(): topic must be bytes, got {type(topic).__name__}")
@@ -720,3 +800,4 @@ def check_topic(topic: object) -> None:
         raise ValueError(
             f"subscribe(): topic must be 1 to 65535 bytes without spaces, got {topic!r}"
         )
+    return topic

@@ -213,12 +213,12 @@ class FramedClient:
         )
         self._closing = False
         self._closed: Deferred[Any] | None = None
-        self._topics = topics = Subscriptions(self._dispatcher, clock, self.when_ready)
-        #: ``stream(body, idle_timeout=None, buffer_bytes=...)``: a request
-        #: whose reply comes in parts (:meth:`Subscriptions.stream`)
-        self.stream = topics.stream
-        #: ``subscribe(topic)``: its pushes, across reconnects (docs/streams.md)
-        self.subscribe = topics.subscribe
+        #: streams and subscriptions (:mod:`framedclient.streams`)
+        self.subscriptions = Subscriptions(self._dispatcher, clock, self.when_ready)
+        #: a request whose reply comes in parts: :meth:`Subscriptions.stream`
+        self.stream = self.subscriptions.stream
+        #: a topic's pushes, across reconnects: :meth:`Subscriptions.subscribe`
+        self.subscribe = self.subscriptions.subscribe
         self.upstreams.set_sources(
             [static_hosts(endpoints, names), *discovery] if endpoints else discovery
         )
@@ -381,7 +381,7 @@ class FramedClient:
         if self._closed is not None:
             return _chain(self._closed)
         self._closing = True
-        self._topics.close()
+        self.subscriptions.close()
         self._dispatcher.close(
             ClientClosed("the client is closing; the request was not sent")
         )

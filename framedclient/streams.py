@@ -601,9 +601,11 @@ class Subscriptions:
         self._dispatcher = dispatcher
         self._clock = clock
         self._when_ready = when_ready
-        self._commands = commands
+        #: ``(subscribe, unsubscribe)``: the request body of each, for a topic
+        self.commands = commands
         self._timeout = timeout
-        self._check = check or check_topic
+        #: returns a topic as bytes, or raises for one ``commands`` cannot carry
+        self.check = check or check_topic
         self._by_topic: dict[bytes, list[Subscription]] = {}
         self.proto: FramedProtocol | None = None
         self._connecting = False
@@ -650,7 +652,7 @@ class Subscriptions:
         """
         if not topics:
             raise ValueError("subscribe(): give at least one topic")
-        checked = tuple(dict.fromkeys(self._check(t) for t in topics))
+        checked = tuple(dict.fromkeys(self.check(t) for t in topics))
         _check_buffer_bytes(buffer_bytes, "subscribe()")
         if self._closed:
             raise ClientClosed("the client is closed")
@@ -708,7 +710,7 @@ class Subscriptions:
 
     def _send_subscribe(self, proto: FramedProtocol, topic: bytes) -> None:
         d = self._dispatcher.lease_request(
-            proto, self._commands[0](topic), self._timeout
+            proto, self.commands[0](topic), self._timeout
         )
 
         def confirmed(_: object) -> None:
@@ -770,7 +772,7 @@ class Subscriptions:
             return succeed(None)
         told = [
             self._dispatcher.lease_request(
-                proto, self._commands[1](topic), self._timeout
+                proto, self.commands[1](topic), self._timeout
             )
             for topic in unwanted
         ]

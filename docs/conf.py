@@ -66,6 +66,8 @@ framedclient_api_modules = [
     "framedclient.codecs.redis",
     "framedclient.codecs.arguments",
     "framedclient.clients.redis",
+    "framedclient.clients.redis_pubsub",
+    "framedclient.codecs.redis_pubsub",
     "framedclient.codecs.memcache",
     "framedclient.clients.memcache",
     "framedclient.clients.base",

@@ -215,9 +215,9 @@ class FramedClient:
         self._closed: Deferred[Any] | None = None
         #: streams and subscriptions (:mod:`framedclient.streams`)
         self.subscriptions = Subscriptions(self._dispatcher, clock, self.when_ready)
-        #: a request whose reply comes in parts: :meth:`Subscriptions.stream`
+        #: a request whose reply comes in parts (``Subscriptions.stream``)
         self.stream = self.subscriptions.stream
-        #: a topic's pushes, across reconnects: :meth:`Subscriptions.subscribe`
+        #: a topic's pushes, across reconnects (``Subscriptions.subscribe``)
         self.subscribe = self.subscriptions.subscribe
         self.upstreams.set_sources(
             [static_hosts(endpoints, names), *discovery] if endpoints else discovery

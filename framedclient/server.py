@@ -22,10 +22,10 @@ body starts with      the server ...
 ``!stream:N:SIZE``    streams ``N`` PART frames of ``SIZE`` bytes (part ``i``
                       starts with ``i`` in decimal and a colon), as fast as
                       the client reads, then an empty REPLY; CANCEL stops it
-``!subscribe:TOPIC``  this connection receives PUSH frames of ``TOPIC``
-``!unsubscribe:TOPIC`` ... and no longer does
-``!publish:TOPIC DATA`` sends ``DATA`` as a PUSH to every subscriber of
-                      ``TOPIC``; replies with their number (decimal)
+``!subscribe:T``      this connection receives the PUSH frames of topic ``T``
+``!unsubscribe:T``    stops those PUSH frames on this connection
+``!publish:T DATA``   sends ``DATA`` in a PUSH to every subscriber of ``T``;
+                      replies with their number (decimal)
 ====================  =========================================================
 
 ``--delay S`` (``ReferenceServerFactory(delay=S)``) makes every plain echo

@@ -2,10 +2,9 @@
 Streams and subscriptions: replies that come in many parts, and messages
 that answer no request.
 
-A :class:`Stream` is one request whose reply arrives as parts
-(:data:`~framedclient.codecs.PART` frames, then a final REPLY or ERROR); a
-:class:`Subscription` receives the :data:`~framedclient.codecs.PUSH`
-frames of one topic.  Both sit between a connection and one consumer as a
+A :class:`Stream` is one request whose reply arrives as parts (``PART``
+frames, then a final REPLY or ERROR); a :class:`Subscription` receives the
+``PUSH`` frames of its topics.  Both sit between a connection and one consumer as a
 bounded buffer (:class:`Feed`): the consumer takes items with ``async for``
 (or :meth:`Feed.next` / :meth:`Feed.consume` with callbacks), and a
 consumer that lags stops the connection's reading once its buffer holds
@@ -152,7 +151,7 @@ class Feed:
         """
         The next item: a Deferred that fires with it, with the end marker
         :data:`END` once the feed has ended, or fails with the feed's error
-        (``CancelledError`` after :meth:`cancel`).
+        (``CancelledError`` after :meth:`Stream.cancel`).
         """
         items = self._items
         if items:
@@ -515,7 +514,7 @@ class Subscription(Feed):
     @property
     def topic(self) -> bytes:
         """
-        The first of :attr:`topics`.
+        The first of ``topics``.
         """
         return self.topics[0]
 

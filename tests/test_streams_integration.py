@@ -183,3 +183,16 @@ async def test_a_stream_opened_before_the_client_is_ready_waits_for_a_connection
         assert client.in_flight == 0
     finally:
         await client.close(timeout=2.0)
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_ten_thousand_concurrent_streams_on_shared_connections():
+    # The figure: 10,000 streams at once over 2 connections, each
+    # part checked (its stream, its place), none twice, none missing.
+    async with served(pool_size=2, max_in_flight=10_000) as (client, _):
+        streams = [client.stream(b"!stream:%d:8" % (1 + i % 7)) for i in range(10_000)]
+        results = await gatherResults([ensureDeferred(collect(s)) for s in streams])
+        for i, parts in enumerate(results):
+            assert parts == expected(1 + i % 7, 8), i
+        assert client.in_flight == 0

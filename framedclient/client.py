@@ -50,6 +50,7 @@ from framedclient.metrics.telemetry import ClientTelemetry
 from framedclient.pool import Limiter, Pool
 from framedclient.protocol import FramedClientFactory
 from framedclient.retry import RetryBudget
+from framedclient.streams import Subscriptions
 from framedclient.upstreams import (
     Endpoints,
     Upstreams,
@@ -181,6 +182,7 @@ class FramedClient:
         self._take = self.pool.take
         self._budget = budget = retry_budget or RetryBudget(clock)
         self._deposit = budget.deposit
+
         #: owns every request off the fast path, and the connections'
         #: reports (see :mod:`framedclient.dispatch`)
         def unavailable(waited: float | None) -> Unavailable:
@@ -217,6 +219,12 @@ class FramedClient:
         )
         self._closing = False
         self._closed: Deferred[Any] | None = None
+        #: streams and subscriptions (:mod:`framedclient.streams`)
+        self.subscriptions = Subscriptions(self._dispatcher, clock, self.when_ready)
+        #: a request whose reply comes in parts (``Subscriptions.stream``)
+        self.stream = self.subscriptions.stream
+        #: a topic's pushes, across reconnects (``Subscriptions.subscribe``)
+        self.subscribe = self.subscriptions.subscribe
         self.upstreams.set_sources(
             [static_hosts(endpoints, names), *discovery] if endpoints else discovery
         )
@@ -380,6 +388,7 @@ class FramedClient:
         if self._closed is not None:
             return _chain(self._closed)
         self._closing = True
+        self.subscriptions.close()
         self._dispatcher.close(
             ClientClosed("the client is closing; the request was not sent")
         )

@@ -266,6 +266,9 @@ class RequestEngine:
     :param actions: where outcomes, cancel frames and wake-ups go.
     :param record: the class of the records :meth:`open` makes: a subclass
         of :class:`Request` whose constructor takes no argument.
+    :param stream_record: the class of the records :meth:`open_stream`
+        makes; its instances get an ``on_part(body, now)`` attribute from
+        their owner before the first part can arrive.
 
     Requests that share the connection's usual timeout (the first one
     seen) expire in the order they were opened: the live ones are kept in an
@@ -298,6 +301,7 @@ class RequestEngine:
         "_seconds",
         "_send_cancel",
         "_settled",
+        "_stream_record",
         "_tombstone_deadlines",
         "_unwritten",
         "_usual",
@@ -328,9 +332,11 @@ class RequestEngine:
         seconds: Callable[[], float],
         actions: EngineActions,
         record: type[Request] = Request,
+        stream_record: type[Request] | None = None,
     ) -> None:
         self.matching = matching
         self._record = record
+        self._stream_record = stream_record or record
         self._by_id = matching is Matching.BY_ID
         self.max_pending = 1 if matching is Matching.EXCLUSIVE else max_pending
         if self.max_pending >= max_id:
@@ -516,6 +522,30 @@ class RequestEngine:
         self.live += 1
         return r
 
+    def open_stream(self, body: bytes | Message, now: float) -> Request:
+        """
+        A request whose reply may come in parts (see :meth:`part`): like
+        :meth:`open`, with a record of ``record`` (whose ``on_part`` takes
+        each part) and no deadline of its own: its owner times the gaps
+        between parts, which only it can tell apart from a consumer that is
+        slow to read.  It is never re-sent elsewhere (its body is dropped):
+        parts already delivered could otherwise arrive twice.
+
+        :raises: what :meth:`open` raises; nothing is held then.
+        """
+        if not self._by_id:
+            raise ValueError(
+                f"streams need a codec that matches replies by ID; this one "
+                f"matches {self.matching.value}"
+            )
+        plain, self._record = self._record, self._stream_record
+        try:
+            r = self.open(body, None, now)
+        finally:
+            self._record = plain
+        r.body = None
+        return r
+
     def take_unwritten(self, chunks: list[bytes]) -> None:
         """
         Append the bytes of every request waiting to be written to
@@ -574,6 +604,31 @@ class RequestEngine:
         # has not been sent.  Keep the request, drop the reply.
         if self._by_id:
             self._pending[request_id] = r
+        self.unknown_replies += 1
+        return UNKNOWN
+
+    def part(self, request_id: int, body: Any, now: float) -> int:
+        """
+        A non-final part of the reply to ``request_id`` arrived: handed to
+        the stream's ``on_part``; the request stays open.
+
+        :return: :data:`MATCHED`, :data:`LATE` (the stream was abandoned:
+            dropped, and its ID stays reserved until its final reply) or
+            :data:`UNKNOWN` (no such request, or one not opened as a
+            stream: dropped).
+        """
+        r = self._pending.get(request_id) if self._by_id else None
+        if r is None:
+            self.unknown_replies += 1
+            return UNKNOWN
+        if r.state == SENT:
+            on_part = getattr(r, "on_part", None)
+            if on_part is not None:
+                on_part(body, now)
+                return MATCHED
+        elif r.state == ABANDONED:
+            self.late_replies += 1
+            return LATE
         self.unknown_replies += 1
         return UNKNOWN
 

@@ -52,8 +52,10 @@ from framedclient.codecs import (
     CANCEL,
     ERROR,
     GOAWAY,
+    PART,
     PING,
     PONG,
+    PUSH,
     REPLY,
     Codec,
     FC1Codec,
@@ -130,6 +132,16 @@ class PendingRequest(Deferred[bytes], Request):
                 self.engine.cancel(self)
         # Fails with CancelledError if nothing fired us meanwhile.
         Deferred.cancel(self)
+
+
+class StreamRequest(PendingRequest):
+    """
+    A request whose reply comes in parts (:meth:`FramedProtocol.open_stream`):
+    ``on_part(body, now)`` takes each non-final part; the Deferred fires
+    with the final reply's body, or fails, as a plain request's does.
+    """
+
+    __slots__ = ("on_part",)
 
 
 class RequestOwner(TypingProtocol):
@@ -222,6 +234,7 @@ class FramedProtocol(Protocol):
             seconds=clock.seconds,
             actions=self,
             record=PendingRequest,
+            stream_record=StreamRequest,
         )
         self._open = engine.open
         self._request_timeout = config.request_timeout
@@ -261,6 +274,15 @@ class FramedProtocol(Protocol):
         self._handshake_done = False
         self._handshake_waiters: list[Deferred[None]] = []
         self._last_unknown_log = -math.inf
+        # Streams and subscriptions whose consumer lags: reading stops while
+        # any holds it (see hold_reading).
+        self._read_holds = 0
+        #: where PUSH frames go: ``on_push(push)``; ``None`` drops them
+        #: (counted with the unknown replies)
+        self.on_push: Callable[[Any], object] | None = None
+        self._split_push: Callable[[Any], Any] | None = getattr(
+            codec, "split_push", None
+        )
 
         self.close_reason: str | None = None
         self.connected_at: float | None = None
@@ -498,6 +520,67 @@ class FramedProtocol(Protocol):
         if self._flush_call is None and not self._in_receive:
             self._flush_call = self._clock.callLater(0, self._flush)
         return r  # type: ignore[return-value]
+
+    def open_stream(
+        self, body: bytes | Message, on_part: Callable[[Any, float], object]
+    ) -> Deferred[Any]:
+        """
+        Send ``body`` as a request whose reply may come in parts: each
+        non-final part goes to ``on_part(part, now)`` in arrival order; the
+        Deferred (a :class:`StreamRequest` when accepted) fires with the
+        final reply's body, or fails like :meth:`request`'s.  It has no
+        timeout of its own and is never re-sent elsewhere.  Arguments are
+        checked by the caller (:mod:`framedclient.streams`).
+        """
+        if self._state != _OPEN or not self._connected:
+            return self._refuse(self._refusal())
+        engine = self.engine
+        if engine.live + engine.tombstones >= engine.max_pending:
+            return self._refuse(engine.overloaded())
+        now = self._receive_now if self._in_receive else self._clock.seconds()
+        if not engine.live:
+            self._liveness.last_read = now
+        try:
+            r = engine.open_stream(body, now)
+        except Exception as e:
+            return self._refuse(codec_refusal(e))
+        r.on_part = on_part  # type: ignore[attr-defined]
+        if self._flush_call is None and not self._in_receive:
+            self._flush_call = self._clock.callLater(0, self._flush)
+        return r  # type: ignore[return-value]
+
+    def hold_reading(self) -> None:
+        """
+        A stream or subscription on this connection buffers as much as it
+        may: stop reading from the socket until it has caught up (every
+        :meth:`hold_reading` is matched by one :meth:`release_reading`).
+        Replies to other requests on this connection wait meanwhile (the
+        price of sharing a connection; see docs/streams.md), and liveness
+        checks pause: a connection we do not read cannot prove the peer
+        alive.
+        """
+        self._read_holds += 1
+        if self._read_holds == 1 and self._state != _CLOSED and self._connected:
+            self._liveness.stop()
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def release_reading(self) -> None:
+        """
+        Undo one :meth:`hold_reading`; reading resumes when none is left.
+        """
+        if not self._read_holds:
+            return
+        self._read_holds -= 1
+        if not self._read_holds and self._state != _CLOSED and self._connected:
+            self._liveness.start(self._clock.seconds())
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    @property
+    def reading_held(self) -> bool:
+        """
+        Whether reading is stopped for a lagging stream or subscription.
+        """
+        return self._read_holds > 0
 
     def request_bound(
         self, body: bytes | Message, timeout: float | None = None
@@ -768,6 +851,19 @@ class FramedProtocol(Protocol):
                 continue  # any bytes already counted as a sign of life
             elif kind == GOAWAY:
                 self._goaway()
+                if self._state == _CLOSED:
+                    return
+                continue
+            elif kind == PART:
+                found = self.engine.part(request_id, body, now)
+            elif kind == PUSH and self.on_push is not None:
+                split = self._split_push
+                try:
+                    push = split(body) if split is not None else body
+                except ProtocolError as e:
+                    self._protocol_error(e)
+                    return
+                self.on_push(push)
                 if self._state == _CLOSED:
                     return
                 continue

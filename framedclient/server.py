@@ -19,6 +19,13 @@ body starts with      the server ...
                       the connection open (a half-open peer)
 ``!reverse:N``        holds the reply until ``N`` such requests are held on the
                       connection, then answers them all in reverse order
+``!stream:N:SIZE``    streams ``N`` PART frames of ``SIZE`` bytes (part ``i``
+                      starts with ``i`` in decimal and a colon), as fast as
+                      the client reads, then an empty REPLY; CANCEL stops it
+``!subscribe:T``      this connection receives the PUSH frames of topic ``T``
+``!unsubscribe:T``    stops those PUSH frames on this connection
+``!publish:T DATA``   sends ``DATA`` in a PUSH to every subscriber of ``T``;
+                      replies with their number (decimal)
 ====================  =========================================================
 
 ``--delay S`` (``ReferenceServerFactory(delay=S)``) makes every plain echo
@@ -36,10 +43,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from framedclient.codecs import (
     CANCEL,
@@ -51,6 +64,8 @@ from framedclient.codecs import (
     REQUEST,
     FC1Codec,
 )
+from framedclient.codecs.base import PART
+from framedclient.codecs.fc1 import encode_push
 from framedclient.errors import ProtocolError
 
 __all__ = ["ReferenceServerFactory", "ReferenceServerProtocol", "listen", "main"]
@@ -58,6 +73,7 @@ __all__ = ["ReferenceServerFactory", "ReferenceServerProtocol", "listen", "main"
 _log = Logger()
 
 
+@implementer(IPushProducer)
 class ReferenceServerProtocol(Protocol):
     """
     One client connection to the reference server.
@@ -75,13 +91,36 @@ class ReferenceServerProtocol(Protocol):
         self._out: list[bytes] = []
         self._muted = False
         self._closed = False
+        # Streams being sent: request ID -> [next part, parts, size].
+        self._streams: dict[int, list[int]] = {}
+        self._pump_call: IDelayedCall | None = None
+        self._paused = False
+        self._producing = False
+        self.topics: set[bytes] = set()
 
     def connectionMade(self) -> None:
         self.factory.connections.add(self)
 
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._schedule_pump()
+
+    def stopProducing(self) -> None:
+        self._streams.clear()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
         self.factory.connections.discard(self)
+        for topic in self.topics:
+            self.factory.subscribers.get(topic, set()).discard(self)
+        self.topics.clear()
+        self._streams.clear()
+        if self._pump_call is not None and self._pump_call.active():
+            self._pump_call.cancel()
+        self._pump_call = None
         for call in self._delayed.values():
             if call.active():
                 call.cancel()
@@ -157,6 +196,24 @@ class ReferenceServerProtocol(Protocol):
                 self._out.append(encode(GOAWAY, 0, b""))
             elif name == b"size":
                 self._out.append(encode(REPLY, request_id, b"x" * int(arg)))
+            elif name == b"stream":
+                count, _, size = arg.partition(b":")
+                parts, part_size = int(count), int(size or b"0")
+                if parts < 0 or part_size < 0:
+                    raise ValueError(word)
+                self._streams[request_id] = [0, parts, part_size]
+                self._schedule_pump()
+            elif name == b"subscribe":
+                self.topics.add(arg)
+                self.factory.subscribers.setdefault(arg, set()).add(self)
+                self._out.append(encode(REPLY, request_id, b"subscribed"))
+            elif name == b"unsubscribe":
+                self.topics.discard(arg)
+                self.factory.subscribers.get(arg, set()).discard(self)
+                self._out.append(encode(REPLY, request_id, b"unsubscribed"))
+            elif name == b"publish":
+                receivers = self.factory.publish(arg, rest)
+                self._out.append(encode(REPLY, request_id, b"%d" % receivers))
             elif name == b"mute":
                 self._muted = True
             elif name == b"reverse":
@@ -172,10 +229,59 @@ class ReferenceServerProtocol(Protocol):
                 encode(ERROR, request_id, b"bad command argument: " + word)
             )
 
+    def _schedule_pump(self) -> None:
+        if self._closed:
+            return
+        if not self._streams:
+            if self._producing:
+                # Registered only while streaming: a transport with a
+                # producer waits for it before closing.
+                self._producing = self._paused = False
+                self.transport.unregisterProducer()  # type: ignore[union-attr]
+            return
+        if not self._producing:
+            # Streams are written only as fast as the client reads them.
+            self._producing = True
+            self.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        if self._pump_call is None:
+            self._pump_call = self._clock.callLater(0, self._pump)
+
+    def _pump(self) -> None:
+        # A batch of parts of every stream per reactor turn, while the
+        # transport takes them: a client that stops reading stops the
+        # stream here instead of filling the server's memory.
+        self._pump_call = None
+        if self._closed or self._paused:
+            return
+        encode = self._codec.encode
+        out = self._out
+        for request_id, state in list(self._streams.items()):
+            sent, parts, size = state
+            end = min(parts, sent + 64)
+            for i in range(sent, end):
+                label = b"%d:" % i
+                body = (label + b"x" * size)[: max(size, len(label))]
+                out.append(encode(PART, request_id, body))
+            state[0] = end
+            if end >= parts:
+                del self._streams[request_id]
+                out.append(encode(REPLY, request_id, b""))
+        self._write()
+        self._schedule_pump()
+
+    def push(self, frame: bytes) -> None:
+        """
+        Write a PUSH frame (a publish to a topic this connection follows).
+        """
+        if not self._closed and not self._muted:
+            self.transport.write(frame)  # type: ignore[union-attr]
+
     def _cancel(self, request_id: int) -> None:
         # fc1: a cancelled request that has not been answered yet is answered
         # with an error reply, so the client can release its ID at once.
-        withdrawn = False
+        withdrawn = self._streams.pop(request_id, None) is not None
+        if withdrawn:
+            self._schedule_pump()
         call = self._delayed.pop(request_id, None)
         if call is not None and call.active():
             call.cancel()
@@ -228,6 +334,8 @@ class ReferenceServerFactory(Factory):
         self.codec = codec or FC1Codec()
         self.clock = clock
         self.connections: set[ReferenceServerProtocol] = set()
+        #: the connections subscribed to each topic
+        self.subscribers: dict[bytes, set[ReferenceServerProtocol]] = {}
         self.requests = 0
         self.cancels = 0
         if not (delay >= 0 and delay < float("inf")):
@@ -238,6 +346,20 @@ class ReferenceServerFactory(Factory):
         proto = ReferenceServerProtocol(self.codec, self.clock)
         proto.factory = self
         return proto
+
+    def publish(self, topic: bytes, data: bytes) -> int:
+        """
+        Send ``data`` to every connection subscribed to ``topic``.
+
+        :return: how many received it.
+        """
+        subscribers = self.subscribers.get(topic)
+        if not subscribers:
+            return 0
+        frame = encode_push(self.codec, topic, data)
+        for proto in list(subscribers):
+            proto.push(frame)
+        return len(subscribers)
 
     def drop_all(self) -> None:
         """

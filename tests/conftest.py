@@ -113,7 +113,18 @@ def pytest_collection_modifyitems(
     """
     Deselect the slow tests for a quick inner loop; ``--slow`` keeps them,
     and an explicit ``-m`` (``-m slow``) decides on its own.
+
+    The tests marked ``dev_extra`` check the documentation toolchain, which
+    only the dev extra installs; the runs that install the test extra alone
+    (``.ci/sdist-check``, ``.ci/lowest-deps``, ``.ci/other-pythons``) set
+    ``FRAMEDCLIENT_TESTS_WITHOUT_DEV=1`` to leave them to the main run, which
+    has it (deselected and counted, never skipped).
     """
+    if os.environ.get("FRAMEDCLIENT_TESTS_WITHOUT_DEV") == "1":
+        dev = [item for item in items if item.get_closest_marker("dev_extra")]
+        if dev:
+            config.hook.pytest_deselected(items=dev)
+            items[:] = [i for i in items if not i.get_closest_marker("dev_extra")]
     if config.getoption("--slow") or config.getoption("-m"):
         return
     slow = [item for item in items if item.get_closest_marker("slow")]

@@ -20,6 +20,9 @@ from typing import Any
 
 import pytest
 
+#: Every test here needs the docs toolchain (see tests/conftest.py).
+pytestmark = pytest.mark.dev_extra
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -168,8 +168,12 @@ def test_a_malformed_upstream_option_is_one_usage_error(text, says):
         "ssl:example.com:443",
         "unix:/tmp/framedclient.sock",
         "unix:path=/tmp/framedclient.sock",
-        "srv:_fc._tcp.example.com",
-        "dns:db.example.com:9000",
+        # With a name server of their own: without one, the client would
+        # take twisted.names' process-wide resolver, whose re-reading of
+        # /etc/resolv.conf every 60 s on the real reactor outlives this test
+        # and shows up as a timer left behind in a later test's check.
+        "srv:_fc._tcp.example.com@127.0.0.1",
+        "dns:db.example.com:9000@127.0.0.1:53",
     ],
 )
 def test_well_formed_endpoint_strings_are_still_accepted(text):

@@ -70,7 +70,10 @@ LAYERS: list[tuple[str, list[str]]] = [
             "framedclient.metrics.telemetry",
         ],
     ),
-    ("dispatch", ["framedclient.dispatch", "framedclient.upstreams"]),
+    (
+        "dispatch",
+        ["framedclient.dispatch", "framedclient.upstreams", "framedclient.streams"],
+    ),
     ("client", ["framedclient.client"]),
     (
         "above the core",

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient, Lease
 from framedclient.clients.base import ProtocolClient
+from framedclient.clients.redis_pubsub import RedisSubscriber
 from framedclient.codecs.arguments import refusal
 from framedclient.codecs.redis import (
     BadArgument,
@@ -32,8 +33,10 @@ from framedclient.codecs.redis import (
     command,
     parse_reply,
 )
+from framedclient.codecs.redis_pubsub import RedisPubSubCodec
 from framedclient.errors import InvalidRequest, RemoteError
 from framedclient.protocol import FramedProtocol
+from framedclient.streams import Subscription
 
 __all__ = ["Pipeline", "RedisClient", "RedisLease"]
 
@@ -442,6 +445,7 @@ class RedisClient(RedisCommands, ProtocolClient):
                 f"RedisClient needs a client with a RedisCodec, got {client.codec!r}"
             )
         super().__init__(client)
+        self._subscriber: RedisSubscriber | None = None
 
     @classmethod
     def from_endpoint(
@@ -483,7 +487,62 @@ class RedisClient(RedisCommands, ProtocolClient):
         user_prepare = options.get("prepare")
         if setup:
             options["prepare"] = _prepare(setup, user_prepare)
-        return cls(FramedClient.from_endpoint(reactor, endpoint, **options))
+        redis = cls(FramedClient.from_endpoint(reactor, endpoint, **options))
+
+        # AUTH only: a subscriber connection takes no SELECT (pub/sub
+        # ignores the database) and no other command.
+        auth_setup = setup[:1] if password is not None else []
+
+        def subscriber_client() -> FramedClient:
+            settings: dict[str, Any] = dict(options)
+            settings.update(pool_size=1, codec=RedisPubSubCodec())
+            settings["prepare"] = _prepare(auth_setup, None) if auth_setup else None
+            return FramedClient.from_endpoint(reactor, endpoint, **settings)
+
+        redis._subscriber = RedisSubscriber(subscriber_client)
+        return redis
+
+    # -- pub/sub (framedclient.clients.redis_pubsub) ----------------------------
+
+    def subscribe(self, *channels: str | bytes, **options: Any) -> Subscription:
+        """
+        ``SUBSCRIBE channels`` on a connection of its own: ``async for
+        message in sub`` gives each message (``.channel``, ``.data``), and
+        after a reconnect a marker with ``.gap`` true first; ``await
+        sub.unsubscribe()`` ends it.  ``buffer_bytes=`` bounds what a lagging
+        consumer costs (docs/streams.md).
+        """
+        return self._pubsub().subscribe("subscribe", channels, **options)
+
+    def psubscribe(self, *patterns: str | bytes, **options: Any) -> Subscription:
+        """
+        ``PSUBSCRIBE patterns``, as :meth:`subscribe`; each message's
+        ``.channel`` is the channel it was published to.
+        """
+        return self._pubsub().subscribe("psubscribe", patterns, **options)
+
+    def ssubscribe(self, *channels: str | bytes, **options: Any) -> Subscription:
+        """
+        ``SSUBSCRIBE channels`` (sharded pub/sub, Redis 7), as :meth:`subscribe`.
+        """
+        return self._pubsub().subscribe("ssubscribe", channels, **options)
+
+    def _pubsub(self) -> RedisSubscriber:
+        if self._subscriber is None:
+            raise TypeError(
+                "pub/sub needs the RedisClient to know its server: make it with "
+                "RedisClient.from_endpoint()"
+            )
+        return self._subscriber
+
+    def close(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        Close the client, its subscriptions and their connections.
+        """
+        closing = [super().close(timeout)]
+        if self._subscriber is not None:
+            closing.append(self._subscriber.close(timeout))
+        return gatherResults(closing, consumeErrors=True).addBoth(lambda _: None)
 
     def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
         return self.client.request(body, timeout)

@@ -27,14 +27,17 @@ from framedclient.codecs.base import (
     DEFAULT_MAX_FRAME,
     ERROR,
     GOAWAY,
+    PART,
     PING,
     PONG,
+    PUSH,
     REPLY,
     REQUEST,
     Codec,
     Kind,
     Matching,
     Message,
+    Push,
 )
 from framedclient.codecs.fc1 import FC1Codec
 from framedclient.codecs.header import BODY, Field, HeaderCodec
@@ -46,8 +49,10 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "ERROR",
     "GOAWAY",
+    "PART",
     "PING",
     "PONG",
+    "PUSH",
     "REPLY",
     "REQUEST",
     "Codec",
@@ -58,4 +63,5 @@ __all__ = [
     "Matching",
     "Message",
     "PipelinedCodec",
+    "Push",
 ]

@@ -22,14 +22,17 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "ERROR",
     "GOAWAY",
+    "PART",
     "PING",
     "PONG",
+    "PUSH",
     "REPLY",
     "REQUEST",
     "Codec",
     "Kind",
     "Matching",
     "Message",
+    "Push",
 ]
 
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
@@ -48,6 +51,12 @@ class Kind(enum.IntEnum):
     PONG = 4
     CANCEL = 5
     GOAWAY = 6
+    #: A non-final part of the reply to the request with this ID (a
+    #: stream); the request stays open until its REPLY or ERROR.
+    PART = 7
+    #: A message that answers no request, routed by the subscription key
+    #: the codec extracts (the body is a :class:`Push`).
+    PUSH = 8
 
 
 # Plain ints for the hot path: comparing an int against an IntEnum member goes
@@ -59,6 +68,8 @@ PING = int(Kind.PING)
 PONG = int(Kind.PONG)
 CANCEL = int(Kind.CANCEL)
 GOAWAY = int(Kind.GOAWAY)
+PART = int(Kind.PART)
+PUSH = int(Kind.PUSH)
 
 
 class Matching(enum.Enum):
@@ -133,6 +144,41 @@ class Message:
         return f"Message(fields={self.fields!r}, body={self.body!r}{parts})"
 
 
+class Push:
+    """
+    A frame that answers no request: what a :data:`Kind.PUSH` frame's body
+    means (see :class:`Codec`).  The codec extracts the key, because only it
+    knows where a protocol keeps it (fc1's topic field, a Redis pub/sub
+    message's channel); subscriptions are routed by it alone.
+
+    :ivar key: the subscription key (a topic, a channel).
+    :ivar data: the payload.
+    :ivar pattern: the pattern that matched, for protocols whose
+        subscriptions are patterns (``None`` otherwise).
+    """
+
+    __slots__ = ("data", "key", "pattern")
+
+    def __init__(self, key: bytes, data: Any, pattern: bytes | None = None) -> None:
+        self.key = key
+        self.data = data
+        self.pattern = pattern
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Push):
+            return NotImplemented
+        return (self.key, self.data, self.pattern) == (
+            other.key,
+            other.data,
+            other.pattern,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Push(key={self.key!r}, data={self.data!r})"
+
+
 class Codec(Protocol):
     """
     What the protocol layer needs to know about a wire format.
@@ -156,6 +202,18 @@ class Codec(Protocol):
     ``encode`` raises ``ValueError``/``TypeError`` for a request it cannot
     carry: that request fails alone with
     :class:`~framedclient.errors.InvalidRequest` and nothing is sent.
+
+    Streams and pushes (contract v3): ``decode`` classifies each incoming
+    frame.  :data:`Kind.REPLY`/:data:`Kind.ERROR` are final: they end the
+    request with that ID.  :data:`Kind.PART` is a non-final part of the
+    reply to that request (a stream: the request stays open, and only a
+    request opened as a stream accepts parts).  :data:`Kind.PUSH` belongs
+    to no request: the codec's optional ``split_push(body)`` turns its body
+    into a :class:`Push` (or ``decode`` returns a :class:`Push` as the body
+    and the codec has no ``split_push``), whose ``key`` routes it to the
+    subscriptions of that key.  A codec that never returns the last
+    two (every codec written before them) keeps working unchanged: all its
+    replies are final.
     """
 
     #: How replies are matched to requests.

@@ -5,23 +5,56 @@ fc1, the reference protocol (see ``docs/design.md``)::
     | length: u32 BE | request id: u64 BE | kind: u8 | body ...        |
     +----------------+--------------------+----------+-----------------+
       counts the bytes after itself (id + kind + body)
+
+A PART (kind 7) frame carries one non-final part of a streamed reply; a PUSH
+(kind 8) frame has ID 0 and the body ``u16 BE topic length · topic ·
+payload`` (:meth:`FC1Codec.split_push` takes it apart).  A server sends
+either only to a client that asked (a stream command, a subscription), so
+clients that predate them never see one.
 """
 
 from __future__ import annotations
 
 import struct
 
-from framedclient.codecs.base import DEFAULT_MAX_FRAME, Kind, Matching
+from framedclient.codecs.base import DEFAULT_MAX_FRAME, PUSH, Kind, Matching, Push
 from framedclient.errors import CorruptFrame, FrameTooLarge
 from framedclient.framing import Framer, LengthPrefixed
 
-__all__ = ["FC1Codec"]
+__all__ = ["FC1Codec", "encode_push", "split_push"]
 
 
 _FC1_HEADER = struct.Struct(">IQB")
 _FC1_INNER = struct.Struct(">QB")
 _FC1_INNER_SIZE = _FC1_INNER.size
 _FC1_KINDS = frozenset(int(k) for k in Kind)
+_TOPIC_LENGTH = struct.Struct(">H")
+
+
+def encode_push(codec: FC1Codec, topic: bytes, payload: bytes) -> bytes:
+    """
+    The PUSH frame that delivers ``payload`` to the subscribers of ``topic``
+    (what a server sends; the client only decodes them).
+
+    :raises ValueError: a topic longer than 65,535 bytes.
+    """
+    if len(topic) > 0xFFFF:
+        raise ValueError(f"topic is {len(topic)} bytes; fc1 carries at most 65535")
+    return codec.encode(PUSH, 0, _TOPIC_LENGTH.pack(len(topic)) + topic + payload)
+
+
+def split_push(body: bytes) -> Push:
+    """
+    The topic and payload of a PUSH frame's body (see :meth:`FC1Codec.split_push`).
+    """
+    if len(body) < 2:
+        raise CorruptFrame(f"fc1 PUSH body of {len(body)} bytes has no topic length")
+    (size,) = _TOPIC_LENGTH.unpack_from(body)
+    if len(body) < 2 + size:
+        raise CorruptFrame(
+            f"fc1 PUSH announces a {size}-byte topic in a {len(body)}-byte body"
+        )
+    return Push(body[2 : 2 + size], body[2 + size :])
 
 
 class FC1Codec:
@@ -65,6 +98,16 @@ class FC1Codec:
             # every other request on it: refuse this one alone, up front.
             raise FrameTooLarge(len(body) + 13, self.max_frame)
         return _FC1_HEADER.pack(len(body) + 9, request_id, kind) + body
+
+    @staticmethod
+    def split_push(body: bytes) -> Push:
+        """
+        The subscription key (topic) and payload of a PUSH frame's body:
+        ``u16 BE topic length · topic · payload``.
+
+        :raises CorruptFrame: a body too short for the topic it announces.
+        """
+        return split_push(body)
 
     def decode(self, frame: bytes) -> tuple[int, int, bytes]:
         if len(frame) < _FC1_INNER_SIZE:

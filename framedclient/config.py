@@ -998,6 +998,8 @@ def documents_settings(func: _F) -> _F:
         "",
     ]
     for name, kind, default, help in settings_docs():
+        if name in taken:  # declared by func itself, with its own default
+            continue
         lines += textwrap.wrap(
             f":param {name}: ({kind}, default {default}) {help}",
             76,

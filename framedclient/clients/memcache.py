@@ -34,6 +34,7 @@ from framedclient.codecs.memcache import (
     Opcode,
     _Reply,
 )
+from framedclient.config import documents_settings
 from framedclient.errors import InvalidRequest
 
 __all__ = ["MAX_KEY_LENGTH", "InvalidKey", "MemcacheClient"]
@@ -190,16 +191,29 @@ class MemcacheClient(ProtocolClient):
         super().__init__(client)
 
     @classmethod
-    def from_endpoint(
-        cls, reactor: Any, endpoint: str | Any, **options: Unpack[ClientKeywords]
+    @documents_settings
+    # codec is declared here, narrower than ClientKeywords' Codec, so that
+    # help() shows this client's default codec rather than fc1.
+    def from_endpoint(  # type: ignore[misc]
+        cls,
+        reactor: Any,
+        endpoint: str | Any,
+        *,
+        codec: MemcacheCodec | None = None,
+        **options: Unpack[ClientKeywords],
     ) -> MemcacheClient:
         """
         Connect to memcached at ``endpoint`` (``"tcp:127.0.0.1:11211"``);
-        the keywords are :meth:`FramedClient.from_endpoint`'s.
+        the keywords are :meth:`FramedClient.from_endpoint`'s, listed below.
+
+        :param codec: a :class:`~framedclient.codecs.memcache.MemcacheCodec`
+            (default ``MemcacheCodec()``).
         """
-        codec = options.setdefault("codec", MemcacheCodec())
+        if codec is None:
+            codec = MemcacheCodec()
         if not isinstance(codec, MemcacheCodec):
             raise TypeError(f"codec must be a MemcacheCodec, got {codec!r}")
+        options["codec"] = codec
         return cls(FramedClient.from_endpoint(reactor, endpoint, **options))
 
     def _send(

@@ -32,6 +32,7 @@ from framedclient.codecs.redis import (
     command,
     parse_reply,
 )
+from framedclient.config import documents_settings
 from framedclient.errors import InvalidRequest, RemoteError
 from framedclient.protocol import FramedProtocol
 
@@ -444,7 +445,10 @@ class RedisClient(RedisCommands, ProtocolClient):
         super().__init__(client)
 
     @classmethod
-    def from_endpoint(
+    @documents_settings
+    # codec is declared here, narrower than ClientKeywords' Codec, so that
+    # help() shows this client's default codec rather than fc1.
+    def from_endpoint(  # type: ignore[misc]
         cls,
         reactor: Any,
         endpoint: str | Any,
@@ -452,25 +456,31 @@ class RedisClient(RedisCommands, ProtocolClient):
         password: str | bytes | None = None,
         username: str | bytes | None = None,
         db: int = 0,
+        codec: RedisCodec | None = None,
         **options: Unpack[ClientKeywords],
     ) -> RedisClient:
         """
         Connect to Redis at ``endpoint`` (``"tcp:127.0.0.1:6379"``, ...);
         the keywords are :meth:`FramedClient.from_endpoint`'s (``pool_size``,
-        ``request_timeout``, ``codec=RedisCodec(max_frame=...)``, ...).
+        ``request_timeout``, ...), listed below.
 
         :param password: sent as ``AUTH`` on each new connection before it
             is used (with ``username`` for Redis 6 ACLs); a refusal is a
             failed connection attempt (retried with backoff).
         :param db: ``SELECT``-ed on each new connection.
+        :param codec: a :class:`~framedclient.codecs.redis.RedisCodec`
+            (default ``RedisCodec()``; ``RedisCodec(max_frame=...)`` for
+            larger replies).
         """
         if db < 0:
             raise ValueError(f"db must be 0 or more, got {db}")
         if username is not None and password is None:
             raise ValueError("username needs a password")
-        codec = options.setdefault("codec", RedisCodec())
+        if codec is None:
+            codec = RedisCodec()
         if not isinstance(codec, RedisCodec):
             raise TypeError(f"codec must be a RedisCodec, got {codec!r}")
+        options["codec"] = codec
         setup: list[bytes] = []
         if password is not None:
             auth: list[bytes | str] = ["AUTH"]

@@ -29,6 +29,7 @@ import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
+from framedclient.asyncio_reactor_check import warn_if_asyncio_without_its_reactor
 from framedclient.balance import make_balancer
 from framedclient.codecs import Message
 from framedclient.config import (
@@ -350,7 +351,13 @@ class FramedClient:
         """
         Start connecting, and asking the discovery sources (idempotent;
         done by the constructor by default).
+
+        Started inside a running asyncio loop whose reactor is not Twisted's
+        asyncio reactor, it warns once per process (a
+        :class:`~framedclient.asyncio_reactor_check.ReactorNotRunningWarning`):
+        requests would hang.
         """
+        warn_if_asyncio_without_its_reactor(self._clock)
         self.upstreams.membership.start()
 
     def when_ready(self, fail_after: int | None = None) -> Deferred[None]:

@@ -153,9 +153,15 @@ def client_from_string(reactor: Any, description: str) -> IStreamClientEndpoint:
     except (TypeError, ValueError) as error:
         # Twisted's own words (an unknown type, arguments missing from a
         # plugin's parser, a timeout that is not a number), with the string.
+        hint = ""
+        if "Unknown endpoint type" in str(error):
+            hint = (
+                f"; an endpoint string starts with its type: 'tcp:{description}' "
+                f"(or tls:HOST:PORT, unix:PATH)"
+            )
         raise ValueError(
             f"{description!r} is not a client endpoint string Twisted can "
-            f"parse: {error}"
+            f"parse: {error}{hint}"
         ) from None
     return endpoint
 

@@ -517,7 +517,21 @@ class FramedClient:
         interleaved with anything.  The lease waits for a ready connection
         with nothing in flight, up to ``timeout`` (default:
         ``request_timeout``).
+
+        :raises TypeError: ``timeout`` is not a number of seconds (or None).
+        :raises ValueError: ``timeout`` is not positive.
         """
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(
+                    f"lease(): timeout must be a number of seconds or None (the "
+                    f"client's request_timeout), got {timeout!r}"
+                )
+            if not timeout > 0:
+                raise ValueError(
+                    f"lease(): timeout must be a positive number of seconds, got "
+                    f"{timeout!r}"
+                )
         return Lease(
             self._dispatcher,
             self.request_timeout if timeout is None else timeout,

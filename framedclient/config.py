@@ -117,6 +117,14 @@ class Collaborator(SettingKind):
             return
         if self.or_callable and callable(value):
             return
+        if isinstance(value, type):
+            raise InvalidSettingType(
+                name,
+                value,
+                f"{self.expects(False)}: an instance, {value.__name__}(), not the "
+                f"class {value.__name__}",
+                show_value=False,
+            )
         if value is None or any(not hasattr(value, a) for a in self.needs):
             raise InvalidSettingType(name, value, self.expects(False))
 

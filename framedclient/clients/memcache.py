@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient
-from framedclient.clients.base import ProtocolClient
+from framedclient.clients.base import ProtocolClient, check_keywords
 from framedclient.codecs.arguments import argument_bytes
 from framedclient.codecs.base import Message
 from framedclient.codecs.memcache import (
@@ -186,7 +186,9 @@ class MemcacheClient(ProtocolClient):
         if not isinstance(client.codec, MemcacheCodec):
             raise TypeError(
                 f"MemcacheClient needs a client with a MemcacheCodec, got "
-                f"{client.codec!r}"
+                f"{client.codec!r}: build it with MemcacheClient.from_endpoint("
+                f"reactor, 'tcp:HOST:11211'), or pass codec=MemcacheCodec() to the "
+                f"FramedClient"
             )
         super().__init__(client)
 
@@ -209,10 +211,14 @@ class MemcacheClient(ProtocolClient):
         :param codec: a :class:`~framedclient.codecs.memcache.MemcacheCodec`
             (default ``MemcacheCodec()``).
         """
+        check_keywords("MemcacheClient.from_endpoint", options, ())
         if codec is None:
             codec = MemcacheCodec()
         if not isinstance(codec, MemcacheCodec):
-            raise TypeError(f"codec must be a MemcacheCodec, got {codec!r}")
+            raise TypeError(
+                f"codec must be a MemcacheCodec, got {codec!r}: leave it out (a "
+                f"MemcacheCodec() is made), or pass MemcacheCodec(max_frame=...)"
+            )
         options["codec"] = codec
         return cls(FramedClient.from_endpoint(reactor, endpoint, **options))
 

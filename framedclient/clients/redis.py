@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient, Lease
-from framedclient.clients.base import ProtocolClient
+from framedclient.clients.base import ProtocolClient, check_keywords
 from framedclient.codecs.arguments import refusal
 from framedclient.codecs.redis import (
     BadArgument,
@@ -35,6 +35,7 @@ from framedclient.codecs.redis import (
 from framedclient.config import documents_settings
 from framedclient.errors import InvalidRequest, RemoteError
 from framedclient.protocol import FramedProtocol
+from framedclient.validation import Count, check_argument
 
 __all__ = ["Pipeline", "RedisClient", "RedisLease"]
 
@@ -440,7 +441,9 @@ class RedisClient(RedisCommands, ProtocolClient):
     def __init__(self, client: FramedClient) -> None:
         if not isinstance(client.codec, RedisCodec):
             raise TypeError(
-                f"RedisClient needs a client with a RedisCodec, got {client.codec!r}"
+                f"RedisClient needs a client with a RedisCodec, got "
+                f"{client.codec!r}: build it with RedisClient.from_endpoint(reactor, "
+                f"'tcp:HOST:6379'), or pass codec=RedisCodec() to the FramedClient"
             )
         super().__init__(client)
 
@@ -472,14 +475,22 @@ class RedisClient(RedisCommands, ProtocolClient):
             (default ``RedisCodec()``; ``RedisCodec(max_frame=...)`` for
             larger replies).
         """
-        if db < 0:
-            raise ValueError(f"db must be 0 or more, got {db}")
+        check_keywords(
+            "RedisClient.from_endpoint", options, ("password", "username", "db")
+        )
+        check_argument(Count(minimum=0), "db", db, "RedisClient.from_endpoint")
         if username is not None and password is None:
-            raise ValueError("username needs a password")
+            raise ValueError(
+                "username needs a password: pass password= too (Redis 6 ACLs "
+                "authenticate with both)"
+            )
         if codec is None:
             codec = RedisCodec()
         if not isinstance(codec, RedisCodec):
-            raise TypeError(f"codec must be a RedisCodec, got {codec!r}")
+            raise TypeError(
+                f"codec must be a RedisCodec, got {codec!r}: leave it out (a "
+                f"RedisCodec() is made), or pass RedisCodec(max_frame=...)"
+            )
         options["codec"] = codec
         setup: list[bytes] = []
         if password is not None:

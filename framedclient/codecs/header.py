@@ -40,7 +40,7 @@ import attrs
 
 from framedclient.codecs.base import ERROR, REPLY, REQUEST, Kind, Matching, Message
 from framedclient.errors import CorruptFrame, RemoteError
-from framedclient.framing import Framer
+from framedclient.framing import Framer, check_framer_factory
 
 __all__ = ["BODY", "ErrorSpec", "Field", "HeaderCodec"]
 
@@ -303,6 +303,7 @@ class HeaderCodec:
         bytes_part: str | None = None,
         kind_field: str | None = None,
     ) -> None:
+        check_framer_factory("HeaderCodec", framer_factory)
         if header_size < 1:
             raise ValueError(f"header_size must be at least 1, got {header_size}")
         self.header_size = header_size

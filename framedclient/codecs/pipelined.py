@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from framedclient.codecs.base import ERROR, REPLY, REQUEST, Kind, Matching
-from framedclient.framing import Framer
+from framedclient.framing import Framer, check_framer_factory
 
 __all__ = ["PipelinedCodec"]
 
@@ -39,6 +39,7 @@ class PipelinedCodec:
         is_error: Callable[[bytes], str | None] | None = None,
         exclusive: bool = False,
     ) -> None:
+        check_framer_factory("PipelinedCodec", framer_factory)
         self._framer_factory = framer_factory
         self._encoder = framer_factory()
         self.is_error = is_error

@@ -268,7 +268,10 @@ def check_endpoints(
     endpoints = list(endpoints)
     discovery = list(discovery)
     if not endpoints and not discovery:
-        raise ValueError("at least one endpoint is needed")
+        raise ValueError(
+            "at least one endpoint is needed: pass one, such as "
+            "FramedClient.from_endpoint(reactor, 'tcp:HOST:PORT')"
+        )
     for i, endpoint in enumerate(endpoints):
         if not callable(getattr(endpoint, "connect", None)):
             raise TypeError(

@@ -85,6 +85,18 @@ ROWS: list[tuple[str, Callable[[], Any], type[BaseException], tuple[str, ...]]] 
         ("'127.0.0.1:9000'", "'tcp:127.0.0.1:9000'"),
     ),
     (
+        "a Redis URL instead of an endpoint string",
+        lambda: RedisClient.from_endpoint(Clock(), "redis://127.0.0.1:6379"),
+        ValueError,
+        ("'redis://127.0.0.1:6379'", "write 'tcp:127.0.0.1:6379'", "password=, db="),
+    ),
+    (
+        "no endpoint at all",
+        lambda: FramedClient.from_endpoint(Clock(), []),
+        ValueError,
+        ("at least one endpoint", "from_endpoint(reactor, 'tcp:HOST:PORT')"),
+    ),
+    (
         "the reactor and the endpoint swapped",
         lambda: FramedClient.from_endpoint("tcp:127.0.0.1:9000", Clock()),
         TypeError,
@@ -138,6 +150,12 @@ ROWS: list[tuple[str, Callable[[], Any], type[BaseException], tuple[str, ...]]] 
         lambda: fc().request(b"x", timeout=-1),
         ValueError,
         ("timeout", "positive number of seconds (math.inf for none)"),
+    ),
+    (
+        "a routing key that is a number",
+        lambda: fc().request(b"x", key=5),
+        TypeError,
+        ("key", "got int 5", "str(key)"),
     ),
     (
         "a lease timeout as text",
@@ -230,6 +248,12 @@ ROWS: list[tuple[str, Callable[[], Any], type[BaseException], tuple[str, ...]]] 
         lambda: memcache().get_many(b"k"),
         TypeError,
         ("get_many", "get_many([key])", "nothing was sent"),
+    ),
+    (
+        "a memcached key that is a number",
+        lambda: memcache().get(5),
+        TypeError,
+        ("key", "got int 5", "str(key)", "nothing was sent"),
     ),
     (
         "a key with a space",

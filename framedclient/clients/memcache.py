@@ -85,8 +85,8 @@ def check_key(key: Key, what: str = "key") -> bytes:
         key = key.encode("utf-8")
     elif not isinstance(key, bytes):
         raise TypeError(
-            f"{what} must be bytes or str, got {type(key).__name__} {key!r:.40}; "
-            f"nothing was sent"
+            f"{what} must be bytes or str, got {type(key).__name__} {key!r:.40}: "
+            f"convert it first (str(key)); nothing was sent"
         )
     if not key:
         raise InvalidKey("a memcached key cannot be empty; nothing was sent")

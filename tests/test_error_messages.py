@@ -79,6 +79,12 @@ ROWS: list[tuple[str, Callable[[], Any], type[BaseException], tuple[str, ...]]] 
         ("endpoints", "use FramedClient.from_endpoint(reactor, 'tcp:127.0.0.1:9000')"),
     ),
     (
+        "the constructor's endpoints and reactor swapped",
+        lambda: FramedClient(Clock(), []),  # type: ignore[arg-type]
+        TypeError,
+        ("endpoints", "the endpoints come first, FramedClient(endpoints, reactor)"),
+    ),
+    (
         "host:port without the endpoint type",
         lambda: FramedClient.from_endpoint(Clock(), "127.0.0.1:9000"),
         ValueError,

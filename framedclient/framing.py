@@ -250,7 +250,10 @@ class LengthPrefixed:
         max_frame: int = 16 * _MiB,
     ) -> None:
         if length_size not in (1, 2, 3, 4, 8):
-            raise ValueError(f"length_size must be 1, 2, 3, 4 or 8, not {length_size}")
+            raise ValueError(
+                f"length_size must be 1, 2, 3, 4 or 8 (an int, the bytes of the "
+                f"length field), not {length_size!r}"
+            )
         if byteorder not in ("big", "little"):
             raise ValueError(f'byteorder must be "big" or "little", not {byteorder!r}')
         if offset < 0:

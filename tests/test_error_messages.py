@@ -336,6 +336,23 @@ ROWS: list[tuple[str, Callable[[], Any], type[BaseException], tuple[str, ...]]] 
         ("id field", "must lie inside the 4-byte header"),
     ),
     (
+        "a header size as text",
+        lambda: HeaderCodec(
+            LengthPrefixed,
+            header_size="8",  # type: ignore[arg-type]
+            id_offset=0,
+            id_size=4,
+        ),
+        TypeError,
+        ("header_size", "must be an int", "got str '8'"),
+    ),
+    (
+        "a pipelined codec given an error prefix instead of a function",
+        lambda: PipelinedCodec(Delimited, is_error="ERR"),  # type: ignore[arg-type]
+        TypeError,
+        ("is_error", "must be a function", "is_error=lambda frame:"),
+    ),
+    (
         "a pipelined codec given a framer instead of a factory",
         lambda: PipelinedCodec(Delimited()),  # type: ignore[arg-type]
         TypeError,
@@ -347,6 +364,12 @@ ROWS: list[tuple[str, Callable[[], Any], type[BaseException], tuple[str, ...]]] 
         lambda: LengthPrefixed(length_size=5),
         ValueError,
         ("length_size", "must be 1, 2, 3, 4 or 8"),
+    ),
+    (
+        "a length field size as text",
+        lambda: LengthPrefixed(length_size="4"),  # type: ignore[arg-type]
+        ValueError,
+        ("length_size", "(an int", "not '4'"),
     ),
     (
         "a byte order by another name",

@@ -40,6 +40,13 @@ class PipelinedCodec:
         exclusive: bool = False,
     ) -> None:
         check_framer_factory("PipelinedCodec", framer_factory)
+        if is_error is not None and not callable(is_error):
+            raise TypeError(
+                f"PipelinedCodec: is_error must be a function of a reply frame "
+                f"returning its error message (or None for a success), got "
+                f"{is_error!r}: for a prefix, is_error=lambda frame: "
+                f"frame.decode() if frame.startswith(b'ERR') else None"
+            )
         self._framer_factory = framer_factory
         self._encoder = framer_factory()
         self.is_error = is_error

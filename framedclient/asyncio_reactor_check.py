@@ -12,6 +12,8 @@ call, which fails at once outside asyncio.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import warnings
 from typing import Any
 
@@ -62,5 +64,19 @@ def warn_if_asyncio_without_its_reactor(reactor: Any) -> None:
         f"twisted.internet.reactor, and run that loop "
         f"(loop.run_until_complete(main()), not asyncio.run()); see docs/asyncio.md",
         ReactorNotRunningWarning,
-        stacklevel=3,
+        stacklevel=_first_caller_outside_framedclient(),
     )
+
+
+def _first_caller_outside_framedclient() -> int:
+    """
+    The ``stacklevel`` of the first frame outside this package, so that the
+    warning points at the user's line (``from_endpoint(...)``), not at ours.
+    """
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe(1)  # warn_if_asyncio_without_its_reactor
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(package):
+        frame = frame.f_back
+        level += 1
+    return level

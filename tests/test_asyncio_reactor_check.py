@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+from twisted.internet.task import Clock
 
-from framedclient import asyncio_reactor_check
+from framedclient import FramedClient, asyncio_reactor_check
 from framedclient.asyncio_reactor_check import (
     ReactorNotRunningWarning,
     warn_if_asyncio_without_its_reactor,
@@ -63,6 +64,18 @@ def test_starting_inside_asyncio_without_the_asyncio_reactor_warns_once(
     assert "will hang" in message
     assert "asyncioreactor.install(loop) before anything imports" in message
     assert "docs/asyncio.md" in message
+
+
+def test_the_warning_points_at_the_line_that_made_the_client(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    async def main() -> None:
+        FramedClient.from_endpoint(Clock(), "tcp:127.0.0.1:9000", start=True)
+
+    with pytest.warns(ReactorNotRunningWarning) as caught:
+        loop.run_until_complete(main())
+    (warning,) = caught
+    assert warning.filename == __file__
 
 
 def test_an_ordinary_twisted_program_sees_no_warning() -> None:

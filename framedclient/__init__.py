@@ -34,6 +34,7 @@ from framedclient.protocol import FramedClientFactory, FramedProtocol, ProtocolC
 from framedclient.service import FramedClientService
 
 if TYPE_CHECKING:
+    from framedclient.clients.cluster import RedisClusterClient
     from framedclient.clients.memcache import MemcacheClient
     from framedclient.clients.redis import RedisClient
 
@@ -68,6 +69,7 @@ __all__ = [
     "ProtocolConfig",
     "ProtocolError",
     "RedisClient",
+    "RedisClusterClient",
     "RemoteError",
     "RequestTimeout",
     "RequestTooLarge",
@@ -86,6 +88,10 @@ def __getattr__(name: str) -> Any:
         from framedclient.clients import memcache
 
         value = memcache.MemcacheClient
+    elif name == "RedisClusterClient":
+        from framedclient.clients import cluster
+
+        value = cluster.RedisClusterClient
     else:
         raise AttributeError(f"module 'framedclient' has no attribute {name!r}")
     globals()[name] = value

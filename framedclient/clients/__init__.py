@@ -5,6 +5,9 @@ connections.
 
 - :mod:`framedclient.clients.redis`: :class:`RedisClient` (RESP2: the
   everyday commands, pipelines, transactions, leases for ``WATCH``);
+- :mod:`framedclient.clients.cluster`: :class:`RedisClusterClient` (Redis
+  Cluster: slots, ``MOVED``/``ASK``, pipelines split per node) and
+  :mod:`framedclient.clients.sentinel` (a master found through Sentinel);
 - :mod:`framedclient.clients.memcache`: :class:`MemcacheClient`
   (memcached's binary protocol);
 - :mod:`framedclient.clients.base`: :class:`ProtocolClient`, what they
@@ -16,6 +19,7 @@ They sit above the core and the codecs: a codec never imports a client.
 """
 
 from framedclient.clients.base import ProtocolClient
+from framedclient.clients.cluster import RedisClusterClient
 from framedclient.clients.memcache import InvalidKey, MemcacheClient
 from framedclient.clients.redis import Pipeline, RedisClient, RedisLease
 
@@ -25,5 +29,6 @@ __all__ = [
     "Pipeline",
     "ProtocolClient",
     "RedisClient",
+    "RedisClusterClient",
     "RedisLease",
 ]

@@ -1,0 +1,823 @@
+"""
+:class:`RedisClusterClient`: the commands of
+:class:`~framedclient.clients.redis.RedisClient` over a Redis Cluster, each
+sent to the master that serves its key's hash slot.
+
+One :class:`~framedclient.clients.redis.RedisClient` (so one pooled,
+self-healing :class:`~framedclient.FramedClient`) per master, made on first
+use; the slot map is read from ``CLUSTER SHARDS`` (or ``CLUSTER SLOTS``) and
+kept current by the redirects the nodes answer.  What happens to a request
+in flight on each event is the contract of docs/redis-cluster.md:
+
+- ``MOVED slot host:port``: the node did not run the command; the slot's
+  new owner goes into the map at once, a refresh of the whole map is
+  started (at most one in flight), and the command is sent again there.
+- ``ASK slot host:port``: the slot is migrating and this key has already
+  left; the command is sent once to that node after ``ASKING`` on the same
+  connection; the map does not change.
+- ``TRYAGAIN``/``CLUSTERDOWN``: nothing ran; sent again after a short,
+  growing delay.
+- a connection lost *before* the command was written, or no connection to
+  the node: nothing ran; the map is refreshed and the command sent again.
+  Lost *after* it was written: it may have run, so only a read-only
+  command is sent again; any other fails with
+  :class:`~framedclient.errors.ConnectionLost` (``written=True``).
+
+Each command gets at most ``max_redirects`` such re-sends; then the last
+error is raised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Self
+
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    ensureDeferred,
+    gatherResults,
+)
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+
+from framedclient.clients.cluster_map import (
+    Address,
+    CrossSlot,
+    SlotMap,
+    command_keys,
+    command_route,
+    command_words,
+    key_is_first_argument,
+    parse_cluster_shards,
+    parse_cluster_slots,
+    parse_redirect,
+    slot_of,
+    split_commands,
+)
+from framedclient.clients.redis import (
+    Arg,
+    RedisClient,
+    RedisCommands,
+    _as_resp_error,
+    _build,
+    _first_error,
+)
+from framedclient.clients.slots import key_slot
+from framedclient.codecs.arguments import argument_bytes
+from framedclient.codecs.redis import (
+    CommandBatch,
+    RespError,
+    _Command,
+    command,
+    parse_reply,
+)
+from framedclient.errors import (
+    ClientClosed,
+    ConnectionLost,
+    RemoteError,
+    Unavailable,
+)
+from framedclient.protocol import FramedProtocol
+
+__all__ = ["CrossSlot", "RedisClusterClient", "cluster_seeds"]
+
+# Commands that only read: safe to send again after a connection lost once
+# they were written.  This client re-sends them itself (after a map refresh,
+# to the slot's owner then); not idempotent=True to the node's client, which
+# would retry on the same node and costs a deadline entry per request.
+_READ_ONLY = frozenset(
+    {
+        b"GET", b"MGET", b"EXISTS", b"TTL", b"PTTL", b"TYPE", b"STRLEN",
+        b"GETRANGE", b"HGET", b"HMGET", b"HGETALL", b"HEXISTS", b"HLEN",
+        b"HKEYS", b"HVALS", b"LRANGE", b"LLEN", b"LINDEX", b"SMEMBERS",
+        b"SISMEMBER", b"SCARD", b"ZRANGE", b"ZSCORE", b"ZCARD", b"ZRANK",
+        b"PING", b"ECHO", b"DBSIZE", b"INFO", b"TIME",
+    }
+)  # fmt: skip
+_RETRY_LATER = ("TRYAGAIN", "CLUSTERDOWN")
+# How long a node may take to answer for the slot map before the next one
+# is asked (a dead master must not hold the refresh, nor every caller
+# waiting on it, for a whole request timeout).
+_MAP_TIMEOUT = 2.0
+_ASKING = command("ASKING")
+
+
+def _endpoint(where: Address) -> str:
+    host, _, port = where.rpartition(":")
+    if ":" in host:  # IPv6
+        escaped = host.replace(":", "\\:")
+        return f"tcp6:host={escaped}:port={port}"
+    return f"tcp:host={host}:port={port}"
+
+
+#: The prefix of a cluster's endpoint string.
+SCHEME = "redis-cluster:"
+
+
+def cluster_seeds(text: str) -> list[str]:
+    """
+    The seed endpoints of ``redis-cluster:HOST:PORT[,HOST:PORT...]``
+    (IPv6 hosts in brackets: ``redis-cluster:[::1]:7000``), as
+    :meth:`RedisClusterClient.from_endpoint` takes them.
+
+    :raises ValueError: ``text`` is not of that form; the message shows it.
+    """
+    if not text.startswith(SCHEME):
+        raise ValueError(f"a cluster endpoint starts with {SCHEME!r}, got {text!r}")
+    seeds = []
+    for part in text[len(SCHEME) :].split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"{text!r}: {part!r} is not HOST:PORT; write "
+                f"'redis-cluster:10.0.0.1:7000,10.0.0.2:7000'"
+            )
+        seeds.append(_endpoint(f"{host}:{port}"))
+    return seeds
+
+
+def _seed_address(seed: str) -> Address | None:
+    # "tcp:127.0.0.1:7000" or "tcp:host=h:port=p": the node's own name for
+    # itself, so the seed's client serves as that node's client too.
+    parts = seed.split(":")
+    if parts[0] != "tcp" or len(parts) != 3:
+        return None
+    named = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+    if named:
+        host, port = named.get("host"), named.get("port")
+    else:
+        host, port = parts[1], parts[2]
+    return f"{host}:{port}" if host and port else None
+
+
+class RedisClusterClient(RedisCommands):
+    """
+    A Redis Cluster client with :class:`~framedclient.RedisClient`'s
+    commands, pipelines and transactions; each command goes to the master
+    of its key's slot.  Embedded like a ``RedisClient``: ``async with``,
+    ``start()``/``close()``, ``when_ready()``, ``stats()``, and
+    :class:`~framedclient.FramedClientService`.
+
+    Multi-key commands need their keys in one slot (a ``{hash tag}``),
+    else they raise :class:`CrossSlot` and send nothing; except
+    :meth:`mget`, :meth:`delete` and :meth:`exists`, which are split per
+    slot (each part atomic on its own, the whole not).  A
+    :meth:`transaction` runs on one node, so all its keys must share a
+    slot.  A :meth:`pipeline` may span nodes: it is split per node and its
+    replies come back in the order the commands were added.
+
+    Make one with :meth:`from_endpoint`.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        seeds: Sequence[str],
+        node_options: dict[str, Any],
+        *,
+        max_redirects: int = 5,
+        retry_delay: float = 0.05,
+        read_from_replicas: bool = False,
+        start: bool = True,
+    ) -> None:
+        self._reactor = reactor
+        self._read_from_replicas = read_from_replicas
+        self._replicas: dict[Address, RedisClient] = {}
+        self._turn = 0
+        self._seeds = list(seeds)
+        self._options = node_options
+        self._max_redirects = max_redirects
+        self._retry_delay = retry_delay
+        self._started = False
+        self._closed = False
+        self._nodes: dict[Address, RedisClient] = {}
+        self._map = SlotMap()
+        self._refreshing: Deferred[None] | None = None
+        self._answered: Address | None = None
+        self._loaded = False
+        self._counts = {
+            "moved": 0,
+            "ask": 0,
+            "retried": 0,
+            "map_refreshes": 0,
+        }
+        if start:
+            self.start()
+
+    @classmethod
+    def from_endpoint(
+        cls,
+        reactor: Any,
+        seeds: str | Sequence[str],
+        *,
+        max_redirects: int = 5,
+        retry_delay: float = 0.05,
+        read_from_replicas: bool = False,
+        start: bool = True,
+        **options: Any,
+    ) -> RedisClusterClient:
+        """
+        Connect to the cluster that the node(s) at ``seeds`` belong to:
+        one endpoint string (``"tcp:10.0.0.1:7000"``), a list of them, or
+        a cluster string (``"redis-cluster:10.0.0.1:7000,10.0.0.2:7000"``,
+        :func:`cluster_seeds`); any one that answers is enough.  The slot
+        map is read at :meth:`start`.
+
+        :param max_redirects: how many times one command is sent again
+            (after ``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN`` or a
+            connection lost before it was written) before its last error
+            is raised.
+        :param retry_delay: the first wait before re-sending after
+            ``TRYAGAIN``/``CLUSTERDOWN`` or a lost node, doubled each time.
+        :param read_from_replicas: send the read-only commands (``GET``,
+            ``MGET``, ``HGETALL``...; not in pipelines or transactions) to
+            the replicas of their slot's master in turn, after
+            ``READONLY`` on each connection; they may return a value a
+            little older than the master's (replication is asynchronous).
+            Off by default: every command goes to the master.
+        :param options: :meth:`RedisClient.from_endpoint
+            <framedclient.RedisClient.from_endpoint>`'s keywords
+            (``password``, ``pool_size``, ``request_timeout``...), used
+            for every node; ``db`` must stay 0 (a cluster has one database).
+        :raises TypeError: ``seeds`` is not a string or a list of them.
+        :raises ValueError: no seed, or a ``db`` other than 0.
+        """
+        if isinstance(seeds, str):
+            seeds = cluster_seeds(seeds) if seeds.startswith(SCHEME) else [seeds]
+        elif not isinstance(seeds, (list, tuple)) or not all(
+            isinstance(s, str) for s in seeds
+        ):
+            raise TypeError(
+                f"seeds must be an endpoint string or a list of them "
+                f"(['tcp:10.0.0.1:7000', 'tcp:10.0.0.2:7000']), got {seeds!r}"
+            )
+        if not seeds:
+            raise ValueError("seeds is empty: give at least one node's endpoint")
+        if options.get("db", 0) != 0:
+            raise ValueError(
+                f"db must be 0: a Redis Cluster has only database 0, got "
+                f"{options['db']!r}"
+            )
+        if max_redirects < 0:
+            raise ValueError(f"max_redirects must be 0 or more, got {max_redirects}")
+        if retry_delay < 0:
+            raise ValueError(f"retry_delay must be 0 or more, got {retry_delay}")
+        return cls(
+            reactor,
+            seeds,
+            options,
+            max_redirects=max_redirects,
+            retry_delay=retry_delay,
+            read_from_replicas=read_from_replicas,
+            start=start,
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start connecting and read the slot map (idempotent)."""
+        if self._started or self._closed:
+            return
+        self._started = True
+        for client in [*self._nodes.values(), *self._replicas.values()]:
+            client.start()
+        self._refresh().addErrback(lambda _: None)  # retried on first use
+
+    def when_ready(self, fail_after: int | None = None) -> Deferred[None]:
+        """
+        Fires once the slot map is read and every master has a ready
+        connection; fails when no seed answers (or, with ``fail_after``,
+        when a master cannot be reached in that many attempts).
+        """
+
+        async def ready() -> None:
+            if not self._loaded:
+                await self._refresh()
+            masters = sorted(self._map.masters)
+            waits = [self._node(m).when_ready(fail_after) for m in masters]
+            await gatherResults(waits, consumeErrors=True).addErrback(_first_error)
+
+        return ensureDeferred(ready())
+
+    def close(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        Stop taking commands, let those in flight finish (at most
+        ``timeout`` seconds), close every node's connections.
+        """
+        self._closed = True
+        nodes = [*self._nodes.values(), *self._replicas.values()]
+        closing = [c.close(timeout) for c in nodes]
+        return DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def stats(self) -> dict[str, Any]:
+        """
+        JSON-able: the slots mapped, redirect and retry counts, and each
+        node's :meth:`~framedclient.FramedClient.stats` by address.
+        """
+        return {
+            "slots_mapped": self._map.covered(),
+            "masters": sorted(self._map.masters),
+            **self._counts,
+            "nodes": {a: c.stats() for a, c in sorted(self._nodes.items())},
+            "replicas": {a: c.stats() for a, c in sorted(self._replicas.items())},
+        }
+
+    def node_for(self, key: Arg) -> RedisClient:
+        """
+        The :class:`~framedclient.RedisClient` of the master serving
+        ``key``'s slot now (for a :meth:`~framedclient.RedisClient.lease`
+        and ``WATCH``, which must stay on one node).
+
+        :raises Unavailable: the slot map is not known yet (await
+            :meth:`when_ready` first).
+        """
+        owner = self._map.owner(key_slot(argument_bytes(key, "node_for(): key")))
+        if owner is None:
+            raise Unavailable("the slot map is not known yet; await when_ready() first")
+        return self._node(owner)
+
+    # -- nodes and the map ---------------------------------------------------
+
+    def _node(self, where: Address) -> RedisClient:
+        client = self._nodes.get(where)
+        if client is None:
+            if self._closed:
+                raise ClientClosed("the client is closed; create a new one")
+            endpoint = where if where in self._seeds else _endpoint(where)
+            client = RedisClient.from_endpoint(
+                self._reactor, endpoint, start=self._started, **self._options
+            )
+            self._nodes[where] = client
+        return client
+
+    def _refresh(self) -> Deferred[None]:
+        # At most one refresh in flight: later callers wait for that one.
+        d = self._refreshing
+        if d is None:
+            self._counts["map_refreshes"] += 1
+            self._refreshing = d = ensureDeferred(self._load_map())
+
+            def done(result: Any) -> Any:
+                self._refreshing = None
+                return result
+
+            d.addBoth(done)
+        waiter: Deferred[None] = Deferred()
+        d.addBoth(_chain(waiter))
+        return waiter
+
+    async def _load_map(self) -> None:
+        errors = []
+        for where in self._candidates():
+            client = self._node(where)
+            try:
+                try:
+                    reply = await client.execute(
+                        "CLUSTER", "SHARDS", timeout=_MAP_TIMEOUT
+                    )
+                    table = parse_cluster_shards(reply, where)
+                except RespError:
+                    reply = await client.execute(
+                        "CLUSTER", "SLOTS", timeout=_MAP_TIMEOUT
+                    )
+                    table = parse_cluster_slots(reply, where)
+            except Exception as e:
+                errors.append(f"{where}: {e}")
+                continue
+            if table.covered() == 0:
+                errors.append(f"{where}: serves no slots (cluster not set up?)")
+                continue
+            self._answered = where
+            self._use(table)
+            return
+        raise Unavailable(
+            "no node answered CLUSTER SHARDS or CLUSTER SLOTS ("
+            + "; ".join(errors)
+            + "); check the seeds"
+        )
+
+    def _candidates(self) -> list[Address]:
+        # The node that answered last time first, then the masters known
+        # (their connections are open), the seeds, the replicas.  A node
+        # that died costs at most _MAP_TIMEOUT once, not on every refresh.
+        known = [] if self._answered is None else [self._answered]
+        known += [m for m in sorted(self._map.masters) if m not in known]
+        for seed in self._seeds:
+            # A seed that is not plain TCP (unix:, tls:) is asked through
+            # its own endpoint string.
+            where = _seed_address(seed) or seed
+            if where not in known:
+                known.append(where)
+        for where in sorted(self._map.nodes()):
+            if where not in known:
+                known.append(where)
+        return known
+
+    def _use(self, table: SlotMap) -> None:
+        self._map = table
+        self._loaded = True
+        # A node that serves no slot any more drains and closes; one that
+        # serves slots again later gets a new client.
+        for where in list(self._nodes):
+            if where not in table.masters:
+                self._nodes.pop(where).close()
+        replicas = table.nodes() - table.masters
+        for where in list(self._replicas):
+            if where not in replicas:
+                self._replicas.pop(where).close()
+
+    def _replica(self, master: Address) -> RedisClient | None:
+        # The master's replicas in turn; None without any.
+        replicas = self._map.replicas.get(master)
+        if not replicas:
+            return None
+        self._turn += 1
+        where = replicas[self._turn % len(replicas)]
+        client = self._replicas.get(where)
+        if client is None:
+            if self._closed:
+                raise ClientClosed("the client is closed; create a new one")
+            options = dict(self._options)
+            options["prepare"] = _read_only(options.get("prepare"))
+            client = RedisClient.from_endpoint(
+                self._reactor, _endpoint(where), start=self._started, **options
+            )
+            self._replicas[where] = client
+        return client
+
+    # -- sending -------------------------------------------------------------
+
+    def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
+        if isinstance(body, CommandBatch):
+            return self._batch(body, timeout)
+        name, slot = command_route(body)
+        return self._send(body, slot, name in _READ_ONLY, timeout)
+
+    def _send(
+        self, body: bytes, slot: int | None, read_only: bool, timeout: float | None
+    ) -> Deferred[Any]:
+        owner = self._map.owner(slot) if slot is not None else self._owner(slot)
+        if owner is None:
+            return ensureDeferred(self._single(body, slot, read_only, timeout, 0))
+        node = None
+        if read_only and self._read_from_replicas and slot is not None:
+            node = self._replica(owner)
+        if node is None:
+            node = self._node(owner)
+        d = node.client.request(body, timeout)
+        return d.addErrback(self._single_failed, body, slot, read_only, timeout)
+
+    def _call(self, names: tuple[str, ...], *args: Arg) -> Deferred[Any]:
+        # A method's command (set, incr, hget...): routed by its arguments,
+        # without parsing the command it makes back.
+        body = _build(names[0], names[1:], args)
+        name = str(args[0]).upper().encode()
+        if len(args) > 1 and key_is_first_argument(name):
+            key = args[1]
+            if key.__class__ is not bytes:
+                key = argument_bytes(key, f"{names[0]}(): key")
+            slot = key_slot(key)  # type: ignore[arg-type]
+            d = self._send(body, slot, name in _READ_ONLY, None)
+        else:
+            d = self._request(body, None)
+        return d.addCallbacks(parse_reply, _as_resp_error)
+
+    def _owner(self, slot: int | None) -> Address | None:
+        if slot is None:
+            masters = self._map.masters
+            return min(masters) if masters else None
+        return self._map.owner(slot)
+
+    def _single_failed(
+        self, failure: Any, body: bytes, slot: int | None, read_only: bool,
+        timeout: float | None,
+    ) -> Deferred[Any]:  # fmt: skip
+        return ensureDeferred(
+            self._single(body, slot, read_only, timeout, 0, failure.value)
+        )
+
+    async def _single(
+        self,
+        body: bytes,
+        slot: int | None,
+        read_only: bool,
+        timeout: float | None,
+        tries: int,
+        error: BaseException | None = None,
+    ) -> Any:
+        asking: Address | None = None
+        while True:
+            if error is not None:
+                if tries >= self._max_redirects:
+                    raise error
+                tries += 1
+                asking = await self._after(error, read_only, tries)
+                error = None
+            try:
+                if asking is not None:
+                    batch = CommandBatch.of([_ASKING, body])
+                    parts = await self._node(asking).client.request(batch, timeout)
+                    ok, reply = parts[1]
+                    if ok:
+                        return reply
+                    raise RemoteError(reply.decode("utf-8", "replace"))
+                if not self._loaded:
+                    await self._refresh()
+                owner = self._owner(slot)
+                if owner is None:
+                    raise Unavailable(f"no master serves slot {slot} in the map")
+                return await self._node(owner).client.request(body, timeout)
+            except Exception as e:
+                error = e
+
+    async def _after(
+        self, error: BaseException, read_only: bool, tries: int
+    ) -> Address | None:
+        """
+        What to do about ``error`` before sending again: update the map,
+        wait, or give up (raise it).  Returns the node to send to after
+        ``ASKING``, for an ``ASK`` redirect.
+        """
+        if isinstance(error, RemoteError):
+            redirect = parse_redirect(error.message)
+            if redirect is not None:
+                kind, slot, where = redirect
+                if kind == "ASK":
+                    self._counts["ask"] += 1
+                    return where
+                self._counts["moved"] += 1
+                self._map.move(slot, where)
+                self._refresh().addErrback(lambda _: None)
+                return None
+            if error.message.startswith(_RETRY_LATER):
+                self._counts["retried"] += 1
+                await self._sleep(tries)
+                if error.message.startswith("CLUSTERDOWN"):
+                    await self._refresh()
+                return None
+            raise error
+        if self._unsent(error) or (isinstance(error, ConnectionLost) and read_only):
+            # The node is gone or unreachable: maybe failed over.
+            self._counts["retried"] += 1
+            await self._sleep(tries)
+            try:
+                await self._refresh()
+            except Unavailable:
+                pass
+            return None
+        raise error
+
+    def _unsent(self, error: BaseException) -> bool:
+        """
+        Whether ``error`` proves the command was not sent, so that sending
+        it again cannot run it twice: no connection to the node, a
+        connection lost before the write, or the node's client closed
+        under it by a map refresh (not by our own :meth:`close`).
+        """
+        if isinstance(error, ConnectionLost):
+            return not error.written
+        if isinstance(error, ClientClosed):
+            return not self._closed
+        return isinstance(error, Unavailable)
+
+    def _sleep(self, tries: int) -> Deferred[None]:
+        delay = min(self._retry_delay * 2 ** (tries - 1), 1.0)
+        return deferLater(self._reactor, delay, lambda: None)
+
+    def _batch(self, batch: CommandBatch, timeout: float | None) -> Deferred[Any]:
+        # Slots are found (and a cross-slot transaction refused) here, at
+        # the call, before anything is sent.
+        commands = split_commands(batch, batch.expected_replies)
+        words = [command_words(c) for c in commands]
+        if words[0][0].upper() == b"MULTI":
+            keys = [k for w in words[1:-1] for k in command_keys(w)]
+            slot = slot_of("a transaction", keys)
+            return ensureDeferred(self._transaction(batch, slot, timeout))
+        slots = [
+            slot_of(w[0].decode("ascii", "replace"), command_keys(w)) for w in words
+        ]
+        return ensureDeferred(self._pipeline(commands, slots, timeout))
+
+    async def _pipeline(
+        self, commands: list[bytes], slots: list[int | None], timeout: float | None
+    ) -> Any:
+        # Each command to its slot's master, in order per node; replies
+        # back in the caller's order.
+        results: list[Any] = [None] * len(commands)
+        pending = list(range(len(commands)))
+        asking: dict[int, Address] = {}
+        tries = 0
+        while pending:
+            if not self._loaded:
+                await self._refresh()
+            groups: dict[tuple[Address, bool], list[int]] = {}
+            for i in pending:
+                ask = asking.get(i)
+                where = ask if ask is not None else self._owner(slots[i])
+                if where is None:
+                    raise Unavailable(f"no master serves slot {slots[i]} in the map")
+                groups.setdefault((where, ask is not None), []).append(i)
+            sent = []
+            for (where, via_ask), indexes in groups.items():
+                body = []
+                for i in indexes:
+                    if via_ask:
+                        body.append(_ASKING)
+                    body.append(commands[i])
+                sent.append(_send_batch(self._node(where).client, body, timeout))
+            outcomes = await DeferredList(sent, consumeErrors=True)
+            pending, asking = [], {}
+            again: BaseException | None = None
+            for ((_, via_ask), indexes), (ok, value) in zip(
+                groups.items(), outcomes, strict=True
+            ):
+                if not ok:
+                    error = value.value
+                    if not self._unsent(error):
+                        raise error  # some of them may have run
+                    pending += indexes
+                    again = error
+                    continue
+                parts = value[1::2] if via_ask else value
+                for i, (good, reply) in zip(indexes, parts, strict=True):
+                    if good:
+                        results[i] = (good, reply)
+                        continue
+                    text = reply.decode("utf-8", "replace")
+                    redirect = parse_redirect(text)
+                    if redirect is not None and redirect[0] == "ASK":
+                        asking[i] = redirect[2]
+                        self._counts["ask"] += 1
+                    elif redirect is not None:
+                        self._map.move(redirect[1], redirect[2])
+                        self._counts["moved"] += 1
+                    elif not text.startswith(_RETRY_LATER):
+                        results[i] = (good, reply)
+                        continue
+                    pending.append(i)
+                    again = RemoteError(text)
+            if pending:
+                pending.sort()
+                if tries >= self._max_redirects:
+                    for i in pending:
+                        results[i] = (False, str(again).encode())
+                    break
+                tries += 1
+                if not asking:
+                    await self._sleep(tries)
+                    await self._refresh()
+        return results
+
+    async def _transaction(
+        self, batch: CommandBatch, slot: int | None, timeout: float | None
+    ) -> Any:
+        tries = 0
+        while True:
+            if not self._loaded:
+                await self._refresh()
+            owner = self._owner(slot)
+            if owner is None:
+                raise Unavailable(f"no master serves slot {slot} in the map")
+            try:
+                parts = await self._node(owner).client.request(batch, timeout)
+            except Exception as e:
+                if not self._unsent(e) or tries >= self._max_redirects:
+                    raise
+                tries += 1
+                await self._sleep(tries)
+                await self._refresh()
+                continue
+            # A slot that moved: every queued command answered MOVED (or
+            # ASK) and EXEC answered EXECABORT, so nothing ran.
+            redirects = [
+                parse_redirect(body.decode("utf-8", "replace"))
+                for ok, body in parts[1:-1]
+                if not ok
+            ]
+            if parts[-1][0] or not redirects or tries >= self._max_redirects:
+                return parts
+            tries += 1
+            for redirect in redirects:
+                if redirect is not None and redirect[0] == "MOVED":
+                    self._map.move(redirect[1], redirect[2])
+                    self._counts["moved"] += 1
+            # ASK (a slot being migrated): wait for the migration to end.
+            await self._sleep(tries)
+            await self._refresh()
+
+    def get(self, key: Arg) -> Deferred[bytes | None]:
+        if key.__class__ is bytes:
+            # The everyday command, routed without parsing it back.
+            slot = key_slot(key)  # type: ignore[arg-type]
+            owner = self._map.owner(slot)
+            if owner is not None and not self._read_from_replicas:
+                body = _Command(
+                    b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)  # type: ignore[arg-type]
+                )
+                d = self._node(owner).client.request(body, None)
+                d.addErrback(self._single_failed, body, slot, True, None)
+                return d.addCallbacks(parse_reply, _as_resp_error)
+        return super().get(key)
+
+    # -- multi-key commands split per slot -----------------------------------
+
+    def mget(self, *keys: Arg) -> Deferred[list[bytes | None]]:
+        """``MGET`` split per slot; the values in ``keys``' order."""
+        groups = _by_slot(keys)
+        if len(groups) <= 1:
+            return super().mget(*keys)
+        parts = [(idx, super(RedisClusterClient, self).mget(*[keys[i] for i in idx]))
+                 for idx in groups.values()]  # fmt: skip
+
+        def merge(values: list[list[bytes | None]]) -> list[bytes | None]:
+            out: list[bytes | None] = [None] * len(keys)
+            for (idx, _), got in zip(parts, values, strict=True):
+                for i, v in zip(idx, got, strict=True):
+                    out[i] = v
+            return out
+
+        return _gather([d for _, d in parts]).addCallback(merge)
+
+    def delete(self, *keys: Arg) -> Deferred[int]:
+        """``DEL`` split per slot: how many of ``keys`` existed."""
+        return self._summed(super().delete, keys)
+
+    def exists(self, *keys: Arg) -> Deferred[int]:
+        """``EXISTS`` split per slot: how many of ``keys`` exist."""
+        return self._summed(super().exists, keys)
+
+    def _summed(self, call: Any, keys: tuple[Arg, ...]) -> Deferred[int]:
+        groups = _by_slot(keys)
+        if len(groups) <= 1:
+            result: Deferred[int] = call(*keys)
+            return result
+        sent = [call(*[keys[i] for i in idx]) for idx in groups.values()]
+        return _gather(sent).addCallback(sum)
+
+
+def _by_slot(keys: tuple[Arg, ...]) -> dict[int, list[int]]:
+    groups: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        try:
+            word = argument_bytes(key, "key")
+        except TypeError:
+            # Refused by the command itself, naming the argument.
+            return {}
+        groups.setdefault(key_slot(word), []).append(i)
+    return groups
+
+
+def _gather(ds: list[Deferred[Any]]) -> Deferred[list[Any]]:
+    return gatherResults(ds, consumeErrors=True).addErrback(_first_error)
+
+
+def _chain(waiter: Deferred[None]) -> Any:
+    # Each caller of _refresh gets its own Deferred, so one caller's
+    # errback does not swallow the failure for the others.
+    def fire(result: Any) -> None:
+        if isinstance(result, Failure):
+            waiter.errback(result)
+        else:
+            waiter.callback(None)
+
+    return fire
+
+
+def _read_only(
+    user_prepare: Callable[[FramedProtocol], Any] | None,
+) -> Callable[[FramedProtocol], Deferred[Any]]:
+    # A replica answers reads only on a connection that sent READONLY
+    # (else it redirects them to its master with MOVED).
+    def prepare(proto: FramedProtocol) -> Deferred[Any]:
+        d: Deferred[Any] = proto.request(command("READONLY"), math.inf)
+        if user_prepare is not None:
+            d.addCallback(lambda _: user_prepare(proto))
+        return d
+
+    return prepare
+
+
+def _send_batch(client: Any, commands: list[bytes], timeout: float | None) -> Any:
+    # A batch's reply is its (ok, body) pairs; a batch of one command is
+    # answered as that command alone (a body, or a RemoteError), so it is
+    # put in the same shape.
+    if len(commands) > 1:
+        return client.request(CommandBatch.of(commands), timeout)
+
+    def error_reply(failure: Failure) -> Any:
+        if type(failure.value) is RemoteError:
+            return [(False, failure.value.message.encode("utf-8", "replace"))]
+        return failure
+
+    d = client.request(commands[0], timeout)
+    return d.addCallbacks(lambda body: [(True, body)], error_reply)

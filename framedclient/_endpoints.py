@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -153,9 +154,29 @@ def client_from_string(reactor: Any, description: str) -> IStreamClientEndpoint:
     except (TypeError, ValueError) as error:
         # Twisted's own words (an unknown type, arguments missing from a
         # plugin's parser, a timeout that is not a number), with the string.
+        hint = ""
+        if "://" in description:
+            url = urlsplit(description)
+            kind = "tls" if url.scheme in ("https", "rediss", "tls") else "tcp"
+            try:
+                port = url.port
+            except ValueError:  # not a number: say nothing about it
+                port = None
+            where = f"{url.hostname}:{port}" if url.hostname and port else "HOST:PORT"
+            hint = (
+                f"; a URL is not an endpoint string: write '{kind}:{where}' "
+                f"(password and database are keywords: password=, db=)"
+                if url.scheme.startswith("redis")
+                else f"; a URL is not an endpoint string: write '{kind}:{where}'"
+            )
+        elif "Unknown endpoint type" in str(error):
+            hint = (
+                f"; an endpoint string starts with its type: 'tcp:{description}' "
+                f"(or tls:HOST:PORT, unix:PATH)"
+            )
         raise ValueError(
             f"{description!r} is not a client endpoint string Twisted can "
-            f"parse: {error}"
+            f"parse: {error}{hint}"
         ) from None
     return endpoint
 

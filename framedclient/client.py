@@ -29,6 +29,7 @@ import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
+from framedclient.asyncio_reactor_check import warn_if_asyncio_without_its_reactor
 from framedclient.balance import make_balancer
 from framedclient.codecs import Message
 from framedclient.config import (
@@ -358,7 +359,13 @@ class FramedClient:
         """
         Start connecting, and asking the discovery sources (idempotent;
         done by the constructor by default).
+
+        Started inside a running asyncio loop whose reactor is not Twisted's
+        asyncio reactor, it warns once per process (a
+        :class:`~framedclient.asyncio_reactor_check.ReactorNotRunningWarning`):
+        requests would hang.
         """
+        warn_if_asyncio_without_its_reactor(self._clock)
         self.upstreams.membership.start()
 
     def when_ready(self, fail_after: int | None = None) -> Deferred[None]:
@@ -519,7 +526,21 @@ class FramedClient:
         interleaved with anything.  The lease waits for a ready connection
         with nothing in flight, up to ``timeout`` (default:
         ``request_timeout``).
+
+        :raises TypeError: ``timeout`` is not a number of seconds (or None).
+        :raises ValueError: ``timeout`` is not positive.
         """
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(
+                    f"lease(): timeout must be a number of seconds or None (the "
+                    f"client's request_timeout), got {timeout!r}"
+                )
+            if not timeout > 0:
+                raise ValueError(
+                    f"lease(): timeout must be a positive number of seconds, got "
+                    f"{timeout!r}"
+                )
         return Lease(
             self._dispatcher,
             self.request_timeout if timeout is None else timeout,

@@ -117,6 +117,14 @@ class Collaborator(SettingKind):
             return
         if self.or_callable and callable(value):
             return
+        if isinstance(value, type):
+            raise InvalidSettingType(
+                name,
+                value,
+                f"{self.expects(False)}: an instance, {value.__name__}(), not the "
+                f"class {value.__name__}",
+                show_value=False,
+            )
         if value is None or any(not hasattr(value, a) for a in self.needs):
             raise InvalidSettingType(name, value, self.expects(False))
 
@@ -998,6 +1006,8 @@ def documents_settings(func: _F) -> _F:
         "",
     ]
     for name, kind, default, help in settings_docs():
+        if name in taken:  # declared by func itself, with its own default
+            continue
         lines += textwrap.wrap(
             f":param {name}: ({kind}, default {default}) {help}",
             76,

@@ -1017,9 +1017,15 @@ def sources_from(
         elif _is_source(e):
             sources.append(e)
         elif not callable(getattr(e, "connect", None)):
+            swapped = (
+                "; the reactor comes first: from_endpoint(reactor, 'tcp:HOST:PORT')"
+                if callable(getattr(e, "callLater", None))
+                else ""
+            )
             raise TypeError(
-                f"endpoints[{i}] must be an endpoint string, a Twisted client "
-                f"endpoint (with connect(factory)) or a HostSource, got {e!r}"
+                f"endpoints[{i}] must be an endpoint string ('tcp:HOST:PORT'), a "
+                f"Twisted client endpoint (with connect(factory)) or a HostSource, "
+                f"got {e!r}{swapped}"
             )
         else:
             resolved.append(e)

@@ -134,7 +134,37 @@ def _u24_packer(byteorder: Literal["big", "little"]) -> Callable[[int], bytes]:
     return pack
 
 
+def check_max_frame_type(max_frame: object) -> None:
+    """
+    Refuse a ``max_frame`` that is not a number of bytes, naming it: a
+    comparison would fail with Python's "'<' not supported", which names
+    neither the argument nor the fix.
+    """
+    if isinstance(max_frame, bool) or not isinstance(max_frame, int):
+        raise TypeError(
+            f"max_frame must be a whole number of bytes, got "
+            f"{type(max_frame).__name__} {max_frame!r} (write 16 * 1024 * 1024, "
+            f"not '16M')"
+        )
+
+
+def check_framer_factory(owner: str, framer_factory: object) -> None:
+    """
+    Refuse a framer where a framer factory belongs, saying what to pass:
+    a codec needs a fresh framer per connection (framers hold the bytes of
+    a partial frame), so it takes the class or a function, not an instance.
+    """
+    if not callable(framer_factory):
+        name = type(framer_factory).__name__
+        raise TypeError(
+            f"{owner}: framer_factory must make a new framer per connection, got "
+            f"a {name} instance: pass the class ({name}) or a function "
+            f"(lambda: {name}(...))"
+        )
+
+
 def _check_max_frame(max_frame: int) -> None:
+    check_max_frame_type(max_frame)
     if max_frame < 1:
         raise ValueError(f"max_frame must be at least 1, not {max_frame}")
 
@@ -220,7 +250,10 @@ class LengthPrefixed:
         max_frame: int = 16 * _MiB,
     ) -> None:
         if length_size not in (1, 2, 3, 4, 8):
-            raise ValueError(f"length_size must be 1, 2, 3, 4 or 8, not {length_size}")
+            raise ValueError(
+                f"length_size must be 1, 2, 3, 4 or 8 (an int, the bytes of the "
+                f"length field), not {length_size!r}"
+            )
         if byteorder not in ("big", "little"):
             raise ValueError(f'byteorder must be "big" or "little", not {byteorder!r}')
         if offset < 0:
@@ -567,6 +600,11 @@ class Delimited:
         max_frame: int = 64 * 1024,
         strip: bool = True,
     ) -> None:
+        if not isinstance(delimiter, (bytes, bytearray)):
+            raise TypeError(
+                f"delimiter must be bytes, got {type(delimiter).__name__} "
+                f"{delimiter!r}: write it as bytes (b'\\n', or text.encode())"
+            )
         if not delimiter:
             raise ValueError("delimiter must not be empty")
         _check_max_frame(max_frame)

@@ -50,7 +50,10 @@ def key_bytes(key: bytes | str) -> bytes:
         return key.encode("utf-8")
     if isinstance(key, (bytearray, memoryview)):
         return bytes(key)
-    raise TypeError(f"key must be bytes or str, got {type(key).__name__} {key!r}")
+    raise TypeError(
+        f"key must be bytes or str, got {type(key).__name__} {key!r}: convert it "
+        f"first (str(key)), the same way wherever the key is used"
+    )
 
 
 def ketama_hash(key: bytes) -> int:

@@ -17,6 +17,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
+from framedclient.validation import Seconds, check_argument
+
 __all__ = ["ClientT", "FramedClientService", "ManagedClient"]
 
 
@@ -64,6 +66,12 @@ class FramedClientService(Service, Generic[ClientT]):
                 f"{make_client!r}: pass lambda: FramedClient.from_endpoint(..., "
                 f"start=False) (the service builds it on start)"
             )
+        check_argument(
+            Seconds(optional=True),
+            "drain_timeout",
+            drain_timeout,
+            "FramedClientService",
+        )
         self._make_client = make_client
         self.drain_timeout = drain_timeout
         self.client: ClientT | None = None

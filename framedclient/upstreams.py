@@ -259,6 +259,12 @@ def check_endpoints(
     they cannot be: a string (from_endpoint's business), nothing at all, or
     something that is not a Twisted client endpoint.
     """
+    if callable(getattr(endpoints, "callLater", None)):
+        raise TypeError(
+            f"endpoints must be a sequence of endpoint objects, got the reactor "
+            f"{endpoints!r}: the endpoints come first, FramedClient(endpoints, "
+            f"reactor)"
+        )
     if isinstance(endpoints, (str, bytes)):
         raise TypeError(
             f"endpoints must be a sequence of endpoint objects, got "
@@ -268,7 +274,10 @@ def check_endpoints(
     endpoints = list(endpoints)
     discovery = list(discovery)
     if not endpoints and not discovery:
-        raise ValueError("at least one endpoint is needed")
+        raise ValueError(
+            "at least one endpoint is needed: pass one, such as "
+            "FramedClient.from_endpoint(reactor, 'tcp:HOST:PORT')"
+        )
     for i, endpoint in enumerate(endpoints):
         if not callable(getattr(endpoint, "connect", None)):
             raise TypeError(

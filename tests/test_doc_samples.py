@@ -259,3 +259,53 @@ def _run_sample(sample: Sample, code: str, tmp_path: Path) -> None:
         assert re.search(r"\b[1-9]\d* passed\b", output), output
     if sample.mode == "trial":
         assert re.search(r"PASSED \(successes=[1-9]", output), output
+
+
+def test_the_twist_plugin_of_docs_twistd_runs_laid_out_as_the_page_says(
+    tmp_path: Path,
+) -> None:
+    # The two blocks of "As a twist plugin", in the files the page names,
+    # found by twist the way the page says: PYTHONPATH=. from that directory.
+    page = ROOT / "docs" / "twistd.md"
+    blocks = [s.code for s in read_samples(page)]
+    (plugin,) = [code for code in blocks if "ServiceMaker(" in code]
+    (service,) = [code for code in blocks if "def makeService" in code]
+    text = page.read_text(encoding="utf-8")
+    for path in (
+        "pinger/__init__.py",
+        "pinger/service.py",
+        "twisted/plugins/pinger_plugin.py",
+    ):
+        assert path in text, f"docs/twistd.md does not name {path}"
+    (tmp_path / "pinger").mkdir()
+    (tmp_path / "pinger" / "__init__.py").write_text("")
+    (tmp_path / "pinger" / "service.py").write_text(service, encoding="utf-8")
+    (tmp_path / "twisted" / "plugins").mkdir(parents=True)
+    (tmp_path / "twisted" / "plugins" / "pinger_plugin.py").write_text(
+        plugin, encoding="utf-8"
+    )
+    assert "PYTHONPATH=. twist pinger" in " ".join(text.split())
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join([".", env["PYTHONPATH"]])
+    # The installed twist script, as typed: "python -c" would put the current
+    # directory on sys.path, which hides what the page must tell.
+    twist = [str(Path(sys.executable).parent / "twist")]
+    listing = subprocess.run(
+        [*twist, "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SAMPLE_TIMEOUT,
+    )
+    assert "Ping an fc1 server every second." in listing.stdout, listing
+    own = subprocess.run(
+        [*twist, "pinger", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SAMPLE_TIMEOUT,
+    )
+    assert own.returncode == 0, own
+    assert "--upstream" in own.stdout, own

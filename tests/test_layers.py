@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "framedclient.ketama",
             "framedclient.retry",
             "framedclient.gctune",
+            "framedclient.asyncio_reactor_check",
         ],
     ),
     (

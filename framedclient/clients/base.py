@@ -12,14 +12,35 @@ once instead of in every client.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
 from twisted.internet.defer import Deferred
 
-from framedclient.client import FramedClient
+from framedclient.client import ClientKeywords, FramedClient
+from framedclient.config import did_you_mean
 from framedclient.metrics import Metrics
 
-__all__ = ["ProtocolClient"]
+__all__ = ["ProtocolClient", "check_keywords"]
+
+
+def check_keywords(
+    owner: str, options: Mapping[str, object], own: Iterable[str]
+) -> None:
+    """
+    Refuse a keyword that neither ``owner`` nor ``FramedClient`` takes,
+    with the closest name among both: ``FramedClient`` alone would suggest
+    only its own (``pasword`` would find no ``password``).
+
+    :raises TypeError: naming the keyword, ``owner`` and the closest name.
+    """
+    known = {*ClientKeywords.__annotations__, *own}
+    for key in options:
+        if key not in known:
+            raise TypeError(
+                f"{owner} got an unexpected keyword argument "
+                f"{key!r}{did_you_mean(key, known)}"
+            )
 
 
 class ProtocolClient:

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient
-from framedclient.clients.base import ProtocolClient
+from framedclient.clients.base import ProtocolClient, check_keywords
 from framedclient.codecs.arguments import argument_bytes
 from framedclient.codecs.base import Message
 from framedclient.codecs.memcache import (
@@ -34,6 +34,7 @@ from framedclient.codecs.memcache import (
     Opcode,
     _Reply,
 )
+from framedclient.config import documents_settings
 from framedclient.errors import InvalidRequest
 
 __all__ = ["MAX_KEY_LENGTH", "InvalidKey", "MemcacheClient"]
@@ -84,8 +85,8 @@ def check_key(key: Key, what: str = "key") -> bytes:
         key = key.encode("utf-8")
     elif not isinstance(key, bytes):
         raise TypeError(
-            f"{what} must be bytes or str, got {type(key).__name__} {key!r:.40}; "
-            f"nothing was sent"
+            f"{what} must be bytes or str, got {type(key).__name__} {key!r:.40}: "
+            f"convert it first (str(key)); nothing was sent"
         )
     if not key:
         raise InvalidKey("a memcached key cannot be empty; nothing was sent")
@@ -185,21 +186,40 @@ class MemcacheClient(ProtocolClient):
         if not isinstance(client.codec, MemcacheCodec):
             raise TypeError(
                 f"MemcacheClient needs a client with a MemcacheCodec, got "
-                f"{client.codec!r}"
+                f"{client.codec!r}: build it with MemcacheClient.from_endpoint("
+                f"reactor, 'tcp:HOST:11211'), or pass codec=MemcacheCodec() to the "
+                f"FramedClient"
             )
         super().__init__(client)
 
     @classmethod
-    def from_endpoint(
-        cls, reactor: Any, endpoint: str | Any, **options: Unpack[ClientKeywords]
+    @documents_settings
+    # codec is declared here, narrower than ClientKeywords' Codec, so that
+    # help() shows this client's default codec rather than fc1.
+    def from_endpoint(  # type: ignore[misc]
+        cls,
+        reactor: Any,
+        endpoint: str | Any,
+        *,
+        codec: MemcacheCodec | None = None,
+        **options: Unpack[ClientKeywords],
     ) -> MemcacheClient:
         """
         Connect to memcached at ``endpoint`` (``"tcp:127.0.0.1:11211"``);
-        the keywords are :meth:`FramedClient.from_endpoint`'s.
+        the keywords are :meth:`FramedClient.from_endpoint`'s, listed below.
+
+        :param codec: a :class:`~framedclient.codecs.memcache.MemcacheCodec`
+            (default ``MemcacheCodec()``).
         """
-        codec = options.setdefault("codec", MemcacheCodec())
+        check_keywords("MemcacheClient.from_endpoint", options, ())
+        if codec is None:
+            codec = MemcacheCodec()
         if not isinstance(codec, MemcacheCodec):
-            raise TypeError(f"codec must be a MemcacheCodec, got {codec!r}")
+            raise TypeError(
+                f"codec must be a MemcacheCodec, got {codec!r}: leave it out (a "
+                f"MemcacheCodec() is made), or pass MemcacheCodec(max_frame=...)"
+            )
+        options["codec"] = codec
         return cls(FramedClient.from_endpoint(reactor, endpoint, **options))
 
     def _send(

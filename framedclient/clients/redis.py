@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient, Lease
-from framedclient.clients.base import ProtocolClient
+from framedclient.clients.base import ProtocolClient, check_keywords
 from framedclient.clients.redis_pubsub import RedisSubscriber
 from framedclient.codecs.arguments import refusal
 from framedclient.codecs.redis import (
@@ -34,9 +34,11 @@ from framedclient.codecs.redis import (
     parse_reply,
 )
 from framedclient.codecs.redis_pubsub import RedisPubSubCodec
+from framedclient.config import documents_settings
 from framedclient.errors import InvalidRequest, RemoteError
 from framedclient.protocol import FramedProtocol
 from framedclient.streams import Subscription
+from framedclient.validation import Count, check_argument
 
 __all__ = ["Pipeline", "RedisClient", "RedisLease"]
 
@@ -442,13 +444,18 @@ class RedisClient(RedisCommands, ProtocolClient):
     def __init__(self, client: FramedClient) -> None:
         if not isinstance(client.codec, RedisCodec):
             raise TypeError(
-                f"RedisClient needs a client with a RedisCodec, got {client.codec!r}"
+                f"RedisClient needs a client with a RedisCodec, got "
+                f"{client.codec!r}: build it with RedisClient.from_endpoint(reactor, "
+                f"'tcp:HOST:6379'), or pass codec=RedisCodec() to the FramedClient"
             )
         super().__init__(client)
         self._subscriber: RedisSubscriber | None = None
 
     @classmethod
-    def from_endpoint(
+    @documents_settings
+    # codec is declared here, narrower than ClientKeywords' Codec, so that
+    # help() shows this client's default codec rather than fc1.
+    def from_endpoint(  # type: ignore[misc]
         cls,
         reactor: Any,
         endpoint: str | Any,
@@ -456,25 +463,39 @@ class RedisClient(RedisCommands, ProtocolClient):
         password: str | bytes | None = None,
         username: str | bytes | None = None,
         db: int = 0,
+        codec: RedisCodec | None = None,
         **options: Unpack[ClientKeywords],
     ) -> RedisClient:
         """
         Connect to Redis at ``endpoint`` (``"tcp:127.0.0.1:6379"``, ...);
         the keywords are :meth:`FramedClient.from_endpoint`'s (``pool_size``,
-        ``request_timeout``, ``codec=RedisCodec(max_frame=...)``, ...).
+        ``request_timeout``, ...), listed below.
 
         :param password: sent as ``AUTH`` on each new connection before it
             is used (with ``username`` for Redis 6 ACLs); a refusal is a
             failed connection attempt (retried with backoff).
         :param db: ``SELECT``-ed on each new connection.
+        :param codec: a :class:`~framedclient.codecs.redis.RedisCodec`
+            (default ``RedisCodec()``; ``RedisCodec(max_frame=...)`` for
+            larger replies).
         """
-        if db < 0:
-            raise ValueError(f"db must be 0 or more, got {db}")
+        check_keywords(
+            "RedisClient.from_endpoint", options, ("password", "username", "db")
+        )
+        check_argument(Count(minimum=0), "db", db, "RedisClient.from_endpoint")
         if username is not None and password is None:
-            raise ValueError("username needs a password")
-        codec = options.setdefault("codec", RedisCodec())
+            raise ValueError(
+                "username needs a password: pass password= too (Redis 6 ACLs "
+                "authenticate with both)"
+            )
+        if codec is None:
+            codec = RedisCodec()
         if not isinstance(codec, RedisCodec):
-            raise TypeError(f"codec must be a RedisCodec, got {codec!r}")
+            raise TypeError(
+                f"codec must be a RedisCodec, got {codec!r}: leave it out (a "
+                f"RedisCodec() is made), or pass RedisCodec(max_frame=...)"
+            )
+        options["codec"] = codec
         setup: list[bytes] = []
         if password is not None:
             auth: list[bytes | str] = ["AUTH"]

@@ -19,7 +19,7 @@ import struct
 
 from framedclient.codecs.base import DEFAULT_MAX_FRAME, PUSH, Kind, Matching, Push
 from framedclient.errors import CorruptFrame, FrameTooLarge
-from framedclient.framing import Framer, LengthPrefixed
+from framedclient.framing import Framer, LengthPrefixed, check_max_frame_type
 
 __all__ = ["FC1Codec", "encode_push", "split_push"]
 
@@ -79,6 +79,7 @@ class FC1Codec:
     name = "fc1"
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        check_max_frame_type(max_frame)
         if max_frame < _FC1_HEADER.size:
             raise ValueError(
                 f"max_frame must be at least {_FC1_HEADER.size} bytes "

@@ -40,7 +40,7 @@ import attrs
 
 from framedclient.codecs.base import ERROR, REPLY, REQUEST, Kind, Matching, Message
 from framedclient.errors import CorruptFrame, RemoteError
-from framedclient.framing import Framer
+from framedclient.framing import Framer, check_framer_factory
 
 __all__ = ["BODY", "ErrorSpec", "Field", "HeaderCodec"]
 
@@ -303,6 +303,12 @@ class HeaderCodec:
         bytes_part: str | None = None,
         kind_field: str | None = None,
     ) -> None:
+        check_framer_factory("HeaderCodec", framer_factory)
+        if isinstance(header_size, bool) or not isinstance(header_size, int):
+            raise TypeError(
+                f"header_size must be an int (the header's length in bytes), got "
+                f"{type(header_size).__name__} {header_size!r}"
+            )
         if header_size < 1:
             raise ValueError(f"header_size must be at least 1, got {header_size}")
         self.header_size = header_size

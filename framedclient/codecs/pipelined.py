@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from framedclient.codecs.base import ERROR, REPLY, REQUEST, Kind, Matching
-from framedclient.framing import Framer
+from framedclient.framing import Framer, check_framer_factory
 
 __all__ = ["PipelinedCodec"]
 
@@ -39,6 +39,14 @@ class PipelinedCodec:
         is_error: Callable[[bytes], str | None] | None = None,
         exclusive: bool = False,
     ) -> None:
+        check_framer_factory("PipelinedCodec", framer_factory)
+        if is_error is not None and not callable(is_error):
+            raise TypeError(
+                f"PipelinedCodec: is_error must be a function of a reply frame "
+                f"returning its error message (or None for a success), got "
+                f"{is_error!r}: for a prefix, is_error=lambda frame: "
+                f"frame.decode() if frame.startswith(b'ERR') else None"
+            )
         self._framer_factory = framer_factory
         self._encoder = framer_factory()
         self.is_error = is_error

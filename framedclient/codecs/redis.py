@@ -50,7 +50,7 @@ from framedclient.errors import (
     ProtocolError,
     RemoteError,
 )
-from framedclient.framing import Framer
+from framedclient.framing import Framer, check_max_frame_type
 
 __all__ = [
     "DEFAULT_MAX_ARRAY",
@@ -158,6 +158,7 @@ class RespFramer:
         max_bulk: int | None = None,
         max_array: int = DEFAULT_MAX_ARRAY,
     ) -> None:
+        check_max_frame_type(max_frame)
         if max_frame < 3:
             raise ValueError(f"max_frame must be at least 3 bytes, got {max_frame}")
         if max_array < 1:

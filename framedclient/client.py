@@ -25,7 +25,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Unpack
 
-import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
@@ -39,7 +38,7 @@ from framedclient.config import (
     resolve_client_config,
 )
 from framedclient.connection import Connection, PrepareHook
-from framedclient.discovery import HostSource, sources_from
+from framedclient.discovery import HostSource
 from framedclient.dispatch import Dispatcher, Lease, make_tracer
 from framedclient.engine import check_flag, check_request
 from framedclient.errors import ClientClosed, Unavailable
@@ -57,7 +56,7 @@ from framedclient.upstreams import (
     Upstreams,
     check_balancer,
     check_endpoints,
-    refresh_policy,
+    client_arguments,
     static_hosts,
 )
 from framedclient.validation import Switch, check_argument
@@ -295,26 +294,8 @@ class FramedClient:
             a port out of 1-65535, a malformed ``srv:``/``dns:`` string...),
             quoted in the message.
         """
-        # The settings first: the discovery sources need the refresh ones.
-        rest: dict[str, Any] = dict(options)
-        names = rest.pop("names", None)
-        settings = {
-            name: rest.pop(name)
-            for name in attrs.fields_dict(ClientConfig)
-            if name in rest
-        }
-        config = resolve_client_config(rest.pop("config", None), settings)
-        resolved, described, sources = sources_from(
-            reactor, endpoint, names, refresh_policy(config)
-        )
-        return cls(
-            resolved,
-            reactor,
-            config=config,
-            names=described,
-            discovery=[*rest.pop("discovery", ()), *sources],
-            **rest,
-        )
+        endpoints, arguments = client_arguments(reactor, endpoint, dict(options))
+        return cls(endpoints, reactor, **arguments)
 
     def set_endpoints(
         self,
@@ -342,16 +323,7 @@ class FramedClient:
         """
         if self._closing:
             raise ClientClosed("the client is closed; its hosts cannot change")
-        resolved, described, sources = sources_from(
-            self._clock, endpoints, names, refresh_policy(self.config)
-        )
-        if not resolved and not sources:
-            raise ValueError(
-                "at least one endpoint is needed; close the client to stop using "
-                "every host"
-            )
-        static = [static_hosts(resolved, described)] if resolved else []
-        self.upstreams.set_sources([*static, *sources])
+        self.upstreams.replace(endpoints, names)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -582,14 +554,7 @@ class FramedClient:
         # Calls waiting for a slot, a connection or a retry delay: 0 once
         # nothing is queued (a leak shows up here).
         state.update(self._dispatcher.debug_state())
-        state["upstreams"] = connections = self.pool.debug_state()
-        state["by_upstream"] = self.telemetry.by_upstream(connections)
-        state["hosts"] = self.health.debug_state()
-        state["discovery"] = self.upstreams.membership.debug_state()
-        get_calls: Callable[[], list[Any]] | None = getattr(
-            self._clock, "getDelayedCalls", None
-        )
-        state["delayed_calls"] = len(get_calls()) if get_calls is not None else None
+        state.update(self.upstreams.debug_state())
         return state
 
     def hedges(self) -> dict[str, int]:

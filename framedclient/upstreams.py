@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -26,9 +27,15 @@ from twisted.python.failure import Failure
 
 from framedclient._endpoints import endpoint_name
 from framedclient.balance import Balancer, Ketama, UpstreamBalancer, WeightedRoundRobin
-from framedclient.config import ClientConfig
+from framedclient.config import ClientConfig, resolve_client_config
 from framedclient.connection import Connection, PrepareHook
-from framedclient.discovery import Host, HostSource, RefreshPolicy, StaticHosts
+from framedclient.discovery import (
+    Host,
+    HostSource,
+    RefreshPolicy,
+    StaticHosts,
+    sources_from,
+)
 from framedclient.errors import Unavailable, unavailable
 from framedclient.membership import Membership
 from framedclient.protocol import FramedClientFactory, FramedProtocol, RequestOwner
@@ -173,6 +180,43 @@ class Upstreams:
     def set_sources(self, sources: Sequence[HostSource]) -> None:
         self.membership.set_sources(sources)
 
+    def replace(self, endpoints: Endpoints, names: Sequence[str] | None) -> None:
+        """
+        Use these hosts from now on (see
+        :meth:`~framedclient.client.FramedClient.set_endpoints`), strings
+        read with the client's clock.
+
+        :raises ValueError: for an empty set, or a malformed string.
+        """
+        resolved, described, sources = sources_from(
+            self._clock, endpoints, names, refresh_policy(self._config)
+        )
+        if not resolved and not sources:
+            raise ValueError(
+                "at least one endpoint is needed; close the client to stop using "
+                "every host"
+            )
+        static = [static_hosts(resolved, described)] if resolved else []
+        self.set_sources([*static, *sources])
+
+    def debug_state(self) -> dict[str, Any]:
+        """
+        Each connection in detail (state, pending and their age, backoff,
+        last error), grouped by upstream; the hosts' health; discovery; and
+        the number of timers the reactor holds (where a leak shows up).
+        """
+        connections = self.pool.debug_state()
+        get_calls: Callable[[], list[Any]] | None = getattr(
+            self._clock, "getDelayedCalls", None
+        )
+        return {
+            "upstreams": connections,
+            "by_upstream": self._telemetry.by_upstream(connections),
+            "hosts": self._health.debug_state(),
+            "discovery": self.membership.debug_state(),
+            "delayed_calls": len(get_calls()) if get_calls is not None else None,
+        }
+
     def unavailable(self, waited: float | None = None) -> Unavailable:
         """
         The error for a request no connection could take: each upstream and
@@ -315,6 +359,30 @@ def host_label(host: Host) -> str:
         # One endpoint, or the same one given again (NAME#2, NAME#3, ...).
         return host.address
     return f"{host.name}@{host.address}"
+
+
+def client_arguments(
+    reactor: Any, endpoint: Endpoints, options: dict[str, Any]
+) -> tuple[list[IStreamClientEndpoint], dict[str, Any]]:
+    """
+    What :meth:`~framedclient.client.FramedClient.from_endpoint` gives the
+    constructor: the endpoints its strings stand for, and the keywords,
+    with the settings resolved into one ``config`` first (the discovery
+    sources need its refresh settings) and the ``srv:``/``dns:`` sources
+    added to ``discovery``.
+    """
+    names = options.pop("names", None)
+    settings = {
+        name: options.pop(name)
+        for name in attrs.fields_dict(ClientConfig)
+        if name in options
+    }
+    config = resolve_client_config(options.pop("config", None), settings)
+    resolved, described, sources = sources_from(
+        reactor, endpoint, names, refresh_policy(config)
+    )
+    options["discovery"] = [*options.pop("discovery", ()), *sources]
+    return resolved, {**options, "config": config, "names": described}
 
 
 def refresh_policy(config: ClientConfig) -> RefreshPolicy:

@@ -301,3 +301,21 @@ def test_a_module_takes_its_layer_or_its_package_s(module, layer):
 def test_a_circle_is_found_whatever_its_length():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
     assert cycles(graph) == [["a", "b", "c"], ["e"]]
+
+
+def test_framed_client_stays_a_facade() -> None:
+    # FramedClient is the façade (issue 17): construction, request, stream,
+    # lease, close, stats.  What grows goes to its collaborators (dispatch,
+    # upstreams, telemetry, streams), not into the class.
+    tree = ast.parse((PACKAGE / "client.py").read_text(encoding="utf-8"))
+    (cls,) = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.ClassDef) and node.name == "FramedClient"
+    ]
+    assert cls.end_lineno is not None
+    lines = cls.end_lineno - cls.lineno + 1
+    assert lines < 500, (
+        f"FramedClient is {lines} lines: move the new logic to the module that "
+        f"owns it (docs/design.md, 'where do I add X')"
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.python.failure import Failure
@@ -34,6 +34,9 @@ from framedclient.codecs.redis import (
 )
 from framedclient.errors import InvalidRequest, RemoteError
 from framedclient.protocol import FramedProtocol
+
+if TYPE_CHECKING:
+    from framedclient.clients.sentinel import SentinelRedisClient
 
 __all__ = ["Pipeline", "RedisClient", "RedisLease"]
 
@@ -453,7 +456,7 @@ class RedisClient(RedisCommands, ProtocolClient):
         username: str | bytes | None = None,
         db: int = 0,
         **options: Unpack[ClientKeywords],
-    ) -> RedisClient:
+    ) -> Self:
         """
         Connect to Redis at ``endpoint`` (``"tcp:127.0.0.1:6379"``, ...);
         the keywords are :meth:`FramedClient.from_endpoint`'s (``pool_size``,
@@ -484,6 +487,55 @@ class RedisClient(RedisCommands, ProtocolClient):
         if setup:
             options["prepare"] = _prepare(setup, user_prepare)
         return cls(FramedClient.from_endpoint(reactor, endpoint, **options))
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        reactor: Any,
+        sentinels: Sequence[str] | str,
+        service: str,
+        *,
+        password: str | bytes | None = None,
+        username: str | bytes | None = None,
+        db: int = 0,
+        sentinel_timeout: float = 1.0,
+        **options: Unpack[ClientKeywords],
+    ) -> SentinelRedisClient:
+        """
+        Connect to the master of ``service`` that Redis Sentinel names, and
+        follow it through failovers (see
+        :class:`~framedclient.clients.sentinel.SentinelRedisClient` and
+        docs/redis-sentinel.md).
+
+        :param sentinels: ``"host:port"`` or endpoint strings
+            (``"tcp:10.0.0.1:26379"``), asked in turn until one names a
+            master that answers ``ROLE`` as a master.
+        :param service: the master's name in the sentinels' configuration
+            (``sentinel monitor NAME ...``).
+        :param sentinel_timeout: how long one sentinel (or the master's
+            ``ROLE``) may take to answer before the next one is asked.
+        :param password: for the master (not the sentinels), as
+            :meth:`from_endpoint` takes it; ``username`` and ``db`` too.
+
+        The other keywords are :meth:`from_endpoint`'s.  Returns at once;
+        :meth:`when_ready` fires once the master is found and connected.
+
+        :raises ValueError: no sentinel, a malformed sentinel string, an
+            empty ``service``, a ``sentinel_timeout`` that is not positive.
+        """
+        from framedclient.clients.sentinel import SentinelHosts, SentinelRedisClient
+
+        auth: list[str | bytes] = []
+        if password is not None:
+            auth = [username, password] if username is not None else [password]
+        source = SentinelHosts(
+            reactor, sentinels, service, timeout=sentinel_timeout, auth=auth
+        )
+        client = SentinelRedisClient.from_endpoint(
+            reactor, source, password=password, username=username, db=db, **options
+        )
+        client.sentinel = source
+        return client
 
     def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
         return self.client.request(body, timeout)

@@ -16,10 +16,11 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 
 from framedclient.clients.redis import RedisClient
 from framedclient.clients.sentinel import SentinelRedisClient
-from framedclient.codecs.redis import RespError
+from framedclient.codecs.redis import RespError, RespFramer, parse_reply
 from framedclient.errors import (
     ConnectionLost,
     RequestTimeout,
@@ -28,6 +29,39 @@ from framedclient.errors import (
 
 from .sentinel_servers import ask, sentinel_group
 from .servers import free_port
+
+
+class FakeSentinel(Protocol):
+    """
+    A sentinel that names ``master`` (``None``: knows no such service) and
+    accepts a subscription but never announces anything.
+    """
+
+    master: tuple[str, int] | None = None
+
+    def connectionMade(self) -> None:
+        self.framer = RespFramer()
+
+    def dataReceived(self, data: bytes) -> None:
+        for frame in self.framer.feed(data):
+            args = parse_reply(frame)
+            if args[0].upper() == b"SUBSCRIBE":
+                self.transport.write(
+                    b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n"
+                    % (len(args[1]), args[1])
+                )
+            elif self.master is None:
+                self.transport.write(b"*-1\r\n")
+            else:
+                ip, port = self.master[0].encode(), str(self.master[1]).encode()
+                self.transport.write(
+                    b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(ip), ip, len(port), port)
+                )
+
+
+def fake_sentinel(master: tuple[str, int] | None):
+    factory = Factory.forProtocol(type("Fake", (FakeSentinel,), {"master": master}))
+    return reactor.listenTCP(0, factory, interface="127.0.0.1")
 
 
 @pytest.fixture
@@ -104,6 +138,97 @@ async def test_no_master_found_fails_requests_saying_what_each_sentinel_said(gro
         assert "refused" in message.lower()
     finally:
         await redis.close(timeout=2)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_master_named_by_a_sentinel_is_used_only_if_role_says_master(group):
+    # A stale sentinel names the replica: ROLE says "slave", so the next
+    # sentinel is asked, and writes go to the real master.
+    stale = fake_sentinel(("127.0.0.1", group.replica.port))
+    redis = RedisClient.from_sentinel(
+        reactor,
+        [f"127.0.0.1:{stale.getHost().port}", *group.sentinel_endpoints],
+        "mymaster",
+    )
+    try:
+        await settle(redis.when_ready(), 10)
+        assert redis.sentinel.master == f"127.0.0.1:{group.master.port}"
+        assert await redis.set("k", "v") is True
+    finally:
+        await redis.close(timeout=2)
+        await stale.stopListening()
+
+
+async def failover(group) -> None:
+    # A graceful failover: the old master stays up, as a replica.
+    reply = await deferToThread(
+        ask, group.sentinels[1].port, "SENTINEL", "FAILOVER", "mymaster"
+    )
+    assert reply == b"OK"
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_an_idle_client_follows_the_switch_master_announcement(group):
+    redis = RedisClient.from_sentinel(reactor, group.sentinel_endpoints, "mymaster")
+    try:
+        await settle(redis.when_ready(), 10)
+        await deferLater(reactor, 0.5, lambda: None)  # subscribed by now
+        assert redis.sentinel.subscribed_to is not None
+        await failover(group)
+        # No request fails to tell it: only the announcement does.
+        started = time.monotonic()
+        while redis.sentinel.master != f"127.0.0.1:{group.replica.port}":
+            assert time.monotonic() - started < 10, redis.sentinel.debug_state()
+            await deferLater(reactor, 0.05, lambda: None)
+        assert await redis.set("k", "v") is True
+        assert ask(group.replica.port, "GET", "k") == b"v"
+    finally:
+        await redis.close(timeout=2)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_readonly_reply_makes_the_client_ask_the_sentinels_again(group):
+    # Subscribed to a sentinel that never announces: the demoted master's
+    # READONLY reply is what tells the client.
+    mute = fake_sentinel(None)
+    redis = RedisClient.from_sentinel(
+        reactor,
+        [f"127.0.0.1:{mute.getHost().port}", *group.sentinel_endpoints],
+        "mymaster",
+    )
+    try:
+        await settle(redis.when_ready(), 10)
+        await deferLater(reactor, 0.5, lambda: None)
+        assert redis.sentinel.subscribed_to == f"127.0.0.1:{mute.getHost().port}"
+        await failover(group)
+        # The sentinels demote the old master some seconds later; done at
+        # once here, as soon as they name the new one.
+        while await deferToThread(group.master_port) != group.replica.port:
+            await deferLater(reactor, 0.05, lambda: None)
+        await deferToThread(
+            ask, group.master.port, "REPLICAOF", "127.0.0.1", group.replica.port
+        )
+        started = time.monotonic()
+        refused = 0
+        while True:
+            assert time.monotonic() - started < 10, redis.sentinel.debug_state()
+            try:
+                if await redis.set("k", "v") is True and (
+                    redis.sentinel.master == f"127.0.0.1:{group.replica.port}"
+                ):
+                    break
+            except RespError as e:
+                assert e.message.startswith("READONLY"), e
+                refused += 1
+            await deferLater(reactor, 0.05, lambda: None)
+        assert refused >= 1
+        assert ask(group.replica.port, "GET", "k") == b"v"
+    finally:
+        await redis.close(timeout=2)
+        await mute.stopListening()
 
 
 def test_from_sentinel_checks_its_arguments():

@@ -18,8 +18,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from framedclient.clients.redis import RedisClient
-from framedclient.clients.sentinel import SentinelRedisClient
+from framedclient.clients.redis import RedisClient, SentinelRedisClient
 from framedclient.codecs.redis import RespError, RespFramer, parse_reply
 from framedclient.errors import (
     ConnectionLost,
@@ -341,7 +340,8 @@ async def test_sigkill_the_master_under_writes_writes_resume_on_the_new_master(g
         print(
             f"\nsentinel failover: {len(acked_before)} writes acknowledged "
             f"by the old master, {len(lost)} of them missing on the new "
-            f"master; {len(failed)} failed to their callers; "
+            f"master; {len(failed)} failed to their callers "
+            f"({sorted({type(f.value).__name__ for f in failed})}); "
             f"{len(acked_after)} acknowledged by the new master; client "
             f"switched {switched_at - killed_at:.2f} s after the kill, first "
             f"write acknowledged {resumed_at - killed_at:.2f} s after it"

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient, Lease
 from framedclient.clients.base import ProtocolClient
+from framedclient.clients.sentinel import SentinelHosts
 from framedclient.codecs.arguments import refusal
 from framedclient.codecs.redis import (
     BadArgument,
@@ -32,13 +33,10 @@ from framedclient.codecs.redis import (
     command,
     parse_reply,
 )
-from framedclient.errors import InvalidRequest, RemoteError
+from framedclient.errors import ConnectionLost, InvalidRequest, RemoteError
 from framedclient.protocol import FramedProtocol
 
-if TYPE_CHECKING:
-    from framedclient.clients.sentinel import SentinelRedisClient
-
-__all__ = ["Pipeline", "RedisClient", "RedisLease"]
+__all__ = ["Pipeline", "RedisClient", "RedisLease", "SentinelRedisClient"]
 
 Arg = bytes | str | int | float
 T = TypeVar("T")
@@ -504,7 +502,7 @@ class RedisClient(RedisCommands, ProtocolClient):
         """
         Connect to the master of ``service`` that Redis Sentinel names, and
         follow it through failovers (see
-        :class:`~framedclient.clients.sentinel.SentinelRedisClient` and
+        :class:`SentinelRedisClient` and
         docs/redis-sentinel.md).
 
         :param sentinels: ``"host:port"`` or endpoint strings
@@ -523,8 +521,6 @@ class RedisClient(RedisCommands, ProtocolClient):
         :raises ValueError: no sentinel, a malformed sentinel string, an
             empty ``service``, a ``sentinel_timeout`` that is not positive.
         """
-        from framedclient.clients.sentinel import SentinelHosts, SentinelRedisClient
-
         auth: list[str | bytes] = []
         if password is not None:
             auth = [username, password] if username is not None else [password]
@@ -629,3 +625,40 @@ def _prepare(
         return d
 
     return prepare
+
+
+def _is_failover_sign(failure: Failure) -> bool:
+    error = failure.value
+    if isinstance(error, ConnectionLost):
+        return True
+    return isinstance(error, RemoteError) and error.message.startswith("READONLY")
+
+
+class SentinelRedisClient(RedisClient):
+    """
+    A :class:`~framedclient.clients.redis.RedisClient` whose master is found
+    and followed through Redis Sentinel; made by
+    :meth:`RedisClient.from_sentinel
+    <framedclient.clients.redis.RedisClient.from_sentinel>`.
+
+    A request that fails with ``READONLY`` or a lost connection makes it
+    ask the sentinels again (at once, one question at a time); the failure
+    still goes to the caller, nothing is sent again.
+
+    :ivar sentinel: the
+        :class:`~framedclient.clients.sentinel.SentinelHosts` that finds
+        the master (its ``master``, ``switches`` and ``last_error`` say
+        where it stands).
+    """
+
+    sentinel: SentinelHosts
+
+    def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
+        d = self.client.request(body, timeout)
+        d.addErrback(self._failed)
+        return d
+
+    def _failed(self, failure: Failure) -> Failure:
+        if _is_failover_sign(failure):
+            self.sentinel.refresh()
+        return failure

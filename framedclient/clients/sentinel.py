@@ -4,16 +4,18 @@ it when the sentinels elect another one.
 
 :class:`SentinelHosts` is a :class:`~framedclient.discovery.HostSource`
 (as ``srv:``/``dns:`` strings make), so the client under a
-:class:`SentinelRedisClient` switches masters the way it switches any
-hosts: the new master gets connections at once, the old one's drain (a
-dead master's fail with :class:`~framedclient.errors.ConnectionLost`).
+:class:`~framedclient.clients.redis.SentinelRedisClient` (which calls
+:meth:`SentinelHosts.refresh` on ``READONLY`` or a lost connection)
+switches masters the way it switches any hosts: the new master gets
+connections at once, the old one's drain (a dead master's fail with
+:class:`~framedclient.errors.ConnectionLost`).
 
 The master is asked for again
 
 - when a sentinel announces ``+switch-master`` for the service (one
   sentinel at a time is subscribed, on a connection of its own);
 - when a request fails with ``READONLY`` (the master was demoted) or with a
-  lost connection;
+  lost connection (:meth:`SentinelHosts.refresh`, called by the client);
 - every ``check_interval`` seconds, and when the subscription is
   re-established (a switch may have been missed meanwhile).
 
@@ -37,12 +39,11 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from framedclient.clients.redis import RedisClient
 from framedclient.codecs.redis import RespError, RespFramer, command, parse_reply
 from framedclient.discovery import Host, MakeEndpoint, tcp_endpoint_maker
-from framedclient.errors import ConnectionLost, FramedClientError, RemoteError
+from framedclient.errors import ConnectionLost, FramedClientError
 
-__all__ = ["MasterNotFound", "SentinelHosts", "SentinelRedisClient", "parse_sentinels"]
+__all__ = ["MasterNotFound", "SentinelHosts", "parse_sentinels"]
 
 _log = Logger()
 
@@ -429,38 +430,3 @@ class SentinelHosts:
         if words and words[0].decode("utf-8", "replace") == self.service:
             if self._update is not None:
                 self._ask()
-
-
-def _is_failover_sign(failure: Failure) -> bool:
-    error = failure.value
-    if isinstance(error, ConnectionLost):
-        return True
-    return isinstance(error, RemoteError) and error.message.startswith("READONLY")
-
-
-class SentinelRedisClient(RedisClient):
-    """
-    A :class:`~framedclient.clients.redis.RedisClient` whose master is found
-    and followed through Redis Sentinel; made by
-    :meth:`RedisClient.from_sentinel
-    <framedclient.clients.redis.RedisClient.from_sentinel>`.
-
-    A request that fails with ``READONLY`` or a lost connection makes it
-    ask the sentinels again (at once, one question at a time); the failure
-    still goes to the caller, nothing is sent again.
-
-    :ivar sentinel: the :class:`SentinelHosts` that finds the master (its
-        ``master``, ``switches`` and ``last_error`` say where it stands).
-    """
-
-    sentinel: SentinelHosts
-
-    def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
-        d = self.client.request(body, timeout)
-        d.addErrback(self._failed)
-        return d
-
-    def _failed(self, failure: Failure) -> Failure:
-        if _is_failover_sign(failure):
-            self.sentinel.refresh()
-        return failure

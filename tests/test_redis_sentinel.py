@@ -230,6 +230,40 @@ async def test_a_readonly_reply_makes_the_client_ask_the_sentinels_again(group):
         await mute.stopListening()
 
 
+def subscribers(group) -> int:
+    # Clients subscribed on the sentinels: only ours subscribe there (the
+    # sentinels talk to each other through the master's hello channel).
+    count = 0
+    for s in group.sentinels:
+        listing = ask(s.port, "CLIENT", "LIST").decode()
+        count += sum(" sub=0 " not in f" {line} " for line in listing.splitlines())
+    return count
+
+
+def sentinel_timers() -> list:
+    return [
+        c
+        for c in reactor.getDelayedCalls()
+        if type(getattr(c.func, "__self__", None)).__name__ == "SentinelHosts"
+    ]
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_close_leaves_no_subscription_and_no_timer_behind(group):
+    # Closed at once, while it is still connecting to its sentinel; and
+    # closed once subscribed.
+    for wait in (0, 0.5):
+        redis = RedisClient.from_sentinel(reactor, group.sentinel_endpoints, "mymaster")
+        await deferLater(reactor, wait, lambda: None)
+        if wait:
+            assert await deferToThread(subscribers, group) == 1
+        await redis.close(timeout=2)
+        await deferLater(reactor, 0.5, lambda: None)
+        assert await deferToThread(subscribers, group) == 0
+        assert sentinel_timers() == []
+
+
 def test_from_sentinel_checks_its_arguments():
     with pytest.raises(ValueError, match="at least one"):
         RedisClient.from_sentinel(reactor, [], "mymaster")

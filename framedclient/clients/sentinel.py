@@ -215,6 +215,7 @@ class SentinelHosts:
         self._timer: IDelayedCall | None = None
         self._watch_timer: IDelayedCall | None = None
         self._watching: _RespLink | None = None
+        self._watch_connecting: Deferred[Any] | None = None
         self._watch_index = 0
         self._watch_failures = 0
         #: the master's ``ip:port`` last handed over, or ``None``
@@ -243,6 +244,9 @@ class SentinelHosts:
         asking, self._asking = self._asking, None
         if asking is not None:
             asking.cancel()
+        connecting, self._watch_connecting = self._watch_connecting, None
+        if connecting is not None:
+            connecting.cancel()
         watching, self._watching = self._watching, None
         if watching is not None:
             watching.abort()
@@ -388,11 +392,15 @@ class SentinelHosts:
             return
         name, endpoint = self._sentinels[self._watch_index % len(self._sentinels)]
         link = _RespLink(self._message)
+        # Held as the watching link at once, so that stop() ends it
+        # whatever stage it is at.
+        self._watching = link
         connecting = connectProtocol(endpoint, link)  # type: ignore[no-untyped-call]
         connecting.addTimeout(self._timeout, self._reactor)
+        self._watch_connecting = connecting
 
         def connected(link: _RespLink) -> Deferred[Any]:
-            self._watching = link
+            self._watch_connecting = None
             d = link.send("SUBSCRIBE", "+switch-master")
             d.addTimeout(self._timeout, self._reactor)
             return d
@@ -405,6 +413,7 @@ class SentinelHosts:
             link.closed.addCallback(lambda _: self._unwatched(link))
 
         def failed(failure: Failure) -> None:
+            self._watch_connecting = None
             link.abort()
             self._unwatched(link)
 

@@ -8,6 +8,7 @@ load.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -262,6 +263,47 @@ async def test_close_leaves_no_subscription_and_no_timer_behind(group):
         await deferLater(reactor, 0.5, lambda: None)
         assert await deferToThread(subscribers, group) == 0
         assert sentinel_timers() == []
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_redis_sentinel_endpoint_string_gives_the_same_client(group):
+    down = f"127.0.0.1:{free_port()}"
+    ports = ",".join(f"127.0.0.1:{s.port}" for s in group.sentinels)
+    redis = RedisClient.from_endpoint(
+        reactor, f"redis-sentinel:{down},{ports}/mymaster", request_timeout=2.0
+    )
+    try:
+        assert isinstance(redis, SentinelRedisClient)
+        await settle(redis.when_ready(), 10)
+        assert redis.sentinel.master == f"127.0.0.1:{group.master.port}"
+        assert await redis.set("k", "v") is True
+        assert ask(group.master.port, "GET", "k") == b"v"
+    finally:
+        await redis.close(timeout=2)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("redis-sentinel:127.0.0.1:26379", "the master's name"),
+        ("redis-sentinel:/mymaster", "the master's name"),
+        ("redis-sentinel:127.0.0.1/mymaster", "'127.0.0.1' is not a sentinel"),
+        ("redis-sentinel:a:1,b:70000/mymaster", "'b:70000' is not a sentinel"),
+        ("redis-sentinel:a:1,/mymaster", "'' is not a sentinel"),
+    ],
+)
+def test_a_malformed_redis_sentinel_string_is_refused_quoting_it(text, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
+        RedisClient.from_endpoint(reactor, text)
+    assert repr(text) in str(caught.value)
+
+
+def test_a_redis_sentinel_string_stands_alone():
+    with pytest.raises(ValueError, match="stands alone"):
+        RedisClient.from_endpoint(
+            reactor, ["tcp:127.0.0.1:6379", "redis-sentinel:127.0.0.1:26379/m"]
+        )
 
 
 def test_from_sentinel_checks_its_arguments():

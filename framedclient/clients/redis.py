@@ -21,7 +21,11 @@ from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient, Lease
 from framedclient.clients.base import ProtocolClient
-from framedclient.clients.sentinel import SentinelHosts
+from framedclient.clients.sentinel import (
+    SCHEME,
+    SentinelHosts,
+    parse_sentinel_string,
+)
 from framedclient.codecs.arguments import refusal
 from framedclient.codecs.redis import (
     BadArgument,
@@ -464,7 +468,32 @@ class RedisClient(RedisCommands, ProtocolClient):
             is used (with ``username`` for Redis 6 ACLs); a refusal is a
             failed connection attempt (retried with backoff).
         :param db: ``SELECT``-ed on each new connection.
+
+        A Redis Sentinel string,
+        ``"redis-sentinel:HOST:PORT[,HOST:PORT...]/SERVICE"``, stands alone
+        and gives what :meth:`from_sentinel` gives for those sentinels and
+        that service.
         """
+        if isinstance(endpoint, str):
+            found = parse_sentinel_string(endpoint)
+            if found is not None:
+                sentinels, service = found
+                return cls.from_sentinel(  # type: ignore[return-value]
+                    reactor,
+                    sentinels,
+                    service,
+                    password=password,
+                    username=username,
+                    db=db,
+                    **options,
+                )
+        elif isinstance(endpoint, Sequence) and any(
+            isinstance(e, str) and e.startswith(SCHEME) for e in endpoint
+        ):
+            raise ValueError(
+                f"a {SCHEME} string stands alone (the sentinels find the one "
+                f"master), not in a list of endpoints: {list(endpoint)!r}"
+            )
         if db < 0:
             raise ValueError(f"db must be 0 or more, got {db}")
         if username is not None and password is None:

@@ -43,7 +43,17 @@ from framedclient.codecs.redis import RespError, RespFramer, command, parse_repl
 from framedclient.discovery import Host, MakeEndpoint, tcp_endpoint_maker
 from framedclient.errors import ConnectionLost, FramedClientError
 
-__all__ = ["MasterNotFound", "SentinelHosts", "parse_sentinels"]
+__all__ = [
+    "SCHEME",
+    "MasterNotFound",
+    "SentinelHosts",
+    "parse_sentinel_string",
+    "parse_sentinels",
+]
+
+#: How a Redis Sentinel endpoint string begins:
+#: ``redis-sentinel:HOST:PORT[,HOST:PORT...]/SERVICE``.
+SCHEME = "redis-sentinel:"
 
 _log = Logger()
 
@@ -94,6 +104,34 @@ def parse_sentinels(
         else:
             found.append((s, client_from_string(reactor, s)))
     return found
+
+
+def parse_sentinel_string(text: str) -> tuple[list[str], str] | None:
+    """
+    ``redis-sentinel:HOST:PORT[,HOST:PORT...]/SERVICE`` (an IPv6 address in
+    brackets) as its sentinels and service, in the style of ``srv:`` and
+    ``dns:`` strings; ``None`` for a string of another kind.
+
+    :raises ValueError: a malformed one, quoted, with the form it takes.
+    """
+    if not text.startswith(SCHEME):
+        return None
+    form = f"{SCHEME}HOST:PORT[,HOST:PORT...]/SERVICE"
+    hosts, slash, service = text[len(SCHEME) :].rpartition("/")
+    if not slash or not hosts or not service:
+        raise ValueError(
+            f"{text!r}: a Redis Sentinel string is {form} (the sentinels, "
+            f"then the master's name in their configuration after '/')"
+        )
+    sentinels = hosts.split(",")
+    for s in sentinels:
+        m = _HOST_PORT.match(s)
+        if m is None or not 1 <= int(m.group(2)) <= 65535:
+            raise ValueError(
+                f"{text!r}: {s!r} is not a sentinel's HOST:PORT (port "
+                f"1-65535); the string is {form}"
+            )
+    return sentinels, service
 
 
 class _RespLink(Protocol):

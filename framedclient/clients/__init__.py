@@ -7,7 +7,8 @@ connections.
   everyday commands, pipelines, transactions, leases for ``WATCH``);
 - :mod:`framedclient.clients.cluster`: :class:`RedisClusterClient` (Redis
   Cluster: slots, ``MOVED``/``ASK``, pipelines split per node) and
-  :mod:`framedclient.clients.sentinel` (a master found through Sentinel);
+  :mod:`framedclient.clients.sentinel` (the master Redis Sentinel names,
+  for :meth:`RedisClient.from_sentinel`);
 - :mod:`framedclient.clients.memcache`: :class:`MemcacheClient`
   (memcached's binary protocol);
 - :mod:`framedclient.clients.base`: :class:`ProtocolClient`, what they

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, Unpack
+from typing import Any, Self, TypeVar, Unpack
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.python.failure import Failure
@@ -22,6 +22,11 @@ from twisted.python.failure import Failure
 from framedclient.client import ClientKeywords, FramedClient, Lease
 from framedclient.clients.base import ProtocolClient, check_keywords
 from framedclient.clients.redis_pubsub import RedisSubscriber
+from framedclient.clients.sentinel import (
+    SCHEME,
+    SentinelHosts,
+    parse_sentinel_string,
+)
 from framedclient.codecs.arguments import refusal
 from framedclient.codecs.redis import (
     BadArgument,
@@ -35,12 +40,12 @@ from framedclient.codecs.redis import (
 )
 from framedclient.codecs.redis_pubsub import RedisPubSubCodec
 from framedclient.config import documents_settings
-from framedclient.errors import InvalidRequest, RemoteError
+from framedclient.errors import ConnectionLost, InvalidRequest, RemoteError
 from framedclient.protocol import FramedProtocol
 from framedclient.streams import Subscription
 from framedclient.validation import Count, check_argument
 
-__all__ = ["Pipeline", "RedisClient", "RedisLease"]
+__all__ = ["Pipeline", "RedisClient", "RedisLease", "SentinelRedisClient"]
 
 Arg = bytes | str | int | float
 T = TypeVar("T")
@@ -465,7 +470,7 @@ class RedisClient(RedisCommands, ProtocolClient):
         db: int = 0,
         codec: RedisCodec | None = None,
         **options: Unpack[ClientKeywords],
-    ) -> RedisClient:
+    ) -> Self:
         """
         Connect to Redis at ``endpoint`` (``"tcp:127.0.0.1:6379"``, ...);
         the keywords are :meth:`FramedClient.from_endpoint`'s (``pool_size``,
@@ -478,11 +483,38 @@ class RedisClient(RedisCommands, ProtocolClient):
         :param codec: a :class:`~framedclient.codecs.redis.RedisCodec`
             (default ``RedisCodec()``; ``RedisCodec(max_frame=...)`` for
             larger replies).
+
+        A Redis Sentinel string,
+        ``"redis-sentinel:HOST:PORT[,HOST:PORT...]/SERVICE"``, stands alone
+        and gives what :meth:`from_sentinel` gives for those sentinels and
+        that service.
         """
         check_keywords(
             "RedisClient.from_endpoint", options, ("password", "username", "db")
         )
         check_argument(Count(minimum=0), "db", db, "RedisClient.from_endpoint")
+        if isinstance(endpoint, str):
+            found = parse_sentinel_string(endpoint)
+            if found is not None:
+                sentinels, service = found
+                if codec is not None:
+                    options["codec"] = codec
+                return cls.from_sentinel(  # type: ignore[return-value]
+                    reactor,
+                    sentinels,
+                    service,
+                    password=password,
+                    username=username,
+                    db=db,
+                    **options,
+                )
+        elif isinstance(endpoint, Sequence) and any(
+            isinstance(e, str) and e.startswith(SCHEME) for e in endpoint
+        ):
+            raise ValueError(
+                f"a {SCHEME} string stands alone (the sentinels find the one "
+                f"master), not in a list of endpoints: {list(endpoint)!r}"
+            )
         if username is not None and password is None:
             raise ValueError(
                 "username needs a password: pass password= too (Redis 6 ACLs "
@@ -564,6 +596,60 @@ class RedisClient(RedisCommands, ProtocolClient):
         if self._subscriber is not None:
             closing.append(self._subscriber.close(timeout))
         return gatherResults(closing, consumeErrors=True).addBoth(lambda _: None)
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        reactor: Any,
+        sentinels: Sequence[str] | str,
+        service: str,
+        *,
+        password: str | bytes | None = None,
+        username: str | bytes | None = None,
+        db: int = 0,
+        sentinel_timeout: float = 1.0,
+        **options: Unpack[ClientKeywords],
+    ) -> SentinelRedisClient:
+        """
+        Connect to the master of ``service`` that Redis Sentinel names, and
+        follow it through failovers (see
+        :class:`SentinelRedisClient` and
+        docs/redis-sentinel.md).
+
+        :param sentinels: ``"host:port"`` or endpoint strings
+            (``"tcp:10.0.0.1:26379"``), asked in turn until one names a
+            master that answers ``ROLE`` as a master.
+        :param service: the master's name in the sentinels' configuration
+            (``sentinel monitor NAME ...``).
+        :param sentinel_timeout: how long one sentinel (or the master's
+            ``ROLE``) may take to answer before the next one is asked.
+        :param password: for the master (not the sentinels), as
+            :meth:`from_endpoint` takes it; ``username`` and ``db`` too.
+
+        The other keywords are :meth:`from_endpoint`'s.  Returns at once;
+        :meth:`when_ready` fires once the master is found and connected.
+
+        :raises ValueError: no sentinel, a malformed sentinel string, an
+            empty ``service``, a ``sentinel_timeout`` that is not positive.
+        """
+        auth: list[str | bytes] = []
+        if password is not None:
+            auth = [username, password] if username is not None else [password]
+        source = SentinelHosts(
+            reactor, sentinels, service, timeout=sentinel_timeout, auth=auth
+        )
+        # options' codec is typed as any Codec (ClientKeywords);
+        # from_endpoint refuses one that is not a RedisCodec at run time.
+        client = SentinelRedisClient.from_endpoint(
+            reactor,
+            source,
+            password=password,
+            username=username,
+            db=db,
+            **options,  # type: ignore[arg-type]
+        )
+        client.sentinel = source
+        return client
 
     def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
         return self.client.request(body, timeout)
@@ -657,3 +743,40 @@ def _prepare(
         return d
 
     return prepare
+
+
+def _is_failover_sign(failure: Failure) -> bool:
+    error = failure.value
+    if isinstance(error, ConnectionLost):
+        return True
+    return isinstance(error, RemoteError) and error.message.startswith("READONLY")
+
+
+class SentinelRedisClient(RedisClient):
+    """
+    A :class:`~framedclient.clients.redis.RedisClient` whose master is found
+    and followed through Redis Sentinel; made by
+    :meth:`RedisClient.from_sentinel
+    <framedclient.clients.redis.RedisClient.from_sentinel>`.
+
+    A request that fails with ``READONLY`` or a lost connection makes it
+    ask the sentinels again (at once, one question at a time); the failure
+    still goes to the caller, nothing is sent again.
+
+    :ivar sentinel: the
+        :class:`~framedclient.clients.sentinel.SentinelHosts` that finds
+        the master (its ``master``, ``switches`` and ``last_error`` say
+        where it stands).
+    """
+
+    sentinel: SentinelHosts
+
+    def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
+        d = self.client.request(body, timeout)
+        d.addErrback(self._failed)
+        return d
+
+    def _failed(self, failure: Failure) -> Failure:
+        if _is_failover_sign(failure):
+            self.sentinel.refresh()
+        return failure

@@ -1,191 +1,479 @@
 """
-Redis behind **Sentinel**: a :class:`~framedclient.clients.redis.RedisClient`
-whose one host is whichever server the sentinels name as the master of a
-service, and follows it through a failover.
+Redis Sentinel: find a service's master through its sentinels, and follow
+it when the sentinels elect another one.
 
-:class:`SentinelMaster` is a :class:`~framedclient.discovery.HostSource`
-(as ``srv:`` and ``dns:`` are): it asks the sentinels, in turn, ``SENTINEL
-get-master-addr-by-name SERVICE`` and hands the client the master as its
-host.  It asks again every ``interval`` seconds, and at once when the client
-hints that its hosts may have changed (a connection lost or refused), so a
-failover moves the client to the new master; the old one drains (what is in
-flight finishes or fails there, see
-:meth:`~framedclient.FramedClient.set_endpoints`).
+:class:`SentinelHosts` is a :class:`~framedclient.discovery.HostSource`
+(as ``srv:``/``dns:`` strings make), so the client under a
+:class:`~framedclient.clients.redis.SentinelRedisClient` (which calls
+:meth:`SentinelHosts.refresh` on ``READONLY`` or a lost connection)
+switches masters the way it switches any hosts: the new master gets
+connections at once, the old one's drain (a dead master's fail with
+:class:`~framedclient.errors.ConnectionLost`).
 
-A write in flight when the master dies fails with
-:class:`~framedclient.errors.ConnectionLost` (``written=True``: it may have
-run) and is not sent again; a write acknowledged by the old master but not
-yet replicated is lost by Redis's asynchronous replication, which no client
-can see (``WAIT`` narrows it).
+The master is asked for again
+
+- when a sentinel announces ``+switch-master`` for the service (one
+  sentinel at a time is subscribed, on a connection of its own);
+- when a request fails with ``READONLY`` (the master was demoted) or with a
+  lost connection (:meth:`SentinelHosts.refresh`, called by the client);
+- every ``check_interval`` seconds, and when the subscription is
+  re-established (a switch may have been missed meanwhile).
+
+Nothing here ever sends a request again: a request that failed during a
+failover fails to its caller (see docs/redis-sentinel.md for what that
+means for writes).  Use it through :meth:`RedisClient.from_sentinel
+<framedclient.clients.redis.RedisClient.from_sentinel>`.
 """
 
 from __future__ import annotations
 
+import re
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
-from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from framedclient.clients.redis import RedisClient
-from framedclient.discovery import Host
+from framedclient.codecs.redis import RespError, RespFramer, command, parse_reply
+from framedclient.discovery import Host, MakeEndpoint, tcp_endpoint_maker
+from framedclient.errors import ConnectionLost, FramedClientError
 
-__all__ = ["SentinelMaster", "from_sentinel"]
+__all__ = [
+    "SCHEME",
+    "MasterNotFound",
+    "SentinelHosts",
+    "parse_sentinel_string",
+    "parse_sentinels",
+]
+
+#: How a Redis Sentinel endpoint string begins:
+#: ``redis-sentinel:HOST:PORT[,HOST:PORT...]/SERVICE``.
+SCHEME = "redis-sentinel:"
+
+_log = Logger()
+
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):(\d{1,5})$")
 
 
-class SentinelMaster:
+class MasterNotFound(FramedClientError):
     """
-    The master of ``service`` as the sentinels at ``sentinels`` see it, as
-    a host source for :meth:`FramedClient.from_endpoint
-    <framedclient.FramedClient.from_endpoint>`.
-
-    :param interval: seconds between two questions while all is well.
-    :param timeout: how long one sentinel may take to answer before the
-        next is asked.
+    No sentinel named a master that says it is one; the message says what
+    each sentinel answered.
     """
+
+
+def parse_sentinels(
+    reactor: Any, sentinels: Sequence[str] | str
+) -> list[tuple[str, IStreamClientEndpoint]]:
+    """
+    The sentinels as (name, endpoint): ``"host:port"`` or an endpoint
+    string (``"tcp:host:port"``, ``"tls:..."``).
+
+    :raises ValueError: no sentinel, or a string that is neither form
+        (quoted).
+    :raises TypeError: something other than strings.
+    """
+    from framedclient._endpoints import client_from_string
+
+    if isinstance(sentinels, str):
+        sentinels = [sentinels]
+    if not isinstance(sentinels, Sequence) or not sentinels:
+        raise ValueError(
+            f"sentinels must be a list of 'host:port' or endpoint strings, at "
+            f"least one, got {sentinels!r}"
+        )
+    found: list[tuple[str, IStreamClientEndpoint]] = []
+    for s in sentinels:
+        if not isinstance(s, str):
+            raise TypeError(
+                f"each sentinel is a 'host:port' or endpoint string, got "
+                f"{type(s).__name__} {s!r}"
+            )
+        m = _HOST_PORT.match(s)
+        if m is not None:
+            port = int(m.group(2))
+            if not 1 <= port <= 65535:
+                raise ValueError(f"sentinel {s!r}: the port must be 1-65535")
+            host = m.group(1).strip("[]")
+            found.append((s, tcp_endpoint_maker(reactor)(host, port)))
+        else:
+            found.append((s, client_from_string(reactor, s)))
+    return found
+
+
+def parse_sentinel_string(text: str) -> tuple[list[str], str] | None:
+    """
+    ``redis-sentinel:HOST:PORT[,HOST:PORT...]/SERVICE`` (an IPv6 address in
+    brackets) as its sentinels and service, in the style of ``srv:`` and
+    ``dns:`` strings; ``None`` for a string of another kind.
+
+    :raises ValueError: a malformed one, quoted, with the form it takes.
+    """
+    if not text.startswith(SCHEME):
+        return None
+    form = f"{SCHEME}HOST:PORT[,HOST:PORT...]/SERVICE"
+    hosts, slash, service = text[len(SCHEME) :].rpartition("/")
+    if not slash or not hosts or not service:
+        raise ValueError(
+            f"{text!r}: a Redis Sentinel string is {form} (the sentinels, "
+            f"then the master's name in their configuration after '/')"
+        )
+    sentinels = hosts.split(",")
+    for s in sentinels:
+        m = _HOST_PORT.match(s)
+        if m is None or not 1 <= int(m.group(2)) <= 65535:
+            raise ValueError(
+                f"{text!r}: {s!r} is not a sentinel's HOST:PORT (port "
+                f"1-65535); the string is {form}"
+            )
+    return sentinels, service
+
+
+class _RespLink(Protocol):
+    """
+    A bare RESP2 connection: replies go to the commands in order; pub/sub
+    messages (``["message", channel, data]``) go to ``on_message``.
+    """
+
+    def __init__(self, on_message: Callable[[list[Any]], None] | None = None) -> None:
+        self._framer = RespFramer()
+        self._waiting: deque[Deferred[Any]] = deque()
+        self._on_message = on_message
+        self.closed: Deferred[None] = Deferred()
+        self._gone = False
+
+    def send(self, *args: str | bytes | int) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred(lambda _: self.abort())
+        if self._gone:
+            d.errback(ConnectionLost(False, "the connection to the sentinel is closed"))
+            return d
+        self._waiting.append(d)
+        self.transport.write(command(*args))  # type: ignore[union-attr]
+        return d
+
+    def abort(self) -> None:
+        if self.transport is not None and not self._gone:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            frames = self._framer.feed(data)
+        except Exception:
+            self.abort()
+            return
+        for frame in frames:
+            value = parse_reply(frame)
+            if (
+                self._on_message is not None
+                and isinstance(value, list)
+                and value
+                and value[0] == b"message"
+            ):
+                self._on_message(value)
+            elif self._waiting:
+                d = self._waiting.popleft()
+                if isinstance(value, RespError):
+                    d.errback(value)
+                else:
+                    d.callback(value)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
+        self._gone = True
+        waiting, self._waiting = self._waiting, deque()
+        for d in waiting:
+            if not d.called:  # a cancelled one has fired already
+                d.errback(ConnectionLost(True, "the sentinel's connection was lost"))
+        self.closed.callback(None)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, (TimeoutError, CancelledError)):
+        return "no answer in time"
+    if isinstance(error, RespError):
+        return f"error reply: {error.message}"
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0]
+
+
+class SentinelHosts:
+    """
+    The master of ``service`` as the sentinels name it, as a host source.
+
+    :param reactor: connects and times out the questions.
+    :param sentinels: see :func:`parse_sentinels`; asked in turn, the one
+        that answered last first.
+    :param service: the name the sentinels monitor the master under.
+    :param timeout: for each sentinel, and for the master's ``ROLE``: a
+        sentinel that is down or silent costs at most this long.
+    :param auth: ``AUTH`` arguments for the master (its password), sent
+        before ``ROLE``.
+    :param check_interval: ask again this often even when nothing
+        happened.
+    """
+
+    #: after a failed round of questions, ask again after this long
+    retry_delay = 0.5
+    #: hints (failed requests) closer together than this ask only once
+    minimum_interval = 0.2
 
     def __init__(
         self,
         reactor: Any,
-        sentinels: Sequence[str],
+        sentinels: Sequence[str] | str,
         service: str,
         *,
-        interval: float = 1.0,
         timeout: float = 1.0,
+        auth: Sequence[str | bytes] = (),
+        check_interval: float = 30.0,
+        make_endpoint: MakeEndpoint | None = None,
     ) -> None:
+        if not isinstance(service, str) or not service:
+            raise ValueError(
+                f"service must be the master's name in the sentinels' "
+                f"configuration ('sentinel monitor NAME ...'), got {service!r}"
+            )
+        if not timeout > 0:
+            raise ValueError(f"sentinel_timeout must be positive, got {timeout!r}")
         self._reactor = reactor
-        self._sentinels = list(sentinels)
-        self._service = service
-        self._interval = interval
+        self._sentinels = parse_sentinels(reactor, sentinels)
+        self.service = service
+        self.description = f"sentinel:{service}"
         self._timeout = timeout
-        self._clients: dict[str, RedisClient] = {}
+        self._auth = tuple(auth)
+        self._check_interval = check_interval
+        self._make_endpoint = make_endpoint or tcp_endpoint_maker(reactor)
         self._update: Callable[[list[Host]], None] | None = None
+        self._asking: Deferred[Any] | None = None
+        self._asked_at: float | None = None
         self._timer: IDelayedCall | None = None
-        self._asking = False
+        self._watch_timer: IDelayedCall | None = None
+        self._watching: _RespLink | None = None
+        self._watch_connecting: Deferred[Any] | None = None
+        self._watch_index = 0
+        self._watch_failures = 0
+        #: the master's ``ip:port`` last handed over, or ``None``
         self.master: str | None = None
+        #: why the last question failed, ``None`` after a good answer
         self.last_error: str | None = None
+        #: how many times the master changed after the first one was found
         self.switches = 0
-        self.description = f"sentinel:{service}@{','.join(self._sentinels)}"
+        #: the sentinel this source is subscribed to (``None`` while not)
+        self.subscribed_to: str | None = None
+
+    # -- HostSource -------------------------------------------------------------
 
     def start(self, update: Callable[[list[Host]], None]) -> None:
-        self._update = update
-        self.refresh()
+        if self._update is None:
+            self._update = update
+            self._ask()
+            self._watch()
 
     def stop(self) -> None:
         self._update = None
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
-            client.close()
+        for timer in (self._timer, self._watch_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timer = self._watch_timer = None
+        asking, self._asking = self._asking, None
+        if asking is not None:
+            asking.cancel()
+        connecting, self._watch_connecting = self._watch_connecting, None
+        if connecting is not None:
+            connecting.cancel()
+        watching, self._watching = self._watching, None
+        if watching is not None:
+            watching.abort()
 
     def refresh(self) -> None:
-        if self._update is None or self._asking:
+        """
+        Ask the sentinels again now, unless a question is under way or the
+        last one is younger than :attr:`minimum_interval`.
+        """
+        if self._update is None or self._asking is not None:
             return
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._asking = True
-        ensureDeferred(self._ask()).addBoth(self._asked)
-
-    def _asked(self, _: object) -> None:
-        self._asking = False
-        if self._update is not None:
-            self._timer = self._reactor.callLater(self._interval, self.refresh)
-
-    async def _ask(self) -> None:
-        errors = []
-        for sentinel in self._sentinels:
-            client = self._clients.get(sentinel)
-            if client is None:
-                client = RedisClient.from_endpoint(self._reactor, sentinel, pool_size=1)
-                self._clients[sentinel] = client
-            try:
-                reply = await client.execute(
-                    "SENTINEL",
-                    "get-master-addr-by-name",
-                    self._service,
-                    timeout=self._timeout,
-                )
-            except Exception as e:
-                errors.append(f"{sentinel}: {e}")
-                continue
-            if (
-                not isinstance(reply, list)
-                or len(reply) != 2
-                or not isinstance(reply[0], bytes)
-                or not isinstance(reply[1], bytes)
-            ):
-                errors.append(f"{sentinel}: knows no master named {self._service!r}")
-                continue
-            host, port = reply[0].decode(), int(reply[1])
-            self.last_error = None
-            self._use(host, port)
+        now = self._reactor.seconds()
+        if self._asked_at is not None and now - self._asked_at < self.minimum_interval:
             return
-        self.last_error = "; ".join(errors)
-
-    def _use(self, host: str, port: int) -> None:
-        where = f"{host}:{port}"
-        if where == self.master or self._update is None:
-            return
-        if self.master is not None:
-            self.switches += 1
-        self.master = where
-        if ":" in host:
-            text = f"tcp6:host={host.replace(':', chr(92) + ':')}:port={port}"
-        else:
-            text = f"tcp:host={host}:port={port}"
-        endpoint = clientFromString(self._reactor, text)  # type: ignore[no-untyped-call]
-        self._update([Host(name=where, address=where, endpoint=endpoint)])
+        self._ask()
 
     def debug_state(self) -> dict[str, Any]:
         return {
             "source": self.description,
+            "hosts": 0 if self.master is None else 1,
             "master": self.master,
-            "switches": self.switches,
             "last_error": self.last_error,
+            "switches": self.switches,
+            "subscribed_to": self.subscribed_to,
         }
 
+    # -- asking -----------------------------------------------------------------
 
-def from_sentinel(
-    reactor: Any,
-    sentinels: str | Sequence[str],
-    service: str,
-    *,
-    interval: float = 1.0,
-    **options: Any,
-) -> RedisClient:
-    """
-    A :class:`~framedclient.RedisClient` connected to the master of
-    ``service`` as the sentinels at ``sentinels`` (one endpoint string or a
-    list) name it, following it through failovers.  ``options`` are
-    :meth:`RedisClient.from_endpoint
-    <framedclient.RedisClient.from_endpoint>`'s (``password``, ``db``,
-    ``pool_size``...), for the master's connections.
+    def _ask(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._asking is not None:
+            return
+        self._asked_at = self._reactor.seconds()
+        asking = Deferred.fromCoroutine(self._find_master())
+        self._asking = asking
+        asking.addCallbacks(self._answered, self._failed)
+        asking.addErrback(lambda f: _log.failure("sentinel source: bug", f))
 
-    :param interval: seconds between two questions to the sentinels (also
-        asked at once when a connection to the master is lost).
-    :raises TypeError: ``sentinels`` is not a string or a list of them.
-    :raises ValueError: no sentinel, or an empty ``service``.
-    """
-    if isinstance(sentinels, str):
-        sentinels = [sentinels]
-    elif not isinstance(sentinels, (list, tuple)) or not all(
-        isinstance(s, str) for s in sentinels
-    ):
-        raise TypeError(
-            f"sentinels must be an endpoint string or a list of them "
-            f"(['tcp:10.0.0.1:26379', 'tcp:10.0.0.2:26379']), got {sentinels!r}"
+    async def _query(
+        self, endpoint: IStreamClientEndpoint, *commands: tuple[str | bytes, ...]
+    ) -> list[Any]:
+        # Connect, send, read the replies, close; all within the timeout.
+        connecting = connectProtocol(endpoint, _RespLink())  # type: ignore[no-untyped-call]
+        connecting.addTimeout(self._timeout, self._reactor)
+        link: _RespLink = await connecting
+        try:
+            sent = [link.send(*c) for c in commands]
+            replies = []
+            for d in sent:
+                d.addTimeout(self._timeout, self._reactor)
+                replies.append(await d)
+            return replies
+        finally:
+            link.transport.loseConnection()  # type: ignore[union-attr]
+
+    async def _find_master(self) -> tuple[str, int]:
+        problems = []
+        for i in range(len(self._sentinels)):
+            name, endpoint = self._sentinels[i]
+            try:
+                (reply,) = await self._query(
+                    endpoint, ("SENTINEL", "get-master-addr-by-name", self.service)
+                )
+            except Exception as e:
+                problems.append(f"sentinel {name}: {_describe(e)}")
+                continue
+            if not isinstance(reply, list) or len(reply) != 2:
+                problems.append(f"sentinel {name} does not know {self.service!r}")
+                continue
+            ip, port = reply[0].decode("ascii"), int(reply[1])
+            try:
+                role = await self._role(ip, port)
+            except Exception as e:
+                problems.append(
+                    f"sentinel {name} names {ip}:{port}, which does not answer "
+                    f"ROLE: {_describe(e)}"
+                )
+                continue
+            if role != b"master":
+                problems.append(
+                    f"sentinel {name} names {ip}:{port}, which says it is a "
+                    f"{role.decode('ascii', 'replace')}"
+                )
+                continue
+            if i:
+                # Redis's advice: ask the sentinel that answered first next time.
+                self._sentinels.insert(0, self._sentinels.pop(i))
+            return ip, port
+        raise MasterNotFound(f"no master for {self.service!r}: " + "; ".join(problems))
+
+    async def _role(self, ip: str, port: int) -> bytes:
+        commands: list[tuple[str | bytes, ...]] = []
+        if self._auth:
+            commands.append(("AUTH", *self._auth))
+        commands.append(("ROLE",))
+        replies = await self._query(self._make_endpoint(ip, port), *commands)
+        role = replies[-1]
+        if not isinstance(role, list) or not role:
+            raise MasterNotFound(f"ROLE answered {role!r}")
+        return role[0]  # type: ignore[no-any-return]
+
+    def _answered(self, address: tuple[str, int]) -> None:
+        self._asking = None
+        if self._update is None:
+            return
+        ip, port = address
+        name = f"{ip}:{port}"
+        self.last_error = None
+        self._timer = self._reactor.callLater(self._check_interval, self._ask)
+        if name == self.master:
+            return
+        if self.master is not None:
+            self.switches += 1
+            _log.info(
+                "sentinel {service}: the master is now {new} (was {old})",
+                service=self.service,
+                new=name,
+                old=self.master,
+            )
+        self.master = name
+        self._update([Host(name, name, self._make_endpoint(ip, port))])
+
+    def _failed(self, failure: Failure) -> None:
+        self._asking = None
+        if self._update is None:
+            return
+        self.last_error = _describe(failure.value or Exception())
+        _log.warn(
+            "sentinel {service}: {error}; asking again in {delay} s",
+            service=self.service,
+            error=self.last_error,
+            delay=self.retry_delay,
         )
-    if not sentinels:
-        raise ValueError("sentinels is empty: give at least one sentinel's endpoint")
-    if not isinstance(service, str) or not service:
-        raise ValueError(
-            f"service must be the master's name as the sentinels monitor it "
-            f"('mymaster'), got {service!r}"
-        )
-    if interval <= 0:
-        raise ValueError(f"interval must be positive, got {interval!r}")
-    source = SentinelMaster(reactor, sentinels, service, interval=interval)
-    return RedisClient.from_endpoint(reactor, source, **options)
+        self._timer = self._reactor.callLater(self.retry_delay, self._ask)
+
+    # -- following +switch-master -----------------------------------------------
+
+    def _watch(self) -> None:
+        self._watch_timer = None
+        if self._update is None:
+            return
+        name, endpoint = self._sentinels[self._watch_index % len(self._sentinels)]
+        link = _RespLink(self._message)
+        # Held as the watching link at once, so that stop() ends it
+        # whatever stage it is at.
+        self._watching = link
+        connecting = connectProtocol(endpoint, link)  # type: ignore[no-untyped-call]
+        connecting.addTimeout(self._timeout, self._reactor)
+        self._watch_connecting = connecting
+
+        def connected(link: _RespLink) -> Deferred[Any]:
+            self._watch_connecting = None
+            d = link.send("SUBSCRIBE", "+switch-master")
+            d.addTimeout(self._timeout, self._reactor)
+            return d
+
+        def subscribed(_: object) -> None:
+            self._watch_failures = 0
+            self.subscribed_to = name
+            # A switch may have happened while nobody listened.
+            self.refresh()
+            link.closed.addCallback(lambda _: self._unwatched(link))
+
+        def failed(failure: Failure) -> None:
+            self._watch_connecting = None
+            link.abort()
+            self._unwatched(link)
+
+        connecting.addCallback(connected).addCallbacks(subscribed, failed)
+
+    def _unwatched(self, link: _RespLink) -> None:
+        if self._watching is link:
+            self._watching = None
+        self.subscribed_to = None
+        if self._update is None or self._watch_timer is not None:
+            return
+        # The next sentinel, sooner the first time, at most every 2 s.
+        self._watch_index += 1
+        self._watch_failures += 1
+        delay = min(0.1 * 2**self._watch_failures, 2.0)
+        self._watch_timer = self._reactor.callLater(delay, self._watch)
+
+    def _message(self, message: list[Any]) -> None:
+        # ["message", "+switch-master", "NAME OLDIP OLDPORT NEWIP NEWPORT"]
+        if len(message) != 3 or not isinstance(message[2], bytes):
+            return
+        words = message[2].split()
+        if words and words[0].decode("utf-8", "replace") == self.service:
+            if self._update is not None:
+                self._ask()

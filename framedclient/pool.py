@@ -120,7 +120,8 @@ class Limiter:
         its slot back through :meth:`release` like any other (those of a
         connection's ``prepare`` hook).  The only way, with
         :meth:`try_acquire`, :meth:`acquire` and :meth:`release`, that the
-        count changes.
+        count changes (:meth:`Pool.take` writes it out: it runs once per
+        request).
         """
         self.in_flight += count
 
@@ -512,7 +513,9 @@ class Pool:
             return None
         proto = self.pick()
         if proto is not None and limiter is not None:
-            limiter.take()
+            # Limiter.take, written out: a call would cost more than the
+            # addition, once per request.
+            limiter.in_flight += 1
         return proto
 
     def pick_idle(self) -> FramedProtocol | None:

@@ -180,7 +180,6 @@ class FramedClient:
         # Bound once: the fast path calls it for every request.
         self._take = self.pool.take
         self._budget = budget = retry_budget or RetryBudget(clock)
-        self._deposit = budget.deposit
         #: owns every request off the fast path, and the connections'
         #: reports (see :mod:`framedclient.dispatch`)
         def unavailable(waited: float | None) -> Unavailable:
@@ -460,7 +459,8 @@ class FramedClient:
             timeout = self.request_timeout
             if timeout is None:
                 timeout = math.inf
-        self._deposit()
+        # RetryBudget.deposit, written out: it runs once per request.
+        self._budget.requests += 1
         if key is None and self._plain:
             proto = self._take()
             if proto is not None:

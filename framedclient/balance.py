@@ -199,6 +199,8 @@ class LeastLoaded:
 #: connection at a time until its first reply (Finagle's penalty).
 _PENALTY = 1e300
 
+_log1p = math.log1p
+
 
 def _score(proto: FramedProtocol, host: HostHealth, rank: float) -> float:
     # ln(latency x (in flight + 1)), up to a common additive term.
@@ -208,8 +210,13 @@ def _score(proto: FramedProtocol, host: HostHealth, rank: float) -> float:
     if rank == COLD:
         return _PENALTY + load
     # Requests out and nothing read for a while: they have waited at least
-    # that long, whatever the decayed estimate says.
-    return max(rank, host.waiting_rank(proto.last_read)) + math.log1p(load)
+    # that long, whatever the decayed estimate says.  (Written without
+    # max() and with log1p bound: this runs twice in most picks between
+    # hosts.)
+    waiting = host.waiting_rank(proto.last_read)
+    if waiting > rank:
+        rank = waiting
+    return rank + _log1p(load)
 
 
 def _cheaper(a: FramedProtocol, b: FramedProtocol) -> bool:

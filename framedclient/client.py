@@ -448,6 +448,8 @@ class FramedClient:
             timeout = self.request_timeout
             if timeout is None:
                 timeout = math.inf
+        # Each counter changes only through its owner (issue 17): the
+        # budget's and the limiter's (Pool.take) through their methods.
         self._deposit()
         if key is None and self._plain:
             proto = self._take()

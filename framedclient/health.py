@@ -238,19 +238,25 @@ class HostHealth:
         and may eject the host by the success-rate rule.
         """
         board = self._board
-        tau = board.decay_time
-        td = now - self.stamp
-        w = math.exp(-td / tau) if td > 0.0 else 1.0
-        current = self.cost * w
-        if latency > current:
-            # The peak: a slow reply counts in full at once.
-            cost = latency
-        else:
-            cost = current * w + latency * (1.0 - w)
-        if cost > 0.0:
-            self.cost = cost
-            self.stamp = now
-            self.rank = math.log(cost) + now / tau
+        if now != self.stamp or latency > self.cost:
+            # (Skipped for a reply no slower than the estimate and read at
+            # the instant it was last updated, as the other replies of one
+            # read are: the weight of no time is 1, so the estimate would
+            # stay as it is, and the exp and log are the dearest part of a
+            # reply's bookkeeping.)
+            tau = board.decay_time
+            td = now - self.stamp
+            w = math.exp(-td / tau) if td > 0.0 else 1.0
+            current = self.cost * w
+            if latency > current:
+                # The peak: a slow reply counts in full at once.
+                cost = latency
+            else:
+                cost = current * w + latency * (1.0 - w)
+            if cost > 0.0:
+                self.cost = cost
+                self.stamp = now
+                self.rank = math.log(cost) + now / tau
         if now >= self._bucket_end:
             self._rotate(now)
         if ok:

@@ -629,16 +629,17 @@ class FramedProtocol(Protocol):
         owner = self._owner
         if ending == REPLIED:
             self.ok_count += 1
+            latency = now - r.started
             health = self.health
             if health is not None:
                 # The host's latency estimate and success rate (the pick
                 # and outlier detection feed on them).
-                health.settled(now - r.started, True, now)
+                health.settled(latency, True, now)
                 if health.failures:
                     health.succeeded()
             if owner is not None:
                 owner.request_settled()
-            self.metrics.record_ok(now - r.started)
+            self.metrics.record_ok(latency)
             r.callback(value)
             return
         if ending == LOST:

@@ -137,6 +137,20 @@ def test_retry_budget_exhausted_fails_idempotent_requests_too():
     assert outcomes([d])[0].check(ConnectionLost)
 
 
+def test_each_request_earns_the_retry_budget_its_share():
+    clock = Clock()
+    endpoint = ScriptedEndpoint(auto="up")
+    budget = RetryBudget(clock, ratio=0.5, min_per_second=0.0, cap=100.0)
+    budget._tokens = 0.0
+    client = FramedClient([endpoint], clock, pool_size=1, retry_budget=budget)
+    clock.advance(5)
+    sent = [client.request(b"r%d" % i) for i in range(4)]
+    clock.advance(0)
+    answer_all(endpoint.protocols[0])
+    assert outcomes(sent) == [b"r0", b"r1", b"r2", b"r3"]
+    assert budget.balance == 2.0, "half a retry per request, fast path too"
+
+
 def test_limiter_queues_then_sheds_and_queued_requests_run_as_slots_free():
     client, endpoint, clock = make(max_in_flight=2, max_pending=2)
     proto = endpoint.protocols[0]

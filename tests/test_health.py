@@ -542,6 +542,26 @@ def test_a_slow_reply_counts_in_full_at_once_and_fast_ones_pull_it_down():
     assert 0.001 < host.latency(1.1) < 0.2 * 0.7
 
 
+def test_replies_read_at_one_instant_keep_the_peak_and_the_success_counts():
+    # The replies of one read share its clock reading: a fast one leaves
+    # the estimate where the slowest so far put it, a slower one raises it
+    # at once, and each counts towards the success rate.
+    b, clock = board(hosts=1, decay_time=2.0)
+    host = b.hosts[0]
+    host.settled(0.001, True, 0.0)
+    host.settled(0.001, True, 1.0)
+    rank = host.rank
+    host.settled(0.0005, True, 1.0)
+    assert host.latency(1.0) == pytest.approx(0.001)
+    assert host.rank == rank
+    host.settled(0.050, True, 1.0)
+    assert host.latency(1.0) == pytest.approx(0.050), "the peak, in the same read"
+    assert host.rank > rank
+    host.settled(0.010, True, 1.0)
+    assert host.latency(1.0) == pytest.approx(0.050)
+    assert host.success_rate(1.0) == (1.0, 5)
+
+
 def test_an_unused_hosts_estimate_forgets_a_slow_spell_in_seconds():
     b, clock = board(hosts=1, decay_time=2.0)
     host = b.hosts[0]

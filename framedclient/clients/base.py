@@ -13,11 +13,12 @@ once instead of in every client.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from twisted.internet.defer import Deferred
 
 from framedclient.client import ClientKeywords, FramedClient
+from framedclient.codecs import Codec
 from framedclient.config import did_you_mean
 from framedclient.metrics import Metrics
 
@@ -53,8 +54,37 @@ class ProtocolClient:
         class does not pass through: ``lease``, ``set_endpoints``, ...).
     """
 
+    #: the codec the client's connections must speak (a subclass says)
+    codec_type: ClassVar[type[Codec]]
+    #: the server's usual port, for the messages that say how to connect
+    default_port: ClassVar[int]
+
     def __init__(self, client: FramedClient) -> None:
+        if not isinstance(client.codec, self.codec_type):
+            name, codec = type(self).__name__, self.codec_type.__name__
+            raise TypeError(
+                f"{name} needs a client with a {codec}, got {client.codec!r}: "
+                f"build it with {name}.from_endpoint(reactor, "
+                f"'tcp:HOST:{self.default_port}'), or pass codec={codec}() to the "
+                f"FramedClient"
+            )
         self.client = client
+
+    @classmethod
+    def _codec(cls, codec: Codec | None) -> Codec:
+        """
+        ``from_endpoint``'s ``codec``: a fresh default one, or the one given
+        if it is of this client's kind.
+        """
+        if codec is None:
+            return cls.codec_type()
+        if not isinstance(codec, cls.codec_type):
+            name = cls.codec_type.__name__
+            raise TypeError(
+                f"codec must be a {name}, got {codec!r}: leave it out (a "
+                f"{name}() is made), or pass {name}(max_frame=...)"
+            )
+        return codec
 
     def start(self) -> None:
         """

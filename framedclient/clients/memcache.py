@@ -182,15 +182,8 @@ class MemcacheClient(ProtocolClient):
     :ivar client: the :class:`~framedclient.FramedClient` underneath.
     """
 
-    def __init__(self, client: FramedClient) -> None:
-        if not isinstance(client.codec, MemcacheCodec):
-            raise TypeError(
-                f"MemcacheClient needs a client with a MemcacheCodec, got "
-                f"{client.codec!r}: build it with MemcacheClient.from_endpoint("
-                f"reactor, 'tcp:HOST:11211'), or pass codec=MemcacheCodec() to the "
-                f"FramedClient"
-            )
-        super().__init__(client)
+    codec_type = MemcacheCodec
+    default_port = 11211
 
     @classmethod
     @documents_settings
@@ -212,14 +205,7 @@ class MemcacheClient(ProtocolClient):
             (default ``MemcacheCodec()``).
         """
         check_keywords("MemcacheClient.from_endpoint", options, ())
-        if codec is None:
-            codec = MemcacheCodec()
-        if not isinstance(codec, MemcacheCodec):
-            raise TypeError(
-                f"codec must be a MemcacheCodec, got {codec!r}: leave it out (a "
-                f"MemcacheCodec() is made), or pass MemcacheCodec(max_frame=...)"
-            )
-        options["codec"] = codec
+        options["codec"] = cls._codec(codec)
         return cls(FramedClient.from_endpoint(reactor, endpoint, **options))
 
     def _send(

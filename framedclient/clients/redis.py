@@ -446,13 +446,10 @@ class RedisClient(RedisCommands, ProtocolClient):
     :ivar client: the :class:`~framedclient.FramedClient` underneath.
     """
 
+    codec_type = RedisCodec
+    default_port = 6379
+
     def __init__(self, client: FramedClient) -> None:
-        if not isinstance(client.codec, RedisCodec):
-            raise TypeError(
-                f"RedisClient needs a client with a RedisCodec, got "
-                f"{client.codec!r}: build it with RedisClient.from_endpoint(reactor, "
-                f"'tcp:HOST:6379'), or pass codec=RedisCodec() to the FramedClient"
-            )
         super().__init__(client)
         self._subscriber: RedisSubscriber | None = None
 
@@ -520,14 +517,7 @@ class RedisClient(RedisCommands, ProtocolClient):
                 "username needs a password: pass password= too (Redis 6 ACLs "
                 "authenticate with both)"
             )
-        if codec is None:
-            codec = RedisCodec()
-        if not isinstance(codec, RedisCodec):
-            raise TypeError(
-                f"codec must be a RedisCodec, got {codec!r}: leave it out (a "
-                f"RedisCodec() is made), or pass RedisCodec(max_frame=...)"
-            )
-        options["codec"] = codec
+        options["codec"] = cls._codec(codec)
         setup: list[bytes] = []
         if password is not None:
             auth: list[bytes | str] = ["AUTH"]

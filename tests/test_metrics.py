@@ -5,7 +5,6 @@ Prometheus exposition (through prometheus_client and the built-in writer).
 
 from __future__ import annotations
 
-import ast
 import itertools
 import json
 import math
@@ -38,6 +37,7 @@ from framedclient.metrics import (
 )
 from framedclient.metrics.histogram import BOUND_INDEX
 from framedclient.testing import memory_client
+from tests.test_sans_io import runtime_imports
 
 # No bucket is wider than this fraction of its lower bound.
 BUCKET_ERROR = 0.125
@@ -917,28 +917,6 @@ class TestPrometheusCollector:
 PACKAGE = Path(framedclient.metrics.__file__).parent
 
 
-def _runtime_imports(path: Path) -> set[str]:
-    """
-    Modules ``path`` imports when it runs (``if TYPE_CHECKING:`` blocks are
-    for type checkers only).
-    """
-    found: set[str] = set()
-
-    def visit(nodes: list[ast.stmt]) -> None:
-        for node in nodes:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                continue
-            if isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                found.add(node.module)
-            for field in ("body", "orelse", "finalbody", "handlers"):
-                visit(getattr(node, field, []) or [])
-
-    visit(ast.parse(path.read_text()).body)
-    return found
-
-
 @pytest.mark.parametrize(
     "path",
     # telemetry.py reads a client's collaborators (connection and health
@@ -951,7 +929,7 @@ def test_metrics_import_nothing_above_them_and_no_event_loop(path: Path) -> None
     # Observability sits near the bottom of the layers (docs/design.md):
     # every layer records into it, so it may not import them back, nor
     # Twisted (an asyncio or threaded program can read a Metrics).
-    imported = _runtime_imports(path)
+    imported = runtime_imports(f"metrics/{path.stem}")
     inside = {m for m in imported if m.split(".")[0] == "framedclient"}
     allowed = {"framedclient.errors"}
     assert {

@@ -105,6 +105,9 @@ class Collaborator(SettingKind):
     #: a plain callable is accepted too (a backoff function)
     or_callable: bool = False
     metavar: str = "SPEC"  # type: ignore[misc]
+    #: said after the usual message when the value is a string: the
+    #: command line's names are not objects in Python
+    text_advice: str = ""
 
     def expects(self, cli: bool) -> str:
         text = f"must be {self.what}"
@@ -126,7 +129,11 @@ class Collaborator(SettingKind):
                 show_value=False,
             )
         if value is None or any(not hasattr(value, a) for a in self.needs):
-            raise InvalidSettingType(name, value, self.expects(False))
+            expects = self.expects(False)
+            if isinstance(value, str) and self.text_advice:
+                expects += f", got {value!r}: {self.text_advice}"
+                raise InvalidSettingType(name, value, expects, show_value=False)
+            raise InvalidSettingType(name, value, expects)
 
     def parse(self, text: str) -> object:
         if self.parser is None:
@@ -296,6 +303,12 @@ def _field(default: object, setting: Setting) -> Any:
 _CODEC = Collaborator(
     "a codec (matching, max_id, supports_ping, new_framer, encode, decode)",
     ("matching", "max_id", "supports_ping", "new_framer", "encode", "decode"),
+    # A user coming from `twist framedclient --codec redis` tries the name.
+    text_advice="the codec names are the command line's; in Python pass a "
+    "codec object (FC1Codec() from framedclient.codecs, RedisCodec() from "
+    "framedclient.codecs.redis, MemcacheCodec() from "
+    "framedclient.codecs.memcache, ...), or use RedisClient.from_endpoint "
+    "or MemcacheClient.from_endpoint, which speak those protocols' commands",
 )
 _BACKOFF = Collaborator(
     "a backoff policy (delay, connect_timeout) or a function of the number "

@@ -60,6 +60,15 @@ class FramedClientService(Service, Generic[ClientT]):
         make_client: Callable[[], ClientT],
         drain_timeout: float | None = 10.0,
     ) -> None:
+        if isinstance(make_client, type):
+            # Callable, but its constructor needs endpoints: it would fail
+            # only at start, naming a parameter the user never saw.
+            name = make_client.__name__
+            raise TypeError(
+                f"make_client must be a function that builds the client, got "
+                f"the class {name}: pass lambda: {name}.from_endpoint(reactor, "
+                f"..., start=False) (the service builds it on start)"
+            )
         if not callable(make_client):
             raise TypeError(
                 f"make_client must be a function that builds the client, got "

@@ -131,6 +131,20 @@ ROWS: list[tuple[str, Callable[[], Any], type[BaseException], tuple[str, ...]]] 
         ("codec", "FC1Codec(), not the class FC1Codec"),
     ),
     (
+        "a codec named as on the command line",
+        lambda: FramedClient.from_endpoint(
+            Clock(), "tcp:127.0.0.1:6379", codec="redis"
+        ),
+        TypeError,
+        (
+            "codec must be a codec",
+            "got 'redis'",
+            "names are the command line's",
+            "RedisCodec()",
+            "RedisClient.from_endpoint",
+        ),
+    ),
+    (
         "a pick policy misspelt",
         lambda: FramedClient.from_endpoint(
             Clock(), "tcp:127.0.0.1:9000", balancer="ketema"

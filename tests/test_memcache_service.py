@@ -79,6 +79,17 @@ def test_the_service_refuses_a_client_instead_of_a_function_that_builds_one():
         FramedClientService(client)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("cls", [FramedClient, MemcacheClient])
+def test_the_service_refuses_a_client_class(cls: type) -> None:
+    # A class is callable, but calling it with no endpoint fails only later,
+    # at start, with a message about a missing argument of its constructor.
+    with pytest.raises(TypeError) as caught:
+        FramedClientService(cls)
+    message = str(caught.value)
+    assert f"the class {cls.__name__}" in message
+    assert f"lambda: {cls.__name__}.from_endpoint(" in message
+
+
 def test_the_service_says_when_make_client_builds_no_client():
     service = FramedClientService(lambda: "tcp:127.0.0.1:1")  # type: ignore[arg-type, type-var]
     with pytest.raises(TypeError, match="has no start"):

@@ -67,6 +67,12 @@ from framedclient.runner.replies import (
     ReplyBudget,
 )
 from framedclient.runner.stopping import HTTP_CLOSE_TIMEOUT, GracefulStop
+from framedclient.runner.streaming import (
+    DEFAULT_KEEPALIVE,
+    DEFAULT_STALL_TIMEOUT,
+    DEFAULT_STREAM_BUFFER,
+    StreamLimits,
+)
 from framedclient.runner.workers import (
     ENVIRONMENT,
     WorkerLink,
@@ -263,6 +269,13 @@ class RunnerService(MultiService):
                 write_deadline=options.get(
                     "http-write-timeout", DEFAULT_WRITE_DEADLINE
                 ),
+            ),
+            streams=StreamLimits(
+                buffer_bytes=options.get("http-stream-buffer", DEFAULT_STREAM_BUFFER),
+                stall_timeout=options.get(
+                    "http-stream-stall-timeout", DEFAULT_STALL_TIMEOUT
+                ),
+                keepalive=options.get("http-sse-keepalive", DEFAULT_KEEPALIVE),
             ),
         )
         self.link: WorkerLink | None = None

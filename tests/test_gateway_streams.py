@@ -83,9 +83,10 @@ class EventReader:
         self.done: Deferred[None] | None = None
 
     async def open(self, runner: Runner, query: str) -> EventReader:
-        self.response = await runner.http.get(
-            f"{runner.url}/v1/subscribe{query}", unbuffered=True
-        )
+        return await self.open_at(runner.http, runner.url, query)
+
+    async def open_at(self, http: Any, url: str, query: str) -> EventReader:
+        self.response = await http.get(f"{url}/v1/subscribe{query}", unbuffered=True)
         self.done = treq.collect(self.response, self.body.extend)
         self.done.addErrback(lambda _: None)
         return self
@@ -175,6 +176,15 @@ async def test_stream_of_no_parts_is_just_the_ok_end_record():
         assert read_records(body) == [
             (END_RECORD, b'{"status":"ok","parts":0,"bytes":0}')
         ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_stream_waiting_past_its_timeout_for_a_first_part_is_504():
+    async with running() as runner:
+        code, _, body = await post_stream(runner, b"!hold", "?timeout=0.1")
+        assert code == 504
+        assert error_of(body)[0] == "timeout"
+        await wait_until(lambda: runner.client.in_flight == 0)
 
 
 @pytest_twisted.ensureDeferred
@@ -741,7 +751,9 @@ def test_a_paused_subscriber_is_dropped_once_its_queue_passes_the_buffer():
     # Queued, not written, still pulled: the shared connection reads on.
     assert len(request.written) == written
     assert counters.held_bytes > 500
-    while not counters.dropped:
+    for _ in range(100):
+        if counters.dropped:
+            break
         sub.put(PushMessage(b"t", b"z" * 50))
     assert relay.messages <= 20
     assert counters.held_bytes == 0

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from framedclient.codecs import ERROR, PART, FC1Codec
+from framedclient.runner.app import makeService
 from framedclient.runner.options import Options, UsageExit
 from framedclient.runner.streaming import (
     END_RECORD,
@@ -40,9 +42,26 @@ from framedclient.runner.streaming import (
 )
 from framedclient.streams import PushMessage, Stream
 from framedclient.validation import InvalidSetting
-from tests.test_runner_gateway import Runner, error_of, running, wait_until
+from tests.test_runner_gateway import Runner, error_of, parse, running, wait_until
 
 # -- helpers ------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def stoppable(*argv: str) -> AsyncIterator[Runner]:
+    """
+    Like ``running``, for a test that stops the service itself.
+    """
+    service = makeService(parse(*argv))
+    service.startService()
+    try:
+        url = await service.ready.addTimeout(10, reactor)
+        runner = Runner(service, url)
+        await runner.client.when_ready().addTimeout(10, reactor)
+        yield runner
+    finally:
+        if service.running:
+            await service.stopService()
 
 
 def port_of(runner: Runner) -> int:
@@ -268,6 +287,24 @@ async def test_http_client_disconnecting_cancels_the_upstream_stream():
         assert gateway.stream_counters.held_bytes == 0
 
 
+@pytest_twisted.ensureDeferred
+async def test_stream_still_running_at_shutdown_ends_with_an_error_record():
+    async with stoppable("--drain-timeout", "0.5") as runner:
+        response = await runner.http.post(
+            f"{runner.url}/v1/stream", data=b"!stream:100000000:100", unbuffered=True
+        )
+        received = bytearray()
+        done = treq.collect(response, received.extend)
+        await wait_until(lambda: len(received) > 10_000)
+        await runner.service.stopService()
+        await done
+        records = read_records(bytes(received))
+        assert records[-1][0] == END_RECORD
+        end = json.loads(records[-1][1])
+        assert (end["status"], end["error"]) == ("error", "connection_lost")
+        assert end["parts"] == len(records) - 1
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [("GET", "/v1/stream", 405), ("POST", "/v1/subscribe?topic=t", 405)],
@@ -401,16 +438,13 @@ async def test_bad_or_missing_topic_is_400(query, words):
 
 @pytest_twisted.ensureDeferred
 async def test_stopping_the_gateway_ends_subscribers_with_an_end_event():
-    async with running() as runner:
+    async with stoppable() as runner:
         reader = await EventReader().open(runner, "?topic=t")
         await wait_until(lambda: reader.of("subscribed"))
         await runner.service.stopService()
         await reader.done
         assert reader.events[-1][0] == "end"
         assert reader.events[-1][1]["reason"] == "closed"
-        # running() stops it again on exit: start it for that.
-        runner.service.startService()
-        await runner.service.ready
 
 
 # -- slow and non-reading clients -----------------------------------------------------

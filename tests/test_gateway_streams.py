@@ -28,6 +28,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.web.iweb import UNKNOWN_LENGTH
 
+from framedclient.client import FramedClient
 from framedclient.codecs import ERROR, PART, FC1Codec
 from framedclient.runner.app import makeService
 from framedclient.runner.options import Options, UsageExit
@@ -62,6 +63,15 @@ async def stoppable(*argv: str) -> AsyncIterator[Runner]:
     finally:
         if service.running:
             await service.stopService()
+
+
+def stream_client(runner: Runner) -> FramedClient:
+    """
+    The client of ``/v1/stream`` (its own pool, ``--http-stream-pool-size``).
+    """
+    service = runner.service.stream_client_service
+    assert service is not None and service.client is not None
+    return service.client
 
 
 def port_of(runner: Runner) -> int:
@@ -203,7 +213,7 @@ async def test_stream_waiting_past_its_timeout_for_a_first_part_is_504():
         code, _, body = await post_stream(runner, b"!hold", "?timeout=0.1")
         assert code == 504
         assert error_of(body)[0] == "timeout"
-        await wait_until(lambda: runner.client.in_flight == 0)
+        await wait_until(lambda: stream_client(runner).in_flight == 0)
 
 
 @pytest_twisted.ensureDeferred
@@ -264,7 +274,7 @@ async def test_upstream_error_after_parts_is_an_error_end_record_not_the_end():
 
 @pytest_twisted.ensureDeferred
 async def test_http_client_disconnecting_cancels_the_upstream_stream():
-    async with running("--pool-size", "1") as runner:
+    async with running("--http-stream-pool-size", "1") as runner:
         gateway = runner.service.gateway
         backend = runner.service.backend
         assert backend is not None
@@ -275,12 +285,12 @@ async def test_http_client_disconnecting_cancels_the_upstream_stream():
         )
         try:
             await wait_until(lambda: gateway.stream_counters.streams == 1)
-            await wait_until(lambda: runner.client.in_flight == 1)
+            await wait_until(lambda: stream_client(runner).in_flight == 1)
         finally:
             sock.close()
         await wait_until(lambda: gateway.stream_counters.streams == 0)
         # The slot is free and the server stopped streaming (fc1's CANCEL).
-        await wait_until(lambda: runner.client.in_flight == 0)
+        await wait_until(lambda: stream_client(runner).in_flight == 0)
         await wait_until(
             lambda: not any(p._streams for p in backend.factory.connections)
         )
@@ -459,6 +469,8 @@ READ = 64 * 1024
 async def test_non_reading_stream_client_stays_under_the_bound_then_is_dropped():
     async with running(
         "--pool-size",
+        "1",
+        "--http-stream-pool-size",
         "2",
         "--http-stream-buffer",
         str(BUFFER),
@@ -466,6 +478,7 @@ async def test_non_reading_stream_client_stays_under_the_bound_then_is_dropped()
         str(STALL),
     ) as runner:
         counters = runner.service.gateway.stream_counters
+        await wait_until(lambda: stream_client(runner).pool.ready_count == 2)
         body = b"!stream:1000000:1000"
         sock = raw_client(port_of(runner), post_head("/v1/stream", body), body)
         try:
@@ -482,7 +495,7 @@ async def test_non_reading_stream_client_stays_under_the_bound_then_is_dropped()
             # Dropped: its bytes freed, its stream cancelled, its slot back.
             assert counters.held_bytes == 0
             assert counters.streams == 0
-            await wait_until(lambda: runner.client.in_flight == 0)
+            await wait_until(lambda: stream_client(runner).in_flight == 0)
             _, stats = await runner.get_json("/v1/stats")
             assert stats["gateway"]["slow_stream_clients_dropped"] == 1
             assert stats["gateway"]["http_streams_total"] == 2
@@ -491,6 +504,45 @@ async def test_non_reading_stream_client_stays_under_the_bound_then_is_dropped()
         # And after the drop everything still works.
         code, _, again = await post_stream(runner, b"!stream:10:10")
         assert read_records(again)[-1][0] == END_RECORD
+
+
+@pytest_twisted.ensureDeferred
+async def test_non_reading_stream_clients_never_delay_plain_requests():
+    # One connection for the streams, held by clients that never read; the
+    # requests have a pool of their own.
+    async with running(
+        "--pool-size",
+        "1",
+        "--http-stream-pool-size",
+        "1",
+        "--http-stream-buffer",
+        str(BUFFER),
+        "--http-stream-stall-timeout",
+        "30",
+        "--request-timeout",
+        "1",
+    ) as runner:
+        counters = runner.service.gateway.stream_counters
+        body = b"!stream:1000000:1000"
+        socks = [
+            raw_client(port_of(runner), post_head("/v1/stream", body), body)
+            for _ in range(3)
+        ]
+        try:
+            await wait_until(lambda: counters.held_bytes >= 3 * BUFFER)
+            replies = [await runner.post(b"ping %d" % i) for i in range(20)]
+            assert [(code, reply) for code, _, reply in replies] == [
+                (200, b"ping %d" % i) for i in range(20)
+            ]
+            _, stats = await runner.get_json("/v1/stats")
+            assert stats["stream_pool"] == {
+                "connections": 1,
+                "ready": 1,
+                "in_flight": 3,
+            }
+        finally:
+            for sock in socks:
+                sock.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -600,6 +652,7 @@ async def test_stats_and_metrics_show_open_streams_and_subscribers():
         (["--http-stream-buffer", "lots"], "--http-stream-buffer 'lots'"),
         (["--http-stream-stall-timeout", "-1"], "--http-stream-stall-timeout '-1'"),
         (["--http-sse-keepalive", "off"], "--http-sse-keepalive 'off'"),
+        (["--http-stream-pool-size", "0"], "--http-stream-pool-size '0'"),
     ],
 )
 def test_bad_stream_options_are_one_line_naming_the_option(argv, words, capsys):

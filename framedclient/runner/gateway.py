@@ -722,6 +722,9 @@ class Gateway:
     :param streams: what one ``/v1/stream`` or ``/v1/subscribe`` client may
         hold (see :mod:`framedclient.runner.streaming`); its defaults if not
         given.
+    :param get_stream_client: returns the client ``/v1/stream`` opens its
+        streams on (its own connections, so that a stream held by a slow
+        HTTP client delays no ``/v1/request``); ``get_client`` if not given.
     """
 
     def __init__(
@@ -733,8 +736,10 @@ class Gateway:
         extra_stats: Callable[[], dict[str, Any]] | None = None,
         replies: ReplyBudget | None = None,
         streams: StreamLimits | None = None,
+        get_stream_client: Callable[[], FramedClient | None] | None = None,
     ) -> None:
         self.get_client = get_client
+        self.get_stream_client = get_stream_client or get_client
         #: the bounds of each HTTP stream and SSE subscriber
         self.streams = streams if streams is not None else StreamLimits()
         #: open HTTP streams and subscribers, and the slow ones dropped
@@ -1569,7 +1574,7 @@ class StreamResource(Resource):
             timeout = _requested_timeout(request)
         except ValueError as error:
             return error_body(request, "bad_timeout", str(error))
-        client = gateway.get_client()
+        client = gateway.get_stream_client()
         if client is None:
             return error_body(
                 request, "closed", HTTP_MESSAGES["closed"], "the gateway is stopped"

@@ -147,6 +147,7 @@ OPTION_GROUPS: list[tuple[str, list[str]]] = [
             "http-body-timeout",
             "http-reply-budget",
             "http-write-timeout",
+            "http-stream-pool-size",
             "http-stream-buffer",
             "http-stream-stall-timeout",
             "http-sse-keepalive",
@@ -437,6 +438,15 @@ _RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
         "not draining) before it is disconnected and the reply's bytes freed.",
     ),
     (
+        "http-stream-pool-size",
+        "N",
+        "2",
+        "Connections per upstream endpoint kept for POST /v1/stream, apart "
+        "from the request pool, so that a stream whose HTTP client reads "
+        "slowly (which stops its connection's reading) never delays "
+        "/v1/request. 'shared': streams use the request pool.",
+    ),
+    (
         "http-stream-buffer",
         "BYTES",
         str(DEFAULT_STREAM_BUFFER),
@@ -705,6 +715,7 @@ class Options(usage.Options):
         for name in ("http-header-timeout", "http-body-timeout"):
             self[name] = _optional_seconds(name, self[name])
         self["http-max-connections"] = _max_connections(self["http-max-connections"])
+        self["http-stream-pool-size"] = _stream_pool_size(self["http-stream-pool-size"])
         self["workers"] = _workers(self["workers"])
         check_server_endpoint("http", self["http"])
         if self["listen"] is not None:
@@ -802,6 +813,26 @@ def _max_connections(raw: str) -> int | None:
     if value < 1:
         raise usage.UsageError(
             f"--http-max-connections {raw!r}: must be a positive whole number or 'auto'"
+        )
+    return value
+
+
+def _stream_pool_size(raw: str) -> int | None:
+    """
+    ``None`` for ``shared`` (streams use the request pool), else the
+    positive count.
+    """
+    if raw.strip().lower() == "shared":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise usage.UsageError(
+            f"--http-stream-pool-size {raw!r}: must be a positive whole number "
+            f"of connections per upstream, or 'shared' (streams use the "
+            f"request pool)"
         )
     return value
 

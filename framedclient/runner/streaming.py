@@ -31,9 +31,11 @@ request, so the HTTP connection's buffer pauses them:
   up to :attr:`StreamLimits.buffer_bytes` and stops its upstream
   connection's reading (TCP pushes back to the server), so a slow reader
   slows the server down instead of growing the gateway.  That hold delays
-  the other requests on the same upstream connection, which is why a
-  client that stays paused for :attr:`StreamLimits.stall_timeout` is
-  dropped (its connection aborted, its stream cancelled, its bytes freed);
+  the other requests on the same upstream connection, which is why the
+  runner gives streams connections of their own
+  (``--http-stream-pool-size``) and a client that stays paused for
+  :attr:`StreamLimits.stall_timeout` is dropped (its connection aborted,
+  its stream cancelled, its bytes freed);
 - a paused *subscriber* keeps being fed (every subscriber of the gateway
   shares one upstream connection: one lagging browser must not stop the
   others' messages), into a queue of its own; a queue past

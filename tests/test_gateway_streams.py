@@ -198,6 +198,20 @@ async def test_stream_parts_arrive_in_order_as_records_then_an_ok_end_record():
 
 
 @pytest_twisted.ensureDeferred
+async def test_shared_stream_pool_streams_on_the_request_pool():
+    async with running("--http-stream-pool-size", "shared") as runner:
+        assert runner.service.stream_client_service is None
+        code, _, body = await post_stream(runner, b"!stream:50:10")
+        assert code == 200
+        assert json.loads(read_records(body)[-1][1])["parts"] == 50
+        assert runner.client.stats()["metrics"]["requests"]["ok"] == 1
+        _, stats = await runner.get_json("/v1/stats")
+        assert "stream_pool" not in stats
+        _, _, text = await runner.get("/metrics")
+        assert b"framedclient_gateway_stream_pool" not in text
+
+
+@pytest_twisted.ensureDeferred
 async def test_stream_of_no_parts_is_just_the_ok_end_record():
     async with running() as runner:
         code, _, body = await post_stream(runner, b"!stream:0:10")
@@ -621,6 +635,7 @@ async def test_non_reading_subscriber_is_dropped_past_its_buffer_and_others_carr
 @pytest_twisted.ensureDeferred
 async def test_stats_and_metrics_show_open_streams_and_subscribers():
     async with running() as runner:
+        await wait_until(lambda: stream_client(runner).pool.ready_count == 2)
         reader = await EventReader().open(runner, "?topic=t")
         await wait_until(lambda: reader.of("subscribed"))
         _, stats = await runner.get_json("/v1/stats")
@@ -639,6 +654,8 @@ async def test_stats_and_metrics_show_open_streams_and_subscribers():
         assert values["framedclient_gateway_http_streams"] == 0
         assert values["framedclient_gateway_slow_stream_clients_dropped_total"] == 0
         assert "framedclient_gateway_held_stream_bytes" in values
+        assert values["framedclient_gateway_stream_pool_ready_connections"] == 2
+        assert values["framedclient_gateway_stream_pool_in_flight"] == 0
         reader.close()
 
 

@@ -273,7 +273,9 @@ class RunnerService(MultiService):
             reactor,
             self.codec,
             describe,
-            get_stream_client=self._stream_client,
+            get_stream_client=(
+                None if self.stream_client_service is None else self._stream_client
+            ),
             extra_stats=self._extra_stats,
             replies=ReplyBudget(
                 reactor,
@@ -361,8 +363,7 @@ class RunnerService(MultiService):
         return self.client_service.client
 
     def _stream_client(self) -> FramedClient | None:
-        if self.stream_client_service is None:
-            return self.client_service.client
+        assert self.stream_client_service is not None
         return self.stream_client_service.client
 
     def _make_client(self, config: ClientConfig | None = None) -> FramedClient:

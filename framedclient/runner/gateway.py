@@ -905,7 +905,23 @@ class Gateway:
 
     def _stream_samples(self) -> list[GaugeSample | CounterSample]:
         counters = self.stream_counters
+        pool: list[GaugeSample | CounterSample] = []
+        stream_client = self.get_stream_client()
+        if self.get_stream_client is not self.get_client and stream_client:
+            pool = [
+                GaugeSample(
+                    "framedclient_gateway_stream_pool_ready_connections",
+                    "Ready upstream connections of the /v1/stream pool.",
+                    stream_client.pool.ready_count,
+                ),
+                GaugeSample(
+                    "framedclient_gateway_stream_pool_in_flight",
+                    "Streams open on the /v1/stream pool's upstream connections.",
+                    stream_client.in_flight,
+                ),
+            ]
         return [
+            *pool,
             GaugeSample(
                 "framedclient_gateway_http_streams",
                 "POST /v1/stream responses open.",

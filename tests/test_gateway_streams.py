@@ -413,6 +413,34 @@ async def test_subscriber_going_away_unsubscribes_upstream():
 
 
 @pytest_twisted.ensureDeferred
+async def test_subscribers_coming_and_going_leave_nothing_behind():
+    async with running() as runner:
+        backend = runner.service.backend
+        assert backend is not None
+        counters = runner.service.gateway.stream_counters
+        readers = [
+            await EventReader().open(runner, f"?topic=t{i % 3}") for i in range(30)
+        ]
+        for reader in readers:
+            await wait_until(lambda r=reader: bool(r.of("subscribed")))
+        assert counters.subscribers == 30
+        for reader in readers:
+            reader.close()
+        await wait_until(lambda: counters.subscribers == 0)
+        await wait_until(lambda: not runner.client.subscriptions._by_topic)
+        await wait_until(lambda: not any(backend.factory.subscribers.values()))
+        # No keep-alive or stall timer of a gone subscriber is left.
+        relay_timers = [
+            call
+            for call in reactor.getDelayedCalls()  # type: ignore[attr-defined]
+            if getattr(call.func, "__self__", None).__class__.__name__
+            == "SubscriptionRelay"
+        ]
+        assert relay_timers == []
+        assert counters.subscribers_total == 30
+
+
+@pytest_twisted.ensureDeferred
 async def test_gap_event_after_the_upstream_connection_is_replaced():
     async with running("--pool-size", "2") as runner:
         reader = await EventReader().open(runner, "?topic=t")

@@ -310,7 +310,7 @@ def _layout_at(driver: Any, width: int) -> dict[str, Any]:
 def _assert_fits(layout: dict[str, Any]) -> None:
     assert layout["scrollWidth"] <= layout["innerWidth"], layout
     assert layout["outside"] == [], layout
-    assert layout["cards"] == 10
+    assert layout["cards"] == 15  # the stream and SSE cards too
 
 
 async def _with_page(runner: Any, steps: Callable[[Any], Any]) -> Any:

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
+import attrs
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import (
     Deferred,
@@ -67,6 +68,12 @@ from framedclient.runner.replies import (
     ReplyBudget,
 )
 from framedclient.runner.stopping import HTTP_CLOSE_TIMEOUT, GracefulStop
+from framedclient.runner.streaming import (
+    DEFAULT_KEEPALIVE,
+    DEFAULT_STALL_TIMEOUT,
+    DEFAULT_STREAM_BUFFER,
+    StreamLimits,
+)
 from framedclient.runner.workers import (
     ENVIRONMENT,
     WorkerLink,
@@ -244,6 +251,16 @@ class RunnerService(MultiService):
 
         self.client_service = FramedClientService(self._make_client, self.drain_timeout)
         self.client_service.setServiceParent(self)  # type: ignore[no-untyped-call]
+        #: the connections of POST /v1/stream, apart from the request pool
+        #: (``--http-stream-pool-size``); ``None`` when streams share it.
+        self.stream_client_service: FramedClientService[FramedClient] | None = None
+        stream_pool = options.get("http-stream-pool-size", 2)
+        if stream_pool is not None:
+            stream_config = attrs.evolve(self.config, pool_size=stream_pool)
+            self.stream_client_service = FramedClientService(
+                lambda: self._make_client(stream_config), self.drain_timeout
+            )
+            self.stream_client_service.setServiceParent(self)  # type: ignore[no-untyped-call]
 
         describe = {
             "codec": options["codec-spec"],
@@ -256,6 +273,9 @@ class RunnerService(MultiService):
             reactor,
             self.codec,
             describe,
+            get_stream_client=(
+                None if self.stream_client_service is None else self._stream_client
+            ),
             extra_stats=self._extra_stats,
             replies=ReplyBudget(
                 reactor,
@@ -263,6 +283,13 @@ class RunnerService(MultiService):
                 write_deadline=options.get(
                     "http-write-timeout", DEFAULT_WRITE_DEADLINE
                 ),
+            ),
+            streams=StreamLimits(
+                buffer_bytes=options.get("http-stream-buffer", DEFAULT_STREAM_BUFFER),
+                stall_timeout=options.get(
+                    "http-stream-stall-timeout", DEFAULT_STALL_TIMEOUT
+                ),
+                keepalive=options.get("http-sse-keepalive", DEFAULT_KEEPALIVE),
             ),
         )
         self.link: WorkerLink | None = None
@@ -335,18 +362,26 @@ class RunnerService(MultiService):
         """
         return self.client_service.client
 
-    def _make_client(self) -> FramedClient:
+    def _stream_client(self) -> FramedClient | None:
+        assert self.stream_client_service is not None
+        return self.stream_client_service.client
+
+    def _make_client(self, config: ClientConfig | None = None) -> FramedClient:
+        stream_pool = config is not None
         client = FramedClient.from_endpoint(
             self._reactor,
             self.upstream_endpoints(),
-            config=self.config,
+            config=config or self.config,
             start=False,
         )
         # Twisted factories log "Starting factory" on every connection
         # attempt; a flapping upstream would flood the log past the rate
         # limit below.
         client.factory.noisy = False
-        client.add_connection_listener(self._state_changed)
+        if not stream_pool:
+            # The stream pool's connections follow the same upstreams: the
+            # request pool's say whether they are reachable.
+            client.add_connection_listener(self._state_changed)
         return client
 
     def _state_changed(self, connection: Connection, old: str, new: str) -> None:
@@ -389,6 +424,14 @@ class RunnerService(MultiService):
         extra: dict[str, Any] = {"upstreams": self.upstreams_description()}
         if self.proxy is not None and self.proxy.factory is not None:
             extra["proxy"] = self.proxy.factory.stats()
+        streams = self.stream_client_service
+        if streams is not None and streams.client is not None:
+            pool = streams.client.pool
+            extra["stream_pool"] = {
+                "connections": len(pool),
+                "ready": pool.ready_count,
+                "in_flight": streams.client.in_flight,
+            }
         return extra
 
     # -- lifecycle -----------------------------------------------------------
@@ -525,6 +568,8 @@ class RunnerService(MultiService):
         await DeferredList(accepting, consumeErrors=True)
         # 2. Drain: in-flight requests finish, new ones get 503 / error frames.
         draining = [self.client_service.stopService()]
+        if self.stream_client_service is not None:
+            draining.append(self.stream_client_service.stopService())
         if self.proxy is not None:
             draining.append(self.proxy.drain(self.drain_timeout))
             self.proxy.running = 0

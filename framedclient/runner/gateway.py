@@ -4,6 +4,11 @@ The HTTP gateway: the pool, as HTTP.
 =====================  ======================================================
 ``POST /v1/request``   the body goes upstream as one request; the reply body
                        comes back as ``application/octet-stream``
+``POST /v1/stream``    the body goes upstream as a streamed request; its parts
+                       come back as records of a chunked response
+                       (:mod:`framedclient.runner.streaming`)
+``GET /v1/subscribe``  ``?topic=T``: the topic's messages as Server-Sent
+                       Events
 ``GET /v1/stats``      a small JSON summary (what the status page polls)
 ``GET /metrics``       Prometheus text format
 ``GET /livez``         liveness: 200 while the process (its reactor) runs,
@@ -88,8 +93,15 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from framedclient import __version__
 from framedclient.client import FramedClient
-from framedclient.codecs import Codec, Message
-from framedclient.errors import INTERNAL, OK, OUTCOMES, RemoteError, outcome_of
+from framedclient.codecs import Codec, Matching, Message
+from framedclient.errors import (
+    INTERNAL,
+    OK,
+    OUTCOMES,
+    ClientClosed,
+    RemoteError,
+    outcome_of,
+)
 from framedclient.metrics import (
     PROMETHEUS_CONTENT_TYPE,
     CounterSample,
@@ -106,6 +118,12 @@ from framedclient.runner.codecspec import codec_overhead
 from framedclient.runner.listening import ListeningService
 from framedclient.runner.replies import ReplyBudget, ReplyWriter
 from framedclient.runner.settingtext import setting_texts
+from framedclient.runner.streaming import (
+    StreamCounters,
+    StreamLimits,
+    StreamRelay,
+    SubscriptionRelay,
+)
 
 __all__ = [
     "ERROR_STATUSES",
@@ -167,6 +185,8 @@ ERROR_STATUSES: dict[str, tuple[int, str]] = {
         503,
         "the worker supervisor did not answer with the other workers' figures",
     ),
+    "bad_topic": (400, "give topics the upstream can carry: ?topic=NAME"),
+    "not_supported": (501, "the upstream codec has no streams or push messages"),
 }
 
 #: Error kind -> the message an HTTP caller gets instead of the library's
@@ -699,6 +719,12 @@ class Gateway:
         proxy's counters).
     :param replies: the budget replies are written under (see
         :mod:`framedclient.runner.replies`); its defaults if not given.
+    :param streams: what one ``/v1/stream`` or ``/v1/subscribe`` client may
+        hold (see :mod:`framedclient.runner.streaming`); its defaults if not
+        given.
+    :param get_stream_client: returns the client ``/v1/stream`` opens its
+        streams on (its own connections, so that a stream held by a slow
+        HTTP client delays no ``/v1/request``); ``get_client`` if not given.
     """
 
     def __init__(
@@ -709,8 +735,15 @@ class Gateway:
         describe: dict[str, Any] | None = None,
         extra_stats: Callable[[], dict[str, Any]] | None = None,
         replies: ReplyBudget | None = None,
+        streams: StreamLimits | None = None,
+        get_stream_client: Callable[[], FramedClient | None] | None = None,
     ) -> None:
         self.get_client = get_client
+        self.get_stream_client = get_stream_client or get_client
+        #: the bounds of each HTTP stream and SSE subscriber
+        self.streams = streams if streams is not None else StreamLimits()
+        #: open HTTP streams and subscribers, and the slow ones dropped
+        self.stream_counters = StreamCounters()
         #: the reply bytes held for HTTP clients, bounded.
         self.replies = replies if replies is not None else ReplyBudget(clock)
         #: the HTTP connection factory while a GatewayService serves this
@@ -742,6 +775,8 @@ class Gateway:
         root.putChild(b"", StatusPage(self))
         v1 = _Root()
         v1.putChild(b"request", RequestResource(self))
+        v1.putChild(b"stream", StreamResource(self))
+        v1.putChild(b"subscribe", SubscribeResource(self))
         v1.putChild(b"stats", StatsResource(self))
         v1.putChild(b"throughput", ThroughputResource(self))
         v1.putChild(b"config", ConfigResource(self))
@@ -806,6 +841,7 @@ class Gateway:
                     "peak_reply_bytes": self.replies.peak,
                     "replies_refused": self.replies.refused,
                     "stalled_clients_aborted": self.replies.stalled,
+                    **self.stream_counters.as_json(),
                     **self._connection_stats(),
                 },
                 **self.describe,
@@ -867,6 +903,57 @@ class Gateway:
             ),
         ]
 
+    def _stream_samples(self) -> list[GaugeSample | CounterSample]:
+        counters = self.stream_counters
+        pool: list[GaugeSample | CounterSample] = []
+        stream_client = self.get_stream_client()
+        if self.get_stream_client is not self.get_client and stream_client:
+            pool = [
+                GaugeSample(
+                    "framedclient_gateway_stream_pool_ready_connections",
+                    "Ready upstream connections of the /v1/stream pool.",
+                    stream_client.pool.ready_count,
+                ),
+                GaugeSample(
+                    "framedclient_gateway_stream_pool_in_flight",
+                    "Streams open on the /v1/stream pool's upstream connections.",
+                    stream_client.in_flight,
+                ),
+            ]
+        return [
+            *pool,
+            GaugeSample(
+                "framedclient_gateway_http_streams",
+                "POST /v1/stream responses open.",
+                counters.streams,
+            ),
+            GaugeSample(
+                "framedclient_gateway_http_subscribers",
+                "GET /v1/subscribe (Server-Sent Events) responses open.",
+                counters.subscribers,
+            ),
+            CounterSample(
+                "framedclient_gateway_http_streams_total",
+                "POST /v1/stream responses opened.",
+                counters.streams_total,
+            ),
+            CounterSample(
+                "framedclient_gateway_http_subscribers_total",
+                "GET /v1/subscribe (Server-Sent Events) responses opened.",
+                counters.subscribers_total,
+            ),
+            CounterSample(
+                "framedclient_gateway_slow_stream_clients_dropped_total",
+                "HTTP stream and SSE clients dropped for reading too slowly.",
+                counters.dropped,
+            ),
+            GaugeSample(
+                "framedclient_gateway_held_stream_bytes",
+                "Bytes buffered for HTTP stream and SSE clients.",
+                counters.held_bytes,
+            ),
+        ]
+
     def gauges(self) -> list[GaugeSample | CounterSample]:
         """
         The gateway's own samples for ``/metrics``: HTTP requests in flight,
@@ -897,6 +984,7 @@ class Gateway:
                 "the write deadline.",
                 self.replies.stalled,
             ),
+            *self._stream_samples(),
             *self._connection_samples(),
             GaugeSample(
                 "framedclient_build_info",
@@ -1438,6 +1526,187 @@ class RequestResource(Resource):
 
 def _log_bug(failure: Failure) -> None:
     _log.failure("Bug while answering an HTTP request", failure)
+
+
+def _failure_fields(
+    failure: Failure, client: FramedClient
+) -> tuple[str, str, str | None]:
+    """
+    The error kind, message and detail an HTTP caller gets for a failed
+    upstream request, stream or subscription (as ``/v1/request`` words it).
+    """
+    kind, message = classify(failure)
+    if kind == "internal":
+        _log.failure("Unexpected error for an HTTP request", failure)
+    if kind == "unavailable":
+        fail_fast = not getattr(client, "wait_for_ready", True)
+        text, detail = unavailable_for_http(message, fail_fast)
+        return kind, text, detail
+    text, http_detail = for_http(kind, message)
+    return kind, text, http_detail
+
+
+def _failure_payload(failure: Failure, client: FramedClient) -> dict[str, Any]:
+    kind, text, detail = _failure_fields(failure, client)
+    payload = {"error": kind, "message": text}
+    if detail is not None:
+        payload["detail"] = detail
+    return payload
+
+
+class StreamResource(Resource):
+    """
+    ``POST /v1/stream``: the body goes upstream as a streamed request
+    (:meth:`FramedClient.stream`), each part comes back as a record of a
+    chunked response (:class:`~framedclient.runner.streaming.StreamRelay`).
+
+    ``timeout`` / ``X-Timeout`` is the stream's idle timeout: how long it
+    may wait for its next part while the HTTP client waits for one
+    (``--request-timeout`` otherwise).  An HTTP client that disconnects
+    cancels the stream upstream.
+    """
+
+    isLeaf = True
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
+
+    def render(self, request: HTTPRequest) -> bytes | int:
+        gateway = self.gateway
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST")
+            return error_body(
+                request, "method_not_allowed", "/v1/stream accepts POST only"
+            )
+        if getattr(request, "body_too_large", False):
+            return error_body(
+                request,
+                "too_large",
+                f"request body exceeds {gateway.max_body} bytes, the most the "
+                f"codec can carry in one frame",
+            )
+        try:
+            timeout = _requested_timeout(request)
+        except ValueError as error:
+            return error_body(request, "bad_timeout", str(error))
+        client = gateway.get_stream_client()
+        if client is None:
+            return error_body(
+                request, "closed", HTTP_MESSAGES["closed"], "the gateway is stopped"
+            )
+        if client.config.codec.matching is not Matching.BY_ID:
+            return error_body(
+                request,
+                "not_supported",
+                "the upstream codec matches replies in order, so it has no "
+                "streamed replies; use /v1/request",
+            )
+        if timeout is None:
+            timeout = client.config.request_timeout
+        assert request.content is not None
+        try:
+            stream = client.stream(
+                request.content.read(),
+                idle_timeout=timeout,
+                buffer_bytes=gateway.streams.buffer_bytes,
+            )
+        except ClientClosed as error:
+            return error_body(request, "closed", HTTP_MESSAGES["closed"], str(error))
+
+        def early_error(failure: Failure) -> None:
+            kind, text, detail = _failure_fields(failure, client)
+            request.write(error_body(request, kind, text, detail))
+            request.finish()
+
+        StreamRelay(
+            request,
+            stream,
+            gateway.clock,
+            gateway.streams,
+            gateway.stream_counters,
+            early_error,
+            lambda failure: _failure_payload(failure, client),
+        ).start()
+        return NOT_DONE_YET
+
+
+class SubscribeResource(Resource):
+    """
+    ``GET /v1/subscribe?topic=T`` (the parameter repeated for several
+    topics): the topics' messages as Server-Sent Events
+    (:class:`~framedclient.runner.streaming.SubscriptionRelay`).  The
+    subscription ends (unsubscribed upstream when no other subscriber of
+    the gateway wants its topics) when the HTTP client goes.
+    """
+
+    isLeaf = True
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.gateway = gateway
+
+    def render(self, request: HTTPRequest) -> bytes | int:
+        gateway = self.gateway
+        if request.method != b"GET":
+            request.setHeader(b"allow", b"GET")
+            return error_body(
+                request, "method_not_allowed", "/v1/subscribe accepts GET only"
+            )
+        # Latin-1 both ways: the topic's bytes as sent, percent-escapes too.
+        query = parse_qs(
+            urlsplit(request.uri).query.decode("latin-1"),
+            keep_blank_values=True,
+            encoding="latin-1",
+        )
+        raw = query.get("topic", [])
+        if not raw:
+            return error_body(
+                request,
+                "bad_topic",
+                "give at least one topic: /v1/subscribe?topic=NAME (repeat "
+                "topic= for several)",
+            )
+        client = gateway.get_client()
+        if client is None:
+            return error_body(
+                request, "closed", HTTP_MESSAGES["closed"], "the gateway is stopped"
+            )
+        if getattr(client.config.codec, "split_push", None) is None:
+            return error_body(
+                request,
+                "not_supported",
+                "the upstream codec has no push messages, so it has no "
+                "subscriptions (fc1 has)",
+            )
+        topics = tuple(t.encode("latin-1") for t in raw)
+        try:
+            subscription = client.subscriptions.subscribe_all(
+                topics, gateway.streams.buffer_bytes
+            )
+        except ClientClosed as error:
+            return error_body(request, "closed", HTTP_MESSAGES["closed"], str(error))
+        except (TypeError, ValueError) as error:
+            return error_body(request, "bad_topic", str(error))
+
+        def end_payload(failure: Failure) -> dict[str, Any]:
+            if failure.check(ClientClosed):  # type: ignore[no-untyped-call]
+                return {
+                    "reason": "closed",
+                    "message": "the gateway is shutting down; reconnect, "
+                    "preferably to another instance",
+                }
+            return {"reason": "error", **_failure_payload(failure, client)}
+
+        SubscriptionRelay(
+            request,
+            subscription,
+            gateway.clock,
+            gateway.streams,
+            gateway.stream_counters,
+            end_payload,
+        ).start()
+        return NOT_DONE_YET
 
 
 def _requested_routing(request: HTTPRequest) -> tuple[bytes | None, bool]:

@@ -42,6 +42,11 @@ from framedclient.config import (
 )
 from framedclient.runner.codecspec import codec_help, parse_codec
 from framedclient.runner.replies import DEFAULT_MAX_REPLY_BYTES, DEFAULT_WRITE_DEADLINE
+from framedclient.runner.streaming import (
+    DEFAULT_KEEPALIVE,
+    DEFAULT_STALL_TIMEOUT,
+    DEFAULT_STREAM_BUFFER,
+)
 
 __all__ = [
     "DEFAULT_HTTP",
@@ -142,6 +147,10 @@ OPTION_GROUPS: list[tuple[str, list[str]]] = [
             "http-body-timeout",
             "http-reply-budget",
             "http-write-timeout",
+            "http-stream-pool-size",
+            "http-stream-buffer",
+            "http-stream-stall-timeout",
+            "http-sse-keepalive",
         ],
     ),
     ("Logging, tracing and help", ["no-tracing", "version", "help", "help-all"]),
@@ -429,6 +438,38 @@ _RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
         "not draining) before it is disconnected and the reply's bytes freed.",
     ),
     (
+        "http-stream-pool-size",
+        "N",
+        "2",
+        "Connections per upstream endpoint kept for POST /v1/stream, apart "
+        "from the request pool, so that a stream whose HTTP client reads "
+        "slowly (which stops its connection's reading) never delays "
+        "/v1/request. 'shared': streams use the request pool.",
+    ),
+    (
+        "http-stream-buffer",
+        "BYTES",
+        str(DEFAULT_STREAM_BUFFER),
+        "Bytes the gateway buffers for one POST /v1/stream or GET "
+        "/v1/subscribe client that reads slower than they arrive: a stream "
+        "then stops reading upstream; a subscriber past it is disconnected.",
+    ),
+    (
+        "http-stream-stall-timeout",
+        "S",
+        f"{DEFAULT_STALL_TIMEOUT:g}",
+        "Seconds a /v1/stream or /v1/subscribe client may read nothing (its "
+        "connection not draining) before it is disconnected, its stream "
+        "cancelled and its bytes freed.",
+    ),
+    (
+        "http-sse-keepalive",
+        "S",
+        f"{DEFAULT_KEEPALIVE:g}",
+        "Seconds between keep-alive comments on a /v1/subscribe "
+        "(Server-Sent Events) response, so idle proxies keep it open.",
+    ),
+    (
         "workers",
         "N",
         "1",
@@ -662,13 +703,19 @@ class Options(usage.Options):
         for o in _CONFIG_OPTIONS:
             if o.field not in values and o.flag is None:
                 self[o.option] = getattr(config, o.field)
-        for name in ("drain-timeout", "http-write-timeout"):
+        for name in (
+            "drain-timeout",
+            "http-write-timeout",
+            "http-stream-stall-timeout",
+            "http-sse-keepalive",
+        ):
             self[name] = _seconds(name, self[name])
-        budget = self["http-reply-budget"]
-        self["http-reply-budget"] = _bytes("http-reply-budget", budget)
+        for name in ("http-reply-budget", "http-stream-buffer"):
+            self[name] = _bytes(name, self[name])
         for name in ("http-header-timeout", "http-body-timeout"):
             self[name] = _optional_seconds(name, self[name])
         self["http-max-connections"] = _max_connections(self["http-max-connections"])
+        self["http-stream-pool-size"] = _stream_pool_size(self["http-stream-pool-size"])
         self["workers"] = _workers(self["workers"])
         check_server_endpoint("http", self["http"])
         if self["listen"] is not None:
@@ -766,6 +813,26 @@ def _max_connections(raw: str) -> int | None:
     if value < 1:
         raise usage.UsageError(
             f"--http-max-connections {raw!r}: must be a positive whole number or 'auto'"
+        )
+    return value
+
+
+def _stream_pool_size(raw: str) -> int | None:
+    """
+    ``None`` for ``shared`` (streams use the request pool), else the
+    positive count.
+    """
+    if raw.strip().lower() == "shared":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise usage.UsageError(
+            f"--http-stream-pool-size {raw!r}: must be a positive whole number "
+            f"of connections per upstream, or 'shared' (streams use the "
+            f"request pool)"
         )
     return value
 

@@ -272,6 +272,8 @@ class Stream(Feed):
         self._timer: IDelayedCall | None = None
         self._idle_from = 0.0
         self._cancelled = False
+        # The open streams of its client (for debug_state), left at the end.
+        self._registry: set[Stream] | None = None
 
     def __repr__(self) -> str:
         state = "finished" if self._done is not None else "open"
@@ -301,6 +303,12 @@ class Stream(Feed):
             if self.idle_timeout is not None:
                 self._timer = self._clock.callLater(self.idle_timeout, self._idle_check)
         d.addCallbacks(self._ended, self._failed)
+
+    def _finish(self, result: Any) -> None:
+        super()._finish(result)
+        registry, self._registry = self._registry, None
+        if registry is not None:
+            registry.discard(self)
 
     def _on_part(self, part: Any, now: float) -> None:
         self._idle_from = now
@@ -381,6 +389,7 @@ def open_stream(
     body: bytes | Message,
     idle_timeout: float | None = None,
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    registry: set[Stream] | None = None,
 ) -> Stream:
     """
     Send ``body`` as a streamed request on a connection of the pool; it
@@ -393,6 +402,8 @@ def open_stream(
         ``RequestTimeout`` and is cancelled.
     :param buffer_bytes: bytes buffered for a lagging consumer before the
         connection stops reading.
+    :param registry: holds the stream until it has finished (what a
+        client's ``debug_state()`` counts).
     :raises TypeError, ValueError: for a bad argument, naming it.
     """
     if not isinstance(body, bytes | Message):
@@ -404,6 +415,9 @@ def open_stream(
         check_argument_seconds(idle_timeout)
     _check_buffer_bytes(buffer_bytes, "stream()")
     stream = Stream(clock, idle_timeout, buffer_bytes)
+    if registry is not None:
+        registry.add(stream)
+        stream._registry = registry
     proto = dispatcher.pool.take()
     if proto is not None:
         stream._attach(proto, body)
@@ -611,6 +625,8 @@ class Subscriptions:
         self._closed = False
         #: times the subscriptions moved to a new connection
         self.reconnects = 0
+        # The streams not finished yet (debug_state's books).
+        self._streams: set[Stream] = set()
 
     def stream(
         self,
@@ -628,7 +644,32 @@ class Subscriptions:
             body,
             idle_timeout,
             buffer_bytes,
+            self._streams,
         )
+
+    def debug_state(self) -> dict[str, int]:
+        """
+        The books of the client's streams and subscriptions, where a leak
+        shows up: streams not finished yet, their idle timers, the parts
+        and bytes they buffer for consumers that lag (a finished stream's
+        unread parts are its consumer's, and not counted), the
+        subscriptions, their topics and what they buffer, and how many of
+        these hold their connection's reading.
+        """
+        streams = self._streams
+        subs = {id(s): s for subs in self._by_topic.values() for s in subs}
+        feeds = [*streams, *subs.values()]
+        return {
+            "streams_open": len(streams),
+            "stream_timers": sum(s.timer_active for s in streams),
+            "stream_buffered_parts": sum(s.buffered for s in streams),
+            "stream_buffered_bytes": sum(s.buffered_bytes for s in streams),
+            "subscriptions": len(subs),
+            "subscription_topics": len(self._by_topic),
+            "subscription_buffered_messages": sum(s.buffered for s in subs.values()),
+            "subscription_buffered_bytes": sum(s.buffered_bytes for s in subs.values()),
+            "feeds_holding_reading": sum(f.holding for f in feeds),
+        }
 
     def subscribe(
         self, topic: bytes, buffer_bytes: int = DEFAULT_BUFFER_BYTES

@@ -15,8 +15,9 @@ on loopback (one connection, the client in this process):
   plain requests on its connection.  A stream of 1,000-byte parts with
   ``buffer_bytes`` 64 KiB whose consumer takes 64 KiB every 10 ms, and 200
   plain requests, one every 5 ms, sent meanwhile: their latency (p50,
-  p99) next to the stream and alone (``docs/streams.md`` explains why
-  they wait).
+  p99) alone, on the stream's connection, and with the stream on a
+  client of its own (``docs/streams.md`` explains why they wait, and the
+  advice the last figure backs).
 
 Figures from a shared machine are for ratios side by side, not absolutes.
 """
@@ -210,58 +211,88 @@ async def _plain_latencies(
     return latencies
 
 
-async def flow_control(
-    reactor: Any, address: str, count: int = 200, every: float = 0.005
-) -> dict[str, Any]:
+class _LaggingStream:
     """
-    Plain requests' latency on a connection whose stream lags, and alone:
-    ``count`` requests, one every ``every`` seconds, each time.
+    A long stream of 1,000-byte parts (``buffer_bytes`` 64 KiB) whose
+    consumer takes at most 64 KiB every 10 ms, whatever is there.
     """
-    from framedclient import FramedClient
-    from framedclient.streams import Stream
 
-    client = FramedClient.from_endpoint(reactor, address, pool_size=1)
-    take_bytes, take_every = 64 * 1024, 0.010
-    try:
-        await client.when_ready()
-        alone = await _plain_latencies(reactor, client, count, every)
-        stream: Stream = client.stream(b"!stream:10000000:1000", buffer_bytes=64 * 1024)
-        taken = [0]
+    take_bytes = 64 * 1024
+    take_every = 0.010
 
-        def take() -> None:
-            # The lagging consumer: 64 KiB every 10 ms, whatever is there.
-            got = 0
-            while stream.buffered and got < take_bytes:
-                stream.next().addCallback(lambda part: taken.append(len(part)))
-                got += 1000
-            taken[0] += got
-            if not stream.finished:
-                calls[0] = reactor.callLater(take_every, take)
+    def __init__(self, reactor: Any, client: Any) -> None:
+        self._reactor = reactor
+        self._client = client
+        self.stream = client.stream(b"!stream:10000000:1000", buffer_bytes=64 * 1024)
+        #: bytes the consumer has taken so far
+        self.taken = 0
+        self._call = reactor.callLater(self.take_every, self._take)
 
-        calls = [reactor.callLater(take_every, take)]
-        # Let the stream fill the buffers first, as a long-running one has.
-        await _sleep(reactor, 0.5)
-        lagging = await _plain_latencies(reactor, client, count, every)
-        if calls[0].active():
-            calls[0].cancel()
-        stream.cancel()
+    def _take(self) -> None:
+        stream = self.stream
+        got = 0
+        while stream.buffered and got < self.take_bytes:
+            stream.next()
+            got += 1000
+        self.taken += got
+        if not stream.finished:
+            self._call = self._reactor.callLater(self.take_every, self._take)
+
+    async def stop(self) -> None:
+        if self._call.active():
+            self._call.cancel()
+        self.stream.cancel()
         # Close once the server has answered the cancel (the parts already
         # on their way are read and dropped meanwhile): closing a socket
         # with unread data resets it, and the cancel could be lost with it.
         for _ in range(250):
-            (upstream,) = client.debug_state()["upstreams"]
+            (upstream,) = self._client.debug_state()["upstreams"]
             if not (upstream.get("protocol") or {}).get("tombstones"):
                 break
-            await _sleep(reactor, 0.02)
+            await _sleep(self._reactor, 0.02)
+
+
+async def flow_control(
+    reactor: Any, address: str, count: int = 200, every: float = 0.005
+) -> dict[str, Any]:
+    """
+    Plain requests' latency alone, on the connection of a lagging stream,
+    and with the lagging stream on a client (connection) of its own:
+    ``count`` requests, one every ``every`` seconds, each time.
+    """
+    from framedclient import FramedClient
+
+    client = FramedClient.from_endpoint(reactor, address, pool_size=1)
+    own = FramedClient.from_endpoint(reactor, address, pool_size=1)
+    latencies: dict[str, list[float]] = {}
+    # What the lagging consumer took per second while the requests ran.
+    rates: dict[str, float] = {}
+    try:
+        await client.when_ready()
+        await own.when_ready()
+        latencies["alone"] = await _plain_latencies(reactor, client, count, every)
+        for name, streams_client in (
+            ("next_to_lagging_stream", client),
+            ("lagging_stream_on_its_own_client", own),
+        ):
+            lagging = _LaggingStream(reactor, streams_client)
+            # Let the stream fill the buffers first, as a long-running one has.
+            await _sleep(reactor, 0.5)
+            taken, started = lagging.taken, time.perf_counter()
+            latencies[name] = await _plain_latencies(reactor, client, count, every)
+            rates[name] = (lagging.taken - taken) / (time.perf_counter() - started)
+            await lagging.stop()
     finally:
         await client.close()
+        await own.close()
     return {
         "requests": count,
         "every_s": every,
-        "consumer": f"{take_bytes} bytes every {take_every * 1000:g} ms",
-        "answered": {"alone": len(alone), "next_to_lagging_stream": len(lagging)},
-        "alone": latency_summary(sorted(alone)),
-        "next_to_lagging_stream": latency_summary(sorted(lagging)),
+        "consumer": f"{_LaggingStream.take_bytes} bytes every "
+        f"{_LaggingStream.take_every * 1000:g} ms",
+        "answered": {name: len(values) for name, values in latencies.items()},
+        "consumer_bytes_per_s": rates,
+        **{name: latency_summary(sorted(values)) for name, values in latencies.items()},
     }
 
 
@@ -311,18 +342,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _text(result: dict[str, Any]) -> str:
     if "next_to_lagging_stream" in result:
-        alone, lagging = result["alone"], result["next_to_lagging_stream"]
-        return "\n".join(
-            [
-                f"{result['requests']} plain requests, one every "
-                f"{result['every_s'] * 1000:g} ms; the stream's consumer takes "
-                f"{result['consumer']}",
-                f"  alone:                  p50 {alone['p50'] * 1000:8.2f} ms  "
-                f"p99 {alone['p99'] * 1000:8.2f} ms",
-                f"  next to lagging stream: p50 {lagging['p50'] * 1000:8.2f} ms  "
-                f"p99 {lagging['p99'] * 1000:8.2f} ms",
-            ]
+        lines = [
+            f"{result['requests']} plain requests, one every "
+            f"{result['every_s'] * 1000:g} ms; the stream's consumer takes "
+            f"{result['consumer']}"
+        ]
+        for name, label in (
+            ("alone", "alone"),
+            ("next_to_lagging_stream", "same connection as the stream"),
+            ("lagging_stream_on_its_own_client", "stream on a client of its own"),
+        ):
+            summary = result[name]
+            lines.append(
+                f"  {label + ':':31} p50 {summary['p50'] * 1000:8.2f} ms  "
+                f"p99 {summary['p99'] * 1000:8.2f} ms"
+            )
+        rate = result["consumer_bytes_per_s"]["next_to_lagging_stream"]
+        lines.append(
+            f"  the consumer took {rate / 1e6:.2f} MB/s: a reply on the stream's "
+            f"connection waited behind about "
+            f"{rate * result['next_to_lagging_stream']['p50'] / 1e6:.1f} MB"
         )
+        return "\n".join(lines)
     stream, rr = result["median"]["stream"], result["median"]["request_reply"]
     ratios = ", ".join(f"{r:.2f}" for r in result["rate_ratios"])
     return "\n".join(

@@ -21,9 +21,9 @@ body starts with      the server ...
                       connection, then answers them all in reverse order
 ``!stream:N:SIZE``    streams ``N`` PART frames of ``SIZE`` bytes (part ``i``
                       starts with ``i`` in decimal and a colon), as fast as
-                      the client reads, then an empty REPLY; CANCEL stops it
-``!stream:N:SIZE:TAG`` the same, each part starting with ``TAG:i:`` (a
-                      stream's identity, so a test can tell whose part it got)
+                      the client reads, then an empty REPLY; CANCEL stops it;
+                      ``!stream:N:SIZE:TAG`` starts each part with ``TAG:i:``
+                      (a stream's identity, so a test can tell whose it got)
 ``!subscribe:T``      this connection receives the PUSH frames of topic ``T``
 ``!unsubscribe:T``    stops those PUSH frames on this connection
 ``!publish:T DATA``   sends ``DATA`` in a PUSH to every subscriber of ``T``;

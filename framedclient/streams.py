@@ -305,10 +305,12 @@ class Stream(Feed):
         d.addCallbacks(self._ended, self._failed)
 
     def _finish(self, result: Any) -> None:
-        super()._finish(result)
+        # Off the books before the consumer hears of the end: its code may
+        # look at them at once.
         registry, self._registry = self._registry, None
         if registry is not None:
             registry.discard(self)
+        super()._finish(result)
 
     def _on_part(self, part: Any, now: float) -> None:
         self._idle_from = now

@@ -153,16 +153,24 @@ async def test_a_consumer_that_never_reads_keeps_memory_bounded_then_gets_everyt
         # 20 MB were asked for; the client holds at most its limit plus one
         # socket read, and the server stopped sending (it streams only as
         # fast as the client reads).
-        held = stream.buffered_bytes
-        assert limit <= held <= limit + 256 * 1024
+        held_bytes = stream.buffered_bytes
+        assert limit <= held_bytes <= limit + 256 * 1024
         (proto,) = [c.protocol for c in client.pool.connections if c.protocol]
         assert proto.reading_held
         received = stream.buffered
         await deferLater(reactor, 0.2, lambda: None)
         assert stream.buffered == received  # nothing more was read
+        # The client's books show what the stream holds, and that it holds
+        # the connection's reading.
+        books = held(client)
+        assert books["streams_open"] == 1
+        assert books["stream_buffered_parts"] == received
+        assert books["stream_buffered_bytes"] == held_bytes == stream.buffered_bytes
+        assert books["feeds_holding_reading"] == 1
         parts = await collect(stream)
         assert len(parts) == 20000 and parts == expected(20000, 1000)
         assert not proto.reading_held and server.connections
+        assert held(client) == dict.fromkeys(books, 0)
 
 
 @pytest_twisted.ensureDeferred

@@ -73,6 +73,9 @@ class Feed:
         self._items: deque[Any] = deque()
         self.buffered_bytes = 0
         self._waiter: Deferred[Any] | None = None
+        # Whether the waiter is async for's (the end is StopAsyncIteration)
+        # or next()'s (the end is END).
+        self._iterating = False
         # None while open; _END or the Failure once finished.
         self._done: Any = None
         self._proto: FramedProtocol | None = None
@@ -126,7 +129,12 @@ class Feed:
         waiter = self._waiter
         if waiter is not None and not self._items:
             self._waiter = None
-            waiter.callback(_END) if result is _END else waiter.errback(result)
+            if result is not _END:
+                waiter.errback(result)
+            elif self._iterating:
+                waiter.errback(StopAsyncIteration())
+            else:
+                waiter.callback(_END)
 
     def _release(self) -> None:
         if self._holding:
@@ -153,6 +161,14 @@ class Feed:
         :data:`END` once the feed has ended, or fails with the feed's error
         (``CancelledError`` after :meth:`Stream.cancel`).
         """
+        return self._next(False)
+
+    def __anext__(self) -> Deferred[Any]:
+        # A Deferred is awaitable: ``async for`` awaits it directly, without
+        # a coroutine per item; the end is the StopAsyncIteration it expects.
+        return self._next(True)
+
+    def _next(self, iterating: bool) -> Deferred[Any]:
         items = self._items
         if items:
             item = items.popleft()
@@ -164,7 +180,9 @@ class Feed:
             return succeed(item)
         done = self._done
         if done is not None:
-            return succeed(_END) if done is _END else fail(done)
+            if done is not _END:
+                return fail(done)
+            return fail(StopAsyncIteration()) if iterating else succeed(_END)
         if self._waiter is not None:
             return fail(
                 RuntimeError(
@@ -174,6 +192,7 @@ class Feed:
             )
         d: Deferred[Any] = Deferred(self._consumer_gave_up)
         self._waiter = d
+        self._iterating = iterating
         return d
 
     def _consumer_gave_up(self, d: Deferred[Any]) -> None:
@@ -190,12 +209,6 @@ class Feed:
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
-
-    async def __anext__(self) -> Any:
-        item = await self.next()
-        if item is _END:
-            raise StopAsyncIteration
-        return item
 
     def consume(self, on_item: Callable[[Any], object]) -> Deferred[None]:
         """

@@ -196,6 +196,41 @@ def test_async_for_and_callbacks_both_consume_a_stream() -> None:
     assert got == [b"1", b"2"] and done.called and done.result is None
 
 
+def test_async_for_ends_at_the_end_and_raises_the_error_whether_waiting_or_not() -> (
+    None
+):
+    clock = Clock()
+    proto, _ = connected(clock)
+    waiting, finished_first, failing = (open_stream(proto, clock) for _ in range(3))
+
+    async def read(stream: Stream) -> list[bytes]:
+        return [part async for part in stream]
+
+    # The loop waits when the end comes; or the end came before the loop.
+    d = ensureDeferred(read(waiting))
+    for s in (waiting, finished_first):
+        rid: int = s.request_id  # type: ignore[assignment]
+        proto.dataReceived(
+            CODEC.encode(PART, rid, b"p") + CODEC.encode(REPLY, rid, b"")
+        )
+    assert d.result == [b"p"]
+    assert ensureDeferred(read(finished_first)).result == [b"p"]
+    # An error reply is raised by the loop, after the parts before it.
+    got: list[bytes] = []
+
+    async def read_all() -> None:
+        async for part in failing:
+            got.append(part)
+
+    failed = ensureDeferred(read_all())
+    rid = failing.request_id  # type: ignore[assignment]
+    proto.dataReceived(CODEC.encode(PART, rid, b"a") + CODEC.encode(ERROR, rid, b"no"))
+    assert got == [b"a"]
+    with pytest.raises(RemoteError, match="no"):
+        failed.result.raiseException()
+    failed.addErrback(lambda _: None)
+
+
 def test_cancel_midway_leaves_no_held_id_timer_or_part() -> None:
     clock = Clock()
     proto, transport = connected(clock)

@@ -400,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if pin:
             os.sched_setaffinity(0, {0})
         address = f"tcp:{server.host}:{server.port}"
-        from twisted.internet import reactor, task
+        from twisted.internet import task
 
         results: list[dict[str, Any]] = []
 
@@ -423,9 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             task.react(lambda r: ensureDeferred(run(r)))
         except SystemExit as e:
+            # react() always exits: 0 once run() is done, 1 if it failed
+            # (the traceback is printed).
             if e.code:
                 return int(e.code)
-        del reactor
     (result,) = results
     result["machine"] = {"pinned": pin, "cpus": os.cpu_count()}
     if args.json:

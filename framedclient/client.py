@@ -549,14 +549,16 @@ class FramedClient:
     def debug_state(self) -> dict[str, Any]:
         """
         Everything :meth:`stats` says, plus each connection in detail
-        (state, pending and their age, backoff, last error) and the number
-        of timers the reactor holds: where a leak shows up.
+        (state, pending and their age, backoff, last error), the number
+        of timers the reactor holds, and the books of streams and
+        subscriptions: where a leak shows up.
         """
         state = self.stats()
         # Calls waiting for a slot, a connection or a retry delay: 0 once
         # nothing is queued (a leak shows up here).
         state.update(self._dispatcher.debug_state())
         state.update(self.upstreams.debug_state())
+        state.update(self.subscriptions.debug_state())
         return state
 
     def hedges(self) -> dict[str, int]:

@@ -217,6 +217,9 @@ class DeadlineTimer:
         self._timer: IDelayedCall | None = None
 
     def arm(self, deadline: float) -> None:
+        if deadline == math.inf:
+            self.cancel()
+            return
         delay = max(0.0, deadline - self._clock.seconds())
         timer = self._timer
         if timer is None:

@@ -109,7 +109,8 @@ class EngineActions(Protocol):
     def arm(self, deadline: float) -> None:
         """
         Call :meth:`RequestEngine.wake` at ``deadline`` (absolute, in the
-        engine's clock); replaces the previous wake-up.
+        engine's clock); replaces the previous wake-up.  ``inf``: no
+        wake-up is needed (cancel the one armed).
         """
 
     def idle(self) -> None:
@@ -599,6 +600,8 @@ class RequestEngine:
             r.state = DONE
             self.tombstones -= 1
             self.late_replies += 1
+            if not self.tombstones:
+                self._rest()
             return LATE
         # A reply to a request not written yet: the peer answered an ID it
         # has not been sent.  Keep the request, drop the reply.
@@ -815,6 +818,20 @@ class RequestEngine:
 
     def _expire(self, r: Request) -> None:
         self._settle(r, TIMEOUT, RequestTimeout(r.timeout), self._seconds())
+
+    def _rest(self) -> None:
+        # The last tombstone was answered (a cancelled stream's usual end):
+        # its abandoned_ttl needs no wake-up any more.  Unless a deadline may
+        # still be live, the wake-up is withdrawn (arm(inf)) instead of
+        # firing once for nothing; rare, unlike a reply, whose wake-up stays
+        # lazy.
+        self._tombstone_deadlines.clear()
+        if self._usual or len(self._deadlines) or self._wake_at == math.inf:
+            return
+        self._deadlines.clear()  # empty, but may still think it is armed
+        self._usual_armed = False
+        self._wake_at = math.inf
+        self.actions.arm(math.inf)
 
     def _forget_tombstone(self, r: Request) -> None:
         # No late reply within abandoned_ttl: release the ID.  A reply that

@@ -21,7 +21,9 @@ body starts with      the server ...
                       connection, then answers them all in reverse order
 ``!stream:N:SIZE``    streams ``N`` PART frames of ``SIZE`` bytes (part ``i``
                       starts with ``i`` in decimal and a colon), as fast as
-                      the client reads, then an empty REPLY; CANCEL stops it
+                      the client reads, then an empty REPLY; CANCEL stops it;
+                      ``!stream:N:SIZE:TAG`` starts each part with ``TAG:i:``
+                      (a stream's identity, so a test can tell whose it got)
 ``!subscribe:T``      this connection receives the PUSH frames of topic ``T``
 ``!unsubscribe:T``    stops those PUSH frames on this connection
 ``!publish:T DATA``   sends ``DATA`` in a PUSH to every subscriber of ``T``;
@@ -93,6 +95,8 @@ class ReferenceServerProtocol(Protocol):
         self._closed = False
         # Streams being sent: request ID -> [next part, parts, size].
         self._streams: dict[int, list[int]] = {}
+        # The TAG of the streams that asked for one (!stream:N:SIZE:TAG).
+        self._tags: dict[int, bytes] = {}
         self._pump_call: IDelayedCall | None = None
         self._paused = False
         self._producing = False
@@ -110,6 +114,7 @@ class ReferenceServerProtocol(Protocol):
 
     def stopProducing(self) -> None:
         self._streams.clear()
+        self._tags.clear()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closed = True
@@ -118,6 +123,7 @@ class ReferenceServerProtocol(Protocol):
             self.factory.subscribers.get(topic, set()).discard(self)
         self.topics.clear()
         self._streams.clear()
+        self._tags.clear()
         if self._pump_call is not None and self._pump_call.active():
             self._pump_call.cancel()
         self._pump_call = None
@@ -198,10 +204,13 @@ class ReferenceServerProtocol(Protocol):
                 self._out.append(encode(REPLY, request_id, b"x" * int(arg)))
             elif name == b"stream":
                 count, _, size = arg.partition(b":")
+                size, _, tag = size.partition(b":")
                 parts, part_size = int(count), int(size or b"0")
                 if parts < 0 or part_size < 0:
                     raise ValueError(word)
                 self._streams[request_id] = [0, parts, part_size]
+                if tag:
+                    self._tags[request_id] = tag + b":"
                 self._schedule_pump()
             elif name == b"subscribe":
                 self.topics.add(arg)
@@ -255,16 +264,20 @@ class ReferenceServerProtocol(Protocol):
             return
         encode = self._codec.encode
         out = self._out
+        tags = self._tags
         for request_id, state in list(self._streams.items()):
             sent, parts, size = state
             end = min(parts, sent + 64)
+            tag = tags.get(request_id, b"")
+            padding = b"x" * size
             for i in range(sent, end):
-                label = b"%d:" % i
-                body = (label + b"x" * size)[: max(size, len(label))]
+                label = b"%s%d:" % (tag, i)
+                body = (label + padding)[: max(size, len(label))]
                 out.append(encode(PART, request_id, body))
             state[0] = end
             if end >= parts:
                 del self._streams[request_id]
+                tags.pop(request_id, None)
                 out.append(encode(REPLY, request_id, b""))
         self._write()
         self._schedule_pump()
@@ -281,6 +294,7 @@ class ReferenceServerProtocol(Protocol):
         # with an error reply, so the client can release its ID at once.
         withdrawn = self._streams.pop(request_id, None) is not None
         if withdrawn:
+            self._tags.pop(request_id, None)
             self._schedule_pump()
         call = self._delayed.pop(request_id, None)
         if call is not None and call.active():

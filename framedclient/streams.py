@@ -73,6 +73,9 @@ class Feed:
         self._items: deque[Any] = deque()
         self.buffered_bytes = 0
         self._waiter: Deferred[Any] | None = None
+        # Whether the waiter is async for's (the end is StopAsyncIteration)
+        # or next()'s (the end is END).
+        self._iterating = False
         # None while open; _END or the Failure once finished.
         self._done: Any = None
         self._proto: FramedProtocol | None = None
@@ -126,7 +129,12 @@ class Feed:
         waiter = self._waiter
         if waiter is not None and not self._items:
             self._waiter = None
-            waiter.callback(_END) if result is _END else waiter.errback(result)
+            if result is not _END:
+                waiter.errback(result)
+            elif self._iterating:
+                waiter.errback(StopAsyncIteration())
+            else:
+                waiter.callback(_END)
 
     def _release(self) -> None:
         if self._holding:
@@ -153,6 +161,14 @@ class Feed:
         :data:`END` once the feed has ended, or fails with the feed's error
         (``CancelledError`` after :meth:`Stream.cancel`).
         """
+        return self._next(False)
+
+    def __anext__(self) -> Deferred[Any]:
+        # A Deferred is awaitable: ``async for`` awaits it directly, without
+        # a coroutine per item; the end is the StopAsyncIteration it expects.
+        return self._next(True)
+
+    def _next(self, iterating: bool) -> Deferred[Any]:
         items = self._items
         if items:
             item = items.popleft()
@@ -164,7 +180,9 @@ class Feed:
             return succeed(item)
         done = self._done
         if done is not None:
-            return succeed(_END) if done is _END else fail(done)
+            if done is not _END:
+                return fail(done)
+            return fail(StopAsyncIteration()) if iterating else succeed(_END)
         if self._waiter is not None:
             return fail(
                 RuntimeError(
@@ -174,6 +192,7 @@ class Feed:
             )
         d: Deferred[Any] = Deferred(self._consumer_gave_up)
         self._waiter = d
+        self._iterating = iterating
         return d
 
     def _consumer_gave_up(self, d: Deferred[Any]) -> None:
@@ -190,12 +209,6 @@ class Feed:
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
-
-    async def __anext__(self) -> Any:
-        item = await self.next()
-        if item is _END:
-            raise StopAsyncIteration
-        return item
 
     def consume(self, on_item: Callable[[Any], object]) -> Deferred[None]:
         """
@@ -272,6 +285,8 @@ class Stream(Feed):
         self._timer: IDelayedCall | None = None
         self._idle_from = 0.0
         self._cancelled = False
+        # The open streams of its client (for debug_state), left at the end.
+        self._registry: set[Stream] | None = None
 
     def __repr__(self) -> str:
         state = "finished" if self._done is not None else "open"
@@ -301,6 +316,14 @@ class Stream(Feed):
             if self.idle_timeout is not None:
                 self._timer = self._clock.callLater(self.idle_timeout, self._idle_check)
         d.addCallbacks(self._ended, self._failed)
+
+    def _finish(self, result: Any) -> None:
+        # Off the books before the consumer hears of the end: its code may
+        # look at them at once.
+        registry, self._registry = self._registry, None
+        if registry is not None:
+            registry.discard(self)
+        super()._finish(result)
 
     def _on_part(self, part: Any, now: float) -> None:
         self._idle_from = now
@@ -381,6 +404,7 @@ def open_stream(
     body: bytes | Message,
     idle_timeout: float | None = None,
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    registry: set[Stream] | None = None,
 ) -> Stream:
     """
     Send ``body`` as a streamed request on a connection of the pool; it
@@ -393,6 +417,8 @@ def open_stream(
         ``RequestTimeout`` and is cancelled.
     :param buffer_bytes: bytes buffered for a lagging consumer before the
         connection stops reading.
+    :param registry: holds the stream until it has finished (what a
+        client's ``debug_state()`` counts).
     :raises TypeError, ValueError: for a bad argument, naming it.
     """
     if not isinstance(body, bytes | Message):
@@ -404,6 +430,9 @@ def open_stream(
         check_argument_seconds(idle_timeout)
     _check_buffer_bytes(buffer_bytes, "stream()")
     stream = Stream(clock, idle_timeout, buffer_bytes)
+    if registry is not None:
+        registry.add(stream)
+        stream._registry = registry
     proto = dispatcher.pool.take()
     if proto is not None:
         stream._attach(proto, body)
@@ -611,6 +640,8 @@ class Subscriptions:
         self._closed = False
         #: times the subscriptions moved to a new connection
         self.reconnects = 0
+        # The streams not finished yet (debug_state's books).
+        self._streams: set[Stream] = set()
 
     def stream(
         self,
@@ -628,7 +659,32 @@ class Subscriptions:
             body,
             idle_timeout,
             buffer_bytes,
+            self._streams,
         )
+
+    def debug_state(self) -> dict[str, int]:
+        """
+        The books of the client's streams and subscriptions, where a leak
+        shows up: streams not finished yet, their idle timers, the parts
+        and bytes they buffer for consumers that lag (a finished stream's
+        unread parts are its consumer's, and not counted), the
+        subscriptions, their topics and what they buffer, and how many of
+        these hold their connection's reading.
+        """
+        streams = self._streams
+        subs = {id(s): s for subs in self._by_topic.values() for s in subs}
+        feeds = [*streams, *subs.values()]
+        return {
+            "streams_open": len(streams),
+            "stream_timers": sum(s.timer_active for s in streams),
+            "stream_buffered_parts": sum(s.buffered for s in streams),
+            "stream_buffered_bytes": sum(s.buffered_bytes for s in streams),
+            "subscriptions": len(subs),
+            "subscription_topics": len(self._by_topic),
+            "subscription_buffered_messages": sum(s.buffered for s in subs.values()),
+            "subscription_buffered_bytes": sum(s.buffered_bytes for s in subs.values()),
+            "feeds_holding_reading": sum(f.holding for f in feeds),
+        }
 
     def subscribe(
         self, topic: bytes, buffer_bytes: int = DEFAULT_BUFFER_BYTES

@@ -196,6 +196,41 @@ def test_async_for_and_callbacks_both_consume_a_stream() -> None:
     assert got == [b"1", b"2"] and done.called and done.result is None
 
 
+def test_async_for_ends_at_the_end_and_raises_the_error_whether_waiting_or_not() -> (
+    None
+):
+    clock = Clock()
+    proto, _ = connected(clock)
+    waiting, finished_first, failing = (open_stream(proto, clock) for _ in range(3))
+
+    async def read(stream: Stream) -> list[bytes]:
+        return [part async for part in stream]
+
+    # The loop waits when the end comes; or the end came before the loop.
+    d = ensureDeferred(read(waiting))
+    for s in (waiting, finished_first):
+        rid: int = s.request_id  # type: ignore[assignment]
+        proto.dataReceived(
+            CODEC.encode(PART, rid, b"p") + CODEC.encode(REPLY, rid, b"")
+        )
+    assert d.result == [b"p"]
+    assert ensureDeferred(read(finished_first)).result == [b"p"]
+    # An error reply is raised by the loop, after the parts before it.
+    got: list[bytes] = []
+
+    async def read_all() -> None:
+        async for part in failing:
+            got.append(part)
+
+    failed = ensureDeferred(read_all())
+    rid = failing.request_id  # type: ignore[assignment]
+    proto.dataReceived(CODEC.encode(PART, rid, b"a") + CODEC.encode(ERROR, rid, b"no"))
+    assert got == [b"a"]
+    with pytest.raises(RemoteError, match="no"):
+        failed.result.raiseException()
+    failed.addErrback(lambda _: None)
+
+
 def test_cancel_midway_leaves_no_held_id_timer_or_part() -> None:
     clock = Clock()
     proto, transport = connected(clock)
@@ -219,10 +254,44 @@ def test_cancel_midway_leaves_no_held_id_timer_or_part() -> None:
     assert stream.buffered == 0 and proto.table_size == 1
     proto.dataReceived(CODEC.encode(ERROR, rid, b"cancelled"))
     assert proto.table_size == 0 and proto.engine.entries == 0
-    # The connection's one wake-up timer is lazy: it fires once, finds
-    # nothing and is not armed again.
+    # The answered cancel leaves no wake-up behind (abandoned_ttl is moot).
+    assert clock.getDelayedCalls() == []
     clock.advance(60.0)
     assert clock.getDelayedCalls() == []
+
+
+def test_a_cancelled_stream_leaves_no_timer_once_the_server_answers_the_cancel() -> (
+    None
+):
+    # The ID of a cancelled stream is held until the server answers the
+    # CANCEL (or abandoned_ttl passes); once it is answered nothing of the
+    # stream may stay scheduled: no idle timer, and no wake-up for the
+    # abandoned_ttl of an ID already released.
+    clock = Clock()
+    proto, transport = connected(clock)
+    streams = [open_stream(proto, clock, idle_timeout=5.0) for _ in range(3)]
+    for stream in streams:
+        proto.dataReceived(CODEC.encode(PART, stream.request_id, b"1"))  # type: ignore[arg-type]
+        stream.cancel()
+    clock.advance(0)
+    sent_frames(transport)
+    for stream in streams:
+        proto.dataReceived(CODEC.encode(ERROR, stream.request_id, b"cancelled"))  # type: ignore[arg-type]
+        assert not stream.timer_active
+    assert proto.table_size == 0 and proto.debug_state()["tombstones"] == 0
+    assert clock.getDelayedCalls() == []
+    # The timer is armed again for what comes next: a request's timeout
+    # still fires, and a new cancel's ID is still released at abandoned_ttl.
+    d = proto.request(b"slow", timeout=2.0)
+    errors: list[Any] = []
+    d.addErrback(errors.append)
+    clock.advance(2.0)
+    assert errors and errors[0].check(RequestTimeout)
+    late = open_stream(proto, clock)
+    late.cancel()
+    assert proto.table_size == 2  # both IDs held until answered or expired
+    clock.advance(60.0)
+    assert proto.table_size == 0 and clock.getDelayedCalls() == []
 
 
 def test_idle_timeout_counts_only_while_the_consumer_waits() -> None:

@@ -27,6 +27,10 @@ Examples::
     # Redis and memcached clients side by side (framedclient.bench.keyvalue)
     python -m framedclient.bench redis --concurrency 50
     python -m framedclient.bench memcache --concurrency 50
+    # a stream of 100,000 parts against request/reply of the same bytes;
+    # what a lagging stream costs the requests on its connection
+    python -m framedclient.bench stream
+    python -m framedclient.bench stream --flow-control
     # each pick policy with 50 clients x 20 hosts, one slow and one dead,
     # simulated on the in-memory kit (framedclient.bench.fleetsim)
     python -m framedclient.bench fleet-sim
@@ -256,6 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framedclient.bench.fleetsim import main as fleet_main
 
         return fleet_main(argv[1:])
+    if argv[:1] == ["stream"]:
+        # A stream of N parts against request/reply of the same bytes, or
+        # (--flow-control) what a lagging stream costs its connection.
+        from framedclient.bench.streaming import main as streaming_main
+
+        return streaming_main(argv[1:])
     if argv[:1] in (["redis"], ["memcache"]):
         # Real protocols against real servers (framedclient.bench.keyvalue).
         from framedclient.bench.keyvalue import main as keyvalue_main

@@ -33,7 +33,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from framedclient.codecs import Message, Push
-from framedclient.errors import ClientClosed, RequestTimeout
+from framedclient.errors import ClientClosed, ConnectionLost, RequestTimeout
 
 if TYPE_CHECKING:
     from framedclient.dispatch import Dispatcher
@@ -718,8 +718,11 @@ class Subscriptions:
                     sub._confirm(topic)
 
         def refused(failure: Failure) -> None:
-            if self.proto is not proto:
-                return  # lost meanwhile: subscribed again on the next one
+            if self.proto is not proto or failure.check(ConnectionLost):  # type: ignore[no-untyped-call]
+                # Lost meanwhile (or about to be: a connection of the pool
+                # picked as the one before it was lost, whose own loss is
+                # not yet known): subscribed again on the next one.
+                return
             for sub in list(self._by_topic.get(topic, ())):
                 self._forget(sub)
                 sub._refused(failure)

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient, Lease
 from framedclient.clients.base import ProtocolClient, check_keywords
-from framedclient.clients.redis_pubsub import RedisSubscriber
+from framedclient.clients.redis_pubsub import RedisSubscriber, SharedRedisSubscriber
 from framedclient.clients.sentinel import (
     SCHEME,
     SentinelHosts,
@@ -39,6 +39,7 @@ from framedclient.codecs.redis import (
     parse_reply,
 )
 from framedclient.codecs.redis_pubsub import RedisPubSubCodec
+from framedclient.codecs.resp3 import Resp3Codec
 from framedclient.config import documents_settings
 from framedclient.errors import ConnectionLost, InvalidRequest, RemoteError
 from framedclient.protocol import FramedProtocol
@@ -451,7 +452,7 @@ class RedisClient(RedisCommands, ProtocolClient):
 
     def __init__(self, client: FramedClient) -> None:
         super().__init__(client)
-        self._subscriber: RedisSubscriber | None = None
+        self._subscriber: RedisSubscriber | SharedRedisSubscriber | None = None
 
     @classmethod
     @documents_settings
@@ -466,6 +467,7 @@ class RedisClient(RedisCommands, ProtocolClient):
         username: str | bytes | None = None,
         db: int = 0,
         codec: RedisCodec | None = None,
+        protocol: int = 2,
         **options: Unpack[ClientKeywords],
     ) -> Self:
         """
@@ -480,6 +482,13 @@ class RedisClient(RedisCommands, ProtocolClient):
         :param codec: a :class:`~framedclient.codecs.redis.RedisCodec`
             (default ``RedisCodec()``; ``RedisCodec(max_frame=...)`` for
             larger replies).
+        :param protocol: ``2`` (RESP2, the default): pub/sub runs on
+            connections of its own.  ``3``: each connection says ``HELLO
+            3`` and reads RESP3 (:class:`~framedclient.codecs.resp3.Resp3Codec`,
+            the default codec then), and :meth:`subscribe` and its kin
+            share the client's connections, their messages arriving as
+            push frames between other replies (Redis 6 or later;
+            docs/redis-pubsub.md).  Replies keep RESP2's shape either way.
 
         A Redis Sentinel string,
         ``"redis-sentinel:HOST:PORT[,HOST:PORT...]/SERVICE"``, stands alone
@@ -490,12 +499,29 @@ class RedisClient(RedisCommands, ProtocolClient):
             "RedisClient.from_endpoint", options, ("password", "username", "db")
         )
         check_argument(Count(minimum=0), "db", db, "RedisClient.from_endpoint")
+        if protocol not in (2, 3) or isinstance(protocol, bool):
+            raise ValueError(
+                f"RedisClient.from_endpoint: protocol must be 2 (RESP2, pub/sub "
+                f"on connections of its own) or 3 (RESP3, pub/sub on the shared "
+                f"connections), got {protocol!r}"
+            )
+        if protocol == 3 and codec is not None and not isinstance(codec, Resp3Codec):
+            raise TypeError(
+                f"RedisClient.from_endpoint: protocol=3 reads RESP3 and needs a "
+                f"Resp3Codec, got codec={codec!r}: leave codec out, or pass "
+                f"Resp3Codec(max_frame=...)"
+            )
         if isinstance(endpoint, str):
             found = parse_sentinel_string(endpoint)
             if found is not None:
                 sentinels, service = found
                 if codec is not None:
                     options["codec"] = codec
+                if protocol != 2:
+                    raise ValueError(
+                        "protocol=3 is for a Redis at a known endpoint; a "
+                        "redis-sentinel: string takes protocol=2 (the default)"
+                    )
                 return cls.from_sentinel(  # type: ignore[return-value]
                     reactor,
                     sentinels,
@@ -517,9 +543,18 @@ class RedisClient(RedisCommands, ProtocolClient):
                 "username needs a password: pass password= too (Redis 6 ACLs "
                 "authenticate with both)"
             )
+        if protocol == 3 and codec is None:
+            codec = Resp3Codec()
         options["codec"] = cls._codec(codec)
         setup: list[bytes] = []
-        if password is not None:
+        if protocol == 3:
+            # HELLO 3 first, with AUTH inside it (a username is required
+            # there: Redis's own user is "default").
+            hello: list[bytes | str] = ["HELLO", "3"]
+            if password is not None:
+                hello += ["AUTH", username or "default", password]
+            setup.append(command(*hello))
+        elif password is not None:
             auth: list[bytes | str] = ["AUTH"]
             if username is not None:
                 auth.append(username)
@@ -531,6 +566,9 @@ class RedisClient(RedisCommands, ProtocolClient):
         if setup:
             options["prepare"] = _prepare(setup, user_prepare)
         redis = cls(FramedClient.from_endpoint(reactor, endpoint, **options))
+        if protocol == 3:
+            redis._subscriber = SharedRedisSubscriber(redis.client)
+            return redis
 
         # AUTH only: a subscriber connection takes no SELECT (pub/sub
         # ignores the database) and no other command.
@@ -549,7 +587,8 @@ class RedisClient(RedisCommands, ProtocolClient):
 
     def subscribe(self, *channels: str | bytes, **options: Any) -> Subscription:
         """
-        ``SUBSCRIBE channels`` on a connection of its own: ``async for
+        ``SUBSCRIBE channels`` on a connection of its own (or, with
+        ``protocol=3``, on one of the client's connections): ``async for
         message in sub`` gives each message (``.channel``, ``.data``), and
         after a reconnect a marker with ``.gap`` true first; ``await
         sub.unsubscribe()`` ends it.  ``buffer_bytes=`` bounds what a lagging
@@ -570,7 +609,7 @@ class RedisClient(RedisCommands, ProtocolClient):
         """
         return self._pubsub().subscribe("ssubscribe", channels, **options)
 
-    def _pubsub(self) -> RedisSubscriber:
+    def _pubsub(self) -> RedisSubscriber | SharedRedisSubscriber:
         if self._subscriber is None:
             raise TypeError(
                 "pub/sub needs the RedisClient to know its server: make it with "
@@ -582,9 +621,12 @@ class RedisClient(RedisCommands, ProtocolClient):
         """
         Close the client, its subscriptions and their connections.
         """
-        closing = [super().close(timeout)]
+        closing = []
         if self._subscriber is not None:
+            # First: subscriptions on shared connections must not subscribe
+            # again when the client's connections close.
             closing.append(self._subscriber.close(timeout))
+        closing.append(super().close(timeout))
         return gatherResults(closing, consumeErrors=True).addBoth(lambda _: None)
 
     @classmethod

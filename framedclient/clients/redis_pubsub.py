@@ -1,7 +1,8 @@
 """
 Redis pub/sub for :class:`~framedclient.clients.redis.RedisClient`:
 ``subscribe``, ``psubscribe`` and ``ssubscribe`` on dedicated RESP2
-connections.
+connections (:class:`RedisSubscriber`), or on the client's own RESP3
+connections (:class:`SharedRedisSubscriber`, ``protocol=3``).
 
 A RESP2 connection that has subscribed accepts only subscription commands,
 so subscriptions never share the client's pool: each kind gets one
@@ -17,14 +18,16 @@ channel subscribed again after a reconnect with a gap marker first,
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from framedclient.client import FramedClient
 from framedclient.codecs.redis import command
+from framedclient.protocol import FramedProtocol
 from framedclient.streams import DEFAULT_BUFFER_BYTES, Subscription, Subscriptions
 
-__all__ = ["RedisSubscriber"]
+__all__ = ["RedisSubscriber", "SharedRedisSubscriber"]
 
 #: the subscribe command of each kind, and the one that undoes it
 _VERBS = {
@@ -98,3 +101,98 @@ class RedisSubscriber:
         closing = [client.close(timeout) for client, _ in self._kinds.values()]
         self._kinds = {}
         return gatherResults(closing, consumeErrors=True).addBoth(lambda _: None)
+
+
+#: which kind of subscription a RESP3 push of each kind belongs to
+_KIND_OF_PUSH = {
+    b"message": "subscribe",
+    b"pmessage": "psubscribe",
+    b"smessage": "ssubscribe",
+}
+
+
+class _SharedKind(Subscriptions):
+    """
+    The subscriptions of one kind on a shared RESP3 connection: every
+    connection they use routes its pushes through the client's router, so
+    the kinds sharing it each get their own messages.
+    """
+
+    router: Callable[[Any], None]
+
+    def _attach(self, proto: FramedProtocol) -> None:
+        super()._attach(proto)
+        proto.on_push = self.router
+
+
+class SharedRedisSubscriber:
+    """
+    The subscriptions of a ``protocol=3`` (RESP3)
+    :class:`~framedclient.clients.redis.RedisClient`: on the client's own
+    connections, where published messages arrive as push frames between
+    the replies to other commands (no connection of their own).  Each kind
+    (``subscribe``, ``psubscribe``, ``ssubscribe``) uses one connection of
+    the pool, moves to another when that one is lost (subscribing again,
+    with a gap marker first), and holds that connection's reading only
+    while a consumer lags past its ``buffer_bytes`` (which delays the
+    other commands on it: docs/redis-pubsub.md).
+
+    :param client: the RedisClient's ``FramedClient``, whose codec is a
+        :class:`~framedclient.codecs.resp3.Resp3Codec` and whose
+        connections said ``HELLO 3``.
+    """
+
+    def __init__(self, client: FramedClient) -> None:
+        self._client = client
+        self._kinds: dict[str, Subscriptions] = {}
+
+    def _route(self, push: Any) -> None:
+        kind = _KIND_OF_PUSH.get(getattr(push, "kind", b""))
+        if kind is not None:
+            subs = self._kinds.get(kind)
+            if subs is not None:
+                subs._on_push(push)
+
+    def subscriptions(self, kind: str) -> Subscriptions:
+        """
+        The :class:`~framedclient.streams.Subscriptions` of ``kind``.
+        """
+        subs = self._kinds.get(kind)
+        if subs is None:
+            verb, unverb = _VERBS[kind]
+            client = self._client
+            shared = _SharedKind(
+                client._dispatcher,
+                client._clock,
+                client.when_ready,
+                commands=(
+                    lambda channel: command(verb, channel),
+                    lambda channel: command(unverb, channel),
+                ),
+                check=_channel,
+            )
+            shared.router = self._route
+            subs = self._kinds[kind] = shared
+        return subs
+
+    def subscribe(
+        self,
+        kind: str,
+        channels: tuple[object, ...],
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    ) -> Subscription:
+        """
+        One subscription to ``channels`` (or patterns) of ``kind``.
+        """
+        if not channels:
+            raise ValueError(f"{kind}() needs at least one channel")
+        return self.subscriptions(kind).subscribe_all(channels, buffer_bytes)
+
+    def close(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        End every subscription (the client's connections close with it).
+        """
+        for subs in self._kinds.values():
+            subs.close()
+        self._kinds = {}
+        return succeed(None)

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient, Lease
 from framedclient.clients.base import ProtocolClient, check_keywords
+from framedclient.clients.redis_cache import RedisCache
 from framedclient.clients.redis_pubsub import RedisSubscriber, SharedRedisSubscriber
 from framedclient.clients.sentinel import (
     SCHEME,
@@ -453,6 +454,7 @@ class RedisClient(RedisCommands, ProtocolClient):
     def __init__(self, client: FramedClient) -> None:
         super().__init__(client)
         self._subscriber: RedisSubscriber | SharedRedisSubscriber | None = None
+        self._cache_client: Callable[[Any], FramedClient] | None = None
 
     @classmethod
     @documents_settings
@@ -566,6 +568,24 @@ class RedisClient(RedisCommands, ProtocolClient):
         if setup:
             options["prepare"] = _prepare(setup, user_prepare)
         redis = cls(FramedClient.from_endpoint(reactor, endpoint, **options))
+
+        # The cache's tracking connection: RESP3 whatever protocol says, so
+        # invalidations come on the connection that reads.
+        hello3: list[bytes | str] = ["HELLO", "3"]
+        if password is not None:
+            hello3 += ["AUTH", username or "default", password]
+        tracking = [command(*hello3)]
+        if db:
+            tracking.append(command("SELECT", db))
+        tracking.append(command("CLIENT", "TRACKING", "ON"))
+
+        def cache_client(hook: Callable[[FramedProtocol], Any]) -> FramedClient:
+            settings: dict[str, Any] = dict(options)
+            settings.update(pool_size=1, codec=Resp3Codec())
+            settings["prepare"] = _prepare(tracking, hook)
+            return FramedClient.from_endpoint(reactor, endpoint, **settings)
+
+        redis._cache_client = cache_client
         if protocol == 3:
             redis._subscriber = SharedRedisSubscriber(redis.client)
             return redis
@@ -608,6 +628,24 @@ class RedisClient(RedisCommands, ProtocolClient):
         ``SSUBSCRIBE channels`` (sharded pub/sub, Redis 7), as :meth:`subscribe`.
         """
         return self._pubsub().subscribe("ssubscribe", channels, **options)
+
+    def cache(self, max_keys: int = 10_000) -> RedisCache:
+        """
+        A client-side cache of ``GET`` replies on a connection of its own
+        with ``CLIENT TRACKING`` (Redis 6 or later): ``await
+        cache.get(key)`` answers from memory while Redis has not said the
+        key changed; at most ``max_keys`` keys, least recently used first
+        out; emptied when its connection is lost.  Close it with ``await
+        cache.close()`` (docs/redis-cache.md).
+
+        :raises ValueError: ``max_keys`` is not a positive int.
+        """
+        if self._cache_client is None:
+            raise TypeError(
+                "cache() needs the RedisClient to know its server: make it with "
+                "RedisClient.from_endpoint()"
+            )
+        return RedisCache(self._cache_client, max_keys)
 
     def _pubsub(self) -> RedisSubscriber | SharedRedisSubscriber:
         if self._subscriber is None:

@@ -27,6 +27,9 @@ Examples::
     # Redis and memcached clients side by side (framedclient.bench.keyvalue)
     python -m framedclient.bench redis --concurrency 50
     python -m framedclient.bench memcache --concurrency 50
+    # Redis pub/sub delivery to one subscriber connection, framedclient vs
+    # redis.asyncio's PubSub and txredisapi (framedclient.bench.pubsub)
+    python -m framedclient.bench pubsub
     # each pick policy with 50 clients x 20 hosts, one slow and one dead,
     # simulated on the in-memory kit (framedclient.bench.fleetsim)
     python -m framedclient.bench fleet-sim
@@ -256,6 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framedclient.bench.fleetsim import main as fleet_main
 
         return fleet_main(argv[1:])
+    if argv[:1] == ["pubsub"]:
+        # Redis pub/sub delivery to one subscriber (framedclient.bench.pubsub).
+        from framedclient.bench.pubsub import main as pubsub_main
+
+        return pubsub_main(argv[1:])
     if argv[:1] in (["redis"], ["memcache"]):
         # Real protocols against real servers (framedclient.bench.keyvalue).
         from framedclient.bench.keyvalue import main as keyvalue_main

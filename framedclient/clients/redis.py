@@ -647,6 +647,17 @@ class RedisClient(RedisCommands, ProtocolClient):
             )
         return RedisCache(self._cache_client, max_keys)
 
+    def pubsub_stats(self) -> dict[str, int]:
+        """
+        ``channels``: channels and patterns subscribed now;
+        ``connections_lost``: times a connection carrying subscriptions was
+        lost and they moved to a new one (each a gap; Redis dropping a
+        subscriber at its ``client-output-buffer-limit pubsub`` is one).
+        """
+        if self._subscriber is None:
+            return {"channels": 0, "connections_lost": 0}
+        return self._subscriber.stats()
+
     def _pubsub(self) -> RedisSubscriber | SharedRedisSubscriber:
         if self._subscriber is None:
             raise TypeError(

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.logger import Logger
 
 from framedclient.client import FramedClient
 from framedclient.codecs.redis import command
@@ -28,6 +29,8 @@ from framedclient.protocol import FramedProtocol
 from framedclient.streams import DEFAULT_BUFFER_BYTES, Subscription, Subscriptions
 
 __all__ = ["RedisSubscriber", "SharedRedisSubscriber"]
+
+_log = Logger()
 
 #: the subscribe command of each kind, and the one that undoes it
 _VERBS = {
@@ -70,16 +73,16 @@ class RedisSubscriber:
         """
         entry = self._kinds.get(kind)
         if entry is None:
-            verb, unverb = _VERBS[kind]
             client = self._make_client()
-            subs = client.subscriptions
-            subs.commands = (
-                lambda channel: command(verb, channel),
-                lambda channel: command(unverb, channel),
-            )
-            subs.check = _channel
-            entry = self._kinds[kind] = (client, subs)
+            entry = self._kinds[kind] = (client, _subscriptions(client, kind))
         return entry[1]
+
+    def stats(self) -> dict[str, int]:
+        """
+        See :meth:`RedisClient.pubsub_stats()
+        <framedclient.clients.redis.RedisClient.pubsub_stats>`.
+        """
+        return _stats([subs for _, subs in self._kinds.values()])
 
     def subscribe(
         self,
@@ -98,6 +101,8 @@ class RedisSubscriber:
         """
         End every subscription and close the subscriber connections.
         """
+        for _, subs in self._kinds.values():
+            subs.close()
         closing = [client.close(timeout) for client, _ in self._kinds.values()]
         self._kinds = {}
         return gatherResults(closing, consumeErrors=True).addBoth(lambda _: None)
@@ -111,18 +116,62 @@ _KIND_OF_PUSH = {
 }
 
 
-class _SharedKind(Subscriptions):
+class _RedisSubscriptions(Subscriptions):
     """
-    The subscriptions of one kind on a shared RESP3 connection: every
-    connection they use routes its pushes through the client's router, so
-    the kinds sharing it each get their own messages.
+    The subscriptions of one kind: a lost connection is logged (Redis says
+    nothing before it drops a subscriber, so the log says what the usual
+    cause is); on a shared RESP3 connection, pushes go through the
+    client's router, so the kinds sharing it each get their own messages.
     """
 
-    router: Callable[[Any], None]
+    kind = "subscribe"
+    router: Callable[[Any], None] | None = None
 
     def _attach(self, proto: FramedProtocol) -> None:
         super()._attach(proto)
-        proto.on_push = self.router
+        if self.router is not None:
+            proto.on_push = self.router
+
+    def _lost(self, reason: str, proto: FramedProtocol) -> None:
+        if self.proto is proto and not self._closed:
+            _log.warn(
+                "Redis closed the connection of {count} {kind} channel(s) "
+                "({reason}); subscribing again on a new one, and each "
+                "subscription's next item is a gap marker. A consumer that "
+                "lags makes its connection stop reading, and Redis drops a "
+                "subscriber whose output buffer passes client-output-buffer-"
+                "limit pubsub",
+                count=len(self._by_topic),
+                kind=self.kind,
+                reason=reason,
+            )
+        super()._lost(reason, proto)
+
+
+def _subscriptions(
+    client: FramedClient, kind: str, router: Callable[[Any], None] | None = None
+) -> _RedisSubscriptions:
+    verb, unverb = _VERBS[kind]
+    subs = _RedisSubscriptions(
+        client._dispatcher,
+        client._clock,
+        client.when_ready,
+        commands=(
+            lambda channel: command(verb, channel),
+            lambda channel: command(unverb, channel),
+        ),
+        check=_channel,
+    )
+    subs.kind = kind
+    subs.router = router
+    return subs
+
+
+def _stats(kinds: list[Subscriptions]) -> dict[str, int]:
+    return {
+        "channels": sum(len(subs._by_topic) for subs in kinds),
+        "connections_lost": sum(subs.reconnects for subs in kinds),
+    }
 
 
 class SharedRedisSubscriber:
@@ -159,21 +208,15 @@ class SharedRedisSubscriber:
         """
         subs = self._kinds.get(kind)
         if subs is None:
-            verb, unverb = _VERBS[kind]
-            client = self._client
-            shared = _SharedKind(
-                client._dispatcher,
-                client._clock,
-                client.when_ready,
-                commands=(
-                    lambda channel: command(verb, channel),
-                    lambda channel: command(unverb, channel),
-                ),
-                check=_channel,
-            )
-            shared.router = self._route
-            subs = self._kinds[kind] = shared
+            subs = self._kinds[kind] = _subscriptions(self._client, kind, self._route)
         return subs
+
+    def stats(self) -> dict[str, int]:
+        """
+        See :meth:`RedisClient.pubsub_stats()
+        <framedclient.clients.redis.RedisClient.pubsub_stats>`.
+        """
+        return _stats(list(self._kinds.values()))
 
     def subscribe(
         self,

@@ -184,3 +184,17 @@ def test_the_framer_refuses_what_is_not_resp3_and_frames_over_max_frame():
         framer.feed(b":1\r\n")
     with pytest.raises(TypeError, match="resp2_replies"):
         Resp3Codec(resp2_replies=1)
+
+
+@given(st.binary(max_size=40), st.binary(max_size=200), st.integers(0, 3))
+def test_a_published_message_decodes_to_its_channel_and_data(channel, data, cut):
+    codec = Resp3Codec()
+    frame = b">3\r\n" + blob(b"$", b"message") + blob(b"$", channel) + blob(b"$", data)
+    framer = Resp3Framer()
+    # After a reply of another kind, split anywhere.
+    wire = b"%1\r\n+a\r\n:1\r\n" + frame
+    split = len(wire) * cut // 3
+    frames = framer.feed(wire[:split]) + framer.feed(wire[split:])
+    assert frames[-1] == frame
+    kind, _, push = codec.decode(frame)
+    assert (kind, push.kind, push.key, push.data) == (PUSH, b"message", channel, data)

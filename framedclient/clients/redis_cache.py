@@ -126,6 +126,17 @@ class RedisCache:
             "flushes": self.flushes,
         }
 
+    def sync(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        Fires once the cache has applied the invalidations of every write
+        Redis finished before this call: a ``PING`` on the tracking
+        connection, whose reply comes after them.  For reading one's own
+        writes: ``await redis.set(k, v); await cache.sync()``, then
+        ``cache.get(k)`` is not older than ``v``.
+        """
+        d = self.client.request(command("PING"), timeout)
+        return d.addCallback(lambda _: None)
+
     def get(self, key: bytes | str, timeout: float | None = None) -> Deferred[Any]:
         """
         ``GET key``: from the cache when it holds the key (a missing key is

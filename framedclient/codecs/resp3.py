@@ -124,6 +124,12 @@ class Resp3Framer:
         max_frame = self.max_frame
         while True:
             pos = self._pos
+            if not stack and not self._blob:
+                # Whole top-level bulk strings (GETs' replies) and pushes of
+                # bulk strings (published messages), cut at once; anything
+                # else, or not all here yet, takes the general path below.
+                pos = self._start = _cut_simple(buf, pos, end, max_frame, frames)
+                self._pos = pos
             if self._blob:
                 if end - pos < self._blob:
                     return
@@ -179,6 +185,47 @@ class Resp3Framer:
                 self._start = pos
 
 
+def _cut_simple(
+    buf: bytearray, pos: int, end: int, max_frame: int, frames: list[bytes]
+) -> int:
+    # Cut the whole frames at pos that are a bulk string or a push (or
+    # array) of bulk strings; return where the first other one begins.
+    find = buf.find
+    while pos < end:
+        marker = buf[pos]
+        if marker == 0x24:  # "$"
+            count = 0
+            at = pos
+        elif marker == 0x3E or marker == 0x2A:  # ">", "*"
+            eol = find(b"\r\n", pos)
+            if eol < 0:
+                return pos
+            digits = buf[pos + 1 : eol]
+            if not digits.isdigit():
+                return pos
+            count = int(digits)
+            at = eol + 2
+        else:
+            return pos
+        for _ in range(count or 1):
+            if at >= end or buf[at] != 0x24:
+                return pos
+            eol = find(b"\r\n", at)
+            if eol < 0:
+                return pos
+            digits = buf[at + 1 : eol]
+            if not digits.isdigit():
+                return pos
+            at = eol + 4 + int(digits)
+            if at > end or buf[at - 2 : at] != b"\r\n":
+                return pos
+        if at - pos > max_frame:
+            return pos
+        frames.append(bytes(buf[pos:at]))
+        pos = at
+    return pos
+
+
 def _length(buf: bytes | bytearray, pos: int, eol: int) -> int:
     line = buf[pos + 1 : eol]
     if line == b"?":
@@ -232,6 +279,8 @@ class RedisPush(Push):
     def __repr__(self) -> str:
         return f"RedisPush(kind={self.kind!r}, key={self.key!r}, data={self.data!r})"
 
+
+_MESSAGE = b"message"
 
 # The pushes that confirm (or undo) a subscription: the in-order reply to
 # the command that asked for it.
@@ -301,6 +350,19 @@ class Resp3Codec(RedisCodec):
         return REPLY, 0, to_resp2(frame)
 
     def _push(self, frame: bytes) -> tuple[int, int, object]:
+        if frame.startswith(b">3\r\n$7\r\nmessage\r\n"):
+            # A published message: its channel and payload, read in place.
+            eol = frame.index(b"\r\n", 17)
+            at = eol + 2 + int(frame[18:eol])
+            eol2 = frame.index(b"\r\n", at + 2)
+            start = eol2 + 2
+            stop = start + int(frame[at + 3 : eol2])
+            if frame[at : at + 3] == b"\r\n$" and stop + 2 == len(frame):
+                return (
+                    PUSH,
+                    0,
+                    RedisPush(_MESSAGE, frame[eol + 2 : at], frame[start:stop]),
+                )
         value = parse_resp3(frame)
         if not isinstance(value, list) or not value or not isinstance(value[0], bytes):
             raise CorruptFrame(f"a RESP3 push frame without a kind: {frame[:60]!r}")

@@ -140,12 +140,15 @@ async def _framedclient(
             if tally.message(message.data):
                 done.callback(None)
 
-        sub.consume(on_message)
+        consuming = sub.consume(on_message)
         await done
+        await sub.unsubscribe()
+        await consuming
     else:
         async for message in sub:
             if tally.message(message.data):
                 break
+        await sub.unsubscribe()
     await redis.close()
 
 

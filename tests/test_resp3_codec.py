@@ -198,3 +198,15 @@ def test_a_published_message_decodes_to_its_channel_and_data(channel, data, cut)
     assert frames[-1] == frame
     kind, _, push = codec.decode(frame)
     assert (kind, push.kind, push.key, push.data) == (PUSH, b"message", channel, data)
+
+
+def test_empty_aggregates_are_whole_frames_of_their_own():
+    framer = Resp3Framer()
+    wire = b"*0\r\n$0\r\n\r\n>0\r\n%0\r\n~0\r\n"
+    assert framer.feed(wire) == [
+        b"*0\r\n",
+        b"$0\r\n\r\n",
+        b">0\r\n",
+        b"%0\r\n",
+        b"~0\r\n",
+    ]

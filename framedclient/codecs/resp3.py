@@ -194,7 +194,7 @@ def _cut_simple(
     while pos < end:
         marker = buf[pos]
         if marker == 0x24:  # "$"
-            count = 0
+            count = 1
             at = pos
         elif marker == 0x3E or marker == 0x2A:  # ">", "*"
             eol = find(b"\r\n", pos)
@@ -207,7 +207,7 @@ def _cut_simple(
             at = eol + 2
         else:
             return pos
-        for _ in range(count or 1):
+        for _ in range(count):
             if at >= end or buf[at] != 0x24:
                 return pos
             eol = find(b"\r\n", at)

@@ -13,6 +13,7 @@ from twisted.internet.task import deferLater
 from framedclient.backoff import ExponentialBackoff
 from framedclient.clients.redis import RedisClient
 from framedclient.codecs.redis import command, parse_reply
+from framedclient.errors import ClientClosed
 
 from .servers import redis_server
 
@@ -156,3 +157,17 @@ def test_bad_arguments_are_refused_at_the_call():
     cache = client.cache(max_keys=1)
     with pytest.raises(TypeError, match="key must be bytes or str"):
         cache.get(5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_closing_the_client_closes_its_caches(server):
+    redis = RedisClient.from_endpoint(
+        reactor, f"tcp:127.0.0.1:{server.port}", request_timeout=10.0, backoff=FAST
+    )
+    cache = redis.cache()
+    await cache.when_ready()
+    await cache.get("k")
+    await redis.close(timeout=2)
+    assert len(cache) == 0
+    with pytest.raises(ClientClosed):
+        await cache.get("k")

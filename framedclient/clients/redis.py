@@ -455,6 +455,7 @@ class RedisClient(RedisCommands, ProtocolClient):
         super().__init__(client)
         self._subscriber: RedisSubscriber | SharedRedisSubscriber | None = None
         self._cache_client: Callable[[Any], FramedClient] | None = None
+        self._caches: list[RedisCache] = []
 
     @classmethod
     @documents_settings
@@ -635,8 +636,8 @@ class RedisClient(RedisCommands, ProtocolClient):
         with ``CLIENT TRACKING`` (Redis 6 or later): ``await
         cache.get(key)`` answers from memory while Redis has not said the
         key changed; at most ``max_keys`` keys, least recently used first
-        out; emptied when its connection is lost.  Close it with ``await
-        cache.close()`` (docs/redis-cache.md).
+        out; emptied when its connection is lost.  ``await cache.close()``
+        closes it, and so does closing this client (docs/redis-cache.md).
 
         :raises ValueError: ``max_keys`` is not a positive int.
         """
@@ -645,7 +646,9 @@ class RedisClient(RedisCommands, ProtocolClient):
                 "cache() needs the RedisClient to know its server: make it with "
                 "RedisClient.from_endpoint()"
             )
-        return RedisCache(self._cache_client, max_keys)
+        cache = RedisCache(self._cache_client, max_keys)
+        self._caches.append(cache)
+        return cache
 
     def pubsub_stats(self) -> dict[str, int]:
         """
@@ -668,9 +671,11 @@ class RedisClient(RedisCommands, ProtocolClient):
 
     def close(self, timeout: float | None = None) -> Deferred[None]:
         """
-        Close the client, its subscriptions and their connections.
+        Close the client, its subscriptions, its caches and their
+        connections.
         """
-        closing = []
+        closing = [cache.close(timeout) for cache in self._caches]
+        self._caches = []
         if self._subscriber is not None:
             # First: subscriptions on shared connections must not subscribe
             # again when the client's connections close.

@@ -67,8 +67,9 @@ class _Read:
 class RedisCache:
     """
     ``GET`` through a bounded, invalidated local cache (see the module's
-    notes).  Writes go through the :class:`RedisClient` as usual; Redis
-    tells the cache which keys they changed.
+    notes).  Writes go through the
+    :class:`~framedclient.clients.redis.RedisClient` as usual; Redis tells
+    the cache which keys they changed.
 
     :param make_client: a new ``FramedClient`` with one connection that
         says ``HELLO 3`` and ``CLIENT TRACKING ON``, then runs the hook it

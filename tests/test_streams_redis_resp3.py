@@ -159,3 +159,21 @@ def test_protocol_must_be_2_or_3_and_3_needs_a_resp3_codec():
         reactor, "tcp:127.0.0.1:1", protocol=3, start=False
     )
     assert isinstance(client.client.codec, Resp3Codec)
+
+
+@pytest_twisted.ensureDeferred
+async def test_hello_3_authenticates_the_shared_and_the_cache_connections(tmp_path):
+    with redis_server(str(tmp_path), "--requirepass", "s3cret") as server:
+        redis = await connect(server, password="s3cret", db=2)
+        try:
+            news = redis.subscribe("news")
+            await news.when_subscribed()
+            await redis.set("k", "v")
+            assert await redis.execute("PUBLISH", "news", "hi") == 1
+            assert (await news.next()).data == b"hi"
+            cache = redis.cache()
+            await cache.when_ready()
+            # The cache reads the same database as the client.
+            assert await cache.get("k") == b"v"
+        finally:
+            await redis.close(timeout=2)

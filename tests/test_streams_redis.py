@@ -10,6 +10,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 
 from framedclient.backoff import ExponentialBackoff
 from framedclient.clients.redis import RedisClient
@@ -121,3 +122,68 @@ def test_subscribing_needs_a_client_made_from_an_endpoint():
     )
     with pytest.raises(TypeError, match="from_endpoint"):
         RedisClient(client).subscribe("x")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_dropping_a_subscriber_that_never_reads_is_a_reported_gap(redis):
+    # Redis drops a subscriber whose output buffer passes 512 kB.
+    await redis.execute(
+        "CONFIG", "SET", "client-output-buffer-limit", "pubsub 512kb 256kb 1"
+    )
+    sub = redis.subscribe("flood", buffer_bytes=64 * 1024)
+    await sub.when_subscribed()
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        before = rss_bytes()
+        # 8 kB messages to a consumer that never reads, until Redis has
+        # dropped it: more than Redis's limit and the kernel's socket
+        # buffers together.
+        body = b"." * (8 * 1024 - 10)
+        sent = 0
+        while await redis.execute("CLIENT", "LIST", "TYPE", "pubsub") and sent < 20000:
+            pipe = redis.pipeline()
+            for i in range(sent, sent + 200):
+                pipe.add("PUBLISH", "flood", b"%010d" % i + body)
+            await pipe.execute()
+            sent += 200
+        assert await redis.execute("CLIENT", "LIST", "TYPE", "pubsub") == b""
+        # What the client holds stays bounded: the subscription's buffer
+        # (buffer_bytes, plus the one read that crossed it), whatever was
+        # published.
+        assert sub.buffered_bytes <= 64 * 1024 + 64 * 1024 + 8 * 1024
+        assert rss_bytes() - before < 16 * 1024 * 1024
+        # The consumer reads: what was buffered, then what the kernel held
+        # when Redis closed (its reading was paused, so the close is seen
+        # only now), in order, then the gap marker.
+        numbers = []
+        while True:
+            message = await sub.next()
+            if message.gap:
+                break
+            numbers.append(int(message.data[:10]))
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert numbers == list(range(len(numbers))) and len(numbers) < sent
+    assert redis.pubsub_stats() == {"channels": 1, "connections_lost": 1}
+    assert any("client-output-buffer-limit" in formatEvent(e) for e in logged)
+    # Subscribed again on a new connection.
+    await until_subscribed(redis, b"flood")
+    assert await redis.execute("PUBLISH", "flood", b"%010d" % 10**9) == 1
+    assert (await sub.next()).data == b"%010d" % 10**9
+
+
+async def until_subscribed(redis, channel):
+    for _ in range(200):
+        if await redis.execute("PUBSUB", "NUMSUB", channel) == [channel, 1]:
+            return
+        await deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError(f"{channel!r} was not subscribed again")

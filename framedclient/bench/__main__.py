@@ -31,6 +31,9 @@ Examples::
     # what a lagging stream costs the requests on its connection
     python -m framedclient.bench stream
     python -m framedclient.bench stream --flow-control
+    # Redis pub/sub delivery to one subscriber connection, framedclient vs
+    # redis.asyncio's PubSub and txredisapi (framedclient.bench.pubsub)
+    python -m framedclient.bench pubsub
     # each pick policy with 50 clients x 20 hosts, one slow and one dead,
     # simulated on the in-memory kit (framedclient.bench.fleetsim)
     python -m framedclient.bench fleet-sim
@@ -266,6 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framedclient.bench.streaming import main as streaming_main
 
         return streaming_main(argv[1:])
+    if argv[:1] == ["pubsub"]:
+        # Redis pub/sub delivery to one subscriber (framedclient.bench.pubsub).
+        from framedclient.bench.pubsub import main as pubsub_main
+
+        return pubsub_main(argv[1:])
     if argv[:1] in (["redis"], ["memcache"]):
         # Real protocols against real servers (framedclient.bench.keyvalue).
         from framedclient.bench.keyvalue import main as keyvalue_main

@@ -21,7 +21,8 @@ from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient, Lease
 from framedclient.clients.base import ProtocolClient, check_keywords
-from framedclient.clients.redis_pubsub import RedisSubscriber
+from framedclient.clients.redis_cache import RedisCache
+from framedclient.clients.redis_pubsub import RedisSubscriber, SharedRedisSubscriber
 from framedclient.clients.sentinel import (
     SCHEME,
     SentinelHosts,
@@ -39,6 +40,7 @@ from framedclient.codecs.redis import (
     parse_reply,
 )
 from framedclient.codecs.redis_pubsub import RedisPubSubCodec
+from framedclient.codecs.resp3 import Resp3Codec
 from framedclient.config import documents_settings
 from framedclient.errors import ConnectionLost, InvalidRequest, RemoteError
 from framedclient.protocol import FramedProtocol
@@ -451,7 +453,9 @@ class RedisClient(RedisCommands, ProtocolClient):
 
     def __init__(self, client: FramedClient) -> None:
         super().__init__(client)
-        self._subscriber: RedisSubscriber | None = None
+        self._subscriber: RedisSubscriber | SharedRedisSubscriber | None = None
+        self._cache_client: Callable[[Any], FramedClient] | None = None
+        self._caches: list[RedisCache] = []
 
     @classmethod
     @documents_settings
@@ -466,6 +470,7 @@ class RedisClient(RedisCommands, ProtocolClient):
         username: str | bytes | None = None,
         db: int = 0,
         codec: RedisCodec | None = None,
+        protocol: int = 2,
         **options: Unpack[ClientKeywords],
     ) -> Self:
         """
@@ -480,6 +485,13 @@ class RedisClient(RedisCommands, ProtocolClient):
         :param codec: a :class:`~framedclient.codecs.redis.RedisCodec`
             (default ``RedisCodec()``; ``RedisCodec(max_frame=...)`` for
             larger replies).
+        :param protocol: ``2`` (RESP2, the default): pub/sub runs on
+            connections of its own.  ``3``: each connection says ``HELLO
+            3`` and reads RESP3 (:class:`~framedclient.codecs.resp3.Resp3Codec`,
+            the default codec then), and :meth:`subscribe` and its kin
+            share the client's connections, their messages arriving as
+            push frames between other replies (Redis 6 or later;
+            docs/redis-pubsub.md).  Replies keep RESP2's shape either way.
 
         A Redis Sentinel string,
         ``"redis-sentinel:HOST:PORT[,HOST:PORT...]/SERVICE"``, stands alone
@@ -490,12 +502,29 @@ class RedisClient(RedisCommands, ProtocolClient):
             "RedisClient.from_endpoint", options, ("password", "username", "db")
         )
         check_argument(Count(minimum=0), "db", db, "RedisClient.from_endpoint")
+        if protocol not in (2, 3) or isinstance(protocol, bool):
+            raise ValueError(
+                f"RedisClient.from_endpoint: protocol must be 2 (RESP2, pub/sub "
+                f"on connections of its own) or 3 (RESP3, pub/sub on the shared "
+                f"connections), got {protocol!r}"
+            )
+        if protocol == 3 and codec is not None and not isinstance(codec, Resp3Codec):
+            raise TypeError(
+                f"RedisClient.from_endpoint: protocol=3 reads RESP3 and needs a "
+                f"Resp3Codec, got codec={codec!r}: leave codec out, or pass "
+                f"Resp3Codec(max_frame=...)"
+            )
         if isinstance(endpoint, str):
             found = parse_sentinel_string(endpoint)
             if found is not None:
                 sentinels, service = found
                 if codec is not None:
                     options["codec"] = codec
+                if protocol != 2:
+                    raise ValueError(
+                        "protocol=3 is for a Redis at a known endpoint; a "
+                        "redis-sentinel: string takes protocol=2 (the default)"
+                    )
                 return cls.from_sentinel(  # type: ignore[return-value]
                     reactor,
                     sentinels,
@@ -517,9 +546,18 @@ class RedisClient(RedisCommands, ProtocolClient):
                 "username needs a password: pass password= too (Redis 6 ACLs "
                 "authenticate with both)"
             )
+        if protocol == 3 and codec is None:
+            codec = Resp3Codec()
         options["codec"] = cls._codec(codec)
         setup: list[bytes] = []
-        if password is not None:
+        if protocol == 3:
+            # HELLO 3 first, with AUTH inside it (a username is required
+            # there: Redis's own user is "default").
+            hello: list[bytes | str] = ["HELLO", "3"]
+            if password is not None:
+                hello += ["AUTH", username or "default", password]
+            setup.append(command(*hello))
+        elif password is not None:
             auth: list[bytes | str] = ["AUTH"]
             if username is not None:
                 auth.append(username)
@@ -531,6 +569,27 @@ class RedisClient(RedisCommands, ProtocolClient):
         if setup:
             options["prepare"] = _prepare(setup, user_prepare)
         redis = cls(FramedClient.from_endpoint(reactor, endpoint, **options))
+
+        # The cache's tracking connection: RESP3 whatever protocol says, so
+        # invalidations come on the connection that reads.
+        hello3: list[bytes | str] = ["HELLO", "3"]
+        if password is not None:
+            hello3 += ["AUTH", username or "default", password]
+        tracking = [command(*hello3)]
+        if db:
+            tracking.append(command("SELECT", db))
+        tracking.append(command("CLIENT", "TRACKING", "ON"))
+
+        def cache_client(hook: Callable[[FramedProtocol], Any]) -> FramedClient:
+            settings: dict[str, Any] = dict(options)
+            settings.update(pool_size=1, codec=Resp3Codec())
+            settings["prepare"] = _prepare(tracking, hook)
+            return FramedClient.from_endpoint(reactor, endpoint, **settings)
+
+        redis._cache_client = cache_client
+        if protocol == 3:
+            redis._subscriber = SharedRedisSubscriber(redis.client)
+            return redis
 
         # AUTH only: a subscriber connection takes no SELECT (pub/sub
         # ignores the database) and no other command.
@@ -549,7 +608,8 @@ class RedisClient(RedisCommands, ProtocolClient):
 
     def subscribe(self, *channels: str | bytes, **options: Any) -> Subscription:
         """
-        ``SUBSCRIBE channels`` on a connection of its own: ``async for
+        ``SUBSCRIBE channels`` on a connection of its own (or, with
+        ``protocol=3``, on one of the client's connections): ``async for
         message in sub`` gives each message (``.channel``, ``.data``), and
         after a reconnect a marker with ``.gap`` true first; ``await
         sub.unsubscribe()`` ends it.  ``buffer_bytes=`` bounds what a lagging
@@ -570,7 +630,38 @@ class RedisClient(RedisCommands, ProtocolClient):
         """
         return self._pubsub().subscribe("ssubscribe", channels, **options)
 
-    def _pubsub(self) -> RedisSubscriber:
+    def cache(self, max_keys: int = 10_000) -> RedisCache:
+        """
+        A client-side cache of ``GET`` replies on a connection of its own
+        with ``CLIENT TRACKING`` (Redis 6 or later): ``await
+        cache.get(key)`` answers from memory while Redis has not said the
+        key changed; at most ``max_keys`` keys, least recently used first
+        out; emptied when its connection is lost.  ``await cache.close()``
+        closes it, and so does closing this client (docs/redis-cache.md).
+
+        :raises ValueError: ``max_keys`` is not a positive int.
+        """
+        if self._cache_client is None:
+            raise TypeError(
+                "cache() needs the RedisClient to know its server: make it with "
+                "RedisClient.from_endpoint()"
+            )
+        cache = RedisCache(self._cache_client, max_keys)
+        self._caches.append(cache)
+        return cache
+
+    def pubsub_stats(self) -> dict[str, int]:
+        """
+        ``channels``: channels and patterns subscribed now;
+        ``connections_lost``: times a connection carrying subscriptions was
+        lost and they moved to a new one (each a gap; Redis dropping a
+        subscriber at its ``client-output-buffer-limit pubsub`` is one).
+        """
+        if self._subscriber is None:
+            return {"channels": 0, "connections_lost": 0}
+        return self._subscriber.stats()
+
+    def _pubsub(self) -> RedisSubscriber | SharedRedisSubscriber:
         if self._subscriber is None:
             raise TypeError(
                 "pub/sub needs the RedisClient to know its server: make it with "
@@ -580,11 +671,16 @@ class RedisClient(RedisCommands, ProtocolClient):
 
     def close(self, timeout: float | None = None) -> Deferred[None]:
         """
-        Close the client, its subscriptions and their connections.
+        Close the client, its subscriptions, its caches and their
+        connections.
         """
-        closing = [super().close(timeout)]
+        closing = [cache.close(timeout) for cache in self._caches]
+        self._caches = []
         if self._subscriber is not None:
+            # First: subscriptions on shared connections must not subscribe
+            # again when the client's connections close.
             closing.append(self._subscriber.close(timeout))
+        closing.append(super().close(timeout))
         return gatherResults(closing, consumeErrors=True).addBoth(lambda _: None)
 
     @classmethod

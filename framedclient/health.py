@@ -140,6 +140,7 @@ class HostHealth:
         "_board",
         "_bucket_end",
         "_now",
+        "_pending",
         "_revived_at",
         "_streak",
         "_timer",
@@ -173,6 +174,9 @@ class HostHealth:
         self._now = [0, 0]
         self._before = [0, 0]
         self._bucket_end = -math.inf
+        # Failures on record that could not be judged yet (too few requests
+        # here or too few hosts with enough): judge again at each outcome.
+        self._pending = False
         # Ejections in a row before the last revival, and when it was: an
         # ejection soon after a revival continues the streak (see _eject).
         self._streak = 0
@@ -260,15 +264,10 @@ class HostHealth:
         if now >= self._bucket_end:
             self._rotate(now)
         if ok:
-            counts = self._now
-            counts[0] += 1
-            if (
-                counts[1] + self._before[1]
-                and sum(counts) + sum(self._before) == board.success_rate_min_volume
-                and self.state == LIVE
-                and board.success_rate_factor is not None
-            ):
-                # Failures came before the volume did: judge now.
+            self._now[0] += 1
+            if self._pending and self.state == LIVE:
+                # Failures came before the volume did (here or on enough
+                # other hosts): judge again.
                 self._judge(now)
         else:
             self._now[1] += 1
@@ -306,7 +305,11 @@ class HostHealth:
                 rates.append(found[0])
                 if h is self:
                     mine = found[0]
-        if mine is None or len(rates) < board.success_rate_min_hosts:
+        # Inconclusive for want of volume while failures are on record:
+        # judged again at the next outcome (until they leave the window).
+        short = mine is None or len(rates) < board.success_rate_min_hosts
+        self._pending = short and bool(self._now[1] + self._before[1])
+        if short or mine is None:
             return
         mean = sum(rates) / len(rates)
         stdev = math.sqrt(sum((r - mean) ** 2 for r in rates) / len(rates))

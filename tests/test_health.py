@@ -23,6 +23,7 @@ from framedclient.health import (
     PROBE_SENT,
     PROBING,
     HealthBoard,
+    HostHealth,
 )
 from framedclient.testing import MemoryServer
 
@@ -707,6 +708,38 @@ def test_failures_before_the_volume_is_reached_are_judged_when_it_is():
     assert flaky.state == LIVE, "9 requests: too few to judge"
     feed(flaky, 1, 0)
     assert flaky.state == EJECTED, "the 10th, a success, completes the volume"
+
+
+def test_failures_judged_before_enough_hosts_had_the_volume_are_judged_again():
+    # The clients of a fleet start together: the flaky host's first
+    # failures come while the other hosts have too few requests to say what
+    # is normal.  They are judged again at its next outcome, not forgotten
+    # until its next failure (at 1 request a second, seconds later).
+    b, clock = board(hosts=6, success_rate_min_volume=10)
+    flaky = b.hosts[0]
+    for h in b.hosts[1:]:
+        feed(h, 5, 0)
+    feed(flaky, 10, 4)
+    assert flaky.state == LIVE, "the others have 5 requests each: too few"
+    for h in b.hosts[1:]:
+        feed(h, 5, 0)
+    feed(flaky, 1, 0)
+    assert flaky.state == EJECTED
+
+
+def test_a_host_judged_normal_is_not_judged_again_on_every_success(monkeypatch):
+    # Judging compares every host: the hot path pays it on failures, not on
+    # each success of a host whose rate was found normal.
+    b, clock = board(hosts=6, success_rate_min_volume=10)
+    for i, h in enumerate(b.hosts):
+        feed(h, 20 - i, i)
+    calls: list[HostHealth] = []
+    judge = HostHealth._judge
+    monkeypatch.setattr(
+        HostHealth, "_judge", lambda self, now: (calls.append(self), judge(self, now))
+    )
+    feed(b.hosts[5], 5, 0)
+    assert calls == [] and b.hosts[5].state == LIVE
 
 
 def test_a_request_given_up_raises_the_estimate_to_its_wait_and_no_lower():

@@ -131,8 +131,11 @@ class HostHealth:
         ejected).
     :ivar cost: the peak-EWMA latency estimate in seconds as of
         :attr:`stamp` (0: no sample yet); see :meth:`latency`.
-    :ivar rank: ``ln(cost) + stamp / decay_time`` (:data:`COLD` without a
-        sample): what a pick compares.
+    :ivar queued: the requests that were out on a connection beside each
+        sample, averaged like :attr:`cost`: the queue its latency includes.
+    :ivar rank: ``ln(cost / (queued + 1)) + stamp / decay_time``
+        (:data:`COLD` without a sample): what a pick compares, with the
+        connection's own ``ln(in flight + 1)`` added.
     """
 
     __slots__ = (
@@ -149,6 +152,7 @@ class HostHealth:
         "ejections",
         "failures",
         "name",
+        "queued",
         "rank",
         "stamp",
         "state",
@@ -168,6 +172,7 @@ class HostHealth:
         self._timer: IDelayedCall | None = None
         self.cost = 0.0
         self.stamp = 0.0
+        self.queued = 0.0
         self.rank = COLD
         # Outcomes [ok, failed] in the current half window and the one
         # before it; the current one ends at _bucket_end.
@@ -232,14 +237,23 @@ class HostHealth:
         if latency > self.cost * math.exp(-(now - self.stamp) / tau):
             self.cost = latency
             self.stamp = now
-            self.rank = math.log(latency) + now / tau
+            self.rank = math.log(latency) - math.log1p(self.queued) + now / tau
 
-    def settled(self, latency: float, ok: bool, now: float) -> None:
+    def settled(self, latency: float, ok: bool, now: float, load: int = 0) -> None:
         """
         A written request to this host ended after ``latency`` seconds, at
         ``now``: answered (``ok``), or failed (timed out, lost, or answered
         with an error).  Feeds the latency estimate and the success rate,
         and may eject the host by the success-rate rule.
+
+        ``load``: the other requests still out on its connection when it
+        ended.  A pipelined connection's reply waited behind about that
+        many, so its latency holds that queue; the pick multiplies the
+        estimate by ``in flight + 1``, so the rank divides it by the
+        queue the samples held (:attr:`queued`), or the queue would count
+        twice: 64 callers keep 8 requests on each connection to a fast
+        host, whose latency peaks at 10 ms on a busy machine, and an idle
+        host 50 ms slow would look cheaper than any of them (50 < 10 x 9).
         """
         board = self._board
         if now != self.stamp or latency > self.cost:
@@ -257,10 +271,15 @@ class HostHealth:
                 cost = latency
             else:
                 cost = current * w + latency * (1.0 - w)
+            # The queue is averaged, peaks or not: a stall that slows the
+            # replies of a busy connection is no reason to forget what
+            # they usually wait behind.  (The first sample sets it.)
+            queued = self.queued * w + load * (1.0 - w) if self.cost else float(load)
+            self.queued = queued
             if cost > 0.0:
                 self.cost = cost
                 self.stamp = now
-                self.rank = math.log(cost) + now / tau
+                self.rank = math.log(cost) - math.log1p(queued) + now / tau
         if now >= self._bucket_end:
             self._rotate(now)
         if ok:

@@ -720,8 +720,8 @@ class ClientConfig:
     balancer: Any = _field(  # noqa: RUF009 (an attrs field)
         "p2c",
         Setting(
-            "Which connection takes each request: p2c (two at random, the less "
-            "loaded wins), least_loaded, round_robin, or ketama (consistent "
+            "Which connection takes each request: p2c (two at random, the one "
+            "with the lower peak-EWMA latency x load wins), least_loaded, round_robin, or ketama (consistent "
             "hashing of the request's key onto upstreams, as libketama and "
             "twemproxy place keys).",
             BalancerChoice(),

@@ -47,7 +47,10 @@ host that was slow is forgotten within seconds and gets a new trial.  The
 estimate is kept as a *rank*, ``ln(cost) + t / decay_time`` (``t``: when it
 was last updated): two hosts' estimates decayed to any common instant
 compare as their ranks do, so a pick compares two numbers and needs neither
-the clock nor ``exp``.
+the clock nor ``exp``.  The rank also divides the estimate by the queue its
+replies waited behind on their connection (``queued``), which the pick
+multiplies back by the connection's own ``in flight + 1``: a pipelined
+connection's latency already holds its queue (see :meth:`HostHealth.settled`).
 
 Costs on the hot path: each settled request updates its host's estimate
 and counts (an ``exp`` and a few additions); the success rates are compared

@@ -12,9 +12,10 @@ Built in, by the names ``FramedClient(balancer=...)``, ``ClientConfig`` and
 - ``"p2c"`` (the default), :class:`PowerOfTwoChoices`: two connections at
   random, the one whose host's peak-EWMA latency x (in flight + 1) is lower
   wins (Finagle's and Linkerd's default; the latency is divided by the
-  queue it already holds, see :meth:`~framedclient.health.HostHealth.settled`).  Cheap, sees a slow host as well
-  as a busy one, without every client herding onto the one connection that
-  looks best;
+  queue it already holds, see
+  :meth:`~framedclient.health.HostHealth.settled`).  Cheap, sees a slow
+  host as well as a busy one, without every client herding onto the one
+  connection that looks best;
   ``PowerOfTwoChoices(latency=False)`` compares in-flight counts only (the
   default before latency was weighed);
 - ``"least_loaded"``, :class:`LeastLoaded`: a scan for the emptiest

@@ -721,9 +721,9 @@ class ClientConfig:
         "p2c",
         Setting(
             "Which connection takes each request: p2c (two at random, the one "
-            "with the lower peak-EWMA latency x load wins), least_loaded, round_robin, or ketama (consistent "
-            "hashing of the request's key onto upstreams, as libketama and "
-            "twemproxy place keys).",
+            "with the lower peak-EWMA latency x load wins), least_loaded, "
+            "round_robin, or ketama (consistent hashing of the request's key "
+            "onto upstreams, as libketama and twemproxy place keys).",
             BalancerChoice(),
         ),
     )

@@ -11,9 +11,11 @@ Built in, by the names ``FramedClient(balancer=...)``, ``ClientConfig`` and
 
 - ``"p2c"`` (the default), :class:`PowerOfTwoChoices`: two connections at
   random, the one whose host's peak-EWMA latency x (in flight + 1) is lower
-  wins (Finagle's and Linkerd's default).  Cheap, sees a slow host as well
-  as a busy one, without every client herding onto the one connection that
-  looks best;
+  wins (Finagle's and Linkerd's default; the latency is divided by the
+  queue it already holds, see
+  :meth:`~framedclient.health.HostHealth.settled`).  Cheap, sees a slow
+  host as well as a busy one, without every client herding onto the one
+  connection that looks best;
   ``PowerOfTwoChoices(latency=False)`` compares in-flight counts only (the
   default before latency was weighed);
 - ``"least_loaded"``, :class:`LeastLoaded`: a scan for the emptiest
@@ -221,9 +223,10 @@ def _score(proto: FramedProtocol, host: HostHealth, rank: float) -> float:
 
 def _cheaper(a: FramedProtocol, b: FramedProtocol) -> bool:
     """
-    Whether ``a`` costs less than ``b``: peak-EWMA latency x (in flight +
-    1), compared in log space (see :mod:`framedclient.health`).  Without
-    hosts (connections made outside a client), the one with fewer requests.
+    Whether ``a`` costs less than ``b``: peak-EWMA latency / (queued + 1) x
+    (in flight + 1), compared in log space (the host's rank holds the
+    first two, see :mod:`framedclient.health`).  Without hosts
+    (connections made outside a client), the one with fewer requests.
     """
     ha = a.health
     hb = b.health

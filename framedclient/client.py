@@ -156,6 +156,11 @@ class FramedClient:
             failure_accrual=config.failure_accrual,
             ejection_time=config.ejection_time,
             max_ejected_share=config.max_ejected_share,
+            decay_time=config.latency_decay_time,
+            success_rate_factor=config.success_rate_factor,
+            success_rate_window=config.success_rate_window,
+            success_rate_min_volume=config.success_rate_min_volume,
+            success_rate_min_hosts=config.success_rate_min_hosts,
         )
         self._limiter = Limiter(
             clock, config.max_in_flight, config.max_pending, config.acquire_timeout

@@ -54,6 +54,7 @@ from framedclient.validation import (
     Count,
     InvalidSetting,
     InvalidSettingType,
+    Number,
     Seconds,
     SettingKind,
     Share,
@@ -669,6 +670,52 @@ class ClientConfig:
             Share(),
         ),
     )
+    latency_decay_time: float = _field(
+        2.5,
+        Setting(
+            "Seconds in which a host's peak-EWMA latency estimate, which p2c "
+            "weighs, forgets by a factor e when the host gets no requests: a "
+            "slow spell is forgotten within seconds and the host gets a trial "
+            "request again (see docs/scaling.md).",
+            Seconds(),
+        ),
+    )
+    success_rate_factor: float | None = _field(
+        1.9,
+        Setting(
+            "Eject a host whose success rate over success_rate_window is below "
+            "the mean of the hosts' rates less this many standard deviations "
+            "(Envoy's success_rate_stdev_factor, 1900 there); error replies, "
+            "timeouts and lost requests count as failures.",
+            Number(minimum=0.0, inclusive=True, optional=True),
+            off="no ejection by success rate (consecutive failures still eject)",
+        ),
+    )
+    success_rate_window: float = _field(
+        10.0,
+        Setting(
+            "Seconds of request outcomes a host's success rate covers.",
+            Seconds(),
+        ),
+    )
+    success_rate_min_volume: int = _field(
+        5,
+        Setting(
+            "Requests a host needs within success_rate_window for its success "
+            "rate to count: fewer eject nothing and set no norm. Higher makes "
+            "a single error among few requests no reason to eject, and slower "
+            "ejection at low request rates.",
+            Count(1),
+        ),
+    )
+    success_rate_min_hosts: int = _field(
+        5,
+        Setting(
+            "Hosts with success_rate_min_volume needed before any host is "
+            "judged by success rate (fewer say nothing about what is normal).",
+            Count(1),
+        ),
+    )
     abandoned_ttl: float | None = _abandoned_ttl()
     wait_for_ready: bool = _field(
         True,
@@ -686,10 +733,10 @@ class ClientConfig:
     balancer: Any = _field(  # noqa: RUF009 (an attrs field)
         "p2c",
         Setting(
-            "Which connection takes each request: p2c (two at random, the less "
-            "loaded wins), least_loaded, round_robin, or ketama (consistent "
-            "hashing of the request's key onto upstreams, as libketama and "
-            "twemproxy place keys).",
+            "Which connection takes each request: p2c (two at random, the one "
+            "with the lower peak-EWMA latency x load wins), least_loaded, "
+            "round_robin, or ketama (consistent hashing of the request's key "
+            "onto upstreams, as libketama and twemproxy place keys).",
             BalancerChoice(),
         ),
     )
@@ -835,6 +882,11 @@ class ClientSettings(TypedDict, total=False):
     failure_accrual: int | None
     ejection_time: float
     max_ejected_share: float
+    latency_decay_time: float
+    success_rate_factor: float | None
+    success_rate_window: float
+    success_rate_min_volume: int
+    success_rate_min_hosts: int
     abandoned_ttl: float | None
     wait_for_ready: bool
     balancer: Any

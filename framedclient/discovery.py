@@ -155,11 +155,19 @@ class HostSource(Protocol):
 class StaticHosts:
     """
     A fixed list of hosts (what endpoint strings and objects give).
+
+    :param absolute_weights: see :attr:`AddressHosts.absolute_weights`.
     """
 
-    def __init__(self, hosts: Sequence[Host], description: str = "static") -> None:
+    def __init__(
+        self,
+        hosts: Sequence[Host],
+        description: str = "static",
+        absolute_weights: bool = False,
+    ) -> None:
         self.hosts = list(hosts)
         self.description = description
+        self.absolute_weights = absolute_weights
 
     def start(self, update: Callable[[list[Host]], None]) -> None:
         if self.hosts:
@@ -209,9 +217,11 @@ class ServiceQuery:
 @attrs.frozen
 class AddressQuery:
     """
-    ``dns:NAME:PORT[@SERVER[:PORT],...]``: every A/AAAA address of ``NAME``
-    is a host, at ``port``; ``dns+tls:`` connects with TLS, verifying the
-    certificates against ``NAME``.
+    ``dns:NAME:PORT[:weight=N][@SERVER[:PORT],...]``: every A/AAAA address
+    of ``NAME`` is a host, at ``port``, of weight ``N`` (1 by default,
+    relative to the client's other hosts, as ``tcp:...:weight=N``);
+    ``dns+tls:`` connects with TLS, verifying the certificates against
+    ``NAME``.
     """
 
     name: str
@@ -219,11 +229,13 @@ class AddressQuery:
     servers: tuple[tuple[str, int], ...] = ()
     tls: bool = False
     trust_roots: str | None = None
+    weight: int | None = None
 
     def __str__(self) -> str:
         return (
             ("dns+tls:" if self.tls else "dns:")
             + f"{self.name}:{self.port}"
+            + ("" if self.weight is None else f":weight={self.weight}")
             + _tls_text(self.trust_roots)
             + _servers_text(self.servers)
         )
@@ -233,24 +245,41 @@ def _tls_text(trust_roots: str | None) -> str:
     return "" if trust_roots is None else f":trustRoots={trust_roots}"
 
 
-def _tls_options(
-    parts: list[str], tls: bool, description: str
-) -> tuple[list[str], str | None]:
+def _options(
+    parts: list[str], tls: bool, address: bool, description: str
+) -> tuple[list[str], str | None, int | None]:
     """
-    ``parts`` less the trailing ``KEY=VALUE`` options, and the trust roots
-    they name.
+    ``parts`` less the trailing ``KEY=VALUE`` options, the trust roots and
+    the weight they name.
     """
     trust_roots = None
+    weight = None
     while parts and "=" in parts[-1]:
-        key, _, value = parts.pop().partition("=")
+        option = parts.pop()
+        key, _, value = option.partition("=")
+        if key == "weight" and address:
+            if weight is not None or not value.isdigit() or int(value) < 1:
+                got = "weight= twice" if weight is not None else repr(value)
+                raise ValueError(
+                    f"{description!r}: weight= takes one whole number >= 1 (the "
+                    f"share of the connections of each address relative to "
+                    f"weight 1), got {got}"
+                )
+            weight = int(value)
+            continue
+        if key == "weight":
+            raise ValueError(
+                f"{description!r}: an SRV record carries its host's weight; "
+                f"weight= is for dns: and fixed endpoints"
+            )
         if not tls or key != "trustRoots" or not value:
             raise ValueError(
-                f"{description!r}: unknown option {key + '=' + value!r}; "
-                f"srv+tls: and dns+tls: take trustRoots=DIRECTORY, the others "
-                f"none"
+                f"{description!r}: unknown option {option!r}; "
+                f"srv+tls: and dns+tls: take trustRoots=DIRECTORY, dns: and "
+                f"dns+tls: weight=N"
             )
         trust_roots = value
-    return parts, trust_roots
+    return parts, trust_roots, weight
 
 
 def _servers_text(servers: tuple[tuple[str, int], ...]) -> str:
@@ -323,7 +352,9 @@ def parse_discovery(description: str) -> ServiceQuery | AddressQuery | None:
     tls = scheme.endswith("+tls")
     rest, at, servers_text = rest.partition("@")
     servers = _parse_servers(servers_text, description) if at else ()
-    parts, trust_roots = _tls_options(rest.strip().split(":"), tls, description)
+    parts, trust_roots, weight = _options(
+        rest.strip().split(":"), tls, scheme.startswith("dns"), description
+    )
     rest = ":".join(parts)
     if scheme.startswith("srv"):
         name = _check_name(rest.strip(), description)
@@ -342,7 +373,7 @@ def parse_discovery(description: str) -> ServiceQuery | AddressQuery | None:
     if not colon:
         raise ValueError(
             f"{description!r}: expected dns:NAME:PORT (e.g. dns:db.example.com:9000), "
-            f"optionally @NAMESERVER[:PORT]"
+            f"optionally :weight=N and @NAMESERVER[:PORT]"
         )
     return AddressQuery(
         _check_name(name, description),
@@ -350,6 +381,7 @@ def parse_discovery(description: str) -> ServiceQuery | AddressQuery | None:
         servers,
         tls,
         trust_roots,
+        weight,
     )
 
 
@@ -390,9 +422,11 @@ def hosts_from_addresses(
     port: int,
     addresses: Sequence[tuple[str, int]],
     make_endpoint: MakeEndpoint,
+    weight: int = 1,
 ) -> tuple[list[Host], float | None]:
     """
-    One host per address of ``name`` (``dns:``), and the smallest TTL.
+    One host per address of ``name`` (``dns:``), each of ``weight``, and
+    the smallest TTL.
     """
     hosts = []
     ttls: list[int] = []
@@ -408,6 +442,7 @@ def hosts_from_addresses(
                 f"{name}:{port}",
                 _host_port(address, port),
                 make_endpoint(address, port),
+                weight=weight,
             )
         )
     return hosts, (min(ttls) if ttls else None)
@@ -815,7 +850,13 @@ class AddressHosts(_Resolving):
 
     :param make_endpoint: builds the endpoint of an address and port
         (plain TCP by default, see :func:`tcp_endpoint_maker`).
+    :ivar absolute_weights: its hosts' weight (``:weight=N``, the same for
+        all) counts against the client's other hosts, a host of weight 1
+        getting ``pool_size`` connections, rather than against each other
+        (as an SRV record set's weights do).
     """
+
+    absolute_weights = True
 
     def __init__(
         self,
@@ -835,7 +876,7 @@ class AddressHosts(_Resolving):
         def found(records: list[Any]) -> tuple[list[Host], float | None, str | None]:
             addresses = addresses_in(records).get(name.lower(), [])
             hosts, ttl = hosts_from_addresses(
-                name, port, addresses, self._make_endpoint
+                name, port, addresses, self._make_endpoint, self.query.weight or 1
             )
             problem = None if hosts else f"{name} has no A or AAAA record"
             return hosts, ttl, problem
@@ -919,9 +960,13 @@ def source_for(
             pass
         else:
             address = _host_port(query.name, query.port)
-            return StaticHosts(
-                [Host(address, address, make(query.name, query.port))], str(query)
+            host = Host(
+                address,
+                address,
+                make(query.name, query.port),
+                weight=query.weight or 1,
             )
+            return StaticHosts([host], str(query), absolute_weights=True)
     if resolver is None:
         resolver = make_resolver(reactor, query.servers)
     if isinstance(query, ServiceQuery):

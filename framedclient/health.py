@@ -47,7 +47,10 @@ host that was slow is forgotten within seconds and gets a new trial.  The
 estimate is kept as a *rank*, ``ln(cost) + t / decay_time`` (``t``: when it
 was last updated): two hosts' estimates decayed to any common instant
 compare as their ranks do, so a pick compares two numbers and needs neither
-the clock nor ``exp``.
+the clock nor ``exp``.  The rank also divides the estimate by the queue its
+replies waited behind on their connection (``queued``), which the pick
+multiplies back by the connection's own ``in flight + 1``: a pipelined
+connection's latency already holds its queue (see :meth:`HostHealth.settled`).
 
 Costs on the hot path: each settled request updates its host's estimate
 and counts (an ``exp`` and a few additions); the success rates are compared
@@ -131,8 +134,11 @@ class HostHealth:
         ejected).
     :ivar cost: the peak-EWMA latency estimate in seconds as of
         :attr:`stamp` (0: no sample yet); see :meth:`latency`.
-    :ivar rank: ``ln(cost) + stamp / decay_time`` (:data:`COLD` without a
-        sample): what a pick compares.
+    :ivar queued: the requests that were out on a connection beside each
+        sample, averaged like :attr:`cost`: the queue its latency includes.
+    :ivar rank: ``ln(cost / (queued + 1)) + stamp / decay_time``
+        (:data:`COLD` without a sample): what a pick compares, with the
+        connection's own ``ln(in flight + 1)`` added.
     """
 
     __slots__ = (
@@ -140,6 +146,7 @@ class HostHealth:
         "_board",
         "_bucket_end",
         "_now",
+        "_pending",
         "_revived_at",
         "_streak",
         "_timer",
@@ -148,6 +155,7 @@ class HostHealth:
         "ejections",
         "failures",
         "name",
+        "queued",
         "rank",
         "stamp",
         "state",
@@ -167,12 +175,16 @@ class HostHealth:
         self._timer: IDelayedCall | None = None
         self.cost = 0.0
         self.stamp = 0.0
+        self.queued = 0.0
         self.rank = COLD
         # Outcomes [ok, failed] in the current half window and the one
         # before it; the current one ends at _bucket_end.
         self._now = [0, 0]
         self._before = [0, 0]
         self._bucket_end = -math.inf
+        # Failures on record that could not be judged yet (too few requests
+        # here or too few hosts with enough): judge again at each outcome.
+        self._pending = False
         # Ejections in a row before the last revival, and when it was: an
         # ejection soon after a revival continues the streak (see _eject).
         self._streak = 0
@@ -228,14 +240,23 @@ class HostHealth:
         if latency > self.cost * math.exp(-(now - self.stamp) / tau):
             self.cost = latency
             self.stamp = now
-            self.rank = math.log(latency) + now / tau
+            self.rank = math.log(latency) - math.log1p(self.queued) + now / tau
 
-    def settled(self, latency: float, ok: bool, now: float) -> None:
+    def settled(self, latency: float, ok: bool, now: float, load: int = 0) -> None:
         """
         A written request to this host ended after ``latency`` seconds, at
         ``now``: answered (``ok``), or failed (timed out, lost, or answered
         with an error).  Feeds the latency estimate and the success rate,
         and may eject the host by the success-rate rule.
+
+        ``load``: the other requests still out on its connection when it
+        ended.  A pipelined connection's reply waited behind about that
+        many, so its latency holds that queue; the pick multiplies the
+        estimate by ``in flight + 1``, so the rank divides it by the
+        queue the samples held (:attr:`queued`), or the queue would count
+        twice: 64 callers keep 8 requests on each connection to a fast
+        host, whose latency peaks at 10 ms on a busy machine, and an idle
+        host 50 ms slow would look cheaper than any of them (50 < 10 x 9).
         """
         board = self._board
         if now != self.stamp or latency > self.cost:
@@ -253,22 +274,22 @@ class HostHealth:
                 cost = latency
             else:
                 cost = current * w + latency * (1.0 - w)
+            # The queue is averaged, peaks or not: a stall that slows the
+            # replies of a busy connection is no reason to forget what
+            # they usually wait behind.  (The first sample sets it.)
+            queued = self.queued * w + load * (1.0 - w) if self.cost else float(load)
+            self.queued = queued
             if cost > 0.0:
                 self.cost = cost
                 self.stamp = now
-                self.rank = math.log(cost) + now / tau
+                self.rank = math.log(cost) - math.log1p(queued) + now / tau
         if now >= self._bucket_end:
             self._rotate(now)
         if ok:
-            counts = self._now
-            counts[0] += 1
-            if (
-                counts[1] + self._before[1]
-                and sum(counts) + sum(self._before) == board.success_rate_min_volume
-                and self.state == LIVE
-                and board.success_rate_factor is not None
-            ):
-                # Failures came before the volume did: judge now.
+            self._now[0] += 1
+            if self._pending and self.state == LIVE:
+                # Failures came before the volume did (here or on enough
+                # other hosts): judge again.
                 self._judge(now)
         else:
             self._now[1] += 1
@@ -306,7 +327,11 @@ class HostHealth:
                 rates.append(found[0])
                 if h is self:
                     mine = found[0]
-        if mine is None or len(rates) < board.success_rate_min_hosts:
+        # Inconclusive for want of volume while failures are on record:
+        # judged again at the next outcome (until they leave the window).
+        short = mine is None or len(rates) < board.success_rate_min_hosts
+        self._pending = short and bool(self._now[1] + self._before[1])
+        if short or mine is None:
             return
         mean = sum(rates) / len(rates)
         stdev = math.sqrt(sum((r - mean) ** 2 for r in rates) / len(rates))

@@ -26,6 +26,9 @@ changes.
 of mean weight ``m`` gets ``round(pool_size * w / m)`` connections (at
 least one), so with any pick policy that spreads requests over connections
 (least-loaded, round robin) a host's share of requests follows its weight.
+The hosts of a ``dns:NAME:PORT:weight=N`` string all have weight ``N``, set
+against the client's other hosts rather than against each other: each gets
+``pool_size * N`` connections (a source with ``absolute_weights``).
 Each connection also carries its host's ``weight``
 (:attr:`~framedclient.connection.Connection.weight`) for policies that
 weigh hosts themselves.
@@ -298,11 +301,20 @@ class Membership:
     def _apply(self, group: str) -> None:
         active = [] if self._stopped else self._active(group)
         wanted: dict[tuple[str, str], tuple[Host, int]] = {}
+        # A dns:NAME:PORT:weight=N source weighs its hosts against the
+        # client's other hosts (weight 1: pool_size connections), not
+        # against each other: they all have its weight.
+        absolute = getattr(self._sources.get(group), "absolute_weights", False)
         for priority in {h.priority for h in active}:
             tier = [h for h in active if h.priority == priority]
             weights = [h.weight for h in tier]
             for h in tier:
-                wanted[h.key] = (h, connection_count(h.weight, weights, self.pool_size))
+                count = (
+                    max(1, self.pool_size * h.weight)
+                    if absolute
+                    else connection_count(h.weight, weights, self.pool_size)
+                )
+                wanted[h.key] = (h, count)
         for key, member in list(self._members.items()):
             if key[0] == group and key[1:] not in wanted:
                 del self._members[key]

@@ -634,7 +634,7 @@ class FramedProtocol(Protocol):
             if health is not None:
                 # The host's latency estimate and success rate (the pick
                 # and outlier detection feed on them).
-                health.settled(latency, True, now)
+                health.settled(latency, True, now, self.engine.live)
                 if health.failures:
                     health.succeeded()
             if owner is not None:

@@ -246,7 +246,8 @@ class Number(SettingKind):
     A finite number above ``minimum`` (or at least it, with ``inclusive``),
     and at most ``maximum`` when given; bools and strings refused.  For
     arguments whose range is not one of the other kinds' (a growth factor
-    >= 1, a delay that may be 0).
+    >= 1, a delay that may be 0).  With ``optional``, also ``None``
+    (``off`` on the command line).
 
     :ivar bound: the name of the argument ``minimum`` comes from, when it is
         one (``max_delay >= initial``), shown in the message.
@@ -257,8 +258,15 @@ class Number(SettingKind):
     maximum: float | None = None
     bound: str | None = None
     metavar: str = "X"  # type: ignore[misc]
+    optional: bool = False
 
     def expects(self, cli: bool) -> str:
+        text = self._range()
+        if self.optional:
+            text += " or 'off'" if cli else " or None"
+        return text
+
+    def _range(self) -> str:
         if self.maximum is not None:
             low = f"{self.minimum:g}" if self.inclusive else f"above {self.minimum:g}"
             return f"must be between {low} and {self.maximum:g} inclusive"
@@ -269,6 +277,8 @@ class Number(SettingKind):
         return f"must be a finite number {sign} {low}"
 
     def check(self, name: str, value: object) -> None:
+        if value is None and self.optional:
+            return
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidSettingType(name, value, self.expects(False))
         # Written as positives so that NaN fails them.
@@ -280,10 +290,14 @@ class Number(SettingKind):
             raise InvalidSetting(name, value, self.expects(False))
 
     def show(self, value: object, cli: bool) -> str:
+        if value is None:
+            return "off" if cli else "None"
         assert isinstance(value, (int, float))
         return f"{value:g}"
 
     def parse(self, text: str) -> object:
+        if self.optional and text.strip().lower() in ("off", "none", ""):
+            return None
         return float(text)
 
 

@@ -569,6 +569,23 @@ def test_p2c_weighs_latency_by_the_requests_in_flight_plus_one():
     assert picks([busy, HostedProto("slow", slow)]) == {"fast": 200}
 
 
+def test_the_queue_a_latency_already_holds_is_not_counted_twice():
+    # 64 callers keep ~8 requests on each connection to a fast host, whose
+    # replies then take 10 ms (they wait behind each other).  An idle host
+    # replying in 50 ms is no cheaper: a new request on the busy connection
+    # waits 10 ms too, not 10 ms x 9 (Finagle's product would say 90 ms).
+    clock, fast, slow = two_hosts()
+    fast.settled(0.010, True, 0.0, 8)
+    slow.settled(0.050, True, 0.0)
+    busy = HostedProto("fast", fast, load=8, last_read=0.0)
+    assert picks([busy, HostedProto("slow", slow)]) == {"fast": 200}
+    # More in flight than its replies waited behind does cost more.
+    busy.table_size = 60
+    assert picks([busy, HostedProto("slow", slow)]) == {"slow": 200}
+    # The latency estimate itself is what the replies took.
+    assert fast.latency(0.0) == pytest.approx(0.010)
+
+
 def test_a_cold_host_gets_a_trial_then_one_request_at_a_time_until_it_replies():
     clock, warm, cold = two_hosts()
     warm.settled(0.001, True, 0.0)

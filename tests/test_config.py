@@ -32,6 +32,7 @@ from framedclient.config import (
 )
 from framedclient.errors import RequestTimeout
 from framedclient.framing import Delimited
+from framedclient.validation import Number
 from tests.fakes import ScriptedEndpoint
 
 CLIENT_FIELDS = attrs.fields(ClientConfig)
@@ -54,7 +55,7 @@ REQUIRED_SECONDS = [
 ]
 OPTIONAL = [
     (c, f)
-    for c, f in fields_of_kind(Count, Seconds, Collaborator)
+    for c, f in fields_of_kind(Count, Seconds, Collaborator, Number)
     if setting_of(f).kind.optional
 ]
 SHARES = fields_of_kind(Share)
@@ -70,6 +71,8 @@ def a_different_valid_value(field: attrs.Attribute) -> object:
         return 0.25
     if isinstance(kind, Seconds):
         return 7.5
+    if isinstance(kind, Number):
+        return 2.5
     if isinstance(kind, Switch):
         return not field.default
     if field.name == "codec":

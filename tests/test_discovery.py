@@ -454,3 +454,55 @@ def test_tls_options_where_they_do_not_belong_are_refused(text):
     with pytest.raises(ValueError, match="trustRoots=DIRECTORY") as caught:
         parse_discovery(text)
     assert repr(text) in str(caught.value)
+
+
+# -- weights on dns: strings -----------------------------------------------------------
+
+
+def test_a_weight_on_a_dns_string_weighs_every_address_of_the_name():
+    query = parse_discovery("dns:db.x:9000:weight=3@10.0.0.53")
+    assert query == AddressQuery("db.x", 9000, (("10.0.0.53", 53),), weight=3)
+    assert str(query) == "dns:db.x:9000:weight=3@10.0.0.53:53"
+    assert parse_discovery(str(query)) == query
+    # With TLS, the options in either order.
+    assert (
+        parse_discovery("dns+tls:db.x:9000:trustRoots=/etc/ca:weight=2")
+        == parse_discovery("dns+tls:db.x:9000:weight=2:trustRoots=/etc/ca")
+        == AddressQuery("db.x", 9000, tls=True, trust_roots="/etc/ca", weight=2)
+    )
+    resolver, clock = FakeResolver(), Clock()
+    resolver.zone[("db.x", dns.A)] = [a("db.x", "10.0.0.1"), a("db.x", "10.0.0.2")]
+    assert isinstance(query, AddressQuery)
+    source = AddressHosts(query, clock, resolver, NO_JITTER, endpoint_of)
+    (hosts,) = updates_of(source)
+    assert [(h.address, h.weight) for h in hosts] == [
+        ("10.0.0.1:9000", 3),
+        ("10.0.0.2:9000", 3),
+    ]
+    assert source.absolute_weights
+    static = source_for(
+        parse_discovery("dns:127.0.0.1:9000:weight=2"),  # type: ignore[arg-type]
+        clock,
+        NO_JITTER,
+        resolver=resolver,
+        make_endpoint=endpoint_of,
+    )
+    assert isinstance(static, StaticHosts) and static.absolute_weights
+    assert [h.weight for h in static.hosts] == [2]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("dns:db.x:9000:weight=0", "weight= takes one whole number >= 1"),
+        ("dns:db.x:9000:weight=1.5", "weight= takes one whole number >= 1"),
+        ("dns:db.x:9000:weight=", "weight= takes one whole number >= 1"),
+        ("dns:db.x:9000:weight=2:weight=3", "got weight= twice"),
+        ("srv:_fc._tcp.x.y:weight=2", "an SRV record carries its host's weight"),
+        ("dns:db.x:9000:wieght=2", "unknown option 'wieght=2'"),
+    ],
+)
+def test_a_bad_weight_on_a_dns_string_is_refused_naming_the_string(text, says):
+    with pytest.raises(ValueError, match=says) as caught:
+        parse_discovery(text)
+    assert repr(text) in str(caught.value)

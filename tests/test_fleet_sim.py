@@ -141,16 +141,34 @@ def test_the_heap_clock_runs_timers_like_twisteds_clock():
 
 def test_a_host_failing_30_percent_at_random_is_ejected_by_success_rate():
     # Never 5 failures in a row: consecutive-failure ejection alone would
-    # never see it.
+    # never see it.  Issue 20's target: ejected within 10 s, fleet ok
+    # >= 99.5 %, and no healthy host ejected.
     flaky = attrs.evolve(SMALL, scenario="flaky")
     on = simulate(flaky, "p2c")
     off = simulate(attrs.evolve(flaky, health=False), "p2c")
     assert (on.lost, on.twice, on.wrong) == (0, 0, 0)
     assert set(on.failed) == {"remote_error"}
-    assert on.ejected_all is not None and on.ejected_all < 15.0
+    assert on.ejected_all is not None and on.ejected_all <= 10.0
+    assert on.false_ejections == 0
     assert off.ejected_half is None
     # About 1/10 of the requests at 30 % is 3 % failed without ejection.
-    assert off.ok_rate < 0.98 < 0.99 <= on.ok_rate
+    assert off.ok_rate < 0.98 < 0.995 <= on.ok_rate
+
+
+def test_healthy_hosts_with_rare_errors_are_ejected_at_most_once_per_error():
+    # Every other host fails 0.1 % at random too.  At a client's 2 requests
+    # a second per host, one error among few requests makes a host an
+    # outlier (as in Envoy); what must not happen is an ejection without a
+    # new failure (judging again on successes after a revival, say), or
+    # the flaky host going unseen among the noise.
+    noisy = attrs.evolve(SMALL, scenario="flaky", background_errors=0.001)
+    r = simulate(noisy, "p2c")
+    assert (r.lost, r.twice, r.wrong) == (0, 0, 0)
+    assert r.healthy_errors > 0
+    assert r.false_ejections <= r.healthy_errors
+    assert r.ejected_all is not None
+    # (0.1 % of the requests fail on healthy hosts whatever the rule does.)
+    assert r.ok_rate >= 0.99
 
 
 def test_a_host_that_slows_down_for_10_s_gets_its_share_back_within_10_s():
@@ -164,8 +182,11 @@ def test_a_host_that_slows_down_for_10_s_gets_its_share_back_within_10_s():
     assert blind.to_slow - r.to_slow > 0.6 * blind.requests / SMALL.hosts / 6
 
 
-def test_one_slow_host_among_healthy_ones_gets_under_one_percent():
+def test_one_slow_host_among_healthy_ones_gets_at_most_half_a_percent():
+    # Issue 20's target: p99 <= 5 ms, <= 0.5 % of the requests on the slow
+    # host (its fair share here is 10 %).
     r = simulate(attrs.evolve(SMALL, scenario="slow"), "p2c")
     assert r.ok_rate == 1.0 and (r.lost, r.twice, r.wrong) == (0, 0, 0)
-    assert r.p99 < SMALL.slow_delay / 20
-    assert r.to_slow < r.requests * 0.01
+    assert r.p99 <= 0.005
+    assert r.to_slow <= r.requests * 0.005
+    assert r.false_ejections == 0

@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from framedclient.backoff import ConstantBackoff
 from framedclient.client import FramedClient
 from framedclient.codecs import GOAWAY, FC1Codec
+from framedclient.config import ClientConfig
 from framedclient.errors import ConnectionLost, Overloaded, RequestTimeout
 from framedclient.health import (
     EJECTED,
@@ -23,6 +24,7 @@ from framedclient.health import (
     PROBE_SENT,
     PROBING,
     HealthBoard,
+    HostHealth,
 )
 from framedclient.testing import MemoryServer
 
@@ -697,6 +699,63 @@ def test_error_replies_count_against_a_hosts_success_rate():
     assert [h.state for h in client.health.hosts].count(EJECTED) == 1
 
 
+def flaky_traffic(**settings) -> FramedClient:
+    # Round robin over 5 hosts: one host gets requests 0, 5, 10, ... and
+    # errs on every other one (answered, so never a consecutive failure).
+    fleet = Fleet(5, pool_size=1, balancer="round_robin", request_timeout=1.0, **settings)
+    client = fleet.client
+    for i in range(60):
+        body = b"!error:flaky" if i % 5 == 0 and i % 10 < 5 else b"ok"
+        client.request(body).addErrback(lambda f: None)
+        fleet.flush()
+    return client
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"success_rate_factor": None},
+        {"success_rate_factor": 10.0},
+        {"success_rate_min_volume": 13},
+        {"success_rate_min_hosts": 6},
+    ],
+    ids=lambda s: next(iter(s)),
+)
+def test_the_success_rate_settings_of_the_client_rule_its_hosts(settings):
+    ejected = [h.state for h in flaky_traffic().health.hosts].count(EJECTED)
+    assert ejected == 1, "with the defaults"
+    # Off; a factor no spread reaches; 12 requests a host, fewer than the
+    # volume; 5 hosts, fewer than needed; a window holding one instant.
+    client = flaky_traffic(**settings)
+    assert [h.state for h in client.health.hosts].count(EJECTED) == 0
+
+
+def test_the_latency_decay_time_and_window_of_the_client_rule_its_hosts():
+    fleet = Fleet(1, pool_size=1, latency_decay_time=4.0, success_rate_window=3.0)
+    client = fleet.client
+    assert client.health.success_rate_window == 3.0
+    d = client.request(b"!delay:0.2")
+    fleet.flush()
+    fleet.advance(0.3)
+    assert outcomes([d]) == [b"!delay:0.2"]
+    (host,) = client.health.hosts
+    now = fleet.clock.seconds()
+    assert host.latency(now + 4.0) == pytest.approx(host.latency(now) / math.e)
+
+
+def test_bad_health_settings_get_an_error_naming_them():
+    for name, value in [
+        ("success_rate_factor", -1.0),
+        ("success_rate_factor", math.nan),
+        ("success_rate_window", 0),
+        ("success_rate_min_volume", 0),
+        ("success_rate_min_hosts", 2.5),
+        ("latency_decay_time", -2.5),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            ClientConfig(**{name: value})
+
+
 def test_failures_before_the_volume_is_reached_are_judged_when_it_is():
     b, clock = board(hosts=6, success_rate_min_volume=10)
     for h in b.hosts[1:]:
@@ -707,6 +766,38 @@ def test_failures_before_the_volume_is_reached_are_judged_when_it_is():
     assert flaky.state == LIVE, "9 requests: too few to judge"
     feed(flaky, 1, 0)
     assert flaky.state == EJECTED, "the 10th, a success, completes the volume"
+
+
+def test_failures_judged_before_enough_hosts_had_the_volume_are_judged_again():
+    # The clients of a fleet start together: the flaky host's first
+    # failures come while the other hosts have too few requests to say what
+    # is normal.  They are judged again at its next outcome, not forgotten
+    # until its next failure (at 1 request a second, seconds later).
+    b, clock = board(hosts=6, success_rate_min_volume=10)
+    flaky = b.hosts[0]
+    for h in b.hosts[1:]:
+        feed(h, 5, 0)
+    feed(flaky, 10, 4)
+    assert flaky.state == LIVE, "the others have 5 requests each: too few"
+    for h in b.hosts[1:]:
+        feed(h, 5, 0)
+    feed(flaky, 1, 0)
+    assert flaky.state == EJECTED
+
+
+def test_a_host_judged_normal_is_not_judged_again_on_every_success(monkeypatch):
+    # Judging compares every host: the hot path pays it on failures, not on
+    # each success of a host whose rate was found normal.
+    b, clock = board(hosts=6, success_rate_min_volume=10)
+    for i, h in enumerate(b.hosts):
+        feed(h, 20 - i, i)
+    calls: list[HostHealth] = []
+    judge = HostHealth._judge
+    monkeypatch.setattr(
+        HostHealth, "_judge", lambda self, now: (calls.append(self), judge(self, now))
+    )
+    feed(b.hosts[5], 5, 0)
+    assert calls == [] and b.hosts[5].state == LIVE
 
 
 def test_a_request_given_up_raises_the_estimate_to_its_wait_and_no_lower():

@@ -246,14 +246,19 @@ async def test_a_server_that_sends_goaway_at_once_sees_a_few_attempts_per_second
 
 
 async def closed_loop(
-    client: FramedClient, concurrency: int, seconds: float
+    client: FramedClient, concurrency: int, seconds: float, warm: float = 0.0
 ) -> list[float]:
     """
     ``concurrency`` callers, each sending its next request when the last
-    one is answered, for ``seconds``; every latency, in seconds.
+    one is answered, for ``warm + seconds``; the latencies, in seconds, of
+    the requests started after the first ``warm`` seconds (the burst of the
+    first ``concurrency`` requests, and the connections' first moments, are
+    left out).
     """
     latencies: list[float] = []
-    end = reactor.seconds() + seconds
+    begin = reactor.seconds()
+    end = begin + warm + seconds
+    counted_from = begin + warm
     done: Deferred[None] = Deferred()
     running = concurrency
 
@@ -269,7 +274,8 @@ async def closed_loop(
 
     def answered(reply: bytes, started: float) -> None:
         assert reply == b"x" * 16
-        latencies.append(reactor.seconds() - started)
+        if started >= counted_from:
+            latencies.append(reactor.seconds() - started)
         send()
 
     for _ in range(concurrency):
@@ -283,40 +289,55 @@ def p99(latencies: list[float]) -> float:
     return ordered[int(0.99 * len(ordered))]
 
 
+#: Rounds of each client, taken in turn: a loaded machine's slow minutes
+#: then fall on both sides alike.
+ROUNDS = 5
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 @pytest_twisted.ensureDeferred
 async def test_a_host_50ms_slow_does_not_set_the_tail_at_c64():
+    # Issue 20's target: with three hosts, one replying 50 ms late, 64
+    # callers see a p99 within 2x of what the two fast hosts alone give.
     fast = [ServerProcess(REFERENCE_SERVER_COMMAND) for _ in range(2)]
     slow = ServerProcess((*REFERENCE_SERVER_COMMAND, "--delay", "0.05"))
+    alone = mixed = None
     try:
         for s in (*fast, slow):
             s.start()
         fast_ends = [f"tcp:127.0.0.1:{s.port}" for s in fast]
         # The fast hosts alone: the tail to stay close to.
         alone = FramedClient.from_endpoint(reactor, fast_ends)
-        await closed_loop(alone, 64, 1.0)  # warm up
-        baseline = await closed_loop(alone, 64, 3.0)
-        await alone.close()
-        client = FramedClient.from_endpoint(
-            reactor, [*fast_ends, f"tcp:127.0.0.1:{slow.port}"]
-        )
-        await closed_loop(client, 64, 1.0)
-        mixed = await closed_loop(client, 64, 3.0)
-        await client.close()
+        slow_end = f"tcp:127.0.0.1:{slow.port}"
+        mixed = FramedClient.from_endpoint(reactor, [*fast_ends, slow_end])
+        await alone.when_ready()
+        await mixed.when_ready()
+        baseline: list[float] = []
+        with_slow: list[float] = []
+        for _ in range(ROUNDS):
+            baseline += await closed_loop(alone, 64, 0.8, warm=0.2)
+            with_slow += await closed_loop(mixed, 64, 0.8, warm=0.2)
+        latency = mixed.telemetry.latency_of(slow_end)
+        to_slow = latency.count if latency is not None else 0
+        answered = mixed.metrics.latency.count
     finally:
+        for client in (alone, mixed):
+            if client is not None:
+                await client.close()
         for s in (*fast, slow):
             s.stop()
-    slow_share = sum(1 for t in mixed if t >= 0.05) / len(mixed)
+    slow_share = sum(1 for t in with_slow if t >= 0.05) / len(with_slow)
     print(
-        f"\nC=64, 3 s: fast hosts alone p99 {p99(baseline) * 1000:.1f} ms "
-        f"({len(baseline)} requests); with a 50 ms host p99 "
-        f"{p99(mixed) * 1000:.1f} ms ({len(mixed)} requests, "
-        f"{slow_share:.2%} took >= 50 ms)"
+        f"\nC=64, {ROUNDS} x 0.8 s each, in turn: fast hosts alone p99 "
+        f"{p99(baseline) * 1000:.1f} ms ({len(baseline)} requests); with a 50 ms "
+        f"host p99 {p99(with_slow) * 1000:.1f} ms ({len(with_slow)} requests, "
+        f"{slow_share:.2%} took >= 50 ms; {to_slow} of {answered}, "
+        f"{to_slow / answered:.2%}, to the slow host)"
     )
-    # The slow host does not set the tail: under 1 % of the requests go to
-    # it, so p99 stays below its 50 ms.  (Issue 20's target, p99 within 2x
-    # of the fast hosts' own, is a measurement printed above, not asserted:
-    # on a loaded machine the fast hosts' own queueing moves both figures.)
+    assert len(baseline) > 5_000 and len(with_slow) > 5_000, "enough for a p99"
+    # The slow host does not set the tail: under 1 % of the requests take
+    # its 50 ms, so p99 stays below it, and within 2x of the fast hosts'.
     assert slow_share < 0.01
-    assert p99(mixed) < 0.05
+    assert p99(with_slow) < 0.05
+    assert p99(with_slow) <= 2 * p99(baseline)

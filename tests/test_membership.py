@@ -18,7 +18,14 @@ from twisted.names import dns
 
 from framedclient.backoff import ConstantBackoff
 from framedclient.client import FramedClient
-from framedclient.discovery import Host, RefreshPolicy, ServiceHosts, ServiceQuery
+from framedclient.discovery import (
+    AddressHosts,
+    AddressQuery,
+    Host,
+    RefreshPolicy,
+    ServiceHosts,
+    ServiceQuery,
+)
 from framedclient.errors import ClientClosed, Unavailable
 from framedclient.membership import connection_count
 from framedclient.testing import MemoryServer
@@ -443,6 +450,39 @@ def test_a_weight_on_an_endpoint_string_shares_the_connections():
         }
         hosts = client.debug_state()["discovery"]["hosts"]
         assert {h["name"]: h["weight"] for h in hosts}["tcp:10.0.0.1:9000"] == 3
+    finally:
+        client.close()
+
+
+def test_a_weight_on_a_dns_string_counts_against_the_other_hosts():
+    # Every address of a dns: name has its weight, so the weight cannot be
+    # relative to its peers: a host of weight 1 gets pool_size connections,
+    # each address of weight N pool_size x N.
+    resolver = FakeResolver()
+    resolver.zone[("big.x", dns.A)] = [a("big.x", "10.0.1.1"), a("big.x", "10.0.1.2")]
+    clock = Clock()
+    big = AddressHosts(
+        AddressQuery("big.x", 9000, weight=3),
+        clock,
+        resolver,
+        RefreshPolicy(5.0, 300.0),
+        lambda address, port: MemoryServer().endpoint(),
+    )
+    client = FramedClient.from_endpoint(
+        clock,
+        [big, "dns:10.0.0.9:9000:weight=2", "tcp:10.0.0.1:9000"],
+        pool_size=2,
+        start=False,
+    )
+    try:
+        client.start()
+        per_host: dict[str, int] = {}
+        for conn in client.pool:
+            host = conn.name.rpartition("/")[0]
+            per_host[host] = per_host.get(host, 0) + 1
+        assert sorted(per_host.values()) == [2, 4, 6, 6]
+        assert per_host["tcp:10.0.0.1:9000"] == 2
+        assert per_host["10.0.0.9:9000"] == 4
     finally:
         client.close()
 

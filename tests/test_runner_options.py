@@ -28,6 +28,7 @@ from framedclient.runner.options import (
     config_options,
     options_table,
 )
+from framedclient.validation import Number
 
 TWIST = str(Path(sys.executable).with_name("twist"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +156,8 @@ def a_different_value(option):
         return [f"--{option.option}", "0.25"], 0.25
     if isinstance(kind, Seconds):
         return [f"--{option.option}", "7.5"], 7.5
+    if isinstance(kind, Number):
+        return [f"--{option.option}", "2.5"], 2.5
     if option.field == "codec":
         return ["--codec", "fc1:max-frame=1024"], parse_codec("fc1:max-frame=1024")
     if option.field == "backoff":

@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import functools
 import heapq
+import math
 import random
 import sys
 import time
@@ -113,6 +114,9 @@ class FleetConfig:
     :ivar flaky_share: the share of requests the flaky host fails.
     :ivar slow_from: when the ``slowdown`` host turns slow, in seconds.
     :ivar slow_until: when it recovers.
+    :ivar background_errors: the share of requests every *other* host
+        (healthy, not dead) answers with an error at random, so that a rule
+        too quick to eject shows up as healthy hosts ejected.
     """
 
     clients: int = 50
@@ -129,6 +133,7 @@ class FleetConfig:
     flaky_share: float = 0.3
     slow_from: float = 20.0
     slow_until: float = 30.0
+    background_errors: float = 0.0
 
 
 @attrs.frozen
@@ -154,6 +159,11 @@ class PolicyResult:
     :ivar ejected_half: when half the clients had ejected host 0 (seconds
         from the start; ``None``: never).
     :ivar ejected_all: when every client had.
+    :ivar ejected_most: when 90 % of the clients had.
+    :ivar false_ejections: ejections of healthy hosts (neither host 0 nor
+        the dead host), summed over the clients.
+    :ivar healthy_errors: the error replies of the healthy hosts
+        (``background_errors``).
     :ivar share_back: seconds after ``slow_until`` until host 0 received at
         least 80 % of its fair share of a second's requests again
         (``None``: not in this scenario, or never).
@@ -175,6 +185,9 @@ class PolicyResult:
     ejected_half: float | None = None
     ejected_all: float | None = None
     share_back: float | None = None
+    ejected_most: float | None = None
+    false_ejections: int = 0
+    healthy_errors: int = 0
 
     @property
     def ok_rate(self) -> float:
@@ -206,6 +219,7 @@ class _Counting(ProtocolWrapper):
                 factory.per_second[second] += 1
                 if fail is not None and fail():
                     body = b"!error:flaky"
+                    factory.errors += 1
             if fail is not None:
                 # Frames come out of the framer without their length prefix.
                 rewritten.append(codec.encode(kind, request_id, body))
@@ -232,6 +246,16 @@ class _CountingFactory(WrappingFactory):
         self.fail = fail
         #: requests received in each second of the run
         self.per_second: Counter[int] = Counter()
+        #: requests made to fail
+        self.errors = 0
+
+    def registerProtocol(self, p: Any) -> None:
+        # WrappingFactory keeps every protocol ever made; a simulation
+        # makes many and needs none of them.
+        pass
+
+    def unregisterProtocol(self, p: Any) -> None:
+        pass
 
 
 def _flaky(share: float, rng: random.Random) -> Callable[[], bool]:
@@ -249,14 +273,6 @@ def _flaky(share: float, rng: random.Random) -> Callable[[], bool]:
         return False
 
     return fail
-
-    def registerProtocol(self, p: Any) -> None:
-        # WrappingFactory keeps every protocol ever made; a simulation
-        # makes many and needs none of them.
-        pass
-
-    def unregisterProtocol(self, p: Any) -> None:
-        pass
 
 
 class _HeapClock(Clock):
@@ -376,11 +392,13 @@ class _Fleet:
                     )
             seen: Counter[bytes] = Counter()
             self.seen.append(seen)
-            fail = (
-                _flaky(config.flaky_share, random.Random(config.seed + 1))
-                if i == 0 and scenario == "flaky"
-                else None
-            )
+            fail = None
+            if i == 0 and scenario == "flaky":
+                fail = _flaky(config.flaky_share, random.Random(config.seed + 1))
+            elif config.background_errors and not (i == 1 and dead):
+                fail = _flaky(
+                    config.background_errors, random.Random(config.seed + 2 + i)
+                )
             counting = _CountingFactory(inner, seen, self.clock, fail)
             self.counting.append(counting)
             server = MemoryServer(counting, clock=self.clock)
@@ -405,16 +423,21 @@ class _Fleet:
         ]
         #: when each client first ejected host 0
         self.ejected: dict[int, float] = {}
+        #: ejections of the healthy hosts
+        self.false_ejections = 0
+        #: the names of the hosts that may be ejected rightly
+        self.suspects = {names[0], names[1]} if dead else {names[0]}
+        self.suspects_first = names[0]
         for index, client in enumerate(self.clients):
             client.health.add_listener(functools.partial(self._health_changed, index))
         self.settle()
 
     def _health_changed(self, index: int, host: Any) -> None:
-        if (
-            host.state == EJECTED
-            and host.name.startswith("tcp:10.0.0.1:")
-            and index not in self.ejected
-        ):
+        if host.state != EJECTED:
+            return
+        if host.name not in self.suspects:
+            self.false_ejections += 1
+        elif host.name == self.suspects_first and index not in self.ejected:
             self.ejected[index] = self.clock.seconds()
 
     def settle(self) -> None:
@@ -553,6 +576,7 @@ def simulate(config: FleetConfig, policy: str) -> PolicyResult:
     received = [sum(seen.values()) for seen in fleet.seen]
     ejected = sorted(fleet.ejected.values())
     half = (config.clients + 1) // 2
+    most = math.ceil(config.clients * 0.9)
     share_back = None
     if config.scenario == "slowdown":
         host0 = fleet.counting[0].per_second
@@ -580,6 +604,11 @@ def simulate(config: FleetConfig, policy: str) -> PolicyResult:
         seconds=time.perf_counter() - started,
         ejected_half=ejected[half - 1] if len(ejected) >= half else None,
         ejected_all=ejected[-1] if len(ejected) == config.clients else None,
+        ejected_most=ejected[most - 1] if len(ejected) >= most else None,
+        false_ejections=fleet.false_ejections,
+        healthy_errors=sum(
+            c.errors for i, c in enumerate(fleet.counting) if i >= len(fleet.suspects)
+        ),
         share_back=share_back,
     )
 
@@ -614,7 +643,7 @@ def markdown_table(config: FleetConfig, results: Sequence[PolicyResult]) -> str:
     )
     extra_head = extra_rule = ""
     if scenario == "flaky":
-        extra_head = " ejected by half / all clients, s |"
+        extra_head = " ejected by half / 90 % / all clients, s |"
         extra_rule = "--:|"
     elif scenario == "slowdown":
         extra_head = " share back after, s |"
@@ -625,7 +654,12 @@ def markdown_table(config: FleetConfig, results: Sequence[PolicyResult]) -> str:
         f"{config.rate:g} req/s "
         f"per client for {config.duration:g} simulated s (seed {config.seed}); "
         f"hosts reply in {_ms(config.delay)} ms, {_scenario_text(config)}; "
-        f"{'default health settings' if config.health else 'health off'}, "
+        + (
+            f"the others fail {config.background_errors:.2%} at random; "
+            if config.background_errors
+            else ""
+        )
+        + f"{'default health settings' if config.health else 'health off'}, "
         + (
             f"hedged after {_ms(config.hedge_after)} ms, "
             if config.hedge_after is not None
@@ -634,15 +668,19 @@ def markdown_table(config: FleetConfig, results: Sequence[PolicyResult]) -> str:
         + "pool_size=1.",
         "",
         "| policy | requests | ok | failed | p50 ms | p99 ms | p99 ms (all) "
-        f"| to {host0} |{' to dead host |' if dead else ''} lost / twice / wrong |"
+        f"| to {host0} |{' to dead host |' if dead else ''} healthy hosts ejected "
+        "| lost / twice / wrong |"
         + extra_head,
-        "|---|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if dead else "") + "--:|"
+        "|---|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if dead else "") + "--:|--:|"
         + extra_rule,
     ]
     for r in results:
         extra = ""
         if scenario == "flaky":
-            extra = f" {_seconds(r.ejected_half)} / {_seconds(r.ejected_all)} |"
+            extra = (
+                f" {_seconds(r.ejected_half)} / {_seconds(r.ejected_most)} / "
+                f"{_seconds(r.ejected_all)} |"
+            )
         elif scenario == "slowdown":
             extra = f" {_seconds(r.share_back)} |"
         lines.append(
@@ -650,6 +688,7 @@ def markdown_table(config: FleetConfig, results: Sequence[PolicyResult]) -> str:
             f"| {sum(r.failed.values()):,} | {_ms(r.p50)} | {_ms(r.p99)} "
             f"| {_ms(r.p99_all)} | {r.to_slow:,} |"
             + (f" {r.to_dead:,} |" if dead else "")
+            + f" {r.false_ejections:,} |"
             + f" {r.lost} / {r.twice} / {r.wrong} |"
             + extra
         )
@@ -667,6 +706,16 @@ def _positive(kind: type[int] | type[float]) -> Any:
         return value
 
     return parse
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1), got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -704,6 +753,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--hedge-after", type=_positive(float), default=None, metavar="SECONDS",
         help="idempotent requests, hedged after SECONDS (hedge_after=)",
+    )
+    parser.add_argument(
+        "--background-errors", type=_share, default=defaults.background_errors,
+        metavar="SHARE",
+        help="the share of requests every healthy host answers with an error "
+        "at random, to see healthy hosts ejected (default %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument(
@@ -743,6 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hedge_after=args.hedge_after,
         seed=args.seed,
         scenario=args.scenario,
+        background_errors=args.background_errors,
     )
     results = []
     for policy in policies:

@@ -133,7 +133,17 @@ OPTION_GROUPS: list[tuple[str, list[str]]] = [
     ),
     (
         "Health",
-        ["black-hole-after", "failure-accrual", "ejection-time", "max-ejected-share"],
+        [
+            "black-hole-after",
+            "failure-accrual",
+            "ejection-time",
+            "max-ejected-share",
+            "latency-decay-time",
+            "success-rate-factor",
+            "success-rate-window",
+            "success-rate-min-volume",
+            "success-rate-min-hosts",
+        ],
     ),
     (
         "HTTP gateway, proxy and processes",

@@ -579,6 +579,30 @@ def test_commands_that_put_replies_out_of_step_are_refused(args):
     assert redis.stats()["in_flight"] == 0
 
 
+def test_a_command_name_passed_once_does_not_let_out_of_step_forms_through():
+    # Pipeline.add checks each command; names that passed are remembered
+    # (one set lookup), but never CLIENT or HELLO, whose verdict depends
+    # on their arguments, and the memory is bounded.
+    from framedclient.clients import redis as module
+
+    redis = RedisClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    p = redis.pipeline()
+    for _ in range(3):
+        p.add("CLIENT", "SETNAME", "x").add(b"HELLO", 2).add("GET", "k")
+    for args in (
+        ("CLIENT", "REPLY", "OFF"),
+        (b"HELLO", 3),
+        ("client", "reply", "skip"),
+    ):
+        with pytest.raises(InvalidRequest, match="cannot run on a shared connection"):
+            p.add(*args)
+    for i in range(module._IN_STEP_MAX + 10):
+        p.add(f"X{i}")
+    assert len(module._IN_STEP) <= module._IN_STEP_MAX
+    with pytest.raises(InvalidRequest):
+        p.add("subscribe", "c")
+
+
 @pytest_twisted.ensureDeferred
 async def test_hello_2_and_client_commands_other_than_reply_still_run(redis):
     assert (await redis.execute("CLIENT", "SETNAME", "t")) == b"OK"

@@ -627,3 +627,33 @@ def test_set_options_of_the_wrong_type_are_refused_not_read_as_truthy(
     with pytest.raises(error, match=message):
         redis.set("k", "v", **options)
     assert redis.stats()["in_flight"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_batch_takes_its_own_replies_in_order_on_redis(server):
+    # The generic unit on an in-order codec: the next N replies, an error
+    # reply as that slot's RemoteError; the requests after it get theirs.
+    from framedclient.batch import RequestBatch
+
+    client = FramedClient.from_endpoint(
+        reactor, endpoint(server), codec=RedisCodec(), pool_size=1
+    )
+    try:
+        await client.when_ready()
+        await client.request(command("SET", "rb", "1"))
+        unit = client.request(
+            RequestBatch(
+                [
+                    command("INCR", "rb"),
+                    command("LPUSH", "rb", "x"),
+                    command("GET", "rb"),
+                ]
+            )
+        )
+        after = client.request(command("GET", "rb"))
+        incr, wrong, got = await unit
+        assert incr == b":2\r\n" and got == b"$1\r\n2\r\n"
+        assert isinstance(wrong, RemoteError) and "WRONGTYPE" in wrong.message
+        assert await after == b"$1\r\n2\r\n"
+    finally:
+        await client.close()

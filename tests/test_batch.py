@@ -6,6 +6,8 @@ deterministic clock, then against the reference server on loopback.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import pytest_twisted
 from hypothesis import given, settings
@@ -16,7 +18,15 @@ from twisted.python.failure import Failure
 
 from framedclient.batch import RequestBatch
 from framedclient.client import FramedClient
-from framedclient.codecs import CANCEL, ERROR, REPLY, REQUEST, FC1Codec, PipelinedCodec
+from framedclient.codecs import (
+    CANCEL,
+    ERROR,
+    REPLY,
+    REQUEST,
+    FC1Codec,
+    Matching,
+    PipelinedCodec,
+)
 from framedclient.errors import (
     ConnectionLost,
     InvalidRequest,
@@ -309,3 +319,134 @@ async def test_a_unit_against_the_reference_server_over_loopback():
     finally:
         await client.close()
         await port.stopListening()
+
+
+# -- the engine's units against a model of IDs (sans-IO) -------------------------------
+
+
+class _Actions:
+    def __init__(self) -> None:
+        self.delivered: dict[int, list[tuple[int, Any]]] = {}
+        self.cancels: list[int] = []
+
+    def deliver(self, r, ending, value, now):
+        self.delivered.setdefault(id(r), []).append((ending, value))
+
+    def send_cancel(self, request_id):
+        self.cancels.append(request_id)
+
+    def arm(self, deadline):
+        pass
+
+    def idle(self):
+        pass
+
+
+def _encode(kind, request_id, body):
+    if body == b"refuse":
+        raise ValueError("refused by the test codec")
+    return b"%d:%s;" % (request_id, body)
+
+
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["one", "unit", "write", "reply", "error", "cancel", "time", "late"]
+            ),
+            st.integers(0, 2**16),
+        ),
+        max_size=60,
+    ),
+    ttl=st.sampled_from([None, 1.5]),
+    max_id=st.integers(4, 12),
+)
+@settings(max_examples=150, deadline=None)
+def test_units_by_id_never_share_an_id_and_free_every_one(ops, ttl, max_id):
+    # Singles and units of 1-4 on a tiny ID space: an ID is never held by
+    # two records; live and tombstones count each unit's unanswered IDs;
+    # each record is delivered once; a unit's slots are its own replies;
+    # at the end (and after lose_all) nothing is held.
+    from framedclient.engine import REPLY as ENGINE_REPLY
+    from framedclient.engine import RequestEngine
+
+    now = [0.0]
+    actions = _Actions()
+    engine = RequestEngine(
+        matching=Matching.BY_ID,
+        max_id=max_id,
+        max_pending=max_id - 1,
+        abandoned_ttl=ttl,
+        supports_cancel=True,
+        encode=_encode,
+        seconds=lambda: now[0],
+        actions=actions,
+    )
+    held: dict[int, Any] = {}  # ID -> record (live or tombstone), the model
+    units: dict[int, Any] = {}  # id(record) -> record
+    answers: dict[int, dict[int, bytes]] = {}  # id(record) -> slot -> body sent
+
+    everyone = []  # every record stays alive: id() keys are never reused
+
+    def take_ids(r, ids):
+        everyone.append(r)
+        for request_id in ids:
+            assert request_id not in held, f"ID {request_id} given twice"
+            held[request_id] = r
+
+    for op, n in ops:
+        if op == "one" and not engine.full:
+            r = engine.open(b"s", 1.0, now[0])
+            take_ids(r, [r.request_id])
+        elif op == "unit":
+            size = n % 4 + 1
+            bodies = tuple(b"u%d" % i for i in range(size))
+            if n % 7 == 0:
+                bodies = (*bodies, b"refuse")
+                with pytest.raises(InvalidRequest, match=f"bodies\\[{size}\\]"):
+                    engine.open_many(bodies, None, 1.0, now[0])
+                continue
+            if not engine.fits(size):
+                continue
+            r = engine.open_many(bodies, None, 1.0, now[0])
+            take_ids(r, list(r.ids))
+            units[id(r)] = r
+            answers[id(r)] = {}
+        elif op == "write":
+            engine.take_unwritten([])
+        elif op in ("reply", "error", "late") and held:
+            request_id = sorted(held)[n % len(held)]
+            r = held[request_id]
+            ok = op != "error"
+            slot = r.ids.get(request_id) if id(r) in units else None
+            found = engine.reply(request_id, ok, b"r%d" % request_id, now[0])
+            if found != 2:  # not UNKNOWN: the ID is free now
+                del held[request_id]
+                if slot is not None and r.state != 2:
+                    answers[id(r)][slot] = b"r%d" % request_id if ok else "error"
+        elif op == "cancel" and held:
+            r = held[sorted(held)[n % len(held)]]
+            engine.cancel(r)
+        elif op == "time":
+            now[0] += (n % 4) * 0.5
+            engine.wake(now[0])
+        # Drop from the model what the engine released (settled while
+        # queued; tombstones past their TTL).
+        for request_id, r in list(held.items()):
+            if r.state == 3 or (r.state == 0 and id(r) in actions.delivered):
+                del held[request_id]
+            elif id(r) in units and r.state == 2 and request_id not in r.ids:
+                del held[request_id]
+        assert engine.live + engine.tombstones == len(held)
+        for key, outs in actions.delivered.items():
+            assert len(outs) == 1, "a record delivered twice"
+            ending, value = outs[0]
+            if key in units and ending == ENGINE_REPLY:
+                for slot, body in answers[key].items():
+                    if body == "error":
+                        assert isinstance(value[slot], RemoteError)
+                    else:
+                        assert value[slot] == body
+    engine.lose_all("end of the test", True)
+    assert engine.entries == 0 and engine.live == 0 and engine.tombstones == 0
+    assert all(len(v) == 1 for v in actions.delivered.values())

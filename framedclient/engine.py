@@ -596,6 +596,7 @@ class RequestEngine:
         :param body: what a re-send elsewhere sends again (the batch).
         :raises InvalidRequest: the codec refused ``bodies[i]`` (named);
             nothing is held then.
+        :raises Overloaded: it does not fit (see :meth:`fits`).
         :raises ValueError: the codec allows one request at a time.
         """
         if self.matching is Matching.EXCLUSIVE:
@@ -605,6 +606,10 @@ class RequestEngine:
                 "one by one"
             )
         n = len(bodies)
+        if not self.fits(n):
+            # The caller's check, made again: by ID, allocating more IDs
+            # than are free would never end.
+            raise self.overloaded()
         pending = self._pending
         by_id = self._by_id
         ids: dict[int, int] = {}

@@ -401,7 +401,10 @@ def test_units_by_id_never_share_an_id_and_free_every_one(ops, ttl, max_id):
         elif op == "unit":
             size = n % 4 + 1
             bodies = tuple(b"u%d" % i for i in range(size))
-            if n % 7 == 0:
+            if not engine.fits(size + 1):
+                with pytest.raises(Overloaded):
+                    engine.open_many((*bodies, b"x"), None, 1.0, now[0])
+            if n % 7 == 0 and engine.fits(size + 1):
                 bodies = (*bodies, b"refuse")
                 with pytest.raises(InvalidRequest, match=f"bodies\\[{size}\\]"):
                     engine.open_many(bodies, None, 1.0, now[0])

@@ -574,18 +574,42 @@ def command(*args: bytes | str | int | float) -> bytes:
     the result is always exactly one command; the codec relies on that to
     skip re-checking it.
     """
-    if not args:
+    n = len(args)
+    if not n:
         # No command at all: the codec refuses it (checked like raw bytes).
         return b"*0\r\n"
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
+    # The name's bulk string is made once per name (a program uses a few).
+    name = args[0]
+    cls = name.__class__
+    segment = _NAMES.get(name) if cls is str or cls is bytes else None  # type: ignore[arg-type]
+    if segment is None:
+        if cls is bytes:
+            raw: bytes = name  # type: ignore[assignment]
+        elif isinstance(name, str):
+            raw = str.encode(name)
+        else:
+            raw = _other_argument(name, args)
+        segment = b"$%d\r\n%s\r\n" % (len(raw), raw)
+        if (cls is str or cls is bytes) and len(_NAMES) < _NAMES_MAX:
+            _NAMES[name] = segment  # type: ignore[index]
+    parts = [_HEADERS[n] if n < len(_HEADERS) else b"*%d\r\n" % n, segment]
+    append = parts.append
+    for i in range(1, n):
+        arg = args[i]
         if arg.__class__ is not bytes:
             if isinstance(arg, str):
                 arg = str.encode(arg)
             else:
                 arg = _other_argument(arg, args)
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        append(b"$%d\r\n%s\r\n" % (len(arg), arg))  # type: ignore[arg-type]
     return _Command(b"".join(parts))
+
+
+# command()'s pieces made once: array headers, and the bulk string of each
+# command name seen (bounded: names are the caller's to choose).
+_HEADERS = tuple(b"*%d\r\n" % n for n in range(33))
+_NAMES: dict[str | bytes, bytes] = {}
+_NAMES_MAX = 1024
 
 
 class BadArgument(TypeError):

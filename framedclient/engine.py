@@ -623,12 +623,21 @@ class RequestEngine:
                     if request_id not in pending and request_id not in ids:
                         break
             try:
-                frames.append(self._encode(REQUEST, request_id, one))
+                frame = self._encode(REQUEST, request_id, one)
             except Exception as e:
                 raise InvalidRequest(
                     f"bodies[{i}] of the batch cannot be sent "
                     f"({codec_refusal(e)}); nothing of the batch was sent"
                 ) from e
+            if not by_id and getattr(frame, "expected_replies", 1) != 1:
+                # In order, each body takes one reply: a body that takes
+                # several (a CommandBatch) would shift every later reply.
+                raise InvalidRequest(
+                    f"bodies[{i}] of the batch is itself a unit of several "
+                    f"replies; put its commands in the batch one by one; "
+                    f"nothing of the batch was sent"
+                )
+            frames.append(frame)
             ids[request_id] = i
         data = b"".join(frames)
         r = self._record()

@@ -198,6 +198,22 @@ def test_in_order_codecs_take_the_next_n_replies_as_the_unit():
     assert last == b"D"
 
 
+def test_a_body_that_takes_several_replies_in_order_is_refused_by_index():
+    # A Redis CommandBatch inside a RequestBatch would take 2 replies where
+    # the unit counts 1: every later reply would reach the wrong slot.
+    from framedclient.codecs.redis import CommandBatch, RedisCodec, command
+
+    proto, peer, clock = connect(ProtocolConfig(codec=RedisCodec()))
+    inner = CommandBatch.of([command("GET", "a"), command("GET", "b")])
+    d = proto.request(RequestBatch([command("GET", "c"), inner]))
+    (result,) = outcomes([d])
+    assert isinstance(result, Failure) and result.check(InvalidRequest)
+    assert "bodies[1]" in str(result.value)
+    clock.advance(0)
+    assert peer.transport.value() == b""
+    assert proto.engine.entries == 0
+
+
 def test_a_codec_that_allows_one_request_at_a_time_refuses_units():
     codec = PipelinedCodec(lambda: Delimited(b"\n"), exclusive=True)
     proto, peer, clock = connect(ProtocolConfig(codec=codec))

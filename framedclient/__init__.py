@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from framedclient._version import __version__ as __version__
 from framedclient.backoff import ExponentialBackoff, FullJitterBackoff
+from framedclient.batch import RequestBatch
 from framedclient.client import FramedClient, Lease
 from framedclient.codecs import FC1Codec, HeaderCodec, Kind, Matching, PipelinedCodec
 from framedclient.config import ClientConfig
@@ -71,6 +72,7 @@ __all__ = [
     "RedisClient",
     "RedisClusterClient",
     "RemoteError",
+    "RequestBatch",
     "RequestTimeout",
     "RequestTooLarge",
     "Unavailable",

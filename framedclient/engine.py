@@ -35,7 +35,14 @@ from typing import Any, Protocol
 
 from framedclient.codecs import REQUEST, Matching, Message
 from framedclient.deadlines import Deadlines
-from framedclient.errors import ConnectionLost, Overloaded, RequestTimeout
+from framedclient.errors import (
+    ConnectionLost,
+    InvalidRequest,
+    Overloaded,
+    RemoteError,
+    RequestTimeout,
+    codec_refusal,
+)
 
 __all__ = [
     "CANCELLED",
@@ -142,6 +149,7 @@ class Request:
         "deadline",
         "engine",
         "idempotent",
+        "ids",
         "parts",
         "redirect",
         "replies",
@@ -175,6 +183,10 @@ class Request:
     #: a unit's replies so far, as ``(ok, body)`` pairs; ``None`` for a
     #: request that takes one reply
     parts: list[tuple[bool, Any]] | None
+    #: a unit of :meth:`RequestEngine.open_many`: its IDs not answered yet,
+    #: each with its slot in ``parts`` (by-ID matching), or ``None`` (in
+    #: order); unset on every other request
+    ids: dict[int, int] | None
 
     def __repr__(self) -> str:
         state = ("queued", "sent", "abandoned", "done")[self.state]
@@ -235,6 +247,16 @@ def check_flag(name: str, value: object, *, optional: bool = False) -> None:
         f"{name} must be {allowed}, got {type(value).__name__} {value!r} "
         f"(truthy values such as strings are not taken as flags)"
     )
+
+
+def _error_value(body: Any) -> RemoteError:
+    # An error reply inside a unit, as the caller gets it: the codec's
+    # RemoteError (with its code), or one made of the error text.
+    if isinstance(body, RemoteError):
+        return body
+    if isinstance(body, (bytes, bytearray)):
+        return RemoteError(bytes(body).decode("utf-8", "replace"))
+    return RemoteError(str(body))
 
 
 def _is_live(r: Request) -> bool:
@@ -547,6 +569,120 @@ class RequestEngine:
         r.body = None
         return r
 
+    def fits(self, count: int) -> bool:
+        """
+        Whether a unit of ``count`` requests (:meth:`open_many`) fits in the
+        table: by ID, each of its IDs is an entry; in order, it is one.
+        """
+        size = count if self._by_id else 1
+        return self.live + self.tombstones + size <= self.max_pending
+
+    def open_many(
+        self,
+        bodies: tuple[bytes | Message, ...],
+        body: Any,
+        timeout: float | None,
+        now: float,
+        idempotent: bool = False,
+        attempt: int = 1,
+    ) -> Request:
+        """
+        Accept ``bodies`` as one unit (see :mod:`framedclient.batch`): one
+        record, settled once with a list of one entry per body, in order
+        (the reply's body, or the ``RemoteError`` of an error reply).  By
+        ID, each body gets its own ID and the unit counts one live request
+        per ID not answered yet; in order, it takes the next N replies and
+        counts as one.  The caller checks :meth:`fits` first.
+
+        :param body: what a re-send elsewhere sends again (the batch).
+        :raises InvalidRequest: the codec refused ``bodies[i]`` (named);
+            nothing is held then.
+        :raises Overloaded: it does not fit (see :meth:`fits`).
+        :raises ValueError: the codec allows one request at a time.
+        """
+        if self.matching is Matching.EXCLUSIVE:
+            raise ValueError(
+                "this codec allows one request at a time on a connection "
+                "(exclusive), so a unit of several cannot be sent; send them "
+                "one by one"
+            )
+        n = len(bodies)
+        if not self.fits(n):
+            # The caller's check, made again: by ID, allocating more IDs
+            # than are free would never end.
+            raise self.overloaded()
+        pending = self._pending
+        by_id = self._by_id
+        ids: dict[int, int] = {}
+        frames: list[bytes] = []
+        request_id = self._last_id
+        max_id = self._max_id
+        for i, one in enumerate(bodies):
+            if by_id:
+                while True:
+                    request_id = request_id + 1 if request_id < max_id else 1
+                    if request_id not in pending and request_id not in ids:
+                        break
+            try:
+                frame = self._encode(REQUEST, request_id, one)
+            except Exception as e:
+                raise InvalidRequest(
+                    f"bodies[{i}] of the batch cannot be sent "
+                    f"({codec_refusal(e)}); nothing of the batch was sent"
+                ) from e
+            if not by_id and getattr(frame, "expected_replies", 1) != 1:
+                # In order, each body takes one reply: a body that takes
+                # several (a CommandBatch) would shift every later reply.
+                raise InvalidRequest(
+                    f"bodies[{i}] of the batch is itself a unit of several "
+                    f"replies; put its commands in the batch one by one; "
+                    f"nothing of the batch was sent"
+                )
+            frames.append(frame)
+            ids[request_id] = i
+        data = b"".join(frames)
+        r = self._record()
+        r.engine = self
+        r.data = data
+        r.body = body
+        r.started = now
+        r.idempotent = idempotent
+        r.attempt = attempt
+        r.state = QUEUED
+        r.redirect = None
+        r.replies = n
+        if by_id:
+            self._last_id = request_id
+            r.request_id = next(iter(ids))
+            r.ids = ids
+            r.parts = [None] * n  # type: ignore[list-item]
+            for request_id in ids:
+                pending[request_id] = r
+            self.live += n
+        else:
+            r.request_id = 0
+            r.ids = None
+            r.parts = []
+            self.live += 1
+        # The deadline, as open() keeps it.
+        if timeout is None or timeout == math.inf:
+            r.timeout = 0.0
+            r.deadline = math.inf
+        else:
+            r.timeout = timeout
+            r.deadline = deadline = now + timeout
+            if timeout == self._usual_timeout and deadline >= self._usual_last:
+                self._usual[r] = None
+                self._usual_last = deadline
+                if not self._usual_armed:
+                    self._usual_armed = True
+                    self._arm(deadline)
+            else:
+                self._deadlines.add(deadline, r)
+        self._unwritten.append(r)
+        self.unwritten_bytes += len(data)
+        return r
+
     def take_unwritten(self, chunks: list[bytes]) -> None:
         """
         Append the bytes of every request waiting to be written to
@@ -582,6 +718,8 @@ class RequestEngine:
         """
         if self._by_id:
             r = self._pending.pop(request_id, None)
+            if r is not None and r.parts is not None:
+                return self._unit_id_reply(r, request_id, ok, body, now)
         elif self._inflight:
             r = self._inflight[0]
             if r.parts is not None:
@@ -657,7 +795,11 @@ class RequestEngine:
             parts = r.parts
             parts.append((ok, body))  # type: ignore[union-attr]
             if last:
-                self._settle(r, REPLY, parts, now)
+                result: list[Any] | None = parts
+                if getattr(r, "ids", 0) is None:
+                    # open_many's unit: values and errors, not pairs.
+                    result = [b if o else _error_value(b) for o, b in parts]  # type: ignore[union-attr]
+                self._settle(r, REPLY, result, now)
             return MATCHED
         if state == ABANDONED:
             if not last:
@@ -669,6 +811,34 @@ class RequestEngine:
         # Nothing of a unit not written yet can arrive (in order, only
         # written requests are in the queue).
         return UNKNOWN  # pragma: no cover
+
+    def _unit_id_reply(
+        self, r: Request, request_id: int, ok: bool, body: Any, now: float
+    ) -> int:
+        # One reply of an open_many unit matched by ID: into its slot; the
+        # last one settles the unit.  Its ID is free from now on.
+        state = r.state
+        if state == QUEUED:
+            # Answered before it was written: keep the ID, drop the reply.
+            self._pending[request_id] = r
+            self.unknown_replies += 1
+            return UNKNOWN
+        held: dict[int, int] = r.ids  # type: ignore[assignment]
+        slot = held.pop(request_id)
+        if state == SENT:
+            parts: list[Any] = r.parts  # type: ignore[assignment]
+            parts[slot] = body if ok else _error_value(body)
+            if held:
+                self.live -= 1
+                return MATCHED
+            self._settle(r, REPLY, parts, now)
+            return MATCHED
+        # Abandoned: a late reply frees its ID; the last one, the unit.
+        self.tombstones -= 1
+        self.late_replies += 1
+        if not held:
+            r.state = DONE
+        return LATE
 
     def cancel(self, r: Request) -> None:
         """
@@ -785,6 +955,9 @@ class RequestEngine:
         Tables the caller already took ``r`` out of (a matched reply, a lost
         connection) are not touched again.
         """
+        if self._by_id and r.parts is not None:
+            self._settle_unit(r, ending, value, now)
+            return
         if r.state == QUEUED:
             r.state = DONE
             self.unwritten_bytes -= len(r.data)  # type: ignore[arg-type]
@@ -816,6 +989,42 @@ class RequestEngine:
         if not self.live and self._settled == settled:
             self.actions.idle()
 
+    def _settle_unit(self, r: Request, ending: int, value: Any, now: float) -> None:
+        # _settle for a unit of open_many matched by ID: it holds the IDs
+        # still unanswered (each a live request), not one.
+        held: dict[int, int] = r.ids  # type: ignore[assignment]
+        count = len(held) or 1  # a reply: the last ID, popped already
+        if r.state == QUEUED:
+            r.state = DONE
+            self.unwritten_bytes -= len(r.data)  # type: ignore[arg-type]
+            r.data = None
+            for request_id in held:
+                self._pending.pop(request_id, None)
+            held.clear()
+        elif (ending == TIMEOUT or ending == CANCELLED) and not self._losing:
+            r.state = ABANDONED
+            r.body = None
+            r.parts = []  # the replies still due are dropped, not kept
+            self.tombstones += len(held)
+            ttl = self._abandoned_ttl
+            if ttl is not None:
+                r.deadline = now + ttl
+                self._tombstone_deadlines.add(r.deadline, r)
+            if ending == CANCELLED and self.supports_cancel:
+                for request_id in held:
+                    self._send_cancel(request_id)
+        else:
+            r.state = DONE
+            held.clear()
+        if r.timeout == self._usual_timeout:
+            self._usual.pop(r, None)
+        self.live -= count
+        self._settled += 1
+        settled = self._settled
+        self._deliver(r, ending, value, now)
+        if not self.live and self._settled == settled:
+            self.actions.idle()
+
     def _expire(self, r: Request) -> None:
         self._settle(r, TIMEOUT, RequestTimeout(r.timeout), self._seconds())
 
@@ -837,6 +1046,14 @@ class RequestEngine:
         # No late reply within abandoned_ttl: release the ID.  A reply that
         # still comes is counted as unknown.
         r.state = DONE
+        if r.parts is not None:
+            # A unit: every ID it still holds.
+            held = r.ids or {}
+            for request_id in held:
+                self._pending.pop(request_id, None)
+            self.tombstones -= len(held)
+            held.clear()
+            return
         self.tombstones -= 1
         self._pending.pop(r.request_id, None)
 

@@ -48,6 +48,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from framedclient.batch import RequestBatch
 from framedclient.codecs import (
     CANCEL,
     ERROR,
@@ -489,6 +490,8 @@ class FramedProtocol(Protocol):
         has passed already: the client checks each request once, at its
         call, and hands it to a connection through here.
         """
+        if body.__class__ is RequestBatch:
+            return self._send_unit(body, timeout, idempotent, attempt)  # type: ignore[arg-type]
         if self._state != _OPEN or not self._connected:
             return self._refuse(self._refusal())
         engine = self.engine
@@ -516,6 +519,49 @@ class FramedProtocol(Protocol):
         except Exception as e:
             # Raised by the codec for bodies it cannot carry (too large for
             # the frame, wrong type): the caller's mistake, nothing sent.
+            return self._refuse(codec_refusal(e))
+        if self._flush_call is None and not self._in_receive:
+            self._flush_call = self._clock.callLater(0, self._flush)
+        return r  # type: ignore[return-value]
+
+    def _send_unit(
+        self,
+        batch: RequestBatch,
+        timeout: float | None,
+        idempotent: bool,
+        attempt: int,
+    ) -> Deferred[Any]:
+        # send() for a RequestBatch: its bodies as one unit (see
+        # framedclient.batch), refused as a whole or accepted as a whole.
+        if self._state != _OPEN or not self._connected:
+            return self._refuse(self._refusal())
+        engine = self.engine
+        if not engine.fits(len(batch.bodies)):
+            return self._refuse(
+                Overloaded(
+                    f"a batch of {len(batch.bodies)} requests does not fit: the "
+                    f"connection has {engine.live} requests pending and "
+                    f"{engine.tombstones} abandoned ones (max_pending="
+                    f"{engine.max_pending}, each request of a batch counted); "
+                    f"nothing was sent"
+                )
+            )
+        if timeout is None:
+            timeout = self._request_timeout
+        if self._paused and engine.unwritten_bytes >= self._max_write_buffer:
+            return self._refuse(
+                Overloaded(
+                    f"the server is not reading: {engine.unwritten_bytes} bytes "
+                    f"already wait to be written (max_write_buffer="
+                    f"{self._max_write_buffer}); nothing was sent"
+                )
+            )
+        now = self._receive_now if self._in_receive else self._clock.seconds()
+        if not engine.live:
+            self._liveness.last_read = now
+        try:
+            r = engine.open_many(batch.bodies, batch, timeout, now, idempotent, attempt)
+        except Exception as e:
             return self._refuse(codec_refusal(e))
         if self._flush_call is None and not self._in_receive:
             self._flush_call = self._clock.callLater(0, self._flush)

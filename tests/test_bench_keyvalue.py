@@ -33,6 +33,31 @@ def test_a_short_comparison_measures_framedclient_and_renders_a_table(
     assert "pinned" in table and "load average" in table
 
 
+@pytest.mark.parametrize(
+    ("protocol", "program", "package"),
+    [("redis", "redis-server", "redis-server"), ("memcache", "memcached", "memcached")],
+)
+def test_pipelines_are_measured_in_gets_and_named_in_the_table(
+    protocol, program, package
+):
+    # --pipeline 10: each call a pipeline (get_many) of 10 GETs, every
+    # reply checked; the rate counts GETs, as redis-benchmark -P does.
+    require_program(program, package)
+    args = build_parser(protocol).parse_args(
+        "--clients framedclient --requests 2000 --runs 1 --pipeline 10 "
+        "--concurrency 2".split()
+    )
+    rows = compare(protocol, args)
+    assert rows[0]["requests"] == 2000 and rows[0]["rate"] > 0
+    assert "in pipelines of 10" in render(protocol, rows, args)
+
+
+def test_pipelines_refuse_clients_that_do_not_take_them(capsys):
+    assert main(["redis", "--pipeline", "5", "--clients", "txredisapi"]) == 2
+    assert "txredisapi" in capsys.readouterr().err
+    assert main(["redis", "--pipeline", "0"]) == 2
+
+
 def test_unknown_clients_are_refused(capsys):
     assert main(["redis", "--clients", "framedclient,nope"]) == 2
     assert "nope" in capsys.readouterr().err

@@ -57,7 +57,10 @@ LAYERS: list[tuple[str, list[str]]] = [
         ],
     ),
     ("codecs", ["framedclient.codecs.*"]),
-    ("engine and settings", ["framedclient.engine", "framedclient.config"]),
+    (
+        "engine and settings",
+        ["framedclient.engine", "framedclient.config", "framedclient.batch"],
+    ),
     ("protocol", ["framedclient.protocol"]),
     (
         "connection",

@@ -482,3 +482,22 @@ def test_numbers_of_the_wrong_type_or_range_are_refused_naming_them(call, messag
     mc = MemcacheClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
     with pytest.raises(ValueError, match=message):
         call(mc)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_batch_of_gets_against_memcached_fills_each_slot(mc):
+    # The generic unit on an ID-matched codec: one GET per body, each with
+    # its own opaque; a miss is that slot's KeyNotFound, the others' values
+    # arrive (real memcached).
+    from framedclient.batch import RequestBatch
+
+    for i in range(0, 20, 2):
+        await mc.set(b"b%d" % i, b"v%d" % i)
+    result = await mc.client.request(RequestBatch([b"b%d" % i for i in range(20)]))
+    assert len(result) == 20
+    for i, slot in enumerate(result):
+        if i % 2:
+            assert isinstance(slot, KeyNotFound)
+        else:
+            assert slot.parts["value"] == b"v%d" % i
+    assert mc.client.stats()["in_flight"] == 0

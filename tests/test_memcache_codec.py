@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from framedclient.codecs import ERROR, REPLY, REQUEST, Message
 from framedclient.codecs.memcache import (
@@ -172,6 +174,8 @@ def test_a_key_of_up_to_250_bytes_is_taken_whether_str_or_bytes(key, accepted):
             with pytest.raises(InvalidKey):
                 call()
         assert mc.client.queued == 0
+
+
 def test_the_clients_old_import_path_says_where_it_moved():
     # The codec no longer imports its client (it sits below the core);
     # code written for the old path learns the new one at the import.
@@ -191,3 +195,63 @@ def test_the_protocol_clients_are_importable_from_the_package():
     assert {"MemcacheClient", "RedisClient", "ClientConfig"} <= set(
         framedclient.__all__
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    keys=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=20),
+    request_id=st.integers(1, 2**32 - 1),
+)
+def test_a_get_many_is_packed_as_the_declared_codec_writes_each_get(keys, request_id):
+    # MemcacheCodec packs get_many's quiet gets at once; the bytes must be
+    # the declared codec's, GETKQ per key then the NOOP, all with the ID.
+    from framedclient.codecs.memcache import GetMany, MemcacheCodec
+
+    wire = MemcacheCodec().encode(REQUEST, request_id, GetMany(keys))
+    declared = [
+        MEMCACHE_BINARY.encode(
+            REQUEST,
+            request_id,
+            Message(fields={"opcode": Opcode.GETKQ}, parts={"key": k}),
+        )
+        for k in keys
+    ]
+    declared.append(
+        MEMCACHE_BINARY.encode(
+            REQUEST, request_id, Message(fields={"opcode": Opcode.NOOP})
+        )
+    )
+    assert wire == b"".join(declared)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    hits=st.lists(
+        st.tuples(st.binary(min_size=1, max_size=40), st.binary(max_size=100)),
+        max_size=10,
+    ),
+    request_id=st.integers(1, 2**32 - 1),
+)
+def test_get_many_hits_come_out_as_the_declared_codec_reads_them(hits, request_id):
+    # Hits held by the framer until the NOOP, each read by the short path:
+    # key and value as the declared codec's parts.
+    from framedclient.codecs.memcache import MemcacheCodec
+
+    header = struct.Struct(">BBHBBHIIQ")
+    wire = b"".join(
+        header.pack(
+            0x81, Opcode.GETKQ, len(k), 4, 0, 0, 4 + len(k) + len(v), request_id, 7
+        )
+        + b"\0\0\0\1"
+        + k
+        + v
+        for k, v in hits
+    ) + header.pack(0x81, Opcode.NOOP, 0, 0, 0, 0, 0, request_id, 0)
+    codec = MemcacheCodec()
+    (frame,) = codec.new_framer().feed(wire)
+    kind, rid, replies = codec.decode(frame)
+    assert (kind, rid) == (REPLY, request_id)
+    assert [(r.key, r.value) for r in replies] == list(hits)
+    assert [(r.parts["key"], r.parts["value"], r.parts["extras"]) for r in replies] == [
+        (k, v, b"\0\0\0\1") for k, v in hits
+    ]

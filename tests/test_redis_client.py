@@ -579,6 +579,30 @@ def test_commands_that_put_replies_out_of_step_are_refused(args):
     assert redis.stats()["in_flight"] == 0
 
 
+def test_a_command_name_passed_once_does_not_let_out_of_step_forms_through():
+    # Pipeline.add checks each command; names that passed are remembered
+    # (one set lookup), but never CLIENT or HELLO, whose verdict depends
+    # on their arguments, and the memory is bounded.
+    from framedclient.clients import redis as module
+
+    redis = RedisClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False)
+    p = redis.pipeline()
+    for _ in range(3):
+        p.add("CLIENT", "SETNAME", "x").add(b"HELLO", 2).add("GET", "k")
+    for args in (
+        ("CLIENT", "REPLY", "OFF"),
+        (b"HELLO", 3),
+        ("client", "reply", "skip"),
+    ):
+        with pytest.raises(InvalidRequest, match="cannot run on a shared connection"):
+            p.add(*args)
+    for i in range(module._IN_STEP_MAX + 10):
+        p.add(f"X{i}")
+    assert len(module._IN_STEP) <= module._IN_STEP_MAX
+    with pytest.raises(InvalidRequest):
+        p.add("subscribe", "c")
+
+
 @pytest_twisted.ensureDeferred
 async def test_hello_2_and_client_commands_other_than_reply_still_run(redis):
     assert (await redis.execute("CLIENT", "SETNAME", "t")) == b"OK"
@@ -603,3 +627,33 @@ def test_set_options_of_the_wrong_type_are_refused_not_read_as_truthy(
     with pytest.raises(error, match=message):
         redis.set("k", "v", **options)
     assert redis.stats()["in_flight"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_request_batch_takes_its_own_replies_in_order_on_redis(server):
+    # The generic unit on an in-order codec: the next N replies, an error
+    # reply as that slot's RemoteError; the requests after it get theirs.
+    from framedclient.batch import RequestBatch
+
+    client = FramedClient.from_endpoint(
+        reactor, endpoint(server), codec=RedisCodec(), pool_size=1
+    )
+    try:
+        await client.when_ready()
+        await client.request(command("SET", "rb", "1"))
+        unit = client.request(
+            RequestBatch(
+                [
+                    command("INCR", "rb"),
+                    command("LPUSH", "rb", "x"),
+                    command("GET", "rb"),
+                ]
+            )
+        )
+        after = client.request(command("GET", "rb"))
+        incr, wrong, got = await unit
+        assert incr == b":2\r\n" and got == b"$1\r\n2\r\n"
+        assert isinstance(wrong, RemoteError) and "WRONGTYPE" in wrong.message
+        assert await after == b"$1\r\n2\r\n"
+    finally:
+        await client.close()

@@ -548,6 +548,8 @@ def test_a_bulk_string_of_exactly_max_bulk_is_kept_one_byte_more_is_discarded(
                 kind, _, error = RedisCodec().decode(frame)
                 assert kind == ERROR and isinstance(error, ReplyDiscarded)
                 assert f"max_bulk={max_bulk}" in error.message
+
+
 @pytest.mark.parametrize("name", ["RedisClient", "RedisLease", "Pipeline"])
 def test_the_clients_old_import_path_says_where_they_moved(name):
     # The codec no longer imports its client (it sits below the core);
@@ -609,3 +611,35 @@ def test_a_mutable_buffer_is_copied_at_the_call():
     body = command("SET", "k", buffer, memoryview(buffer))
     buffer[:] = b"AFTER!"
     assert parse_reply(bytes(body)) == [b"SET", b"k", b"before", b"before"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), values), min_size=1, max_size=12),
+    st.booleans(),
+)
+def test_parse_replies_reads_a_batch_as_parse_reply_does_each(replies, errors):
+    # A pipeline's replies in one pass, with and without hiredis: the same
+    # values as one parse_reply per reply, error replies as RespError values.
+    from framedclient.codecs import redis as module
+
+    parts = []
+    expected = []
+    for failed, value in replies:
+        if failed and errors:
+            parts.append((False, b"ERR bad " + to_resp(value)[:5]))
+            expected.append(
+                RespError("ERR bad " + to_resp(value)[:5].decode("utf-8", "replace"))
+            )
+        else:
+            parts.append((True, to_resp(value)))
+            expected.append(parse_reply(to_resp(value)))
+    with_hiredis = module.parse_replies(parts)
+    saved = module._hiredis
+    module._hiredis = None
+    try:
+        pure = module.parse_replies(parts)
+    finally:
+        module._hiredis = saved
+    assert with_hiredis == expected
+    assert pure == expected

@@ -142,11 +142,12 @@ def _start_server(protocol: str, cpu: int | None, workdir: str) -> tuple[Any, in
 
 
 def _closed_loop_twisted(
-    get: Callable[[bytes], Any], value: bytes, concurrency: int, total: int
+    get: Callable[[bytes], Any], value: object, concurrency: int, total: int
 ) -> Any:
     """
-    ``concurrency`` callback chains sending GETs until ``total`` replies
-    came; fires with the seconds and the CPU seconds it took.
+    ``concurrency`` callback chains sending GETs (or pipelines of GETs,
+    whose reply is the list of values) until ``total`` replies came; fires
+    with the seconds and the CPU seconds it took.
     """
     from twisted.internet.defer import Deferred
 
@@ -178,7 +179,7 @@ def _closed_loop_twisted(
 
 
 async def _twisted_main(
-    reactor: Any, kind: str, port: int, value: bytes, c: int, n: int
+    reactor: Any, kind: str, port: int, value: bytes, c: int, n: int, pipeline: int = 1
 ) -> tuple[float, float]:
     get: Callable[[bytes], Any]
     if kind == "framedclient-redis":
@@ -190,6 +191,13 @@ async def _twisted_main(
         await redis.when_ready()
         await redis.set(KEY, value)
         get = redis.get
+        if pipeline > 1:
+
+            def get(key: bytes) -> Any:
+                p = redis.pipeline()
+                for _ in range(pipeline):
+                    p.add("GET", key)
+                return p.execute()
     elif kind.startswith("txredisapi"):
         import txredisapi
 
@@ -217,15 +225,24 @@ async def _twisted_main(
         await memcache.when_ready()
         await memcache.set(KEY, value)
         get = memcache.get
+        if pipeline > 1:
+            keys = [KEY] * pipeline
+
+            def get(key: bytes) -> Any:
+                return memcache.get_many(keys).addCallback(
+                    lambda hits: [hits[KEY]] * pipeline
+                )
     else:
         raise ValueError(f"unknown client {kind!r}")
-    await _closed_loop_twisted(get, value, c, max(1000, n // 10))  # warm-up
-    measured: tuple[float, float] = await _closed_loop_twisted(get, value, c, n)
+    expect: object = value if pipeline <= 1 else [value] * pipeline
+    calls = max(1, n // max(pipeline, 1))
+    await _closed_loop_twisted(get, expect, c, max(1000 // pipeline, calls // 10))
+    measured: tuple[float, float] = await _closed_loop_twisted(get, expect, c, calls)
     return measured
 
 
 def _run_twisted(
-    kind: str, port: int, value: bytes, c: int, n: int
+    kind: str, port: int, value: bytes, c: int, n: int, pipeline: int = 1
 ) -> tuple[float, float]:
     from twisted.internet import task
     from twisted.internet.defer import ensureDeferred
@@ -233,7 +250,7 @@ def _run_twisted(
     result: list[tuple[float, float]] = []
 
     def main(reactor: Any) -> Any:
-        d = ensureDeferred(_twisted_main(reactor, kind, port, value, c, n))
+        d = ensureDeferred(_twisted_main(reactor, kind, port, value, c, n, pipeline))
         return d.addCallback(result.append)
 
     try:
@@ -299,11 +316,26 @@ def _run_pymemcache(port: int, value: bytes, c: int, n: int) -> tuple[float, flo
     return loop(n)
 
 
-def run_client(kind: str, port: int, value_size: int, concurrency: int, n: int) -> None:
+def run_client(
+    kind: str, port: int, value_size: int, concurrency: int, n: int, pipeline: int = 1
+) -> None:
     """
-    One measurement, in this process; prints a JSON line.
+    One measurement, in this process; prints a JSON line.  With
+    ``pipeline`` > 1 each call is a pipeline (Redis) or ``get_many``
+    (memcached) of that many GETs, and ``n`` counts GETs.
     """
     value = _value(value_size)
+    if pipeline > 1:
+        if not kind.startswith("framedclient"):
+            raise ValueError(
+                f"--pipeline is measured for framedclient only, not {kind}"
+            )
+        calls = max(1, n // pipeline)
+        seconds, cpu = _run_twisted(kind, port, value, concurrency, n, pipeline)
+        print(
+            json.dumps({"requests": calls * pipeline, "seconds": seconds, "cpu": cpu})
+        )
+        return
     if kind == "redis-asyncio":
         seconds, cpu = _run_redis_asyncio(port, value, concurrency, n)
     elif kind == "pymemcache-threads":
@@ -317,14 +349,14 @@ def run_client(kind: str, port: int, value_size: int, concurrency: int, n: int) 
 
 
 def _redis_benchmark(
-    port: int, value_size: int, c: int, n: int, cpu: int | None
+    port: int, value_size: int, c: int, n: int, cpu: int | None, pipeline: int = 1
 ) -> dict[str, Any] | None:
     program = shutil.which("redis-benchmark")
     if program is None:
         return None
     # SET first: GET of the (literal) key the GET test uses must find a value.
     args = [program, "-h", "127.0.0.1", "-p", str(port), "-c", str(c)]
-    args += ["-d", str(value_size), "--csv"]
+    args += ["-d", str(value_size), "--csv", "-P", str(max(pipeline, 1))]
     subprocess.run([*args, "-n", "1000", "-t", "set"], capture_output=True, check=True)
     start = time.perf_counter()
     done = subprocess.run(
@@ -402,6 +434,8 @@ def _child(
         str(args.concurrency),
         "--requests",
         str(args.requests),
+        "--pipeline",
+        str(args.pipeline),
     ]
     done = subprocess.run(
         command,
@@ -439,6 +473,7 @@ def compare(protocol: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                             args.concurrency,
                             args.requests,
                             client_cpu,
+                            args.pipeline,
                         )
                     elif kind == "memaslap":
                         result = _memaslap(
@@ -480,9 +515,15 @@ def render(protocol: str, rows: list[dict[str, Any]], args: argparse.Namespace) 
     ratio to it.
     """
     ours = next((r for r in rows if r["client"] == "framedclient"), None)
+    batched = (
+        f" in pipelines of {args.pipeline}"
+        + (" (get_many)" if protocol == "memcache" else "")
+        if args.pipeline > 1
+        else ""
+    )
     lines = [
-        f"{protocol} GET, {args.value_size}-byte value, {args.concurrency} concurrent "
-        f"callers, {args.requests:,} requests, best of {args.runs}; "
+        f"{protocol} GET{batched}, {args.value_size}-byte value, {args.concurrency} "
+        f"concurrent callers, {args.requests:,} requests, best of {args.runs}; "
         f"server and client {'pinned to different CPUs' if args.pin else 'not pinned'}",
         f"machine: {machine_line(describe_machine())}; load average {_load()}",
         "",
@@ -523,6 +564,14 @@ def build_parser(protocol: str) -> argparse.ArgumentParser:
     parser.add_argument("--value-size", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
+        "--pipeline",
+        type=int,
+        default=1,
+        help="GETs per call: a pipeline (Redis; redis-benchmark -P) or a "
+        "get_many (memcached) of this many; --requests counts GETs; only "
+        "framedclient and redis-benchmark take it",
+    )
+    parser.add_argument(
         "--no-pin",
         dest="pin",
         action="store_false",
@@ -541,8 +590,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument("--value-size", type=int, default=64)
         parser.add_argument("--concurrency", type=int, default=50)
         parser.add_argument("--requests", type=int, default=100_000)
+        parser.add_argument("--pipeline", type=int, default=1)
         a = parser.parse_args(argv[1:])
-        run_client(a.kind, a.port, a.value_size, a.concurrency, a.requests)
+        run_client(a.kind, a.port, a.value_size, a.concurrency, a.requests, a.pipeline)
         return 0
     if argv[:1] not in (["redis"], ["memcache"]):
         print(
@@ -557,6 +607,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"unknown clients {unknown}; choose from {choices}", file=sys.stderr)
         return 2
+    if args.pipeline < 1:
+        print(f"--pipeline must be 1 or more, got {args.pipeline}", file=sys.stderr)
+        return 2
+    if args.pipeline > 1:
+        takes = ("framedclient", "redis-benchmark")
+        others = [k for k in args.clients if k not in takes]
+        if args.clients == list(choices):
+            args.clients = [k for k in args.clients if k in takes]
+        elif others:
+            print(
+                f"--pipeline is measured for {', '.join(takes)} only, not "
+                f"{', '.join(others)}",
+                file=sys.stderr,
+            )
+            return 2
     rows = compare(protocol, args)
     print(render(protocol, rows, args))
     if args.json:

@@ -155,6 +155,10 @@ def _counter(reply: Message) -> int:
 def _hits(replies: list[Any]) -> dict[bytes, bytes]:
     found: dict[bytes, bytes] = {}
     for reply in replies:
+        if reply.__class__ is _Reply:
+            # The usual hit: its key and value sliced, no parts made.
+            found[reply.key] = reply.value
+            continue
         if isinstance(reply, Exception):
             raise reply
         found[reply.parts["key"]] = reply.parts["value"]

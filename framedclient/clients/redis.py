@@ -37,6 +37,7 @@ from framedclient.codecs.redis import (
     RespValue,
     _Command,
     command,
+    parse_replies,
     parse_reply,
 )
 from framedclient.codecs.redis_pubsub import RedisPubSubCodec
@@ -77,15 +78,6 @@ def _build(call: str, names: tuple[str, ...], args: tuple[Arg, ...]) -> bytes:
         if e.position == 0:
             raise
         raise _named(e, call, names) from None
-
-
-def _value(ok: bool, body: Any) -> RespValue:
-    # One reply of a batch: an error reply is a value there, not a failure.
-    if ok:
-        return parse_reply(body)
-    if isinstance(body, RespError):
-        return body  # a reply the codec discarded (ReplyDiscarded)
-    return RespError(body.decode("utf-8", "replace"))
 
 
 def _as_resp_error(failure: Any) -> Any:
@@ -282,15 +274,35 @@ _OUT_OF_STEP = {
 }
 
 
+# Command names found to keep the replies in step whatever their arguments
+# (nearly every name a program uses): checked once, then one set lookup
+# (a pipeline's add() checks each command).  Bounded: names are the
+# caller's to choose.
+_IN_STEP: set[str | bytes] = set()
+_IN_STEP_MAX = 1024
+
+
 def _check_in_step(args: Sequence[Arg]) -> None:
     # Only execute(), Pipeline.add() and transaction() can send these; the
     # named methods never do, and skip this.
-    name = args[0]
+    given = name = args[0]
     if name.__class__ is bytes:
+        if name in _IN_STEP:
+            return
         name = name.decode("latin-1")  # type: ignore[union-attr]
     elif name.__class__ is not str:
         return  # command() refuses it, naming it
+    elif name in _IN_STEP:
+        return
     upper = name.upper()  # type: ignore[union-attr]
+    if (
+        upper not in _OUT_OF_STEP
+        and upper != "CLIENT"
+        and upper != "HELLO"
+        and len(_IN_STEP) < _IN_STEP_MAX
+    ):
+        _IN_STEP.add(given)  # type: ignore[arg-type]
+        return
     why = _OUT_OF_STEP.get(upper)
     if why is None and len(args) > 1:
         second = args[1]
@@ -428,7 +440,7 @@ class Pipeline:
         if not commands:
             return succeed([])
         d = self._send(CommandBatch.of(commands), self._timeout)
-        return d.addCallback(lambda parts: [_value(ok, body) for ok, body in parts])
+        return d.addCallback(parse_replies)
 
 
 class RedisClient(RedisCommands, ProtocolClient):

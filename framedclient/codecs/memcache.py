@@ -418,26 +418,37 @@ class MemcacheCodec:
                 return self._inner.encode(kind, request_id, body)
             return _HEADER.pack(REQUEST_MAGIC, 0, n, 0, 0, 0, n, request_id, 0) + key
         if isinstance(body, GetMany):
-            encode = self._inner.encode
-            frames = [
-                encode(
-                    REQUEST,
-                    request_id,
-                    Message(fields={"opcode": _GETKQ}, parts={"key": key}),
-                )
-                for key in body.keys
-            ]
-            frames.append(
-                encode(REQUEST, request_id, Message(fields={"opcode": _NOOP}))
-            )
-            return b"".join(frames)
+            return self._encode_many(request_id, body.keys)
         return self._inner.encode(kind, request_id, body)
+
+    def _encode_many(self, request_id: int, keys: list[bytes]) -> bytes:
+        # A quiet GETKQ per key and the NOOP, packed at once: the bytes the
+        # declared codec writes for each (tested), at a tenth of its cost.
+        pack = _HEADER.pack
+        frames: list[bytes] = []
+        append = frames.append
+        for key in keys:
+            n = len(key)
+            if key.__class__ is not bytes or n > 0xFFFF:
+                # Not a key check_key passed: the declared codec says why.
+                append(
+                    self._inner.encode(
+                        REQUEST,
+                        request_id,
+                        Message(fields={"opcode": _GETKQ}, parts={"key": key}),
+                    )
+                )
+                continue
+            append(pack(REQUEST_MAGIC, _GETKQ, n, 0, 0, 0, n, request_id, 0))
+            append(key)
+        append(pack(REQUEST_MAGIC, _NOOP, 0, 0, 0, 0, 0, request_id, 0))
+        return b"".join(frames)
 
     def decode(self, frame: bytes) -> tuple[int, int, object]:
         if frame.__class__ is not _Gathered:
             return self._decode_one(frame)
         gathered: _Gathered = frame  # type: ignore[assignment]
-        _, request_id, _ = self._inner.decode(bytes(frame))
+        _, request_id, _ = self._decode_one(bytes(frame))
         if gathered.overflow is not None:
             return ERROR, request_id, RemoteError(gathered.overflow)
         decode = self._decode_one
@@ -499,6 +510,16 @@ class _Reply(Message):
             return parts["value"]
         header = self._header
         return self._frame[HEADER_SIZE + header[3] + header[2] :]
+
+    @property
+    def key(self) -> bytes:
+        """``parts["key"]``, without making the other parts."""
+        parts = self._parts
+        if parts is not None:
+            return parts["key"]
+        header = self._header
+        start = HEADER_SIZE + header[3]
+        return self._frame[start : start + header[2]]
 
     @property  # type: ignore[override]
     def fields(self) -> dict[str, int]:

@@ -62,6 +62,7 @@ __all__ = [
     "RespFramer",
     "command",
     "count_commands",
+    "parse_replies",
     "parse_reply",
 ]
 
@@ -573,18 +574,42 @@ def command(*args: bytes | str | int | float) -> bytes:
     the result is always exactly one command; the codec relies on that to
     skip re-checking it.
     """
-    if not args:
+    n = len(args)
+    if not n:
         # No command at all: the codec refuses it (checked like raw bytes).
         return b"*0\r\n"
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
+    # The name's bulk string is made once per name (a program uses a few).
+    name = args[0]
+    cls = name.__class__
+    segment = _NAMES.get(name) if cls is str or cls is bytes else None  # type: ignore[arg-type]
+    if segment is None:
+        if cls is bytes:
+            raw: bytes = name  # type: ignore[assignment]
+        elif isinstance(name, str):
+            raw = str.encode(name)
+        else:
+            raw = _other_argument(name, args)
+        segment = b"$%d\r\n%s\r\n" % (len(raw), raw)
+        if (cls is str or cls is bytes) and len(_NAMES) < _NAMES_MAX:
+            _NAMES[name] = segment  # type: ignore[index]
+    parts = [_HEADERS[n] if n < len(_HEADERS) else b"*%d\r\n" % n, segment]
+    append = parts.append
+    for i in range(1, n):
+        arg = args[i]
         if arg.__class__ is not bytes:
             if isinstance(arg, str):
                 arg = str.encode(arg)
             else:
                 arg = _other_argument(arg, args)
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        append(b"$%d\r\n%s\r\n" % (len(arg), arg))  # type: ignore[arg-type]
     return _Command(b"".join(parts))
+
+
+# command()'s pieces made once: array headers, and the bulk string of each
+# command name seen (bounded: names are the caller's to choose).
+_HEADERS = tuple(b"*%d\r\n" % n for n in range(33))
+_NAMES: dict[str | bytes, bytes] = {}
+_NAMES_MAX = 1024
 
 
 class BadArgument(TypeError):
@@ -654,6 +679,67 @@ def parse_reply(frame: bytes) -> RespValue:
     if pos != len(frame):
         raise CorruptFrame("trailing bytes after a RESP reply")
     return value
+
+
+def parse_replies(parts: list[tuple[bool, Any]]) -> list[RespValue]:
+    """
+    The replies of a :class:`CommandBatch` (its ``(ok, body)`` pairs) as
+    Python values, in one pass: each reply as :func:`parse_reply` reads it,
+    an error reply as a :class:`RespError` value (so one failed command
+    hides no other reply).
+
+    With hiredis installed and every reply a success, the replies are
+    joined and read by one hiredis reader in one go (about 2.5x faster per
+    GET than one :func:`parse_reply` call each, measured on pipelines of
+    50); otherwise each is read on its own, GETs' bulk strings inline.
+
+    :raises CorruptFrame: a reply is not whole RESP (the framer cut it, so
+        only a broken framer could cause it).
+    """
+    n = len(parts)
+    if _hiredis is not None and n > 1:
+        frames = []
+        for ok, body in parts:
+            if not ok:
+                break
+            frames.append(body)
+        else:
+            joined = b"".join(frames)
+            if len(joined) < _HIREDIS_UP_TO:
+                return _parse_joined(joined, n)
+    values: list[RespValue] = []
+    append = values.append
+    for ok, body in parts:
+        if ok:
+            if body[0] == 0x24:  # "$": a GET's reply, read inline
+                eol = body.find(b"\r\n")
+                digits = body[1:eol]
+                if digits.isdigit():
+                    start = eol + 2
+                    stop = start + int(digits)
+                    if stop + 2 == len(body):
+                        append(body[start:stop])
+                        continue
+            append(parse_reply(body))
+        elif isinstance(body, RespError):
+            append(body)  # a reply the codec discarded (ReplyDiscarded)
+        else:
+            append(RespError(body.decode("utf-8", "replace")))
+    return values
+
+
+def _parse_joined(joined: bytes, n: int) -> list[RespValue]:
+    # n whole replies back to back, read by one hiredis reader.
+    reader = getattr(_readers, "reader", None)
+    if reader is None:
+        reader = _readers.reader = _hiredis.Reader(replyError=RespError)
+    reader.feed(joined)
+    gets = reader.gets
+    values: list[RespValue] = [gets() for _ in range(n)]
+    if reader.has_data() or (values and values[-1] is False):
+        _readers.reader = None
+        raise CorruptFrame("the replies of a batch are not whole RESP replies")
+    return values
 
 
 # hiredis copies every bulk string it reads into its own buffer first: past

@@ -27,6 +27,9 @@ Examples::
     # Redis and memcached clients side by side (framedclient.bench.keyvalue)
     python -m framedclient.bench redis --concurrency 50
     python -m framedclient.bench memcache --concurrency 50
+    # a 3-master Redis Cluster: framedclient, redis-py, coredis, and the
+    # cost of cluster routing (framedclient.bench.redis_cluster)
+    python -m framedclient.bench redis-cluster --callgrind
     # each pick policy with 50 clients x 20 hosts, one slow and one dead,
     # simulated on the in-memory kit (framedclient.bench.fleetsim)
     python -m framedclient.bench fleet-sim
@@ -256,6 +259,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framedclient.bench.fleetsim import main as fleet_main
 
         return fleet_main(argv[1:])
+    if argv[:1] == ["redis-cluster"]:
+        # A real 3-master Redis Cluster: framedclient, redis-py, coredis,
+        # and the cost of routing (framedclient.bench.redis_cluster).
+        from framedclient.bench.redis_cluster import main as cluster_main
+
+        return cluster_main(argv[1:])
     if argv[:1] in (["redis"], ["memcache"]):
         # Real protocols against real servers (framedclient.bench.keyvalue).
         from framedclient.bench.keyvalue import main as keyvalue_main

@@ -125,10 +125,15 @@ def start_cluster(workdir: str, cpu: int | None = None) -> Iterator[list[int]]:
             home = os.path.join(workdir, str(port))
             os.mkdir(home)
             argv = server_argv(
-                "redis", server, port, home,
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", os.path.join(home, "nodes.conf"),
-            )  # fmt: skip
+                "redis",
+                server,
+                port,
+                home,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                os.path.join(home, "nodes.conf"),
+            )
             proc = subprocess.Popen(
                 argv,
                 stdout=subprocess.DEVNULL,
@@ -145,15 +150,27 @@ def start_cluster(workdir: str, cpu: int | None = None) -> Iterator[list[int]]:
                     break
                 except subprocess.CalledProcessError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"redis-server on {port} did not start")
+                        raise RuntimeError(
+                            f"redis-server on {port} did not start"
+                        ) from None
                     time.sleep(0.05)
         subprocess.run(
-            [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
-             "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, check=True, timeout=60,
-        )  # fmt: skip
-        while not all("cluster_state:ok" in _cli(cli, p, "CLUSTER", "INFO")
-                      for p in ports):  # fmt: skip
+            [
+                cli,
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{p}" for p in ports],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        while not all(
+            "cluster_state:ok" in _cli(cli, p, "CLUSTER", "INFO") for p in ports
+        ):
             if time.monotonic() > deadline + 30:
                 raise RuntimeError("the cluster did not reach cluster_state:ok")
             time.sleep(0.1)
@@ -242,9 +259,15 @@ def _closed_loop_twisted(
 
 
 async def _twisted_main(
-    reactor: Any, kind: str, ports: list[int], op: str, value: bytes,
-    c: int, n: int, warmup: int,
-) -> tuple[float, float]:  # fmt: skip
+    reactor: Any,
+    kind: str,
+    ports: list[int],
+    op: str,
+    value: bytes,
+    c: int,
+    n: int,
+    warmup: int,
+) -> tuple[float, float]:
     from framedclient.clients.cluster import RedisClusterClient
     from framedclient.clients.redis import RedisClient
 
@@ -343,9 +366,14 @@ def _run_asyncio(
 
 
 def run_client(
-    kind: str, ports: list[int], op: str, value_size: int, c: int, n: int,
+    kind: str,
+    ports: list[int],
+    op: str,
+    value_size: int,
+    c: int,
+    n: int,
     warmup: int,
-) -> None:  # fmt: skip
+) -> None:
     """One measurement, in this process; prints a JSON line."""
     value = _value(value_size)
     if kind in ("redis-asyncio", "coredis"):
@@ -371,12 +399,24 @@ def _client_command(
     kind: str, ports: list[int], op: str, args: argparse.Namespace, n: int, warmup: int
 ) -> list[str]:
     return [
-        sys.executable, "-m", "framedclient.bench.redis_cluster", "client", kind,
-        "--ports", ",".join(map(str, ports)), "--op", op,
-        "--value-size", str(args.value_size),
-        "--concurrency", str(args.concurrency),
-        "--requests", str(n), "--warmup", str(warmup),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "framedclient.bench.redis_cluster",
+        "client",
+        kind,
+        "--ports",
+        ",".join(map(str, ports)),
+        "--op",
+        op,
+        "--value-size",
+        str(args.value_size),
+        "--concurrency",
+        str(args.concurrency),
+        "--requests",
+        str(n),
+        "--warmup",
+        str(warmup),
+    ]
 
 
 def _child(
@@ -386,11 +426,16 @@ def _child(
         kind, ports, op, args, args.requests, max(1000, args.requests // 10)
     )
     done = subprocess.run(
-        command, capture_output=True, timeout=600, preexec_fn=child_setup(cpu),
+        command,
+        capture_output=True,
+        timeout=600,
+        preexec_fn=child_setup(cpu),
         check=False,
-    )  # fmt: skip
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr.decode()[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(command)} failed:\n{done.stderr.decode()[-3000:]}"
+        )
     result: dict[str, Any] = json.loads(done.stdout.decode().splitlines()[-1])
     return result
 
@@ -410,27 +455,36 @@ def instructions_per_request(
     if valgrind is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     counts = []
-    small = args.callgrind_requests
+    small: int = args.callgrind_requests
     for n in (small, 2 * small):
         command = [
-            valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
+            valgrind,
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
             *_client_command(kind, ports, op, args, n, 2000),
-        ]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, timeout=1800, check=False)
+        ]
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            timeout=1800,
+            check=False,
+            preexec_fn=child_setup(None),
+        )
         found = _COLLECTED.search(done.stderr)
         if done.returncode != 0 or found is None:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]!r}")
         counts.append(int(found[1]))
-    return (counts[1] - counts[0]) / small
+    return (counts[1] - counts[0]) / float(small)
 
 
 def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every chosen client and operation, best of ``args.runs``."""
     server_cpu, client_cpu = _cpus(args.pin)
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as workdir, start_cluster(
-        workdir, server_cpu
-    ) as ports:
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        start_cluster(workdir, server_cpu) as ports,
+    ):
         for op in args.ops:
             for kind in args.clients:
                 best: dict[str, Any] | None = None
@@ -447,8 +501,10 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for kind in ("routing-direct", "routing-cluster"):
                     ir = instructions_per_request(kind, ports, op, args)
                     rows.append({"client": kind, "op": op, "instructions": ir})
-                    print(f"  {op} {kind}: {ir:,.0f} instructions/request",
-                          file=sys.stderr)  # fmt: skip
+                    print(
+                        f"  {op} {kind}: {ir:,.0f} instructions/request",
+                        file=sys.stderr,
+                    )
     return rows
 
 
@@ -477,33 +533,44 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     ]
     timed = [r for r in rows if "rate" in r]
     for op in args.ops:
-        ours = next((r for r in timed if r["op"] == op and r["client"] == "framedclient"), None)
+        ours = next(
+            (r for r in timed if r["op"] == op and r["client"] == "framedclient"), None
+        )
         for r in (r for r in timed if r["op"] == op):
             per_cpu = r["requests"] / r["cpu"] if r["cpu"] else None
             ours_cpu = ours["requests"] / ours["cpu"] if ours and ours["cpu"] else None
             ratio = ours["rate"] / r["rate"] if ours else None
             cpu_ratio = ours_cpu / per_cpu if ours_cpu and per_cpu else None
+            if r["client"].startswith("routing"):
+                ratio = cpu_ratio = None  # compared with each other, below
             lines.append(
                 f"| {op.upper()} | {r['client']} | {r['rate']:,.0f} | "
                 f"{f'{per_cpu:,.0f}' if per_cpu else '-'} | "
-                f"{f'{ratio:.2f}x' if ratio and not r['client'].startswith('routing') else '-'} | "
-                f"{f'{cpu_ratio:.2f}x' if cpu_ratio and not r['client'].startswith('routing') else '-'} |"
+                f"{f'{ratio:.2f}x' if ratio else '-'} | "
+                f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} |"
             )
-    lines += ["", "| op | routing cost: CPU per request, cluster / direct "
-              "| instructions per request, direct | cluster | cluster / direct |",
-              "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for op in args.ops:
-        def find(kind: str, field: str) -> Any:
-            return next((r for r in rows if r["op"] == op and r["client"] == kind
-                         and field in r), None)  # fmt: skip
+    lines += [
+        "",
+        "| op | routing cost: CPU per request, cluster / direct "
+        "| instructions per request, direct | cluster | cluster / direct |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
 
-        direct, cluster = find("routing-direct", "rate"), find("routing-cluster", "rate")
+    def find(op: str, kind: str, field: str) -> Any:
+        found = (r for r in rows if r["op"] == op and r["client"] == kind)
+        return next((r for r in found if field in r), None)
+
+    for op in args.ops:
+        direct = find(op, "routing-direct", "rate")
+        cluster = find(op, "routing-cluster", "rate")
         cpu_cost = "-"
         if direct and cluster and direct["cpu"] and cluster["cpu"]:
-            ratio = (cluster["cpu"] / cluster["requests"]) / (direct["cpu"] / direct["requests"])
+            ratio = (cluster["cpu"] / cluster["requests"]) / (
+                direct["cpu"] / direct["requests"]
+            )
             cpu_cost = f"{(ratio - 1) * 100:+.1f} %"
-        ir_direct = find("routing-direct", "instructions")
-        ir_cluster = find("routing-cluster", "instructions")
+        ir_direct = find(op, "routing-direct", "instructions")
+        ir_cluster = find(op, "routing-cluster", "instructions")
         irs = ["-", "-", "-"]
         if ir_direct and ir_cluster:
             a, b = ir_direct["instructions"], ir_cluster["instructions"]
@@ -534,21 +601,37 @@ def build_parser() -> argparse.ArgumentParser:
         "and the cost of cluster routing over one node.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--clients", type=_names(CLIENTS), default=list(CLIENTS),
-                        help=f"comma-separated, from: {', '.join(CLIENTS)}")  # fmt: skip
-    parser.add_argument("--ops", type=_names(OPERATIONS), default=list(OPERATIONS),
-                        help="get, set or both")  # fmt: skip
+    parser.add_argument(
+        "--clients",
+        type=_names(CLIENTS),
+        default=list(CLIENTS),
+        help=f"comma-separated, from: {', '.join(CLIENTS)}",
+    )
+    parser.add_argument(
+        "--ops",
+        type=_names(OPERATIONS),
+        default=list(OPERATIONS),
+        help="get, set or both",
+    )
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--value-size", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--callgrind", action="store_true",
-                        help="also count instructions per request of the two "
-                        "routing clients under valgrind (slow: minutes)")  # fmt: skip
-    parser.add_argument("--callgrind-requests", type=int, default=10_000,
-                        help=argparse.SUPPRESS)  # fmt: skip
-    parser.add_argument("--no-pin", dest="pin", action="store_false",
-                        help="do not pin the cluster and the clients to different CPUs")  # fmt: skip
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="also count instructions per request of the two "
+        "routing clients under valgrind (slow: minutes)",
+    )
+    parser.add_argument(
+        "--callgrind-requests", type=int, default=10_000, help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin the cluster and the clients to different CPUs",
+    )
     parser.add_argument("--json", help="also write the rows to this JSON file")
     return parser
 
@@ -566,7 +649,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.add_argument("--warmup", type=int, default=10_000)
         a = parser.parse_args(argv[1:])
         ports = [int(p) for p in a.ports.split(",")]
-        run_client(a.kind, ports, a.op, a.value_size, a.concurrency, a.requests, a.warmup)
+        run_client(
+            a.kind, ports, a.op, a.value_size, a.concurrency, a.requests, a.warmup
+        )
         return 0
     args = build_parser().parse_args(argv)
     rows = compare(args)

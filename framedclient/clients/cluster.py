@@ -30,6 +30,7 @@ error is raised.
 from __future__ import annotations
 
 import math
+from binascii import crc_hqx
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
@@ -97,6 +98,23 @@ _READ_ONLY = frozenset(
     }
 )  # fmt: skip
 _RETRY_LATER = ("TRYAGAIN", "CLUSTERDOWN")
+
+
+# How a method's command name routes: True/False (its key is its first
+# argument; whether it only reads), or _NOT_BY_FIRST_KEY (parsed whole,
+# by command_route).  Filled on first use of each name.
+_NOT_BY_FIRST_KEY = "by command_route"
+_ROUTES: dict[Arg, bool | str] = {}
+
+
+def _route_of(name: Arg) -> bool | str:
+    word = str(name).upper().encode()
+    route = (word in _READ_ONLY) if key_is_first_argument(word) else _NOT_BY_FIRST_KEY
+    if isinstance(name, str) and len(_ROUTES) < 1024:
+        _ROUTES[name] = route
+    return route
+
+
 # How long a node may take to answer for the slot map before the next one
 # is asked (a dead master must not hold the refresh, nor every caller
 # waiting on it, for a whole request timeout).
@@ -196,6 +214,8 @@ class RedisClusterClient(RedisCommands):
         self._closed = False
         self._nodes: dict[Address, RedisClient] = {}
         self._map = SlotMap()
+        # The map's slot -> master list, indexed on every command.
+        self._owners = self._map.owners
         self._refreshing: Deferred[None] | None = None
         self._answered: Address | None = None
         self._loaded = False
@@ -382,14 +402,10 @@ class RedisClusterClient(RedisCommands):
             client = self._node(where)
             try:
                 try:
-                    reply = await client.execute(
-                        "CLUSTER", "SHARDS", timeout=_MAP_TIMEOUT
-                    )
+                    reply = await self._ask(client, "SHARDS")
                     table = parse_cluster_shards(reply, where)
                 except RespError:
-                    reply = await client.execute(
-                        "CLUSTER", "SLOTS", timeout=_MAP_TIMEOUT
-                    )
+                    reply = await self._ask(client, "SLOTS")
                     table = parse_cluster_slots(reply, where)
             except Exception as e:
                 errors.append(f"{where}: {e}")
@@ -405,6 +421,17 @@ class RedisClusterClient(RedisCommands):
             + "; ".join(errors)
             + "); check the seeds"
         )
+
+    async def _ask(self, client: RedisClient, question: str) -> Any:
+        # Sent once the node's connection is ready, with the node's own
+        # request timeout, and waited for _MAP_TIMEOUT: a connection takes
+        # the timeout of its first request (a parked one's is what is left
+        # of it) as the usual one, and tracks every request with another
+        # timeout in a deadline heap of its own, a cost on each command.
+        ready = client.when_ready().addTimeout(_MAP_TIMEOUT, self._reactor)
+        await ready
+        d = client.execute("CLUSTER", question)
+        return await d.addTimeout(_MAP_TIMEOUT, self._reactor)
 
     def _candidates(self) -> list[Address]:
         # The node that answered last time first, then the masters known
@@ -425,6 +452,7 @@ class RedisClusterClient(RedisCommands):
 
     def _use(self, table: SlotMap) -> None:
         self._map = table
+        self._owners = table.owners
         self._loaded = True
         # A node that serves no slot any more drains and closes; one that
         # serves slots again later gets a new client.
@@ -463,34 +491,60 @@ class RedisClusterClient(RedisCommands):
         name, slot = command_route(body)
         return self._send(body, slot, name in _READ_ONLY, timeout)
 
+    def _target(self, slot: int | None, read_only: bool) -> RedisClient | None:
+        # The node to send to now; None while the map does not say.
+        owner = self._owners[slot] if slot is not None else self._owner(slot)
+        if owner is None:
+            return None
+        if read_only and self._read_from_replicas and slot is not None:
+            replica = self._replica(owner)
+            if replica is not None:
+                return replica
+        return self._nodes.get(owner) or self._node(owner)
+
     def _send(
         self, body: bytes, slot: int | None, read_only: bool, timeout: float | None
     ) -> Deferred[Any]:
-        owner = self._map.owner(slot) if slot is not None else self._owner(slot)
-        if owner is None:
-            return ensureDeferred(self._single(body, slot, read_only, timeout, 0))
-        node = None
-        if read_only and self._read_from_replicas and slot is not None:
-            node = self._replica(owner)
+        node = self._target(slot, read_only)
         if node is None:
-            node = self._node(owner)
+            return ensureDeferred(self._single(body, slot, read_only, timeout, 0))
         d = node.client.request(body, timeout)
         return d.addErrback(self._single_failed, body, slot, read_only, timeout)
+
+    def _send_parsed(self, body: bytes, slot: int, read_only: bool) -> Deferred[Any]:
+        # A method's command, its reply parsed: one callback pair on the
+        # node's Deferred; the redirects and retries only on the errback.
+        node = self._target(slot, read_only)
+        if node is None:
+            d = ensureDeferred(self._single(body, slot, read_only, None, 0))
+            return d.addCallbacks(parse_reply, _as_resp_error)
+        return node.client.request(body, None).addCallbacks(
+            parse_reply, self._parsed_failed, errbackArgs=(body, slot, read_only)
+        )
+
+    def _parsed_failed(
+        self, failure: Failure, body: bytes, slot: int, read_only: bool
+    ) -> Deferred[Any]:
+        d = ensureDeferred(self._single(body, slot, read_only, None, 0, failure.value))
+        return d.addCallbacks(parse_reply, _as_resp_error)
 
     def _call(self, names: tuple[str, ...], *args: Arg) -> Deferred[Any]:
         # A method's command (set, incr, hget...): routed by its arguments,
         # without parsing the command it makes back.
         body = _build(names[0], names[1:], args)
-        name = str(args[0]).upper().encode()
-        if len(args) > 1 and key_is_first_argument(name):
+        route = _ROUTES.get(args[0])  # type: ignore[call-overload]
+        if route is None:
+            route = _route_of(args[0])
+        if route is not _NOT_BY_FIRST_KEY and len(args) > 1:
             key = args[1]
             if key.__class__ is not bytes:
                 key = argument_bytes(key, f"{names[0]}(): key")
-            slot = key_slot(key)  # type: ignore[arg-type]
-            d = self._send(body, slot, name in _READ_ONLY, None)
-        else:
-            d = self._request(body, None)
-        return d.addCallbacks(parse_reply, _as_resp_error)
+            if b"{" in key:  # type: ignore[operator]
+                slot = key_slot(key)
+            else:
+                slot = crc_hqx(key, 0) & 0x3FFF  # type: ignore[arg-type]
+            return self._send_parsed(body, slot, route is True)
+        return self._request(body, None).addCallbacks(parse_reply, _as_resp_error)
 
     def _owner(self, slot: int | None) -> Address | None:
         if slot is None:
@@ -717,16 +771,16 @@ class RedisClusterClient(RedisCommands):
 
     def get(self, key: Arg) -> Deferred[bytes | None]:
         if key.__class__ is bytes:
-            # The everyday command, routed without parsing it back.
-            slot = key_slot(key)  # type: ignore[arg-type]
-            owner = self._map.owner(slot)
-            if owner is not None and not self._read_from_replicas:
-                body = _Command(
-                    b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)  # type: ignore[arg-type]
-                )
-                d = self._node(owner).client.request(body, None)
-                d.addErrback(self._single_failed, body, slot, True, None)
-                return d.addCallbacks(parse_reply, _as_resp_error)
+            # The everyday command, built at once and routed without
+            # parsing it back (key_slot inlined for a key without a tag).
+            if b"{" in key:  # type: ignore[operator]
+                slot = key_slot(key)
+            else:
+                slot = crc_hqx(key, 0) & 0x3FFF  # type: ignore[arg-type]
+            body = _Command(
+                b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)  # type: ignore[arg-type]
+            )
+            return self._send_parsed(body, slot, True)
         return super().get(key)
 
     # -- multi-key commands split per slot -----------------------------------

@@ -67,32 +67,35 @@ class SlotMap:
     """
     Slot -> master address, with each master's replicas.
 
+    :ivar owners: slot -> its master's address (``None``: unknown); the
+        list a :meth:`move` changes in place, so a router may hold it and
+        index it without a method call per request.
     :ivar masters: the address of each master that serves at least one slot.
     :ivar replicas: master address -> its replicas' addresses.
     """
 
     def __init__(self) -> None:
-        self._owner: list[Address | None] = [None] * SLOTS
+        self.owners: list[Address | None] = [None] * SLOTS
         self.masters: set[Address] = set()
         self.replicas: dict[Address, list[Address]] = {}
 
     def assign(self, first: int, last: int, master: Address) -> None:
         if not 0 <= first <= last < SLOTS:
             raise ValueError(f"slot range {first}-{last} is outside 0-{SLOTS - 1}")
-        self._owner[first : last + 1] = [master] * (last - first + 1)
+        self.owners[first : last + 1] = [master] * (last - first + 1)
         self.masters.add(master)
 
     def move(self, slot: int, master: Address) -> None:
         """A ``MOVED`` reply: ``slot`` is now served by ``master``."""
-        self._owner[slot] = master
+        self.owners[slot] = master
         self.masters.add(master)
 
     def owner(self, slot: int) -> Address | None:
-        return self._owner[slot]
+        return self.owners[slot]
 
     def covered(self) -> int:
         """How many slots have a master."""
-        return SLOTS - self._owner.count(None)
+        return SLOTS - self.owners.count(None)
 
     def nodes(self) -> set[Address]:
         """Every address the map knows, masters and replicas."""

@@ -1,0 +1,71 @@
+"""
+How a Redis Cluster's nodes are named and reached: the
+``redis-cluster:HOST:PORT[,HOST:PORT...]`` string of the seeds, and the
+endpoint string of a node the slot map names (``host:port``).
+
+Pure functions, no I/O:
+:class:`~framedclient.clients.cluster.RedisClusterClient` makes each node's
+client from what these return.
+"""
+
+from __future__ import annotations
+
+from framedclient.clients.cluster_map import Address
+
+__all__ = ["SCHEME", "cluster_seeds", "node_endpoint", "seed_address"]
+
+#: The prefix of a cluster's endpoint string.
+SCHEME = "redis-cluster:"
+
+
+def node_endpoint(where: Address) -> str:
+    """The client endpoint string of the node at ``host:port``."""
+    host, _, port = where.rpartition(":")
+    if ":" in host:  # IPv6
+        escaped = host.replace(":", "\\:")
+        return f"tcp6:host={escaped}:port={port}"
+    return f"tcp:host={host}:port={port}"
+
+
+def cluster_seeds(text: str) -> list[str]:
+    """
+    The seed endpoints of ``redis-cluster:HOST:PORT[,HOST:PORT...]``
+    (IPv6 hosts in brackets: ``redis-cluster:[::1]:7000``), as
+    :meth:`RedisClusterClient.from_endpoint
+    <framedclient.clients.cluster.RedisClusterClient.from_endpoint>` takes
+    them.
+
+    :raises ValueError: ``text`` is not of that form; the message shows it.
+    """
+    if not text.startswith(SCHEME):
+        raise ValueError(f"a cluster endpoint starts with {SCHEME!r}, got {text!r}")
+    seeds = []
+    for part in text[len(SCHEME) :].split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"{text!r}: {part!r} is not HOST:PORT; write "
+                f"'redis-cluster:10.0.0.1:7000,10.0.0.2:7000'"
+            )
+        seeds.append(node_endpoint(f"{host}:{port}"))
+    return seeds
+
+
+def seed_address(seed: str) -> Address | None:
+    """
+    The node's own name (``host:port``) of a plain TCP seed endpoint
+    (``"tcp:127.0.0.1:7000"`` or ``"tcp:host=h:port=p"``), so that the
+    seed's client serves as that node's client too; ``None`` for another
+    kind (``unix:``, ``tls:``), asked through its own endpoint string.
+    """
+    parts = seed.split(":")
+    if parts[0] != "tcp" or len(parts) != 3:
+        return None
+    named = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+    if named:
+        host, port = named.get("host"), named.get("port")
+    else:
+        host, port = parts[1], parts[2]
+    return f"{host}:{port}" if host and port else None

@@ -427,3 +427,62 @@ async def test_sigkill_the_master_under_writes_writes_resume_on_the_new_master(g
         if not stop.called:
             stop.callback(None)
         await redis.close(timeout=2)
+
+
+@pytest.fixture
+def protected(tmp_path):
+    with sentinel_group(
+        str(tmp_path), password="master-secret", sentinel_password="sentinel-secret"
+    ) as group:
+        yield group
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_sentinel_and_master_passwords_are_given_separately(protected):
+    redis = RedisClient.from_sentinel(
+        reactor,
+        protected.sentinel_endpoints,
+        "mymaster",
+        password="master-secret",
+        sentinel_password="sentinel-secret",
+    )
+    try:
+        await settle(redis.when_ready(), 10)
+        assert await redis.set("k", "v") is True
+        assert ask(protected.master.port, "GET", "k", password="master-secret") == b"v"
+        # The +switch-master subscription authenticated too.
+        deadline = time.monotonic() + 5
+        while redis.sentinel.subscribed_to is None and time.monotonic() < deadline:
+            await deferLater(reactor, 0.05, lambda: None)
+        assert redis.sentinel.subscribed_to is not None
+    finally:
+        await redis.close(timeout=2)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_without_the_sentinel_password_the_error_says_noauth(protected):
+    # The master's password alone does not open the sentinels.
+    redis = RedisClient.from_sentinel(
+        reactor,
+        protected.sentinel_endpoints,
+        "mymaster",
+        password="master-secret",
+        sentinel_timeout=0.5,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while redis.sentinel.last_error is None and time.monotonic() < deadline:
+            await deferLater(reactor, 0.05, lambda: None)
+        assert "NOAUTH" in (redis.sentinel.last_error or "")
+        assert redis.sentinel.master is None
+    finally:
+        await redis.close(timeout=2)
+
+
+def test_a_sentinel_username_without_its_password_is_refused():
+    with pytest.raises(ValueError, match="sentinel_password"):
+        RedisClient.from_sentinel(
+            reactor, ["127.0.0.1:26379"], "mymaster", sentinel_username="u"
+        )

@@ -598,6 +598,8 @@ class RedisClient(RedisCommands, ProtocolClient):
         username: str | bytes | None = None,
         db: int = 0,
         sentinel_timeout: float = 1.0,
+        sentinel_password: str | bytes | None = None,
+        sentinel_username: str | bytes | None = None,
         **options: Unpack[ClientKeywords],
     ) -> SentinelRedisClient:
         """
@@ -615,6 +617,11 @@ class RedisClient(RedisCommands, ProtocolClient):
             ``ROLE``) may take to answer before the next one is asked.
         :param password: for the master (not the sentinels), as
             :meth:`from_endpoint` takes it; ``username`` and ``db`` too.
+        :param sentinel_password: the sentinels' own password (their
+            ``requirepass``), sent as ``AUTH`` to each sentinel before any
+            question; with ``sentinel_username`` for an ACL user.  Separate
+            from ``password``: a deployment may protect both, either or
+            none.
 
         The other keywords are :meth:`from_endpoint`'s.  Returns at once;
         :meth:`when_ready` fires once the master is found and connected.
@@ -625,8 +632,23 @@ class RedisClient(RedisCommands, ProtocolClient):
         auth: list[str | bytes] = []
         if password is not None:
             auth = [username, password] if username is not None else [password]
+        if sentinel_username is not None and sentinel_password is None:
+            raise ValueError(
+                "sentinel_username needs a sentinel_password: pass "
+                "sentinel_password= too"
+            )
+        sentinel_auth: list[str | bytes] = []
+        if sentinel_password is not None:
+            sentinel_auth = [sentinel_password]
+            if sentinel_username is not None:
+                sentinel_auth.insert(0, sentinel_username)
         source = SentinelHosts(
-            reactor, sentinels, service, timeout=sentinel_timeout, auth=auth
+            reactor,
+            sentinels,
+            service,
+            timeout=sentinel_timeout,
+            auth=auth,
+            sentinel_auth=sentinel_auth,
         )
         # options' codec is typed as any Codec (ClientKeywords);
         # from_endpoint refuses one that is not a RedisCodec at run time.

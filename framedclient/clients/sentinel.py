@@ -212,6 +212,9 @@ class SentinelHosts:
         sentinel that is down or silent costs at most this long.
     :param auth: ``AUTH`` arguments for the master (its password), sent
         before ``ROLE``.
+    :param sentinel_auth: ``AUTH`` arguments for the sentinels (their own
+        ``requirepass``, which is not the master's), sent before every
+        question and before the subscription.
     :param check_interval: ask again this often even when nothing
         happened.
     """
@@ -229,6 +232,7 @@ class SentinelHosts:
         *,
         timeout: float = 1.0,
         auth: Sequence[str | bytes] = (),
+        sentinel_auth: Sequence[str | bytes] = (),
         check_interval: float = 30.0,
         make_endpoint: MakeEndpoint | None = None,
     ) -> None:
@@ -245,6 +249,7 @@ class SentinelHosts:
         self.description = f"sentinel:{service}"
         self._timeout = timeout
         self._auth = tuple(auth)
+        self._sentinel_auth = tuple(sentinel_auth)
         self._check_interval = check_interval
         self._make_endpoint = make_endpoint or tcp_endpoint_maker(reactor)
         self._update: Callable[[list[Host]], None] | None = None
@@ -347,8 +352,11 @@ class SentinelHosts:
         for i in range(len(self._sentinels)):
             name, endpoint = self._sentinels[i]
             try:
-                (reply,) = await self._query(
-                    endpoint, ("SENTINEL", "get-master-addr-by-name", self.service)
+                *_, reply = await self._query(
+                    endpoint,
+                    *self._to_sentinel(
+                        ("SENTINEL", "get-master-addr-by-name", self.service)
+                    ),
                 )
             except Exception as e:
                 problems.append(f"sentinel {name}: {_describe(e)}")
@@ -376,6 +384,15 @@ class SentinelHosts:
                 self._sentinels.insert(0, self._sentinels.pop(i))
             return ip, port
         raise MasterNotFound(f"no master for {self.service!r}: " + "; ".join(problems))
+
+    def _to_sentinel(
+        self, *commands: tuple[str | bytes, ...]
+    ) -> list[tuple[str | bytes, ...]]:
+        # A sentinel with a password of its own answers NOAUTH to anything
+        # sent before AUTH.
+        if self._sentinel_auth:
+            return [("AUTH", *self._sentinel_auth), *commands]
+        return list(commands)
 
     async def _role(self, ip: str, port: int) -> bytes:
         commands: list[tuple[str | bytes, ...]] = []
@@ -439,7 +456,15 @@ class SentinelHosts:
 
         def connected(link: _RespLink) -> Deferred[Any]:
             self._watch_connecting = None
-            d = link.send("SUBSCRIBE", "+switch-master")
+            sent = [
+                link.send(*c)
+                for c in self._to_sentinel(("SUBSCRIBE", "+switch-master"))
+            ]
+            d = sent[-1]
+            for earlier in sent[:-1]:
+                # A refused AUTH makes SUBSCRIBE fail too (NOAUTH): that
+                # failure is the one handled.
+                earlier.addErrback(lambda _: None)
             d.addTimeout(self._timeout, self._reactor)
             return d
 

@@ -150,6 +150,8 @@ class RedisClusterClient(RedisCommands):
         self._replicas: dict[Address, RedisClient] = {}
         self._turn = 0
         self._seeds = list(seeds)
+        # Nodes learnt from the map are reached as the (first) TLS seed is.
+        self._tls = next((s for s in self._seeds if s.startswith("tls:")), None)
         self._options = node_options
         self._max_redirects = max_redirects
         self._retry_delay = retry_delay
@@ -317,7 +319,9 @@ class RedisClusterClient(RedisCommands):
         if client is None:
             if self._closed:
                 raise ClientClosed("the client is closed; create a new one")
-            endpoint = where if where in self._seeds else node_endpoint(where)
+            endpoint = (
+                where if where in self._seeds else node_endpoint(where, self._tls)
+            )
             client = RedisClient.from_endpoint(
                 self._reactor, endpoint, start=self._started, **self._options
             )
@@ -422,7 +426,10 @@ class RedisClusterClient(RedisCommands):
             options = dict(self._options)
             options["prepare"] = _read_only(options.get("prepare"))
             client = RedisClient.from_endpoint(
-                self._reactor, node_endpoint(where), start=self._started, **options
+                self._reactor,
+                node_endpoint(where, self._tls),
+                start=self._started,
+                **options,
             )
             self._replicas[where] = client
         return client

@@ -10,21 +10,53 @@ client from what these return.
 
 from __future__ import annotations
 
+import re
+
 from framedclient.clients.cluster_map import Address
 
-__all__ = ["SCHEME", "cluster_seeds", "node_endpoint", "seed_address"]
+__all__ = ["SCHEME", "cluster_seeds", "node_endpoint", "seed_address", "tls_settings"]
 
 #: The prefix of a cluster's endpoint string.
 SCHEME = "redis-cluster:"
 
 
-def node_endpoint(where: Address) -> str:
-    """The client endpoint string of the node at ``host:port``."""
+def node_endpoint(where: Address, like: str | None = None) -> str:
+    """
+    The client endpoint string of the node at ``host:port``: over TLS, with
+    the seed's TLS settings (``trustRoots``, ``certificate``,
+    ``privateKey``...), when ``like`` (a seed) is a ``tls:`` string, so
+    that a node learnt from the slot map is reached as the seeds are;
+    plain TCP otherwise.
+    """
     host, _, port = where.rpartition(":")
+    if like is not None and like.startswith("tls:"):
+        escaped = host.replace(":", "\\:")
+        return f"tls:host={escaped}:port={port}" + tls_settings(like)
     if ":" in host:  # IPv6
         escaped = host.replace(":", "\\:")
         return f"tcp6:host={escaped}:port={port}"
     return f"tcp:host={host}:port={port}"
+
+
+def tls_settings(seed: str) -> str:
+    """
+    The options of a ``tls:`` endpoint string other than its host and port
+    (``":trustRoots=/etc/ca:certificate=c.pem"``), to reach another node
+    the same way; ``""`` for none.
+    """
+    parts = re.split(r"(?<!\\):", seed)[1:]
+    positional = 0
+    kept = []
+    for part in parts:
+        name, equals, _ = part.partition("=")
+        if not equals:
+            positional += 1  # host, then port
+            if positional <= 2:
+                continue
+        elif name in ("host", "port"):
+            continue
+        kept.append(part)
+    return "".join(f":{p}" for p in kept)
 
 
 def cluster_seeds(text: str) -> list[str]:

@@ -43,6 +43,7 @@ from framedclient.clients.cluster_endpoints import (
     seed_address,
 )
 from framedclient.clients.cluster_map import (
+    READ_ONLY_COMMANDS,
     Address,
     CrossSlot,
     SlotMap,
@@ -79,20 +80,6 @@ from framedclient.protocol import FramedProtocol
 
 __all__ = ["CrossSlot", "RedisClusterClient", "cluster_seeds"]
 
-# Commands that only read: safe to send again after a connection lost once
-# they were written.  This client re-sends them itself (after a map refresh,
-# to the slot's owner then); not idempotent=True to the node's client, which
-# would retry on the same node and costs a deadline entry per request.
-_READ_ONLY = frozenset(
-    {
-        b"GET", b"MGET", b"EXISTS", b"TTL", b"PTTL", b"TYPE", b"STRLEN",
-        b"GETRANGE", b"HGET", b"HMGET", b"HGETALL", b"HEXISTS", b"HLEN",
-        b"HKEYS", b"HVALS", b"LRANGE", b"LLEN", b"LINDEX", b"SMEMBERS",
-        b"SISMEMBER", b"SCARD", b"ZRANGE", b"ZSCORE", b"ZCARD", b"ZRANK",
-        b"PING", b"ECHO", b"DBSIZE", b"INFO", b"TIME",
-    }
-)  # fmt: skip
-
 
 # How a method's command name routes: True/False (its key is its first
 # argument; whether it only reads), or _NOT_BY_FIRST_KEY (parsed whole,
@@ -103,7 +90,11 @@ _ROUTES: dict[Arg, bool | str] = {}
 
 def _route_of(name: Arg) -> bool | str:
     word = str(name).upper().encode()
-    route = (word in _READ_ONLY) if key_is_first_argument(word) else _NOT_BY_FIRST_KEY
+    route = (
+        (word in READ_ONLY_COMMANDS)
+        if key_is_first_argument(word)
+        else _NOT_BY_FIRST_KEY
+    )
     if isinstance(name, str) and len(_ROUTES) < 1024:
         _ROUTES[name] = route
     return route
@@ -440,7 +431,7 @@ class RedisClusterClient(RedisCommands):
         if isinstance(body, CommandBatch):
             return send_batch(self._routing, body, timeout)
         name, slot = command_route(body)
-        return self._send(body, slot, name in _READ_ONLY, timeout)
+        return self._send(body, slot, name in READ_ONLY_COMMANDS, timeout)
 
     def _target(self, slot: int | None, read_only: bool) -> RedisClient | None:
         # The node to send to now; None while the map does not say.

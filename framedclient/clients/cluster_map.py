@@ -17,6 +17,7 @@ from framedclient.clients.slots import SLOTS, key_slot
 from framedclient.errors import InvalidRequest
 
 __all__ = [
+    "READ_ONLY_COMMANDS",
     "CrossSlot",
     "SlotMap",
     "command_keys",
@@ -225,6 +226,22 @@ def split_commands(batch: bytes, count: int) -> list[bytes]:
             pos = end + 2 + int(batch[pos + 1 : end]) + 2
         commands.append(batch[start:pos])
     return commands
+
+
+# Commands that only read: safe to send again after a connection lost once
+# they were written, and to send to a replica.  The cluster client re-sends
+# them itself (after a map refresh, to the slot's owner then); not
+# idempotent=True to the node's client, which would retry on the same node
+# and costs a deadline entry per request.
+READ_ONLY_COMMANDS = frozenset(
+    {
+        b"GET", b"MGET", b"EXISTS", b"TTL", b"PTTL", b"TYPE", b"STRLEN",
+        b"GETRANGE", b"HGET", b"HMGET", b"HGETALL", b"HEXISTS", b"HLEN",
+        b"HKEYS", b"HVALS", b"LRANGE", b"LLEN", b"LINDEX", b"SMEMBERS",
+        b"SISMEMBER", b"SCARD", b"ZRANGE", b"ZSCORE", b"ZCARD", b"ZRANK",
+        b"PING", b"ECHO", b"DBSIZE", b"INFO", b"TIME",
+    }
+)  # fmt: skip
 
 
 # Where a command's keys are: (first, last, step), last -1 meaning "to the

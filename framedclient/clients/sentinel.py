@@ -47,6 +47,7 @@ __all__ = [
     "SCHEME",
     "MasterNotFound",
     "SentinelHosts",
+    "SentinelReplicas",
     "parse_sentinel_string",
     "parse_sentinels",
 ]
@@ -502,3 +503,77 @@ class SentinelHosts:
         if words and words[0].decode("utf-8", "replace") == self.service:
             if self._update is not None:
                 self._ask()
+
+
+#: A replica with one of these flags (or a link to its master that is not
+#: up) is left out: it is down, or would answer with stale data or not at all.
+_UNUSABLE = {b"s_down", b"o_down", b"disconnected"}
+
+
+class SentinelReplicas(SentinelHosts):
+    """
+    The replicas of ``service`` as the sentinels list them (``SENTINEL
+    REPLICAS``), as a host source: the ones the sentinels see up and in sync
+    with the master (no ``s_down``, ``o_down`` or ``disconnected`` flag,
+    ``master-link-status`` ok).  Asked again as :class:`SentinelHosts` asks
+    for the master: every ``check_interval``, on ``+switch-master``, and on
+    :meth:`refresh`; the hosts change as the answer does.  The replicas
+    themselves are not contacted here: the client's connections
+    authenticate themselves.
+
+    :ivar replicas: the ``ip:port`` of each replica handed over last.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.description = f"sentinel-replicas:{self.service}"
+        self.replicas: list[str] = []
+
+    def debug_state(self) -> dict[str, Any]:
+        state = super().debug_state()
+        state.update(hosts=len(self.replicas), replicas=self.replicas)
+        return state
+
+    async def _find_master(self) -> Any:
+        problems = []
+        for name, endpoint in self._sentinels:
+            try:
+                *_, reply = await self._query(
+                    endpoint,
+                    *self._to_sentinel(("SENTINEL", "REPLICAS", self.service)),
+                )
+            except Exception as e:
+                problems.append(f"sentinel {name}: {_describe(e)}")
+                continue
+            if not isinstance(reply, list):
+                problems.append(f"sentinel {name} does not know {self.service!r}")
+                continue
+            found = []
+            for entry in reply:
+                fields = dict(zip(entry[::2], entry[1::2], strict=False))
+                flags = set(fields.get(b"flags", b"").split(b","))
+                link = fields.get(b"master-link-status", b"ok")
+                if flags & _UNUSABLE or link != b"ok":
+                    continue
+                found.append((fields[b"ip"].decode("ascii"), int(fields[b"port"])))
+            return sorted(found)
+        raise MasterNotFound(
+            f"no replicas for {self.service!r}: " + "; ".join(problems)
+        )
+
+    def _answered(self, found: Any) -> None:
+        self._asking = None
+        if self._update is None:
+            return
+        self.last_error = None
+        self._timer = self._reactor.callLater(self._check_interval, self._ask)
+        names = [f"{ip}:{port}" for ip, port in found]
+        if names == self.replicas:
+            return
+        self.replicas = names
+        self._update(
+            [
+                Host(name, name, self._make_endpoint(ip, port))
+                for name, (ip, port) in zip(names, found, strict=True)
+            ]
+        )

@@ -87,6 +87,8 @@ setup(
             # Baselines of `python -m framedclient.bench redis|memcache`.
             "txredisapi>=1.4",
             "redis>=5.0",
+            # The other cluster client of `python -m framedclient.bench redis-cluster`.
+            "coredis>=4.0",
             "pymemcache>=4.0",
             "hiredis>=2.0",
         ],

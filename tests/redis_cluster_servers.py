@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import attrs
 import pytest
 
 from framedclient.bench.keyvalue import server_argv
@@ -26,6 +27,27 @@ from framedclient.bench.keyvalue import server_argv
 from .servers import RealServer, require_program
 
 __all__ = ["RedisCluster", "redis_cluster"]
+
+
+@attrs.frozen
+class TlsFiles:
+    """A CA and a server certificate (for 127.0.0.1) as PEM files."""
+
+    ca: str
+    cert: str
+    key: str
+
+    def server_args(self, port: int) -> tuple[str, ...]:
+        return (
+            "--port", "0", "--tls-port", str(port),
+            "--tls-cluster", "yes", "--tls-replication", "yes",
+            "--tls-cert-file", self.cert, "--tls-key-file", self.key,
+            "--tls-ca-cert-file", self.ca, "--tls-auth-clients", "no",
+        )  # fmt: skip
+
+    def cli_args(self) -> tuple[str, ...]:
+        return ("--tls", "--cacert", self.ca)
+
 
 # A cluster node also listens on its bus port, port + 10000.
 _BUS_OFFSET = 10000
@@ -62,8 +84,11 @@ class RedisCluster:
     :ivar nodes: every node (masters first as created: the first three).
     """
 
-    def __init__(self, cli: str, nodes: list[RealServer]) -> None:
+    def __init__(
+        self, cli: str, nodes: list[RealServer], tls: tuple[str, ...] = ()
+    ) -> None:
         self._cli = cli
+        self._tls = tls
         self.nodes = nodes
 
     @property
@@ -77,7 +102,7 @@ class RedisCluster:
     def cli(self, port: int, *args: str) -> str:
         """``redis-cli -p port args...``; its output, stripped."""
         out = subprocess.run(
-            [self._cli, "-h", "127.0.0.1", "-p", str(port), *args],
+            [self._cli, *self._tls, "-h", "127.0.0.1", "-p", str(port), *args],
             check=True,
             capture_output=True,
             timeout=60,
@@ -148,11 +173,13 @@ class RedisCluster:
 
 @contextmanager
 def redis_cluster(
-    workdir: Path, *, node_timeout_ms: int = 1000
+    workdir: Path, *, node_timeout_ms: int = 1000, tls: TlsFiles | None = None
 ) -> Iterator[RedisCluster]:
     """
     Six nodes, three masters with one replica each, each in its own
-    directory under ``workdir``; stopped (by PID) on exit.
+    directory under ``workdir``; stopped (by PID) on exit.  With ``tls``,
+    every node takes TLS only (clients, the cluster bus, replication) with
+    that certificate, and announces its TLS port.
     """
     server = require_program("redis-server", "redis-server")
     cli = require_program("redis-cli", "redis-tools")
@@ -173,6 +200,7 @@ def redis_cluster(
                 str(home / "nodes.conf"),
                 "--cluster-node-timeout",
                 str(node_timeout_ms),
+                *(tls.server_args(port) if tls is not None else ()),
             )
             node = RealServer(argv, port)
             node.start()
@@ -181,6 +209,7 @@ def redis_cluster(
         subprocess.run(
             [
                 cli,
+                *(tls.cli_args() if tls is not None else ()),
                 "--cluster",
                 "create",
                 *[f"127.0.0.1:{p}" for p in ports],
@@ -192,6 +221,6 @@ def redis_cluster(
             capture_output=True,
             timeout=60,
         )
-        cluster = RedisCluster(cli, nodes)
+        cluster = RedisCluster(cli, nodes, tls.cli_args() if tls is not None else ())
         cluster.wait_until_ok()
         yield cluster

@@ -128,6 +128,32 @@ async def test_each_command_runs_on_the_master_of_its_slot(cluster, client) -> N
     assert client.stats()["slots_mapped"] == 16384
 
 
+def deadline_entries(node: RedisClient) -> int:
+    """The deadlines a node's connections track apart from the usual ones."""
+    state = node.client.debug_state()
+    return sum(
+        (c["protocol"] or {}).get("deadline_entries", 0) for c in state["upstreams"]
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_in_flight_cost_no_deadline_entry_of_their_own(
+    cluster, client
+) -> None:
+    # The slot map is asked for on the same connections as the commands;
+    # asked with a timeout of its own it would make every later command
+    # with the usual timeout a deadline entry of its own (a heap push and
+    # pop per command: the routing cost over talking to one node).
+    keys = keys_on_each_master(cluster, "deadline:")
+    for key in keys.values():
+        await client.set(key, "v")
+    await client._refresh()  # another map question on a live connection
+    sent = [client.get(key) for key in keys.values() for _ in range(20)]
+    sent += [client.set(key, "w") for key in keys.values() for _ in range(20)]
+    assert [deadline_entries(client.node_for(k)) for k in keys.values()] == [0, 0, 0]
+    await gatherResults(sent)
+
+
 @pytest_twisted.ensureDeferred
 async def test_cross_slot_transaction_fails_before_sending_naming_the_slots(
     client,

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from framedclient.clients.cluster import RedisClusterClient, cluster_seeds
+from framedclient.clients.cluster import RedisClusterClient
+from framedclient.clients.cluster_endpoints import cluster_seeds
 from framedclient.clients.cluster_map import (
     CrossSlot,
     command_keys,

@@ -427,3 +427,140 @@ async def test_sigkill_the_master_under_writes_writes_resume_on_the_new_master(g
         if not stop.called:
             stop.callback(None)
         await redis.close(timeout=2)
+
+
+@pytest.fixture
+def protected(tmp_path):
+    with sentinel_group(
+        str(tmp_path), password="master-secret", sentinel_password="sentinel-secret"
+    ) as group:
+        yield group
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_sentinel_and_master_passwords_are_given_separately(protected):
+    redis = RedisClient.from_sentinel(
+        reactor,
+        protected.sentinel_endpoints,
+        "mymaster",
+        password="master-secret",
+        sentinel_password="sentinel-secret",
+    )
+    try:
+        await settle(redis.when_ready(), 10)
+        assert await redis.set("k", "v") is True
+        assert ask(protected.master.port, "GET", "k", password="master-secret") == b"v"
+        # The +switch-master subscription authenticated too.
+        deadline = time.monotonic() + 5
+        while redis.sentinel.subscribed_to is None and time.monotonic() < deadline:
+            await deferLater(reactor, 0.05, lambda: None)
+        assert redis.sentinel.subscribed_to is not None
+    finally:
+        await redis.close(timeout=2)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_without_the_sentinel_password_the_error_says_noauth(protected):
+    # The master's password alone does not open the sentinels.
+    redis = RedisClient.from_sentinel(
+        reactor,
+        protected.sentinel_endpoints,
+        "mymaster",
+        password="master-secret",
+        sentinel_timeout=0.5,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while redis.sentinel.last_error is None and time.monotonic() < deadline:
+            await deferLater(reactor, 0.05, lambda: None)
+        assert "NOAUTH" in (redis.sentinel.last_error or "")
+        assert redis.sentinel.master is None
+    finally:
+        await redis.close(timeout=2)
+
+
+def test_a_sentinel_username_without_its_password_is_refused():
+    with pytest.raises(ValueError, match="sentinel_password"):
+        RedisClient.from_sentinel(
+            reactor, ["127.0.0.1:26379"], "mymaster", sentinel_username="u"
+        )
+
+
+def gets_on(port: int, password: str | None = None) -> int:
+    """How many GETs the server at ``port`` has run (INFO commandstats)."""
+    info = ask(port, "INFO", "commandstats", password=password).decode()
+    found = re.search(r"cmdstat_get:calls=(\d+)", info)
+    return int(found[1]) if found else 0
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_reads_go_to_the_replicas_the_sentinels_list_when_asked(group):
+    redis = RedisClient.from_sentinel(
+        reactor, group.sentinel_endpoints, "mymaster", read_from_replicas=True
+    )
+    try:
+        await settle(redis.when_ready(), 10)
+        assert redis.replicas is not None and redis.replica_hosts is not None
+        await settle(redis.replicas.when_ready(), 10)
+        assert redis.replica_hosts.replicas == [f"127.0.0.1:{group.replica.port}"]
+        assert await redis.set("read-here", "v") is True
+        ask(group.master.port, "WAIT", 1, 1000)  # the replica has it
+        master_gets = gets_on(group.master.port)
+        replica_gets = gets_on(group.replica.port)
+        for _ in range(5):
+            assert await redis.get("read-here") == b"v"
+        # Reads on the replica; writes (and pipelines) on the master.
+        assert gets_on(group.replica.port) == replica_gets + 5
+        assert gets_on(group.master.port) == master_gets
+        assert await redis.incr("written-here") == 1
+        assert ask(group.master.port, "GET", "written-here") == b"1"
+    finally:
+        await redis.close(timeout=2)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_without_read_from_replicas_reads_stay_on_the_master(group):
+    redis = RedisClient.from_sentinel(reactor, group.sentinel_endpoints, "mymaster")
+    try:
+        await settle(redis.when_ready(), 10)
+        assert redis.replicas is None
+        replica_gets = gets_on(group.replica.port)
+        assert await redis.get("anything") is None
+        assert gets_on(group.replica.port) == replica_gets
+    finally:
+        await redis.close(timeout=2)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_replica_the_sentinels_see_down_is_left_out_and_reads_go_to_the_master(
+    group,
+):
+    redis = RedisClient.from_sentinel(
+        reactor, group.sentinel_endpoints, "mymaster", read_from_replicas=True
+    )
+    try:
+        await settle(redis.when_ready(), 10)
+        hosts = redis.replica_hosts
+        assert hosts is not None
+        deadline = time.monotonic() + 10
+        while not hosts.replicas and time.monotonic() < deadline:
+            await deferLater(reactor, 0.05, lambda: None)
+        assert hosts.replicas == [f"127.0.0.1:{group.replica.port}"]
+        group.replica.kill()
+        # down-after-milliseconds is 1 s; the list is asked again every 5 s
+        # (refresh() here, to keep the test short).
+        deadline = time.monotonic() + 20
+        while hosts.replicas and time.monotonic() < deadline:
+            hosts.refresh()
+            await deferLater(reactor, 0.2, lambda: None)
+        assert hosts.replicas == []
+        master_gets = gets_on(group.master.port)
+        assert await settle(redis.get("after"), 5) is None
+        assert gets_on(group.master.port) == master_gets + 1
+    finally:
+        await redis.close(timeout=2)

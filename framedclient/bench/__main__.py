@@ -34,6 +34,9 @@ Examples::
     # Redis pub/sub delivery to one subscriber connection, framedclient vs
     # redis.asyncio's PubSub and txredisapi (framedclient.bench.pubsub)
     python -m framedclient.bench pubsub
+    # a 3-master Redis Cluster: framedclient, redis-py, coredis, and the
+    # cost of cluster routing (framedclient.bench.redis_cluster)
+    python -m framedclient.bench redis-cluster --callgrind
     # each pick policy with 50 clients x 20 hosts, one slow and one dead,
     # simulated on the in-memory kit (framedclient.bench.fleetsim)
     python -m framedclient.bench fleet-sim
@@ -274,6 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framedclient.bench.pubsub import main as pubsub_main
 
         return pubsub_main(argv[1:])
+    if argv[:1] == ["redis-cluster"]:
+        # A real 3-master Redis Cluster: framedclient, redis-py, coredis,
+        # and the cost of routing (framedclient.bench.redis_cluster).
+        from framedclient.bench.redis_cluster import main as cluster_main
+
+        return cluster_main(argv[1:])
     if argv[:1] in (["redis"], ["memcache"]):
         # Real protocols against real servers (framedclient.bench.keyvalue).
         from framedclient.bench.keyvalue import main as keyvalue_main

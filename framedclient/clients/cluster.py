@@ -6,30 +6,24 @@ sent to the master that serves its key's hash slot.
 One :class:`~framedclient.clients.redis.RedisClient` (so one pooled,
 self-healing :class:`~framedclient.FramedClient`) per master, made on first
 use; the slot map is read from ``CLUSTER SHARDS`` (or ``CLUSTER SLOTS``) and
-kept current by the redirects the nodes answer.  What happens to a request
-in flight on each event is the contract of docs/redis-cluster.md:
+kept current by the redirects the nodes answer.  The modules beside it:
 
-- ``MOVED slot host:port``: the node did not run the command; the slot's
-  new owner goes into the map at once, a refresh of the whole map is
-  started (at most one in flight), and the command is sent again there.
-- ``ASK slot host:port``: the slot is migrating and this key has already
-  left; the command is sent once to that node after ``ASKING`` on the same
-  connection; the map does not change.
-- ``TRYAGAIN``/``CLUSTERDOWN``: nothing ran; sent again after a short,
-  growing delay.
-- a connection lost *before* the command was written, or no connection to
-  the node: nothing ran; the map is refreshed and the command sent again.
-  Lost *after* it was written: it may have run, so only a read-only
-  command is sent again; any other fails with
-  :class:`~framedclient.errors.ConnectionLost` (``written=True``).
-
-Each command gets at most ``max_redirects`` such re-sends; then the last
-error is raised.
+- :mod:`~framedclient.clients.slots`: a key's hash slot;
+- :mod:`~framedclient.clients.cluster_map`: the slot map, its parsers, and
+  where each command's keys are;
+- :mod:`~framedclient.clients.cluster_endpoints`: ``redis-cluster:``
+  strings and the nodes' endpoints;
+- :mod:`~framedclient.clients.cluster_redirects`: what happens to a command
+  on ``MOVED``, ``ASK``, ``TRYAGAIN`` or a lost node (the contract of
+  docs/redis-cluster.md);
+- :mod:`~framedclient.clients.cluster_pipeline`: pipelines split per node,
+  transactions on one slot.
 """
 
 from __future__ import annotations
 
 import math
+from binascii import crc_hqx
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
@@ -42,20 +36,24 @@ from twisted.internet.defer import (
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
+from framedclient.clients.cluster_endpoints import (
+    SCHEME,
+    cluster_seeds,
+    node_endpoint,
+    seed_address,
+)
 from framedclient.clients.cluster_map import (
+    READ_ONLY_COMMANDS,
     Address,
     CrossSlot,
     SlotMap,
-    command_keys,
     command_route,
-    command_words,
     key_is_first_argument,
     parse_cluster_shards,
     parse_cluster_slots,
-    parse_redirect,
-    slot_of,
-    split_commands,
 )
+from framedclient.clients.cluster_pipeline import send_batch
+from framedclient.clients.cluster_redirects import resend
 from framedclient.clients.redis import (
     Arg,
     RedisClient,
@@ -76,82 +74,36 @@ from framedclient.codecs.redis import (
 from framedclient.errors import (
     ClientClosed,
     ConnectionLost,
-    RemoteError,
     Unavailable,
 )
 from framedclient.protocol import FramedProtocol
 
 __all__ = ["CrossSlot", "RedisClusterClient", "cluster_seeds"]
 
-# Commands that only read: safe to send again after a connection lost once
-# they were written.  This client re-sends them itself (after a map refresh,
-# to the slot's owner then); not idempotent=True to the node's client, which
-# would retry on the same node and costs a deadline entry per request.
-_READ_ONLY = frozenset(
-    {
-        b"GET", b"MGET", b"EXISTS", b"TTL", b"PTTL", b"TYPE", b"STRLEN",
-        b"GETRANGE", b"HGET", b"HMGET", b"HGETALL", b"HEXISTS", b"HLEN",
-        b"HKEYS", b"HVALS", b"LRANGE", b"LLEN", b"LINDEX", b"SMEMBERS",
-        b"SISMEMBER", b"SCARD", b"ZRANGE", b"ZSCORE", b"ZCARD", b"ZRANK",
-        b"PING", b"ECHO", b"DBSIZE", b"INFO", b"TIME",
-    }
-)  # fmt: skip
-_RETRY_LATER = ("TRYAGAIN", "CLUSTERDOWN")
+
+# How a method's command name routes: True/False (its key is its first
+# argument; whether it only reads), or _NOT_BY_FIRST_KEY (parsed whole,
+# by command_route).  Filled on first use of each name.
+_NOT_BY_FIRST_KEY = "by command_route"
+_ROUTES: dict[Arg, bool | str] = {}
+
+
+def _route_of(name: Arg) -> bool | str:
+    word = str(name).upper().encode()
+    route = (
+        (word in READ_ONLY_COMMANDS)
+        if key_is_first_argument(word)
+        else _NOT_BY_FIRST_KEY
+    )
+    if isinstance(name, str) and len(_ROUTES) < 1024:
+        _ROUTES[name] = route
+    return route
+
+
 # How long a node may take to answer for the slot map before the next one
 # is asked (a dead master must not hold the refresh, nor every caller
 # waiting on it, for a whole request timeout).
 _MAP_TIMEOUT = 2.0
-_ASKING = command("ASKING")
-
-
-def _endpoint(where: Address) -> str:
-    host, _, port = where.rpartition(":")
-    if ":" in host:  # IPv6
-        escaped = host.replace(":", "\\:")
-        return f"tcp6:host={escaped}:port={port}"
-    return f"tcp:host={host}:port={port}"
-
-
-#: The prefix of a cluster's endpoint string.
-SCHEME = "redis-cluster:"
-
-
-def cluster_seeds(text: str) -> list[str]:
-    """
-    The seed endpoints of ``redis-cluster:HOST:PORT[,HOST:PORT...]``
-    (IPv6 hosts in brackets: ``redis-cluster:[::1]:7000``), as
-    :meth:`RedisClusterClient.from_endpoint` takes them.
-
-    :raises ValueError: ``text`` is not of that form; the message shows it.
-    """
-    if not text.startswith(SCHEME):
-        raise ValueError(f"a cluster endpoint starts with {SCHEME!r}, got {text!r}")
-    seeds = []
-    for part in text[len(SCHEME) :].split(","):
-        host, sep, port = part.strip().rpartition(":")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(
-                f"{text!r}: {part!r} is not HOST:PORT; write "
-                f"'redis-cluster:10.0.0.1:7000,10.0.0.2:7000'"
-            )
-        seeds.append(_endpoint(f"{host}:{port}"))
-    return seeds
-
-
-def _seed_address(seed: str) -> Address | None:
-    # "tcp:127.0.0.1:7000" or "tcp:host=h:port=p": the node's own name for
-    # itself, so the seed's client serves as that node's client too.
-    parts = seed.split(":")
-    if parts[0] != "tcp" or len(parts) != 3:
-        return None
-    named = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
-    if named:
-        host, port = named.get("host"), named.get("port")
-    else:
-        host, port = parts[1], parts[2]
-    return f"{host}:{port}" if host and port else None
 
 
 class RedisClusterClient(RedisCommands):
@@ -189,6 +141,8 @@ class RedisClusterClient(RedisCommands):
         self._replicas: dict[Address, RedisClient] = {}
         self._turn = 0
         self._seeds = list(seeds)
+        # Nodes learnt from the map are reached as the (first) TLS seed is.
+        self._tls = next((s for s in self._seeds if s.startswith("tls:")), None)
         self._options = node_options
         self._max_redirects = max_redirects
         self._retry_delay = retry_delay
@@ -196,6 +150,8 @@ class RedisClusterClient(RedisCommands):
         self._closed = False
         self._nodes: dict[Address, RedisClient] = {}
         self._map = SlotMap()
+        # The map's slot -> master list, indexed on every command.
+        self._owners = self._map.owners
         self._refreshing: Deferred[None] | None = None
         self._answered: Address | None = None
         self._loaded = False
@@ -205,6 +161,7 @@ class RedisClusterClient(RedisCommands):
             "retried": 0,
             "map_refreshes": 0,
         }
+        self._routing = _Routing(self)
         if start:
             self.start()
 
@@ -353,7 +310,9 @@ class RedisClusterClient(RedisCommands):
         if client is None:
             if self._closed:
                 raise ClientClosed("the client is closed; create a new one")
-            endpoint = where if where in self._seeds else _endpoint(where)
+            endpoint = (
+                where if where in self._seeds else node_endpoint(where, self._tls)
+            )
             client = RedisClient.from_endpoint(
                 self._reactor, endpoint, start=self._started, **self._options
             )
@@ -382,14 +341,10 @@ class RedisClusterClient(RedisCommands):
             client = self._node(where)
             try:
                 try:
-                    reply = await client.execute(
-                        "CLUSTER", "SHARDS", timeout=_MAP_TIMEOUT
-                    )
+                    reply = await self._ask(client, "SHARDS")
                     table = parse_cluster_shards(reply, where)
                 except RespError:
-                    reply = await client.execute(
-                        "CLUSTER", "SLOTS", timeout=_MAP_TIMEOUT
-                    )
+                    reply = await self._ask(client, "SLOTS")
                     table = parse_cluster_slots(reply, where)
             except Exception as e:
                 errors.append(f"{where}: {e}")
@@ -406,6 +361,17 @@ class RedisClusterClient(RedisCommands):
             + "); check the seeds"
         )
 
+    async def _ask(self, client: RedisClient, question: str) -> Any:
+        # Sent once the node's connection is ready, with the node's own
+        # request timeout, and waited for _MAP_TIMEOUT: a connection takes
+        # the timeout of its first request (a parked one's is what is left
+        # of it) as the usual one, and tracks every request with another
+        # timeout in a deadline heap of its own, a cost on each command.
+        ready = client.when_ready().addTimeout(_MAP_TIMEOUT, self._reactor)
+        await ready
+        d = client.execute("CLUSTER", question)
+        return await d.addTimeout(_MAP_TIMEOUT, self._reactor)
+
     def _candidates(self) -> list[Address]:
         # The node that answered last time first, then the masters known
         # (their connections are open), the seeds, the replicas.  A node
@@ -415,7 +381,7 @@ class RedisClusterClient(RedisCommands):
         for seed in self._seeds:
             # A seed that is not plain TCP (unix:, tls:) is asked through
             # its own endpoint string.
-            where = _seed_address(seed) or seed
+            where = seed_address(seed) or seed
             if where not in known:
                 known.append(where)
         for where in sorted(self._map.nodes()):
@@ -425,6 +391,7 @@ class RedisClusterClient(RedisCommands):
 
     def _use(self, table: SlotMap) -> None:
         self._map = table
+        self._owners = table.owners
         self._loaded = True
         # A node that serves no slot any more drains and closes; one that
         # serves slots again later gets a new client.
@@ -450,7 +417,10 @@ class RedisClusterClient(RedisCommands):
             options = dict(self._options)
             options["prepare"] = _read_only(options.get("prepare"))
             client = RedisClient.from_endpoint(
-                self._reactor, _endpoint(where), start=self._started, **options
+                self._reactor,
+                node_endpoint(where, self._tls),
+                start=self._started,
+                **options,
             )
             self._replicas[where] = client
         return client
@@ -459,38 +429,68 @@ class RedisClusterClient(RedisCommands):
 
     def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
         if isinstance(body, CommandBatch):
-            return self._batch(body, timeout)
+            return send_batch(self._routing, body, timeout)
         name, slot = command_route(body)
-        return self._send(body, slot, name in _READ_ONLY, timeout)
+        return self._send(body, slot, name in READ_ONLY_COMMANDS, timeout)
+
+    def _target(self, slot: int | None, read_only: bool) -> RedisClient | None:
+        # The node to send to now; None while the map does not say.
+        owner = self._owners[slot] if slot is not None else self._owner(slot)
+        if owner is None:
+            return None
+        if read_only and self._read_from_replicas and slot is not None:
+            replica = self._replica(owner)
+            if replica is not None:
+                return replica
+        return self._nodes.get(owner) or self._node(owner)
 
     def _send(
         self, body: bytes, slot: int | None, read_only: bool, timeout: float | None
     ) -> Deferred[Any]:
-        owner = self._map.owner(slot) if slot is not None else self._owner(slot)
-        if owner is None:
-            return ensureDeferred(self._single(body, slot, read_only, timeout, 0))
-        node = None
-        if read_only and self._read_from_replicas and slot is not None:
-            node = self._replica(owner)
+        node = self._target(slot, read_only)
         if node is None:
-            node = self._node(owner)
+            return ensureDeferred(
+                resend(self._routing, body, slot, read_only, timeout, 0)
+            )
         d = node.client.request(body, timeout)
         return d.addErrback(self._single_failed, body, slot, read_only, timeout)
+
+    def _send_parsed(self, body: bytes, slot: int, read_only: bool) -> Deferred[Any]:
+        # A method's command, its reply parsed: one callback pair on the
+        # node's Deferred; the redirects and retries only on the errback.
+        node = self._target(slot, read_only)
+        if node is None:
+            d = ensureDeferred(resend(self._routing, body, slot, read_only, None, 0))
+            return d.addCallbacks(parse_reply, _as_resp_error)
+        return node.client.request(body, None).addCallbacks(
+            parse_reply, self._parsed_failed, errbackArgs=(body, slot, read_only)
+        )
+
+    def _parsed_failed(
+        self, failure: Failure, body: bytes, slot: int, read_only: bool
+    ) -> Deferred[Any]:
+        d = ensureDeferred(
+            resend(self._routing, body, slot, read_only, None, 0, failure.value)
+        )
+        return d.addCallbacks(parse_reply, _as_resp_error)
 
     def _call(self, names: tuple[str, ...], *args: Arg) -> Deferred[Any]:
         # A method's command (set, incr, hget...): routed by its arguments,
         # without parsing the command it makes back.
         body = _build(names[0], names[1:], args)
-        name = str(args[0]).upper().encode()
-        if len(args) > 1 and key_is_first_argument(name):
+        route = _ROUTES.get(args[0])  # type: ignore[call-overload]
+        if route is None:
+            route = _route_of(args[0])
+        if route is not _NOT_BY_FIRST_KEY and len(args) > 1:
             key = args[1]
             if key.__class__ is not bytes:
                 key = argument_bytes(key, f"{names[0]}(): key")
-            slot = key_slot(key)  # type: ignore[arg-type]
-            d = self._send(body, slot, name in _READ_ONLY, None)
-        else:
-            d = self._request(body, None)
-        return d.addCallbacks(parse_reply, _as_resp_error)
+            if b"{" in key:  # type: ignore[operator]
+                slot = key_slot(key)
+            else:
+                slot = crc_hqx(key, 0) & 0x3FFF  # type: ignore[arg-type]
+            return self._send_parsed(body, slot, route is True)
+        return self._request(body, None).addCallbacks(parse_reply, _as_resp_error)
 
     def _owner(self, slot: int | None) -> Address | None:
         if slot is None:
@@ -503,79 +503,8 @@ class RedisClusterClient(RedisCommands):
         timeout: float | None,
     ) -> Deferred[Any]:  # fmt: skip
         return ensureDeferred(
-            self._single(body, slot, read_only, timeout, 0, failure.value)
+            resend(self._routing, body, slot, read_only, timeout, 0, failure.value)
         )
-
-    async def _single(
-        self,
-        body: bytes,
-        slot: int | None,
-        read_only: bool,
-        timeout: float | None,
-        tries: int,
-        error: BaseException | None = None,
-    ) -> Any:
-        asking: Address | None = None
-        while True:
-            if error is not None:
-                if tries >= self._max_redirects:
-                    raise error
-                tries += 1
-                asking = await self._after(error, read_only, tries)
-                error = None
-            try:
-                if asking is not None:
-                    batch = CommandBatch.of([_ASKING, body])
-                    parts = await self._node(asking).client.request(batch, timeout)
-                    ok, reply = parts[1]
-                    if ok:
-                        return reply
-                    raise RemoteError(reply.decode("utf-8", "replace"))
-                if not self._loaded:
-                    await self._refresh()
-                owner = self._owner(slot)
-                if owner is None:
-                    raise Unavailable(f"no master serves slot {slot} in the map")
-                return await self._node(owner).client.request(body, timeout)
-            except Exception as e:
-                error = e
-
-    async def _after(
-        self, error: BaseException, read_only: bool, tries: int
-    ) -> Address | None:
-        """
-        What to do about ``error`` before sending again: update the map,
-        wait, or give up (raise it).  Returns the node to send to after
-        ``ASKING``, for an ``ASK`` redirect.
-        """
-        if isinstance(error, RemoteError):
-            redirect = parse_redirect(error.message)
-            if redirect is not None:
-                kind, slot, where = redirect
-                if kind == "ASK":
-                    self._counts["ask"] += 1
-                    return where
-                self._counts["moved"] += 1
-                self._map.move(slot, where)
-                self._refresh().addErrback(lambda _: None)
-                return None
-            if error.message.startswith(_RETRY_LATER):
-                self._counts["retried"] += 1
-                await self._sleep(tries)
-                if error.message.startswith("CLUSTERDOWN"):
-                    await self._refresh()
-                return None
-            raise error
-        if self._unsent(error) or (isinstance(error, ConnectionLost) and read_only):
-            # The node is gone or unreachable: maybe failed over.
-            self._counts["retried"] += 1
-            await self._sleep(tries)
-            try:
-                await self._refresh()
-            except Unavailable:
-                pass
-            return None
-        raise error
 
     def _unsent(self, error: BaseException) -> bool:
         """
@@ -594,139 +523,18 @@ class RedisClusterClient(RedisCommands):
         delay = min(self._retry_delay * 2 ** (tries - 1), 1.0)
         return deferLater(self._reactor, delay, lambda: None)
 
-    def _batch(self, batch: CommandBatch, timeout: float | None) -> Deferred[Any]:
-        # Slots are found (and a cross-slot transaction refused) here, at
-        # the call, before anything is sent.
-        commands = split_commands(batch, batch.expected_replies)
-        words = [command_words(c) for c in commands]
-        if words[0][0].upper() == b"MULTI":
-            keys = [k for w in words[1:-1] for k in command_keys(w)]
-            slot = slot_of("a transaction", keys)
-            return ensureDeferred(self._transaction(batch, slot, timeout))
-        slots = [
-            slot_of(w[0].decode("ascii", "replace"), command_keys(w)) for w in words
-        ]
-        return ensureDeferred(self._pipeline(commands, slots, timeout))
-
-    async def _pipeline(
-        self, commands: list[bytes], slots: list[int | None], timeout: float | None
-    ) -> Any:
-        # Each command to its slot's master, in order per node; replies
-        # back in the caller's order.
-        results: list[Any] = [None] * len(commands)
-        pending = list(range(len(commands)))
-        asking: dict[int, Address] = {}
-        tries = 0
-        while pending:
-            if not self._loaded:
-                await self._refresh()
-            groups: dict[tuple[Address, bool], list[int]] = {}
-            for i in pending:
-                ask = asking.get(i)
-                where = ask if ask is not None else self._owner(slots[i])
-                if where is None:
-                    raise Unavailable(f"no master serves slot {slots[i]} in the map")
-                groups.setdefault((where, ask is not None), []).append(i)
-            sent = []
-            for (where, via_ask), indexes in groups.items():
-                body = []
-                for i in indexes:
-                    if via_ask:
-                        body.append(_ASKING)
-                    body.append(commands[i])
-                sent.append(_send_batch(self._node(where).client, body, timeout))
-            outcomes = await DeferredList(sent, consumeErrors=True)
-            pending, asking = [], {}
-            again: BaseException | None = None
-            for ((_, via_ask), indexes), (ok, value) in zip(
-                groups.items(), outcomes, strict=True
-            ):
-                if not ok:
-                    error = value.value
-                    if not self._unsent(error):
-                        raise error  # some of them may have run
-                    pending += indexes
-                    again = error
-                    continue
-                parts = value[1::2] if via_ask else value
-                for i, (good, reply) in zip(indexes, parts, strict=True):
-                    if good:
-                        results[i] = (good, reply)
-                        continue
-                    text = reply.decode("utf-8", "replace")
-                    redirect = parse_redirect(text)
-                    if redirect is not None and redirect[0] == "ASK":
-                        asking[i] = redirect[2]
-                        self._counts["ask"] += 1
-                    elif redirect is not None:
-                        self._map.move(redirect[1], redirect[2])
-                        self._counts["moved"] += 1
-                    elif not text.startswith(_RETRY_LATER):
-                        results[i] = (good, reply)
-                        continue
-                    pending.append(i)
-                    again = RemoteError(text)
-            if pending:
-                pending.sort()
-                if tries >= self._max_redirects:
-                    for i in pending:
-                        results[i] = (False, str(again).encode())
-                    break
-                tries += 1
-                if not asking:
-                    await self._sleep(tries)
-                    await self._refresh()
-        return results
-
-    async def _transaction(
-        self, batch: CommandBatch, slot: int | None, timeout: float | None
-    ) -> Any:
-        tries = 0
-        while True:
-            if not self._loaded:
-                await self._refresh()
-            owner = self._owner(slot)
-            if owner is None:
-                raise Unavailable(f"no master serves slot {slot} in the map")
-            try:
-                parts = await self._node(owner).client.request(batch, timeout)
-            except Exception as e:
-                if not self._unsent(e) or tries >= self._max_redirects:
-                    raise
-                tries += 1
-                await self._sleep(tries)
-                await self._refresh()
-                continue
-            # A slot that moved: every queued command answered MOVED (or
-            # ASK) and EXEC answered EXECABORT, so nothing ran.
-            redirects = [
-                parse_redirect(body.decode("utf-8", "replace"))
-                for ok, body in parts[1:-1]
-                if not ok
-            ]
-            if parts[-1][0] or not redirects or tries >= self._max_redirects:
-                return parts
-            tries += 1
-            for redirect in redirects:
-                if redirect is not None and redirect[0] == "MOVED":
-                    self._map.move(redirect[1], redirect[2])
-                    self._counts["moved"] += 1
-            # ASK (a slot being migrated): wait for the migration to end.
-            await self._sleep(tries)
-            await self._refresh()
-
     def get(self, key: Arg) -> Deferred[bytes | None]:
         if key.__class__ is bytes:
-            # The everyday command, routed without parsing it back.
-            slot = key_slot(key)  # type: ignore[arg-type]
-            owner = self._map.owner(slot)
-            if owner is not None and not self._read_from_replicas:
-                body = _Command(
-                    b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)  # type: ignore[arg-type]
-                )
-                d = self._node(owner).client.request(body, None)
-                d.addErrback(self._single_failed, body, slot, True, None)
-                return d.addCallbacks(parse_reply, _as_resp_error)
+            # The everyday command, built at once and routed without
+            # parsing it back (key_slot inlined for a key without a tag).
+            if b"{" in key:  # type: ignore[operator]
+                slot = key_slot(key)
+            else:
+                slot = crc_hqx(key, 0) & 0x3FFF  # type: ignore[arg-type]
+            body = _Command(
+                b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)  # type: ignore[arg-type]
+            )
+            return self._send_parsed(body, slot, True)
         return super().get(key)
 
     # -- multi-key commands split per slot -----------------------------------
@@ -807,17 +615,37 @@ def _read_only(
     return prepare
 
 
-def _send_batch(client: Any, commands: list[bytes], timeout: float | None) -> Any:
-    # A batch's reply is its (ok, body) pairs; a batch of one command is
-    # answered as that command alone (a body, or a RemoteError), so it is
-    # put in the same shape.
-    if len(commands) > 1:
-        return client.request(CommandBatch.of(commands), timeout)
+class _Routing:
+    """
+    The client's state as :class:`~framedclient.clients.cluster_redirects.Router`
+    gives it to the re-send loops and the pipelines, so they reach none of
+    its private names.
+    """
 
-    def error_reply(failure: Failure) -> Any:
-        if type(failure.value) is RemoteError:
-            return [(False, failure.value.message.encode("utf-8", "replace"))]
-        return failure
+    def __init__(self, client: RedisClusterClient) -> None:
+        self._client = client
+        self.counts = client._counts
+        self.max_redirects = client._max_redirects
 
-    d = client.request(commands[0], timeout)
-    return d.addCallbacks(lambda body: [(True, body)], error_reply)
+    @property
+    def loaded(self) -> bool:
+        return self._client._loaded
+
+    @property
+    def map(self) -> SlotMap:
+        return self._client._map
+
+    def owner(self, slot: int | None) -> Address | None:
+        return self._client._owner(slot)
+
+    def node(self, where: Address) -> RedisClient:
+        return self._client._node(where)
+
+    def refresh(self) -> Deferred[None]:
+        return self._client._refresh()
+
+    def sleep(self, tries: int) -> Deferred[None]:
+        return self._client._sleep(tries)
+
+    def unsent(self, error: BaseException) -> bool:
+        return self._client._unsent(error)

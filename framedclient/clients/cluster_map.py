@@ -17,6 +17,7 @@ from framedclient.clients.slots import SLOTS, key_slot
 from framedclient.errors import InvalidRequest
 
 __all__ = [
+    "READ_ONLY_COMMANDS",
     "CrossSlot",
     "SlotMap",
     "command_keys",
@@ -67,32 +68,35 @@ class SlotMap:
     """
     Slot -> master address, with each master's replicas.
 
+    :ivar owners: slot -> its master's address (``None``: unknown); the
+        list a :meth:`move` changes in place, so a router may hold it and
+        index it without a method call per request.
     :ivar masters: the address of each master that serves at least one slot.
     :ivar replicas: master address -> its replicas' addresses.
     """
 
     def __init__(self) -> None:
-        self._owner: list[Address | None] = [None] * SLOTS
+        self.owners: list[Address | None] = [None] * SLOTS
         self.masters: set[Address] = set()
         self.replicas: dict[Address, list[Address]] = {}
 
     def assign(self, first: int, last: int, master: Address) -> None:
         if not 0 <= first <= last < SLOTS:
             raise ValueError(f"slot range {first}-{last} is outside 0-{SLOTS - 1}")
-        self._owner[first : last + 1] = [master] * (last - first + 1)
+        self.owners[first : last + 1] = [master] * (last - first + 1)
         self.masters.add(master)
 
     def move(self, slot: int, master: Address) -> None:
         """A ``MOVED`` reply: ``slot`` is now served by ``master``."""
-        self._owner[slot] = master
+        self.owners[slot] = master
         self.masters.add(master)
 
     def owner(self, slot: int) -> Address | None:
-        return self._owner[slot]
+        return self.owners[slot]
 
     def covered(self) -> int:
         """How many slots have a master."""
-        return SLOTS - self._owner.count(None)
+        return SLOTS - self.owners.count(None)
 
     def nodes(self) -> set[Address]:
         """Every address the map knows, masters and replicas."""
@@ -222,6 +226,22 @@ def split_commands(batch: bytes, count: int) -> list[bytes]:
             pos = end + 2 + int(batch[pos + 1 : end]) + 2
         commands.append(batch[start:pos])
     return commands
+
+
+# Commands that only read: safe to send again after a connection lost once
+# they were written, and to send to a replica.  The cluster client re-sends
+# them itself (after a map refresh, to the slot's owner then); not
+# idempotent=True to the node's client, which would retry on the same node
+# and costs a deadline entry per request.
+READ_ONLY_COMMANDS = frozenset(
+    {
+        b"GET", b"MGET", b"EXISTS", b"TTL", b"PTTL", b"TYPE", b"STRLEN",
+        b"GETRANGE", b"HGET", b"HMGET", b"HGETALL", b"HEXISTS", b"HLEN",
+        b"HKEYS", b"HVALS", b"LRANGE", b"LLEN", b"LINDEX", b"SMEMBERS",
+        b"SISMEMBER", b"SCARD", b"ZRANGE", b"ZSCORE", b"ZCARD", b"ZRANK",
+        b"PING", b"ECHO", b"DBSIZE", b"INFO", b"TIME",
+    }
+)  # fmt: skip
 
 
 # Where a command's keys are: (first, last, step), last -1 meaning "to the

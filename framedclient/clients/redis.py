@@ -21,11 +21,13 @@ from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient, Lease
 from framedclient.clients.base import ProtocolClient, check_keywords
+from framedclient.clients.cluster_map import READ_ONLY_COMMANDS
 from framedclient.clients.redis_cache import RedisCache
 from framedclient.clients.redis_pubsub import RedisSubscriber, SharedRedisSubscriber
 from framedclient.clients.sentinel import (
     SCHEME,
     SentinelHosts,
+    SentinelReplicas,
     parse_sentinel_string,
 )
 from framedclient.codecs.arguments import refusal
@@ -706,6 +708,9 @@ class RedisClient(RedisCommands, ProtocolClient):
         username: str | bytes | None = None,
         db: int = 0,
         sentinel_timeout: float = 1.0,
+        sentinel_password: str | bytes | None = None,
+        sentinel_username: str | bytes | None = None,
+        read_from_replicas: bool = False,
         **options: Unpack[ClientKeywords],
     ) -> SentinelRedisClient:
         """
@@ -723,6 +728,18 @@ class RedisClient(RedisCommands, ProtocolClient):
             ``ROLE``) may take to answer before the next one is asked.
         :param password: for the master (not the sentinels), as
             :meth:`from_endpoint` takes it; ``username`` and ``db`` too.
+        :param sentinel_password: the sentinels' own password (their
+            ``requirepass``), sent as ``AUTH`` to each sentinel before any
+            question; with ``sentinel_username`` for an ACL user.  Separate
+            from ``password``: a deployment may protect both, either or
+            none.
+        :param read_from_replicas: send the read-only commands (``GET``,
+            ``MGET``, ``HGETALL``...; not pipelines or transactions) to the
+            replicas the sentinels list (``SENTINEL REPLICAS``) and see up
+            and in sync, in turn; asked again every 5 s and on
+            ``+switch-master``.  While none is usable they go to the
+            master.  A replica may return a value a little older than the
+            master's (replication is asynchronous).  Off by default.
 
         The other keywords are :meth:`from_endpoint`'s.  Returns at once;
         :meth:`when_ready` fires once the master is found and connected.
@@ -733,8 +750,23 @@ class RedisClient(RedisCommands, ProtocolClient):
         auth: list[str | bytes] = []
         if password is not None:
             auth = [username, password] if username is not None else [password]
+        if sentinel_username is not None and sentinel_password is None:
+            raise ValueError(
+                "sentinel_username needs a sentinel_password: pass "
+                "sentinel_password= too"
+            )
+        sentinel_auth: list[str | bytes] = []
+        if sentinel_password is not None:
+            sentinel_auth = [sentinel_password]
+            if sentinel_username is not None:
+                sentinel_auth.insert(0, sentinel_username)
         source = SentinelHosts(
-            reactor, sentinels, service, timeout=sentinel_timeout, auth=auth
+            reactor,
+            sentinels,
+            service,
+            timeout=sentinel_timeout,
+            auth=auth,
+            sentinel_auth=sentinel_auth,
         )
         # options' codec is typed as any Codec (ClientKeywords);
         # from_endpoint refuses one that is not a RedisCodec at run time.
@@ -747,6 +779,24 @@ class RedisClient(RedisCommands, ProtocolClient):
             **options,  # type: ignore[arg-type]
         )
         client.sentinel = source
+        if read_from_replicas:
+            replicas = SentinelReplicas(
+                reactor,
+                sentinels,
+                service,
+                timeout=sentinel_timeout,
+                sentinel_auth=sentinel_auth,
+                check_interval=5.0,
+            )
+            client.replica_hosts = replicas
+            client.replicas = RedisClient.from_endpoint(
+                reactor,
+                replicas,
+                password=password,
+                username=username,
+                db=db,
+                **options,  # type: ignore[arg-type]
+            )
         return client
 
     def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
@@ -868,13 +918,40 @@ class SentinelRedisClient(RedisClient):
     """
 
     sentinel: SentinelHosts
+    #: with ``read_from_replicas``: the client of the usable replicas
+    replicas: RedisClient | None = None
+    #: with ``read_from_replicas``: the replicas' host source
+    replica_hosts: SentinelReplicas | None = None
 
     def _request(self, body: bytes, timeout: float | None) -> Deferred[Any]:
+        replicas = self.replicas
+        if (
+            replicas is not None
+            and self.replica_hosts is not None
+            and self.replica_hosts.replicas
+            and _command_name(body) in READ_ONLY_COMMANDS
+        ):
+            return replicas.client.request(body, timeout)
         d = self.client.request(body, timeout)
         d.addErrback(self._failed)
         return d
+
+    def close(self, timeout: float | None = None) -> Deferred[None]:
+        closing = [super().close(timeout)]
+        if self.replicas is not None:
+            closing.append(self.replicas.close(timeout))
+        return gatherResults(closing, consumeErrors=True).addBoth(lambda _: None)
 
     def _failed(self, failure: Failure) -> Failure:
         if _is_failover_sign(failure):
             self.sentinel.refresh()
         return failure
+
+
+def _command_name(body: bytes) -> bytes | None:
+    # The name of the one RESP command in body (upper case); None for a
+    # batch (a pipeline or a transaction stays on the master).
+    if isinstance(body, CommandBatch):
+        return None
+    start = body.find(b"\r\n", body.find(b"\r\n") + 2) + 2
+    return body[start : body.find(b"\r\n", start)].upper()

@@ -47,6 +47,7 @@ __all__ = [
     "SCHEME",
     "MasterNotFound",
     "SentinelHosts",
+    "SentinelReplicas",
     "parse_sentinel_string",
     "parse_sentinels",
 ]
@@ -212,6 +213,9 @@ class SentinelHosts:
         sentinel that is down or silent costs at most this long.
     :param auth: ``AUTH`` arguments for the master (its password), sent
         before ``ROLE``.
+    :param sentinel_auth: ``AUTH`` arguments for the sentinels (their own
+        ``requirepass``, which is not the master's), sent before every
+        question and before the subscription.
     :param check_interval: ask again this often even when nothing
         happened.
     """
@@ -229,6 +233,7 @@ class SentinelHosts:
         *,
         timeout: float = 1.0,
         auth: Sequence[str | bytes] = (),
+        sentinel_auth: Sequence[str | bytes] = (),
         check_interval: float = 30.0,
         make_endpoint: MakeEndpoint | None = None,
     ) -> None:
@@ -245,6 +250,7 @@ class SentinelHosts:
         self.description = f"sentinel:{service}"
         self._timeout = timeout
         self._auth = tuple(auth)
+        self._sentinel_auth = tuple(sentinel_auth)
         self._check_interval = check_interval
         self._make_endpoint = make_endpoint or tcp_endpoint_maker(reactor)
         self._update: Callable[[list[Host]], None] | None = None
@@ -347,8 +353,11 @@ class SentinelHosts:
         for i in range(len(self._sentinels)):
             name, endpoint = self._sentinels[i]
             try:
-                (reply,) = await self._query(
-                    endpoint, ("SENTINEL", "get-master-addr-by-name", self.service)
+                *_, reply = await self._query(
+                    endpoint,
+                    *self._to_sentinel(
+                        ("SENTINEL", "get-master-addr-by-name", self.service)
+                    ),
                 )
             except Exception as e:
                 problems.append(f"sentinel {name}: {_describe(e)}")
@@ -376,6 +385,15 @@ class SentinelHosts:
                 self._sentinels.insert(0, self._sentinels.pop(i))
             return ip, port
         raise MasterNotFound(f"no master for {self.service!r}: " + "; ".join(problems))
+
+    def _to_sentinel(
+        self, *commands: tuple[str | bytes, ...]
+    ) -> list[tuple[str | bytes, ...]]:
+        # A sentinel with a password of its own answers NOAUTH to anything
+        # sent before AUTH.
+        if self._sentinel_auth:
+            return [("AUTH", *self._sentinel_auth), *commands]
+        return list(commands)
 
     async def _role(self, ip: str, port: int) -> bytes:
         commands: list[tuple[str | bytes, ...]] = []
@@ -439,7 +457,15 @@ class SentinelHosts:
 
         def connected(link: _RespLink) -> Deferred[Any]:
             self._watch_connecting = None
-            d = link.send("SUBSCRIBE", "+switch-master")
+            sent = [
+                link.send(*c)
+                for c in self._to_sentinel(("SUBSCRIBE", "+switch-master"))
+            ]
+            d = sent[-1]
+            for earlier in sent[:-1]:
+                # A refused AUTH makes SUBSCRIBE fail too (NOAUTH): that
+                # failure is the one handled.
+                earlier.addErrback(lambda _: None)
             d.addTimeout(self._timeout, self._reactor)
             return d
 
@@ -477,3 +503,77 @@ class SentinelHosts:
         if words and words[0].decode("utf-8", "replace") == self.service:
             if self._update is not None:
                 self._ask()
+
+
+#: A replica with one of these flags (or a link to its master that is not
+#: up) is left out: it is down, or would answer with stale data or not at all.
+_UNUSABLE = {b"s_down", b"o_down", b"disconnected"}
+
+
+class SentinelReplicas(SentinelHosts):
+    """
+    The replicas of ``service`` as the sentinels list them (``SENTINEL
+    REPLICAS``), as a host source: the ones the sentinels see up and in sync
+    with the master (no ``s_down``, ``o_down`` or ``disconnected`` flag,
+    ``master-link-status`` ok).  Asked again as :class:`SentinelHosts` asks
+    for the master: every ``check_interval``, on ``+switch-master``, and on
+    :meth:`refresh`; the hosts change as the answer does.  The replicas
+    themselves are not contacted here: the client's connections
+    authenticate themselves.
+
+    :ivar replicas: the ``ip:port`` of each replica handed over last.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.description = f"sentinel-replicas:{self.service}"
+        self.replicas: list[str] = []
+
+    def debug_state(self) -> dict[str, Any]:
+        state = super().debug_state()
+        state.update(hosts=len(self.replicas), replicas=self.replicas)
+        return state
+
+    async def _find_master(self) -> Any:
+        problems = []
+        for name, endpoint in self._sentinels:
+            try:
+                *_, reply = await self._query(
+                    endpoint,
+                    *self._to_sentinel(("SENTINEL", "REPLICAS", self.service)),
+                )
+            except Exception as e:
+                problems.append(f"sentinel {name}: {_describe(e)}")
+                continue
+            if not isinstance(reply, list):
+                problems.append(f"sentinel {name} does not know {self.service!r}")
+                continue
+            found = []
+            for entry in reply:
+                fields = dict(zip(entry[::2], entry[1::2], strict=False))
+                flags = set(fields.get(b"flags", b"").split(b","))
+                link = fields.get(b"master-link-status", b"ok")
+                if flags & _UNUSABLE or link != b"ok":
+                    continue
+                found.append((fields[b"ip"].decode("ascii"), int(fields[b"port"])))
+            return sorted(found)
+        raise MasterNotFound(
+            f"no replicas for {self.service!r}: " + "; ".join(problems)
+        )
+
+    def _answered(self, found: Any) -> None:
+        self._asking = None
+        if self._update is None:
+            return
+        self.last_error = None
+        self._timer = self._reactor.callLater(self._check_interval, self._ask)
+        names = [f"{ip}:{port}" for ip, port in found]
+        if names == self.replicas:
+            return
+        self.replicas = names
+        self._update(
+            [
+                Host(name, name, self._make_endpoint(ip, port))
+                for name, (ip, port) in zip(names, found, strict=True)
+            ]
+        )

@@ -43,6 +43,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from framedclient.client import FramedClient
+from framedclient.clients.sentinel import SentinelHosts, parse_sentinel_string
 from framedclient.codecs import Codec
 from framedclient.config import ClientConfig
 from framedclient.connection import Connection
@@ -370,7 +371,7 @@ class RunnerService(MultiService):
         stream_pool = config is not None
         client = FramedClient.from_endpoint(
             self._reactor,
-            self.upstream_endpoints(),
+            [_upstream(self._reactor, e) for e in self.upstream_endpoints()],
             config=config or self.config,
             start=False,
         )
@@ -585,6 +586,16 @@ class RunnerService(MultiService):
             )
         self.state_log.stop()
         _log.info("framedclient stopped")
+
+
+def _upstream(reactor: Any, endpoint: str) -> str | SentinelHosts:
+    # A redis-sentinel: string is the master its sentinels name, as a host
+    # source: the pool follows it through failovers as it follows srv:.
+    found = parse_sentinel_string(endpoint)
+    if found is None:
+        return endpoint
+    sentinels, service = found
+    return SentinelHosts(reactor, sentinels, service)
 
 
 def makeService(options: Options) -> RunnerService | WorkerSupervisor:

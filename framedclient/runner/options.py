@@ -263,11 +263,20 @@ def check_client_endpoint(option: str, value: str) -> str:
     :raises usage.UsageError: if ``value`` is not a client endpoint string.
     """
     from framedclient._endpoints import client_from_string
+    from framedclient.clients.sentinel import parse_sentinel_string
     from framedclient.discovery import parse_discovery, split_weight
 
     try:
         if parse_discovery(value) is not None:
             return value  # srv: or dns:, well formed
+        if parse_sentinel_string(value) is not None:
+            return value  # redis-sentinel:, well formed
+        if value.startswith("redis-cluster:"):
+            raise ValueError(
+                f"{value!r}: a Redis Cluster is not an upstream of the gateway "
+                f"yet (its pool does not route by hash slot); use "
+                f"RedisClusterClient in a program, or a redis-sentinel: upstream"
+            )
         endpoint, _ = split_weight(value)  # the host's weight, if any
     except ValueError as error:
         raise usage.UsageError(f"--{option} {error}") from None
@@ -502,7 +511,9 @@ _UPSTREAM_HELP = (
     "unix:PATH, ...), or hosts found through DNS and followed as they change: "
     "srv:_SERVICE._PROTO.NAME (SRV records, with priority and weight) or "
     "dns:NAME:PORT (every A/AAAA address), either with @NAMESERVER[:PORT] to "
-    "ask that server (srv+tls:/dns+tls: for TLS); repeat for several (each "
+    "ask that server (srv+tls:/dns+tls: for TLS), or the master Redis Sentinel "
+    "names, followed through failovers: redis-sentinel:HOST:PORT[,HOST:PORT...]"
+    "/SERVICE; repeat for several (each "
     "host gets --pool-size connections; :weight=N gives a host N times as "
     "many). Default: an embedded fc1 reference server."
 )

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "framedclient.errors",
             "framedclient.validation",
             "framedclient._version",
+            "framedclient._mode",
             "framedclient._endpoints",
             "framedclient.backoff",
             "framedclient.deadlines",

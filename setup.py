@@ -21,7 +21,11 @@ HERE = Path(__file__).parent
 # checks that they agree).
 COMPILED_MODULES = [
     "framedclient/deadlines.py",
+    "framedclient/framing.py",
+    "framedclient/metrics/histogram.py",
+    "framedclient/codecs/fc1.py",
     "framedclient/engine.py",
+    "framedclient/pool.py",
 ]
 #: Written next to the compiled modules: each source's hash at build time,
 #: so that an in-place .so whose .py was edited since is not imported.

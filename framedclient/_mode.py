@@ -65,7 +65,11 @@ except ImportError:  # a pure install need not have mypy_extensions
 #: The modules setup.py compiles (its COMPILED_MODULES, as module names).
 COMPILED_MODULES: tuple[str, ...] = (
     "framedclient.deadlines",
+    "framedclient.framing",
+    "framedclient.metrics.histogram",
+    "framedclient.codecs.fc1",
     "framedclient.engine",
+    "framedclient.pool",
 )
 #: The environment variable that forces pure mode.
 PURE_ENV = "FRAMEDCLIENT_PURE"

@@ -33,63 +33,19 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Literal, NoReturn, Protocol, runtime_checkable
+from typing import Literal, NoReturn
 
+from framedclient._mode import mypyc_attr
 from framedclient.errors import CorruptFrame, FrameTooLarge, ProtocolError
+
+# The protocol lives in an interpreted module: a class compiled by mypyc is
+# not a typing.Protocol at run time, and isinstance(x, Framer) must work in
+# both modes.  It is framedclient.framing.Framer to its users.
+from framedclient.framer_protocol import Framer
 
 __all__ = ["Delimited", "Framer", "LengthPrefixed", "Netstring"]
 
 _MiB = 1024 * 1024
-
-
-@runtime_checkable
-class Framer(Protocol):
-    """
-    What codecs and the protocol layer need from a framer.
-
-    A framer is a small state machine over a byte stream.  It holds at most
-    one partial frame (plus a few bytes of bookkeeping), so :attr:`buffered`
-    stays below :attr:`max_frame` plus a header's worth of bytes whatever the
-    peer sends.
-    """
-
-    @property
-    def max_frame(self) -> int:
-        """
-        The largest frame accepted, in bytes; anything longer is a
-        :class:`~framedclient.errors.FrameTooLarge`.
-        """
-        ...
-
-    @property
-    def buffered(self) -> int:
-        """
-        How many bytes the framer currently holds (a partial frame, or bytes
-        received after a rejected frame that are not decoded yet).
-        """
-        ...
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """
-        Add bytes received from the peer.
-
-        :param data: the next bytes of the stream, however the transport
-            split them.
-        :return: the frames completed by these bytes, in order (possibly
-            none).
-        :raises ProtocolError: the stream breaks the framing rules; the
-            error's ``frames`` holds the frames completed before the fault.
-        """
-        ...
-
-    def encode(self, payload: bytes) -> bytes:
-        """
-        Frame ``payload`` so that the peer's framer decodes exactly it.
-
-        :raises FrameTooLarge: the frame would exceed :attr:`max_frame`.
-        :raises ValueError: the payload cannot be framed this way.
-        """
-        ...
 
 
 # Precompiled unpackers for the widths struct knows; ``unpack_from`` reads the
@@ -169,6 +125,8 @@ def _check_max_frame(max_frame: int) -> None:
         raise ValueError(f"max_frame must be at least 1, not {max_frame}")
 
 
+# Users may subclass it (mypyc: slower calls from compiled code into it).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LengthPrefixed:
     """
     Frames announced by a binary length field, with the semantics of Netty's
@@ -341,7 +299,7 @@ class LengthPrefixed:
         """
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """
         Decode the frames completed by ``data``.
 
@@ -353,7 +311,7 @@ class LengthPrefixed:
         :raises CorruptFrame: a header announces a frame shorter than its
             own header, or shorter than ``strip``.
         """
-        if data.__class__ is not bytes:
+        if not isinstance(data, bytes):
             # Slices of a bytearray or memoryview are not bytes; frames are.
             data = bytes(data)
         frames: list[bytes] = []
@@ -569,6 +527,8 @@ class LengthPrefixed:
         return bytes(frame)
 
 
+# Users may subclass it (mypyc: slower calls from compiled code into it).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Delimited:
     """
     Frames that end with a delimiter, such as text lines.
@@ -646,7 +606,7 @@ class Delimited:
         """
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """
         Decode the frames completed by ``data``.
 
@@ -655,7 +615,7 @@ class Delimited:
         :raises FrameTooLarge: a frame is, or is known to become, longer
             than ``max_frame``; it is discarded up to its delimiter.
         """
-        if data.__class__ is not bytes:
+        if not isinstance(data, bytes):
             data = bytes(data)
         frames: list[bytes] = []
         pos = 0
@@ -796,6 +756,8 @@ class Delimited:
         return framed
 
 
+# Users may subclass it (mypyc: slower calls from compiled code into it).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Netstring:
     """
     Netstrings: ``<decimal length>:<payload>,`` (``b"5:hello,"``).
@@ -842,7 +804,7 @@ class Netstring:
         """
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """
         Decode the netstrings completed by ``data``.
 
@@ -852,7 +814,7 @@ class Netstring:
         :raises FrameTooLarge: a length exceeds ``max_frame``; the framer is
             poisoned.
         """
-        if data.__class__ is not bytes:
+        if not isinstance(data, bytes):
             data = bytes(data)
         frames: list[bytes] = []
         pos = 0

@@ -21,6 +21,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from framedclient._mode import mypyc_attr
 from framedclient.balance import (
     Balancer,
     PowerOfTwoChoices,
@@ -65,6 +66,8 @@ def _waiter_deadline(w: _Waiter) -> float:
     return w.deadline
 
 
+# Users may subclass it (mypyc: slower calls from compiled code into it).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Limiter:
     """
     At most ``max_in_flight`` holders at once; at most ``max_pending``
@@ -209,6 +212,8 @@ class Limiter:
                 waiter.deferred.errback(error)
 
 
+# Users may subclass it (mypyc: slower calls from compiled code into it).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Pool:
     """
     The connections of one client and the choice between them.

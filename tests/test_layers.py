@@ -50,6 +50,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "framing, recorders and host records",
         [
             "framedclient.framing",
+            "framedclient.framer_protocol",
             "framedclient.tracing",
             "framedclient.metrics",
             "framedclient.metrics.*",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 
+from framedclient._mode import mypyc_attr
 from framedclient.codecs.base import DEFAULT_MAX_FRAME, PUSH, Kind, Matching, Push
 from framedclient.errors import CorruptFrame, FrameTooLarge
 from framedclient.framing import Framer, LengthPrefixed, check_max_frame_type
@@ -57,6 +58,8 @@ def split_push(body: bytes) -> Push:
     return Push(body[2 : 2 + size], body[2 + size :])
 
 
+# Users may subclass it (mypyc: slower calls from compiled code into it).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FC1Codec:
     """
     The reference protocol: ``u32 length · u64 id · u8 kind · body``.

@@ -53,7 +53,8 @@ def compile_choice() -> tuple[bool, bool, str]:
         return False, required, "mypyc (the mypy package) is not importable"
     compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")[:1]
     compiler = [os.environ.get("CC", compiler[0] if compiler else "cc").split()[0]]
-    if shutil.which(compiler[0]) is None:
+    # (Windows: setuptools finds MSVC itself.)
+    if os.name != "nt" and shutil.which(compiler[0]) is None:
         return False, required, f"no C compiler ({compiler[0]} is not on PATH)"
     include = sysconfig.get_paths()["include"]
     if not (Path(include) / "Python.h").exists():

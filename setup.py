@@ -88,7 +88,21 @@ class OptionalBuildExt(build_ext):
                 raise
             self._fall_back(error)
             return
+        self._remove_stale_extensions()
         self._record_sources()
+
+    def _remove_stale_extensions(self) -> None:
+        # A module compiled by an earlier build and since dropped from
+        # COMPILED_MODULES would still sit in build/lib.* (which the wheel
+        # takes whole) or beside its source (in place), and shadow its .py.
+        built = {Path(self.get_ext_filename(ext.name)) for ext in self.extensions}
+        bases = [HERE] if self.inplace else []
+        bases.append(Path(self.build_lib))
+        for base in bases:
+            for path in (base / "framedclient").rglob("*"):
+                stale = path.relative_to(base) not in built
+                if path.suffix in (".so", ".pyd") and stale:
+                    path.unlink()
 
     def build_extension(self, ext: Any) -> None:
         try:

@@ -1,9 +1,162 @@
+import hashlib
+import json
+import os
 import re
+import shlex
+import shutil
+import sys
+import sysconfig
 from pathlib import Path
+from typing import Any
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent
+
+# The hot path compiled with mypyc when it can be ("compiled mode",
+# docs/design.md).  The same .py files are the source of truth: a machine
+# without a C compiler, or FRAMEDCLIENT_COMPILE=0, installs them as they are.
+# framedclient/_mode.py holds the same list (tests/test_compiled_mode.py
+# checks that they agree).
+COMPILED_MODULES = [
+    "framedclient/deadlines.py",
+    "framedclient/framing.py",
+    "framedclient/metrics/histogram.py",
+    "framedclient/codecs/fc1.py",
+    "framedclient/engine.py",
+    "framedclient/pool.py",
+]
+#: Written next to the compiled modules: each source's hash at build time,
+#: so that an in-place .so whose .py was edited since is not imported.
+SOURCES_RECORD = "framedclient/_compiled_sources.json"
+def compile_choice() -> tuple[bool, bool, str]:
+    """
+    Whether to compile, whether a failure is an error, and why.
+
+    FRAMEDCLIENT_COMPILE=1 asks for the compiled build (failing if it
+    cannot); =0 skips it; unset compiles when mypyc and a C compiler are
+    here, except for editable installs (pip install -e .), whose in-place
+    extensions would shadow the .py files being edited.
+    """
+    asked = os.environ.get("FRAMEDCLIENT_COMPILE", "").strip().lower()
+    if asked in ("0", "no", "false", "off"):
+        return False, False, "FRAMEDCLIENT_COMPILE=0"
+    required = asked in ("1", "yes", "true", "on")
+    if sys.implementation.name != "cpython":
+        return False, required, f"mypyc needs CPython, not {sys.implementation.name}"
+    if not required and "editable_wheel" in sys.argv:
+        return False, False, "an editable install (FRAMEDCLIENT_COMPILE=1 compiles it)"
+    try:
+        import mypyc.build  # noqa: F401
+    except ImportError:
+        return False, required, "mypyc (the mypy package) is not importable"
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")[:1]
+    compiler = [os.environ.get("CC", compiler[0] if compiler else "cc").split()[0]]
+    # (Windows: setuptools finds MSVC itself.)
+    if os.name != "nt" and shutil.which(compiler[0]) is None:
+        return False, required, f"no C compiler ({compiler[0]} is not on PATH)"
+    include = sysconfig.get_paths()["include"]
+    if not (Path(include) / "Python.h").exists():
+        return False, required, f"no Python.h in {include} (python3-dev)"
+    return True, required, "compiled"
+
+
+def source_hashes() -> dict[str, str]:
+    return {
+        path[: -len(".py")].replace("/", "."): hashlib.sha256(
+            (HERE / path).read_bytes()
+        ).hexdigest()
+        for path in COMPILED_MODULES
+    }
+
+
+class OptionalBuildExt(build_ext):
+    """
+    Build the mypyc extensions, or fall back to the pure modules when the
+    build fails (unless FRAMEDCLIENT_COMPILE=1), as msgpack and PyYAML do;
+    and record the sources' hashes beside the extensions.
+    """
+
+    required = False
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as error:
+            if self.required:
+                raise
+            self._fall_back(error)
+            return
+        self._remove_stale_extensions()
+        self._record_sources()
+
+    def _remove_stale_extensions(self) -> None:
+        # A module compiled by an earlier build and since dropped from
+        # COMPILED_MODULES would still sit in build/lib.* (which the wheel
+        # takes whole) or beside its source (in place), and shadow its .py.
+        built = {Path(self.get_ext_filename(ext.name)) for ext in self.extensions}
+        bases = [HERE] if self.inplace else []
+        bases.append(Path(self.build_lib))
+        for base in bases:
+            for path in (base / "framedclient").rglob("*"):
+                stale = path.relative_to(base) not in built
+                if path.suffix in (".so", ".pyd") and stale:
+                    path.unlink()
+
+    def build_extension(self, ext: Any) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as error:
+            if self.required:
+                raise
+            self._fall_back(error)
+
+    def _fall_back(self, error: BaseException) -> None:
+        self.extensions = []
+        sys.stderr.write(
+            f"warning: framedclient's compiled modules failed to build ({error}); "
+            "installing the pure-Python modules\n"
+        )
+
+    def _record_sources(self) -> None:
+        if not self.extensions:
+            return
+        record = json.dumps(source_hashes(), indent=1, sort_keys=True) + "\n"
+        targets = [Path(self.build_lib) / SOURCES_RECORD]
+        if self.inplace:
+            targets = [HERE / SOURCES_RECORD]
+        for target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(record, encoding="utf-8")
+
+
+def compiled_extensions() -> list[Any]:
+    wanted, required, why = compile_choice()
+    OptionalBuildExt.required = required
+    if not wanted:
+        if required:
+            raise RuntimeError(f"FRAMEDCLIENT_COMPILE=1 but cannot compile: {why}")
+        sys.stderr.write(f"framedclient: pure-Python build ({why})\n")
+        return []
+    from mypyc.build import mypycify
+
+    try:
+        return list(
+            mypycify(
+                COMPILED_MODULES,
+                opt_level=os.environ.get("FRAMEDCLIENT_OPT_LEVEL", "3"),
+                group_name="framedclient",
+            )
+        )
+    except BaseException as error:  # mypycify exits on a type error
+        if required:
+            raise
+        sys.stderr.write(
+            f"warning: mypyc could not compile framedclient ({error!r}); "
+            "installing the pure-Python modules\n"
+        )
+        return []
 
 
 def read_version() -> str:
@@ -127,5 +280,7 @@ setup(
             "opentelemetry-api>=1.20",
         ],
     },
+    ext_modules=compiled_extensions(),
+    cmdclass={"build_ext": OptionalBuildExt},
     zip_safe=False,
 )

@@ -7,6 +7,9 @@ protocol, connection, pool) are importable from their own modules.
 
 from typing import TYPE_CHECKING, Any
 
+# First: importing _mode decides whether the hot modules load compiled or
+# pure, before any of them is imported.
+from framedclient import _mode
 from framedclient._version import __version__ as __version__
 from framedclient.backoff import ExponentialBackoff, FullJitterBackoff
 from framedclient.batch import RequestBatch
@@ -77,6 +80,11 @@ __all__ = [
     "RequestTooLarge",
     "Unavailable",
 ]
+
+#: Which build runs: true in compiled mode (mypyc extensions), false in pure
+#: mode; ``str()`` is ``"compiled"`` or ``"pure"``, ``.modules`` names the
+#: compiled modules, ``.describe()`` is what ``--version`` prints.
+compiled: _mode.Mode = _mode.current_mode()
 
 # The protocol clients load their codecs (RESP's parser, memcached's
 # header): imported on first use, so that "import framedclient" (which

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from framedclient._mode import mypyc_attr
 from framedclient.codecs import REQUEST, Matching, Message
 from framedclient.deadlines import Deadlines
 from framedclient.errors import (
@@ -126,6 +127,7 @@ class EngineActions(Protocol):
         """
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Request:
     """
     One request on one connection.  The record points at its engine, not at

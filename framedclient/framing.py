@@ -33,63 +33,19 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Literal, NoReturn, Protocol, runtime_checkable
+from typing import Any, Literal, NoReturn, SupportsBytes, SupportsIndex
 
+from framedclient._mode import mypyc_attr
 from framedclient.errors import CorruptFrame, FrameTooLarge, ProtocolError
+
+# The protocol lives in an interpreted module: a class compiled by mypyc is
+# not a typing.Protocol at run time, and isinstance(x, Framer) must work in
+# both modes.  It is framedclient.framing.Framer to its users.
+from framedclient.framer_protocol import Framer
 
 __all__ = ["Delimited", "Framer", "LengthPrefixed", "Netstring"]
 
 _MiB = 1024 * 1024
-
-
-@runtime_checkable
-class Framer(Protocol):
-    """
-    What codecs and the protocol layer need from a framer.
-
-    A framer is a small state machine over a byte stream.  It holds at most
-    one partial frame (plus a few bytes of bookkeeping), so :attr:`buffered`
-    stays below :attr:`max_frame` plus a header's worth of bytes whatever the
-    peer sends.
-    """
-
-    @property
-    def max_frame(self) -> int:
-        """
-        The largest frame accepted, in bytes; anything longer is a
-        :class:`~framedclient.errors.FrameTooLarge`.
-        """
-        ...
-
-    @property
-    def buffered(self) -> int:
-        """
-        How many bytes the framer currently holds (a partial frame, or bytes
-        received after a rejected frame that are not decoded yet).
-        """
-        ...
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """
-        Add bytes received from the peer.
-
-        :param data: the next bytes of the stream, however the transport
-            split them.
-        :return: the frames completed by these bytes, in order (possibly
-            none).
-        :raises ProtocolError: the stream breaks the framing rules; the
-            error's ``frames`` holds the frames completed before the fault.
-        """
-        ...
-
-    def encode(self, payload: bytes) -> bytes:
-        """
-        Frame ``payload`` so that the peer's framer decodes exactly it.
-
-        :raises FrameTooLarge: the frame would exceed :attr:`max_frame`.
-        :raises ValueError: the payload cannot be framed this way.
-        """
-        ...
 
 
 # Precompiled unpackers for the widths struct knows; ``unpack_from`` reads the
@@ -163,12 +119,14 @@ def check_framer_factory(owner: str, framer_factory: object) -> None:
         )
 
 
-def _check_max_frame(max_frame: int) -> None:
+def _check_max_frame(max_frame: Any) -> None:
     check_max_frame_type(max_frame)
     if max_frame < 1:
         raise ValueError(f"max_frame must be at least 1, not {max_frame}")
 
 
+# Users may subclass it (mypyc: slower calls from compiled code into it).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LengthPrefixed:
     """
     Frames announced by a binary length field, with the semantics of Netty's
@@ -242,12 +200,27 @@ class LengthPrefixed:
 
     def __init__(
         self,
-        length_size: int = 4,
+        length_size: SupportsIndex = 4,
         byteorder: Literal["big", "little"] = "big",
-        offset: int = 0,
-        adjustment: int = 0,
-        strip: int | None = None,
-        max_frame: int = 16 * _MiB,
+        offset: SupportsIndex = 0,
+        adjustment: SupportsIndex = 0,
+        strip: SupportsIndex | None = None,
+        max_frame: SupportsIndex = 16 * _MiB,
+    ) -> None:
+        # The parameters are typed with protocols, which mypyc does not
+        # check at the call, so that a wrong type gets the message below
+        # naming the argument, not mypyc's "int object expected"
+        # (docs/design.md, "Compiled mode"); _init checks and converts.
+        self._init(length_size, byteorder, offset, adjustment, strip, max_frame)
+
+    def _init(
+        self,
+        length_size: Any,
+        byteorder: Any,
+        offset: Any,
+        adjustment: Any,
+        strip: Any,
+        max_frame: Any,
     ) -> None:
         if length_size not in (1, 2, 3, 4, 8):
             raise ValueError(
@@ -267,17 +240,17 @@ class LengthPrefixed:
                 f"max_frame ({max_frame}) is smaller than the header "
                 f"(offset {offset} + length_size {length_size}); no frame could fit"
             )
-        self._length_size = length_size
+        self._length_size: int = length_size
         self._byteorder: Literal["big", "little"] = byteorder
-        self._offset = offset
-        self._adjustment = adjustment
-        self._header_end = header_end
-        self._strip = header_end if strip is None else strip
+        self._offset: int = offset
+        self._adjustment: int = adjustment
+        self._header_end: int = header_end
+        self._strip: int = header_end if strip is None else strip
         # A frame shorter than either bound is corrupt; checking one chained
         # comparison per frame keeps the hot loop short.
-        self._min_frame = max(header_end, self._strip)
+        self._min_frame: int = max(header_end, self._strip)
         # frame length = value + _extra
-        self._extra = header_end + adjustment
+        self._extra: int = header_end + adjustment
         self.max_frame = max_frame
         self._unpack_from: Callable[[bytes | bytearray, int], tuple[int]]
         self._pack: Callable[[int], bytes]
@@ -341,7 +314,7 @@ class LengthPrefixed:
         """
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """
         Decode the frames completed by ``data``.
 
@@ -353,7 +326,7 @@ class LengthPrefixed:
         :raises CorruptFrame: a header announces a frame shorter than its
             own header, or shorter than ``strip``.
         """
-        if data.__class__ is not bytes:
+        if not isinstance(data, bytes):
             # Slices of a bytearray or memoryview are not bytes; frames are.
             data = bytes(data)
         frames: list[bytes] = []
@@ -569,6 +542,8 @@ class LengthPrefixed:
         return bytes(frame)
 
 
+# Users may subclass it (mypyc: slower calls from compiled code into it).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Delimited:
     """
     Frames that end with a delimiter, such as text lines.
@@ -596,10 +571,17 @@ class Delimited:
 
     def __init__(
         self,
-        delimiter: bytes = b"\r\n",
-        max_frame: int = 64 * 1024,
+        delimiter: SupportsBytes = b"\r\n",
+        max_frame: SupportsIndex = 64 * 1024,
         strip: bool = True,
     ) -> None:
+        # The parameters are typed with protocols, which mypyc does not
+        # check at the call, so that a wrong type gets the message below
+        # naming the argument, not mypyc's "int object expected"
+        # (docs/design.md, "Compiled mode"); _init checks and converts.
+        self._init(delimiter, max_frame, strip)
+
+    def _init(self, delimiter: Any, max_frame: Any, strip: Any) -> None:
         if not isinstance(delimiter, (bytes, bytearray)):
             raise TypeError(
                 f"delimiter must be bytes, got {type(delimiter).__name__} "
@@ -611,9 +593,9 @@ class Delimited:
         self._delimiter = bytes(delimiter)
         self.max_frame = max_frame
         # Bytes of the delimiter a frame keeps.
-        self._keep = 0 if strip else len(delimiter)
+        self._keep: int = 0 if strip else len(delimiter)
         # A delimiter may start in the last len-1 bytes already searched.
-        self._overlap = len(delimiter) - 1
+        self._overlap: int = len(delimiter) - 1
         # _FRAME: _buf is the searched start of the next frame.
         # _DISCARD: skipping to the next delimiter; _buf is the last bytes
         # seen, kept only to catch a delimiter split across feeds.
@@ -646,7 +628,7 @@ class Delimited:
         """
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """
         Decode the frames completed by ``data``.
 
@@ -655,7 +637,7 @@ class Delimited:
         :raises FrameTooLarge: a frame is, or is known to become, longer
             than ``max_frame``; it is discarded up to its delimiter.
         """
-        if data.__class__ is not bytes:
+        if not isinstance(data, bytes):
             data = bytes(data)
         frames: list[bytes] = []
         pos = 0
@@ -796,6 +778,8 @@ class Delimited:
         return framed
 
 
+# Users may subclass it (mypyc: slower calls from compiled code into it).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Netstring:
     """
     Netstrings: ``<decimal length>:<payload>,`` (``b"5:hello,"``).
@@ -818,11 +802,18 @@ class Netstring:
 
     max_frame: int
 
-    def __init__(self, max_frame: int = 16 * _MiB) -> None:
+    def __init__(self, max_frame: SupportsIndex = 16 * _MiB) -> None:
+        # The parameters are typed with protocols, which mypyc does not
+        # check at the call, so that a wrong type gets the message below
+        # naming the argument, not mypyc's "int object expected"
+        # (docs/design.md, "Compiled mode"); _init checks and converts.
+        self._init(max_frame)
+
+    def _init(self, max_frame: Any) -> None:
         _check_max_frame(max_frame)
         self.max_frame = max_frame
         # Most digits a valid length can have: more is too large at once.
-        self._digits = len(str(max_frame))
+        self._digits: int = len(str(max_frame))
         # _FRAME: _buf holds the digits read so far (validated).
         # _PAYLOAD: _buf holds the payload read so far; _need is payload + 1.
         # _FAILED: _error is the error that poisoned the stream.
@@ -842,7 +833,7 @@ class Netstring:
         """
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """
         Decode the netstrings completed by ``data``.
 
@@ -852,7 +843,7 @@ class Netstring:
         :raises FrameTooLarge: a length exceeds ``max_frame``; the framer is
             poisoned.
         """
-        if data.__class__ is not bytes:
+        if not isinstance(data, bytes):
             data = bytes(data)
         frames: list[bytes] = []
         pos = 0

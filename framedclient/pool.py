@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, SupportsFloat, SupportsIndex
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
+from framedclient._mode import mypyc_attr
 from framedclient.balance import (
     Balancer,
     PowerOfTwoChoices,
@@ -65,6 +66,8 @@ def _waiter_deadline(w: _Waiter) -> float:
     return w.deadline
 
 
+# Users may subclass it (mypyc: slower calls from compiled code into it).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Limiter:
     """
     At most ``max_in_flight`` holders at once; at most ``max_pending``
@@ -78,19 +81,28 @@ class Limiter:
     def __init__(
         self,
         clock: IReactorTime,
-        max_in_flight: int,
-        max_pending: int,
-        acquire_timeout: float | None = None,
+        max_in_flight: SupportsIndex,
+        max_pending: SupportsIndex,
+        acquire_timeout: SupportsFloat | None = None,
+    ) -> None:
+        # The parameters are typed with protocols, which mypyc does not
+        # check at the call, so that a wrong type gets the message below
+        # naming the argument, not mypyc's "int object expected"
+        # (docs/design.md, "Compiled mode"); _init checks and converts.
+        self._init(clock, max_in_flight, max_pending, acquire_timeout)
+
+    def _init(
+        self, clock: Any, max_in_flight: Any, max_pending: Any, acquire_timeout: Any
     ) -> None:
         check_argument(Count(1), "max_in_flight", max_in_flight, "Limiter")
         check_argument(Count(0), "max_pending", max_pending, "Limiter")
         check_argument(
             Seconds(optional=True), "acquire_timeout", acquire_timeout, "Limiter"
         )
-        self._clock = clock
-        self.max_in_flight = max_in_flight
-        self.max_pending = max_pending
-        self.acquire_timeout = acquire_timeout
+        self._clock: IReactorTime = clock
+        self.max_in_flight: int = max_in_flight
+        self.max_pending: int = max_pending
+        self.acquire_timeout: float | None = acquire_timeout
         #: slots held right now
         self.in_flight = 0
         #: callers waiting right now
@@ -209,6 +221,8 @@ class Limiter:
                 waiter.deferred.errback(error)
 
 
+# Users may subclass it (mypyc: slower calls from compiled code into it).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Pool:
     """
     The connections of one client and the choice between them.

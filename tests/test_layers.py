@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "framedclient.errors",
             "framedclient.validation",
             "framedclient._version",
+            "framedclient._mode",
             "framedclient._endpoints",
             "framedclient.backoff",
             "framedclient.deadlines",
@@ -49,6 +50,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "framing, recorders and host records",
         [
             "framedclient.framing",
+            "framedclient.framer_protocol",
             "framedclient.tracing",
             "framedclient.metrics",
             "framedclient.metrics.*",

@@ -434,6 +434,10 @@ async def test_stats_summarise_requests_and_gateway_responses():
         assert stats["upstreams"] == [f"{backend.endpoint} (embedded reference server)"]
         assert stats["codec"] == "fc1"
         assert stats["uptime"] >= 0
+        # compiled or pure (docs/design.md, "Compiled mode")
+        import framedclient
+
+        assert stats["mode"] == str(framedclient.compiled)
 
 
 @pytest_twisted.ensureDeferred

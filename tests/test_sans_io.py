@@ -16,6 +16,8 @@ PACKAGE = Path(framedclient.__file__).parent
 SANS_IO = [
     "errors",
     "framing",
+    "framer_protocol",
+    "_mode",
     "codecs/__init__",
     "codecs/arguments",
     "codecs/base",

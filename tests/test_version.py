@@ -35,6 +35,8 @@ def test_version_option_prints_framedclients_version_and_exits_0(options, capsys
     out = capsys.readouterr().out
     assert out.startswith(f"framedclient {__version__} ")
     assert f"Twisted {twisted.__version__}" in out
+    # and which build runs (docs/design.md, "Compiled mode")
+    assert framedclient.compiled.describe() in out
 
 
 def test_twist_framedclient_version_names_framedclient():

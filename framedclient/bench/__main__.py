@@ -15,6 +15,9 @@ Examples::
     # regenerate docs/benchmarks.md and its plot
     python -m framedclient.bench --docs
 
+    # CPU instructions per request under callgrind, in the running mode
+    python -m framedclient.bench instructions
+
     # the chaos soak (see framedclient.bench.soak)
     python -m framedclient.bench soak --help
 
@@ -249,6 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framedclient.bench.soak import main as soak_main
 
         return soak_main(argv[1:])
+    if argv[:1] == ["instructions"]:
+        # Instructions per request under callgrind (compiled vs pure).
+        from framedclient.bench.instructions import main as instructions_main
+
+        return instructions_main(argv[1:])
     if argv[:1] == ["hostile"]:
         # Full-size non-reading and slowloris clients against the gateway.
         from framedclient.bench.hostile import main as hostile_main

@@ -56,6 +56,7 @@ def describe_machine() -> dict[str, Any]:
     The facts about this machine and interpreter that change benchmark
     numbers.
     """
+    import framedclient
     import twisted
 
     usable = (
@@ -73,6 +74,9 @@ def describe_machine() -> dict[str, Any]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "python_build": " ".join(platform.python_build()),
         "twisted": twisted.__version__,
+        # compiled or pure (framedclient.compiled): the clients the bench
+        # starts inherit the environment, so they run the same mode
+        "framedclient_mode": framedclient.compiled.describe(),
         "reactor": "epoll" if sys.platform.startswith("linux") else "default",
     }
 
@@ -93,4 +97,6 @@ def machine_line(machine: dict[str, Any]) -> str:
         machine["python"],
         f"Twisted {machine['twisted']}",
     ]
+    if "framedclient_mode" in machine:
+        parts.append(f"framedclient {machine['framedclient_mode']}")
     return ", ".join(parts)

@@ -16,7 +16,9 @@ clients that predate them never see one.
 from __future__ import annotations
 
 import struct
+from typing import Any, SupportsIndex
 
+from framedclient._mode import mypyc_attr
 from framedclient.codecs.base import DEFAULT_MAX_FRAME, PUSH, Kind, Matching, Push
 from framedclient.errors import CorruptFrame, FrameTooLarge
 from framedclient.framing import Framer, LengthPrefixed, check_max_frame_type
@@ -57,6 +59,8 @@ def split_push(body: bytes) -> Push:
     return Push(body[2 : 2 + size], body[2 + size :])
 
 
+# Users may subclass it (mypyc: slower calls from compiled code into it).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FC1Codec:
     """
     The reference protocol: ``u32 length · u64 id · u8 kind · body``.
@@ -78,14 +82,21 @@ class FC1Codec:
     max_id = 2**64 - 1
     name = "fc1"
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: SupportsIndex = DEFAULT_MAX_FRAME) -> None:
+        # The parameters are typed with protocols, which mypyc does not
+        # check at the call, so that a wrong type gets the message below
+        # naming the argument, not mypyc's "int object expected"
+        # (docs/design.md, "Compiled mode"); _init checks and converts.
+        self._init(max_frame)
+
+    def _init(self, max_frame: Any) -> None:
         check_max_frame_type(max_frame)
         if max_frame < _FC1_HEADER.size:
             raise ValueError(
                 f"max_frame must be at least {_FC1_HEADER.size} bytes "
                 f"(the fc1 header), got {max_frame}"
             )
-        self.max_frame = max_frame
+        self.max_frame: int = max_frame
 
     def __repr__(self) -> str:
         return f"FC1Codec(max_frame={self.max_frame})"

@@ -91,7 +91,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from framedclient import __version__
+from framedclient import __version__, compiled
 from framedclient.client import FramedClient
 from framedclient.codecs import Codec, Matching, Message
 from framedclient.errors import (
@@ -826,6 +826,8 @@ class Gateway:
             {
                 "time": now,
                 "uptime": now - self.started_at,
+                # "compiled" or "pure" (framedclient.compiled)
+                "mode": str(compiled),
                 "ready": client.pool.ready_count,
                 "requests": metrics["requests"],
                 "latency": metrics["latency"],

@@ -237,11 +237,12 @@ def version_exit() -> NoReturn:
     import platform
 
     import twisted
+    from framedclient import compiled
     from framedclient._version import __version__
 
     print(
         f"framedclient {__version__} (Twisted {twisted.__version__}, "
-        f"Python {platform.python_version()})"
+        f"Python {platform.python_version()}, {compiled.describe()})"
     )
     sys.stdout.flush()
     raise SystemExit(0)

@@ -151,7 +151,8 @@ class ZoneTransfer:
         self._records: deque[dns.RRHeader] = deque()
 
     def __repr__(self) -> str:
-        return f"<ZoneTransfer {self.zone.decode()} messages={self.messages} {self.stream!r}>"
+        zone = self.zone.decode()
+        return f"<ZoneTransfer {zone} messages={self.messages} {self.stream!r}>"
 
     def _load(self, data: bytes) -> None:
         answers = parse(data).answers
@@ -214,11 +215,12 @@ class ZoneTransfer:
 
     def cancel(self) -> None:
         """
-        Stop the transfer: buffered messages are dropped and the consumer's
+        Stop the transfer: buffered messages and records are dropped and the consumer's
         next record fails with ``CancelledError``.  DNS has no way to tell
         the server: the rest of the transfer is read and dropped, and the
         request's ID is free again when its last message has come.
         """
+        self._records.clear()
         self.stream.cancel()
 
 

@@ -196,6 +196,11 @@ class TransferFramer:
             raise CorruptFrame("DNS message from the server is a query (QR bit clear)")
         transfers = self.transfers
         if request_id in transfers:
+            if questions and _question_type(message) != AXFR:
+                # The transfer was given up and its ID reused for a query
+                # (a transfer that stopped mid-way leaves no closing SOA).
+                transfers.discard(request_id)
+                return _ORDINARY
             first = False
         elif questions and _question_type(message) == AXFR:
             first = True

@@ -20,11 +20,12 @@ from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.names import dns
+from twisted.protocols import portforward
 
 from framedclient.bench.nsd import NsdServer
 from framedclient.clients.dns import DNSClient, ZoneTransfer, query_message
 from framedclient.codecs.dns_transfer import TransferError
-from framedclient.errors import RemoteError
+from framedclient.errors import ConnectionLost, RemoteError
 
 from .nsd_servers import nsd_server
 
@@ -219,3 +220,54 @@ async def test_a_consumer_that_does_not_read_keeps_memory_bounded(
 
 async def _all(transfer: ZoneTransfer) -> list[dns.RRHeader]:
     return [r async for r in transfer]
+
+
+class _CuttingClient(portforward.ProxyClient):
+    """NSD's side of the proxy: forwards ``CUT`` bytes, then closes both sides."""
+
+    sent = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        left = CUT - self.sent
+        self.sent += len(data)
+        self.peer.transport.write(data[:left])
+        if self.sent >= CUT:
+            self.transport.unregisterProducer()
+            self.peer.transport.unregisterProducer()
+            self.peer.transport.loseConnection()
+            self.transport.abortConnection()
+
+
+class _CuttingClientFactory(portforward.ProxyClientFactory):
+    protocol = _CuttingClient
+
+
+class _CuttingServer(portforward.ProxyServer):
+    clientProtocolFactory = _CuttingClientFactory
+
+
+CUT = 100_000
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_lost_mid_transfer_fails_it_after_the_records_received(
+    small_zone: NsdServer,
+):
+    factory = portforward.ProxyFactory("127.0.0.1", small_zone.port)
+    factory.protocol = _CuttingServer
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    client = DNSClient.from_endpoint(
+        reactor, f"tcp:127.0.0.1:{port.getHost().port}", pool_size=1
+    )
+    try:
+        await client.when_ready()
+        transfer = client.zone_transfer("example.test")
+        records = []
+        with pytest.raises(ConnectionLost):
+            async for record in transfer:
+                records.append(record)
+        # What came before the cut was delivered, and it is not the zone.
+        assert 0 < len(records) < SMALL
+    finally:
+        await client.close(timeout=2.0)
+        await port.stopListening()

@@ -83,7 +83,7 @@ def check_type(record_type: object) -> int:
                 f"type {record_type!r} is not a DNS record type name (like 'A', "
                 f"'AAAA', 'MX', 'TXT')"
             )
-        return int(number)
+        record_type = int(number)
     if isinstance(record_type, bool) or not isinstance(record_type, int):
         raise TypeError(
             f"type must be a record type name ('AAAA') or number (28), got "

@@ -30,6 +30,9 @@ Examples::
     # each pick policy with 50 clients x 20 hosts, one slow and one dead,
     # simulated on the in-memory kit (framedclient.bench.fleetsim)
     python -m framedclient.bench fleet-sim
+    # a 50,000-record zone transfer (AXFR) from NSD, against dnspython
+    # (framedclient.bench.axfr)
+    python -m framedclient.bench axfr
 
 See ``docs/benchmarks.md`` for what every column means.
 """
@@ -256,6 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framedclient.bench.fleetsim import main as fleet_main
 
         return fleet_main(argv[1:])
+    if argv[:1] == ["axfr"]:
+        # A 50,000-record zone transfer from NSD, against dnspython.
+        from framedclient.bench.axfr import main as axfr_main
+
+        return axfr_main(argv[1:])
     if argv[:1] in (["redis"], ["memcache"]):
         # Real protocols against real servers (framedclient.bench.keyvalue).
         from framedclient.bench.keyvalue import main as keyvalue_main

@@ -21,7 +21,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -193,9 +193,14 @@ zone:
         path = self.workdir / "nsd.log"
         return path.read_text() if path.exists() else ""
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(
+        self, timeout: float = 30.0, preexec_fn: Callable[[], None] | None = None
+    ) -> None:
         """
         Start NSD and wait until it serves :data:`ZONE`.
+
+        :param preexec_fn: run in NSD's process before it starts (the
+            bench pins it to a CPU).
 
         :raises RuntimeError: NSD exited or did not serve in time (its log
             in the message).
@@ -205,6 +210,7 @@ zone:
             [self.program, "-d", "-c", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=preexec_fn,
         )
         deadline = time.monotonic() + timeout
         while not serves(self.port):
@@ -222,17 +228,3 @@ zone:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-
-
-def running_nsd(
-    program: str, workdir: Path, records: int = RECORDS
-) -> Iterator[NsdServer]:
-    """
-    A started :class:`NsdServer`, stopped when the generator is closed.
-    """
-    server = NsdServer(program, workdir, records)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()

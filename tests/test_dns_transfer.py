@@ -8,6 +8,10 @@ consumer that does not read keeps the client's memory bounded.
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -271,3 +275,33 @@ async def test_a_connection_lost_mid_transfer_fails_it_after_the_records_receive
     finally:
         await client.close(timeout=2.0)
         await port.stopListening()
+
+
+HOW_TO = Path(__file__).resolve().parent.parent / "docs" / "dns.md"
+
+
+def how_to_block(after: str, language: str) -> str:
+    """The first ``language`` block of docs/dns.md after ``after``."""
+    text = HOW_TO.read_text()
+    match = re.search(rf"```{language}\n(.*?)```", text[text.index(after) :], re.S)
+    assert match, f"docs/dns.md has no {language} block after {after!r}"
+    return match.group(1)
+
+
+@pytest.mark.slow
+def test_the_how_to_program_prints_what_the_page_says(
+    big_zone: NsdServer, tmp_path: Path
+):
+    script = tmp_path / "transfer.py"
+    script.write_text(how_to_block("## The program", "python"))
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, str(script), "127.0.0.1", str(big_zone.port), "example.test"],
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == how_to_block("prints:", "text")

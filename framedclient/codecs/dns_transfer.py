@@ -11,9 +11,9 @@ queries:
 - the first message of a transfer is recognised by its question (RFC 5936
   says the first message carries it; later ones may not), and must start
   with the zone's SOA;
-- every message of that ID after it is a :data:`~framedclient.codecs.PART`,
-  until the one whose last record is an SOA (the closing SOA): a
-  :data:`~framedclient.codecs.REPLY`, which ends the stream;
+- every message of that ID after it is a ``PART`` (see
+  :class:`~framedclient.codecs.base.Kind`), until the one whose last record
+  is an SOA (the closing SOA): a ``REPLY``, which ends the stream;
 - a message with an RCODE (REFUSED, NOTAUTH, ... at the start or
   mid-way), the TC bit (a message cut short), or a first message that does
   not start with an SOA ends the stream with a :class:`TransferError`, never

@@ -13,12 +13,16 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 from twisted.names import dns
 
-from framedclient.clients.dns import ZoneTransfer, check_name, check_type
+from framedclient import FramedClient
+from framedclient.clients.dns import DNSClient, ZoneTransfer, check_name, check_type
 from framedclient.codecs import ERROR, PART, REPLY, REQUEST
 from framedclient.codecs.dns_transfer import DNSMessageCodec, TransferError
+from framedclient.codecs.fc1 import FC1Codec
 from framedclient.errors import CorruptFrame, ProtocolError, RemoteError
 from framedclient.streams import Stream
 
@@ -264,8 +268,6 @@ async def _records(transfer: ZoneTransfer) -> list[dns.RRHeader]:
 
 
 def test_the_closing_soa_is_not_yielded_and_a_changed_serial_is_an_error():
-    from twisted.internet.defer import ensureDeferred
-
     whole = ZoneTransfer(
         ZONE,
         stream_of(message(1, [soa(), a(1)]), message(1, [a(2), soa()], question=None)),
@@ -283,3 +285,29 @@ def test_the_closing_soa_is_not_yielded_and_a_changed_serial_is_an_error():
     assert isinstance(error, TransferError) and "changed during the transfer" in str(
         error
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "says"),
+    [
+        ({"transfer_connections": 0}, ValueError, "transfer_connections must be"),
+        ({"transfer_connections": True}, ValueError, "transfer_connections must be"),
+        ({"pool_sise": 2}, TypeError, "did you mean 'pool_size'"),
+        ({"codec": "dns"}, TypeError, "codec must be a DNSMessageCodec"),
+    ],
+)
+def test_dns_client_arguments_are_checked_before_connecting(
+    options: dict[str, Any], error: type, says: str
+):
+    with pytest.raises(error, match=says):
+        DNSClient.from_endpoint(reactor, "tcp:127.0.0.1:1", start=False, **options)
+
+
+def test_a_dns_client_needs_the_dns_message_codec():
+    client = FramedClient.from_endpoint(
+        reactor, "tcp:127.0.0.1:1", codec=FC1Codec(), start=False
+    )
+    with pytest.raises(
+        TypeError, match="DNSClient needs a client with a DNSMessageCodec"
+    ):
+        DNSClient(client)

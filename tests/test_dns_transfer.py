@@ -26,10 +26,11 @@ from twisted.internet.task import deferLater
 from twisted.names import dns
 from twisted.protocols import portforward
 
+from framedclient import FramedClient
 from framedclient.bench.nsd import NsdServer
 from framedclient.clients.dns import DNSClient, ZoneTransfer, query_message
-from framedclient.codecs.dns_transfer import TransferError
-from framedclient.errors import ConnectionLost, RemoteError
+from framedclient.codecs.dns_transfer import DNSMessageCodec, TransferError
+from framedclient.errors import ConnectionLost, RemoteError, RequestTimeout
 
 from .nsd_servers import nsd_server
 
@@ -305,3 +306,30 @@ def test_the_how_to_program_prints_what_the_page_says(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == how_to_block("prints:", "text")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_query_behind_a_transfer_on_a_shared_connection_times_out_as_such(
+    small_zone: NsdServer,
+):
+    # Sharing the transfer's connection (DNSClient built on one client): NSD
+    # answers the query after the transfer, whose consumer does not read.
+    # The timeout must not claim the server sent no frame of the protocol.
+    shared = FramedClient.from_endpoint(
+        reactor,
+        f"tcp:127.0.0.1:{small_zone.port}",
+        codec=DNSMessageCodec(),
+        pool_size=1,
+        request_timeout=0.3,
+    )
+    client = DNSClient(shared)
+    try:
+        await client.when_ready()
+        transfer = client.zone_transfer("example.test", buffer_bytes=4096)
+        assert (await transfer.__anext__()).type == dns.SOA
+        with pytest.raises(RequestTimeout) as timed_out:
+            await client.query("h0.example.test", "A")
+        assert "not one complete" not in str(timed_out.value)
+        transfer.cancel()
+    finally:
+        await client.close(timeout=2.0)

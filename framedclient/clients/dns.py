@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator
 from typing import Any, Unpack
 
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.names import dns
 
 from framedclient.client import ClientKeywords, FramedClient
@@ -116,6 +118,10 @@ def parse(data: bytes) -> dns.Message:
     return message
 
 
+def _none() -> None:
+    return None
+
+
 def _serial(record: dns.RRHeader) -> int:
     payload: Any = record.payload
     serial: int = payload.serial
@@ -143,9 +149,10 @@ class ZoneTransfer:
     :ivar messages: messages received so far.
     """
 
-    def __init__(self, zone: bytes, stream: Stream) -> None:
+    def __init__(self, zone: bytes, stream: Stream, clock: IReactorTime) -> None:
         self.zone = zone
         self.stream = stream
+        self._clock = clock
         self.soa: dns.RRHeader | None = None
         self.messages = 0
         self._records: deque[dns.RRHeader] = deque()
@@ -172,6 +179,22 @@ class ZoneTransfer:
                 )
         self._records.extend(answers)
 
+    async def _next_message(self) -> bool:
+        """
+        Parse the next message into ``_records``; ``False`` at the end.
+        """
+        d = self.stream.next()
+        if d.called:
+            # Buffered: let the reactor run once first, so a consumer that
+            # catches up parses one message per turn, not the whole buffer
+            # while replies to queries wait.
+            await deferLater(self._clock, 0, _none)
+        data = await d
+        if data is END:
+            return False
+        self._load(data)
+        return True
+
     async def batches(self) -> AsyncIterator[list[dns.RRHeader]]:
         """
         The records message by message (a list per message), for a consumer
@@ -182,10 +205,8 @@ class ZoneTransfer:
                 batch = list(self._records)
                 self._records.clear()
                 yield batch
-            data = await self.stream.next()
-            if data is END:
+            if not await self._next_message():
                 return
-            self._load(data)
 
     def __aiter__(self) -> ZoneTransfer:
         return self
@@ -193,10 +214,8 @@ class ZoneTransfer:
     async def __anext__(self) -> dns.RRHeader:
         records = self._records
         while not records:
-            data = await self.stream.next()
-            if data is END:
+            if not await self._next_message():
                 raise StopAsyncIteration
-            self._load(data)
         return records.popleft()
 
     def collect(self) -> Deferred[list[dns.RRHeader]]:
@@ -232,6 +251,13 @@ class DNSClient(ProtocolClient):
     connections (``pool_size``), transfers over ``transfer_connections`` of
     their own (see the module's docstring).
 
+    :param client: the client queries go through (its codec a
+        :class:`~framedclient.codecs.dns_transfer.DNSMessageCodec`).
+    :param transfers: the client transfers go through (default: ``client``;
+        then a query may wait behind a transfer on its connection).
+    :param clock: the reactor (default: the global one): a consumer that
+        catches up on buffered messages lets it run between two.
+
     :ivar transfers: the :class:`~framedclient.FramedClient` of the
         transfers' connections.
     """
@@ -240,9 +266,18 @@ class DNSClient(ProtocolClient):
     default_port = 53
 
     def __init__(
-        self, client: FramedClient, transfers: FramedClient | None = None
+        self,
+        client: FramedClient,
+        transfers: FramedClient | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         super().__init__(client)
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor  # type: ignore[assignment]
+        assert clock is not None
+        self._clock: IReactorTime = clock
         self.transfers = transfers if transfers is not None else client
         if not isinstance(self.transfers.codec, DNSMessageCodec):
             raise TypeError(
@@ -292,7 +327,7 @@ class DNSClient(ProtocolClient):
             endpoint,
             **transfer_options,  # type: ignore[arg-type]
         )
-        return cls(queries, transfers)
+        return cls(queries, transfers, reactor)
 
     # -- lifecycle: both clients ------------------------------------------------
 
@@ -368,4 +403,4 @@ class DNSClient(ProtocolClient):
         stream = self.transfers.stream(
             message.toStr(), idle_timeout=idle_timeout, buffer_bytes=buffer_bytes
         )
-        return ZoneTransfer(name, stream)
+        return ZoneTransfer(name, stream, self._clock)

@@ -36,3 +36,19 @@ def test_unknown_clients_are_refused(capsys: pytest.CaptureFixture[str]):
     with pytest.raises(SystemExit):
         bench_main(["axfr", "--clients", "framedclient,nope"])
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_latency_mode_answers_queries_during_a_transfer_both_ways(
+    capsys: pytest.CaptureFixture[str],
+):
+    if nsd_program() is None:
+        require_program("nsd", "nsd")
+    assert bench_main(["axfr", "latency", "--records", "20000"]) == 0
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| its own")]
+    rows += [line for line in table.splitlines() if line.startswith("| the queries'")]
+    assert len(rows) == 2
+    for row in rows:
+        answered = int(row.split("|")[2])
+        assert answered >= 1

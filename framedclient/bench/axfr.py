@@ -16,6 +16,10 @@ counted against the zone:
 - ``dnspython-xfr``: ``dns.query.xfr``, iterating its messages and their
   records (no zone built).
 
+``python -m framedclient.bench axfr latency`` measures queries instead: how
+long each takes while a transfer runs, with the transfer on a connection of
+its own (``DNSClient``'s way) and on the queries' connection.
+
 Every figure is a rate (records per second of wall time) and a cost
 (records per CPU second of the client process: on a machine busy with
 other work the cost is the steadier of the two), and framedclient's ratio
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,6 +153,111 @@ def run_client(kind: str, port: int, transfers: int) -> dict[str, Any]:
         "seconds": timer.wall,
         "cpu": timer.cpu,
     }
+
+
+# -- queries during a transfer (``axfr latency``) -----------------------------------
+
+
+def query_latency(port: int, shared: bool) -> list[float]:
+    """
+    Milliseconds each query took while one transfer of the zone ran (one
+    query at a time, 10 ms apart): on its own connection (``DNSClient``'s
+    default), or on the transfer's (``shared``).
+    """
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+    from twisted.internet.task import deferLater
+
+    from framedclient.client import FramedClient
+    from framedclient.clients.dns import DNSClient
+    from framedclient.codecs.dns_transfer import DNSMessageCodec
+
+    endpoint = f"tcp:127.0.0.1:{port}"
+    if shared:
+        one = FramedClient.from_endpoint(
+            reactor,
+            endpoint,
+            codec=DNSMessageCodec(),
+            pool_size=1,
+            request_timeout=300.0,
+        )
+        client = DNSClient(one, clock=reactor)
+    else:
+        client = DNSClient.from_endpoint(reactor, endpoint, pool_size=1)
+    latencies: list[float] = []
+
+    async def run() -> None:
+        async with client:
+            await client.when_ready()
+            transfer = client.zone_transfer(ZONE)
+
+            async def consume() -> None:
+                async for _record in transfer:
+                    pass
+
+            done = ensureDeferred(consume())
+            while not done.called:
+                started = time.perf_counter()
+                await client.query("h0." + ZONE, "A")
+                latencies.append(1000 * (time.perf_counter() - started))
+                await deferLater(reactor, 0.01, lambda: None)
+            await done
+
+    failures: list[Any] = []
+    d = ensureDeferred(run())
+    d.addErrback(failures.append)
+    d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    if failures:
+        failures[0].raiseException()
+    return latencies
+
+
+def latency_main(argv: Sequence[str]) -> int:
+    """
+    ``python -m framedclient.bench axfr latency``: query latency during a
+    transfer, transfers on their own connection and on the queries'.
+    """
+    parser = argparse.ArgumentParser(prog="python -m framedclient.bench axfr latency")
+    parser.add_argument("--records", type=int, default=RECORDS)
+    args = parser.parse_args(argv)
+    program = nsd_program()
+    if program is None:
+        raise SystemExit("nsd is not installed (apt-get install nsd)")
+    lines = [
+        f"Query latency while a {args.records:,}-record zone is transferred "
+        f"(one query at a time, 10 ms apart); load average {_load()}",
+        "",
+        "| transfer on | queries answered during it | median ms | max ms |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    with tempfile.TemporaryDirectory() as workdir:
+        server = NsdServer(program, Path(workdir), args.records)
+        server.start()
+        try:
+            for shared in (False, True):
+                command = [
+                    sys.executable,
+                    "-m",
+                    "framedclient.bench.axfr",
+                    "latency-client",
+                    "--port",
+                    str(server.port),
+                    *(["--shared"] if shared else []),
+                ]
+                done = subprocess.run(
+                    command, capture_output=True, timeout=900, check=True
+                )
+                times = json.loads(done.stdout.decode().splitlines()[-1])
+                where = "the queries' connection" if shared else "its own connection"
+                lines.append(
+                    f"| {where} | {len(times)} | {statistics.median(times):,.1f} "
+                    f"| {max(times):,.1f} |"
+                )
+        finally:
+            server.stop()
+    print("\n".join(lines))
+    return 0
 
 
 # -- the driver ----------------------------------------------------------------------
@@ -302,6 +412,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         a = parser.parse_args(argv[1:])
         print(json.dumps(run_client(a.kind, a.port, a.transfers)))
         return 0
+    if argv[:1] == ["latency-client"]:
+        parser = argparse.ArgumentParser(prog="axfr latency-client")
+        parser.add_argument("--port", type=int, required=True)
+        parser.add_argument("--shared", action="store_true")
+        a = parser.parse_args(argv[1:])
+        print(json.dumps(query_latency(a.port, a.shared)))
+        return 0
+    if argv[:1] == ["latency"]:
+        return latency_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     unknown = [k for k in args.clients if k not in CLIENTS]

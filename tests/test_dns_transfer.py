@@ -27,7 +27,7 @@ from twisted.names import dns
 from twisted.protocols import portforward
 
 from framedclient import FramedClient
-from framedclient.bench.nsd import NsdServer
+from framedclient.bench.nsd import NsdServer, free_port_tcp_udp
 from framedclient.clients.dns import DNSClient, ZoneTransfer, query_message
 from framedclient.codecs.dns_transfer import DNSMessageCodec, TransferError
 from framedclient.errors import ConnectionLost, RemoteError, RequestTimeout
@@ -333,3 +333,23 @@ async def test_a_query_behind_a_transfer_on_a_shared_connection_times_out_as_suc
         transfer.cancel()
     finally:
         await client.close(timeout=2.0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_when_ready_fails_with_the_clients_own_error_when_nothing_listens():
+    port = free_port_tcp_udp()  # nothing listens there
+    client = DNSClient.from_endpoint(reactor, f"tcp:127.0.0.1:{port}", pool_size=1)
+    try:
+        with pytest.raises(Exception) as failed:
+            await client.when_ready(fail_after=1)
+        direct = FramedClient.from_endpoint(
+            reactor, f"tcp:127.0.0.1:{port}", codec=DNSMessageCodec(), pool_size=1
+        )
+        try:
+            with pytest.raises(Exception) as expected:
+                await direct.when_ready(fail_after=1)
+        finally:
+            await direct.close(timeout=1.0)
+        assert type(failed.value) is type(expected.value)
+    finally:
+        await client.close(timeout=1.0)

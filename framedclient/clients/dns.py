@@ -21,10 +21,11 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Unpack
 
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, FirstError, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.names import dns
+from twisted.python.failure import Failure
 
 from framedclient.client import ClientKeywords, FramedClient
 from framedclient.clients.base import ProtocolClient, check_keywords
@@ -118,8 +119,16 @@ def parse(data: bytes) -> dns.Message:
     return message
 
 
-def _none() -> None:
+def _none(*_: object) -> None:
     return None
+
+
+def _first(failure: Failure) -> Failure:
+    # Both clients' Deferreds gathered: the first failure as itself, not
+    # wrapped in FirstError.
+    failure.trap(FirstError)  # type: ignore[no-untyped-call]
+    sub: Failure = failure.value.subFailure  # type: ignore[union-attr]
+    return sub
 
 
 def _serial(record: dns.RRHeader) -> int:
@@ -345,13 +354,13 @@ class DNSClient(ProtocolClient):
             self.client.when_ready(fail_after),
             self.transfers.when_ready(fail_after),
         ]
-        return gatherResults(both, consumeErrors=True).addCallback(lambda _: None)
+        return gatherResults(both, consumeErrors=True).addCallbacks(_none, _first)
 
     def close(self, timeout: float | None = None) -> Deferred[None]:
         closing = [self.client.close(timeout)]
         if self.transfers is not self.client:
             closing.append(self.transfers.close(timeout))
-        return gatherResults(closing, consumeErrors=True).addCallback(lambda _: None)
+        return gatherResults(closing, consumeErrors=True).addCallbacks(_none, _first)
 
     def stats(self) -> dict[str, Any]:
         """

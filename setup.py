@@ -244,6 +244,8 @@ setup(
             "coredis>=4.0",
             "pymemcache>=4.0",
             "hiredis>=2.0",
+            # Baseline of `python -m framedclient.bench axfr` (inbound_xfr).
+            "dnspython>=2.6",
         ],
         # What the test suite imports: `pip install 'framedclient[test]'`
         # from the sdist runs its tests (.ci/sdist-check).

@@ -278,6 +278,9 @@ class FramedProtocol(Protocol):
         # Streams and subscriptions whose consumer lags: reading stops while
         # any holds it (see hold_reading).
         self._read_holds = 0
+        # Whether a stream's part came: a whole frame of the protocol, even
+        # before any final reply (see _framed).
+        self._parts_seen = False
         #: where PUSH frames go: ``on_push(push)``; ``None`` drops them
         #: (counted with the unknown replies)
         self.on_push: Callable[[Any], object] | None = None
@@ -771,11 +774,12 @@ class FramedProtocol(Protocol):
 
     def _framed(self) -> bool:
         # Whether the peer has sent one whole frame of our protocol (a
-        # reply, an error reply, a late or unknown reply).
+        # reply, an error reply, a stream's part, a late or unknown reply).
         engine = self.engine
         return bool(
             self.ok_count
             or self.error_replies
+            or self._parts_seen
             or engine.late_replies
             or engine.unknown_replies
         )
@@ -902,6 +906,7 @@ class FramedProtocol(Protocol):
                     return
                 continue
             elif kind == PART:
+                self._parts_seen = True
                 found = self.engine.part(request_id, body, now)
             elif kind == PUSH and self.on_push is not None:
                 split = self._split_push

@@ -21,6 +21,7 @@ SANS_IO = [
     "codecs/__init__",
     "codecs/arguments",
     "codecs/base",
+    "codecs/dns_transfer",
     "codecs/fc1",
     "codecs/header",
     "codecs/memcache",

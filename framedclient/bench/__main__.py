@@ -43,6 +43,9 @@ Examples::
     # each pick policy with 50 clients x 20 hosts, one slow and one dead,
     # simulated on the in-memory kit (framedclient.bench.fleetsim)
     python -m framedclient.bench fleet-sim
+    # a 50,000-record zone transfer (AXFR) from NSD, against dnspython
+    # (framedclient.bench.axfr)
+    python -m framedclient.bench axfr
 
 See ``docs/benchmarks.md`` for what every column means.
 """
@@ -291,6 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from framedclient.bench.redis_cluster import main as cluster_main
 
         return cluster_main(argv[1:])
+    if argv[:1] == ["axfr"]:
+        # A 50,000-record zone transfer from NSD, against dnspython.
+        from framedclient.bench.axfr import main as axfr_main
+
+        return axfr_main(argv[1:])
     if argv[:1] in (["redis"], ["memcache"]):
         # Real protocols against real servers (framedclient.bench.keyvalue).
         from framedclient.bench.keyvalue import main as keyvalue_main

@@ -15,7 +15,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from framedclient.bench.__main__ import main as bench_main
-from framedclient.bench.streaming import flow_control, rate
+from framedclient.bench.stream_rate import flow_control, rate
 from framedclient.server import ReferenceServerFactory, listen
 
 

@@ -280,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["stream"]:
         # A stream of N parts against request/reply of the same bytes, or
         # (--flow-control) what a lagging stream costs its connection.
-        from framedclient.bench.streaming import main as streaming_main
+        from framedclient.bench.stream_rate import main as streaming_main
 
         return streaming_main(argv[1:])
     if argv[:1] == ["pubsub"]:

@@ -207,6 +207,7 @@ class FramedClient:
             max_queued_bytes=config.max_queued_bytes,
             max_pending_per_connection=config.max_pending_per_connection,
             unavailable=unavailable,
+            usual_timeout=config.request_timeout,
         )
         # Requests with no key, hedging and tracing take the shortest path.
         self._plain = self._dispatcher.plain

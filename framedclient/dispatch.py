@@ -213,7 +213,12 @@ class Dispatcher:
         max_queued_bytes: float,
         max_pending_per_connection: int,
         unavailable: Callable[[float | None], Unavailable],
+        usual_timeout: float | None = None,
     ) -> None:
+        #: the timeout most requests have (the client's ``request_timeout``):
+        #: each connection's engine tracks requests with it in order, one
+        #: wake-up for all (see :class:`~framedclient.engine.RequestEngine`)
+        self.usual_timeout = usual_timeout
         self._clock = clock
         self.pool = pool
         self.limiter = limiter

@@ -294,12 +294,14 @@ class RequestEngine:
     :param stream_record: the class of the records :meth:`open_stream`
         makes; its instances get an ``on_part(body, now)`` attribute from
         their owner before the first part can arrive.
+    :param usual_timeout: the timeout most requests will have (the
+        connection's configured one); ``None``: the first request's.
 
-    Requests that share the connection's usual timeout (the first one
-    seen) expire in the order they were opened: the live ones are kept in an
-    ordered dict of their own, so one wake-up at the oldest one's deadline
-    is all they need and it reads only what is due.  Requests with another
-    timeout (or a deadline out of that order) go to a
+    Requests that share the connection's usual timeout (``usual_timeout``,
+    else the first one seen) expire in the order they were opened: the live
+    ones are kept in an ordered dict of their own, so one wake-up at the
+    oldest one's deadline is all they need and it reads only what is due.
+    Requests with another timeout (or a deadline out of that order) go to a
     :class:`~framedclient.deadlines.Deadlines`.
 
     :ivar live: requests not settled yet.
@@ -358,6 +360,7 @@ class RequestEngine:
         actions: EngineActions,
         record: type[Request] = Request,
         stream_record: type[Request] | None = None,
+        usual_timeout: float | None = None,
     ) -> None:
         self.matching = matching
         self._record = record
@@ -396,7 +399,13 @@ class RequestEngine:
         self._settled = 0
         # The timeout most requests share, and whether a wake-up is due for
         # the oldest live request with it.
-        self._usual_timeout = 0.0
+        # The configured one when the owner knows it: the first request seen
+        # may have waited for the connection and carry what was left of it.
+        self._usual_timeout = (
+            usual_timeout
+            if usual_timeout is not None and 0.0 < usual_timeout < math.inf
+            else 0.0
+        )
         self._usual_armed = False
         # The live requests with that timeout, in opening order, which is
         # their deadline order (a dict: ordered, O(1) removal).

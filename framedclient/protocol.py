@@ -236,6 +236,13 @@ class FramedProtocol(Protocol):
             actions=self,
             record=PendingRequest,
             stream_record=StreamRequest,
+            # The client holds its requests' deadlines (the connections'
+            # request_timeout is unset) but knows the usual one.
+            usual_timeout=(
+                config.request_timeout
+                if config.request_timeout is not None
+                else getattr(owner, "usual_timeout", None)
+            ),
         )
         self._open = engine.open
         self._request_timeout = config.request_timeout

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from framedclient.deadlines import DeadlineQueue
+from framedclient.errors import RequestTimeout
+from framedclient.testing.memory import memory_client
 
 
 class Item:
@@ -140,3 +142,24 @@ def test_stop_cancels_the_timer():
     add(q, clock, "x", 1)
     q.stop()
     assert clock.getDelayedCalls() == []
+
+
+def test_a_first_request_that_waited_for_its_connection_leaves_the_usual_timeout_alone() -> None:
+    # The request sent first on a new connection had waited for it, so it
+    # carries what is left of its timeout.  Had that become the connection's
+    # usual timeout, every later request with the configured one would cost
+    # a deadline entry of its own (a heap push and pop each) for the
+    # connection's whole life.
+    client, server = memory_client(request_timeout=5.0, pool_size=1)
+    first = client.request(b"!hold")
+    server.advance(0.5)  # the connection comes up half a second later
+    server.flush()
+    later = [client.request(b"!hold") for _ in range(20)]
+    server.flush()
+    (connection,) = client.debug_state()["upstreams"]
+    assert connection["protocol"]["deadline_entries"] == 1
+    assert connection["protocol"]["pending"] == 21
+    server.advance(5.0)
+    for d in [first, *later]:
+        d.addErrback(lambda f: f.trap(RequestTimeout))
+    assert client.debug_state()["upstreams"][0]["protocol"]["pending"] == 0

@@ -127,7 +127,7 @@ class Limiter:
     def take(self, count: int = 1) -> None:
         """
         Count ``count`` slots as held, without asking: the caller saw one
-        free (:meth:`Pool.take` reads :attr:`in_flight` before it picks a
+        free (:meth:`Pool.take` reads ``in_flight`` before it picks a
         connection), or its requests went around the limit and each gives
         its slot back through :meth:`release` like any other (those of a
         connection's ``prepare`` hook).  The only way, with

@@ -60,6 +60,7 @@ __all__ = [
     "ReplyDiscarded",
     "RespError",
     "RespFramer",
+    "ResumableFramer",
     "command",
     "count_commands",
     "parse_replies",
@@ -120,7 +121,53 @@ class ReplyDiscarded(RespError):
 RespValue: TypeAlias = "bytes | int | list[RespValue] | RespError | None"
 
 
-class RespFramer:
+class ResumableFramer:
+    """
+    The buffer handling of a framer whose parser resumes where the last feed
+    stopped (``_parse`` appends whole frames and moves ``_start`` past
+    them): shared by :class:`RespFramer` and
+    :class:`~framedclient.codecs.resp3.Resp3Framer`, so both keep one rule
+    for a broken stream and for compacting the buffer.
+    """
+
+    __slots__ = ("_buf", "_error", "_pos", "_start")
+    #: the protocol's name in the message of a broken stream
+    stream_name = "RESP"
+    _buf: bytearray
+    _start: int
+    _pos: int
+    _error: ProtocolError | None
+
+    def _parse(self, frames: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._error is not None:
+            raise CorruptFrame(
+                f"the {self.stream_name} stream broke earlier ({self._error}); "
+                "close the connection"
+            )
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        try:
+            self._parse(frames)
+        except ProtocolError as e:
+            self._error = e
+            e.frames = frames
+            raise
+        start = self._start
+        if start == len(buf):
+            buf.clear()
+            self._pos = self._start = 0
+        elif start > 65536:
+            del buf[:start]
+            self._pos -= start
+            self._start = 0
+        return frames
+
+
+class RespFramer(ResumableFramer):
     """
     Cuts a RESP2 byte stream into whole top-level replies (as raw bytes).
 
@@ -140,13 +187,9 @@ class RespFramer:
     """
 
     __slots__ = (
-        "_buf",
         "_bulk",
         "_discard",
-        "_error",
-        "_pos",
         "_stack",
-        "_start",
         "max_array",
         "max_bulk",
         "max_frame",
@@ -186,30 +229,6 @@ class RespFramer:
         :func:`command`).
         """
         return payload
-
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._error is not None:
-            raise CorruptFrame(
-                f"the RESP stream broke earlier ({self._error}); close the connection"
-            )
-        buf = self._buf
-        buf += data
-        frames: list[bytes] = []
-        try:
-            self._parse(frames)
-        except ProtocolError as e:
-            self._error = e
-            e.frames = frames
-            raise
-        start = self._start
-        if start == len(buf):
-            buf.clear()
-            self._pos = self._start = 0
-        elif start > 65536:
-            del buf[:start]
-            self._pos -= start
-            self._start = 0
-        return frames
 
     def _drop_parsed(self) -> int:
         # Discarding: forget the bytes parsed so far of this reply.

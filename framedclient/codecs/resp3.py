@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from framedclient.codecs.base import ERROR, PUSH, REPLY, Push
-from framedclient.codecs.redis import RedisCodec, RespError
+from framedclient.codecs.redis import RedisCodec, RespError, ResumableFramer
 from framedclient.errors import CorruptFrame, FrameTooLarge, ProtocolError
 from framedclient.framing import Framer, check_max_frame_type
 
@@ -58,7 +58,7 @@ _AGGREGATES = {0x2A: 1, 0x7E: 1, 0x3E: 1, 0x25: 2, 0x7C: 2}
 _ATTRIBUTE = 0x7C
 
 
-class Resp3Framer:
+class Resp3Framer(ResumableFramer):
     """
     Cuts a RESP3 byte stream into whole top-level frames (an attribute
     travels with the value it annotates, as one frame).
@@ -72,7 +72,8 @@ class Resp3Framer:
     closed and nothing else is lost.
     """
 
-    __slots__ = ("_blob", "_buf", "_error", "_pos", "_stack", "_start", "max_frame")
+    __slots__ = ("_blob", "_stack", "max_frame")
+    stream_name = "RESP3"
 
     def __init__(self, max_frame: int = 16 * 1024 * 1024) -> None:
         check_max_frame_type(max_frame)
@@ -92,30 +93,6 @@ class Resp3Framer:
 
     def encode(self, payload: bytes) -> bytes:
         return payload
-
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._error is not None:
-            raise CorruptFrame(
-                f"the RESP3 stream broke earlier ({self._error}); close the connection"
-            )
-        buf = self._buf
-        buf += data
-        frames: list[bytes] = []
-        try:
-            self._parse(frames)
-        except ProtocolError as e:
-            self._error = e
-            e.frames = frames
-            raise
-        start = self._start
-        if start == len(buf):
-            buf.clear()
-            self._pos = self._start = 0
-        elif start > 65536:
-            del buf[:start]
-            self._pos -= start
-            self._start = 0
-        return frames
 
     def _parse(self, frames: list[bytes]) -> None:
         buf = self._buf

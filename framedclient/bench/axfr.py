@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,18 +38,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from framedclient.bench.machine import describe_machine, machine_line
+from framedclient.bench.measure import cpu_seconds as _cpu
 from framedclient.bench.nsd import RECORDS, ZONE, NsdServer, nsd_program
+from framedclient.bench.ratio_table import (
+    heading,
+    load_average,
+    pinned,
+    rate_and_ratio_cells,
+    row,
+)
 from framedclient.bench.serverproc import child_setup
+from framedclient.bench.subprocess_runs import (
+    add_pin_and_json_options,
+    best_of,
+    cpu_pair,
+    run_json_child,
+    write_rows,
+)
 
 __all__ = ["CLIENTS", "main"]
 
 CLIENTS = ("framedclient", "dnspython-inbound", "dnspython-xfr")
-
-
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 # -- one client run (a child process) ----------------------------------------------
@@ -226,7 +233,7 @@ def latency_main(argv: Sequence[str]) -> int:
         raise SystemExit("nsd is not installed (apt-get install nsd)")
     lines = [
         f"Query latency while a {args.records:,}-record zone is transferred "
-        f"(one query at a time, 10 ms apart); load average {_load()}",
+        f"(one query at a time, 10 ms apart); load average {load_average()}",
         "",
         "| transfer on | queries answered during it | median ms | max ms |",
         "| --- | ---: | ---: | ---: |",
@@ -245,10 +252,7 @@ def latency_main(argv: Sequence[str]) -> int:
                     str(server.port),
                     *(["--shared"] if shared else []),
                 ]
-                done = subprocess.run(
-                    command, capture_output=True, timeout=900, check=True
-                )
-                times = json.loads(done.stdout.decode().splitlines()[-1])
+                times = run_json_child(command, cpu=None, timeout=900)
                 where = "the queries' connection" if shared else "its own connection"
                 lines.append(
                     f"| {where} | {len(times)} | {statistics.median(times):,.1f} "
@@ -263,15 +267,6 @@ def latency_main(argv: Sequence[str]) -> int:
 # -- the driver ----------------------------------------------------------------------
 
 
-def _cpus(pin: bool) -> tuple[int | None, int | None]:
-    if not pin or not hasattr(os, "sched_getaffinity"):
-        return None, None
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) < 2:
-        return None, None
-    return allowed[0], allowed[1]
-
-
 def _child(kind: str, port: int, transfers: int, cpu: int | None) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -284,18 +279,7 @@ def _child(kind: str, port: int, transfers: int, cpu: int | None) -> dict[str, A
         "--transfers",
         str(transfers),
     ]
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        timeout=900,
-        preexec_fn=child_setup(cpu),
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(command)} failed:\n{done.stderr.decode()[-3000:]}"
-        )
-    result: dict[str, Any] = json.loads(done.stdout.decode().splitlines()[-1])
+    result: dict[str, Any] = run_json_child(command, cpu=cpu, timeout=900)
     return result
 
 
@@ -312,37 +296,30 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
             "nsd is not installed (apt-get install nsd); the comparison needs "
             "a real authoritative server"
         )
-    server_cpu, client_cpu = _cpus(args.pin)
+    server_cpu, client_cpu = cpu_pair(args.pin)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as workdir:
         server = NsdServer(program, Path(workdir), args.records)
         server.start(preexec_fn=child_setup(server_cpu))
         try:
             for kind in args.clients:
-                best: dict[str, Any] | None = None
-                for _ in range(args.runs):
+
+                def transfer(kind: str = kind) -> dict[str, Any]:
                     result = _child(kind, server.port, args.transfers, client_cpu)
                     if set(result["counts"]) != {args.records}:
                         raise RuntimeError(
                             f"{kind} counted {result['counts']} records, not "
                             f"{args.records} per transfer"
                         )
-                    result["rate"] = result["records"] / result["seconds"]
-                    if best is None or result["rate"] > best["rate"]:
-                        best = result
+                    return result
+
+                best = best_of(args.runs, transfer, "records")
                 assert best is not None
                 rows.append({"client": kind, **best})
                 print(f"  {kind}: {best['rate']:,.0f} records/s", file=sys.stderr)
         finally:
             server.stop()
     return rows
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover - no getloadavg
-        return "unknown"
 
 
 def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -352,27 +329,19 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """
     ours = next((r for r in rows if r["client"] == "framedclient"), None)
     lines = [
-        f"AXFR of a {args.records:,}-record zone from NSD over loopback TCP, "
-        f"{args.transfers} transfers per run, best of {args.runs}; server and "
-        f"client {'pinned to different CPUs' if args.pin else 'not pinned'}",
-        f"machine: {machine_line(describe_machine())}; load average {_load()}",
-        "",
+        *heading(
+            f"AXFR of a {args.records:,}-record zone from NSD over loopback TCP, "
+            f"{args.transfers} transfers per run, best of {args.runs}; server and "
+            f"client {pinned(args.pin)}"
+        ),
         "| client | records/s | records per client CPU s | ms per transfer "
         "| framedclient / this (wall) | framedclient / this (CPU) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        per_cpu = r["records"] / r["cpu"] if r["cpu"] else None
-        ratio = ours["rate"] / r["rate"] if ours else None
-        ours_cpu = ours["records"] / ours["cpu"] if ours and ours["cpu"] else None
-        cpu_ratio = ours_cpu / per_cpu if ours_cpu and per_cpu else None
-        per_transfer = 1000 * r["seconds"] / len(r["counts"])
-        lines.append(
-            f"| {r['client']} | {r['rate']:,.0f} | "
-            f"{f'{per_cpu:,.0f}' if per_cpu else '-'} | {per_transfer:,.0f} | "
-            f"{f'{ratio:.2f}x' if ratio else '-'} | "
-            f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} |"
-        )
+        rate, per_cpu, ratio, cpu_ratio = rate_and_ratio_cells(r, ours, "records")
+        per_transfer = f"{1000 * r['seconds'] / len(r['counts']):,.0f}"
+        lines.append(row([r["client"], rate, per_cpu, per_transfer, ratio, cpu_ratio]))
     return "\n".join(lines)
 
 
@@ -392,13 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--records", type=int, default=RECORDS)
     parser.add_argument("--transfers", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="do not pin NSD and the clients to different CPUs",
-    )
-    parser.add_argument("--json", help="also write the rows to this JSON file")
+    add_pin_and_json_options(parser, "NSD and the clients")
     return parser
 
 
@@ -430,9 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--records must be at least 4, --transfers and --runs at least 1")
     rows = compare(args)
     print(render(rows, args))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+    write_rows(args.json, {"args": vars(args), "rows": rows})
     return 0
 
 

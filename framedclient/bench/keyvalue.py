@@ -41,8 +41,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from framedclient.bench.machine import describe_machine, machine_line
-from framedclient.bench.serverproc import child_setup
+from framedclient.bench.ratio_table import heading, pinned, rate_and_ratio_cells, row
+from framedclient.bench.serverproc import child_setup, free_port, wait_for_port
+from framedclient.bench.subprocess_runs import (
+    add_pin_and_json_options,
+    best_of,
+    cpu_pair,
+    run_json_child,
+    write_rows,
+)
 
 __all__ = ["MEMCACHE_CLIENTS", "REDIS_CLIENTS", "main"]
 
@@ -72,29 +79,6 @@ def _value(size: int) -> bytes:
 # -- the servers ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    import socket
-
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{proc.args!r} did not start") from None
-            time.sleep(0.05)
-
-
 def server_argv(
     protocol: str, program: str, port: int, workdir: str, *extra: str
 ) -> list[str]:
@@ -114,7 +98,7 @@ def server_argv(
 
 
 def _start_server(protocol: str, cpu: int | None, workdir: str) -> tuple[Any, int]:
-    port = _free_port()
+    port = free_port()
     program = shutil.which("redis-server" if protocol == "redis" else "memcached")
     if program is None:
         package = "redis-server" if protocol == "redis" else "memcached"
@@ -130,7 +114,7 @@ def _start_server(protocol: str, cpu: int | None, workdir: str) -> tuple[Any, in
         preexec_fn=child_setup(cpu),
     )
     try:
-        _wait_port(port, proc)
+        wait_for_port(port, proc)
     except BaseException:
         proc.kill()
         proc.wait()
@@ -408,15 +392,6 @@ def _memaslap(
 # -- the driver ----------------------------------------------------------------------
 
 
-def _cpus(pin: bool) -> tuple[int | None, int | None]:
-    if not pin or not hasattr(os, "sched_getaffinity"):
-        return None, None
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) < 2:
-        return None, None
-    return allowed[0], allowed[1]
-
-
 def _child(
     kind: str, port: int, args: argparse.Namespace, cpu: int | None
 ) -> dict[str, Any]:
@@ -437,18 +412,7 @@ def _child(
         "--pipeline",
         str(args.pipeline),
     ]
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        timeout=600,
-        preexec_fn=child_setup(cpu),
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(command)} failed:\n{done.stderr.decode()[-3000:]}"
-        )
-    result: dict[str, Any] = json.loads(done.stdout.decode().splitlines()[-1])
+    result: dict[str, Any] = run_json_child(command, cpu=cpu, timeout=600)
     return result
 
 
@@ -458,16 +422,16 @@ def compare(protocol: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     best run of each is kept (the least disturbed by the rest of the
     machine).
     """
-    server_cpu, client_cpu = _cpus(args.pin)
+    server_cpu, client_cpu = cpu_pair(args.pin)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as workdir:
         proc, port = _start_server(protocol, server_cpu, workdir)
         try:
             for kind in args.clients:
-                best: dict[str, Any] | None = None
-                for _ in range(args.runs):
+
+                def measure(kind: str = kind) -> dict[str, Any] | None:
                     if kind == "redis-benchmark":
-                        result = _redis_benchmark(
+                        return _redis_benchmark(
                             port,
                             args.value_size,
                             args.concurrency,
@@ -475,22 +439,16 @@ def compare(protocol: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                             client_cpu,
                             args.pipeline,
                         )
-                    elif kind == "memaslap":
-                        result = _memaslap(
+                    if kind == "memaslap":
+                        return _memaslap(
                             port, args.value_size, args.concurrency, client_cpu
                         )
-                    else:
-                        child = (
-                            "framedclient-" + protocol
-                            if kind == "framedclient"
-                            else kind
-                        )
-                        result = _child(child, port, args, client_cpu)
-                    if result is None:
-                        break
-                    result["rate"] = result["requests"] / result["seconds"]
-                    if best is None or result["rate"] > best["rate"]:
-                        best = result
+                    child = (
+                        "framedclient-" + protocol if kind == "framedclient" else kind
+                    )
+                    return _child(child, port, args, client_cpu)
+
+                best = best_of(args.runs, measure, "requests")
                 if best is not None:
                     rows.append({"client": kind, **best})
                     print(f"  {kind}: {best['rate']:,.0f} req/s", file=sys.stderr)
@@ -500,13 +458,6 @@ def compare(protocol: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             proc.terminate()
             proc.wait(10)
     return rows
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover - no getloadavg
-        return "unknown"
 
 
 def render(protocol: str, rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -522,26 +473,17 @@ def render(protocol: str, rows: list[dict[str, Any]], args: argparse.Namespace) 
         else ""
     )
     lines = [
-        f"{protocol} GET{batched}, {args.value_size}-byte value, {args.concurrency} "
-        f"concurrent callers, {args.requests:,} requests, best of {args.runs}; "
-        f"server and client {'pinned to different CPUs' if args.pin else 'not pinned'}",
-        f"machine: {machine_line(describe_machine())}; load average {_load()}",
-        "",
+        *heading(
+            f"{protocol} GET{batched}, {args.value_size}-byte value, "
+            f"{args.concurrency} concurrent callers, {args.requests:,} requests, "
+            f"best of {args.runs}; server and client {pinned(args.pin)}"
+        ),
         "| client | req/s | req per client CPU s | framedclient / this (rate) "
         "| framedclient / this (CPU) |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        per_cpu = r["requests"] / r["cpu"] if r.get("cpu") else None
-        ratio = ours["rate"] / r["rate"] if ours else None
-        ours_cpu = ours["requests"] / ours["cpu"] if ours and ours.get("cpu") else None
-        cpu_ratio = ours_cpu / per_cpu if ours_cpu and per_cpu else None
-        lines.append(
-            f"| {r['client']} | {r['rate']:,.0f} | "
-            f"{f'{per_cpu:,.0f}' if per_cpu else '-'} | "
-            f"{f'{ratio:.2f}x' if ratio else '-'} | "
-            f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} |"
-        )
+        lines.append(row([r["client"], *rate_and_ratio_cells(r, ours, "requests")]))
     return "\n".join(lines)
 
 
@@ -571,13 +513,7 @@ def build_parser(protocol: str) -> argparse.ArgumentParser:
         "get_many (memcached) of this many; --requests counts GETs; only "
         "framedclient and redis-benchmark take it",
     )
-    parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="do not pin the server and the clients to different CPUs",
-    )
-    parser.add_argument("--json", help="also write the rows to this JSON file")
+    add_pin_and_json_options(parser, "the server and the clients")
     return parser
 
 
@@ -624,11 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     rows = compare(protocol, args)
     print(render(protocol, rows, args))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(
-                {"protocol": protocol, "args": vars(args), "rows": rows}, f, indent=2
-            )
+    write_rows(args.json, {"protocol": protocol, "args": vars(args), "rows": rows})
     return 0
 
 

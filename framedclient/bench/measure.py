@@ -24,6 +24,7 @@ __all__ = [
     "ProcessSample",
     "auto_request_count",
     "closed_loop_result",
+    "cpu_seconds",
     "current_rss",
     "held_body",
     "latency_summary",
@@ -112,6 +113,15 @@ def peak_rss() -> int:
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return int(maxrss if sys.platform == "darwin" else maxrss * 1024)
+
+
+def cpu_seconds() -> float:
+    """
+    User plus system CPU seconds of this process so far, every thread
+    counted (a client that loops in threads is charged for all of them).
+    """
+    t = os.times()
+    return t.user + t.system
 
 
 @dataclass(frozen=True)

@@ -38,17 +38,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
-from framedclient.bench.keyvalue import (
-    _cpus,
-    _free_port,
-    _load,
-    _wait_port,
-    server_argv,
+from framedclient.bench.keyvalue import server_argv
+from framedclient.bench.measure import cpu_seconds as _cpu
+from framedclient.bench.ratio_table import heading, pinned, rate_and_ratio_cells, row
+from framedclient.bench.serverproc import child_setup, free_port, wait_for_port
+from framedclient.bench.subprocess_runs import (
+    add_pin_and_json_options,
+    best_of,
+    cpu_pair,
+    write_rows,
 )
-from framedclient.bench.machine import describe_machine, machine_line
-from framedclient.bench.serverproc import child_setup
 
 __all__ = ["CLIENTS", "main"]
 
@@ -60,11 +62,6 @@ CLIENTS = (
     "redis-asyncio",
 )
 CHANNEL = b"bench:pubsub"
-
-
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def payload(i: int, size: int) -> bytes:
@@ -306,7 +303,7 @@ def _start_redis(cpu: int | None, workdir: str) -> tuple[Any, int]:
             "redis-server is not installed (apt-get install redis-server); the "
             "comparison needs a real server"
         )
-    port = _free_port()
+    port = free_port()
     # No output-buffer limit for subscribers: the driver fills the
     # subscriber's on purpose (see the module's notes).
     argv = server_argv("redis", program, port, workdir)
@@ -318,7 +315,7 @@ def _start_redis(cpu: int | None, workdir: str) -> tuple[Any, int]:
         preexec_fn=child_setup(cpu),
     )
     try:
-        _wait_port(port, proc)
+        wait_for_port(port, proc)
     except BaseException:
         proc.kill()
         proc.wait()
@@ -331,18 +328,15 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     Every chosen subscriber ``args.runs`` times against one server; the
     best run of each is kept.
     """
-    server_cpu, client_cpu = _cpus(args.pin)
+    server_cpu, client_cpu = cpu_pair(args.pin)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as workdir:
         proc, port = _start_redis(server_cpu, workdir)
         try:
             for kind in args.clients:
-                best: dict[str, Any] | None = None
-                for _ in range(args.runs):
-                    result = _child(kind, port, args, client_cpu)
-                    result["rate"] = result["messages"] / result["seconds"]
-                    if best is None or result["rate"] > best["rate"]:
-                        best = result
+                best = best_of(
+                    args.runs, partial(_child, kind, port, args, client_cpu), "messages"
+                )
                 assert best is not None
                 rows.append({"client": kind, **best})
                 print(f"  {kind}: {best['rate']:,.0f} messages/s", file=sys.stderr)
@@ -359,26 +353,17 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """
     ours = next((r for r in rows if r["client"] == "framedclient"), None)
     lines = [
-        f"Redis pub/sub, one subscriber connection, {args.size}-byte messages, "
-        f"{args.messages:,} messages, best of {args.runs}; server and subscriber "
-        f"{'pinned to different CPUs' if args.pin else 'not pinned'}",
-        f"machine: {machine_line(describe_machine())}; load average {_load()}",
-        "",
+        *heading(
+            f"Redis pub/sub, one subscriber connection, {args.size}-byte messages, "
+            f"{args.messages:,} messages, best of {args.runs}; server and "
+            f"subscriber {pinned(args.pin)}"
+        ),
         "| subscriber | messages/s | messages per CPU s | framedclient / this "
         "(rate) | framedclient / this (CPU) |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        per_cpu = r["messages"] / r["cpu"] if r["cpu"] else None
-        ratio = ours["rate"] / r["rate"] if ours else None
-        ours_cpu = ours["messages"] / ours["cpu"] if ours and ours["cpu"] else None
-        cpu_ratio = ours_cpu / per_cpu if ours_cpu and per_cpu else None
-        lines.append(
-            f"| {r['client']} | {r['rate']:,.0f} | "
-            f"{f'{per_cpu:,.0f}' if per_cpu else '-'} | "
-            f"{f'{ratio:.2f}x' if ratio else '-'} | "
-            f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} |"
-        )
+        lines.append(row([r["client"], *rate_and_ratio_cells(r, ours, "messages")]))
     return "\n".join(lines)
 
 
@@ -416,13 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--messages", type=_positive, default=200_000)
     parser.add_argument("--size", type=_positive, default=64)
     parser.add_argument("--runs", type=_positive, default=3)
-    parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="do not pin the server and the subscribers to different CPUs",
-    )
-    parser.add_argument("--json", help="also write the rows to this JSON file")
+    add_pin_and_json_options(parser, "the server and the subscribers")
     return parser
 
 
@@ -443,9 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     rows = compare(args)
     print(render(rows, args))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+    write_rows(args.json, {"args": vars(args), "rows": rows})
     return 0
 
 

@@ -43,11 +43,20 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from typing import Any
 
 from framedclient.bench.keyvalue import server_argv
-from framedclient.bench.machine import describe_machine, machine_line
+from framedclient.bench.measure import cpu_seconds as _cpu
+from framedclient.bench.ratio_table import heading, pinned, rate_and_ratio_cells, row
 from framedclient.bench.serverproc import child_setup
+from framedclient.bench.subprocess_runs import (
+    add_pin_and_json_options,
+    best_of,
+    cpu_pair,
+    run_json_child,
+    write_rows,
+)
 from framedclient.clients.slots import key_slot
 
 __all__ = ["CLIENTS", "main", "start_cluster"]
@@ -63,11 +72,6 @@ OPERATIONS = ("get", "set")
 #: How many keys the loop goes through (in every slot range).
 KEYS = 1000
 _MASTERS = 3
-
-
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def _value(size: int) -> bytes:
@@ -386,15 +390,6 @@ def run_client(
 # -- the driver ---------------------------------------------------------------------
 
 
-def _cpus(pin: bool) -> tuple[int | None, int | None]:
-    if not pin or not hasattr(os, "sched_getaffinity"):
-        return None, None
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) < 2:
-        return None, None
-    return allowed[0], allowed[1]
-
-
 def _client_command(
     kind: str, ports: list[int], op: str, args: argparse.Namespace, n: int, warmup: int
 ) -> list[str]:
@@ -425,18 +420,7 @@ def _child(
     command = _client_command(
         kind, ports, op, args, args.requests, max(1000, args.requests // 10)
     )
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        timeout=600,
-        preexec_fn=child_setup(cpu),
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(command)} failed:\n{done.stderr.decode()[-3000:]}"
-        )
-    result: dict[str, Any] = json.loads(done.stdout.decode().splitlines()[-1])
+    result: dict[str, Any] = run_json_child(command, cpu=cpu, timeout=600)
     return result
 
 
@@ -479,7 +463,7 @@ def instructions_per_request(
 
 def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every chosen client and operation, best of ``args.runs``."""
-    server_cpu, client_cpu = _cpus(args.pin)
+    server_cpu, client_cpu = cpu_pair(args.pin)
     rows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory() as workdir,
@@ -487,12 +471,8 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     ):
         for op in args.ops:
             for kind in args.clients:
-                best: dict[str, Any] | None = None
-                for _ in range(args.runs):
-                    result = _child(kind, ports, op, args, client_cpu)
-                    result["rate"] = result["requests"] / result["seconds"]
-                    if best is None or result["rate"] > best["rate"]:
-                        best = result
+                measure = partial(_child, kind, ports, op, args, client_cpu)
+                best = best_of(args.runs, measure, "requests")
                 assert best is not None
                 row = {"client": kind, "op": op, **best}
                 rows.append(row)
@@ -508,25 +488,17 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover
-        return "unknown"
-
-
 def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """
     Markdown: each client's rate and cost per operation, framedclient's
     ratios to it, and the routing cost (CPU and instructions).
     """
     lines = [
-        f"Redis Cluster (3 masters), {args.value_size}-byte values, "
-        f"{args.concurrency} concurrent callers, {args.requests:,} requests, "
-        f"best of {args.runs}; cluster and client "
-        f"{'pinned to different CPUs' if args.pin else 'not pinned'}",
-        f"machine: {machine_line(describe_machine())}; load average {_load()}",
-        "",
+        *heading(
+            f"Redis Cluster (3 masters), {args.value_size}-byte values, "
+            f"{args.concurrency} concurrent callers, {args.requests:,} requests, "
+            f"best of {args.runs}; cluster and client {pinned(args.pin)}"
+        ),
         "| op | client | req/s | req per client CPU s | framedclient / this (rate) "
         "| framedclient / this (CPU) |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
@@ -537,17 +509,11 @@ def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             (r for r in timed if r["op"] == op and r["client"] == "framedclient"), None
         )
         for r in (r for r in timed if r["op"] == op):
-            per_cpu = r["requests"] / r["cpu"] if r["cpu"] else None
-            ours_cpu = ours["requests"] / ours["cpu"] if ours and ours["cpu"] else None
-            ratio = ours["rate"] / r["rate"] if ours else None
-            cpu_ratio = ours_cpu / per_cpu if ours_cpu and per_cpu else None
+            rate, per_cpu, ratio, cpu_ratio = rate_and_ratio_cells(r, ours, "requests")
             if r["client"].startswith("routing"):
-                ratio = cpu_ratio = None  # compared with each other, below
+                ratio = cpu_ratio = "-"  # compared with each other, below
             lines.append(
-                f"| {op.upper()} | {r['client']} | {r['rate']:,.0f} | "
-                f"{f'{per_cpu:,.0f}' if per_cpu else '-'} | "
-                f"{f'{ratio:.2f}x' if ratio else '-'} | "
-                f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} |"
+                row([op.upper(), r["client"], rate, per_cpu, ratio, cpu_ratio])
             )
     lines += [
         "",
@@ -626,13 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--callgrind-requests", type=int, default=10_000, help=argparse.SUPPRESS
     )
-    parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="do not pin the cluster and the clients to different CPUs",
-    )
-    parser.add_argument("--json", help="also write the rows to this JSON file")
+    add_pin_and_json_options(parser, "the cluster and the clients")
     return parser
 
 
@@ -656,9 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rows = compare(args)
     print(render(rows, args))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+    write_rows(args.json, {"args": vars(args), "rows": rows})
     return 0
 
 

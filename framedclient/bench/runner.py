@@ -11,10 +11,7 @@ client the other.
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,8 +25,8 @@ from framedclient.bench.serverproc import (
     AMP_SERVER_COMMAND,
     REFERENCE_SERVER_COMMAND,
     ServerProcess,
-    child_setup,
 )
+from framedclient.bench.subprocess_runs import cpu_pair, run_json_child
 
 __all__ = [
     "DEFAULT_SCALE_INFLIGHT",
@@ -134,45 +131,15 @@ class Progress:
             self._bar.close()
 
 
-def _cpus(config: BenchConfig) -> tuple[int | None, int | None]:
-    """
-    CPUs for (server, client): two different ones when pinning is on and
-    this process may use at least two.
-    """
-    if not config.pin or not hasattr(os, "sched_getaffinity"):
-        return None, None
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) < 2:
-        return None, None
-    return allowed[0], allowed[1]
-
-
 def _run_client(
     args: list[str], cpu: int | None, timeout: float, gc_threshold: int | None = None
 ) -> dict[str, Any]:
     if gc_threshold is not None and args[2] in ("framedclient", "proto"):
         args = [*args, "--gc-threshold", str(gc_threshold)]
     command = [sys.executable, "-m", "framedclient.bench.loadgen", *args]
-    try:
-        done = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            preexec_fn=child_setup(cpu),
-            check=False,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise ClientRunFailed(
-            f"{' '.join(command)} did not finish within {timeout:g} s (killed)"
-        ) from e
-    stdout = done.stdout.decode("utf-8", "replace").strip()
-    if done.returncode != 0 or not stdout:
-        stderr = done.stderr.decode("utf-8", "replace").strip()[-3000:]
-        raise ClientRunFailed(
-            f"{' '.join(command)} exited with status {done.returncode}:\n{stderr}"
-        )
-    result: dict[str, Any] = json.loads(stdout.splitlines()[-1])
+    result: dict[str, Any] = run_json_child(
+        command, cpu=cpu, timeout=timeout, error=ClientRunFailed
+    )
     return result
 
 
@@ -248,7 +215,7 @@ def run_benchmark(
     Servers are stopped before this returns or raises, including on
     ``KeyboardInterrupt``.
     """
-    server_cpu, client_cpu = _cpus(config)
+    server_cpu, client_cpu = cpu_pair(config.pin)
     scale_kinds = [k for k in config.kinds if k in SCALE_KINDS] if config.scale else []
     total = config.runs * len(config.concurrency) * len(config.kinds)
     total += len(scale_kinds) * len(config.scale_inflight)

@@ -16,6 +16,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,9 @@ __all__ = [
     "REFERENCE_SERVER_COMMAND",
     "ServerProcess",
     "child_setup",
+    "free_port",
     "process_cpu_seconds",
+    "wait_for_port",
 ]
 
 #: The fc1 reference server on an ephemeral loopback port.
@@ -77,6 +80,34 @@ def child_setup(cpu: int | None) -> Callable[[], None]:
                 pass
 
     return setup
+
+
+def free_port() -> int:
+    """
+    A TCP port free on 127.0.0.1 just now, for a server that must be told
+    its port (redis-server, memcached).
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """
+    Return once 127.0.0.1:``port`` accepts connections.
+
+    :raises RuntimeError: ``proc`` exited first, or 10 s went by.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{proc.args!r} did not start") from None
+            time.sleep(0.05)
 
 
 def process_cpu_seconds(pid: int) -> float | None:

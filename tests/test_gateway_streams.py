@@ -687,6 +687,41 @@ async def test_stats_and_metrics_show_open_streams_and_subscribers():
         reader.close()
 
 
+def metric_samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text.decode())
+        for s in f.samples
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_streams_on_their_own_pool_count_in_the_request_outcomes():
+    # The default --http-stream-pool-size 2: streams run on a client of
+    # their own, and are counted in framedclient_requests_total all the
+    # same (as with a shared pool), and on their own under the stream
+    # pool's name.
+    async with running() as runner:
+        await runner.post(b"one")
+        code, _, _ = await post_stream(runner, b"!stream:5:10")
+        assert code == 200
+        code, _, _ = await post_stream(runner, b"!error:no such cursor")
+        assert code == 500
+        _, _, text = await runner.get("/metrics")
+        samples = metric_samples(text)
+        requests = "framedclient_requests_total"
+        assert samples[(requests, (("outcome", "ok"),))] == 2
+        assert samples[(requests, (("outcome", "remote_error"),))] == 1
+        pool = "framedclient_gateway_stream_pool_requests_total"
+        assert samples[(pool, (("outcome", "ok"),))] == 1
+        assert samples[(pool, (("outcome", "remote_error"),))] == 1
+        _, stats = await runner.get_json("/v1/stats")
+        assert stats["requests"]["ok"] == 2
+        assert stats["requests"]["remote_error"] == 1
+        # Only the plain request got an HTTP response counted by code.
+        assert stats["gateway"]["responses"] == {"200": 1}
+
+
 # -- settings ---------------------------------------------------------------------
 
 

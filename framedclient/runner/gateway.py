@@ -106,6 +106,7 @@ from framedclient.metrics import (
     PROMETHEUS_CONTENT_TYPE,
     CounterSample,
     GaugeSample,
+    Metrics,
     prometheus_text,
 )
 from framedclient.runner.cluster import (
@@ -814,13 +815,28 @@ class Gateway:
                 if not d.called:  # a waiter may have timed out
                     d.callback(None)
 
+    def request_metrics(self, client: FramedClient) -> Metrics:
+        """
+        The request figures of everything this gateway sent upstream:
+        ``client``'s, plus those of the ``/v1/stream`` pool when streams
+        have a client of their own, so that ``framedclient_requests_total``
+        and ``/v1/stats`` count a stream whichever pool carried it.
+        """
+        stream_client = self.get_stream_client()
+        if stream_client is None or stream_client is client:
+            return client.metrics
+        totals = client.metrics.totals()
+        totals.merge(stream_client.metrics)
+        return totals
+
     def stats(self, client: FramedClient) -> dict[str, Any]:
         """
         What ``/v1/stats`` serves: the client's stats without per-connection
         detail, plus time, uptime and the gateway's own counters.
         """
         stats = client.stats()
-        metrics = stats.pop("metrics")
+        del stats["metrics"]
+        metrics = self.request_metrics(client).snapshot()
         now = self.clock.seconds()
         stats.update(
             {
@@ -863,7 +879,7 @@ class Gateway:
         state = client.debug_state()
         state.pop("metrics", None)
         return {
-            "metrics": client.metrics.export(),
+            "metrics": self.request_metrics(client).export(),
             "samples": samples_to_json([*client.gauges(), *self.gauges()]),
             "stats": self.stats(client),
             "state": state,
@@ -920,6 +936,16 @@ class Gateway:
                     "framedclient_gateway_stream_pool_in_flight",
                     "Streams open on the /v1/stream pool's upstream connections.",
                     stream_client.in_flight,
+                ),
+                *(
+                    CounterSample(
+                        "framedclient_gateway_stream_pool_requests_total",
+                        "Streams of the /v1/stream pool by outcome (counted in "
+                        "framedclient_requests_total too).",
+                        count,
+                        {"outcome": outcome},
+                    )
+                    for outcome, count in stream_client.metrics.outcomes.items()
                 ),
             ]
         return [
@@ -1200,7 +1226,8 @@ class MetricsResource(_JSONResource):
 
     def render_client(self, request: HTTPRequest, client: FramedClient) -> bytes:
         body = prometheus_text(
-            client.metrics, [*client.gauges(), *self.gateway.gauges()]
+            self.gateway.request_metrics(client),
+            [*client.gauges(), *self.gateway.gauges()],
         )
         request.setHeader(b"content-type", PROMETHEUS_CONTENT_TYPE.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")

@@ -1068,9 +1068,39 @@ def _not_get(request: HTTPRequest, path: str) -> bytes | None:
     return error_body(request, "method_not_allowed", f"{path} accepts GET only")
 
 
-class _JSONResource(Resource):
+def _wrong_method(request: HTTPRequest, method: bytes, path: str) -> bytes | None:
     """
-    A read-only JSON endpoint: GET (and HEAD) only, 503 while stopped.
+    The 405 for an endpoint that takes ``method`` alone, asked with
+    another, else ``None``.
+    """
+    if request.method == method:
+        return None
+    request.setHeader(b"allow", method)
+    return error_body(
+        request,
+        "method_not_allowed",
+        f"{path} accepts {method.decode('ascii')} only",
+    )
+
+
+def _body_too_large(request: HTTPRequest, gateway: Gateway) -> bytes | None:
+    """
+    The 400 for a body the channel cut off at the codec's largest frame
+    (it cannot go upstream in one frame), else ``None``.
+    """
+    if not getattr(request, "body_too_large", False):
+        return None
+    return error_body(
+        request,
+        "too_large",
+        f"request body exceeds {gateway.max_body} bytes, the most the "
+        f"codec can carry in one frame",
+    )
+
+
+class _GatewayResource(Resource):
+    """
+    An endpoint of ``gateway`` that answers at its own path (no children).
     """
 
     isLeaf = True
@@ -1078,6 +1108,12 @@ class _JSONResource(Resource):
     def __init__(self, gateway: Gateway) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.gateway = gateway
+
+
+class _JSONResource(_GatewayResource):
+    """
+    A read-only JSON endpoint: GET (and HEAD) only, 503 while stopped.
+    """
 
     #: Whether a worker of ``--workers N`` answers with the sum of every
     #: worker's figures (:meth:`render_merged`) rather than its own.
@@ -1164,7 +1200,7 @@ class DebugStateResource(_JSONResource):
         return _json_body(request, 200, merged.debug_state())
 
 
-class LiveResource(Resource):
+class LiveResource(_GatewayResource):
     """
     ``GET /livez``: 200 whenever the reactor runs to answer it.
 
@@ -1173,12 +1209,6 @@ class LiveResource(Resource):
     gateway for a database outage, and one that failed while draining would
     kill the drain.
     """
-
-    isLeaf = True
-
-    def __init__(self, gateway: Gateway) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.gateway = gateway
 
     def render(self, request: HTTPRequest) -> bytes:
         refused = _not_get(request, "/livez")
@@ -1440,7 +1470,7 @@ class StatusPage(Resource):
         return body
 
 
-class RequestResource(Resource):
+class RequestResource(_GatewayResource):
     """
     ``POST /v1/request``: one upstream request per HTTP request.
 
@@ -1451,28 +1481,16 @@ class RequestResource(Resource):
     after a connection loss and hedged (``--hedge-after``).
     """
 
-    isLeaf = True
-
-    def __init__(self, gateway: Gateway) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.gateway = gateway
-
     def render(self, request: HTTPRequest) -> bytes | int:
         gateway = self.gateway
-        if request.method != b"POST":
-            request.setHeader(b"allow", b"POST")
+        refused = _wrong_method(request, b"POST", "/v1/request")
+        if refused is not None:
             gateway.count(405)
-            return error_body(
-                request, "method_not_allowed", "/v1/request accepts POST only"
-            )
-        if getattr(request, "body_too_large", False):
+            return refused
+        refused = _body_too_large(request, gateway)
+        if refused is not None:
             gateway.count(400)
-            return error_body(
-                request,
-                "too_large",
-                f"request body exceeds {gateway.max_body} bytes, the most the "
-                f"codec can carry in one frame",
-            )
+            return refused
         try:
             timeout = _requested_timeout(request)
         except ValueError as error:
@@ -1583,7 +1601,7 @@ def _failure_payload(failure: Failure, client: FramedClient) -> dict[str, Any]:
     return payload
 
 
-class StreamResource(Resource):
+class StreamResource(_GatewayResource):
     """
     ``POST /v1/stream``: the body goes upstream as a streamed request
     (:meth:`FramedClient.stream`), each part comes back as a record of a
@@ -1595,26 +1613,13 @@ class StreamResource(Resource):
     cancels the stream upstream.
     """
 
-    isLeaf = True
-
-    def __init__(self, gateway: Gateway) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.gateway = gateway
-
     def render(self, request: HTTPRequest) -> bytes | int:
         gateway = self.gateway
-        if request.method != b"POST":
-            request.setHeader(b"allow", b"POST")
-            return error_body(
-                request, "method_not_allowed", "/v1/stream accepts POST only"
-            )
-        if getattr(request, "body_too_large", False):
-            return error_body(
-                request,
-                "too_large",
-                f"request body exceeds {gateway.max_body} bytes, the most the "
-                f"codec can carry in one frame",
-            )
+        refused = _wrong_method(request, b"POST", "/v1/stream")
+        if refused is None:
+            refused = _body_too_large(request, gateway)
+        if refused is not None:
+            return refused
         try:
             timeout = _requested_timeout(request)
         except ValueError as error:
@@ -1660,7 +1665,7 @@ class StreamResource(Resource):
         return NOT_DONE_YET
 
 
-class SubscribeResource(Resource):
+class SubscribeResource(_GatewayResource):
     """
     ``GET /v1/subscribe?topic=T`` (the parameter repeated for several
     topics): the topics' messages as Server-Sent Events
@@ -1669,19 +1674,11 @@ class SubscribeResource(Resource):
     the gateway wants its topics) when the HTTP client goes.
     """
 
-    isLeaf = True
-
-    def __init__(self, gateway: Gateway) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.gateway = gateway
-
     def render(self, request: HTTPRequest) -> bytes | int:
         gateway = self.gateway
-        if request.method != b"GET":
-            request.setHeader(b"allow", b"GET")
-            return error_body(
-                request, "method_not_allowed", "/v1/subscribe accepts GET only"
-            )
+        refused = _wrong_method(request, b"GET", "/v1/subscribe")
+        if refused is not None:
+            return refused
         # Latin-1 both ways: the topic's bytes as sent, percent-escapes too.
         query = parse_qs(
             urlsplit(request.uri).query.decode("latin-1"),

@@ -18,13 +18,14 @@ from twisted.python.usage import UsageError
 
 from framedclient.backoff import ConstantBackoff, parse_backoff
 from framedclient.codecs import ERROR, REPLY, REQUEST, HeaderCodec, Matching
-from framedclient.config import ClientConfig, Count, Seconds, Share
+from framedclient.config import ClientConfig, Collaborator, Count, Seconds, Share
 from framedclient.errors import FrameTooLarge
 from framedclient.runner.app import RunnerService
 from framedclient.runner.codecspec import codec_overhead, parse_codec
 from framedclient.runner.options import (
     DEFAULT_HTTP,
     Options,
+    UsageExit,
     config_options,
     options_table,
 )
@@ -201,6 +202,46 @@ OPTIONAL_DURATIONS = [
 @pytest.mark.parametrize("option", OPTIONAL_DURATIONS, ids=lambda o: o.option)
 def test_off_turns_an_optional_duration_off(option):
     assert getattr(parse(f"--{option.option}", "off")["config"], option.field) is None
+
+
+#: Every setting that ``None`` turns off (or leaves to be derived): on the
+#: command line that is a word, ``off`` or ``auto``.  (Specs such as
+#: --backoff have parsers of their own that word their errors.)
+OPTIONAL_SETTINGS = [
+    o
+    for o in CONFIG_OPTIONS
+    if o.flag is None
+    and getattr(o.setting.kind, "optional", False)
+    and not isinstance(o.setting.kind, Collaborator)
+]
+
+
+@pytest.mark.parametrize("option", OPTIONAL_SETTINGS, ids=lambda o: o.option)
+def test_out_of_range_optional_settings_name_the_word_not_none(option, capsys):
+    # The range is checked by ClientConfig, whose words are Python's
+    # (None); the command line's user types 'off' (or 'auto').
+    with pytest.raises(UsageExit):
+        parse(f"--{option.option}", "-1")
+    message = capsys.readouterr().err
+    assert f"--{option.option} '-1': must be " in message
+    assert "None" not in message
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--request-timeout", "0"], "number of seconds or 'off'"),
+        (["--black-hole-after", "0"], "integer >= 1 or 'off'"),
+        (["--max-in-flight-per-connection", "0"], "integer >= 1 or 'auto'"),
+        (["--success-rate-factor", "-1"], "number >= 0 or 'off'"),
+    ],
+)
+def test_out_of_range_optional_settings_say_what_the_command_line_takes(
+    argv, says, capsys
+):
+    with pytest.raises(UsageExit):
+        parse(*argv)
+    assert says in capsys.readouterr().err
 
 
 def test_help_lists_every_setting_with_its_help_text():

@@ -720,7 +720,8 @@ class Options(usage.Options):
         except InvalidSetting as error:
             option = next(o for o in _CONFIG_OPTIONS if o.field == error.setting)
             raise usage.UsageError(
-                f"--{option.option} {raws.get(error.setting)!r}: {error.reason}"
+                f"--{option.option} {raws.get(error.setting)!r}: "
+                f"{_command_line_reason(option, error.reason)}"
             ) from None
         for o in _CONFIG_OPTIONS:
             if o.field not in values and o.flag is None:
@@ -762,6 +763,19 @@ class Options(usage.Options):
                     f"fields, which the proxy does not forward; use fc1 or a "
                     f"length: codec"
                 )
+
+
+def _command_line_reason(option: ConfigOption, reason: str) -> str:
+    """
+    ``reason`` (:class:`ClientConfig`'s, in Python's words) as the command
+    line says it: the word its user types for ``None`` (``off``, ``auto``)
+    instead of ``None``.  Reasons that involve other settings stay as they
+    are.
+    """
+    kind = option.setting.kind
+    if reason == kind.expects(cli=False) or reason.endswith(" or None"):
+        return kind.expects(cli=True)
+    return reason
 
 
 #: The placeholder each option's value is shown with in ``--help``.

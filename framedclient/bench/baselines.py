@@ -41,11 +41,12 @@ from twisted.python.failure import Failure
 from framedclient.bench.measure import (
     ProcessSample,
     auto_request_count,
-    closed_loop_result,
     current_rss,
+    fail_all_fields,
     held_body,
     scale_requests,
     settle_seconds,
+    tally_result,
     warmup_count,
 )
 
@@ -185,11 +186,10 @@ def serve_amp(port: int, host: str) -> int:
 _Requester = Callable[[bytes], "Deferred[bytes]"]
 
 
-class RawClient:
+class _TwistedBaseline:
     """
-    ``K`` connections of :class:`RawFC1Protocol`, as the load generator
-    drives a client kind: :meth:`connect`, :meth:`requesters`,
-    :meth:`close`.
+    ``K`` connections of one Twisted protocol, as the load generator drives
+    a client kind: :meth:`connect`, :meth:`requesters`, :meth:`close`.
     """
 
     fallback: str | None = None
@@ -199,56 +199,55 @@ class RawClient:
         self._host = host
         self._port = port
         self._connections = connections
-        self.protos: list[RawFC1Protocol] = []
+        self.protos: list[Any] = []
+
+    def _protocol(self) -> Any:
+        raise NotImplementedError
 
     async def connect(self) -> None:
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
         endpoint = TCP4ClientEndpoint(self._reactor, self._host, self._port)
         for _ in range(self._connections):
-            connecting = connectProtocol(endpoint, RawFC1Protocol())  # type: ignore[no-untyped-call]
+            connecting = connectProtocol(endpoint, self._protocol())  # type: ignore[no-untyped-call]
             self.protos.append(await connecting)
 
     def requesters(self) -> list[_Requester]:
         """
         One request function per connection; loops use them round-robin.
         """
-        return [p.request for p in self.protos]
+        raise NotImplementedError
 
     async def close(self) -> None:
         for p in self.protos:
-            p.transport.loseConnection()  # type: ignore[union-attr]
+            p.transport.loseConnection()
 
 
-class AmpClient:
+class RawClient(_TwistedBaseline):
     """
-    ``K`` AMP connections calling :class:`Echo`, driven like
-    :class:`RawClient`.
+    ``K`` connections of :class:`RawFC1Protocol`.
     """
 
-    fallback: str | None = None
+    protos: list[RawFC1Protocol]
 
-    def __init__(self, reactor: Any, host: str, port: int, connections: int) -> None:
-        self._reactor = reactor
-        self._host = host
-        self._port = port
-        self._connections = connections
-        self.protos: list[amp.AMP] = []
-
-    async def connect(self) -> None:
-        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
-        endpoint = TCP4ClientEndpoint(self._reactor, self._host, self._port)
-        for _ in range(self._connections):
-            protocol = amp.AMP()  # type: ignore[no-untyped-call]
-            connecting = connectProtocol(endpoint, protocol)  # type: ignore[no-untyped-call]
-            self.protos.append(await connecting)
+    def _protocol(self) -> RawFC1Protocol:
+        return RawFC1Protocol()
 
     def requesters(self) -> list[_Requester]:
-        """
-        One request function per connection; loops use them round-robin.
-        """
+        return [p.request for p in self.protos]
 
+
+class AmpClient(_TwistedBaseline):
+    """
+    ``K`` AMP connections calling :class:`Echo`.
+    """
+
+    protos: list[amp.AMP]
+
+    def _protocol(self) -> amp.AMP:
+        return amp.AMP()  # type: ignore[no-untyped-call]
+
+    def requesters(self) -> list[_Requester]:
         def bind(proto: amp.AMP) -> _Requester:
             call_remote = proto.callRemote
 
@@ -261,10 +260,6 @@ class AmpClient:
             return request
 
         return [bind(p) for p in self.protos]
-
-    async def close(self) -> None:
-        for p in self.protos:
-            p.transport.loseConnection()  # type: ignore[union-attr]
 
 
 # -- asyncio -----------------------------------------------------------------
@@ -426,16 +421,13 @@ async def _asyncio_closed_loop(
     finally:
         for c in clients:
             await c.close()
-    return closed_loop_result(
+    return tally_result(
+        measured,
         kind="asyncio",
         concurrency=concurrency,
         payload=payload,
         connections=connections,
         requests=total,
-        ok=measured.ok,
-        failed=measured.failed,
-        first_error=measured.first_error,
-        latencies=measured.latencies,
         start=start,
         end=end,
         extra={"fallback": None, "warmup_requests": 2 * warmup_total},
@@ -519,10 +511,7 @@ async def _asyncio_scale(
     rss_after = current_rss()
     start, end, failed = await _asyncio_fail_all(client, futures)
     await client.close()
-    result["rss_per_request"] = max(0, rss_after - rss_before) / inflight
-    result["fail_cpu_seconds"] = end.cpu - start.cpu
-    result["fail_wall_seconds"] = end.wall - start.wall
-    result["fail_failed"] = failed
+    result.update(fail_all_fields(inflight, rss_before, rss_after, start, end, failed))
     del futures
 
     # The same burst under tracemalloc: the bytes Python allocated for it.
@@ -557,16 +546,13 @@ async def _asyncio_scale(
     finally:
         await client.close()
     result.update(
-        closed_loop_result(
+        tally_result(
+            loop,
             kind="asyncio",
             concurrency=inflight,
             payload=payload,
             connections=1,
             requests=total,
-            ok=loop.ok,
-            failed=loop.failed,
-            first_error=loop.first_error,
-            latencies=loop.latencies,
             start=start,
             end=end,
         )

@@ -52,11 +52,12 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from framedclient.bench.measure import (
     ProcessSample,
     auto_request_count,
-    closed_loop_result,
     current_rss,
+    fail_all_fields,
     held_body,
     scale_requests,
     settle_seconds,
+    tally_result,
     warmup_count,
 )
 
@@ -355,16 +356,13 @@ async def _closed_loop(
         _stop_profiler(profiler, profile)
     finally:
         await client.close()
-    return closed_loop_result(
+    return tally_result(
+        measured,
         kind=kind,
         concurrency=concurrency,
         payload=payload,
         connections=connections,
         requests=total,
-        ok=measured.ok,
-        failed=measured.failed,
-        first_error=measured.first_error,
-        latencies=measured.latencies,
         start=start,
         end=end,
         extra={"fallback": client.fallback, "warmup_requests": 2 * warmup_total},
@@ -496,10 +494,7 @@ async def _scale(
     rss_after = current_rss()
     start, end, failed = await _fail_all(reactor, request, deferreds)
     await c.close()
-    result["rss_per_request"] = max(0, rss_after - rss_before) / inflight
-    result["fail_cpu_seconds"] = end.cpu - start.cpu
-    result["fail_wall_seconds"] = end.wall - start.wall
-    result["fail_failed"] = failed
+    result.update(fail_all_fields(inflight, rss_before, rss_after, start, end, failed))
     del deferreds
 
     # 2. The same burst under tracemalloc, after a short warm-up so that it
@@ -540,16 +535,13 @@ async def _scale(
     finally:
         await c.close()
     result.update(
-        closed_loop_result(
+        tally_result(
+            loop,
             kind=kind,
             concurrency=inflight,
             payload=payload,
             connections=1,
             requests=total,
-            ok=loop.ok,
-            failed=loop.failed,
-            first_error=loop.first_error,
-            latencies=loop.latencies,
             start=start,
             end=end,
         )

@@ -17,15 +17,17 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "LATENCY_PERCENTILES",
+    "LoopTally",
     "ProcessSample",
     "auto_request_count",
     "closed_loop_result",
     "cpu_seconds",
     "current_rss",
+    "fail_all_fields",
     "held_body",
     "latency_summary",
     "peak_rss",
@@ -33,6 +35,7 @@ __all__ = [
     "quantile_curve",
     "scale_requests",
     "settle_seconds",
+    "tally_result",
     "warmup_count",
 ]
 
@@ -247,3 +250,68 @@ def closed_loop_result(
     if extra:
         result.update(extra)
     return result
+
+
+class LoopTally(Protocol):
+    """
+    What a closed loop counts, whichever event loop ran it (the Twisted
+    kinds' and the asyncio baseline's loops both do).
+    """
+
+    ok: int
+    failed: int
+    first_error: str | None
+    latencies: list[float]
+
+
+def tally_result(
+    tally: LoopTally,
+    *,
+    kind: str,
+    concurrency: int,
+    payload: int,
+    connections: int,
+    requests: int,
+    start: ProcessSample,
+    end: ProcessSample,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """
+    :func:`closed_loop_result` of the run ``tally`` counted.
+    """
+    return closed_loop_result(
+        kind=kind,
+        concurrency=concurrency,
+        payload=payload,
+        connections=connections,
+        requests=requests,
+        ok=tally.ok,
+        failed=tally.failed,
+        first_error=tally.first_error,
+        latencies=tally.latencies,
+        start=start,
+        end=end,
+        extra=extra,
+    )
+
+
+def fail_all_fields(
+    inflight: int,
+    rss_before: int,
+    rss_after: int,
+    start: ProcessSample,
+    end: ProcessSample,
+    failed: int,
+) -> dict[str, float]:
+    """
+    The scale mode's first figures: resident memory per pending request
+    (``inflight`` of them sent between the two RSS readings), and the CPU
+    and wall time from the connection's loss (``start``) until the last of
+    them had failed (``end``).
+    """
+    return {
+        "rss_per_request": max(0, rss_after - rss_before) / inflight,
+        "fail_cpu_seconds": end.cpu - start.cpu,
+        "fail_wall_seconds": end.wall - start.wall,
+        "fail_failed": failed,
+    }

@@ -19,6 +19,7 @@ from framedclient.bench.ratio_table import heading, rate_and_ratio_cells, row
 from framedclient.bench.subprocess_runs import (
     add_pin_and_json_options,
     best_of,
+    best_run,
     cpu_pair,
     run_json_child,
     write_rows,
@@ -99,3 +100,13 @@ def test_no_pin_and_json_options(tmp_path: Path):
     write_rows(args.json, {"rows": [1]})
     assert json.loads((tmp_path / "rows.json").read_text()) == {"rows": [1]}
     write_rows(None, {"rows": [2]})  # no --json: nothing written
+
+
+def test_the_best_run_is_told_on_stderr_or_that_the_client_is_missing(capsys):
+    best = best_run("get x", 1, lambda: {"requests": 10, "seconds": 0.5}, "requests",
+                    "req/s")  # fmt: skip
+    assert best is not None and best["rate"] == 20
+    assert best_run("memaslap", 2, lambda: None, "requests", "req/s") is None
+    assert capsys.readouterr().err == (
+        "  get x: 20 req/s\n  memaslap: not installed, skipped\n"
+    )

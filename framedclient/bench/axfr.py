@@ -50,7 +50,7 @@ from framedclient.bench.ratio_table import (
 from framedclient.bench.serverproc import child_setup
 from framedclient.bench.subprocess_runs import (
     add_pin_and_json_options,
-    best_of,
+    best_run,
     cpu_pair,
     run_json_child,
     write_rows,
@@ -313,10 +313,9 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
                         )
                     return result
 
-                best = best_of(args.runs, transfer, "records")
+                best = best_run(kind, args.runs, transfer, "records", "records/s")
                 assert best is not None
                 rows.append({"client": kind, **best})
-                print(f"  {kind}: {best['rate']:,.0f} records/s", file=sys.stderr)
         finally:
             server.stop()
     return rows

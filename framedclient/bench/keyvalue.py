@@ -42,10 +42,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from framedclient.bench.ratio_table import heading, pinned, rate_and_ratio_cells, row
-from framedclient.bench.serverproc import child_setup, free_port, wait_for_port
+from framedclient.bench.serverproc import child_setup, free_port, start_on_port
 from framedclient.bench.subprocess_runs import (
     add_pin_and_json_options,
-    best_of,
+    best_run,
     cpu_pair,
     run_json_child,
     write_rows,
@@ -107,19 +107,8 @@ def _start_server(protocol: str, cpu: int | None, workdir: str) -> tuple[Any, in
             f"comparison needs a real server"
         )
     extra = () if protocol == "redis" else ("-t", "1")
-    proc = subprocess.Popen(
-        server_argv(protocol, program, port, workdir, *extra),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=child_setup(cpu),
-    )
-    try:
-        wait_for_port(port, proc)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, port
+    argv = server_argv(protocol, program, port, workdir, *extra)
+    return start_on_port(argv, port, cpu), port
 
 
 # -- one client run (a child process) ---------------------------------------------
@@ -448,12 +437,9 @@ def compare(protocol: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                     )
                     return _child(child, port, args, client_cpu)
 
-                best = best_of(args.runs, measure, "requests")
+                best = best_run(kind, args.runs, measure, "requests", "req/s")
                 if best is not None:
                     rows.append({"client": kind, **best})
-                    print(f"  {kind}: {best['rate']:,.0f} req/s", file=sys.stderr)
-                else:
-                    print(f"  {kind}: not installed, skipped", file=sys.stderr)
         finally:
             proc.terminate()
             proc.wait(10)

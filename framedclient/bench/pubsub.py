@@ -44,10 +44,10 @@ from typing import Any
 from framedclient.bench.keyvalue import server_argv
 from framedclient.bench.measure import cpu_seconds as _cpu
 from framedclient.bench.ratio_table import heading, pinned, rate_and_ratio_cells, row
-from framedclient.bench.serverproc import child_setup, free_port, wait_for_port
+from framedclient.bench.serverproc import child_setup, free_port, start_on_port
 from framedclient.bench.subprocess_runs import (
     add_pin_and_json_options,
-    best_of,
+    best_run,
     cpu_pair,
     write_rows,
 )
@@ -308,19 +308,7 @@ def _start_redis(cpu: int | None, workdir: str) -> tuple[Any, int]:
     # subscriber's on purpose (see the module's notes).
     argv = server_argv("redis", program, port, workdir)
     argv += ["--client-output-buffer-limit", "pubsub 0 0 0"]
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=child_setup(cpu),
-    )
-    try:
-        wait_for_port(port, proc)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc, port
+    return start_on_port(argv, port, cpu), port
 
 
 def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -334,12 +322,10 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         proc, port = _start_redis(server_cpu, workdir)
         try:
             for kind in args.clients:
-                best = best_of(
-                    args.runs, partial(_child, kind, port, args, client_cpu), "messages"
-                )
+                measure = partial(_child, kind, port, args, client_cpu)
+                best = best_run(kind, args.runs, measure, "messages", "messages/s")
                 assert best is not None
                 rows.append({"client": kind, **best})
-                print(f"  {kind}: {best['rate']:,.0f} messages/s", file=sys.stderr)
         finally:
             proc.terminate()
             proc.wait(10)

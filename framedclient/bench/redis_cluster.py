@@ -52,7 +52,7 @@ from framedclient.bench.ratio_table import heading, pinned, rate_and_ratio_cells
 from framedclient.bench.serverproc import child_setup
 from framedclient.bench.subprocess_runs import (
     add_pin_and_json_options,
-    best_of,
+    best_run,
     cpu_pair,
     run_json_child,
     write_rows,
@@ -472,11 +472,9 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
         for op in args.ops:
             for kind in args.clients:
                 measure = partial(_child, kind, ports, op, args, client_cpu)
-                best = best_of(args.runs, measure, "requests")
+                best = best_run(f"{op} {kind}", args.runs, measure, "requests", "req/s")
                 assert best is not None
-                row = {"client": kind, "op": op, **best}
-                rows.append(row)
-                print(f"  {op} {kind}: {best['rate']:,.0f} req/s", file=sys.stderr)
+                rows.append({"client": kind, "op": op, **best})
             if args.callgrind:
                 for kind in ("routing-direct", "routing-cluster"):
                     ir = instructions_per_request(kind, ports, op, args)

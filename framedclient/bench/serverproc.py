@@ -32,6 +32,7 @@ __all__ = [
     "child_setup",
     "free_port",
     "process_cpu_seconds",
+    "start_on_port",
     "wait_for_port",
 ]
 
@@ -108,6 +109,31 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{proc.args!r} did not start") from None
             time.sleep(0.05)
+
+
+def start_on_port(
+    argv: Sequence[str], port: int, cpu: int | None
+) -> subprocess.Popen[bytes]:
+    """
+    Start ``argv``, a server told to listen on 127.0.0.1:``port``, on
+    ``cpu``, its output discarded; return once it accepts connections.
+
+    :raises RuntimeError: it exited or did not listen within 10 s (it is
+        killed then: nothing is left running).
+    """
+    proc = subprocess.Popen(
+        list(argv),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=child_setup(cpu),
+    )
+    try:
+        wait_for_port(port, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
 
 
 def process_cpu_seconds(pid: int) -> float | None:

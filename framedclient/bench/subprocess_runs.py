@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from framedclient.bench.serverproc import child_setup
 __all__ = [
     "add_pin_and_json_options",
     "best_of",
+    "best_run",
     "cpu_pair",
     "run_json_child",
     "write_rows",
@@ -99,6 +101,26 @@ def best_of(
         result["rate"] = result[count] / result["seconds"]
         if best is None or result["rate"] > best["rate"]:
             best = result
+    return best
+
+
+def best_run(
+    label: str,
+    runs: int,
+    measure: Callable[[], dict[str, Any] | None],
+    count: str,
+    unit: str,
+) -> dict[str, Any] | None:
+    """
+    :func:`best_of`, and a line on stderr saying its rate in ``unit`` (or
+    that the client is not installed), so a long comparison shows how far
+    it got.
+    """
+    best = best_of(runs, measure, count)
+    if best is None:
+        print(f"  {label}: not installed, skipped", file=sys.stderr)
+    else:
+        print(f"  {label}: {best['rate']:,.0f} {unit}", file=sys.stderr)
     return best
 
 

@@ -182,6 +182,7 @@ async def test_a_client_finds_its_servers_through_srv(fleet):
         await client.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)
 @pytest_twisted.ensureDeferred
 async def test_the_host_set_changes_under_load_and_no_request_is_lost(fleet):

@@ -76,6 +76,7 @@ async def settle(d: Deferred, seconds: float):
     return await d
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_finds_the_master_and_writes_reach_it(group):
@@ -91,6 +92,7 @@ async def test_finds_the_master_and_writes_reach_it(group):
         await redis.close(timeout=2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_sentinel_that_is_down_or_silent_is_skipped(group):
@@ -119,6 +121,7 @@ async def test_a_sentinel_that_is_down_or_silent_is_skipped(group):
         await silent.stopListening()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_no_master_found_fails_requests_saying_what_each_sentinel_said(group):
@@ -140,6 +143,7 @@ async def test_no_master_found_fails_requests_saying_what_each_sentinel_said(gro
         await redis.close(timeout=2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_master_named_by_a_sentinel_is_used_only_if_role_says_master(group):
@@ -168,6 +172,7 @@ async def failover(group) -> None:
     assert reply == b"OK"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_an_idle_client_follows_the_switch_master_announcement(group):
@@ -188,6 +193,7 @@ async def test_an_idle_client_follows_the_switch_master_announcement(group):
         await redis.close(timeout=2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_readonly_reply_makes_the_client_ask_the_sentinels_again(group):
@@ -249,6 +255,7 @@ def sentinel_timers() -> list:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_close_leaves_no_subscription_and_no_timer_behind(group):
@@ -265,6 +272,7 @@ async def test_close_leaves_no_subscription_and_no_timer_behind(group):
         assert sentinel_timers() == []
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_redis_sentinel_endpoint_string_gives_the_same_client(group):
@@ -350,6 +358,7 @@ async def steady_writes(redis, stop: Deferred, log: list, incrs: list) -> None:
     await DeferredList(in_flight)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest_twisted.ensureDeferred
 async def test_sigkill_the_master_under_writes_writes_resume_on_the_new_master(group):
@@ -437,6 +446,7 @@ def protected(tmp_path):
         yield group
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_sentinel_and_master_passwords_are_given_separately(protected):
@@ -460,6 +470,7 @@ async def test_sentinel_and_master_passwords_are_given_separately(protected):
         await redis.close(timeout=2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_without_the_sentinel_password_the_error_says_noauth(protected):
@@ -495,6 +506,7 @@ def gets_on(port: int, password: str | None = None) -> int:
     return int(found[1]) if found else 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_reads_go_to_the_replicas_the_sentinels_list_when_asked(group):
@@ -521,6 +533,7 @@ async def test_reads_go_to_the_replicas_the_sentinels_list_when_asked(group):
         await redis.close(timeout=2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_without_read_from_replicas_reads_stay_on_the_master(group):
@@ -535,6 +548,7 @@ async def test_without_read_from_replicas_reads_stay_on_the_master(group):
         await redis.close(timeout=2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_replica_the_sentinels_see_down_is_left_out_and_reads_go_to_the_master(

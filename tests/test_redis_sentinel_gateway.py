@@ -23,6 +23,7 @@ def group(tmp_path):
         yield group
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_redis_sentinel_upstream_reaches_the_master_it_names(group):

@@ -43,6 +43,7 @@ async def short_soak() -> SoakReport:
     return _reports["short"]
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_short_soak_every_request_fires_exactly_once_with_its_own_reply():
     report = await short_soak()
@@ -176,6 +177,7 @@ def test_parse_faults_reads_ranges_and_rejects_unknown_names():
         parse_faults("cut=2", 1)
 
 
+@pytest.mark.slow
 def test_soak_command_line_prints_a_report_and_exits_zero():
     env = dict(os.environ)
     result = subprocess.run(

@@ -105,6 +105,7 @@ async def test_many_concurrent_streams_on_one_connection_each_get_their_parts_in
         assert client.in_flight == 0
 
 
+@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_cancelling_half_the_streams_midway_leaves_nothing_held():
     async with served(pool_size=1, max_in_flight=2000) as (client, server):

@@ -58,6 +58,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -240,10 +241,14 @@ class StreamCounters:
 class _Relay:
     """
     What both relays share: the producer registration, the stall deadline,
-    and one ending.
+    pulling from upstream one item at a time, and one ending.
     """
 
     kind = "stream"
+    #: Whether pulling goes on while the response is paused: a stream
+    #: stops (its parts wait upstream); a subscription, whose connection
+    #: is shared, takes what arrives and queues it.
+    pull_while_paused = False
 
     def __init__(
         self,
@@ -259,6 +264,9 @@ class _Relay:
         self._paused = False
         self._done = False
         self._stall: IDelayedCall | None = None
+        self._waiting = False
+        self._pulling = False
+        self._again = False
 
     @property
     def held_bytes(self) -> int:
@@ -286,6 +294,52 @@ class _Relay:
 
     def stopProducing(self) -> None:
         self._close(written=False)
+
+    # -- pulling --------------------------------------------------------------
+
+    def _next(self) -> Deferred[Any]:
+        """The upstream's next item (``END`` at its end)."""
+        raise NotImplementedError
+
+    def _got(self, item: Any) -> None:
+        """An item came while the relay is open."""
+        raise NotImplementedError
+
+    def _failed(self, failure: Failure) -> None:
+        """The upstream failed while the relay is open."""
+        raise NotImplementedError
+
+    def _pull(self) -> None:
+        # A trampoline: next() fires at once while items are buffered, and
+        # taking each from inside the previous one's callback would recurse
+        # once per buffered item.
+        if self._pulling:
+            self._again = True
+            return
+        self._pulling = True
+        try:
+            while not (
+                self._done
+                or self._waiting
+                or (self._paused and not self.pull_while_paused)
+            ):
+                self._again = False
+                self._waiting = True
+                self._next().addCallbacks(self._arrived, self._broke)
+                if not self._again:
+                    break
+        finally:
+            self._pulling = False
+
+    def _arrived(self, item: Any) -> None:
+        self._waiting = False
+        if not self._done:
+            self._got(item)
+
+    def _broke(self, failure: Failure) -> None:
+        self._waiting = False
+        if not self._done:
+            self._failed(failure)
 
     # -- endings --------------------------------------------------------------
 
@@ -372,9 +426,6 @@ class StreamRelay(_Relay):
         self._early_error = early_error
         self._error_payload = error_payload
         self._started = False
-        self._waiting = False
-        self._pulling = False
-        self._again = False
         #: parts and bytes written to the client
         self.parts = 0
         self.bytes = 0
@@ -393,23 +444,8 @@ class StreamRelay(_Relay):
     def _resumed(self) -> None:
         self._pull()
 
-    def _pull(self) -> None:
-        # A trampoline: next() fires at once while parts are buffered, and
-        # taking each from inside the previous one's callback would recurse
-        # once per buffered part.
-        if self._pulling:
-            self._again = True
-            return
-        self._pulling = True
-        try:
-            while not (self._paused or self._done or self._waiting):
-                self._again = False
-                self._waiting = True
-                self._stream.next().addCallbacks(self._got, self._failed)
-                if not self._again:
-                    break
-        finally:
-            self._pulling = False
+    def _next(self) -> Deferred[Any]:
+        return self._stream.next()
 
     def _begin(self) -> None:
         if not self._started:
@@ -421,9 +457,6 @@ class StreamRelay(_Relay):
             request.setHeader(b"x-content-type-options", b"nosniff")
 
     def _got(self, item: Any) -> None:
-        self._waiting = False
-        if self._done:
-            return
         if item is END:
             self._end({"status": "ok", "parts": self.parts, "bytes": self.bytes})
             return
@@ -435,9 +468,6 @@ class StreamRelay(_Relay):
         self._pull()
 
     def _failed(self, failure: Failure) -> None:
-        self._waiting = False
-        if self._done:
-            return
         if not self._started:
             self._close(written=False)
             self._early_error(failure)
@@ -470,6 +500,7 @@ class SubscriptionRelay(_Relay):
     """
 
     kind = "subscriber"
+    pull_while_paused = True
 
     def __init__(
         self,
@@ -486,9 +517,6 @@ class SubscriptionRelay(_Relay):
         self._queue: deque[bytes] = deque()
         self._queued = 0
         self._keepalive: IDelayedCall | None = None
-        self._pulling = False
-        self._again = False
-        self._waiting = False
         #: message events delivered to the response (written or queued)
         self.messages = 0
 
@@ -526,26 +554,10 @@ class SubscriptionRelay(_Relay):
                 )
             )
 
-    def _pull(self) -> None:
-        # The same trampoline as StreamRelay's, never stopped by a pause.
-        if self._pulling:
-            self._again = True
-            return
-        self._pulling = True
-        try:
-            while not (self._done or self._waiting):
-                self._again = False
-                self._waiting = True
-                self._sub.next().addCallbacks(self._got, self._failed)
-                if not self._again:
-                    break
-        finally:
-            self._pulling = False
+    def _next(self) -> Deferred[Any]:
+        return self._sub.next()
 
     def _got(self, item: Any) -> None:
-        self._waiting = False
-        if self._done:
-            return
         if item is END:
             self._finish_with(sse_event("end", {"reason": "unsubscribed"}))
             return
@@ -555,9 +567,6 @@ class SubscriptionRelay(_Relay):
         self._pull()
 
     def _failed(self, failure: Failure) -> None:
-        self._waiting = False
-        if self._done:
-            return
         self._finish_with(sse_event("end", self._end_payload(failure)))
 
     def _finish_with(self, event: bytes) -> None:

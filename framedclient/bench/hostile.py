@@ -33,12 +33,13 @@ import resource
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from framedclient.bench.serverproc import start_gateway
 
 __all__ = ["main", "non_reading", "slowloris"]
 
@@ -46,41 +47,6 @@ MB = 1_000_000
 
 #: A free port on the loopback interface only.
 _LOOPBACK_0 = "tcp:0:interface=127.0.0.1"
-
-
-def _start(
-    argv: list[str], preexec: Callable[[], None] | None = None
-) -> tuple[subprocess.Popen[bytes], str]:
-    twist = str(Path(sys.executable).with_name("twist"))
-    log = Path(tempfile.mkdtemp()) / "gateway.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                twist,
-                "--log-format",
-                "json",
-                "framedclient",
-                "--http",
-                "tcp:0:interface=127.0.0.1",
-                *argv,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=preexec,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        for line in log.read_bytes().split(b"\n"):
-            line = line.strip(b"\x1e \r")
-            if line.startswith(b"{") and b'"http_url"' in line:
-                url = json.loads(line)["http_url"].rstrip("/")
-                while _status(url, "/readyz")[0] != 200:
-                    time.sleep(0.05)
-                return proc, url
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("twist framedclient did not start:\n" + log.read_text())
 
 
 def _status(url: str, path: str, timeout: float = 5.0) -> tuple[int, float]:
@@ -167,7 +133,7 @@ def non_reading(
 def _non_reading(
     argv: list[str], clients: int, size: int, hold: float
 ) -> dict[str, Any]:
-    proc, url = _start(argv)
+    proc, url = start_gateway(argv)
     host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
     socks: list[socket.socket] = []
     try:
@@ -236,7 +202,7 @@ def slowloris(
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < connections + 64:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, connections + 256), hard))
-    proc, url = _start(
+    proc, url = start_gateway(
         ["--pool-size", "1", "--http-header-timeout", "60"], preexec=_nofile(nofile)
     )
     host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)

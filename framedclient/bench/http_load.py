@@ -29,63 +29,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
+
+from framedclient.bench.serverproc import start_gateway
 
 __all__ = ["main", "run_one"]
 
 _RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
 _LATENCY = re.compile(r"Latency\s+([0-9.]+)(us|ms|s)")
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
-
-
-def _start_gateway(
-    workers: int, pool_size: int, log: Path
-) -> tuple[subprocess.Popen[bytes], str]:
-    """
-    Start the gateway, logging to ``log`` (a file, not a pipe: a pipe nobody
-    reads during the run would fill and stall the gateway), and wait until it
-    serves.
-    """
-    twist = str(Path(sys.executable).with_name("twist"))
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                *(twist, "--log-format", "json", "framedclient"),
-                *("--workers", str(workers), "--pool-size", str(pool_size)),
-                *("--http", "tcp:0:interface=127.0.0.1"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        for line in log.read_bytes().split(b"\n"):
-            line = line.strip(b"\x1e \r")
-            if line.startswith(b"{") and b'"http_url"' in line:
-                url = json.loads(line)["http_url"].rstrip("/")
-                _wait_ready(url)
-                return proc, url
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("twist framedclient did not start:\n" + log.read_text())
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url}/readyz never answered 200")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:
@@ -108,8 +62,9 @@ def run_one(
     workers: int, duration: float, connections: int, body: int, pool_size: int
 ) -> dict[str, Any]:
     """One gateway, one wrk run: requests per second and mean latency."""
-    log = Path(tempfile.mkdtemp()) / "gateway.log"
-    proc, url = _start_gateway(workers, pool_size, log)
+    proc, url = start_gateway(
+        ["--workers", str(workers), "--pool-size", str(pool_size)]
+    )
     try:
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
             script.write(

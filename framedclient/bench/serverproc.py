@@ -12,6 +12,7 @@ the benchmark if it is killed outright (``PR_SET_PDEATHSIG``).
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import select
@@ -21,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import IO
 
@@ -32,6 +35,7 @@ __all__ = [
     "child_setup",
     "free_port",
     "process_cpu_seconds",
+    "start_gateway",
     "start_on_port",
     "wait_for_port",
 ]
@@ -134,6 +138,61 @@ def start_on_port(
         proc.wait()
         raise
     return proc
+
+
+def start_gateway(
+    argv: Sequence[str], preexec: Callable[[], None] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """
+    Start ``twist framedclient`` with ``argv`` on a free loopback port and
+    return it and its URL once ``/readyz`` answers 200.
+
+    It logs JSON to a file, not a pipe: a pipe nobody reads during the run
+    would fill and stall the gateway.
+
+    :raises RuntimeError: it exited, or was not ready within 60 s (it is
+        killed then); the message holds its log.
+    """
+    twist = str(Path(sys.executable).with_name("twist"))
+    log = Path(tempfile.mkdtemp()) / "gateway.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                *(twist, "--log-format", "json", "framedclient"),
+                *("--http", "tcp:0:interface=127.0.0.1"),
+                *argv,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=preexec,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        for line in log.read_bytes().split(b"\n"):
+            line = line.strip(b"\x1e \r")
+            if line.startswith(b"{") and b'"http_url"' in line:
+                url: str = json.loads(line)["http_url"].rstrip("/")
+                if _ready(url, deadline):
+                    return proc, url
+                break
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError("twist framedclient did not start:\n" + log.read_text())
+
+
+def _ready(url: str, deadline: float) -> bool:
+    # /readyz: 200 once the upstream pool has a connection.
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
 
 
 def process_cpu_seconds(pid: int) -> float | None:

@@ -722,6 +722,17 @@ async def test_streams_on_their_own_pool_count_in_the_request_outcomes():
         assert stats["gateway"]["responses"] == {"200": 1}
 
 
+@pytest_twisted.ensureDeferred
+async def test_the_status_pages_throughput_counts_streams_on_their_own_pool():
+    async with running() as runner:
+        await runner.post(b"one")
+        code, _, _ = await post_stream(runner, b"!stream:5:10")
+        assert code == 200
+        history = runner.service.gateway.throughput
+        history.sample()
+        assert sum(ok for _, ok, _ in history.samples) == 2
+
+
 # -- settings ---------------------------------------------------------------------
 
 

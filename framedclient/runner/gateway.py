@@ -763,7 +763,9 @@ class Gateway:
         self._idle_waiters: list[Deferred[None]] = []
         #: completed requests per second, for the status page's chart;
         #: sampling runs while the :class:`GatewayService` does.
-        self.throughput = ThroughputHistory(clock, get_client)
+        self.throughput = ThroughputHistory(
+            clock, get_client, metrics_of=self.request_metrics
+        )
         #: in a worker of ``--workers N``: the figures of all workers, which
         #: /metrics, /v1/stats, /debug/state and /v1/throughput then serve.
         self.cluster: Cluster | None = None
@@ -1288,9 +1290,16 @@ class ThroughputHistory:
         get_client: Callable[[], FramedClient | None],
         interval: float = 1.0,
         window: int = 300,
+        metrics_of: Callable[[FramedClient], Metrics] | None = None,
     ) -> None:
+        """
+        :param metrics_of: the figures to read for ``client`` (the gateway's
+            include its ``/v1/stream`` pool's); ``client.metrics`` if not
+            given.
+        """
         self.clock = clock
         self.get_client = get_client
+        self._metrics_of = metrics_of or (lambda client: client.metrics)
         self.interval = interval
         #: ``(time, ok, failed)``: requests completed in the interval ending
         #: at ``time``.
@@ -1318,7 +1327,7 @@ class ThroughputHistory:
         client = self.get_client()
         if client is None:
             return
-        outcomes = client.metrics.outcomes
+        outcomes = self._metrics_of(client).outcomes
         ok = outcomes[OK]
         failed = sum(outcomes.values()) - ok
         if client is not self._client:

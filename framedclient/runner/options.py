@@ -765,19 +765,6 @@ class Options(usage.Options):
                 )
 
 
-def _command_line_reason(option: ConfigOption, reason: str) -> str:
-    """
-    ``reason`` (:class:`ClientConfig`'s, in Python's words) as the command
-    line says it: the word its user types for ``None`` (``off``, ``auto``)
-    instead of ``None``.  Reasons that involve other settings stay as they
-    are.
-    """
-    kind = option.setting.kind
-    if reason == kind.expects(cli=False) or reason.endswith(" or None"):
-        return kind.expects(cli=True)
-    return reason
-
-
 #: The placeholder each option's value is shown with in ``--help``.
 _METAVARS: dict[str, str] = {
     "upstream": "ENDPOINT",
@@ -803,6 +790,19 @@ def _paragraphs(text: str, width: int) -> str:
         for p in text.split("\n\n")
         if p.strip()
     )
+
+
+def _command_line_reason(option: ConfigOption, reason: str) -> str:
+    """
+    ``reason`` (:class:`ClientConfig`'s, in Python's words) as the command
+    line says it: the word its user types for ``None`` (``off``, ``auto``)
+    instead of ``None``.  Reasons that involve other settings stay as they
+    are.
+    """
+    kind = option.setting.kind
+    if reason == kind.expects(cli=False) or reason.endswith(" or None"):
+        return kind.expects(cli=True)
+    return reason
 
 
 def _parsed(option: str, raw: str, kind: SettingKind) -> object:

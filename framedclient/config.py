@@ -699,12 +699,13 @@ class ClientConfig:
         ),
     )
     success_rate_min_volume: int = _field(
-        5,
+        2,
         Setting(
             "Requests a host needs within success_rate_window for its success "
-            "rate to count: fewer eject nothing and set no norm. Higher makes "
-            "a single error among few requests no reason to eject, and slower "
-            "ejection at low request rates.",
+            "rate to count: fewer eject nothing and set no norm. Higher waits "
+            "for that many requests to a host before its failures can eject "
+            "it: at 1 request a second per host, seconds after a client first "
+            "saw it fail (see docs/scaling.md).",
             Count(1),
         ),
     )

@@ -514,7 +514,7 @@ class HealthBoard:
         decay_time: float = DECAY_TIME,
         success_rate_factor: float | None = 1.9,
         success_rate_window: float = 10.0,
-        success_rate_min_volume: int = 5,
+        success_rate_min_volume: int = 2,
         success_rate_min_hosts: int = 5,
     ) -> None:
         for label, value in (

@@ -768,6 +768,27 @@ def test_failures_before_the_volume_is_reached_are_judged_when_it_is():
     assert flaky.state == EJECTED, "the 10th, a success, completes the volume"
 
 
+def test_by_default_a_host_is_judged_on_its_second_request():
+    # At 1 request a second per host (a client of a fleet), what a client
+    # lacks is a failure seen, not requests: a default volume of 2 judges a
+    # host as soon as it has failed one of two, where 5 waited seconds
+    # more (docs/scaling.md, "Why a volume of 2").
+    b, clock = board(hosts=6)
+    for h in b.hosts[1:]:
+        feed(h, 2, 0)
+    flaky = b.hosts[0]
+    feed(flaky, 0, 1)
+    assert flaky.state == LIVE, "one request: no rate yet"
+    feed(flaky, 1, 0)
+    assert flaky.state == EJECTED
+    # Hosts with one request each set no norm yet.
+    b, clock = board(hosts=6)
+    for h in b.hosts[1:]:
+        feed(h, 1, 0)
+    feed(b.hosts[0], 1, 1)
+    assert b.hosts[0].state == LIVE
+
+
 def test_failures_judged_before_enough_hosts_had_the_volume_are_judged_again():
     # The clients of a fleet start together: the flaky host's first
     # failures come while the other hosts have too few requests to say what

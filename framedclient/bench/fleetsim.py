@@ -74,8 +74,10 @@ __all__ = [
     "SCENARIOS",
     "FleetConfig",
     "PolicyResult",
+    "by_share_of_clients",
     "main",
     "markdown_table",
+    "rule_delays",
     "simulate",
 ]
 
@@ -117,6 +119,8 @@ class FleetConfig:
     :ivar background_errors: the share of requests every *other* host
         (healthy, not dead) answers with an error at random, so that a rule
         too quick to eject shows up as healthy hosts ejected.
+    :ivar success_rate_min_volume: the clients' ``success_rate_min_volume``
+        (``None``: the default), to weigh other volumes against it.
     """
 
     clients: int = 50
@@ -134,6 +138,7 @@ class FleetConfig:
     slow_from: float = 20.0
     slow_until: float = 30.0
     background_errors: float = 0.0
+    success_rate_min_volume: int | None = None
 
 
 @attrs.frozen
@@ -167,6 +172,14 @@ class PolicyResult:
     :ivar share_back: seconds after ``slow_until`` until host 0 received at
         least 80 % of its fair share of a second's requests again
         (``None``: not in this scenario, or never).
+    :ivar first_failure: for each client, when it first saw a request to
+        host 0 fail (``None``: never): the earliest any rule that needs a
+        client's own evidence could eject it.
+    :ivar volume_reached: for each client, when it had seen a failure of
+        host 0 *and* ``success_rate_min_volume`` outcomes there (``None``:
+        never): the earliest the success-rate rule may judge it.
+    :ivar ejected_at: for each client, when it first ejected host 0
+        (``None``: never).
     """
 
     policy: str
@@ -188,6 +201,9 @@ class PolicyResult:
     ejected_most: float | None = None
     false_ejections: int = 0
     healthy_errors: int = 0
+    first_failure: tuple[float | None, ...] = ()
+    volume_reached: tuple[float | None, ...] = ()
+    ejected_at: tuple[float | None, ...] = ()
 
     @property
     def ok_rate(self) -> float:
@@ -408,6 +424,8 @@ class _Fleet:
         names = [f"tcp:10.0.0.{i + 1}:9000" for i in range(config.hosts)]
         # Health off: hosts are never ejected (the other settings stay).
         options: dict[str, Any] = {} if config.health else {"failure_accrual": None}
+        if config.success_rate_min_volume is not None:
+            options["success_rate_min_volume"] = config.success_rate_min_volume
         if config.hedge_after is not None:
             options["hedge_after"] = config.hedge_after
         self.clients = [
@@ -535,17 +553,42 @@ def simulate(config: FleetConfig, policy: str) -> PolicyResult:
     keyed = policy == "ketama"
     hedged = config.hedge_after is not None
 
-    def ended(result: object, number: int, body: bytes, start: float) -> None:
+    # What each client learnt of host 0: its outcomes there, its first
+    # failure there, and when it had both a failure and the volume.
+    volume = fleet.clients[0].health.success_rate_min_volume
+    to_host0 = fleet.seen[0]
+    outcomes = [0] * config.clients
+    first_failure: list[float | None] = [None] * config.clients
+    volume_reached: list[float | None] = [None] * config.clients
+
+    def ended(
+        result: object, number: int, index: int, body: bytes, start: float
+    ) -> None:
         nonlocal wrong
         fired[number] += 1
-        took = fleet.clock.seconds() - start
+        now = fleet.clock.seconds()
+        took = now - start
         all_latencies.append(took)
-        if isinstance(result, Failure):
+        bad = isinstance(result, Failure)
+        if bad:
+            assert isinstance(result, Failure)
             failed[getattr(result.value, "outcome", type(result.value).__name__)] += 1
         elif result == body:
             latencies.append(took)
         else:
             wrong += 1
+        if body in to_host0:
+            # (No hedging in the scenarios that matter here: a body reaches
+            # one host, so this outcome is host 0's.)
+            outcomes[index] += 1
+            if bad and first_failure[index] is None:
+                first_failure[index] = now
+            if (
+                volume_reached[index] is None
+                and first_failure[index] is not None
+                and outcomes[index] >= volume
+            ):
+                volume_reached[index] = now
 
     clock = fleet.clock
     for number, (when, index) in enumerate(arrivals):
@@ -559,7 +602,7 @@ def simulate(config: FleetConfig, policy: str) -> PolicyResult:
         key = b"k%d" % rng.getrandbits(32) if keyed else None
         fired.append(0)
         fleet.clients[index].request(body, key=key, idempotent=hedged).addBoth(
-            ended, number, body, clock.seconds()
+            ended, number, index, body, clock.seconds()
         )
         if number % 5000 == 4999:
             fleet.forget_closed()
@@ -574,9 +617,8 @@ def simulate(config: FleetConfig, policy: str) -> PolicyResult:
     ordered = sorted(latencies)
     ordered_all = sorted(all_latencies)
     received = [sum(seen.values()) for seen in fleet.seen]
-    ejected = sorted(fleet.ejected.values())
-    half = (config.clients + 1) // 2
-    most = math.ceil(config.clients * 0.9)
+    ejected_at = tuple(fleet.ejected.get(i) for i in range(config.clients))
+    ejected_half, ejected_most, ejected_all = by_share_of_clients(ejected_at)
     share_back = None
     if config.scenario == "slowdown":
         host0 = fleet.counting[0].per_second
@@ -602,14 +644,17 @@ def simulate(config: FleetConfig, policy: str) -> PolicyResult:
         wrong=wrong,
         twice=sum(1 for seen in fleet.seen for n in seen.values() if n > 1),
         seconds=time.perf_counter() - started,
-        ejected_half=ejected[half - 1] if len(ejected) >= half else None,
-        ejected_all=ejected[-1] if len(ejected) == config.clients else None,
-        ejected_most=ejected[most - 1] if len(ejected) >= most else None,
+        ejected_half=ejected_half,
+        ejected_all=ejected_all,
+        ejected_most=ejected_most,
         false_ejections=fleet.false_ejections,
         healthy_errors=sum(
             c.errors for i, c in enumerate(fleet.counting) if i >= len(fleet.suspects)
         ),
         share_back=share_back,
+        first_failure=tuple(first_failure),
+        volume_reached=tuple(volume_reached),
+        ejected_at=ejected_at,
     )
 
 
@@ -633,6 +678,36 @@ def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f}"
 
 
+def by_share_of_clients(
+    times: Sequence[float | None],
+) -> tuple[float | None, float | None, float | None]:
+    """
+    When half, 90 % and all of the clients had done something, from each
+    client's time of it (``None``: never, or not that many clients).
+    """
+    done = sorted(t for t in times if t is not None)
+    n = len(times)
+    half, most = (n + 1) // 2, math.ceil(n * 0.9)
+    return (
+        done[half - 1] if len(done) >= half else None,
+        done[most - 1] if len(done) >= most else None,
+        done[-1] if done and len(done) == n else None,
+    )
+
+
+def rule_delays(result: PolicyResult) -> list[float]:
+    """
+    For each client that both saw host 0 fail and ejected it, how long
+    after its first failure there it ejected it: what the ejection rule
+    adds to the evidence.
+    """
+    return sorted(
+        ejected - failed
+        for ejected, failed in zip(result.ejected_at, result.first_failure, strict=True)
+        if ejected is not None and failed is not None
+    )
+
+
 def markdown_table(config: FleetConfig, results: Sequence[PolicyResult]) -> str:
     """
     The results as a Markdown table, one row per policy.
@@ -643,8 +718,12 @@ def markdown_table(config: FleetConfig, results: Sequence[PolicyResult]) -> str:
     )
     extra_head = extra_rule = ""
     if scenario == "flaky":
-        extra_head = " ejected by half / 90 % / all clients, s |"
-        extra_rule = "--:|"
+        extra_head = (
+            " ejected by half / 90 % / all clients, s |"
+            " first failure seen by half / 90 % / all, s |"
+            " rule's delay median / max, s |"
+        )
+        extra_rule = "--:|--:|--:|"
     elif scenario == "slowdown":
         extra_head = " share back after, s |"
         extra_rule = "--:|"
@@ -659,7 +738,13 @@ def markdown_table(config: FleetConfig, results: Sequence[PolicyResult]) -> str:
             if config.background_errors
             else ""
         )
-        + f"{'default health settings' if config.health else 'health off'}, "
+        + f"{'default health settings' if config.health else 'health off'}"
+        + (
+            f" but success_rate_min_volume={config.success_rate_min_volume}"
+            if config.success_rate_min_volume is not None and config.health
+            else ""
+        )
+        + ", "
         + (
             f"hedged after {_ms(config.hedge_after)} ms, "
             if config.hedge_after is not None
@@ -677,9 +762,16 @@ def markdown_table(config: FleetConfig, results: Sequence[PolicyResult]) -> str:
     for r in results:
         extra = ""
         if scenario == "flaky":
+            seen = " / ".join(map(_seconds, by_share_of_clients(r.first_failure)))
+            delays = rule_delays(r)
+            delay = (
+                f"{delays[(len(delays) - 1) // 2]:.1f} / {delays[-1]:.1f}"
+                if delays
+                else "none"
+            )
             extra = (
                 f" {_seconds(r.ejected_half)} / {_seconds(r.ejected_most)} / "
-                f"{_seconds(r.ejected_all)} |"
+                f"{_seconds(r.ejected_all)} | {seen} | {delay} |"
             )
         elif scenario == "slowdown":
             extra = f" {_seconds(r.share_back)} |"
@@ -760,7 +852,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the share of requests every healthy host answers with an error "
         "at random, to see healthy hosts ejected (default %(default)s)",
     )
+    parser.add_argument(
+        "--success-rate-min-volume", type=_positive(int), default=None,
+        metavar="N",
+        help="the clients' success_rate_min_volume (default: the client's own)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--seeds", type=_positive(int), default=1, metavar="N",
+        help="run N seeds, from --seed on, one table each (default %(default)s)",
+    )
     parser.add_argument(
         "--scenario", choices=SCENARIOS, default=defaults.scenario,
         help="what host 0 (and host 1) do: slow-dead (one slow, one dead), "
@@ -799,14 +900,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         scenario=args.scenario,
         background_errors=args.background_errors,
+        success_rate_min_volume=args.success_rate_min_volume,
     )
-    results = []
-    for policy in policies:
-        result = simulate(config, policy)
-        print(
-            f"{policy}: {result.requests:,} requests in {result.seconds:.1f} s",
-            file=sys.stderr,
-        )
-        results.append(result)
-    print(markdown_table(config, results), end="")
-    return 1 if any(r.lost or r.twice or r.wrong for r in results) else 0
+    broken = False
+    for n in range(args.seeds):
+        seeded = attrs.evolve(config, seed=config.seed + n)
+        results = []
+        for policy in policies:
+            result = simulate(seeded, policy)
+            print(
+                f"{policy}: {result.requests:,} requests in {result.seconds:.1f} s",
+                file=sys.stderr,
+            )
+            results.append(result)
+            broken = broken or bool(result.lost or result.twice or result.wrong)
+        print(("\n" if n else "") + markdown_table(seeded, results), end="")
+    return 1 if broken else 0

@@ -1,8 +1,8 @@
 """
 ``twist framedclient --codec redis --upstream redis-sentinel:...``: the
 gateway's pool connects to the master the sentinels name (a real
-deployment, :mod:`tests.sentinel_servers`), and a ``redis-cluster:``
-upstream is refused at the command line saying what to use instead.
+deployment, :mod:`tests.sentinel_servers`), and Redis upstreams are
+refused at the command line where they cannot work, saying what to do.
 """
 
 from __future__ import annotations
@@ -37,10 +37,39 @@ async def test_a_redis_sentinel_upstream_reaches_the_master_it_names(group):
         assert (code, reply) == (200, b"$3\r\nyes\r\n")
 
 
-def test_a_redis_cluster_upstream_is_refused_saying_what_to_use(capsys):
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        # Served since the gateway routes by hash slot (it was refused
+        # before); what stays refused says what to do.
+        (
+            ["--upstream", "redis-cluster:127.0.0.1:7000"],
+            "speaks Redis: add --codec redis",
+        ),
+        (
+            ["--codec", "redis", "--upstream", "redis-cluster:127.0.0.1:7000",
+             "--upstream", "tcp:127.0.0.1:6379"],
+            "redis-cluster:... stands alone",
+        ),
+        (
+            ["--codec", "redis", "--upstream", "redis-cluster:127.0.0.1"],
+            "'127.0.0.1' is not HOST:PORT",
+        ),
+        (
+            ["--upstream", "redis-sentinel:127.0.0.1:26379/mymaster"],
+            "speaks Redis: add --codec redis",
+        ),
+    ],
+)  # fmt: skip
+def test_a_redis_cluster_upstream_is_refused_where_it_cannot_work(capsys, argv, said):
     with pytest.raises(UsageExit):
-        parse("--codec", "redis", "--upstream", "redis-cluster:127.0.0.1:7000")
-    assert "use RedisClusterClient in a program" in capsys.readouterr().err
+        parse(*argv)
+    assert said in capsys.readouterr().err
+
+
+def test_a_well_formed_redis_cluster_upstream_is_taken():
+    options = parse("--codec", "redis", "--upstream", "redis-cluster:127.0.0.1:7000")
+    assert options["upstream"] == ["redis-cluster:127.0.0.1:7000"]
 
 
 def test_a_malformed_redis_sentinel_upstream_is_refused_quoting_it(capsys):

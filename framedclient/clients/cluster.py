@@ -162,6 +162,7 @@ class RedisClusterClient(RedisCommands):
             "map_refreshes": 0,
         }
         self._routing = _Routing(self)
+        self._node_listeners: list[Callable[[Address, RedisClient], object]] = []
         if start:
             self.start()
 
@@ -289,6 +290,40 @@ class RedisClusterClient(RedisCommands):
             "replicas": {a: c.stats() for a, c in sorted(self._replicas.items())},
         }
 
+    def route(self, body: bytes, timeout: float | None = None) -> Deferred[Any]:
+        """
+        Send one RESP command as its bytes (``command("GET", "k")``, or a
+        body read from elsewhere: the gateway's) to the master of its key's
+        slot, under the redirect rules of every command; fires with the
+        reply's bytes, or fails with the error reply as
+        :class:`~framedclient.errors.RemoteError`.  A command without keys
+        goes to one master.
+
+        :raises CrossSlot: its keys are in different slots (nothing sent).
+        :raises ValueError: ``body`` is not one RESP command (an array of
+            bulk strings).
+        """
+        return self._request(body, timeout)
+
+    def node_clients(self) -> dict[Address, RedisClient]:
+        """
+        The client of each node in use now, by address: the masters, and
+        the replicas with ``read_from_replicas``.
+        """
+        return {**self._nodes, **self._replicas}
+
+    def add_node_listener(
+        self, listener: Callable[[Address, RedisClient], object]
+    ) -> None:
+        """
+        Call ``listener(address, client)`` for each node's client, those
+        made already and those made later (a node learnt from a redirect
+        or a new map), as soon as it is made.
+        """
+        self._node_listeners.append(listener)
+        for where, client in self.node_clients().items():
+            listener(where, client)
+
     def node_for(self, key: Arg) -> RedisClient:
         """
         The :class:`~framedclient.RedisClient` of the master serving
@@ -317,6 +352,8 @@ class RedisClusterClient(RedisCommands):
                 self._reactor, endpoint, start=self._started, **self._options
             )
             self._nodes[where] = client
+            for listener in self._node_listeners:
+                listener(where, client)
         return client
 
     def _refresh(self) -> Deferred[None]:
@@ -423,6 +460,8 @@ class RedisClusterClient(RedisCommands):
                 **options,
             )
             self._replicas[where] = client
+            for listener in self._node_listeners:
+                listener(where, client)
         return client
 
     # -- sending -------------------------------------------------------------

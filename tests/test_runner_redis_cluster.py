@@ -1,0 +1,177 @@
+"""
+``twist framedclient --codec redis --upstream redis-cluster:...`` against a
+real 6-node Redis Cluster (tests/redis_cluster_servers.py), through a real
+gateway over HTTP: each RESP body goes to the master of its key's slot,
+MOVED and ASK are followed, a cross-slot command is refused naming the
+slots, and the figures show each master as an upstream.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+from prometheus_client.parser import text_string_to_metric_families
+
+from framedclient.clients.slots import key_slot
+from framedclient.codecs.redis import command
+
+from .redis_cluster_servers import RedisCluster, redis_cluster
+from .sentinel_servers import ask
+from .test_redis_cluster import finish_slot, keys_on_each_master, move_slot
+from .test_runner_gateway import running
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    with redis_cluster(tmp_path_factory.mktemp("gwcluster")) as running:
+        yield running
+
+
+def upstream(cluster: RedisCluster) -> str:
+    # One seed is enough: the map names the others.
+    return f"redis-cluster:127.0.0.1:{cluster.ports[0]}"
+
+
+def gateway(cluster: RedisCluster, *argv: str):  # type: ignore[no-untyped-def]
+    return running(
+        "--codec", "redis", "--upstream", upstream(cluster), "--pool-size", "1",
+        *argv,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_sets_and_gets_reach_the_master_of_each_keys_slot(cluster) -> None:
+    keys = keys_on_each_master(cluster, "gw:each:")
+    async with gateway(cluster) as runner:
+        for port, key in keys.items():
+            code, _, reply = await runner.post(command("SET", key, f"on {port}"))
+            assert (code, reply) == (200, b"+OK\r\n")
+            # Written on that master itself.
+            assert ask(port, "GET", key) == f"on {port}".encode()
+        for port, key in keys.items():
+            code, _, reply = await runner.post(command("GET", key))
+            value = f"on {port}".encode()
+            assert (code, reply) == (200, b"$%d\r\n%s\r\n" % (len(value), value))
+        # The three masters each answered their own, and nothing was
+        # redirected: the map was right.
+        code, stats = await runner.get_json("/v1/stats")
+        nodes = stats["cluster"]["nodes"]
+        assert {f"127.0.0.1:{p}" for p in keys} <= set(nodes)
+        for port in keys:
+            assert nodes[f"127.0.0.1:{port}"]["requests"]["ok"] >= 2
+        assert stats["cluster"]["moved"] == 0
+        assert stats["requests"]["ok"] == 6
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_each_master_is_an_upstream_on_metrics_and_readyz(cluster) -> None:
+    keys = keys_on_each_master(cluster, "gw:metrics:")
+    async with gateway(cluster) as runner:
+        for key in keys.values():
+            assert (await runner.post(command("SET", key, "v")))[0] == 200
+        code, _, text = await runner.get("/metrics")
+        assert code == 200
+        families = {f.name: f for f in text_string_to_metric_families(text.decode())}
+        ok_by_upstream = {
+            s.labels["upstream"]
+            for s in families["framedclient_upstream_requests"].samples
+            if s.labels["outcome"] == "ok" and s.value >= 1
+        }
+        assert {f"tcp:host=127.0.0.1:port={p}" for p in keys} <= ok_by_upstream
+        [requests] = [
+            s.value
+            for s in families["framedclient_requests"].samples
+            if s.name == "framedclient_requests_total" and s.labels["outcome"] == "ok"
+        ]
+        assert requests == 3  # what the HTTP callers got, once each
+        [mapped] = families["framedclient_cluster_slots_mapped"].samples
+        assert mapped.value == 16384
+        code, health = await runner.get_json("/readyz")
+        assert code == 200
+        # One pool_size connection per master at least (replicas unused).
+        assert health["ready"] >= 3
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_moved_slot_is_followed_and_the_write_runs_once(cluster) -> None:
+    key = "gw:moved:{m1}"
+    slot = key_slot(key)
+    async with gateway(cluster) as runner:
+        assert (await runner.post(command("SET", key, 10)))[0] == 200
+        source = cluster.owner(slot)
+        target = next(p for p in cluster.masters().values() if p != source)
+        move_slot(cluster, slot, target)
+        # The gateway still believes the old owner: its INCR answers MOVED
+        # (not run there) and runs once on the new owner.
+        code, _, reply = await runner.post(command("INCR", key))
+        assert (code, reply) == (200, b":11\r\n")
+        _, stats = await runner.get_json("/v1/stats")
+        assert stats["cluster"]["moved"] == 1
+        assert ask(target, "GET", key) == b"11"
+        code, _, reply = await runner.post(command("GET", key))
+        assert (code, reply) == (200, b"$2\r\n11\r\n")
+        _, stats = await runner.get_json("/v1/stats")
+        assert stats["cluster"]["moved"] == 1  # the map was updated
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_key_on_a_migrating_slot_is_asked_for_on_its_new_node(
+    cluster,
+) -> None:
+    key = "gw:ask:{a3}"
+    slot = key_slot(key)
+    async with gateway(cluster) as runner:
+        assert (await runner.post(command("SET", key, "here")))[0] == 200
+        source = cluster.owner(slot)
+        target = next(p for p in cluster.masters().values() if p != source)
+        move_slot(cluster, slot, target, finish=False)
+        try:
+            code, _, reply = await runner.post(command("GET", key))
+            assert (code, reply) == (200, b"$4\r\nhere\r\n")
+            _, stats = await runner.get_json("/v1/stats")
+            assert (stats["cluster"]["ask"], stats["cluster"]["moved"]) == (1, 0)
+        finally:
+            finish_slot(cluster, slot, target)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_cross_slot_command_is_refused_naming_the_slots(cluster) -> None:
+    a, b = "gw:cross:a", "gw:cross:b"
+    assert key_slot(a) != key_slot(b)
+    async with gateway(cluster) as runner:
+        code, _, body = await runner.post(command("MSET", a, "1", b, "2"))
+        assert code == 400
+        error = json.loads(body)
+        assert error["error"] == "bad_body"
+        text = error["message"] + error.get("detail", "")
+        assert f"slot {key_slot(a)}" in text and f"slot {key_slot(b)}" in text
+        assert "hash tag" in text
+        # Nothing was sent.
+        for key in (a, b):
+            code, _, reply = await runner.post(command("EXISTS", key))
+            assert (code, reply) == (200, b":0\r\n")
+        # Keys that share a {hash tag} share a slot, and the command runs.
+        code, _, reply = await runner.post(
+            command("MSET", "{gw}:a", "1", "{gw}:b", "2")
+        )
+        assert (code, reply) == (200, b"+OK\r\n")
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_body_that_is_not_a_resp_command_is_refused(cluster) -> None:
+    async with gateway(cluster) as runner:
+        code, _, body = await runner.post(b"GET k\r\n")
+        assert code == 400
+        error = json.loads(body)
+        assert "not one Redis command in RESP" in error["message"]
+        # The gateway still serves.
+        code, _, reply = await runner.post(command("PING"))
+        assert (code, reply) == (200, b"+PONG\r\n")

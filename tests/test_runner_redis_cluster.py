@@ -94,6 +94,17 @@ async def test_each_master_is_an_upstream_on_metrics_and_readyz(cluster) -> None
         assert code == 200
         # One pool_size connection per master at least (replicas unused).
         assert health["ready"] >= 3
+        # The status page's state lists each master's connections and its
+        # figures, as for a client of several hosts.
+        code, state = await runner.get_json("/debug/state")
+        assert code == 200
+        named = {u["name"].rsplit("/", 1)[0] for u in state["upstreams"]}
+        assert {f"tcp:host=127.0.0.1:port={p}" for p in keys} <= named
+        assert {f"tcp:host=127.0.0.1:port={p}" for p in keys} <= set(
+            state["by_upstream"]
+        )
+        code, _, page = await runner.get("/")
+        assert code == 200 and b"<html" in page.lower()
 
 
 @pytest.mark.timeout(60)
@@ -175,3 +186,38 @@ async def test_a_body_that_is_not_a_resp_command_is_refused(cluster) -> None:
         # The gateway still serves.
         code, _, reply = await runner.post(command("PING"))
         assert (code, reply) == (200, b"+PONG\r\n")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest_twisted.ensureDeferred
+async def test_two_workers_each_route_by_slot_and_their_figures_add_up(
+    cluster,
+) -> None:
+    from .test_runner_workers import post_many, stats, two_workers
+
+    keys = keys_on_each_master(cluster, "gw:workers:")
+    async with two_workers("--codec", "redis", "--upstream", upstream(cluster)) as (
+        _,
+        url,
+    ):
+        sent = 0
+        for _ in range(30):
+            bodies = [command("INCR", key) for key in keys.values() for _ in range(10)]
+            replies = await post_many(url, bodies)
+            sent += len(bodies)
+            assert {code for code, _ in replies} == {200}
+            current = await stats(url)
+            if all(w["requests"]["ok"] for w in current["workers"]):
+                break
+        else:
+            raise AssertionError("one worker served everything")
+        # Every INCR ran once, on its key's master, whichever worker sent it.
+        for port, key in keys.items():
+            assert ask(port, "GET", key) == str(sent // 3).encode()
+        assert current["requests"]["ok"] == sent
+        nodes = current["cluster"]["nodes"]
+        for port in keys:
+            assert nodes[f"127.0.0.1:{port}"]["requests"]["ok"] >= sent // 3
+        masters = {f"127.0.0.1:{p}" for p in cluster.masters().values()}
+        assert set(current["cluster"]["masters"]) == masters

@@ -9,6 +9,9 @@ slots, and the figures show each master as an upstream.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 
 import pytest
 import pytest_twisted
@@ -27,6 +30,15 @@ from .test_runner_gateway import running
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     with redis_cluster(tmp_path_factory.mktemp("gwcluster")) as running:
         yield running
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool is missing under CI (Debian package prometheus)")
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    return found
 
 
 def upstream(cluster: RedisCluster) -> str:
@@ -63,6 +75,7 @@ async def test_sets_and_gets_reach_the_master_of_each_keys_slot(cluster) -> None
         for port in keys:
             assert nodes[f"127.0.0.1:{port}"]["requests"]["ok"] >= 2
         assert stats["cluster"]["moved"] == 0
+        assert stats["cluster"]["unmapped_slots"] == 0
         assert stats["requests"]["ok"] == 6
 
 
@@ -88,8 +101,13 @@ async def test_each_master_is_an_upstream_on_metrics_and_readyz(cluster) -> None
             if s.name == "framedclient_requests_total" and s.labels["outcome"] == "ok"
         ]
         assert requests == 3  # what the HTTP callers got, once each
-        [mapped] = families["framedclient_cluster_slots_mapped"].samples
-        assert mapped.value == 16384
+        [unmapped] = families["framedclient_cluster_unmapped_slots"].samples
+        assert unmapped.value == 0
+        # Each series once: the nodes' own families added up, not repeated.
+        result = subprocess.run(
+            [promtool(), "check", "metrics"], input=text, capture_output=True
+        )
+        assert result.returncode == 0, (result.stdout + result.stderr).decode()
         code, health = await runner.get_json("/readyz")
         assert code == 200
         # One pool_size connection per master at least (replicas unused).

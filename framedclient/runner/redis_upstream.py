@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 from framedclient.client import FramedClient
 from framedclient.clients.cluster import CrossSlot, RedisClusterClient
 from framedclient.clients.redis import RedisClient
+from framedclient.clients.slots import SLOTS
 from framedclient.clients.sentinel import SentinelHosts
 from framedclient.codecs.redis import command
 from framedclient.config import ClientConfig
@@ -350,7 +351,9 @@ class ClusterUpstream:
     def _cluster_figures(self) -> dict[str, Any]:
         stats = self.cluster.stats()
         return {
-            "slots_mapped": stats["slots_mapped"],
+            # Unmapped rather than mapped: it adds up over --workers (the
+            # slots some worker cannot route), and 0 is healthy.
+            "unmapped_slots": SLOTS - stats["slots_mapped"],
             "masters": stats["masters"],
             "moved": stats["moved"],
             "ask": stats["ask"],
@@ -418,9 +421,10 @@ class ClusterUpstream:
         figures = self._cluster_figures()
         samples += [
             GaugeSample(
-                "framedclient_cluster_slots_mapped",
-                "Hash slots the gateway's Redis Cluster map assigns a master.",
-                figures["slots_mapped"],
+                "framedclient_cluster_unmapped_slots",
+                "Hash slots the gateway's Redis Cluster map assigns no master "
+                "(0 once the map is read; requests to them wait for a refresh).",
+                figures["unmapped_slots"],
             ),
             GaugeSample(
                 "framedclient_cluster_masters",

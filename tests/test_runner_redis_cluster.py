@@ -239,3 +239,13 @@ async def test_two_workers_each_route_by_slot_and_their_figures_add_up(
             assert nodes[f"127.0.0.1:{port}"]["requests"]["ok"] >= sent // 3
         masters = {f"127.0.0.1:{p}" for p in cluster.masters().values()}
         assert set(current["cluster"]["masters"]) == masters
+
+
+def test_the_passwords_never_show_in_a_repr() -> None:
+    from framedclient.runner.redis_upstream import RedisAuth
+
+    auth = RedisAuth(password="s3cret", sentinel_password="t0p")
+    shown = repr(auth) + str(auth)
+    assert "s3cret" not in shown and "t0p" not in shown
+    assert "<hidden>" in shown
+    assert repr(RedisAuth()) == "RedisAuth(password=None, sentinel_password=None)"

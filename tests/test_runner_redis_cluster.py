@@ -16,6 +16,8 @@ import subprocess
 import pytest
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from framedclient.clients.slots import key_slot
 from framedclient.codecs.redis import command
@@ -239,6 +241,34 @@ async def test_two_workers_each_route_by_slot_and_their_figures_add_up(
             assert nodes[f"127.0.0.1:{port}"]["requests"]["ok"] >= sent // 3
         masters = {f"127.0.0.1:{p}" for p in cluster.masters().values()}
         assert set(current["cluster"]["masters"]) == masters
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_write_lost_after_it_was_sent_is_not_sent_again(cluster) -> None:
+    key = "gw:lost:{w1}"
+    owner = cluster.owner(key_slot(key))
+    async with gateway(cluster) as runner:
+        assert (await runner.post(command("SET", key, 5)))[0] == 200
+        # Writes wait on the master; ours is sent, then its connection killed
+        # (also the killing command's own connections, which redis-cli
+        # makes anew for each call).
+        cluster.cli(owner, "CLIENT", "PAUSE", "2000", "WRITE")
+        try:
+            incr = runner.post(command("INCR", key))
+            read = runner.post(command("GET", key))
+            await deferLater(reactor, 0.3, lambda: None)
+            cluster.cli(owner, "CLIENT", "KILL", "TYPE", "normal")
+            code, _, body = await incr
+            assert code == 502
+            assert json.loads(body)["error"] == "connection_lost"
+            # A read may be sent again: it changes nothing.
+            code, _, reply = await read
+            assert (code, reply) == (200, b"$1\r\n5\r\n")
+        finally:
+            cluster.cli(owner, "CLIENT", "UNPAUSE")
+        # The INCR never ran twice, nor once.
+        assert ask(owner, "GET", key) == b"5"
 
 
 def test_the_passwords_never_show_in_a_repr() -> None:

@@ -399,17 +399,19 @@ class ClusterUpstream:
         :meth:`stats` with every node's connections in detail (one list,
         as a client of several hosts shows them) and their books added up.
         """
+        stats = self.stats()
         states = []
         for _, node in sorted(self._node_clients().items()):
             state = node.client.debug_state()
-            for key in ("metrics", "delayed_calls", *self.stats()):
+            # What stats() says already, summed; the reactor's timers once.
+            for key in ("metrics", "delayed_calls", *stats):
                 state.pop(key, None)
             states.append(state)
         merged: dict[str, Any] = sum_figures(states) if states else {}
         merged["upstreams"] = [u for s in states for u in s.get("upstreams", [])]
         get_calls = getattr(self._clock, "getDelayedCalls", None)
         merged["delayed_calls"] = len(get_calls()) if get_calls is not None else None
-        return {**self.stats(), **merged}
+        return {**stats, **merged}
 
     def gauges(self) -> list[Sample]:
         """

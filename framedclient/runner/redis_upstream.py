@@ -37,8 +37,8 @@ from twisted.python.failure import Failure
 from framedclient.client import FramedClient
 from framedclient.clients.cluster import CrossSlot, RedisClusterClient
 from framedclient.clients.redis import RedisClient
-from framedclient.clients.slots import SLOTS
 from framedclient.clients.sentinel import SentinelHosts
+from framedclient.clients.slots import SLOTS
 from framedclient.codecs.redis import command
 from framedclient.config import ClientConfig
 from framedclient.connection import Connection

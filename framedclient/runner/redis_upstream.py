@@ -334,17 +334,17 @@ class ClusterUpstream:
             self.metrics.record_failure(refused.outcome, None)
             return fail(refused)
         self._in_flight += 1
+        # A bound method and its argument: no closure made per request.
+        return d.addBoth(self._settled, started)
 
-        def settled(result: Any) -> Any:
-            self._in_flight -= 1
-            latency = self._clock.seconds() - started
-            if isinstance(result, Failure):
-                self.metrics.record_failure(outcome_of(result.value), latency)
-            else:
-                self.metrics.record_ok(latency)
-            return result
-
-        return d.addBoth(settled)
+    def _settled(self, result: Any, started: float) -> Any:
+        self._in_flight -= 1
+        latency = self._clock.seconds() - started
+        if isinstance(result, Failure):
+            self.metrics.record_failure(outcome_of(result.value), latency)
+        else:
+            self.metrics.record_ok(latency)
+        return result
 
     # -- figures ---------------------------------------------------------------
 

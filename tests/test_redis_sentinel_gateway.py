@@ -241,3 +241,20 @@ async def test_a_readonly_reply_makes_the_gateway_ask_the_sentinels_again(group)
             assert sentinel.switches == 1
     finally:
         await mute.stopListening()
+
+
+def test_password_variables_are_read_only_where_they_apply(monkeypatch):
+    # One environment may serve several programs: a variable that does not
+    # apply is left alone, not refused.
+    monkeypatch.setenv("FRAMEDCLIENT_REDIS_PASSWORD", "r")
+    monkeypatch.setenv("FRAMEDCLIENT_SENTINEL_PASSWORD", "s")
+    options = parse("--upstream", "tcp:127.0.0.1:9000")
+    assert (options["redis-password"], options["sentinel-password"]) == (None, None)
+    options = parse("--codec", "redis", "--upstream", "tcp:127.0.0.1:6379")
+    assert (options["redis-password"], options["sentinel-password"]) == ("r", None)
+    # Given on the command line, the option wins.
+    options = parse(
+        "--codec", "redis", "--upstream", "redis-sentinel:127.0.0.1:26379/m",
+        "--sentinel-password", "given",
+    )  # fmt: skip
+    assert (options["redis-password"], options["sentinel-password"]) == ("r", "given")

@@ -271,6 +271,30 @@ async def test_a_write_lost_after_it_was_sent_is_not_sent_again(cluster) -> None
         assert ask(owner, "GET", key) == b"5"
 
 
+@pytest.mark.timeout(90)
+@pytest_twisted.ensureDeferred
+async def test_every_node_of_a_protected_cluster_takes_the_password(
+    tmp_path,
+) -> None:
+    from .test_runner_logs import captured_log
+
+    with redis_cluster(tmp_path, password="cluster-secret") as protected:
+        keys = keys_on_each_master(protected, "gw:auth:")
+        with captured_log() as logged:
+            async with gateway(
+                protected, "--redis-password", "cluster-secret"
+            ) as runner:
+                for port, key in keys.items():
+                    code, _, reply = await runner.post(command("SET", key, "ok"))
+                    assert (code, reply) == (200, b"+OK\r\n")
+                    got = ask(port, "GET", key, password="cluster-secret")
+                    assert got == b"ok"
+                shown = []
+                for path in ("/", "/v1/stats", "/debug/state", "/v1/config"):
+                    shown.append((await runner.get(path))[2].decode())
+        assert not [t for t in shown + logged if "cluster-secret" in t]
+
+
 def test_the_passwords_never_show_in_a_repr() -> None:
     from framedclient.runner.redis_upstream import RedisAuth
 

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 import pytest_twisted
@@ -24,6 +25,7 @@ from framedclient.codecs.redis import command
 
 from .redis_cluster_servers import RedisCluster, redis_cluster
 from .sentinel_servers import ask
+from .servers import free_port
 from .test_redis_cluster import finish_slot, keys_on_each_master, move_slot
 from .test_runner_gateway import running
 
@@ -293,6 +295,31 @@ async def test_every_node_of_a_protected_cluster_takes_the_password(
                 for path in ("/", "/v1/stats", "/debug/state", "/v1/config"):
                     shown.append((await runner.get(path))[2].decode())
         assert not [t for t in shown + logged if "cluster-secret" in t]
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_no_answering_node_is_a_503_within_the_request_timeout() -> None:
+    # Nothing listens there: every map read fails, and the redirect loop
+    # alone would retry them for 20 s and more.
+    dead = f"redis-cluster:127.0.0.1:{free_port()}"
+    async with running(
+        "--codec", "redis", "--upstream", dead, "--request-timeout", "1",
+        wait_ready=False,
+    ) as runner:  # fmt: skip
+        started = time.monotonic()
+        code, _, body = await runner.post(command("GET", "k"))
+        elapsed = time.monotonic() - started
+        assert code == 503
+        error = json.loads(body)
+        assert error["error"] == "unavailable"
+        assert "slot map could not be read within 1 s" in error["detail"]
+        assert elapsed < 2.5
+        # X-Timeout is the whole deadline too.
+        started = time.monotonic()
+        code, _, _ = await runner.post(command("GET", "k"), "?timeout=0.3")
+        assert code == 503
+        assert time.monotonic() - started < 1.5
 
 
 def test_the_passwords_never_show_in_a_repr() -> None:

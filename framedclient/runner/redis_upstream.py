@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.python.failure import Failure
 
 from framedclient.client import FramedClient
@@ -42,11 +42,14 @@ from framedclient.clients.slots import SLOTS
 from framedclient.codecs.redis import command
 from framedclient.config import ClientConfig
 from framedclient.connection import Connection
+from framedclient.deadlines import DeadlineQueue
 from framedclient.errors import (
     ClientClosed,
     ConnectionLost,
     InvalidRequest,
     RemoteError,
+    RequestTimeout,
+    Unavailable,
     outcome_of,
 )
 from framedclient.metrics import CounterSample, GaugeSample, Metrics, Sample
@@ -216,6 +219,22 @@ class NodePools:
         return counts
 
 
+class _Routed:
+    """
+    A request on its way through the cluster, with its whole deadline:
+    the redirect loop gives each send the whole timeout and waits for map
+    reads without one, so the HTTP caller's timeout is kept here.
+    """
+
+    __slots__ = ("deadline", "deferred", "expired", "timeout")
+
+    def __init__(self, deferred: Deferred[Any], deadline: float, timeout: float):
+        self.deferred = deferred
+        self.deadline = deadline
+        self.timeout = timeout
+        self.expired = False
+
+
 class ClusterUpstream:
     """
     The gateway's client over a Redis Cluster (see the module docstring).
@@ -243,6 +262,14 @@ class ClusterUpstream:
         self._in_flight = 0
         self._closing = False
         self._listeners: list[Callable[[Connection, str, str], object]] = []
+        # One timer for every request's whole deadline.
+        self._deadlines: DeadlineQueue[_Routed] = DeadlineQueue(
+            reactor,
+            lambda routed: not routed.deferred.called,
+            self._expired,
+            lambda: self._in_flight,
+            lambda routed: routed.deadline,
+        )
         self.cluster = RedisClusterClient.from_endpoint(
             reactor,
             seeds,
@@ -275,7 +302,13 @@ class ClusterUpstream:
 
     def close(self, timeout: float | None = None) -> Deferred[None]:
         self._closing = True
-        return self.cluster.close(timeout)
+        closed = self.cluster.close(timeout)
+
+        def stop(result: Any) -> Any:
+            self._deadlines.stop()
+            return result
+
+        return closed.addBoth(stop)
 
     def add_connection_listener(
         self, listener: Callable[[Connection, str, str], object]
@@ -314,7 +347,12 @@ class ClusterUpstream:
         <framedclient.clients.cluster.RedisClusterClient.route>`).  A
         command is sent again after a lost connection only if it only
         reads, whatever ``idempotent`` says; ``key`` and ``wait_for_ready``
-        are not used (the command's own key routes it).
+        are not used (the command's own key routes it).  ``timeout``
+        (``request_timeout`` by default) bounds the whole, redirects,
+        retries and slot-map reads included; then the request fails with
+        :class:`~framedclient.errors.RequestTimeout`, or with
+        :class:`~framedclient.errors.Unavailable` when the slot map was
+        never read (so nothing was sent).
         """
         started = self._clock.seconds()
         if self._closing:
@@ -334,17 +372,49 @@ class ClusterUpstream:
             self.metrics.record_failure(refused.outcome, None)
             return fail(refused)
         self._in_flight += 1
-        # A bound method and its argument: no closure made per request.
-        return d.addBoth(self._settled, started)
+        if timeout is None:
+            timeout = self.config.request_timeout
+        routed = None
+        if timeout is not None and timeout != math.inf and not d.called:
+            routed = _Routed(d, started + timeout, timeout)
+            self._deadlines.add(routed.deadline, routed)
+        # A bound method and its arguments: no closure made per request.
+        return d.addBoth(self._settled, started, routed)
 
-    def _settled(self, result: Any, started: float) -> Any:
+    def _expired(self, routed: _Routed) -> None:
+        routed.expired = True
+        routed.deferred.cancel()
+
+    def _settled(self, result: Any, started: float, routed: _Routed | None) -> Any:
         self._in_flight -= 1
+        if (
+            routed is not None
+            and routed.expired
+            and isinstance(result, Failure)
+            and isinstance(result.value, CancelledError)
+        ):
+            result = Failure(self._timed_out(routed.timeout))  # type: ignore[no-untyped-call]
         latency = self._clock.seconds() - started
         if isinstance(result, Failure):
             self.metrics.record_failure(outcome_of(result.value), latency)
         else:
             self.metrics.record_ok(latency)
         return result
+
+    def _timed_out(self, timeout: float) -> Exception:
+        if self.cluster.stats()["slots_mapped"] == 0:
+            # No owner was ever known: the command was not sent.
+            return Unavailable(
+                f"the cluster's slot map could not be read within {timeout:g} s "
+                f"(no node answered CLUSTER SHARDS or CLUSTER SLOTS), so the "
+                f"command was not sent; check the seeds and that the cluster "
+                f"is up"
+            )
+        return RequestTimeout(
+            timeout,
+            f"no reply within {timeout:g} s, redirects and retries included; "
+            f"the command may have run",
+        )
 
     # -- figures ---------------------------------------------------------------
 

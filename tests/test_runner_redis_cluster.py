@@ -22,6 +22,7 @@ from twisted.internet.task import deferLater
 
 from framedclient.clients.slots import key_slot
 from framedclient.codecs.redis import command
+from framedclient.errors import Unavailable
 
 from .redis_cluster_servers import RedisCluster, redis_cluster
 from .sentinel_servers import ask
@@ -314,6 +315,11 @@ async def test_no_answering_node_is_a_503_within_the_request_timeout() -> None:
         error = json.loads(body)
         assert error["error"] == "unavailable"
         assert "slot map could not be read within 1 s" in error["detail"]
+        # The client itself says why when it gives up on the map.
+        cluster = runner.client.cluster
+        with pytest.raises(Unavailable) as caught:
+            await cluster.when_ready()
+        assert "no answer within 2 s (connection refused)" in str(caught.value)
         assert elapsed < 2.5
         # X-Timeout is the whole deadline too.
         started = time.monotonic()

@@ -30,6 +30,7 @@ from typing import Any, Self
 from twisted.internet.defer import (
     Deferred,
     DeferredList,
+    TimeoutError,
     ensureDeferred,
     gatherResults,
 )
@@ -152,7 +153,8 @@ class RedisClusterClient(RedisCommands):
         self._map = SlotMap()
         # The map's slot -> master list, indexed on every command.
         self._owners = self._map.owners
-        self._refreshing: Deferred[None] | None = None
+        # The callers waiting for the refresh in flight; None: none is.
+        self._refreshing: list[Deferred[None]] | None = None
         self._answered: Address | None = None
         self._loaded = False
         self._counts = {
@@ -358,18 +360,25 @@ class RedisClusterClient(RedisCommands):
 
     def _refresh(self) -> Deferred[None]:
         # At most one refresh in flight: later callers wait for that one.
-        d = self._refreshing
-        if d is None:
-            self._counts["map_refreshes"] += 1
-            self._refreshing = d = ensureDeferred(self._load_map())
-
-            def done(result: Any) -> Any:
-                self._refreshing = None
-                return result
-
-            d.addBoth(done)
+        # Each caller gets its own Deferred, fired with the refresh's
+        # outcome, so one caller's errback does not swallow the failure for
+        # the others.
         waiter: Deferred[None] = Deferred()
-        d.addBoth(_chain(waiter))
+        if self._refreshing is not None:
+            self._refreshing.append(waiter)
+            return waiter
+        self._counts["map_refreshes"] += 1
+        waiters = self._refreshing = [waiter]
+
+        def done(result: Any) -> None:
+            self._refreshing = None
+            for each in waiters:
+                if isinstance(result, Failure):
+                    each.errback(result)
+                else:
+                    each.callback(None)
+
+        ensureDeferred(self._load_map()).addBoth(done)
         return waiter
 
     async def _load_map(self) -> None:
@@ -383,6 +392,13 @@ class RedisClusterClient(RedisCommands):
                 except RespError:
                     reply = await self._ask(client, "SLOTS")
                     table = parse_cluster_slots(reply, where)
+            except TimeoutError:
+                # Twisted's own text is "(2.0, 'Deferred')"; say what it
+                # means, with the node's last connection error if any.
+                seen = {c.last_error for c in client.client.pool if c.last_error}
+                why = f" ({'; '.join(sorted(seen))})" if seen else ""
+                errors.append(f"{where}: no answer within {_MAP_TIMEOUT:g} s{why}")
+                continue
             except Exception as e:
                 errors.append(f"{where}: {e}")
                 continue
@@ -626,18 +642,6 @@ def _by_slot(keys: tuple[Arg, ...]) -> dict[int, list[int]]:
 
 def _gather(ds: list[Deferred[Any]]) -> Deferred[list[Any]]:
     return gatherResults(ds, consumeErrors=True).addErrback(_first_error)
-
-
-def _chain(waiter: Deferred[None]) -> Any:
-    # Each caller of _refresh gets its own Deferred, so one caller's
-    # errback does not swallow the failure for the others.
-    def fire(result: Any) -> None:
-        if isinstance(result, Failure):
-            waiter.errback(result)
-        else:
-            waiter.callback(None)
-
-    return fire
 
 
 def _read_only(

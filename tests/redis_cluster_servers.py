@@ -173,17 +173,28 @@ class RedisCluster:
 
 @contextmanager
 def redis_cluster(
-    workdir: Path, *, node_timeout_ms: int = 1000, tls: TlsFiles | None = None
+    workdir: Path,
+    *,
+    node_timeout_ms: int = 1000,
+    tls: TlsFiles | None = None,
+    password: str | None = None,
 ) -> Iterator[RedisCluster]:
     """
     Six nodes, three masters with one replica each, each in its own
     directory under ``workdir``; stopped (by PID) on exit.  With ``tls``,
     every node takes TLS only (clients, the cluster bus, replication) with
-    that certificate, and announces its TLS port.
+    that certificate, and announces its TLS port.  With ``password``, every
+    node requires it (``requirepass``; replicas use it as ``masterauth``),
+    and :meth:`RedisCluster.cli` gives it.
     """
     server = require_program("redis-server", "redis-server")
     cli = require_program("redis-cli", "redis-tools")
     ports = cluster_ports(6)
+    auth: tuple[str, ...] = ()
+    cli_auth: tuple[str, ...] = ()
+    if password is not None:
+        auth = ("--requirepass", password, "--masterauth", password)
+        cli_auth = ("-a", password, "--no-auth-warning")
     with ExitStack() as stack:
         nodes = []
         for port in ports:
@@ -201,6 +212,7 @@ def redis_cluster(
                 "--cluster-node-timeout",
                 str(node_timeout_ms),
                 *(tls.server_args(port) if tls is not None else ()),
+                *auth,
             )
             node = RealServer(argv, port)
             node.start()
@@ -210,6 +222,7 @@ def redis_cluster(
             [
                 cli,
                 *(tls.cli_args() if tls is not None else ()),
+                *cli_auth,
                 "--cluster",
                 "create",
                 *[f"127.0.0.1:{p}" for p in ports],
@@ -221,6 +234,7 @@ def redis_cluster(
             capture_output=True,
             timeout=60,
         )
-        cluster = RedisCluster(cli, nodes, tls.cli_args() if tls is not None else ())
+        cli_args = (*(tls.cli_args() if tls is not None else ()), *cli_auth)
+        cluster = RedisCluster(cli, nodes, cli_args)
         cluster.wait_until_ok()
         yield cluster

@@ -22,9 +22,10 @@ from framedclient import RedisClient
 from framedclient.clients.cluster import CrossSlot, RedisClusterClient
 from framedclient.clients.cluster_map import parse_cluster_shards, parse_cluster_slots
 from framedclient.clients.slots import key_slot
-from framedclient.errors import ClientClosed, ConnectionLost
+from framedclient.errors import ClientClosed, ConnectionLost, Unavailable
 
 from .redis_cluster_servers import RedisCluster, redis_cluster
+from .servers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -461,3 +462,19 @@ async def test_tryagain_during_a_migration_is_retried_until_it_ends(
     reactor.callLater(0.3, finish)
     assert await client.mget(a, b) == [b"1", b"2"]
     assert client.stats()["retried"] >= 1
+
+
+@pytest.mark.timeout(30)
+@pytest_twisted.ensureDeferred
+async def test_when_ready_fails_saying_why_when_no_seed_answers() -> None:
+    # The refresh started by start() and the one when_ready() waits for are
+    # one; each waiter gets its failure (the first used to swallow it for
+    # the others, and when_ready() fired as if the map were read).
+    redis = RedisClusterClient.from_endpoint(reactor, f"tcp:127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await redis.when_ready()
+        assert "no answer within 2 s (connection refused)" in str(caught.value)
+        assert redis.stats()["slots_mapped"] == 0
+    finally:
+        await redis.close()

@@ -30,6 +30,7 @@ from typing import Any, Self
 from twisted.internet.defer import (
     Deferred,
     DeferredList,
+    TimeoutError,
     ensureDeferred,
     gatherResults,
 )
@@ -152,7 +153,8 @@ class RedisClusterClient(RedisCommands):
         self._map = SlotMap()
         # The map's slot -> master list, indexed on every command.
         self._owners = self._map.owners
-        self._refreshing: Deferred[None] | None = None
+        # The callers waiting for the refresh in flight; None: none is.
+        self._refreshing: list[Deferred[None]] | None = None
         self._answered: Address | None = None
         self._loaded = False
         self._counts = {
@@ -162,6 +164,7 @@ class RedisClusterClient(RedisCommands):
             "map_refreshes": 0,
         }
         self._routing = _Routing(self)
+        self._node_listeners: list[Callable[[Address, RedisClient], object]] = []
         if start:
             self.start()
 
@@ -289,6 +292,40 @@ class RedisClusterClient(RedisCommands):
             "replicas": {a: c.stats() for a, c in sorted(self._replicas.items())},
         }
 
+    def route(self, body: bytes, timeout: float | None = None) -> Deferred[Any]:
+        """
+        Send one RESP command as its bytes (``command("GET", "k")``, or a
+        body read from elsewhere: the gateway's) to the master of its key's
+        slot, under the redirect rules of every command; fires with the
+        reply's bytes, or fails with the error reply as
+        :class:`~framedclient.errors.RemoteError`.  A command without keys
+        goes to one master.
+
+        :raises CrossSlot: its keys are in different slots (nothing sent).
+        :raises ValueError: ``body`` is not one RESP command (an array of
+            bulk strings).
+        """
+        return self._request(body, timeout)
+
+    def node_clients(self) -> dict[Address, RedisClient]:
+        """
+        The client of each node in use now, by address: the masters, and
+        the replicas with ``read_from_replicas``.
+        """
+        return {**self._nodes, **self._replicas}
+
+    def add_node_listener(
+        self, listener: Callable[[Address, RedisClient], object]
+    ) -> None:
+        """
+        Call ``listener(address, client)`` for each node's client, those
+        made already and those made later (a node learnt from a redirect
+        or a new map), as soon as it is made.
+        """
+        self._node_listeners.append(listener)
+        for where, client in self.node_clients().items():
+            listener(where, client)
+
     def node_for(self, key: Arg) -> RedisClient:
         """
         The :class:`~framedclient.RedisClient` of the master serving
@@ -317,22 +354,31 @@ class RedisClusterClient(RedisCommands):
                 self._reactor, endpoint, start=self._started, **self._options
             )
             self._nodes[where] = client
+            for listener in self._node_listeners:
+                listener(where, client)
         return client
 
     def _refresh(self) -> Deferred[None]:
         # At most one refresh in flight: later callers wait for that one.
-        d = self._refreshing
-        if d is None:
-            self._counts["map_refreshes"] += 1
-            self._refreshing = d = ensureDeferred(self._load_map())
-
-            def done(result: Any) -> Any:
-                self._refreshing = None
-                return result
-
-            d.addBoth(done)
+        # Each caller gets its own Deferred, fired with the refresh's
+        # outcome, so one caller's errback does not swallow the failure for
+        # the others.
         waiter: Deferred[None] = Deferred()
-        d.addBoth(_chain(waiter))
+        if self._refreshing is not None:
+            self._refreshing.append(waiter)
+            return waiter
+        self._counts["map_refreshes"] += 1
+        waiters = self._refreshing = [waiter]
+
+        def done(result: Any) -> None:
+            self._refreshing = None
+            for each in waiters:
+                if isinstance(result, Failure):
+                    each.errback(result)
+                else:
+                    each.callback(None)
+
+        ensureDeferred(self._load_map()).addBoth(done)
         return waiter
 
     async def _load_map(self) -> None:
@@ -346,6 +392,13 @@ class RedisClusterClient(RedisCommands):
                 except RespError:
                     reply = await self._ask(client, "SLOTS")
                     table = parse_cluster_slots(reply, where)
+            except TimeoutError:
+                # Twisted's own text is "(2.0, 'Deferred')"; say what it
+                # means, with the node's last connection error if any.
+                seen = {c.last_error for c in client.client.pool if c.last_error}
+                why = f" ({'; '.join(sorted(seen))})" if seen else ""
+                errors.append(f"{where}: no answer within {_MAP_TIMEOUT:g} s{why}")
+                continue
             except Exception as e:
                 errors.append(f"{where}: {e}")
                 continue
@@ -423,6 +476,8 @@ class RedisClusterClient(RedisCommands):
                 **options,
             )
             self._replicas[where] = client
+            for listener in self._node_listeners:
+                listener(where, client)
         return client
 
     # -- sending -------------------------------------------------------------
@@ -587,18 +642,6 @@ def _by_slot(keys: tuple[Arg, ...]) -> dict[int, list[int]]:
 
 def _gather(ds: list[Deferred[Any]]) -> Deferred[list[Any]]:
     return gatherResults(ds, consumeErrors=True).addErrback(_first_error)
-
-
-def _chain(waiter: Deferred[None]) -> Any:
-    # Each caller of _refresh gets its own Deferred, so one caller's
-    # errback does not swallow the failure for the others.
-    def fire(result: Any) -> None:
-        if isinstance(result, Failure):
-            waiter.errback(result)
-        else:
-            waiter.callback(None)
-
-    return fire
 
 
 def _read_only(

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import attrs
 from twisted.application.service import MultiService, Service
@@ -43,7 +43,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from framedclient.client import FramedClient
-from framedclient.clients.sentinel import SentinelHosts, parse_sentinel_string
+from framedclient.clients.cluster_endpoints import cluster_seeds
+from framedclient.clients.sentinel import parse_sentinel_string
 from framedclient.codecs import Codec
 from framedclient.config import ClientConfig
 from framedclient.connection import Connection
@@ -62,7 +63,12 @@ from framedclient.runner.listening import (
     fail_startup,
     url_of,
 )
-from framedclient.runner.options import Options
+from framedclient.runner.options import CLUSTER_SCHEME, Options
+from framedclient.runner.redis_upstream import (
+    ClusterUpstream,
+    RedisAuth,
+    sentinel_client,
+)
 from framedclient.runner.replies import (
     DEFAULT_MAX_REPLY_BYTES,
     DEFAULT_WRITE_DEADLINE,
@@ -250,12 +256,25 @@ class RunnerService(MultiService):
             self.backend = EmbeddedBackendService(reactor)
             self.backend.setServiceParent(self)  # type: ignore[no-untyped-call]
 
-        self.client_service = FramedClientService(self._make_client, self.drain_timeout)
+        #: the Redis passwords (--redis-password, --sentinel-password)
+        self.auth = RedisAuth(
+            options.get("redis-password"), options.get("sentinel-password")
+        )
+        self.client_service: FramedClientService[FramedClient | ClusterUpstream] = (
+            FramedClientService(self._make_client, self.drain_timeout)
+        )
         self.client_service.setServiceParent(self)  # type: ignore[no-untyped-call]
         #: the connections of POST /v1/stream, apart from the request pool
         #: (``--http-stream-pool-size``); ``None`` when streams share it.
-        self.stream_client_service: FramedClientService[FramedClient] | None = None
+        self.stream_client_service: (
+            FramedClientService[FramedClient | ClusterUpstream] | None
+        ) = None
         stream_pool = options.get("http-stream-pool-size", 2)
+        if self._cluster_seeds() is not None:
+            # RESP has no streamed replies (/v1/stream refuses it): a
+            # second client of every node would hold connections for
+            # nothing.
+            stream_pool = None
         if stream_pool is not None:
             stream_config = attrs.evolve(self.config, pool_size=stream_pool)
             self.stream_client_service = FramedClientService(
@@ -270,7 +289,7 @@ class RunnerService(MultiService):
             "worker_count": 1 if worker is None else options["workers"],
         }
         self.gateway = Gateway(
-            lambda: self.client_service.client,
+            self._gateway_client,
             reactor,
             self.codec,
             describe,
@@ -311,7 +330,7 @@ class RunnerService(MultiService):
             self.proxy = ProxyService(
                 reactor,
                 options["listen"],
-                lambda: self.client_service.client,
+                self._gateway_client,
                 self.codec,
                 inherited=worker.listen if worker is not None else None,
             )
@@ -357,33 +376,65 @@ class RunnerService(MultiService):
         return self.upstream_endpoints()
 
     @property
-    def client(self) -> FramedClient | None:
+    def client(self) -> FramedClient | ClusterUpstream | None:
         """
         The running client, or ``None`` while stopped.
         """
         return self.client_service.client
 
+    def _gateway_client(self) -> FramedClient | None:
+        # A ClusterUpstream offers the part of FramedClient that the
+        # gateway and the proxy use (the proxy is refused for RESP).
+        return cast("FramedClient | None", self.client_service.client)
+
     def _stream_client(self) -> FramedClient | None:
         assert self.stream_client_service is not None
-        return self.stream_client_service.client
+        return cast("FramedClient | None", self.stream_client_service.client)
 
-    def _make_client(self, config: ClientConfig | None = None) -> FramedClient:
+    def _cluster_seeds(self) -> list[str] | None:
+        # The seeds of a redis-cluster: upstream (which stands alone).
+        upstreams: list[str] = self.options["upstream"]
+        if len(upstreams) == 1 and upstreams[0].startswith(CLUSTER_SCHEME):
+            return cluster_seeds(upstreams[0])
+        return None
+
+    def _make_client(
+        self, config: ClientConfig | None = None
+    ) -> FramedClient | ClusterUpstream:
         stream_pool = config is not None
-        client = FramedClient.from_endpoint(
-            self._reactor,
-            [_upstream(self._reactor, e) for e in self.upstream_endpoints()],
-            config=config or self.config,
-            start=False,
-        )
-        # Twisted factories log "Starting factory" on every connection
-        # attempt; a flapping upstream would flood the log past the rate
-        # limit below.
-        client.factory.noisy = False
+        config = config or self.config
+        seeds = self._cluster_seeds()
+        client: FramedClient | ClusterUpstream
+        if seeds is not None:
+            # Each node's client is made quiet as ClusterUpstream makes it.
+            client = ClusterUpstream(self._reactor, seeds, config, self.auth)
+        else:
+            client = self._make_framed_client(config)
+            # Twisted factories log "Starting factory" on every connection
+            # attempt; a flapping upstream would flood the log past the
+            # rate limit below.
+            client.factory.noisy = False
         if not stream_pool:
             # The stream pool's connections follow the same upstreams: the
             # request pool's say whether they are reachable.
             client.add_connection_listener(self._state_changed)
         return client
+
+    def _make_framed_client(self, config: ClientConfig) -> FramedClient:
+        endpoints = self.upstream_endpoints()
+        found = parse_sentinel_string(endpoints[0]) if len(endpoints) == 1 else None
+        if found is not None:
+            # The master its sentinels name, as a host source: the pool
+            # follows it through failovers as it follows srv:.
+            sentinels, service = found
+            return sentinel_client(self._reactor, sentinels, service, config, self.auth)
+        return FramedClient.from_endpoint(
+            self._reactor,
+            endpoints,
+            config=config,
+            prepare=self.auth.prepare(),
+            start=False,
+        )
 
     def _state_changed(self, connection: Connection, old: str, new: str) -> None:
         error = connection.last_error
@@ -411,7 +462,7 @@ class RunnerService(MultiService):
             )
 
     def _report(self) -> dict[str, Any] | None:
-        client = self.client
+        client = self._gateway_client()
         return None if client is None else self.gateway.report(client)
 
     def _orphaned(self) -> None:
@@ -586,16 +637,6 @@ class RunnerService(MultiService):
             )
         self.state_log.stop()
         _log.info("framedclient stopped")
-
-
-def _upstream(reactor: Any, endpoint: str) -> str | SentinelHosts:
-    # A redis-sentinel: string is the master its sentinels name, as a host
-    # source: the pool follows it through failovers as it follows srv:.
-    found = parse_sentinel_string(endpoint)
-    if found is None:
-        return endpoint
-    sentinels, service = found
-    return SentinelHosts(reactor, sentinels, service)
 
 
 def makeService(options: Options) -> RunnerService | WorkerSupervisor:

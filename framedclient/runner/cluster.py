@@ -46,9 +46,11 @@ __all__ = [
     "BUILD_INFO",
     "WorkerEntry",
     "merge_reports",
+    "merge_samples",
     "retire",
     "samples_from_json",
     "samples_to_json",
+    "sum_figures",
 ]
 
 #: A gauge that is 1 in every worker and must stay 1 in the sum.
@@ -168,6 +170,34 @@ def _slot_metrics(entry: WorkerEntry) -> Metrics:
     if entry.retired is not None:
         metrics.merge(Metrics.from_export(entry.retired["metrics"]))
     return metrics
+
+
+def merge_samples(groups: Iterable[Iterable[_Sample]]) -> list[_Sample]:
+    """
+    The samples of several clients (the nodes of a Redis Cluster upstream)
+    as one client's: a series (name and labels) in more than one group is
+    added up (histograms merged), each other kept as it is, in the order
+    first seen.
+    """
+    summed: dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]] = {}
+    for group in groups:
+        for kind, name, help, value, labels in samples_to_json(group):
+            key = (name, tuple(sorted(labels.items())))
+            if key in summed:
+                summed[key][3] = _plus(kind, summed[key][3], value)
+            else:
+                summed[key] = [kind, name, help, value, labels]
+    return samples_from_json(summed.values())
+
+
+def sum_figures(values: list[Any]) -> Any:
+    """
+    The sum of one field over several reports (workers, or the nodes of a
+    Redis Cluster upstream): numbers add, flags are true if any is, dicts
+    add key by key, lists of names are joined without repeats; anything
+    else is the first one's.
+    """
+    return _sum(values)
 
 
 def _sum(values: list[Any]) -> Any:

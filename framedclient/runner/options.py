@@ -17,6 +17,7 @@ importing ``twisted.internet.reactor`` here would break ``--reactor``.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import textwrap
@@ -62,6 +63,21 @@ __all__ = [
 
 DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
 
+#: How the upstream strings of a Redis Cluster and a Redis Sentinel begin
+#: (:mod:`framedclient.clients.cluster_endpoints`,
+#: :mod:`framedclient.clients.sentinel`; not imported here, to keep option
+#: parsing light).
+CLUSTER_SCHEME = "redis-cluster:"
+SENTINEL_SCHEME = "redis-sentinel:"
+
+#: Where ``--redis-password`` and ``--sentinel-password`` are read from
+#: when not given: a password in an environment variable stays out of
+#: ``ps`` and shell history.
+PASSWORD_ENVIRONMENT = {
+    "redis-password": "FRAMEDCLIENT_REDIS_PASSWORD",
+    "sentinel-password": "FRAMEDCLIENT_SENTINEL_PASSWORD",
+}
+
 #: The explanation ``--help`` opens with, before the options.
 _LONGDESC = """\
 Keep a pool of connections to an upstream framed-protocol server and expose
@@ -101,6 +117,8 @@ OPTION_GROUPS: list[tuple[str, list[str]]] = [
         [
             "upstream",
             "codec",
+            "redis-password",
+            "sentinel-password",
             "pool-size",
             "balancer",
             "backoff",
@@ -272,12 +290,11 @@ def check_client_endpoint(option: str, value: str) -> str:
             return value  # srv: or dns:, well formed
         if parse_sentinel_string(value) is not None:
             return value  # redis-sentinel:, well formed
-        if value.startswith("redis-cluster:"):
-            raise ValueError(
-                f"{value!r}: a Redis Cluster is not an upstream of the gateway "
-                f"yet (its pool does not route by hash slot); use "
-                f"RedisClusterClient in a program, or a redis-sentinel: upstream"
-            )
+        if value.startswith(CLUSTER_SCHEME):
+            from framedclient.clients.cluster_endpoints import cluster_seeds
+
+            cluster_seeds(value)
+            return value  # redis-cluster:, well formed
         endpoint, _ = split_weight(value)  # the host's weight, if any
     except ValueError as error:
         raise usage.UsageError(f"--{option} {error}") from None
@@ -407,6 +424,25 @@ _DERIVED_DEFAULTS = frozenset(
 #: help.
 _RUNNER_PARAMETERS: list[tuple[str, str, str | None, str]] = [
     (
+        "redis-password",
+        "PASSWORD",
+        None,
+        "With --codec redis: the Redis servers' password (requirepass), sent "
+        "as AUTH on each new connection: the one server, the master a "
+        "redis-sentinel: upstream names, or every node of a redis-cluster: "
+        "one. Read from FRAMEDCLIENT_REDIS_PASSWORD when not given (which "
+        "keeps it out of ps). Never shown in logs, status or errors.",
+    ),
+    (
+        "sentinel-password",
+        "PASSWORD",
+        None,
+        "With a redis-sentinel: upstream: the sentinels' own password (their "
+        "requirepass, not the master's), sent as AUTH before each question. "
+        "Read from FRAMEDCLIENT_SENTINEL_PASSWORD when not given. Never "
+        "shown in logs, status or errors.",
+    ),
+    (
         "http",
         "ENDPOINT",
         DEFAULT_HTTP,
@@ -512,9 +548,12 @@ _UPSTREAM_HELP = (
     "unix:PATH, ...), or hosts found through DNS and followed as they change: "
     "srv:_SERVICE._PROTO.NAME (SRV records, with priority and weight) or "
     "dns:NAME:PORT (every A/AAAA address), either with @NAMESERVER[:PORT] to "
-    "ask that server (srv+tls:/dns+tls: for TLS), or the master Redis Sentinel "
-    "names, followed through failovers: redis-sentinel:HOST:PORT[,HOST:PORT...]"
-    "/SERVICE; repeat for several (each "
+    "ask that server (srv+tls:/dns+tls: for TLS); with --codec redis, the "
+    "master Redis Sentinel names, followed through failovers: "
+    "redis-sentinel:HOST:PORT[,HOST:PORT...]/SERVICE, or a Redis Cluster, "
+    "each command sent to the master of its key's slot: "
+    "redis-cluster:HOST:PORT[,HOST:PORT...] (either alone); repeat for "
+    "several (each "
     "host gets --pool-size connections; :weight=N gives a host N times as "
     "many). Default: an embedded fc1 reference server."
 )
@@ -737,6 +776,7 @@ class Options(usage.Options):
             self[name] = _bytes(name, self[name])
         for name in ("http-header-timeout", "http-body-timeout"):
             self[name] = _optional_seconds(name, self[name])
+        self._check_redis_upstreams()
         self["http-max-connections"] = _max_connections(self["http-max-connections"])
         self["http-stream-pool-size"] = _stream_pool_size(self["http-stream-pool-size"])
         self["workers"] = _workers(self["workers"])
@@ -763,6 +803,52 @@ class Options(usage.Options):
                     f"fields, which the proxy does not forward; use fc1 or a "
                     f"length: codec"
                 )
+
+    def _check_redis_upstreams(self) -> None:
+        """
+        The Redis upstream kinds and passwords: a ``redis-cluster:`` or
+        ``redis-sentinel:`` upstream stands alone and speaks RESP, and a
+        password is for an upstream that takes it.  Passwords not given
+        are read from :data:`PASSWORD_ENVIRONMENT`.
+        """
+        from framedclient.codecs.redis import RedisCodec
+
+        upstreams: list[str] = self["upstream"]
+        kinds = [
+            u for u in upstreams if u.startswith((CLUSTER_SCHEME, SENTINEL_SCHEME))
+        ]
+        redis = isinstance(self["codec"], RedisCodec)
+        sentinel = any(u.startswith(SENTINEL_SCHEME) for u in upstreams)
+        for name, variable in PASSWORD_ENVIRONMENT.items():
+            # Read only where it applies: one environment may serve
+            # several programs.
+            applies = sentinel if name == "sentinel-password" else redis
+            if self[name] is None and applies and os.environ.get(variable):
+                self[name] = os.environ[variable]
+            if self[name] is not None and not self[name]:
+                raise usage.UsageError(f"--{name}: the password is empty")
+        if kinds and len(upstreams) > 1:
+            scheme = kinds[0].split(":", 1)[0]
+            raise usage.UsageError(
+                f"--upstream {scheme}:... stands alone (it finds its own "
+                f"servers); give it as the only --upstream"
+            )
+        if kinds and not redis:
+            scheme = kinds[0].split(":", 1)[0]
+            raise usage.UsageError(
+                f"--upstream {scheme}:... speaks Redis: add --codec redis "
+                f"(the HTTP bodies are then RESP commands)"
+            )
+        if self["redis-password"] is not None and not redis:
+            raise usage.UsageError(
+                "--redis-password is sent as Redis AUTH: add --codec redis"
+            )
+        if self["sentinel-password"] is not None and not sentinel:
+            raise usage.UsageError(
+                "--sentinel-password is for the sentinels of a "
+                "redis-sentinel:HOST:PORT[,HOST:PORT...]/SERVICE upstream; give "
+                "one, or leave the option out"
+            )
 
 
 #: The placeholder each option's value is shown with in ``--help``.

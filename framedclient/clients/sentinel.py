@@ -23,6 +23,11 @@ Nothing here ever sends a request again: a request that failed during a
 failover fails to its caller (see docs/redis-sentinel.md for what that
 means for writes).  Use it through :meth:`RedisClient.from_sentinel
 <framedclient.clients.redis.RedisClient.from_sentinel>`.
+
+TLS: the master and the replicas the sentinels announce are reached as
+:func:`node_endpoints` says: by default with the TLS settings of the first
+``tls:`` sentinel (as a Redis Cluster's nodes are reached with the seeds'),
+each certificate checked against the address announced.
 """
 
 from __future__ import annotations
@@ -39,15 +44,18 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from framedclient.clients.cluster_endpoints import tls_settings
 from framedclient.codecs.redis import RespError, RespFramer, command, parse_reply
 from framedclient.discovery import Host, MakeEndpoint, tcp_endpoint_maker
 from framedclient.errors import ConnectionLost, FramedClientError
 
 __all__ = [
     "SCHEME",
+    "TLS_SCHEME",
     "MasterNotFound",
     "SentinelHosts",
     "SentinelReplicas",
+    "node_endpoints",
     "parse_sentinel_string",
     "parse_sentinels",
 ]
@@ -55,6 +63,13 @@ __all__ = [
 #: How a Redis Sentinel endpoint string begins:
 #: ``redis-sentinel:HOST:PORT[,HOST:PORT...]/SERVICE``.
 SCHEME = "redis-sentinel:"
+#: The same over TLS (sentinels, master and replicas):
+#: ``redis-sentinel+tls:HOST:PORT[,HOST:PORT...]/SERVICE[:trustRoots=DIR...]``.
+TLS_SCHEME = "redis-sentinel+tls:"
+
+#: The TLS options a ``tls=`` string or a ``redis-sentinel+tls:`` string
+#: may carry (Twisted's ``tls:`` endpoint options, less host and port).
+_TLS_OPTIONS = ("trustRoots", "certificate", "privateKey")
 
 _log = Logger()
 
@@ -79,8 +94,6 @@ def parse_sentinels(
         (quoted).
     :raises TypeError: something other than strings.
     """
-    from framedclient._endpoints import client_from_string
-
     if isinstance(sentinels, str):
         sentinels = [sentinels]
     if not isinstance(sentinels, Sequence) or not sentinels:
@@ -103,8 +116,23 @@ def parse_sentinels(
             host = m.group(1).strip("[]")
             found.append((s, tcp_endpoint_maker(reactor)(host, port)))
         else:
-            found.append((s, client_from_string(reactor, s)))
+            found.append((s, _endpoint(reactor, s, f"sentinel {s!r}")))
     return found
+
+
+def _endpoint(reactor: Any, text: str, what: str) -> IStreamClientEndpoint:
+    from framedclient._endpoints import client_from_string
+
+    try:
+        return client_from_string(reactor, text)
+    except OSError as error:
+        # Twisted's UnlistableError for a trustRoots that is not a
+        # directory says nothing at all.
+        raise ValueError(
+            f"{what}: a file or directory it names cannot be read ({error!r}): "
+            f"trustRoots= is a directory of PEM CA certificates, "
+            f"certificate= and privateKey= PEM files"
+        ) from None
 
 
 def parse_sentinel_string(text: str) -> tuple[list[str], str] | None:
@@ -113,18 +141,36 @@ def parse_sentinel_string(text: str) -> tuple[list[str], str] | None:
     brackets) as its sentinels and service, in the style of ``srv:`` and
     ``dns:`` strings; ``None`` for a string of another kind.
 
+    ``redis-sentinel+tls:HOST:PORT[,...]/SERVICE[:trustRoots=DIR]
+    [:certificate=PEM:privateKey=PEM]`` is the same over TLS: its sentinels
+    come back as ``tls:`` endpoint strings with those options, so the
+    master and replicas are reached with them too (:func:`node_endpoints`).
+
     :raises ValueError: a malformed one, quoted, with the form it takes.
     """
-    if not text.startswith(SCHEME):
+    if text.startswith(TLS_SCHEME):
+        scheme, tls = TLS_SCHEME, True
+    elif text.startswith(SCHEME):
+        scheme, tls = SCHEME, False
+    else:
         return None
-    form = f"{SCHEME}HOST:PORT[,HOST:PORT...]/SERVICE"
-    hosts, slash, service = text[len(SCHEME) :].rpartition("/")
+    form = f"{scheme}HOST:PORT[,HOST:PORT...]/SERVICE"
+    if tls:
+        form += "[:trustRoots=DIR]"
+    # Hosts hold no '/'; a trustRoots path after the service may.
+    hosts, slash, service = text[len(scheme) :].partition("/")
+    options = ""
+    if tls:
+        service, _, options = service.partition(":")
     if not slash or not hosts or not service:
         raise ValueError(
             f"{text!r}: a Redis Sentinel string is {form} (the sentinels, "
             f"then the master's name in their configuration after '/')"
         )
+    if options:
+        _check_tls_options(options, f"{text!r}: the TLS options after the service")
     sentinels = hosts.split(",")
+    found = []
     for s in sentinels:
         m = _HOST_PORT.match(s)
         if m is None or not 1 <= int(m.group(2)) <= 65535:
@@ -132,7 +178,74 @@ def parse_sentinel_string(text: str) -> tuple[list[str], str] | None:
                 f"{text!r}: {s!r} is not a sentinel's HOST:PORT (port "
                 f"1-65535); the string is {form}"
             )
-    return sentinels, service
+        if tls:
+            host = m.group(1).strip("[]").replace(":", "\\:")
+            s = f"tls:host={host}:port={m.group(2)}" + (
+                f":{options}" if options else ""
+            )
+        found.append(s)
+    return found, service
+
+
+def _check_tls_options(options: str, what: str) -> None:
+    for part in options.split(":"):
+        name, equals, value = part.partition("=")
+        if not equals or name not in _TLS_OPTIONS or not value:
+            raise ValueError(
+                f"{what} are NAME=VALUE separated by ':', each one of "
+                f"{', '.join(_TLS_OPTIONS)}; got {part!r} in {options!r}"
+            )
+
+
+def node_endpoints(
+    reactor: Any, sentinels: Sequence[str] | str, tls: bool | str | None = None
+) -> MakeEndpoint:
+    """
+    How the master and replicas the sentinels announce (``ip``, ``port``)
+    are reached: over TLS, verifying each certificate against the address
+    announced (an IP SAN for an IP, as with a ``tls:HOST:PORT`` endpoint),
+    or plain TCP.
+
+    :param sentinels: as given to :class:`SentinelHosts`.
+    :param tls: ``None`` (the default): as the sentinels are reached, with
+        the TLS settings (``trustRoots``, ``certificate``, ``privateKey``)
+        of the first ``tls:`` sentinel, plain TCP when none is ``tls:``.
+        ``False``: plain TCP.  ``True``: TLS, with the first ``tls:``
+        sentinel's settings or else the platform's trust roots.  A string:
+        TLS with these options, ``"trustRoots=/etc/redis/ca"`` (and
+        ``:certificate=PEM:privateKey=PEM`` for a client certificate).
+
+    :raises TypeError: ``tls`` of another type.
+    :raises ValueError: a ``tls`` string Twisted cannot use (quoted).
+    :raises ImportError: TLS without the TLS extra.
+    """
+    if tls is not None and not isinstance(tls, (bool, str)):
+        raise TypeError(
+            f"tls must be None (as the sentinels are reached), True, False "
+            f"or a string of TLS options ('trustRoots=/etc/redis/ca'), got "
+            f"{type(tls).__name__} {tls!r}"
+        )
+    if isinstance(sentinels, str):
+        sentinels = [sentinels]
+    first = next(
+        (s for s in sentinels if isinstance(s, str) and s.startswith("tls:")), None
+    )
+    if tls is False or (tls is None and first is None):
+        return tcp_endpoint_maker(reactor)
+    if isinstance(tls, str) and not isinstance(tls, bool):
+        if tls:
+            _check_tls_options(tls, "tls= options")
+        options = f":{tls}" if tls else ""
+    else:
+        options = "" if first is None else tls_settings(first)
+
+    def make(host: str, port: int) -> IStreamClientEndpoint:
+        escaped = host.replace(":", "\\:")
+        text = f"tls:host={escaped}:port={port}{options}"
+        return _endpoint(reactor, text, f"tls={tls!r}")
+
+    make("127.0.0.1", 1)  # a bad trustRoots fails here, not at connect
+    return make
 
 
 class _RespLink(Protocol):
@@ -141,7 +254,12 @@ class _RespLink(Protocol):
     messages (``["message", channel, data]``) go to ``on_message``.
     """
 
-    def __init__(self, on_message: Callable[[list[Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_message: Callable[[list[Any]], None] | None = None,
+        peer: str = "the sentinel",
+    ) -> None:
+        self._peer = peer
         self._framer = RespFramer()
         self._waiting: deque[Deferred[Any]] = deque()
         self._on_message = on_message
@@ -151,7 +269,9 @@ class _RespLink(Protocol):
     def send(self, *args: str | bytes | int) -> Deferred[Any]:
         d: Deferred[Any] = Deferred(lambda _: self.abort())
         if self._gone:
-            d.errback(ConnectionLost(False, "the connection to the sentinel is closed"))
+            d.errback(
+                ConnectionLost(False, f"the connection to {self._peer} is closed")
+            )
             return d
         self._waiting.append(d)
         self.transport.write(command(*args))  # type: ignore[union-attr]
@@ -186,9 +306,14 @@ class _RespLink(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
         self._gone = True
         waiting, self._waiting = self._waiting, deque()
+        # Why, in the error: a TLS handshake that failed (an untrusted or
+        # mismatched certificate) ends the connection like any other loss.
+        why = reason.getErrorMessage() if reason is not None else "closed"
         for d in waiting:
             if not d.called:  # a cancelled one has fired already
-                d.errback(ConnectionLost(True, "the sentinel's connection was lost"))
+                d.errback(
+                    ConnectionLost(True, f"{self._peer}'s connection was lost: {why}")
+                )
         self.closed.callback(None)
 
 
@@ -197,6 +322,10 @@ def _describe(error: BaseException) -> str:
         return "no answer in time"
     if isinstance(error, RespError):
         return f"error reply: {error.message}"
+    if isinstance(error, ConnectionLost):
+        # Not its advice on retrying: a question to a sentinel is asked
+        # again anyway.
+        return error.reason
     text = str(error) or type(error).__name__
     return text.splitlines()[0]
 
@@ -218,6 +347,9 @@ class SentinelHosts:
         question and before the subscription.
     :param check_interval: ask again this often even when nothing
         happened.
+    :param tls: how the master (and replicas) are reached: see
+        :func:`node_endpoints` (by default, as the sentinels are).
+    :param make_endpoint: instead of ``tls``, endpoints of one's own.
     """
 
     #: after a failed round of questions, ask again after this long
@@ -235,6 +367,7 @@ class SentinelHosts:
         auth: Sequence[str | bytes] = (),
         sentinel_auth: Sequence[str | bytes] = (),
         check_interval: float = 30.0,
+        tls: bool | str | None = None,
         make_endpoint: MakeEndpoint | None = None,
     ) -> None:
         if not isinstance(service, str) or not service:
@@ -252,7 +385,7 @@ class SentinelHosts:
         self._auth = tuple(auth)
         self._sentinel_auth = tuple(sentinel_auth)
         self._check_interval = check_interval
-        self._make_endpoint = make_endpoint or tcp_endpoint_maker(reactor)
+        self._make_endpoint = make_endpoint or node_endpoints(reactor, sentinels, tls)
         self._update: Callable[[list[Host]], None] | None = None
         self._asking: Deferred[Any] | None = None
         self._asked_at: float | None = None
@@ -332,10 +465,13 @@ class SentinelHosts:
         asking.addErrback(lambda f: _log.failure("sentinel source: bug", f))
 
     async def _query(
-        self, endpoint: IStreamClientEndpoint, *commands: tuple[str | bytes, ...]
+        self,
+        endpoint: IStreamClientEndpoint,
+        *commands: tuple[str | bytes, ...],
+        peer: str = "the sentinel",
     ) -> list[Any]:
         # Connect, send, read the replies, close; all within the timeout.
-        connecting = connectProtocol(endpoint, _RespLink())  # type: ignore[no-untyped-call]
+        connecting = connectProtocol(endpoint, _RespLink(peer=peer))  # type: ignore[no-untyped-call]
         connecting.addTimeout(self._timeout, self._reactor)
         link: _RespLink = await connecting
         try:
@@ -400,7 +536,9 @@ class SentinelHosts:
         if self._auth:
             commands.append(("AUTH", *self._auth))
         commands.append(("ROLE",))
-        replies = await self._query(self._make_endpoint(ip, port), *commands)
+        replies = await self._query(
+            self._make_endpoint(ip, port), *commands, peer="the server"
+        )
         role = replies[-1]
         if not isinstance(role, list) or not role:
             raise MasterNotFound(f"ROLE answered {role!r}")

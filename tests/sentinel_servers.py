@@ -205,10 +205,15 @@ def _ready(group: SentinelGroup) -> str | None:
         ports = set()
         for entry in replicas:  # type: ignore[union-attr]
             fields = dict(zip(entry[::2], entry[1::2], strict=True))
-            if b"s_down" not in fields[b"flags"]:
+            # Seen up and in sync: what a client reading from replicas
+            # takes as usable.
+            if (
+                b"s_down" not in fields[b"flags"]
+                and fields.get(b"master-link-status") == b"ok"
+            ):
                 ports.add(int(fields[b"port"]))
         if group.replica.port not in ports:
-            return f"sentinel {s.port} does not know the replica yet"
+            return f"sentinel {s.port} does not see the replica up and in sync yet"
         others = group.ask(
             s.port, "SENTINEL", "sentinels", SERVICE, password=group.sentinel_password
         )

@@ -924,7 +924,10 @@ class SentinelRedisClient(RedisClient):
 
     A request that fails with ``READONLY`` or a lost connection makes it
     ask the sentinels again (at once, one question at a time); the failure
-    still goes to the caller, nothing is sent again.
+    still goes to the caller, nothing is sent again.  With
+    ``read_from_replicas``, a read goes to a replica only while the
+    sentinels list one and a connection to one is ready; a read that loses
+    its replica's connection makes it ask for the replicas again.
 
     :ivar sentinel: the
         :class:`~framedclient.clients.sentinel.SentinelHosts` that finds
@@ -944,9 +947,14 @@ class SentinelRedisClient(RedisClient):
             replicas is not None
             and self.replica_hosts is not None
             and self.replica_hosts.replicas
+            # A replica whose connections were lost (killed, restarting)
+            # is not waited for: the master answers while they reconnect.
+            and replicas.client.pool.ready_count
             and _command_name(body) in READ_ONLY_COMMANDS
         ):
-            return replicas.client.request(body, timeout)
+            d = replicas.client.request(body, timeout)
+            d.addErrback(self._replica_failed)
+            return d
         d = self.client.request(body, timeout)
         d.addErrback(self._failed)
         return d
@@ -960,6 +968,12 @@ class SentinelRedisClient(RedisClient):
     def _failed(self, failure: Failure) -> Failure:
         if _is_failover_sign(failure):
             self.sentinel.refresh()
+        return failure
+
+    def _replica_failed(self, failure: Failure) -> Failure:
+        # A replica lost: the sentinels may list another one by now.
+        if isinstance(failure.value, ConnectionLost) and self.replica_hosts:
+            self.replica_hosts.refresh()
         return failure
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "MasterNotFound",
     "SentinelHosts",
     "SentinelReplicas",
+    "event_service",
     "node_endpoints",
     "parse_sentinel_string",
     "parse_sentinels",
@@ -356,6 +357,13 @@ class SentinelHosts:
     retry_delay = 0.5
     #: hints (failed requests) closer together than this ask only once
     minimum_interval = 0.2
+    #: what the subscription listens to: the events after which the
+    #: answer may have changed
+    channels: tuple[str, ...] = ("+switch-master",)
+
+    #: ask again this often even when nothing happened (from the next
+    #: answer on when changed)
+    check_interval: float
 
     def __init__(
         self,
@@ -384,10 +392,13 @@ class SentinelHosts:
         self._timeout = timeout
         self._auth = tuple(auth)
         self._sentinel_auth = tuple(sentinel_auth)
-        self._check_interval = check_interval
+        self.check_interval = check_interval
         self._make_endpoint = make_endpoint or node_endpoints(reactor, sentinels, tls)
         self._update: Callable[[list[Host]], None] | None = None
         self._asking: Deferred[Any] | None = None
+        # An event came while a question was under way: its answer may
+        # predate the event, so ask once more when it lands.
+        self._again = False
         self._asked_at: float | None = None
         self._timer: IDelayedCall | None = None
         self._watch_timer: IDelayedCall | None = None
@@ -453,11 +464,13 @@ class SentinelHosts:
     # -- asking -----------------------------------------------------------------
 
     def _ask(self) -> None:
+        if self._asking is not None:
+            self._again = True
+            return
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if self._asking is not None:
-            return
+        self._again = False
         self._asked_at = self._reactor.seconds()
         asking = Deferred.fromCoroutine(self._find_master())
         self._asking = asking
@@ -551,7 +564,7 @@ class SentinelHosts:
         ip, port = address
         name = f"{ip}:{port}"
         self.last_error = None
-        self._timer = self._reactor.callLater(self._check_interval, self._ask)
+        self._next_question()
         if name == self.master:
             return
         if self.master is not None:
@@ -565,8 +578,18 @@ class SentinelHosts:
         self.master = name
         self._update([Host(name, name, self._make_endpoint(ip, port))])
 
+    def _next_question(self) -> None:
+        # After an answer: at once if an event came meanwhile, else after
+        # check_interval.
+        if self._again:
+            self._again = False
+            self._timer = self._reactor.callLater(0, self._ask)
+        else:
+            self._timer = self._reactor.callLater(self.check_interval, self._ask)
+
     def _failed(self, failure: Failure) -> None:
         self._asking = None
+        self._again = False
         if self._update is None:
             return
         self.last_error = _describe(failure.value or Exception())
@@ -596,8 +619,7 @@ class SentinelHosts:
         def connected(link: _RespLink) -> Deferred[Any]:
             self._watch_connecting = None
             sent = [
-                link.send(*c)
-                for c in self._to_sentinel(("SUBSCRIBE", "+switch-master"))
+                link.send(*c) for c in self._to_sentinel(("SUBSCRIBE", *self.channels))
             ]
             d = sent[-1]
             for earlier in sent[:-1]:
@@ -634,13 +656,29 @@ class SentinelHosts:
         self._watch_timer = self._reactor.callLater(delay, self._watch)
 
     def _message(self, message: list[Any]) -> None:
-        # ["message", "+switch-master", "NAME OLDIP OLDPORT NEWIP NEWPORT"]
+        # ["message", CHANNEL, PAYLOAD]
         if len(message) != 3 or not isinstance(message[2], bytes):
             return
-        words = message[2].split()
-        if words and words[0].decode("utf-8", "replace") == self.service:
+        if event_service(message[1], message[2]) == self.service:
             if self._update is not None:
                 self._ask()
+
+
+def event_service(channel: bytes, payload: bytes) -> str | None:
+    """
+    The service a sentinel's event is about, ``None`` when the payload
+    names none: ``+switch-master`` says ``NAME OLDIP OLDPORT NEWIP
+    NEWPORT``, the others ``master NAME IP PORT`` or ``slave IP:PORT IP
+    PORT @ NAME IP PORT``.
+    """
+    words = payload.split()
+    if channel == b"+switch-master":
+        named = words[:1]
+    elif b"@" in words:
+        named = words[words.index(b"@") + 1 :][:1]
+    else:
+        named = words[1:2] if words[:1] == [b"master"] else []
+    return named[0].decode("utf-8", "replace") if named else None
 
 
 #: A replica with one of these flags (or a link to its master that is not
@@ -659,8 +697,16 @@ class SentinelReplicas(SentinelHosts):
     themselves are not contacted here: the client's connections
     authenticate themselves.
 
+    Also asked again when a sentinel announces that a replica joined
+    (``+slave``), went down (``+sdown``), came back (``-sdown``) or was
+    reconfigured after a failover (``+slave-reconf-done``).  No event
+    says that a replica's link to its master came up: a replica that
+    returns is found by the next periodic check once it is in sync.
+
     :ivar replicas: the ``ip:port`` of each replica handed over last.
     """
+
+    channels = ("+switch-master", "+slave", "+sdown", "-sdown", "+slave-reconf-done")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -704,7 +750,7 @@ class SentinelReplicas(SentinelHosts):
         if self._update is None:
             return
         self.last_error = None
-        self._timer = self._reactor.callLater(self._check_interval, self._ask)
+        self._next_question()
         names = [f"{ip}:{port}" for ip, port in found]
         if names == self.replicas:
             return

@@ -487,14 +487,18 @@ class SentinelHosts:
         connecting = connectProtocol(endpoint, _RespLink(peer=peer))  # type: ignore[no-untyped-call]
         connecting.addTimeout(self._timeout, self._reactor)
         link: _RespLink = await connecting
+        sent = [link.send(*c) for c in commands]
         try:
-            sent = [link.send(*c) for c in commands]
             replies = []
             for d in sent:
                 d.addTimeout(self._timeout, self._reactor)
                 replies.append(await d)
             return replies
         finally:
+            # The replies after a failed one (ROLE after a refused AUTH)
+            # fail as the connection closes: nobody awaits them.
+            for d in sent:
+                d.addErrback(lambda _: None)
             link.transport.loseConnection()  # type: ignore[union-attr]
 
     async def _find_master(self) -> tuple[str, int]:
@@ -511,10 +515,17 @@ class SentinelHosts:
             except Exception as e:
                 problems.append(f"sentinel {name}: {_describe(e)}")
                 continue
-            if not isinstance(reply, list) or len(reply) != 2:
+            if reply is None:
                 problems.append(f"sentinel {name} does not know {self.service!r}")
                 continue
-            ip, port = reply[0].decode("ascii"), int(reply[1])
+            address = _address(reply)
+            if address is None:
+                problems.append(
+                    f"sentinel {name} answered {_shown(reply)}, not the "
+                    f"master's [IP, PORT]"
+                )
+                continue
+            ip, port = address
             try:
                 role = await self._role(ip, port)
             except Exception as e:
@@ -686,6 +697,45 @@ def event_service(channel: bytes, payload: bytes) -> str | None:
 _UNUSABLE = {b"s_down", b"o_down", b"disconnected"}
 
 
+def _shown(reply: Any) -> str:
+    text = repr(reply)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _address(reply: Any) -> tuple[str, int] | None:
+    # [IP, PORT] as bulk strings, or None for anything else.
+    if not isinstance(reply, list) or len(reply) != 2:
+        return None
+    ip, port = reply
+    if not isinstance(ip, bytes) or not isinstance(port, bytes) or not ip:
+        return None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None
+    try:
+        return ip.decode("ascii"), int(port)
+    except UnicodeDecodeError:
+        return None
+
+
+def _usable_replicas(reply: list[Any]) -> list[tuple[str, int]] | None:
+    # SENTINEL REPLICAS' answer (one flat field list per replica) as the
+    # sorted addresses of the usable ones; None for another shape.
+    found = []
+    for entry in reply:
+        if not isinstance(entry, list) or len(entry) % 2:
+            return None
+        fields = dict(zip(entry[::2], entry[1::2], strict=True))
+        address = _address([fields.get(b"ip"), fields.get(b"port")])
+        flags = fields.get(b"flags", b"")
+        link = fields.get(b"master-link-status", b"ok")
+        if address is None or not isinstance(flags, bytes):
+            return None
+        if set(flags.split(b",")) & _UNUSABLE or link != b"ok":
+            continue
+        found.append(address)
+    return sorted(found)
+
+
 class SentinelReplicas(SentinelHosts):
     """
     The replicas of ``service`` as the sentinels list them (``SENTINEL
@@ -732,15 +782,14 @@ class SentinelReplicas(SentinelHosts):
             if not isinstance(reply, list):
                 problems.append(f"sentinel {name} does not know {self.service!r}")
                 continue
-            found = []
-            for entry in reply:
-                fields = dict(zip(entry[::2], entry[1::2], strict=False))
-                flags = set(fields.get(b"flags", b"").split(b","))
-                link = fields.get(b"master-link-status", b"ok")
-                if flags & _UNUSABLE or link != b"ok":
-                    continue
-                found.append((fields[b"ip"].decode("ascii"), int(fields[b"port"])))
-            return sorted(found)
+            found = _usable_replicas(reply)
+            if found is None:
+                problems.append(
+                    f"sentinel {name} answered {_shown(reply)}, not a list of "
+                    f"replicas' fields"
+                )
+                continue
+            return found
         raise MasterNotFound(
             f"no replicas for {self.service!r}: " + "; ".join(problems)
         )

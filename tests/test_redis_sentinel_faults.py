@@ -1,0 +1,180 @@
+"""
+Sentinel's promises against an adversary (a real deployment,
+:mod:`tests.sentinel_servers`, and fake sentinels on loopback): a sentinel
+that answers garbage or dies in the middle of a question is skipped and
+named; a wrong master password is a clear error that leaves nothing
+unhandled behind; the subscription moves on when its sentinel is killed
+and the client still follows the next failover.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
+
+from framedclient.clients.redis import RedisClient
+from framedclient.errors import Unavailable
+
+from .sentinel_servers import sentinel_group
+from .test_redis_sentinel import settle
+from .test_redis_sentinel_replicas import resp, wait_for
+
+
+@pytest.fixture
+def group(tmp_path):
+    with sentinel_group(str(tmp_path)) as group:
+        yield group
+
+
+@pytest.fixture
+def protected(tmp_path):
+    with sentinel_group(str(tmp_path), password="master-secret") as group:
+        yield group
+
+
+def listen(protocol: type[Protocol]):
+    return reactor.listenTCP(0, Factory.forProtocol(protocol), interface="127.0.0.1")
+
+
+class GarbageSentinel(Protocol):
+    """
+    Answers every question with a well-framed reply of the wrong shape: a
+    port that is no number, replicas that are not field lists.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"SUBSCRIBE" in data:
+            self.transport.write(resp([b"subscribe", b"+switch-master", 1]))
+        elif b"REPLICAS" in data:
+            self.transport.write(resp([b"127.0.0.1", b"6379"]))
+        else:
+            self.transport.write(resp([b"127.0.0.1", b"not-a-port"]))
+
+
+class DyingSentinel(Protocol):
+    """Drops the connection as soon as it is asked anything."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.abortConnection()
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_sentinel_answering_garbage_or_dying_mid_question_is_skipped(group):
+    garbage = listen(GarbageSentinel)
+    dying = listen(DyingSentinel)
+    fakes = [f"127.0.0.1:{p.getHost().port}" for p in (garbage, dying)]
+    redis = RedisClient.from_sentinel(
+        reactor,
+        [*fakes, *group.sentinel_endpoints],
+        "mymaster",
+        read_from_replicas=True,
+    )
+    try:
+        await settle(redis.when_ready(), 10)
+        assert redis.sentinel.master == f"127.0.0.1:{group.master.port}"
+        hosts = redis.replica_hosts
+        await wait_for(lambda: hosts.replicas, 10, hosts.debug_state)
+        assert hosts.replicas == [f"127.0.0.1:{group.replica.port}"]
+    finally:
+        await redis.close(timeout=2)
+        await garbage.stopListening()
+        await dying.stopListening()
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_sentinel_answering_garbage_is_named_in_the_error():
+    garbage = listen(GarbageSentinel)
+    name = f"127.0.0.1:{garbage.getHost().port}"
+    redis = RedisClient.from_sentinel(
+        reactor, [name], "mymaster", read_from_replicas=True, request_timeout=1.0
+    )
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await settle(redis.get("k"), 10)
+        assert f"sentinel {name} answered" in str(caught.value)
+        hosts = redis.replica_hosts
+        await wait_for(lambda: hosts.last_error, 5, hosts.debug_state)
+        assert f"sentinel {name} answered" in hosts.last_error
+    finally:
+        await redis.close(timeout=2)
+        await garbage.stopListening()
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_master_password_is_a_clear_error_and_leaves_nothing_unhandled(
+    protected,
+):
+    logged: list = []
+    globalLogPublisher.addObserver(logged.append)
+    redis = RedisClient.from_sentinel(
+        reactor,
+        protected.sentinel_endpoints,
+        "mymaster",
+        password="wrong",
+        request_timeout=1.0,
+    )
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await settle(redis.set("k", "v"), 10)
+        message = str(caught.value)
+        assert "does not answer ROLE" in message
+        assert "WRONGPASS" in message
+        assert redis.sentinel.master is None
+    finally:
+        await redis.close(timeout=2)
+        gc.collect()
+        await deferLater(reactor, 0, lambda: None)
+        globalLogPublisher.removeObserver(logged.append)
+    unhandled = [
+        e for e in logged if "Unhandled error in Deferred" in str(e.get("log_format"))
+    ]
+    assert unhandled == []
+    # Nothing was written anywhere.
+    assert protected.ask(protected.master.port, "DBSIZE", password="master-secret") == 0
+
+
+@pytest.mark.timeout(90)
+@pytest_twisted.ensureDeferred
+async def test_when_the_subscribed_sentinel_is_killed_the_next_one_carries_the_news(
+    group,
+):
+    redis = RedisClient.from_sentinel(reactor, group.sentinel_endpoints, "mymaster")
+    try:
+        await settle(redis.when_ready(), 10)
+        source = redis.sentinel
+        await wait_for(lambda: source.subscribed_to, 10, source.debug_state)
+        first = source.subscribed_to
+        victim = next(s for s in group.sentinels if first.endswith(f":{s.port}"))
+        victim.kill()
+        await wait_for(
+            lambda: source.subscribed_to not in (None, first), 10, source.debug_state
+        )
+        # The remaining two still make a quorum; only the announcement
+        # tells this idle client.
+        alive = next(s for s in group.sentinels if s is not victim)
+        reply = await deferToThread(
+            group.ask, alive.port, "SENTINEL", "FAILOVER", "mymaster"
+        )
+        assert reply == b"OK"
+        started = time.monotonic()
+        await wait_for(
+            lambda: source.master == f"127.0.0.1:{group.replica.port}",
+            15,
+            source.debug_state,
+        )
+        assert time.monotonic() - started < 15
+        assert await redis.set("k", "v") is True
+        assert group.ask(group.replica.port, "GET", "k") == b"v"
+    finally:
+        await redis.close(timeout=2)

@@ -24,7 +24,7 @@ from framedclient.clients.redis import RedisClient
 from framedclient.errors import Unavailable
 
 from .sentinel_servers import sentinel_group
-from .test_redis_sentinel import settle
+from .test_redis_sentinel import FakeSentinel, settle
 from .test_redis_sentinel_replicas import resp, wait_for
 
 
@@ -178,3 +178,67 @@ async def test_when_the_subscribed_sentinel_is_killed_the_next_one_carries_the_n
         assert group.ask(group.replica.port, "GET", "k") == b"v"
     finally:
         await redis.close(timeout=2)
+
+
+class StaleSentinel(FakeSentinel):
+    """
+    Names the master it was made with for ever (a sentinel that has not
+    heard of the failover yet), and takes no subscription, so the client
+    subscribes to a real one.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"SUBSCRIBE" in data:
+            self.transport.abortConnection()
+        else:
+            super().dataReceived(data)
+
+
+@pytest.mark.timeout(90)
+@pytest_twisted.ensureDeferred
+async def test_after_switch_master_a_stale_sentinel_does_not_keep_the_old_master(
+    group,
+):
+    # The old master says "master" for some seconds after the switch (the
+    # sentinels demote it later): a stale sentinel asked first would keep
+    # the writes going to it, to be thrown away when it is demoted.
+    stale = reactor.listenTCP(
+        0,
+        Factory.forProtocol(
+            type(
+                "Stale", (StaleSentinel,), {"master": ("127.0.0.1", group.master.port)}
+            )
+        ),
+        interface="127.0.0.1",
+    )
+    redis = RedisClient.from_sentinel(
+        reactor,
+        [f"127.0.0.1:{stale.getHost().port}", *group.sentinel_endpoints],
+        "mymaster",
+    )
+    try:
+        await settle(redis.when_ready(), 10)
+        source = redis.sentinel
+        assert source.master == f"127.0.0.1:{group.master.port}"
+        await wait_for(lambda: source.subscribed_to, 10, source.debug_state)
+        reply = await deferToThread(
+            group.ask, group.sentinels[1].port, "SENTINEL", "FAILOVER", "mymaster"
+        )
+        assert reply == b"OK"
+        await wait_for(
+            lambda: source.master == f"127.0.0.1:{group.replica.port}",
+            10,
+            source.debug_state,
+        )
+        # The next question goes to the sentinel that announced the
+        # switch, not to the stale one: the client does not switch back.
+        await deferLater(reactor, 0.3, lambda: None)
+        source.refresh()
+        await deferLater(reactor, 1.0, lambda: None)
+        assert source.master == f"127.0.0.1:{group.replica.port}"
+        assert source.switches == 1
+        assert await redis.set("k", "v") is True
+        assert group.ask(group.replica.port, "GET", "k") == b"v"
+    finally:
+        await redis.close(timeout=2)
+        await stale.stopListening()

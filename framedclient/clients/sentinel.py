@@ -13,7 +13,9 @@ connections at once, the old one's drain (a dead master's fail with
 The master is asked for again
 
 - when a sentinel announces ``+switch-master`` for the service (one
-  sentinel at a time is subscribed, on a connection of its own);
+  sentinel at a time is subscribed, on a connection of its own): the new
+  master it names is tried first (``ROLE``), since the sentinel asked
+  first may not have heard of the switch yet;
 - when a request fails with ``READONLY`` (the master was demoted) or with a
   lost connection (:meth:`SentinelHosts.refresh`, called by the client);
 - every ``check_interval`` seconds, and when the subscription is
@@ -399,6 +401,8 @@ class SentinelHosts:
         # An event came while a question was under way: its answer may
         # predate the event, so ask once more when it lands.
         self._again = False
+        # The new master a +switch-master named, tried first next time.
+        self._announced: tuple[str, int] | None = None
         self._asked_at: float | None = None
         self._timer: IDelayedCall | None = None
         self._watch_timer: IDelayedCall | None = None
@@ -503,6 +507,22 @@ class SentinelHosts:
 
     async def _find_master(self) -> tuple[str, int]:
         problems = []
+        announced, self._announced = self._announced, None
+        if announced is not None:
+            # The sentinel that announced the switch knows; the one asked
+            # first may not have heard yet, and name the old master, which
+            # still says "master" until the sentinels demote it.
+            ip, port = announced
+            try:
+                role = await self._role(ip, port)
+            except Exception as e:
+                role = None
+                problems.append(
+                    f"the announced master {ip}:{port} does not answer ROLE: "
+                    f"{_describe(e)}"
+                )
+            if role == b"master":
+                return announced
         for i in range(len(self._sentinels)):
             name, endpoint = self._sentinels[i]
             try:
@@ -666,12 +686,23 @@ class SentinelHosts:
         delay = min(0.1 * 2**self._watch_failures, 2.0)
         self._watch_timer = self._reactor.callLater(delay, self._watch)
 
+    def _ask_first(self, name: str | None) -> None:
+        # The sentinel that announced a switch knows of it: asked first
+        # from now on, before one that may not have heard yet.
+        for i, (known, _) in enumerate(self._sentinels):
+            if known == name and i:
+                self._sentinels.insert(0, self._sentinels.pop(i))
+                return
+
     def _message(self, message: list[Any]) -> None:
         # ["message", CHANNEL, PAYLOAD]
         if len(message) != 3 or not isinstance(message[2], bytes):
             return
         if event_service(message[1], message[2]) == self.service:
             if self._update is not None:
+                if message[1] == b"+switch-master":
+                    self._announced = _address(message[2].split()[3:5])
+                    self._ask_first(self.subscribed_to)
                 self._ask()
 
 

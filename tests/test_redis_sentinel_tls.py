@@ -161,6 +161,14 @@ async def test_sigkill_the_master_under_writes_over_tls_writes_resume_on_the_new
         assert tls_group.ask(tls_group.replica.port, "ROLE")[0] == b"master"
         # INCR never counted more than it was called (none sent twice).
         assert int(await redis.get("counter")) <= len(incrs)
+        failed = [r for k, r, t in log if r is not True]
+        print(
+            f"\nsentinel failover over TLS: client switched "
+            f"{switched_at - killed_at:.2f} s after the kill; {len(failed)} "
+            f"writes failed to their callers "
+            f"({sorted({type(f.value).__name__ for f in failed})}), "
+            f"{len(after)} acknowledged by the new master"
+        )
     finally:
         if not stop.called:
             stop.callback(None)

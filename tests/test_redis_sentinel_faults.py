@@ -10,6 +10,8 @@ and the client still follows the next failover.
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import time
 
 import pytest
@@ -242,3 +244,39 @@ async def test_after_switch_master_a_stale_sentinel_does_not_keep_the_old_master
     finally:
         await redis.close(timeout=2)
         await stale.stopListening()
+
+
+@pytest.mark.timeout(90)
+@pytest_twisted.ensureDeferred
+async def test_a_subscribed_sentinel_that_hangs_is_left_and_the_failover_followed(
+    group,
+):
+    # SIGSTOP: the subscription's connection stays open and says nothing,
+    # so only a liveness check can tell the announcements will not come.
+    redis = RedisClient.from_sentinel(
+        reactor, group.sentinel_endpoints, "mymaster", sentinel_timeout=0.5
+    )
+    stopped = None
+    try:
+        await settle(redis.when_ready(), 10)
+        source = redis.sentinel
+        await wait_for(lambda: source.subscribed_to, 10, source.debug_state)
+        first = source.subscribed_to
+        stopped = next(s for s in group.sentinels if first.endswith(f":{s.port}"))
+        os.kill(stopped.proc.pid, signal.SIGSTOP)
+        alive = next(s for s in group.sentinels if s is not stopped)
+        reply = await deferToThread(
+            group.ask, alive.port, "SENTINEL", "FAILOVER", "mymaster"
+        )
+        assert reply == b"OK"
+        # Well before the 30 s periodic check.
+        await wait_for(
+            lambda: source.master == f"127.0.0.1:{group.replica.port}",
+            15,
+            source.debug_state,
+        )
+        assert source.subscribed_to not in (None, first)
+    finally:
+        if stopped is not None:
+            os.kill(stopped.proc.pid, signal.SIGCONT)
+        await redis.close(timeout=2)

@@ -244,6 +244,8 @@ class HeldSentinel(Protocol):
                 for n, channel in enumerate(args[1:], 1):
                     self.transport.write(resp([b"subscribe", channel, n]))
                 self.subscribers.append(self.transport)
+            elif args[0].upper() == b"PING":
+                self.transport.write(resp([b"pong", b""]))
             else:
                 self.held.append(self.transport)
 

@@ -362,6 +362,10 @@ class SentinelHosts:
     #: what the subscription listens to: the events after which the
     #: answer may have changed
     channels: tuple[str, ...] = ("+switch-master",)
+    #: the subscription's sentinel is PINGed this often; one that does
+    #: not answer within the timeout (hung, or cut off with the connection
+    #: left open) is left for the next, as announcements would not come
+    subscription_ping = 1.0
 
     #: ask again this often even when nothing happened (from the next
     #: answer on when changed)
@@ -406,6 +410,7 @@ class SentinelHosts:
         self._asked_at: float | None = None
         self._timer: IDelayedCall | None = None
         self._watch_timer: IDelayedCall | None = None
+        self._ping_timer: IDelayedCall | None = None
         self._watching: _RespLink | None = None
         self._watch_connecting: Deferred[Any] | None = None
         self._watch_index = 0
@@ -429,10 +434,10 @@ class SentinelHosts:
 
     def stop(self) -> None:
         self._update = None
-        for timer in (self._timer, self._watch_timer):
+        for timer in (self._timer, self._watch_timer, self._ping_timer):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._timer = self._watch_timer = None
+        self._timer = self._watch_timer = self._ping_timer = None
         asking, self._asking = self._asking, None
         if asking is not None:
             asking.cancel()
@@ -666,6 +671,9 @@ class SentinelHosts:
             # A switch may have happened while nobody listened.
             self.refresh()
             link.closed.addCallback(lambda _: self._unwatched(link))
+            self._ping_timer = self._reactor.callLater(
+                self.subscription_ping, self._ping, link
+            )
 
         def failed(failure: Failure) -> None:
             self._watch_connecting = None
@@ -674,7 +682,36 @@ class SentinelHosts:
 
         connecting.addCallback(connected).addCallbacks(subscribed, failed)
 
+    def _ping(self, link: _RespLink) -> None:
+        # PING is allowed while subscribed; it answers ["pong", ""].
+        self._ping_timer = None
+        if self._watching is not link:
+            return
+        d = link.send("PING")
+        d.addTimeout(self._timeout, self._reactor)
+
+        def answered(_: object) -> None:
+            if self._watching is link and self._update is not None:
+                self._ping_timer = self._reactor.callLater(
+                    self.subscription_ping, self._ping, link
+                )
+
+        def silent(failure: Failure) -> None:
+            if isinstance(failure.value, TimeoutError) and self._watching is link:
+                _log.info(
+                    "sentinel {service}: {name} did not answer PING in time; "
+                    "subscribing to the next sentinel",
+                    service=self.service,
+                    name=self.subscribed_to,
+                )
+            link.abort()
+
+        d.addCallbacks(answered, silent)
+
     def _unwatched(self, link: _RespLink) -> None:
+        if self._ping_timer is not None and self._ping_timer.active():
+            self._ping_timer.cancel()
+        self._ping_timer = None
         if self._watching is link:
             self._watching = None
         self.subscribed_to = None

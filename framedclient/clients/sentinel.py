@@ -19,7 +19,12 @@ The master is asked for again
 - when a request fails with ``READONLY`` (the master was demoted) or with a
   lost connection (:meth:`SentinelHosts.refresh`, called by the client);
 - every ``check_interval`` seconds, and when the subscription is
-  re-established (a switch may have been missed meanwhile).
+  re-established (a switch may have been missed meanwhile); the
+  subscribed sentinel is PINGed every ``subscription_ping`` seconds, so a
+  hung one is left for the next instead of silently announcing nothing.
+
+An event that comes while a question is under way makes it ask once more
+when the answer lands (that answer may predate the event).
 
 Nothing here ever sends a request again: a request that failed during a
 failover fails to its caller (see docs/redis-sentinel.md for what that

@@ -68,6 +68,7 @@ class DyingSentinel(Protocol):
         self.transport.abortConnection()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_sentinel_answering_garbage_or_dying_mid_question_is_skipped(group):
@@ -112,6 +113,7 @@ async def test_a_sentinel_answering_garbage_is_named_in_the_error():
         await garbage.stopListening()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_wrong_master_password_is_a_clear_error_and_leaves_nothing_unhandled(
@@ -146,6 +148,7 @@ async def test_a_wrong_master_password_is_a_clear_error_and_leaves_nothing_unhan
     assert protected.ask(protected.master.port, "DBSIZE", password="master-secret") == 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 @pytest_twisted.ensureDeferred
 async def test_when_the_subscribed_sentinel_is_killed_the_next_one_carries_the_news(
@@ -196,6 +199,7 @@ class StaleSentinel(FakeSentinel):
             super().dataReceived(data)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 @pytest_twisted.ensureDeferred
 async def test_after_switch_master_a_stale_sentinel_does_not_keep_the_old_master(
@@ -246,6 +250,7 @@ async def test_after_switch_master_a_stale_sentinel_does_not_keep_the_old_master
         await stale.stopListening()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 @pytest_twisted.ensureDeferred
 async def test_a_subscribed_sentinel_that_hangs_is_left_and_the_failover_followed(

@@ -68,6 +68,7 @@ def replica_client(
     return redis
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_replica_that_stops_answering_is_dropped_on_the_sentinels_sdown(
@@ -100,6 +101,7 @@ async def test_a_replica_that_stops_answering_is_dropped_on_the_sentinels_sdown(
         await redis.close(timeout=2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_reads_do_not_wait_for_a_replica_whose_connections_are_lost(group):

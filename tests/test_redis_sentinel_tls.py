@@ -44,6 +44,7 @@ def gets_on(group, port: int) -> int:
     return int(found[1]) if found else 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_the_announced_master_and_replica_are_reached_with_the_sentinels_tls(
@@ -78,6 +79,7 @@ async def test_the_announced_master_and_replica_are_reached_with_the_sentinels_t
         await redis.close(timeout=2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_redis_sentinel_tls_string_reaches_sentinels_and_master_over_tls(
@@ -96,6 +98,7 @@ async def test_a_redis_sentinel_tls_string_reaches_sentinels_and_master_over_tls
         await redis.close(timeout=2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_a_master_whose_certificate_is_not_trusted_is_not_used_and_says_why(
@@ -124,6 +127,7 @@ async def test_a_master_whose_certificate_is_not_trusted_is_not_used_and_says_wh
         await redis.close(timeout=2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest_twisted.ensureDeferred
 async def test_sigkill_the_master_under_writes_over_tls_writes_resume_on_the_new_one(

@@ -20,12 +20,14 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
+from framedclient.bench.keyvalue import server_argv
 from framedclient.clients.redis import RedisClient
 from framedclient.clients.sentinel import SentinelReplicas, event_service
 from framedclient.codecs.redis import RespFramer, parse_reply
 from framedclient.errors import ConnectionLost, RequestTimeout, Unavailable
 
 from .sentinel_servers import sentinel_group
+from .servers import RealServer, free_port, require_program
 from .test_redis_sentinel import fake_sentinel, settle
 
 
@@ -320,3 +322,41 @@ async def test_an_event_during_a_question_makes_it_ask_again_once_answered():
 )
 def test_an_event_names_its_service(channel, payload, service):
     assert event_service(channel, payload) == service
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest_twisted.ensureDeferred
+async def test_a_replica_added_to_the_deployment_gets_reads(group, tmp_path):
+    # The sentinels find a new replica through the master's INFO (every
+    # 10 s) and announce +slave; the client uses it once they see it in
+    # sync, with the old one.
+    redis = replica_client(group, events_only=False, request_timeout=2.0)
+    hosts = redis.replica_hosts
+    home = tmp_path / "added"
+    home.mkdir()
+    port = free_port()
+    path = require_program("redis-server", "redis-server")
+    argv = server_argv("redis", path, port, str(home))
+    added = RealServer(
+        [*argv, "--replicaof", "127.0.0.1", str(group.master.port)], port
+    )
+    try:
+        await settle(redis.when_ready(), 10)
+        assert await redis.set("k", "v") is True
+        added.start()
+        both = sorted([f"127.0.0.1:{group.replica.port}", f"127.0.0.1:{port}"])
+        await wait_for(lambda: sorted(hosts.replicas) == both, 45, hosts.debug_state)
+        await wait_for(
+            lambda: redis.replicas.client.pool.ready_count >= 2,
+            10,
+            redis.replicas.client.debug_state,
+        )
+        before = gets_on(group, port)
+        for _ in range(20):
+            assert await redis.get("k") == b"v"
+        # Spread over both replicas: the new one took some.
+        assert gets_on(group, port) > before
+    finally:
+        await redis.close(timeout=2)
+        added.stop()

@@ -26,6 +26,7 @@ from framedclient.clients.redis_cache import RedisCache
 from framedclient.clients.redis_pubsub import RedisSubscriber, SharedRedisSubscriber
 from framedclient.clients.sentinel import (
     SCHEME,
+    TLS_SCHEME,
     SentinelHosts,
     SentinelReplicas,
     parse_sentinel_string,
@@ -510,7 +511,9 @@ class RedisClient(RedisCommands, ProtocolClient):
         A Redis Sentinel string,
         ``"redis-sentinel:HOST:PORT[,HOST:PORT...]/SERVICE"``, stands alone
         and gives what :meth:`from_sentinel` gives for those sentinels and
-        that service.
+        that service; ``"redis-sentinel+tls:...
+        /SERVICE:trustRoots=DIR"`` the same with TLS to the sentinels, the
+        master and the replicas.
         """
         check_keywords(
             "RedisClient.from_endpoint", options, ("password", "username", "db")
@@ -549,7 +552,7 @@ class RedisClient(RedisCommands, ProtocolClient):
                     **options,
                 )
         elif isinstance(endpoint, Sequence) and any(
-            isinstance(e, str) and e.startswith(SCHEME) for e in endpoint
+            isinstance(e, str) and e.startswith((SCHEME, TLS_SCHEME)) for e in endpoint
         ):
             raise ValueError(
                 f"a {SCHEME} string stands alone (the sentinels find the one "
@@ -711,6 +714,7 @@ class RedisClient(RedisCommands, ProtocolClient):
         sentinel_password: str | bytes | None = None,
         sentinel_username: str | bytes | None = None,
         read_from_replicas: bool = False,
+        tls: bool | str | None = None,
         **options: Unpack[ClientKeywords],
     ) -> SentinelRedisClient:
         """
@@ -740,12 +744,21 @@ class RedisClient(RedisCommands, ProtocolClient):
             ``+switch-master``.  While none is usable they go to the
             master.  A replica may return a value a little older than the
             master's (replication is asynchronous).  Off by default.
+        :param tls: how the master and replicas the sentinels announce are
+            reached: by default as the sentinels are (a ``"tls:..."``
+            sentinel's ``trustRoots``, ``certificate`` and ``privateKey``
+            are used for them, each certificate checked against the
+            address announced); ``False`` plain TCP; ``True`` TLS (the
+            platform's trust roots unless a sentinel is ``tls:``); a string
+            of options, ``"trustRoots=/etc/redis/ca"``, TLS with those.
 
         The other keywords are :meth:`from_endpoint`'s.  Returns at once;
         :meth:`when_ready` fires once the master is found and connected.
 
         :raises ValueError: no sentinel, a malformed sentinel string, an
-            empty ``service``, a ``sentinel_timeout`` that is not positive.
+            empty ``service``, a ``sentinel_timeout`` that is not positive,
+            a ``tls`` string that is not TLS options.
+        :raises TypeError: ``tls`` not a bool, a string or ``None``.
         """
         auth: list[str | bytes] = []
         if password is not None:
@@ -767,6 +780,7 @@ class RedisClient(RedisCommands, ProtocolClient):
             timeout=sentinel_timeout,
             auth=auth,
             sentinel_auth=sentinel_auth,
+            tls=tls,
         )
         # options' codec is typed as any Codec (ClientKeywords);
         # from_endpoint refuses one that is not a RedisCodec at run time.
@@ -787,6 +801,7 @@ class RedisClient(RedisCommands, ProtocolClient):
                 timeout=sentinel_timeout,
                 sentinel_auth=sentinel_auth,
                 check_interval=5.0,
+                tls=tls,
             )
             client.replica_hosts = replicas
             client.replicas = RedisClient.from_endpoint(
@@ -909,7 +924,10 @@ class SentinelRedisClient(RedisClient):
 
     A request that fails with ``READONLY`` or a lost connection makes it
     ask the sentinels again (at once, one question at a time); the failure
-    still goes to the caller, nothing is sent again.
+    still goes to the caller, nothing is sent again.  With
+    ``read_from_replicas``, a read goes to a replica only while the
+    sentinels list one and a connection to one is ready; a read that loses
+    its replica's connection makes it ask for the replicas again.
 
     :ivar sentinel: the
         :class:`~framedclient.clients.sentinel.SentinelHosts` that finds
@@ -929,9 +947,14 @@ class SentinelRedisClient(RedisClient):
             replicas is not None
             and self.replica_hosts is not None
             and self.replica_hosts.replicas
+            # A replica whose connections were lost (killed, restarting)
+            # is not waited for: the master answers while they reconnect.
+            and replicas.client.pool.ready_count
             and _command_name(body) in READ_ONLY_COMMANDS
         ):
-            return replicas.client.request(body, timeout)
+            d = replicas.client.request(body, timeout)
+            d.addErrback(self._replica_failed)
+            return d
         d = self.client.request(body, timeout)
         d.addErrback(self._failed)
         return d
@@ -945,6 +968,12 @@ class SentinelRedisClient(RedisClient):
     def _failed(self, failure: Failure) -> Failure:
         if _is_failover_sign(failure):
             self.sentinel.refresh()
+        return failure
+
+    def _replica_failed(self, failure: Failure) -> Failure:
+        # A replica lost: the sentinels may list another one by now.
+        if isinstance(failure.value, ConnectionLost) and self.replica_hosts:
+            self.replica_hosts.refresh()
         return failure
 
 

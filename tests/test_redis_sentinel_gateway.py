@@ -69,6 +69,16 @@ async def test_a_redis_sentinel_upstream_reaches_the_master_it_names(group):
             ["--upstream", "redis-sentinel:127.0.0.1:26379/mymaster"],
             "speaks Redis: add --codec redis",
         ),
+        (
+            ["--upstream", "redis-sentinel+tls:127.0.0.1:26379/mymaster"],
+            "speaks Redis: add --codec redis",
+        ),
+        (
+            ["--codec", "redis",
+             "--upstream", "redis-sentinel+tls:127.0.0.1:26379/mymaster",
+             "--upstream", "tcp:127.0.0.1:6379"],
+            "redis-sentinel+tls:... stands alone",
+        ),
     ],
 )  # fmt: skip
 def test_a_redis_cluster_upstream_is_refused_where_it_cannot_work(capsys, argv, said):
@@ -193,6 +203,14 @@ def test_a_password_where_none_applies_is_refused(capsys, argv, said):
         parse(*argv)
     error = capsys.readouterr().err
     assert said in error
+
+
+def test_the_sentinels_password_goes_with_a_tls_sentinel_upstream_too():
+    upstream = "redis-sentinel+tls:127.0.0.1:26379/mymaster"
+    options = parse(
+        "--codec", "redis", "--upstream", upstream, "--sentinel-password", "x"
+    )
+    assert options["sentinel-password"] == "x"
 
 
 # -- following a failover -----------------------------------------------------------

@@ -236,3 +236,24 @@ def test_a_redis_sentinel_tls_string_gives_tls_sentinels_with_its_options():
         parse_sentinel_string("redis-sentinel+tls:10.0.0.1:26379/m:host=x")
     with pytest.raises(ValueError, match="the master's name"):
         parse_sentinel_string("redis-sentinel+tls:10.0.0.1:26379/:trustRoots=/x")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_the_gateway_reaches_a_tls_sentinel_deployment_by_its_string(tls_group):
+    # twist framedclient --upstream redis-sentinel+tls:...: the gateway's
+    # sentinel upstream asks the sentinels over TLS and writes to the
+    # master they announce over TLS, as the library's client does.
+    from framedclient.codecs.redis import command
+
+    from .test_runner_gateway import running
+
+    hosts = ",".join(f"127.0.0.1:{s.port}" for s in tls_group.sentinels)
+    upstream = f"redis-sentinel+tls:{hosts}/mymaster:trustRoots={roots(tls_group)}"
+    async with running("--codec", "redis", "--upstream", upstream) as runner:
+        code, _, reply = await runner.post(command("SET", "via-gateway", "tls"))
+        assert (code, reply) == (200, b"+OK\r\n")
+        assert tls_group.ask(tls_group.master.port, "GET", "via-gateway") == b"tls"
+        code, _, reply = await runner.post(command("GET", "via-gateway"))
+        assert (code, reply) == (200, b"$3\r\ntls\r\n")

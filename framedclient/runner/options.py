@@ -68,7 +68,7 @@ DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
 #: :mod:`framedclient.clients.sentinel`; not imported here, to keep option
 #: parsing light).
 CLUSTER_SCHEME = "redis-cluster:"
-SENTINEL_SCHEME = "redis-sentinel:"
+SENTINEL_SCHEMES = ("redis-sentinel:", "redis-sentinel+tls:")
 
 #: Where ``--redis-password`` and ``--sentinel-password`` are read from
 #: when not given: a password in an environment variable stays out of
@@ -815,10 +815,10 @@ class Options(usage.Options):
 
         upstreams: list[str] = self["upstream"]
         kinds = [
-            u for u in upstreams if u.startswith((CLUSTER_SCHEME, SENTINEL_SCHEME))
+            u for u in upstreams if u.startswith((CLUSTER_SCHEME, *SENTINEL_SCHEMES))
         ]
         redis = isinstance(self["codec"], RedisCodec)
-        sentinel = any(u.startswith(SENTINEL_SCHEME) for u in upstreams)
+        sentinel = any(u.startswith(SENTINEL_SCHEMES) for u in upstreams)
         for name, variable in PASSWORD_ENVIRONMENT.items():
             # Read only where it applies: one environment may serve
             # several programs.

@@ -643,3 +643,18 @@ def test_parse_replies_reads_a_batch_as_parse_reply_does_each(replies, errors):
         module._hiredis = saved
     assert with_hiredis == expected
     assert pure == expected
+
+
+def test_the_clients_old_import_place_says_where_they_moved():
+    # RedisClient lived in the codec module until it moved above the core;
+    # an old import gets the new place, in either mode (a module-level
+    # __getattr__ compiled by mypyc crashed the import of the whole module).
+    for name in ("RedisClient", "RedisLease", "Pipeline"):
+        with pytest.raises(
+            ImportError, match=f"from framedclient.clients.redis import {name}"
+        ):
+            exec(f"from framedclient.codecs.redis import {name}", {})
+    import framedclient.codecs.redis as module
+
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        module.nothing_here  # noqa: B018

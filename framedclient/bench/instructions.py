@@ -33,7 +33,11 @@ server that repeats one reply per command it counts, a memcached server
 that copies each request's opaque into one reply template.  Its cost per
 request is small and the same in both modes.  ``--pipeline N`` sends each
 round as one Redis pipeline (or one memcached ``get_many``) of ``batch``
-GETs instead of ``batch`` single calls.
+GETs instead of ``batch`` single calls.  ``--codec redis-raw`` is the
+yardstick: a hand-written Twisted RESP client (a ``Protocol`` with a queue
+of Deferreds, no pool, limiter, deadlines or metrics) doing the same GETs
+against the same server, i.e. what the reactor's transport and one
+Deferred per GET cost at least.
 
 Examples::
 
@@ -63,7 +67,7 @@ SHORT, LONG = 20, 120
 BATCH = 64
 #: The protocols of ``--codec``: fc1 is :func:`run_loop`, the others
 #: :func:`run_codec_loop`.
-CODECS = ("fc1", "redis", "memcache")
+CODECS = ("fc1", "redis", "memcache", "redis-raw")
 
 _KEY = b"bench:key"
 _VALUE = b"v" * 64
@@ -176,6 +180,47 @@ def _memcache_server_factory() -> Any:
     return Factory.forProtocol(CannedMemcache)
 
 
+def _raw_redis_protocol() -> Any:
+    from collections import deque
+
+    from twisted.internet.defer import Deferred
+    from twisted.internet.protocol import Protocol
+
+    class RawRedisClient(Protocol):
+        # The least a Twisted client does per GET: write the command, queue
+        # a Deferred, cut each bulk reply and fire the oldest Deferred.
+        def __init__(self) -> None:
+            self.waiting: deque[Deferred[bytes]] = deque()
+            self.buffer = b""
+
+        def get(self, key: bytes) -> Deferred[bytes]:
+            self.transport.write(  # type: ignore[union-attr]
+                b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
+            )
+            d: Deferred[bytes] = Deferred()
+            self.waiting.append(d)
+            return d
+
+        def dataReceived(self, data: bytes) -> None:
+            buf = self.buffer + data if self.buffer else data
+            pos = 0
+            end = len(buf)
+            popleft = self.waiting.popleft
+            while pos < end:
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    break
+                start = eol + 2
+                stop = start + int(buf[pos + 1 : eol])
+                if stop + 2 > end:
+                    break
+                popleft().callback(buf[start:stop])
+                pos = stop + 2
+            self.buffer = buf[pos:]
+
+    return RawRedisClient
+
+
 def run_codec_loop(
     codec: str, batches: int, batch: int = BATCH, pipeline: bool = False
 ) -> int:
@@ -240,6 +285,20 @@ def run_codec_loop(
             )
 
         get = memcache.get
+    elif codec == "redis-raw":
+        from twisted.internet.protocol import Factory
+
+        server = MemoryServer(_redis_server_factory())
+        connecting = server.endpoint().connect(
+            Factory.forProtocol(_raw_redis_protocol())
+        )
+        connected: list[Any] = []
+        connecting.addCallback(connected.append)
+        server.flush()
+        get = connected[0].get
+
+        def many() -> Deferred[Any]:
+            raise ValueError("--codec redis-raw has no --pipeline")
     else:
         raise ValueError(f"--codec must be one of {', '.join(CODECS)}, got {codec!r}")
     server.flush()
@@ -356,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.codec == "fc1" and args.pipeline:
         parser.error("--pipeline needs --codec redis or --codec memcache")
+    if args.codec == "redis-raw" and args.pipeline:
+        parser.error("--codec redis-raw measures single GETs; drop --pipeline")
     if args.codec != "fc1" and args.proto:
         parser.error("--proto measures fc1 only; drop --codec or --proto")
     if args.loop is not None:

@@ -34,6 +34,7 @@ import struct
 from typing import ClassVar, SupportsIndex
 
 from framedclient._mode import mypyc_attr
+from framedclient.codecs._moved_names import moved_names
 from framedclient.codecs.base import (
     DEFAULT_MAX_FRAME,
     ERROR,
@@ -45,7 +46,6 @@ from framedclient.codecs.base import (
 from framedclient.codecs.header import BODY, ErrorSpec, Field, HeaderCodec
 from framedclient.codecs.memcache_messages import HEADER_SIZE, GetMany
 from framedclient.codecs.memcache_messages import _Reply as _Reply  # clients read it
-from framedclient.codecs.moved_names import moved_names
 from framedclient.errors import ProtocolError, RemoteError
 from framedclient.framing import Framer, LengthPrefixed
 

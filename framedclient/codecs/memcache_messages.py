@@ -28,7 +28,8 @@ class GetMany(Message):
     """
     One request for many keys: a quiet ``GETKQ`` per key, then a ``NOOP``,
     all with the request's opaque.  memcached answers only the hits, then
-    the ``NOOP``; :class:`MemcacheCodec`'s framer holds the hits until the
+    the ``NOOP``; :class:`~framedclient.codecs.memcache.MemcacheCodec`'s
+    framer holds the hits until the
     ``NOOP`` comes and hands them over as the one reply to this request: a
     list of reply messages (``parts["key"]``, ``parts["value"]``), misses
     absent.
@@ -64,7 +65,8 @@ _FIELD_NAMES = (
 
 class _Reply(Message):
     """
-    A successful reply from :class:`MemcacheCodec`'s short path: a
+    A successful reply from
+    :class:`~framedclient.codecs.memcache.MemcacheCodec`'s short path: a
     :class:`~framedclient.codecs.base.Message` whose header fields, body
     and parts are made from the frame when first read, since a GET reads
     only the value (making them all at once cost half the codec's time per

@@ -23,7 +23,8 @@ class RedisPush(Push):
 
     :ivar kind: the push's first element (``b"message"``,
         ``b"pmessage"``, ``b"smessage"``, ``b"invalidate"``, ...).
-    :ivar key: the channel (for messages), :data:`INVALIDATE` for
+    :ivar key: the channel (for messages),
+        :data:`~framedclient.codecs.resp3.INVALIDATE` for
         invalidations, else the kind.
     :ivar data: the message's payload; for an invalidation the list of
         keys, or ``None`` when every key is invalid (``FLUSHALL``, or the

@@ -26,6 +26,10 @@ COMPILED_MODULES = [
     "framedclient/codecs/fc1.py",
     "framedclient/engine.py",
     "framedclient/pool.py",
+    # The protocol codecs' encode/decode and the RESP framers (issue 22).
+    "framedclient/codecs/redis.py",
+    "framedclient/codecs/resp3.py",
+    "framedclient/codecs/memcache.py",
 ]
 #: Written next to the compiled modules: each source's hash at build time,
 #: so that an in-place .so whose .py was edited since is not imported.

@@ -70,6 +70,9 @@ COMPILED_MODULES: tuple[str, ...] = (
     "framedclient.codecs.fc1",
     "framedclient.engine",
     "framedclient.pool",
+    "framedclient.codecs.redis",
+    "framedclient.codecs.resp3",
+    "framedclient.codecs.memcache",
 )
 #: The environment variable that forces pure mode.
 PURE_ENV = "FRAMEDCLIENT_PURE"

@@ -255,3 +255,13 @@ def test_get_many_hits_come_out_as_the_declared_codec_reads_them(hits, request_i
     assert [(r.parts["key"], r.parts["value"], r.parts["extras"]) for r in replies] == [
         (k, v, b"\0\0\0\1") for k, v in hits
     ]
+
+
+def test_the_clients_old_import_place_says_where_it_moved():
+    # MemcacheClient lived in the codec module until it moved above the core.
+    with pytest.raises(ImportError, match="from framedclient import MemcacheClient"):
+        exec("from framedclient.codecs.memcache import MemcacheClient", {})
+    import framedclient.codecs.memcache as module
+
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        module.nothing_here  # noqa: B018

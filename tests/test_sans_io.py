@@ -25,8 +25,12 @@ SANS_IO = [
     "codecs/fc1",
     "codecs/header",
     "codecs/memcache",
+    "codecs/memcache_messages",
+    "codecs/_moved_names",
     "codecs/pipelined",
     "codecs/redis",
+    "codecs/resp3",
+    "codecs/resp3_push",
     "deadlines",
     "engine",
 ]

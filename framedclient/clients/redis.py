@@ -39,6 +39,8 @@ from framedclient.codecs.redis import (
     RespError,
     RespValue,
     _Command,
+    _command_bytes,
+    _whole_commands,
     command,
     parse_replies,
     parse_reply,
@@ -429,7 +431,7 @@ class Pipeline:
         if not args:
             raise ValueError("add() needs a command name")
         _check_in_step(args)
-        self._commands.append(command(*args))
+        self._commands.append(_command_bytes(args))
         return self
 
     def execute(self) -> Deferred[list[RespValue]]:
@@ -442,7 +444,7 @@ class Pipeline:
         commands, self._commands = self._commands, []
         if not commands:
             return succeed([])
-        d = self._send(CommandBatch.of(commands), self._timeout)
+        d = self._send(_whole_commands(commands), self._timeout)
         return d.addCallback(parse_replies)
 
 

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar, SupportsIndex
 
+from framedclient._mode import mypyc_attr
+from framedclient.codecs._moved_names import moved_names
 from framedclient.codecs.base import (
     DEFAULT_MAX_FRAME,
     ERROR,
@@ -43,6 +44,8 @@ from framedclient.codecs.base import (
     Message,
 )
 from framedclient.codecs.header import BODY, ErrorSpec, Field, HeaderCodec
+from framedclient.codecs.memcache_messages import HEADER_SIZE, GetMany
+from framedclient.codecs.memcache_messages import _Reply as _Reply  # clients read it
 from framedclient.errors import ProtocolError, RemoteError
 from framedclient.framing import Framer, LengthPrefixed
 
@@ -72,7 +75,6 @@ __all__ = [
     "memcache_binary_codec",
 ]
 
-HEADER_SIZE = 24
 REQUEST_MAGIC = 0x80
 RESPONSE_MAGIC = 0x81
 
@@ -234,7 +236,7 @@ MEMCACHE_FIELDS = (
 )
 
 
-def memcache_binary_codec(max_frame: int = DEFAULT_MAX_FRAME) -> HeaderCodec:
+def memcache_binary_codec(max_frame: SupportsIndex = DEFAULT_MAX_FRAME) -> HeaderCodec:
     """
     A codec for memcached's binary protocol, with the opaque field as the
     request ID (replies may come in any order; 32-bit IDs).
@@ -270,31 +272,7 @@ _HEADER = struct.Struct(">BBHBBHIIQ")
 _NOOP = int(Opcode.NOOP)
 
 
-class GetMany(Message):
-    """
-    One request for many keys: a quiet ``GETKQ`` per key, then a ``NOOP``,
-    all with the request's opaque.  memcached answers only the hits, then
-    the ``NOOP``; :class:`MemcacheCodec`'s framer holds the hits until the
-    ``NOOP`` comes and hands them over as the one reply to this request: a
-    list of reply messages (``parts["key"]``, ``parts["value"]``), misses
-    absent.
-
-    :ivar keys: the keys asked for, in order.
-    """
-
-    __slots__ = ("keys",)
-
-    def __init__(self, keys: Sequence[bytes]) -> None:
-        super().__init__(fields={"opcode": _NOOP})
-        self.keys = list(keys)
-
-    def __len__(self) -> int:
-        return sum(len(k) for k in self.keys)
-
-    def __repr__(self) -> str:
-        return f"GetMany({self.keys!r})"
-
-
+@mypyc_attr(native_class=False)
 class _Gathered(bytes):
     """
     A ``NOOP`` reply frame with the quiet hits held for its opaque (or why
@@ -305,6 +283,7 @@ class _Gathered(bytes):
     overflow: str | None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class QuietRepliesFramer:
     """
     memcached's framing (a :class:`~framedclient.framing.LengthPrefixed`
@@ -379,6 +358,7 @@ class QuietRepliesFramer:
         return out
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class MemcacheCodec:
     """
     memcached's binary protocol for
@@ -397,9 +377,12 @@ class MemcacheCodec:
     supports_cancel = False
     supports_ping = False
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: SupportsIndex = DEFAULT_MAX_FRAME) -> None:
+        # A protocol, not int: compiled by mypyc, a declared int is checked
+        # at the call with a message that names neither the argument nor
+        # the fix; the declared codec's framer checks it instead.
         self._inner = memcache_binary_codec(max_frame)
-        self.max_frame = max_frame
+        self.max_frame: int = max_frame  # type: ignore[assignment]
         self.max_id = self._inner.max_id
 
     def __repr__(self) -> str:
@@ -470,104 +453,8 @@ class MemcacheCodec:
         return self._inner.decode(frame)
 
 
-_FIELD_NAMES = (
-    "magic",
-    "opcode",
-    "key_length",
-    "extras_length",
-    "data_type",
-    "status",
-    "total_body_length",
-    "opaque",
-    "cas",
+# MemcacheClient lived here until it moved above the core; an old import
+# is told where it is now (the codec layer imports no client).
+__getattr__ = moved_names(
+    __name__, {"MemcacheClient": "from framedclient import MemcacheClient"}
 )
-
-
-class _Reply(Message):
-    """
-    A successful reply from :class:`MemcacheCodec`'s short path: a
-    :class:`~framedclient.codecs.base.Message` whose header fields, body
-    and parts are made from the frame when first read, since a GET reads
-    only the value (making them all at once cost half the codec's time per
-    reply).  Equal to the message the declared codec makes of the frame.
-    """
-
-    __slots__ = ("_body", "_fields", "_frame", "_header", "_parts")
-
-    def __init__(self, frame: bytes, header: tuple[int, ...]) -> None:
-        # (Message's own slots stay empty: the properties below replace them.)
-        self._frame = frame
-        self._header = header
-        self._fields: dict[str, int] | None = None
-        self._body: bytes | None = None
-        self._parts: dict[str, bytes] | None = None
-
-    @property
-    def value(self) -> bytes:
-        """``parts["value"]``, without making the other parts."""
-        parts = self._parts
-        if parts is not None:
-            return parts["value"]
-        header = self._header
-        return self._frame[HEADER_SIZE + header[3] + header[2] :]
-
-    @property
-    def key(self) -> bytes:
-        """``parts["key"]``, without making the other parts."""
-        parts = self._parts
-        if parts is not None:
-            return parts["key"]
-        header = self._header
-        start = HEADER_SIZE + header[3]
-        return self._frame[start : start + header[2]]
-
-    @property  # type: ignore[override]
-    def fields(self) -> dict[str, int]:
-        fields = self._fields
-        if fields is None:
-            fields = self._fields = dict(zip(_FIELD_NAMES, self._header, strict=True))
-        return fields
-
-    @fields.setter
-    def fields(self, value: dict[str, int]) -> None:
-        self._fields = value
-
-    @property  # type: ignore[override]
-    def body(self) -> bytes:
-        body = self._body
-        if body is None:
-            body = self._body = self._frame[HEADER_SIZE:]
-        return body
-
-    @body.setter
-    def body(self, value: bytes) -> None:
-        self._body = value
-
-    @property  # type: ignore[override]
-    def parts(self) -> dict[str, bytes]:
-        parts = self._parts
-        if parts is None:
-            frame = self._frame
-            key_at = HEADER_SIZE + self._header[3]
-            value_at = key_at + self._header[2]
-            parts = self._parts = {
-                "extras": frame[HEADER_SIZE:key_at],
-                "key": frame[key_at:value_at],
-                "value": frame[value_at:],
-            }
-        return parts
-
-    @parts.setter
-    def parts(self, value: dict[str, bytes]) -> None:
-        self._parts = value
-
-
-def __getattr__(name: str) -> Any:
-    # MemcacheClient lived here until it moved above the core; say where it
-    # is now instead of importing it (the codec layer imports no client).
-    if name == "MemcacheClient":
-        raise ImportError(
-            "MemcacheClient moved to framedclient.clients.memcache: "
-            "from framedclient import MemcacheClient"
-        )
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

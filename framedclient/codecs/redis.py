@@ -39,8 +39,10 @@ The codec alone serves :class:`~framedclient.FramedClient` with raw bodies::
 from __future__ import annotations
 
 import threading
-from typing import Any, TypeAlias
+from typing import Any, SupportsIndex, TypeAlias, cast
 
+from framedclient._mode import mypyc_attr
+from framedclient.codecs._moved_names import moved_names
 from framedclient.codecs.arguments import argument_bytes, refusal
 from framedclient.codecs.base import ERROR, REPLY, REQUEST, Kind, Matching
 from framedclient.errors import (
@@ -121,6 +123,7 @@ class ReplyDiscarded(RespError):
 RespValue: TypeAlias = "bytes | int | list[RespValue] | RespError | None"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ResumableFramer:
     """
     The buffer handling of a framer whose parser resumes where the last feed
@@ -167,6 +170,7 @@ class ResumableFramer:
         return frames
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RespFramer(ResumableFramer):
     """
     Cuts a RESP2 byte stream into whole top-level replies (as raw bytes).
@@ -197,19 +201,25 @@ class RespFramer(ResumableFramer):
 
     def __init__(
         self,
-        max_frame: int = 16 * 1024 * 1024,
+        max_frame: SupportsIndex = 16 * 1024 * 1024,
         *,
-        max_bulk: int | None = None,
-        max_array: int = DEFAULT_MAX_ARRAY,
+        max_bulk: SupportsIndex | None = None,
+        max_array: SupportsIndex = DEFAULT_MAX_ARRAY,
     ) -> None:
+        # Typed with a protocol, which mypyc does not check at the call, so
+        # that a wrong type gets the message naming the argument, not
+        # mypyc's "int object expected" (docs/design.md, "Compiled mode").
+        self._init(max_frame, max_bulk, max_array)
+
+    def _init(self, max_frame: Any, max_bulk: Any, max_array: Any) -> None:
         check_max_frame_type(max_frame)
         if max_frame < 3:
             raise ValueError(f"max_frame must be at least 3 bytes, got {max_frame}")
         if max_array < 1:
             raise ValueError(f"max_array must be at least 1, got {max_array}")
-        self.max_frame = max_frame
-        self.max_bulk = max_frame if max_bulk is None else max_bulk
-        self.max_array = max_array
+        self.max_frame: int = max_frame
+        self.max_bulk: int = max_frame if max_bulk is None else max_bulk
+        self.max_array: int = max_array
         self._buf = bytearray()
         self._start = 0  # where the reply being parsed begins
         self._pos = 0  # next byte to parse
@@ -358,6 +368,7 @@ class RespFramer(ResumableFramer):
                 self._start = pos
 
 
+@mypyc_attr(native_class=False)
 class _Command(bytes):
     """
     One whole RESP command, made by :func:`command` (or by
@@ -376,6 +387,7 @@ class _Command(bytes):
     expected_replies = 1
 
 
+@mypyc_attr(native_class=False)
 class CommandBatch(bytes):
     """
     Several RESP commands sent as **one request** that takes exactly as many
@@ -398,7 +410,7 @@ class CommandBatch(bytes):
     def __new__(cls, data: bytes, commands: int) -> CommandBatch:
         if commands < 1:
             raise ValueError(f"a batch holds at least one command, got {commands}")
-        self = super().__new__(cls, data)
+        self = bytes.__new__(cls, data)
         self.expected_replies = commands
         return self
 
@@ -417,6 +429,7 @@ class CommandBatch(bytes):
         return f"<CommandBatch of {self.expected_replies} commands, {len(self)} bytes>"
 
 
+@mypyc_attr(native_class=False)
 class _CommandList(CommandBatch):
     """
     A :class:`CommandBatch` that :meth:`CommandBatch.of` joined from
@@ -481,6 +494,7 @@ def count_commands(body: bytes) -> int:
     return n
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RedisCodec:
     """
     RESP2 over :class:`RespFramer`; replies matched in order.
@@ -516,15 +530,16 @@ class RedisCodec:
 
     def __init__(
         self,
-        max_frame: int = 16 * 1024 * 1024,
+        max_frame: SupportsIndex = 16 * 1024 * 1024,
         *,
-        max_bulk: int | None = None,
-        max_array: int = DEFAULT_MAX_ARRAY,
+        max_bulk: SupportsIndex | None = None,
+        max_array: SupportsIndex = DEFAULT_MAX_ARRAY,
     ) -> None:
+        # (Protocols, not int: see RespFramer.__init__.)
         RespFramer(max_frame, max_bulk=max_bulk, max_array=max_array)  # validates
-        self.max_frame = max_frame
-        self.max_bulk = max_bulk
-        self.max_array = max_array
+        self.max_frame: int = max_frame  # type: ignore[assignment]
+        self.max_bulk: int | None = max_bulk  # type: ignore[assignment]
+        self.max_array: int = max_array  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"RedisCodec(max_frame={self.max_frame})"
@@ -580,7 +595,7 @@ class RedisCodec:
         return REPLY, 0, frame
 
 
-def command(*args: bytes | str | int | float) -> bytes:
+def command(*args: object) -> bytes:
     """
     One Redis command as a RESP array of bulk strings.
 
@@ -591,46 +606,73 @@ def command(*args: bytes | str | int | float) -> bytes:
     list or anything else raises :class:`TypeError` naming the argument,
     and nothing is sent.  So the lengths written are the lengths sent and
     the result is always exactly one command; the codec relies on that to
-    skip re-checking it.
+    skip re-checking it.  (The arguments are typed ``object``, not ``bytes |
+    str | int | float``: compiled by mypyc, a declared type is checked at
+    the call with a message that names neither the argument nor the fix.)
     """
-    n = len(args)
-    if not n:
-        # No command at all: the codec refuses it (checked like raw bytes).
+    if not args:
+        # No command at all: plain bytes, which the codec checks and refuses.
         return b"*0\r\n"
+    return _Command(_command_bytes(args))
+
+
+def _command_bytes(args: tuple[object, ...]) -> bytes:
+    # command()'s work, as plain bytes: a whole command by construction,
+    # for a pipeline that joins its commands anyway (wrapping each in
+    # _Command, a bytes subclass, copied it once more: 0.2 us a command).
+    n = len(args)  # at least 1: command() and Pipeline.add() see to it
     # The name's bulk string is made once per name (a program uses a few).
     name = args[0]
     cls = name.__class__
-    segment = _NAMES.get(name) if cls is str or cls is bytes else None  # type: ignore[arg-type]
+    exact = cls is str or cls is bytes
+    segment = _NAMES.get(name) if exact else None
     if segment is None:
         if cls is bytes:
-            raw: bytes = name  # type: ignore[assignment]
+            raw = cast(bytes, name)
         elif isinstance(name, str):
             raw = str.encode(name)
         else:
             raw = _other_argument(name, args)
         segment = b"$%d\r\n%s\r\n" % (len(raw), raw)
-        if (cls is str or cls is bytes) and len(_NAMES) < _NAMES_MAX:
-            _NAMES[name] = segment  # type: ignore[index]
+        if exact and len(_NAMES) < _NAMES_MAX:
+            _NAMES[name] = segment
     parts = [_HEADERS[n] if n < len(_HEADERS) else b"*%d\r\n" % n, segment]
     append = parts.append
     for i in range(1, n):
         arg = args[i]
-        if arg.__class__ is not bytes:
-            if isinstance(arg, str):
-                arg = str.encode(arg)
-            else:
-                arg = _other_argument(arg, args)
-        append(b"$%d\r\n%s\r\n" % (len(arg), arg))  # type: ignore[arg-type]
-    return _Command(b"".join(parts))
+        if arg.__class__ is bytes:
+            data = arg
+        elif isinstance(arg, str):
+            data = str.encode(arg)
+        else:
+            data = _other_argument(arg, args)
+        # A bulk string's header from the table (no formatting per
+        # argument), its data, its CRLF: joined once below.
+        size = len(data)
+        append(_BULK_HEADERS[size] if size < _BULK_HEADERS_UP_TO else b"$%d\r\n" % size)
+        append(data)  # type: ignore[arg-type]
+        append(b"\r\n")
+    return b"".join(parts)
+
+
+def _whole_commands(commands: list[bytes]) -> CommandBatch:
+    """
+    The batch of ``commands``, each made by :func:`_command_bytes` (a
+    pipeline's): whole commands, one each, so not counted again.
+    """
+    return _CommandList(b"".join(commands), len(commands))
 
 
 # command()'s pieces made once: array headers, and the bulk string of each
 # command name seen (bounded: names are the caller's to choose).
 _HEADERS = tuple(b"*%d\r\n" % n for n in range(33))
-_NAMES: dict[str | bytes, bytes] = {}
+_BULK_HEADERS_UP_TO = 512
+_BULK_HEADERS = tuple(b"$%d\r\n" % n for n in range(_BULK_HEADERS_UP_TO))
+_NAMES: dict[object, bytes] = {}  # exact str and bytes only
 _NAMES_MAX = 1024
 
 
+@mypyc_attr(native_class=False)
 class BadArgument(TypeError):
     """
     An argument of :func:`command` of a type Redis cannot take; a
@@ -649,7 +691,7 @@ class BadArgument(TypeError):
 def _other_argument(arg: object, args: tuple[object, ...]) -> bytes:
     # Not bytes, not str: an int is usual (counters, expiries); the rest is
     # rare, and a wrong type is refused with its place in the command.
-    if isinstance(arg, int) and arg.__class__ is not bool:
+    if isinstance(arg, int) and not isinstance(arg, bool):
         return b"%d" % int(arg)
     if isinstance(arg, (float, bytes, bytearray, memoryview)):
         return argument_bytes(arg, "")
@@ -815,12 +857,12 @@ def _parse_value(frame: bytes, pos: int) -> tuple[RespValue, int]:
     raise CorruptFrame(f"unknown RESP type byte {marker!r}")
 
 
-def __getattr__(name: str) -> Any:
-    # RedisClient lived here until it moved above the core; say where it
-    # is now instead of importing it (the codec layer imports no client).
-    if name in ("RedisClient", "RedisLease", "Pipeline"):
-        raise ImportError(
-            f"{name} moved to framedclient.clients.redis: "
-            f"from framedclient.clients.redis import {name}"
-        )
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# RedisClient lived here until it moved above the core; an old import is
+# told where it is now (the codec layer imports no client).
+__getattr__ = moved_names(
+    __name__,
+    {
+        name: f"from framedclient.clients.redis import {name}"
+        for name in ("RedisClient", "RedisLease", "Pipeline")
+    },
+)

@@ -24,10 +24,12 @@ int, bytes, None).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, SupportsIndex
 
-from framedclient.codecs.base import ERROR, PUSH, REPLY, Push
+from framedclient._mode import mypyc_attr
+from framedclient.codecs.base import ERROR, PUSH, REPLY
 from framedclient.codecs.redis import RedisCodec, RespError, ResumableFramer
+from framedclient.codecs.resp3_push import RedisPush
 from framedclient.errors import CorruptFrame, FrameTooLarge, ProtocolError
 from framedclient.framing import Framer, check_max_frame_type
 
@@ -58,6 +60,7 @@ _AGGREGATES = {0x2A: 1, 0x7E: 1, 0x3E: 1, 0x25: 2, 0x7C: 2}
 _ATTRIBUTE = 0x7C
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Resp3Framer(ResumableFramer):
     """
     Cuts a RESP3 byte stream into whole top-level frames (an attribute
@@ -75,11 +78,15 @@ class Resp3Framer(ResumableFramer):
     __slots__ = ("_blob", "_stack", "max_frame")
     stream_name = "RESP3"
 
-    def __init__(self, max_frame: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, max_frame: SupportsIndex = 16 * 1024 * 1024) -> None:
+        # (A protocol, not int: see RespFramer.__init__.)
+        self._init(max_frame)
+
+    def _init(self, max_frame: Any) -> None:
         check_max_frame_type(max_frame)
         if max_frame < 3:
             raise ValueError(f"max_frame must be at least 3 bytes, got {max_frame}")
-        self.max_frame = max_frame
+        self.max_frame: int = max_frame
         self._buf = bytearray()
         self._start = 0
         self._pos = 0
@@ -217,6 +224,7 @@ def _length(buf: bytes | bytearray, pos: int, eol: int) -> int:
     return int(line)
 
 
+@mypyc_attr(native_class=False)
 class Verbatim(bytes):
     """
     A verbatim string (``=``): its text as bytes, and its ``format``
@@ -226,35 +234,9 @@ class Verbatim(bytes):
     format: bytes
 
     def __new__(cls, data: bytes, format: bytes) -> Verbatim:
-        self = super().__new__(cls, data)
+        self = bytes.__new__(cls, data)
         self.format = format
         return self
-
-
-class RedisPush(Push):
-    """
-    A RESP3 push frame as a :class:`~framedclient.codecs.base.Push`.
-
-    :ivar kind: the push's first element (``b"message"``,
-        ``b"pmessage"``, ``b"smessage"``, ``b"invalidate"``, ...).
-    :ivar key: the channel (for messages), :data:`INVALIDATE` for
-        invalidations, else the kind.
-    :ivar data: the message's payload; for an invalidation the list of
-        keys, or ``None`` when every key is invalid (``FLUSHALL``, or the
-        server dropped keys from its tracking table); for other kinds the
-        list of the remaining elements.
-    """
-
-    __slots__ = ("kind",)
-
-    def __init__(
-        self, kind: bytes, key: bytes, data: Any, pattern: bytes | None = None
-    ) -> None:
-        super().__init__(key, data, pattern)
-        self.kind = kind
-
-    def __repr__(self) -> str:
-        return f"RedisPush(kind={self.kind!r}, key={self.key!r}, data={self.data!r})"
 
 
 _MESSAGE = b"message"
@@ -273,6 +255,7 @@ _CONFIRMATIONS = frozenset(
 )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Resp3Codec(RedisCodec):
     """
     RESP3 over :class:`Resp3Framer`: replies matched in order, push frames
@@ -291,14 +274,20 @@ class Resp3Codec(RedisCodec):
     __slots__ = ("resp2_replies",)
 
     def __init__(
-        self, max_frame: int = 16 * 1024 * 1024, *, resp2_replies: bool = True
+        self,
+        max_frame: SupportsIndex = 16 * 1024 * 1024,
+        *,
+        resp2_replies: object = True,
     ) -> None:
+        # (resp2_replies is typed object, not bool, and max_frame a
+        # protocol: compiled by mypyc, a declared type is checked at the
+        # call with a message that names neither; checked below instead.)
         super().__init__(max_frame)
         if resp2_replies is not True and resp2_replies is not False:
             raise TypeError(
                 f"resp2_replies must be True or False, got {resp2_replies!r}"
             )
-        self.resp2_replies = resp2_replies
+        self.resp2_replies: bool = resp2_replies
 
     def __repr__(self) -> str:
         return f"Resp3Codec(max_frame={self.max_frame})"

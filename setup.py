@@ -26,6 +26,7 @@ COMPILED_MODULES = [
     "framedclient/codecs/fc1.py",
     "framedclient/engine.py",
     "framedclient/pool.py",
+    "framedclient/datapath.py",
 ]
 #: Written next to the compiled modules: each source's hash at build time,
 #: so that an in-place .so whose .py was edited since is not imported.

@@ -70,6 +70,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "framedclient.codecs.fc1",
     "framedclient.engine",
     "framedclient.pool",
+    "framedclient.datapath",
 )
 #: The environment variable that forces pure mode.
 PURE_ENV = "FRAMEDCLIENT_PURE"

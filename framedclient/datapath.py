@@ -28,13 +28,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, final
 
+from framedclient.batch import RequestBatch
 from framedclient.codecs.base import ERROR, REPLY
 from framedclient.engine import REPLY as REPLIED
 from framedclient.engine import RequestEngine
 from framedclient.errors import ProtocolError
 from framedclient.framer_protocol import Framer
+from framedclient.metrics.histogram import LatencyHistogram
 
-__all__ = ["DataPath", "DataPathOwner"]
+__all__ = ["CLOSED", "DRAINING", "OPEN", "DataPath", "DataPathOwner"]
+
+# Connection states (the adapter's; kept here, where every read and every
+# request checks them).
+#: Taking requests.
+OPEN = 0
+#: No new requests; close once the outstanding ones are done.
+DRAINING = 1
+#: Ended: reads are ignored.
+CLOSED = 2
 
 
 class DataPathOwner(Protocol):
@@ -73,6 +84,26 @@ class DataPathOwner(Protocol):
         The engine settled ``r`` with anything but a reply.
         """
 
+    def send_unit(
+        self, batch: RequestBatch, timeout: float | None, idempotent: bool, attempt: int
+    ) -> Any:
+        """
+        Send a :class:`~framedclient.batch.RequestBatch` (see
+        :meth:`DataPath.send`).
+        """
+
+    def refused(self) -> Any:
+        """
+        The connection cannot take a request now: the caller's failed
+        Deferred, saying why.
+        """
+
+    def refused_body(self, error: Exception) -> Any:
+        """
+        The codec refused a request's body (``error``): the caller's failed
+        Deferred.
+        """
+
     def send_cancel(self, request_id: int) -> None:
         """See :class:`~framedclient.engine.EngineActions`."""
 
@@ -96,13 +127,28 @@ class DataPath:
     :param decode: the codec's ``decode(frame) -> (kind, id, body)``.
     :param seconds: the clock.
     :param metrics: the connection's metrics recorder.
+    :param ok_histogram: where a reply's latency goes, when that is all
+        ``metrics.record_ok`` would do (a plain
+        :class:`~framedclient.metrics.Metrics`: its
+        :attr:`~framedclient.metrics.Metrics.ok_histogram`); ``None``: call
+        ``metrics.record_ok``.
     :param liveness: the connection's liveness checks (their
         ``last_read`` and ``ping_sent_at`` are updated on every read).
     :param health: the host's health, or ``None``.
     :param settled: the request owner's ``request_settled``, or ``None``.
+    :param call_later: the reactor's ``callLater``.
+    :param flush: writes what is queued (the adapter's).
+    :param request_timeout: the timeout of requests sent without one.
+    :param max_write_buffer: bytes that may wait while the transport is
+        paused.
 
-    :ivar closed: set by the adapter when the connection ends: reads are
-        ignored from then on.
+    :ivar state: the connection's state (:data:`OPEN`, :data:`DRAINING`,
+        :data:`CLOSED`), the adapter's to change.
+    :ivar connected: whether the transport is connected.
+    :ivar paused: whether the transport paused us as a producer (its
+        buffer is full).
+    :ivar flush_call: the pending ``callLater`` that writes what is queued,
+        or ``None``.
     :ivar in_receive: whether a read is being handled (requests sent from
         reply callbacks are written once, at the end of the read).
     :ivar now: the time the current read was taken at.
@@ -111,21 +157,29 @@ class DataPath:
     """
 
     __slots__ = (
+        "_call_later",
         "_decode",
+        "_flush",
         "_framer",
         "_health",
         "_liveness",
+        "_max_write_buffer",
         "_metrics",
+        "_ok_histogram",
         "_owner",
+        "_request_timeout",
         "_seconds",
         "_settled",
         "bytes_received",
-        "closed",
+        "connected",
         "control",
         "engine",
+        "flush_call",
         "in_receive",
         "now",
         "ok_count",
+        "paused",
+        "state",
     )
 
     def __init__(
@@ -135,19 +189,32 @@ class DataPath:
         decode: Callable[[bytes], tuple[int, int, Any]],
         seconds: Callable[[], float],
         metrics: Any,
+        ok_histogram: LatencyHistogram | None,
         liveness: Any,
         health: Any,
         settled: Callable[[], None] | None,
+        call_later: Callable[..., Any],
+        flush: Callable[[], None],
+        request_timeout: float | None,
+        max_write_buffer: int,
     ) -> None:
         self._owner = owner
         self._framer = framer
         self._decode = decode
         self._seconds = seconds
         self._metrics = metrics
+        self._ok_histogram = ok_histogram
         self._liveness = liveness
         self._health = health
         self._settled = settled
-        self.closed = False
+        self._call_later = call_later
+        self._flush = flush
+        self._request_timeout = request_timeout
+        self._max_write_buffer = max_write_buffer
+        self.state = OPEN
+        self.connected = False
+        self.paused = False
+        self.flush_call: Any = None
         self.in_receive = False
         self.now = 0.0
         self.control: list[bytes] = []
@@ -170,7 +237,7 @@ class DataPath:
         """
         Twisted's ``dataReceived`` for the connection.
         """
-        if self.closed:
+        if self.state == CLOSED:
             return
         size = len(data)
         self.bytes_received += size
@@ -219,10 +286,69 @@ class DataPath:
                 continue
             if found:
                 owner.dropped_reply(found, request_id)
-            if self.closed:
+            if self.state == CLOSED:
                 # A callback closed the connection; it failed the rest.
                 return False
         return True
+
+    # -- the request path ------------------------------------------------------
+
+    def send(
+        self,
+        body: Any,
+        timeout: Any = None,
+        idempotent: bool = False,
+        attempt: int = 1,
+    ) -> Any:
+        """
+        :meth:`FramedProtocol.send <framedclient.protocol.FramedProtocol.send>`,
+        which the adapter points at this method: the request's record (the
+        caller's Deferred), or what the owner makes of a refusal.
+        """
+        if body.__class__ is RequestBatch:
+            return self._owner.send_unit(body, timeout, idempotent, attempt)
+        try:
+            r = self.open(body, timeout, idempotent, attempt)
+        except Exception as e:
+            # Raised by the codec for bodies it cannot carry (too large for
+            # the frame, wrong type): the caller's mistake, nothing sent.
+            return self._owner.refused_body(e)
+        if r is None:
+            return self._owner.refused()
+        return r
+
+    def open(self, body: Any, timeout: Any, idempotent: bool, attempt: int) -> Any:
+        """
+        Open a request when the connection can take it: its record, or
+        ``None`` when it cannot (closed, draining, not connected, full, or
+        the transport paused with ``max_write_buffer`` bytes waiting).
+
+        :raises: what the codec raises for a body it cannot carry; nothing
+            is held then.
+        """
+        if self.state != OPEN or not self.connected:
+            return None
+        engine = self.engine
+        assert engine is not None
+        if engine.live + engine.tombstones >= engine.max_pending:
+            return None
+        if timeout is None:
+            timeout = self._request_timeout
+        if self.paused and engine.unwritten_bytes >= self._max_write_buffer:
+            return None
+        # Requests sent from reply callbacks share the time the replies
+        # were read: no clock call per request in a busy connection.
+        in_receive = self.in_receive
+        now = self.now if in_receive else self._seconds()
+        if not engine.live:
+            # The read deadline counts from when work starts, not from the
+            # last bytes read before an idle period.
+            self._liveness.last_read = now
+        r = engine.open(body, timeout, now, idempotent, attempt)
+        if self.flush_call is None and not in_receive:
+            # Everything sent in this reactor turn goes out in one write.
+            self.flush_call = self._call_later(0, self._flush)
+        return r
 
     # -- EngineActions ---------------------------------------------------------
 
@@ -248,7 +374,11 @@ class DataPath:
         settled = self._settled
         if settled is not None:
             settled()
-        self._metrics.record_ok(latency)
+        histogram = self._ok_histogram
+        if histogram is not None:
+            histogram.record(latency)
+        else:
+            self._metrics.record_ok(latency)
         r.callback(value)
 
     def send_cancel(self, request_id: int) -> None:

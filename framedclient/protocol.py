@@ -61,6 +61,9 @@ from framedclient.codecs import (
     Message,
 )
 from framedclient.config import ProtocolConfig
+from framedclient.datapath import CLOSED as _CLOSED
+from framedclient.datapath import DRAINING as _DRAINING
+from framedclient.datapath import OPEN as _OPEN
 from framedclient.datapath import DataPath
 from framedclient.deadlines import DeadlineTimer
 from framedclient.engine import (
@@ -97,11 +100,6 @@ if TYPE_CHECKING:
 __all__ = ["FramedClientFactory", "FramedProtocol", "ProtocolConfig", "RequestOwner"]
 
 _log = Logger()
-
-# Connection states.
-_OPEN = 0
-_DRAINING = 1  # no new requests; close once the outstanding ones are done
-_CLOSED = 2
 
 _UNKNOWN_LOG_INTERVAL = 10.0
 _MAX_CONTROL_FRAMES = 64
@@ -237,13 +235,23 @@ class FramedProtocol(Protocol):
             codec.decode,
             clock.seconds,
             self.metrics,
+            # A plain Metrics records a reply's latency and nothing else.
+            self.metrics.ok_histogram if type(self.metrics) is Metrics else None,
             self._liveness,
             health,
             owner.request_settled if owner is not None else None,
+            clock.callLater,
+            self._flush,
+            config.request_timeout,
+            config.max_write_buffer,
         )
+        # Twisted calls the data path directly (one call per read), and so
+        # do the client and the pool for each request, unless a subclass
+        # overrides these methods.
         if type(self).dataReceived is FramedProtocol.dataReceived:
-            # Twisted calls the data path directly: one call per read.
             self.dataReceived = path.data_received  # type: ignore[method-assign]
+        if type(self).send is FramedProtocol.send:
+            self.send = path.send  # type: ignore[method-assign]
         self.engine = engine = RequestEngine(
             matching=codec.matching,
             max_id=codec.max_id,
@@ -264,7 +272,6 @@ class FramedProtocol(Protocol):
             ),
         )
         path.attach(engine)
-        self._open = engine.open
         self._request_timeout = config.request_timeout
         self._max_write_buffer = config.max_write_buffer
         self._black_hole = BlackHoleCheck(
@@ -275,11 +282,7 @@ class FramedProtocol(Protocol):
             self._written_timeouts,
             self._black_hole_found,
         )
-        self._state = _OPEN
-        self._connected = False
         self._producing = False
-        self._paused = False
-        self._flush_call: IDelayedCall | None = None
         self._write_timer: IDelayedCall | None = None
         self._close_error: BaseException | None = None
         self._closed_waiters: list[Deferred[str]] = []
@@ -316,6 +319,41 @@ class FramedProtocol(Protocol):
         Requests answered with a reply on this connection.
         """
         return self._path.ok_count
+
+    # The connection's state, kept in the data path, where every read and
+    # every request checks it.
+
+    @property
+    def _state(self) -> int:
+        return self._path.state
+
+    @_state.setter
+    def _state(self, value: int) -> None:
+        self._path.state = value
+
+    @property
+    def _connected(self) -> bool:
+        return self._path.connected
+
+    @_connected.setter
+    def _connected(self, value: bool) -> None:
+        self._path.connected = value
+
+    @property
+    def _paused(self) -> bool:
+        return self._path.paused
+
+    @_paused.setter
+    def _paused(self, value: bool) -> None:
+        self._path.paused = value
+
+    @property
+    def _flush_call(self) -> IDelayedCall | None:
+        return self._path.flush_call  # type: ignore[no-any-return]
+
+    @_flush_call.setter
+    def _flush_call(self, value: IDelayedCall | None) -> None:
+        self._path.flush_call = value
 
     @property
     def _control(self) -> list[bytes]:
@@ -395,9 +433,10 @@ class FramedProtocol(Protocol):
         full).  The pool uses this to skip a connection.
         """
         engine = self.engine
+        path = self._path
         return (
-            self._state == _OPEN
-            and self._connected
+            path.state == _OPEN
+            and path.connected
             and engine.live < self._in_flight_cap
             and engine.live + engine.tombstones < engine.max_pending
         )
@@ -525,42 +564,36 @@ class FramedProtocol(Protocol):
         has passed already: the client checks each request once, at its
         call, and hands it to a connection through here.
         """
-        if body.__class__ is RequestBatch:
-            return self._send_unit(body, timeout, idempotent, attempt)  # type: ignore[arg-type]
+        # Replaced by the data path's own method in __init__ (unless a
+        # subclass overrides this one, which may call it).
+        return self._path.send(body, timeout, idempotent, attempt)  # type: ignore[no-any-return]
+
+    def refused(self) -> Deferred[Any]:
+        """
+        Why the data path did not take a request, as the caller's failed
+        Deferred (see :class:`~framedclient.datapath.DataPathOwner`).
+        """
+        engine = self.engine
         if self._state != _OPEN or not self._connected:
             return self._refuse(self._refusal())
-        engine = self.engine
         if engine.live + engine.tombstones >= engine.max_pending:
             return self._refuse(engine.overloaded())
-        if timeout is None:
-            timeout = self._request_timeout
-        if self._paused and engine.unwritten_bytes >= self._max_write_buffer:
-            return self._refuse(
-                Overloaded(
-                    f"the server is not reading: {engine.unwritten_bytes} bytes "
-                    f"already wait to be written (max_write_buffer="
-                    f"{self._max_write_buffer}); nothing was sent"
-                )
+        return self._refuse(
+            Overloaded(
+                f"the server is not reading: {engine.unwritten_bytes} bytes "
+                f"already wait to be written (max_write_buffer="
+                f"{self._max_write_buffer}); nothing was sent"
             )
-        # Requests sent from reply callbacks share the time the replies
-        # were read: no clock call per request in a busy connection.
-        path = self._path
-        now = path.now if path.in_receive else self._clock.seconds()
-        if not engine.live:
-            # The read deadline counts from when work starts, not from the
-            # last bytes read before an idle period.
-            self._liveness.last_read = now
-        try:
-            r = self._open(body, timeout, now, idempotent, attempt)
-        except Exception as e:
-            # Raised by the codec for bodies it cannot carry (too large for
-            # the frame, wrong type): the caller's mistake, nothing sent.
-            return self._refuse(codec_refusal(e))
-        if self._flush_call is None and not self._path.in_receive:
-            self._flush_call = self._clock.callLater(0, self._flush)
-        return r  # type: ignore[return-value]
+        )
 
-    def _send_unit(
+    def refused_body(self, error: Exception) -> Deferred[Any]:
+        """
+        The codec refused a request's body (see
+        :class:`~framedclient.datapath.DataPathOwner`).
+        """
+        return self._refuse(codec_refusal(error))
+
+    def send_unit(
         self,
         batch: RequestBatch,
         timeout: float | None,
@@ -1130,7 +1163,6 @@ class FramedProtocol(Protocol):
         if self._state == _CLOSED and not self._closed_waiters:
             return
         self._state = _CLOSED
-        self._path.closed = True
         self._connected = False
         self._timer.cancel()
         self._liveness.stop()

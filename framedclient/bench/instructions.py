@@ -22,13 +22,18 @@ process); the server's share is the same in both modes as long as the
 compiled modules it shares with the client (framers, codecs) are counted on
 both sides, so compare modes by their difference, not as absolute client
 cost.  ``--proto`` runs the same loop on one
-:class:`~framedclient.protocol.FramedProtocol` (no pool, no client layer).
+:class:`~framedclient.protocol.FramedProtocol` (no pool, no client layer);
+``--raw`` on the bench's hand-written Twisted client
+(:class:`~framedclient.bench.baselines.RawFC1Protocol`: one Deferred per
+request, no deadlines, no counters) against the same server, which is the
+figure the others are measured against.
 
 Examples::
 
     python -m framedclient.bench instructions            # the current mode
     FRAMEDCLIENT_PURE=1 python -m framedclient.bench instructions
     python -m framedclient.bench instructions --loop 120  # the loop alone
+    python -m framedclient.bench instructions --raw       # raw Twisted
 """
 
 from __future__ import annotations
@@ -50,7 +55,9 @@ SHORT, LONG = 20, 120
 BATCH = 64
 
 
-def run_loop(batches: int, batch: int = BATCH, proto: bool = False) -> int:
+def run_loop(
+    batches: int, batch: int = BATCH, proto: bool = False, raw: bool = False
+) -> int:
     """
     Send ``batches`` rounds of ``batch`` requests and wait for every reply.
 
@@ -65,7 +72,9 @@ def run_loop(batches: int, batch: int = BATCH, proto: bool = False) -> int:
     answered = 0
     send: Callable[[bytes], Deferred[Any]]
     flush: Callable[[], bool]
-    if proto:
+    if raw:
+        send, flush = _raw_pair()
+    elif proto:
         from framedclient.testing.memory import connected_pair
 
         pair = connected_pair()
@@ -94,7 +103,37 @@ def run_loop(batches: int, batch: int = BATCH, proto: bool = False) -> int:
     return answered
 
 
-def _callgrind_total(batches: int, batch: int, proto: bool) -> int:
+def _raw_pair() -> tuple[Any, Any]:
+    # The raw baseline's client wired to the in-memory reference server, as
+    # connected_pair wires a FramedProtocol.
+    from twisted.internet.task import Clock
+    from twisted.test.iosim import FakeAddress
+
+    from framedclient.bench.baselines import RawFC1Protocol
+    from framedclient.server import ReferenceServerFactory
+    from framedclient.testing.memory import (
+        DEFAULT_MAX_ROUNDS,
+        MemoryPump,
+        _flush_pumps,
+        _make_transports,
+    )
+
+    clock = Clock()
+    client = RawFC1Protocol()
+    server = ReferenceServerFactory(clock=clock).buildProtocol(FakeAddress())  # type: ignore[no-untyped-call]
+    client_io, server_io = _make_transports(client, server)
+    server.makeConnection(server_io)  # type: ignore[no-untyped-call]
+    client.makeConnection(client_io)  # type: ignore[no-untyped-call]
+    pump = MemoryPump(client, server, client_io, server_io, clock)
+
+    def flush() -> bool:
+        return _flush_pumps([pump], clock, DEFAULT_MAX_ROUNDS)
+
+    flush()
+    return client.request, flush
+
+
+def _callgrind_total(batches: int, batch: int, proto: bool, raw: bool = False) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         command = [
@@ -111,6 +150,8 @@ def _callgrind_total(batches: int, batch: int, proto: bool) -> int:
         ]
         if proto:
             command.append("--proto")
+        if raw:
+            command.append("--raw")
         env = dict(os.environ, PYTHONHASHSEED="0")
         result = subprocess.run(command, env=env, capture_output=True, text=True)
         if result.returncode != 0:
@@ -124,13 +165,17 @@ def _callgrind_total(batches: int, batch: int, proto: bool) -> int:
 
 
 def count_instructions(
-    short: int = SHORT, long: int = LONG, batch: int = BATCH, proto: bool = False
+    short: int = SHORT,
+    long: int = LONG,
+    batch: int = BATCH,
+    proto: bool = False,
+    raw: bool = False,
 ) -> float:
     """
     Instructions per request: the difference of two callgrind runs.
     """
-    low = _callgrind_total(short, batch, proto)
-    high = _callgrind_total(long, batch, proto)
+    low = _callgrind_total(short, batch, proto, raw)
+    high = _callgrind_total(long, batch, proto, raw)
     return (high - low) / ((long - short) * batch)
 
 
@@ -153,14 +198,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="one FramedProtocol instead of a whole FramedClient",
     )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="the raw Twisted baseline client (RawFC1Protocol) instead",
+    )
     args = parser.parse_args(argv)
     if args.loop is not None:
-        run_loop(args.loop, args.batch, args.proto)
+        run_loop(args.loop, args.batch, args.proto, args.raw)
         return 0
     import framedclient
 
-    per_request = count_instructions(args.short, args.long, args.batch, args.proto)
-    layer = "proto" if args.proto else "framedclient"
+    per_request = count_instructions(
+        args.short, args.long, args.batch, args.proto, args.raw
+    )
+    layer = "raw" if args.raw else "proto" if args.proto else "framedclient"
     print(
         f"mode={framedclient.compiled} layer={layer} batch={args.batch} "
         f"instructions/request={per_request:.0f}"

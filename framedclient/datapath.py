@@ -26,7 +26,7 @@ It imports nothing from Twisted: the adapter passes its collaborators in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, final
+from typing import Any, Final, Protocol, final
 
 from framedclient.batch import RequestBatch
 from framedclient.codecs.base import ERROR, REPLY
@@ -38,14 +38,19 @@ from framedclient.metrics.histogram import LatencyHistogram
 
 __all__ = ["CLOSED", "DRAINING", "OPEN", "DataPath", "DataPathOwner"]
 
+# The frame kinds read on every reply, as Finals: compiled code reads them
+# from C statics, not from this module's dict.
+_REPLY_KIND: Final[int] = REPLY
+_ERROR_KIND: Final[int] = ERROR
+
 # Connection states (the adapter's; kept here, where every read and every
 # request checks them).
 #: Taking requests.
-OPEN = 0
+OPEN: Final = 0
 #: No new requests; close once the outstanding ones are done.
-DRAINING = 1
+DRAINING: Final = 1
 #: Ended: reads are ignored.
-CLOSED = 2
+CLOSED: Final = 2
 
 
 class DataPathOwner(Protocol):
@@ -130,7 +135,7 @@ class DataPath:
     :param ok_histogram: where a reply's latency goes, when that is all
         ``metrics.record_ok`` would do (a plain
         :class:`~framedclient.metrics.Metrics`: its
-        :attr:`~framedclient.metrics.Metrics.ok_histogram`); ``None``: call
+        ``ok_histogram``); ``None``: call
         ``metrics.record_ok``.
     :param liveness: the connection's liveness checks (their
         ``last_read`` and ``ping_sent_at`` are updated on every read).
@@ -186,7 +191,7 @@ class DataPath:
         self,
         owner: DataPathOwner,
         framer: Framer,
-        decode: Callable[[bytes], tuple[int, int, Any]],
+        decode: Callable[[Any], tuple[int, int, Any]],
         seconds: Callable[[], float],
         metrics: Any,
         ok_histogram: LatencyHistogram | None,
@@ -263,9 +268,11 @@ class DataPath:
         if engine.unwritten_bytes or self.control:
             self._owner.receive_done()
 
-    def _handle(self, frames: list[bytes], now: float) -> bool:
+    def _handle(self, frames: list[Any], now: float) -> bool:
         # Each frame in turn; false once the connection closed (a callback
-        # closed it, or the peer broke the protocol).
+        # closed it, or the peer broke the protocol).  A frame is whatever
+        # the framer makes and the codec decodes: bytes for most protocols,
+        # an already parsed reply for some (RESP), so it is not checked.
         decode = self._decode
         engine = self.engine
         assert engine is not None
@@ -276,9 +283,9 @@ class DataPath:
             except ProtocolError as e:
                 owner.protocol_error(e)
                 return False
-            if kind == REPLY:
+            if kind == _REPLY_KIND:
                 found = engine.reply(request_id, True, body, now)
-            elif kind == ERROR:
+            elif kind == _ERROR_KIND:
                 found = engine.reply(request_id, False, body, now)
             else:
                 if owner.other_frame(kind, request_id, body, now):

@@ -396,4 +396,3 @@ class DataPath:
 
     def idle(self) -> None:
         self._owner.idle()
-

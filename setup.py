@@ -30,6 +30,7 @@ COMPILED_MODULES = [
     "framedclient/codecs/redis.py",
     "framedclient/codecs/resp3.py",
     "framedclient/codecs/memcache.py",
+    "framedclient/datapath.py",
 ]
 #: Written next to the compiled modules: each source's hash at build time,
 #: so that an in-place .so whose .py was edited since is not imported.

@@ -73,6 +73,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "framedclient.codecs.redis",
     "framedclient.codecs.resp3",
     "framedclient.codecs.memcache",
+    "framedclient.datapath",
 )
 #: The environment variable that forces pure mode.
 PURE_ENV = "FRAMEDCLIENT_PURE"

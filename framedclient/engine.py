@@ -31,7 +31,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from framedclient._mode import mypyc_attr
 from framedclient.codecs import REQUEST, Matching, Message
@@ -58,40 +58,45 @@ __all__ = [
     "check_request",
 ]
 
-# Request states.  Plain ints: compared on every reply.
+# The request frame's kind, bound here as a Final so that compiled code
+# reads it from a C static, not from this module's dict.
+_REQUEST: Final[int] = REQUEST
+
+# Request states.  Plain ints: compared on every reply (Final: compiled
+# code inlines them).
 #: Request state: accepted, bytes not yet handed to the transport.
-QUEUED = 0
+QUEUED: Final = 0
 #: Request state: bytes written, waiting for the reply.
-SENT = 1
+SENT: Final = 1
 #: Request state: written, then cancelled or timed out; its ID stays
 #: reserved (a tombstone) so a late reply cannot reach another request.
-ABANDONED = 2
+ABANDONED: Final = 2
 #: Request state: settled and in no table.
-DONE = 3
+DONE: Final = 3
 
 # How a request ended: the ``ending`` given to EngineActions.deliver.
 #: Exit: a reply; the value is its body.
-REPLY = 0
+REPLY: Final = 0
 #: Exit: an error reply; the value is its body.
-ERROR_REPLY = 1
+ERROR_REPLY: Final = 1
 #: Exit: the deadline passed; the value is a ``RequestTimeout``.
-TIMEOUT = 2
+TIMEOUT: Final = 2
 #: Exit: cancelled; the value is ``None`` (the canceller's Deferred fails
 #: by itself).
-CANCELLED = 3
+CANCELLED: Final = 3
 #: Exit: the connection was lost; the value is a ``ConnectionLost``, whose
 #: ``written`` says whether a retry is safe.
-LOST = 4
+LOST: Final = 4
 
 # What reply() found.
 #: :meth:`RequestEngine.reply` found the request and settled it.
-MATCHED = 0
+MATCHED: Final = 0
 #: :meth:`RequestEngine.reply` found an abandoned request: the reply is
 #: dropped.
-LATE = 1
+LATE: Final = 1
 #: :meth:`RequestEngine.reply` found no request: an ID never sent, already
 #: answered, or not written yet.
-UNKNOWN = 2
+UNKNOWN: Final = 2
 
 
 class EngineActions(Protocol):
@@ -506,7 +511,7 @@ class RequestEngine:
             request_id = request_id + 1 if request_id < max_id else 1
             if request_id not in pending:
                 break
-        data = self._encode(REQUEST, request_id, body)
+        data = self._encode(_REQUEST, request_id, body)
         self._last_id = request_id
         if timeout is None or timeout == math.inf:
             timeout = 0.0
@@ -635,7 +640,7 @@ class RequestEngine:
                     if request_id not in pending and request_id not in ids:
                         break
             try:
-                frame = self._encode(REQUEST, request_id, one)
+                frame = self._encode(_REQUEST, request_id, one)
             except Exception as e:
                 raise InvalidRequest(
                     f"bodies[{i}] of the batch cannot be sent "

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, Literal, NoReturn, SupportsBytes, SupportsIndex
+from typing import Any, Final, Literal, NoReturn, SupportsBytes, SupportsIndex
 
 from framedclient._mode import mypyc_attr
 from framedclient.errors import CorruptFrame, FrameTooLarge, ProtocolError
@@ -53,17 +53,17 @@ _MiB = 1024 * 1024
 _STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 # LengthPrefixed._flen sentinels (a real frame length is always >= 1).
-_HEADER = -1  # _buf holds the start of a frame whose header is incomplete
-_UNSCANNED = -2  # _buf holds bytes that followed a rejected frame, undecoded
+_HEADER: Final = -1  # _buf holds the start of a frame whose header is incomplete
+_UNSCANNED: Final = -2  # _buf holds bytes that followed a rejected frame, undecoded
 
 # Delimited._mode and Netstring._state values.  0 is the state of a framer
 # with nothing pending, so ``if self._mode or self._buf`` is the whole test
 # for "take the slow path".
-_FRAME = 0
-_DISCARD = 1
-_PAYLOAD = 1
-_FAILED = 2
-_RESCAN = 3
+_FRAME: Final = 0
+_DISCARD: Final = 1
+_PAYLOAD: Final = 1
+_FAILED: Final = 2
+_RESCAN: Final = 3
 
 
 def _u24_unpacker(

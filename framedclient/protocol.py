@@ -51,18 +51,20 @@ from zope.interface import implementer
 from framedclient.batch import RequestBatch
 from framedclient.codecs import (
     CANCEL,
-    ERROR,
     GOAWAY,
     PART,
     PING,
     PONG,
     PUSH,
-    REPLY,
     Codec,
     FC1Codec,
     Message,
 )
 from framedclient.config import ProtocolConfig
+from framedclient.datapath import CLOSED as _CLOSED
+from framedclient.datapath import DRAINING as _DRAINING
+from framedclient.datapath import OPEN as _OPEN
+from framedclient.datapath import DataPath
 from framedclient.deadlines import DeadlineTimer
 from framedclient.engine import (
     ABANDONED,
@@ -75,9 +77,6 @@ from framedclient.engine import (
     Request,
     RequestEngine,
     check_request,
-)
-from framedclient.engine import (
-    REPLY as REPLIED,
 )
 from framedclient.errors import (
     CANCELLED as OUTCOME_CANCELLED,
@@ -101,11 +100,6 @@ if TYPE_CHECKING:
 __all__ = ["FramedClientFactory", "FramedProtocol", "ProtocolConfig", "RequestOwner"]
 
 _log = Logger()
-
-# Connection states.
-_OPEN = 0
-_DRAINING = 1  # no new requests; close once the outstanding ones are done
-_CLOSED = 2
 
 _UNKNOWN_LOG_INTERVAL = 10.0
 _MAX_CONTROL_FRAMES = 64
@@ -223,8 +217,41 @@ class FramedProtocol(Protocol):
         self._closed_by_client = False
         self._framer = codec.new_framer()
         self._encode = codec.encode
-        self._decode = codec.decode
         self._timer = DeadlineTimer(clock, self._wake)
+        self._liveness = Liveness(
+            clock,
+            config.read_timeout,
+            config.heartbeat_interval,
+            config.heartbeat_timeout,
+            self._outstanding,
+            self._send_ping,
+            self._peer_dead,
+        )
+        # The per-read and per-reply work (a native class in compiled mode,
+        # see framedclient.datapath); it is the engine's actions.
+        self._path = path = DataPath(
+            self,
+            self._framer,
+            codec.decode,
+            clock.seconds,
+            self.metrics,
+            # A plain Metrics records a reply's latency and nothing else.
+            self.metrics.ok_histogram if type(self.metrics) is Metrics else None,
+            self._liveness,
+            health,
+            owner.request_settled if owner is not None else None,
+            clock.callLater,
+            self._flush,
+            config.request_timeout,
+            config.max_write_buffer,
+        )
+        # Twisted calls the data path directly (one call per read), and so
+        # do the client and the pool for each request, unless a subclass
+        # overrides these methods.
+        if type(self).dataReceived is FramedProtocol.dataReceived:
+            self.dataReceived = path.data_received  # type: ignore[method-assign]
+        if type(self).send is FramedProtocol.send:
+            self.send = path.send  # type: ignore[method-assign]
         self.engine = engine = RequestEngine(
             matching=codec.matching,
             max_id=codec.max_id,
@@ -233,7 +260,7 @@ class FramedProtocol(Protocol):
             supports_cancel=codec.supports_cancel,
             encode=codec.encode,
             seconds=clock.seconds,
-            actions=self,
+            actions=path,
             record=PendingRequest,
             stream_record=StreamRequest,
             # The client holds its requests' deadlines (the connections'
@@ -244,18 +271,9 @@ class FramedProtocol(Protocol):
                 else getattr(owner, "usual_timeout", None)
             ),
         )
-        self._open = engine.open
+        path.attach(engine)
         self._request_timeout = config.request_timeout
         self._max_write_buffer = config.max_write_buffer
-        self._liveness = Liveness(
-            clock,
-            config.read_timeout,
-            config.heartbeat_interval,
-            config.heartbeat_timeout,
-            self._outstanding,
-            self._send_ping,
-            self._peer_dead,
-        )
         self._black_hole = BlackHoleCheck(
             config.black_hole_after,
             self._liveness,
@@ -264,14 +282,7 @@ class FramedProtocol(Protocol):
             self._written_timeouts,
             self._black_hole_found,
         )
-        self._control: list[bytes] = []
-        self._state = _OPEN
-        self._connected = False
         self._producing = False
-        self._paused = False
-        self._flush_call: IDelayedCall | None = None
-        self._in_receive = False
-        self._receive_now = 0.0
         self._write_timer: IDelayedCall | None = None
         self._close_error: BaseException | None = None
         self._closed_waiters: list[Deferred[str]] = []
@@ -297,12 +308,64 @@ class FramedProtocol(Protocol):
 
         self.close_reason: str | None = None
         self.connected_at: float | None = None
-        self.ok_count = 0
         self.failed_count = 0
         #: error replies received (counted in ``failed_count`` too)
         self.error_replies = 0
-        self.bytes_received = 0
         self.bytes_sent = 0
+
+    @property
+    def ok_count(self) -> int:
+        """
+        Requests answered with a reply on this connection.
+        """
+        return self._path.ok_count
+
+    # The connection's state, kept in the data path, where every read and
+    # every request checks it.
+
+    @property
+    def _state(self) -> int:
+        return self._path.state
+
+    @_state.setter
+    def _state(self, value: int) -> None:
+        self._path.state = value
+
+    @property
+    def _connected(self) -> bool:
+        return self._path.connected
+
+    @_connected.setter
+    def _connected(self, value: bool) -> None:
+        self._path.connected = value
+
+    @property
+    def _paused(self) -> bool:
+        return self._path.paused
+
+    @_paused.setter
+    def _paused(self, value: bool) -> None:
+        self._path.paused = value
+
+    @property
+    def _flush_call(self) -> IDelayedCall | None:
+        return self._path.flush_call  # type: ignore[no-any-return]
+
+    @_flush_call.setter
+    def _flush_call(self, value: IDelayedCall | None) -> None:
+        self._path.flush_call = value
+
+    @property
+    def _control(self) -> list[bytes]:
+        # The control frames waiting to be written (the data path's).
+        return self._path.control
+
+    @property
+    def bytes_received(self) -> int:
+        """
+        Bytes read on this connection.
+        """
+        return self._path.bytes_received
 
     # -- introspection -------------------------------------------------------
 
@@ -370,9 +433,10 @@ class FramedProtocol(Protocol):
         full).  The pool uses this to skip a connection.
         """
         engine = self.engine
+        path = self._path
         return (
-            self._state == _OPEN
-            and self._connected
+            path.state == _OPEN
+            and path.connected
             and engine.live < self._in_flight_cap
             and engine.live + engine.tombstones < engine.max_pending
         )
@@ -500,41 +564,36 @@ class FramedProtocol(Protocol):
         has passed already: the client checks each request once, at its
         call, and hands it to a connection through here.
         """
-        if body.__class__ is RequestBatch:
-            return self._send_unit(body, timeout, idempotent, attempt)  # type: ignore[arg-type]
+        # Replaced by the data path's own method in __init__ (unless a
+        # subclass overrides this one, which may call it).
+        return self._path.send(body, timeout, idempotent, attempt)  # type: ignore[no-any-return]
+
+    def refused(self) -> Deferred[Any]:
+        """
+        Why the data path did not take a request, as the caller's failed
+        Deferred (see :class:`~framedclient.datapath.DataPathOwner`).
+        """
+        engine = self.engine
         if self._state != _OPEN or not self._connected:
             return self._refuse(self._refusal())
-        engine = self.engine
         if engine.live + engine.tombstones >= engine.max_pending:
             return self._refuse(engine.overloaded())
-        if timeout is None:
-            timeout = self._request_timeout
-        if self._paused and engine.unwritten_bytes >= self._max_write_buffer:
-            return self._refuse(
-                Overloaded(
-                    f"the server is not reading: {engine.unwritten_bytes} bytes "
-                    f"already wait to be written (max_write_buffer="
-                    f"{self._max_write_buffer}); nothing was sent"
-                )
+        return self._refuse(
+            Overloaded(
+                f"the server is not reading: {engine.unwritten_bytes} bytes "
+                f"already wait to be written (max_write_buffer="
+                f"{self._max_write_buffer}); nothing was sent"
             )
-        # Requests sent from reply callbacks share the time the replies
-        # were read: no clock call per request in a busy connection.
-        now = self._receive_now if self._in_receive else self._clock.seconds()
-        if not engine.live:
-            # The read deadline counts from when work starts, not from the
-            # last bytes read before an idle period.
-            self._liveness.last_read = now
-        try:
-            r = self._open(body, timeout, now, idempotent, attempt)
-        except Exception as e:
-            # Raised by the codec for bodies it cannot carry (too large for
-            # the frame, wrong type): the caller's mistake, nothing sent.
-            return self._refuse(codec_refusal(e))
-        if self._flush_call is None and not self._in_receive:
-            self._flush_call = self._clock.callLater(0, self._flush)
-        return r  # type: ignore[return-value]
+        )
 
-    def _send_unit(
+    def refused_body(self, error: Exception) -> Deferred[Any]:
+        """
+        The codec refused a request's body (see
+        :class:`~framedclient.datapath.DataPathOwner`).
+        """
+        return self._refuse(codec_refusal(error))
+
+    def send_unit(
         self,
         batch: RequestBatch,
         timeout: float | None,
@@ -566,14 +625,15 @@ class FramedProtocol(Protocol):
                     f"{self._max_write_buffer}); nothing was sent"
                 )
             )
-        now = self._receive_now if self._in_receive else self._clock.seconds()
+        path = self._path
+        now = path.now if path.in_receive else self._clock.seconds()
         if not engine.live:
             self._liveness.last_read = now
         try:
             r = engine.open_many(batch.bodies, batch, timeout, now, idempotent, attempt)
         except Exception as e:
             return self._refuse(codec_refusal(e))
-        if self._flush_call is None and not self._in_receive:
+        if self._flush_call is None and not self._path.in_receive:
             self._flush_call = self._clock.callLater(0, self._flush)
         return r  # type: ignore[return-value]
 
@@ -593,7 +653,8 @@ class FramedProtocol(Protocol):
         engine = self.engine
         if engine.live + engine.tombstones >= engine.max_pending:
             return self._refuse(engine.overloaded())
-        now = self._receive_now if self._in_receive else self._clock.seconds()
+        path = self._path
+        now = path.now if path.in_receive else self._clock.seconds()
         if not engine.live:
             self._liveness.last_read = now
         try:
@@ -601,7 +662,7 @@ class FramedProtocol(Protocol):
         except Exception as e:
             return self._refuse(codec_refusal(e))
         r.on_part = on_part  # type: ignore[attr-defined]
-        if self._flush_call is None and not self._in_receive:
+        if self._flush_call is None and not self._path.in_receive:
             self._flush_call = self._clock.callLater(0, self._flush)
         return r  # type: ignore[return-value]
 
@@ -674,30 +735,15 @@ class FramedProtocol(Protocol):
         return ConnectionLost(False, self.close_reason or "connection closed")
 
     # -- EngineActions: what the engine asks of us ---------------------------
+    # (through the data path, which delivers replies itself)
 
-    def deliver(self, r: Any, ending: int, value: Any, now: float) -> None:
+    def failed(self, r: Any, ending: int, value: Any, now: float) -> None:
         """
-        ``r`` is a :class:`PendingRequest`: the records this engine makes.
-
-        The engine settled ``r`` (see
+        The engine settled ``r`` (a :class:`PendingRequest`, the records
+        this engine makes) without a reply (see
         :class:`~framedclient.engine.EngineActions`).
         """
         owner = self._owner
-        if ending == REPLIED:
-            self.ok_count += 1
-            latency = now - r.started
-            health = self.health
-            if health is not None:
-                # The host's latency estimate and success rate (the pick
-                # and outlier detection feed on them).
-                health.settled(latency, True, now, self.engine.live)
-                if health.failures:
-                    health.succeeded()
-            if owner is not None:
-                owner.request_settled()
-            self.metrics.record_ok(latency)
-            r.callback(value)
-            return
         if ending == LOST:
             if (
                 owner is not None
@@ -748,8 +794,8 @@ class FramedProtocol(Protocol):
         r.errback(error)
 
     def send_cancel(self, request_id: int) -> None:
-        self._control.append(self._encode(CANCEL, request_id, b""))
-        if self._flush_call is None and not self._in_receive:
+        self._path.control.append(self._encode(CANCEL, request_id, b""))
+        if self._flush_call is None and not self._path.in_receive:
             self._flush_call = self._clock.callLater(0, self._flush)
 
     def arm(self, deadline: float) -> None:
@@ -820,8 +866,9 @@ class FramedProtocol(Protocol):
         self._flush_call = None
         if self._paused or not self._connected or self.transport is None:
             return
-        chunks = self._control
-        self._control = []
+        path = self._path
+        chunks = path.control
+        path.control = []
         self.engine.take_unwritten(chunks)
         if not chunks:
             return
@@ -844,7 +891,9 @@ class FramedProtocol(Protocol):
             if self._write_timer.active():
                 self._write_timer.cancel()
             self._write_timer = None
-        if (self.engine.unwritten_bytes or self._control) and self._flush_call is None:
+        if (
+            self.engine.unwritten_bytes or self._path.control
+        ) and self._flush_call is None:
             self._flush_call = self._clock.callLater(0, self._flush)
 
     def stopProducing(self) -> None:
@@ -862,82 +911,63 @@ class FramedProtocol(Protocol):
     # -- reading -------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._state == _CLOSED:
-            return
-        self.bytes_received += len(data)
-        self.metrics.add_bytes(len(data), 0)
-        now = self._clock.seconds()
-        liveness = self._liveness
-        liveness.last_read = now
-        liveness.ping_sent_at = None
-        self._receive_now = now
-        self._in_receive = True
-        try:
-            try:
-                frames = self._framer.feed(data)
-            except ProtocolError as e:
-                self._handle_frames(e.frames, now)
-                self._protocol_error(e)
-                return
-            self._handle_frames(frames, now)
-        finally:
-            self._in_receive = False
-        if (self.engine.unwritten_bytes or self._control) and self._flush_call is None:
-            self._flush()
+        # Replaced by the data path's own method in __init__ (unless a
+        # subclass overrides this one, which may call it).
+        self._path.data_received(data)
 
-    def _handle_frames(self, frames: list[bytes], now: float) -> None:
-        decode = self._decode
-        reply = self.engine.reply
-        for frame in frames:
+    # -- DataPathOwner: the frames and outcomes the data path hands back ------
+
+    def other_frame(self, kind: int, request_id: int, body: Any, now: float) -> bool:
+        """
+        A frame that is neither a reply nor an error reply (see
+        :class:`~framedclient.datapath.DataPathOwner`).
+        """
+        if kind == PING:
+            # A peer that floods pings while not reading our pongs must
+            # not grow our memory: beyond a few queued control frames,
+            # pongs are dropped (any later byte is a sign of life anyway).
+            control = self._path.control
+            if len(control) < _MAX_CONTROL_FRAMES:
+                control.append(self._encode(PONG, request_id, body))
+            return False
+        if kind == PONG:
+            return False  # any bytes already counted as a sign of life
+        if kind == GOAWAY:
+            self._goaway()
+            return self._state == _CLOSED
+        if kind == PART:
+            self._parts_seen = True
+            found = self.engine.part(request_id, body, now)
+        elif kind == PUSH and self.on_push is not None:
+            split = self._split_push
             try:
-                kind, request_id, body = decode(frame)
+                push = split(body) if split is not None else body
             except ProtocolError as e:
                 self._protocol_error(e)
-                return
-            if kind == REPLY:
-                found = reply(request_id, True, body, now)
-            elif kind == ERROR:
-                found = reply(request_id, False, body, now)
-            elif kind == PING:
-                # A peer that floods pings while not reading our pongs must
-                # not grow our memory: beyond a few queued control frames,
-                # pongs are dropped (any later byte is a sign of life anyway).
-                if len(self._control) < _MAX_CONTROL_FRAMES:
-                    self._control.append(self._encode(PONG, request_id, body))
-                continue
-            elif kind == PONG:
-                continue  # any bytes already counted as a sign of life
-            elif kind == GOAWAY:
-                self._goaway()
-                if self._state == _CLOSED:
-                    return
-                continue
-            elif kind == PART:
-                self._parts_seen = True
-                found = self.engine.part(request_id, body, now)
-            elif kind == PUSH and self.on_push is not None:
-                split = self._split_push
-                try:
-                    push = split(body) if split is not None else body
-                except ProtocolError as e:
-                    self._protocol_error(e)
-                    return
-                self.on_push(push)
-                if self._state == _CLOSED:
-                    return
-                continue
-            else:
-                # A request or cancel frame from the server: not a client's
-                # business; count it with the unknown replies.
-                found = self.engine.stray_frame()
-            if found:
-                if found == LATE:
-                    self.metrics.record_dropped_reply(True)
-                else:
-                    self._unknown_reply(request_id)
-            if self._state == _CLOSED:
-                # A callback closed the connection; it failed the rest.
-                return
+                return True
+            self.on_push(push)
+            return self._state == _CLOSED
+        else:
+            # A request or cancel frame from the server: not a client's
+            # business; count it with the unknown replies.
+            found = self.engine.stray_frame()
+        if found:
+            self.dropped_reply(found, request_id)
+        # A callback closed the connection; it failed the rest.
+        return self._state == _CLOSED
+
+    def dropped_reply(self, found: int, request_id: int) -> None:
+        if found == LATE:
+            self.metrics.record_dropped_reply(True)
+        else:
+            self._unknown_reply(request_id)
+
+    def protocol_error(self, error: ProtocolError) -> None:
+        self._protocol_error(error)
+
+    def receive_done(self) -> None:
+        if self._flush_call is None:
+            self._flush()
 
     def _unknown_reply(self, request_id: int) -> None:
         self.metrics.record_dropped_reply(False)
@@ -982,7 +1012,7 @@ class FramedProtocol(Protocol):
             self._finish_draining()
 
     def _send_ping(self) -> None:
-        self._control.append(self._encode(PING, 0, b""))
+        self._path.control.append(self._encode(PING, 0, b""))
         self._flush()
 
     def _peer_dead(self, reason: str) -> None:
@@ -1141,7 +1171,7 @@ class FramedProtocol(Protocol):
             if timer is not None and timer.active():
                 timer.cancel()
         self._flush_call = self._write_timer = None
-        self._control = []
+        self._path.control = []
         self._goaway_waiters = []
         # Before a TLS handshake completes nothing reaches the server.
         reached_server = not self._tls or self._handshake_done

@@ -1,7 +1,8 @@
 """
-``python -m framedclient.bench instructions --codec redis|memcache|redis-raw``:
-the loops callgrind counts answer every GET with the value, so a broken
-loop cannot report a cheap figure.
+``python -m framedclient.bench instructions`` (fc1 through a whole client,
+``--proto``, ``--raw``; ``--codec redis|memcache|redis-raw``): the loops
+callgrind counts must answer every request they send, so a broken loop
+cannot report a cheap figure.
 """
 
 from __future__ import annotations
@@ -9,6 +10,19 @@ from __future__ import annotations
 import pytest
 
 from framedclient.bench import instructions
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [{}, {"proto": True}, {"raw": True}],
+    ids=["framedclient", "proto", "raw"],
+)
+def test_each_loop_answers_every_request(layer: dict[str, bool]) -> None:
+    assert instructions.run_loop(3, 5, **layer) == 15
+
+
+def test_loop_option_runs_the_raw_loop_without_valgrind() -> None:
+    assert instructions.main(["--loop", "2", "--batch", "3", "--raw"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -47,6 +61,7 @@ def test_an_unknown_codec_is_refused_naming_the_choices():
         ["--pipeline"],
         ["--codec", "redis-raw", "--pipeline"],
         ["--codec", "redis", "--proto"],
+        ["--codec", "redis", "--raw"],
     ],
 )
 def test_options_that_measure_nothing_are_refused(argv, capsys):

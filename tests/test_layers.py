@@ -63,7 +63,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "engine and settings",
         ["framedclient.engine", "framedclient.config", "framedclient.batch"],
     ),
-    ("protocol", ["framedclient.protocol"]),
+    ("protocol", ["framedclient.datapath", "framedclient.protocol"]),
     (
         "connection",
         ["framedclient.connection", "framedclient.balance", "framedclient.hedging"],

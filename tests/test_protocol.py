@@ -25,6 +25,7 @@ from framedclient.codecs import (
     FC1Codec,
     HeaderCodec,
     Kind,
+    Matching,
     PipelinedCodec,
 )
 from framedclient.errors import (
@@ -634,3 +635,35 @@ def test_cancelling_a_request_from_another_ones_connection_lost_errback_leaves_n
     assert proto.table_size == 0
     assert proto.debug_state()["table_entries"] == 0
     assert clock.getDelayedCalls() == [], "nothing scheduled on a dead connection"
+
+
+class _ParsedFrames:
+    """
+    A framer that hands the codec parsed objects, not bytes (as the RESP
+    framer does with replies it has parsed already).
+    """
+
+    def feed(self, data: bytes) -> list[object]:
+        return [["parsed", data]]
+
+
+class _ParsedCodec(FC1Codec):
+    matching = Matching.IN_ORDER
+
+    def new_framer(self) -> _ParsedFrames:  # type: ignore[override]
+        return _ParsedFrames()
+
+    def decode(self, frame: object) -> tuple[int, int, object]:  # type: ignore[override]
+        return REPLY, 0, frame
+
+
+def test_frames_a_framer_gives_as_parsed_objects_reach_the_codec_as_they_are():
+    # In compiled mode the data path is a native class: it must not take a
+    # frame for bytes (a RESP reply is a parsed list by then).
+    clock = Clock()
+    proto = FramedProtocol(ProtocolConfig(codec=_ParsedCodec()), clock=clock)
+    proto.makeConnection(StringTransport())
+    d = proto.request(b"x")
+    clock.advance(0)  # written
+    proto.dataReceived(b"reply")
+    assert outcomes([d]) == [["parsed", b"reply"]]

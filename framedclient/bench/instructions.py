@@ -22,7 +22,11 @@ process); the server's share is the same in both modes as long as the
 compiled modules it shares with the client (framers, codecs) are counted on
 both sides, so compare modes by their difference, not as absolute client
 cost.  ``--proto`` runs the same loop on one
-:class:`~framedclient.protocol.FramedProtocol` (no pool, no client layer).
+:class:`~framedclient.protocol.FramedProtocol` (no pool, no client layer);
+``--raw`` on the bench's hand-written Twisted client
+(:class:`~framedclient.bench.baselines.RawFC1Protocol`: one Deferred per
+request, no deadlines, no counters) against the same server, which is the
+figure the others are measured against.
 
 ``--codec redis`` and ``--codec memcache`` run the same loop through
 :class:`~framedclient.clients.redis.RedisClient` ``.get`` and
@@ -44,6 +48,7 @@ Examples::
     python -m framedclient.bench instructions            # the current mode
     FRAMEDCLIENT_PURE=1 python -m framedclient.bench instructions
     python -m framedclient.bench instructions --loop 120  # the loop alone
+    python -m framedclient.bench instructions --raw       # raw Twisted
     python -m framedclient.bench instructions --codec redis --batch 50
     python -m framedclient.bench instructions --codec memcache --batch 50 --pipeline
 """
@@ -85,7 +90,9 @@ _MEMCACHE_REPLY_TAIL = bytes(8) + bytes(4) + _VALUE  # cas, flags, value
 _MEMCACHE_NOOP_REPLY = bytes([0x81, 0x0A]) + bytes(10)
 
 
-def run_loop(batches: int, batch: int = BATCH, proto: bool = False) -> int:
+def run_loop(
+    batches: int, batch: int = BATCH, proto: bool = False, raw: bool = False
+) -> int:
     """
     Send ``batches`` rounds of ``batch`` requests and wait for every reply.
 
@@ -100,7 +107,9 @@ def run_loop(batches: int, batch: int = BATCH, proto: bool = False) -> int:
     answered = 0
     send: Callable[[bytes], Deferred[Any]]
     flush: Callable[[], bool]
-    if proto:
+    if raw:
+        send, flush = _raw_pair()
+    elif proto:
         from framedclient.testing.memory import connected_pair
 
         pair = connected_pair()
@@ -127,6 +136,36 @@ def run_loop(batches: int, batch: int = BATCH, proto: bool = False) -> int:
     if answered != batches * batch:
         raise RuntimeError(f"{answered} of {batches * batch} requests answered")
     return answered
+
+
+def _raw_pair() -> tuple[Any, Any]:
+    # The raw baseline's client wired to the in-memory reference server, as
+    # connected_pair wires a FramedProtocol.
+    from twisted.internet.task import Clock
+    from twisted.test.iosim import FakeAddress
+
+    from framedclient.bench.baselines import RawFC1Protocol
+    from framedclient.server import ReferenceServerFactory
+    from framedclient.testing.memory import (
+        DEFAULT_MAX_ROUNDS,
+        MemoryPump,
+        _flush_pumps,
+        _make_transports,
+    )
+
+    clock = Clock()
+    client = RawFC1Protocol()
+    server = ReferenceServerFactory(clock=clock).buildProtocol(FakeAddress())  # type: ignore[no-untyped-call]
+    client_io, server_io = _make_transports(client, server)
+    server.makeConnection(server_io)  # type: ignore[no-untyped-call]
+    client.makeConnection(client_io)  # type: ignore[no-untyped-call]
+    pump = MemoryPump(client, server, client_io, server_io, clock)
+
+    def flush() -> bool:
+        return _flush_pumps([pump], clock, DEFAULT_MAX_ROUNDS)
+
+    flush()
+    return client.request, flush
 
 
 def _redis_server_factory() -> Any:
@@ -329,7 +368,12 @@ def run_codec_loop(
 
 
 def _callgrind_total(
-    batches: int, batch: int, proto: bool, codec: str = "fc1", pipeline: bool = False
+    batches: int,
+    batch: int,
+    proto: bool,
+    codec: str = "fc1",
+    pipeline: bool = False,
+    raw: bool = False,
 ) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -347,6 +391,8 @@ def _callgrind_total(
         ]
         if proto:
             command.append("--proto")
+        if raw:
+            command.append("--raw")
         if codec != "fc1":
             command += ["--codec", codec]
         if pipeline:
@@ -370,13 +416,14 @@ def count_instructions(
     proto: bool = False,
     codec: str = "fc1",
     pipeline: bool = False,
+    raw: bool = False,
 ) -> float:
     """
     Instructions per request (per GET with ``codec``): the difference of
     two callgrind runs.
     """
-    low = _callgrind_total(short, batch, proto, codec, pipeline)
-    high = _callgrind_total(long, batch, proto, codec, pipeline)
+    low = _callgrind_total(short, batch, proto, codec, pipeline, raw)
+    high = _callgrind_total(long, batch, proto, codec, pipeline, raw)
     return (high - low) / ((long - short) * batch)
 
 
@@ -400,6 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="one FramedProtocol instead of a whole FramedClient (fc1 only)",
     )
     parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="the raw Twisted baseline client (RawFC1Protocol) instead (fc1 only)",
+    )
+    parser.add_argument(
         "--codec",
         choices=CODECS,
         default="fc1",
@@ -419,18 +471,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--codec redis-raw measures single GETs; drop --pipeline")
     if args.codec != "fc1" and args.proto:
         parser.error("--proto measures fc1 only; drop --codec or --proto")
+    if args.codec != "fc1" and args.raw:
+        parser.error("--raw measures fc1 only; use --codec redis-raw for Redis")
     if args.loop is not None:
         if args.codec == "fc1":
-            run_loop(args.loop, args.batch, args.proto)
+            run_loop(args.loop, args.batch, args.proto, args.raw)
         else:
             run_codec_loop(args.codec, args.loop, args.batch, args.pipeline)
         return 0
     import framedclient
 
     per_request = count_instructions(
-        args.short, args.long, args.batch, args.proto, args.codec, args.pipeline
+        args.short,
+        args.long,
+        args.batch,
+        args.proto,
+        args.codec,
+        args.pipeline,
+        args.raw,
     )
-    layer = "proto" if args.proto else "framedclient"
+    layer = "raw" if args.raw else "proto" if args.proto else "framedclient"
     if args.codec != "fc1":
         layer = f"{args.codec}-{'pipeline' if args.pipeline else 'get'}"
     print(

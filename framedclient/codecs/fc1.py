@@ -16,7 +16,7 @@ clients that predate them never see one.
 from __future__ import annotations
 
 import struct
-from typing import Any, SupportsIndex
+from typing import Any, Final, SupportsIndex
 
 from framedclient._mode import mypyc_attr
 from framedclient.codecs.base import DEFAULT_MAX_FRAME, PUSH, Kind, Matching, Push
@@ -26,11 +26,11 @@ from framedclient.framing import Framer, LengthPrefixed, check_max_frame_type
 __all__ = ["FC1Codec", "encode_push", "split_push"]
 
 
-_FC1_HEADER = struct.Struct(">IQB")
-_FC1_INNER = struct.Struct(">QB")
-_FC1_INNER_SIZE = _FC1_INNER.size
-_FC1_KINDS = frozenset(int(k) for k in Kind)
-_TOPIC_LENGTH = struct.Struct(">H")
+_FC1_HEADER: Final = struct.Struct(">IQB")
+_FC1_INNER: Final = struct.Struct(">QB")
+_FC1_INNER_SIZE: Final = _FC1_INNER.size
+_FC1_KINDS: Final = frozenset(int(k) for k in Kind)
+_TOPIC_LENGTH: Final = struct.Struct(">H")
 
 
 def encode_push(codec: FC1Codec, topic: bytes, payload: bytes) -> bytes:

@@ -62,3 +62,31 @@ def test_unknown_clients_are_refused(capsys):
     assert main(["redis", "--clients", "framedclient,nope"]) == 2
     assert "nope" in capsys.readouterr().err
     assert main(["postgres"]) == 2
+
+
+def test_the_reference_tool_can_open_another_number_of_connections(monkeypatch):
+    # Issue 22's pipeline target: framedclient's one connection against
+    # redis-benchmark -c 1 -P 50, in one run with framedclient at C=50.
+    import framedclient.bench.keyvalue as keyvalue
+
+    seen = []
+
+    def fake_redis_benchmark(port, value_size, c, n, cpu, pipeline=1):
+        seen.append((c, pipeline))
+        return {"requests": n, "seconds": 1.0, "cpu": None, "wall": 1.0}
+
+    monkeypatch.setattr(keyvalue, "_redis_benchmark", fake_redis_benchmark)
+    args = build_parser("redis").parse_args(
+        "--clients redis-benchmark --runs 1 --pipeline 50 --concurrency 50 "
+        "--reference-connections 1".split()
+    )
+    rows = compare("redis", args)
+    assert seen == [(1, 50)]
+    assert "redis-benchmark with 1 connection(s)" in render("redis", rows, args)
+
+
+def test_reference_connections_must_be_a_positive_count(capsys):
+    for wrong in ("0", "many"):
+        with pytest.raises(SystemExit):
+            build_parser("memcache").parse_args(["--reference-connections", wrong])
+        assert "--reference-connections" in capsys.readouterr().err

@@ -423,14 +423,17 @@ def compare(protocol: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                         return _redis_benchmark(
                             port,
                             args.value_size,
-                            args.concurrency,
+                            reference_connections(args),
                             args.requests,
                             client_cpu,
                             args.pipeline,
                         )
                     if kind == "memaslap":
                         return _memaslap(
-                            port, args.value_size, args.concurrency, client_cpu
+                            port,
+                            args.value_size,
+                            reference_connections(args),
+                            client_cpu,
                         )
                     child = (
                         "framedclient-" + protocol if kind == "framedclient" else kind
@@ -446,12 +449,24 @@ def compare(protocol: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def reference_connections(args: argparse.Namespace) -> int:
+    """
+    How many connections redis-benchmark (``-c``) or memaslap (``-c``) opens:
+    ``--reference-connections``, else one per concurrent caller.  Issue 22's
+    pipeline target compares framedclient's one connection with
+    ``redis-benchmark -c 1 -P 50``, whose figure depends on the count.
+    """
+    given: int | None = args.reference_connections
+    return args.concurrency if given is None else given
+
+
 def render(protocol: str, rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """
     A Markdown table: each client's rate and cost, and framedclient's
     ratio to it.
     """
     ours = next((r for r in rows if r["client"] == "framedclient"), None)
+    reference = "redis-benchmark" if protocol == "redis" else "memaslap"
     batched = (
         f" in pipelines of {args.pipeline}"
         + (" (get_many)" if protocol == "memcache" else "")
@@ -463,6 +478,11 @@ def render(protocol: str, rows: list[dict[str, Any]], args: argparse.Namespace) 
             f"{protocol} GET{batched}, {args.value_size}-byte value, "
             f"{args.concurrency} concurrent callers, {args.requests:,} requests, "
             f"best of {args.runs}; server and client {pinned(args.pin)}"
+            + (
+                f"; {reference} with {reference_connections(args)} connection(s)"
+                if args.reference_connections is not None
+                else ""
+            )
         ),
         "| client | req/s | req per client CPU s | framedclient / this (rate) "
         "| framedclient / this (CPU) |",
@@ -499,8 +519,26 @@ def build_parser(protocol: str) -> argparse.ArgumentParser:
         "get_many (memcached) of this many; --requests counts GETs; only "
         "framedclient and redis-benchmark take it",
     )
+    parser.add_argument(
+        "--reference-connections",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="connections of redis-benchmark or memaslap (-c N); default: "
+        "--concurrency (framedclient always uses one connection)",
+    )
     add_pin_and_json_options(parser, "the server and the clients")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1 connection")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass, field
 
 import pytest
 import pytest_twisted
@@ -358,6 +359,51 @@ async def steady_writes(redis, stop: Deferred, log: list, incrs: list) -> None:
     await DeferredList(in_flight)
 
 
+@dataclass
+class Failover:
+    """What :func:`kill_the_master_under_writes` saw."""
+
+    #: (key, outcome, when) of each SET, in the order their outcomes came.
+    log: list = field(default_factory=list)
+    #: The outcome of each INCR of "counter".
+    incrs: list = field(default_factory=list)
+    killed_at: float = 0.0
+    switched_at: float = 0.0
+
+
+async def kill_the_master_under_writes(
+    redis, master, new: str, warm_up: float, writes_after: int
+) -> Failover:
+    """
+    Write steadily, SIGKILL ``master`` after ``warm_up`` seconds, and go on
+    until the client has switched to ``new`` and ``writes_after`` writes
+    were acknowledged after the switch; then stop writing.
+    """
+    seen = Failover()
+    stop: Deferred = Deferred()
+    writing = Deferred.fromCoroutine(steady_writes(redis, stop, seen.log, seen.incrs))
+    try:
+        await deferLater(reactor, warm_up, lambda: None)
+        seen.killed_at = time.monotonic()
+        master.kill()
+        switched_at = None
+        while True:
+            await deferLater(reactor, 0.05, lambda: None)
+            if redis.sentinel.master == new:
+                switched_at = switched_at or time.monotonic()
+                after = sum(1 for e in seen.log if e[1] is True and e[2] > switched_at)
+                if after >= writes_after:
+                    break
+            assert time.monotonic() - seen.killed_at < 60, (
+                f"writes did not resume: {redis.sentinel.debug_state()}"
+            )
+        seen.switched_at = switched_at
+    finally:
+        stop.callback(None)
+        await settle(writing, 10)
+    return seen
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest_twisted.ensureDeferred
@@ -366,27 +412,14 @@ async def test_sigkill_the_master_under_writes_writes_resume_on_the_new_master(g
         reactor, group.sentinel_endpoints, "mymaster", request_timeout=2.0
     )
     new = group.replica.port
-    log: list = []
-    incrs: list = []
-    stop: Deferred = Deferred()
     try:
         await settle(redis.when_ready(), 10)
-        writing = Deferred.fromCoroutine(steady_writes(redis, stop, log, incrs))
-        await deferLater(reactor, 1.0, lambda: None)
-        killed_at = time.monotonic()
-        group.master.kill()
         # Until the client has switched and 500 writes went through after.
-        switched_at = None
-        while True:
-            await deferLater(reactor, 0.05, lambda: None)
-            if redis.sentinel.master == f"127.0.0.1:{new}":
-                switched_at = switched_at or time.monotonic()
-                after = [e for e in log if e[1] is True and e[2] > switched_at]
-                if len(after) >= 500:
-                    break
-            assert time.monotonic() - killed_at < 60, "writes did not resume"
-        stop.callback(None)
-        await settle(writing, 10)
+        seen = await kill_the_master_under_writes(
+            redis, group.master, f"127.0.0.1:{new}", warm_up=1.0, writes_after=500
+        )
+        log, incrs = seen.log, seen.incrs
+        killed_at, switched_at = seen.killed_at, seen.switched_at
         assert redis.sentinel.switches == 1
 
         # The sentinels wait down-after-milliseconds (1 s), vote, promote;
@@ -433,8 +466,6 @@ async def test_sigkill_the_master_under_writes_writes_resume_on_the_new_master(g
         )
         assert len(lost) <= 10 + len(acked_before) // 100
     finally:
-        if not stop.called:
-            stop.callback(None)
         await redis.close(timeout=2)
 
 

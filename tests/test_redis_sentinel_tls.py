@@ -16,7 +16,6 @@ import time
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
 from framedclient._endpoints import endpoint_name
@@ -24,7 +23,7 @@ from framedclient.clients.redis import RedisClient, SentinelRedisClient
 from framedclient.clients.sentinel import node_endpoints, parse_sentinel_string
 
 from .sentinel_servers import sentinel_group, tls_files
-from .test_redis_sentinel import settle, steady_writes
+from .test_redis_sentinel import kill_the_master_under_writes, settle
 
 
 @pytest.fixture
@@ -137,25 +136,13 @@ async def test_sigkill_the_master_under_writes_over_tls_writes_resume_on_the_new
         reactor, tls_group.sentinel_endpoints, "mymaster", request_timeout=2.0
     )
     new = f"127.0.0.1:{tls_group.replica.port}"
-    log: list = []
-    incrs: list = []
-    stop: Deferred = Deferred()
     try:
         await settle(redis.when_ready(), 10)
-        writing = Deferred.fromCoroutine(steady_writes(redis, stop, log, incrs))
-        await deferLater(reactor, 0.5, lambda: None)
-        killed_at = time.monotonic()
-        tls_group.master.kill()
-        switched_at = None
-        while True:
-            await deferLater(reactor, 0.05, lambda: None)
-            if redis.sentinel.master == new:
-                switched_at = switched_at or time.monotonic()
-                if sum(1 for e in log if e[1] is True and e[2] > switched_at) >= 200:
-                    break
-            assert time.monotonic() - killed_at < 60, redis.sentinel.debug_state()
-        stop.callback(None)
-        await settle(writing, 10)
+        seen = await kill_the_master_under_writes(
+            redis, tls_group.master, new, warm_up=0.5, writes_after=200
+        )
+        log, incrs = seen.log, seen.incrs
+        killed_at, switched_at = seen.killed_at, seen.switched_at
         assert redis.sentinel.switches == 1
         # What the new master acknowledged, it holds (read over TLS).
         after = [k for k, r, t in log if r is True and t > switched_at]
@@ -174,8 +161,6 @@ async def test_sigkill_the_master_under_writes_over_tls_writes_resume_on_the_new
             f"{len(after)} acknowledged by the new master"
         )
     finally:
-        if not stop.called:
-            stop.callback(None)
         await redis.close(timeout=2)
 
 
